@@ -1,0 +1,34 @@
+/* aosd's configuration: flags, environment and an optional JSON file, resolved once at
+ * start into one read-only struct that every kernel module reads. */
+#ifndef AOS_KCONFIG_H
+#define AOS_KCONFIG_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "aos/aos.h"
+
+typedef struct kcfg {
+    char data_dir[AOS_PATH_MAX];
+    char bin_dir[4096];          /* where aos-<server> live: next to aosd by default */
+    char pg_bin_dir[4096];       /* initdb and postgres */
+    char pg_dsn[1024];           /* external PostgreSQL (admin conninfo); empty: embedded */
+    char user[64];               /* unprivileged account when root; empty when not root */
+    uid_t uid;                   /* of user (or our own) */
+    gid_t gid;
+    int test_hooks;
+    unsigned intensity;          /* at most this many restarts ... */
+    uint64_t period_ms;          /* ... in this window, else failed */
+    uint64_t stable_ms;          /* a child up this long restarts at once when it dies */
+    uint64_t backoff_max_ms;
+    uint64_t heartbeat_ms;       /* interval */
+    uint64_t heartbeat_timeout_ms;
+    uint64_t stop_timeout_ms;    /* STOP -> SIGTERM -> SIGKILL steps */
+    unsigned workers;            /* passed to servers (0: their default) */
+} kcfg;
+
+/* Parse argv and the environment; on error prints why and returns 2 (usage) or 1. Returns
+ * 0 and fills c, or -1 when --help/--version was handled (exit 0). */
+int kcfg_load(kcfg *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,414 @@
+/* aosd's side of a server link: PAIR1 with a peer-pid check, an aio receive loop, and
+ * the in-flight table that outlives server crashes (re-sent when the next one is READY). */
+#include "link.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+
+#include "aos/log.h"
+
+#define LINK_PENDING_MAX 8192  /* requests kept per server; beyond: unavailable */
+#define LINK_BUCKETS 1024
+#define LINK_SENDBUF 1024      /* messages nng buffers towards the server */
+/* A request in hand when its server died this many times is a poison pill: answered
+ * with an error instead of being re-sent to crash the next incarnation too. */
+#define LINK_MAX_DEATHS 2
+
+typedef struct pending {
+    uint64_t id;
+    nng_msg *msg;              /* the encoded request, kept until answered */
+    uint64_t deadline;
+    link_done_fn done;
+    void *arg;
+    int sent;                  /* handed to the current incarnation */
+    int deaths;                /* incarnations that died with it in hand */
+    struct pending *prev, *next, *hnext;
+} pending;
+
+struct klink {
+    char name[16];
+    int idx;
+    nng_socket sock;
+    nng_listener lst;
+    nng_aio *raio;
+    pthread_mutex_t mu;
+    pid_t expect;              /* only this pid may connect */
+    nng_pipe pipe;             /* its pipe, once connected */
+    int ready;
+    uint64_t last_ack;
+    pending *head, *tail;      /* in link-id order: resent oldest first */
+    pending *buckets[LINK_BUCKETS];
+    size_t n;
+    atomic_ullong bad;
+    link_ready_fn on_ready;
+    void *arg;
+};
+
+static atomic_ullong next_link_id = 1;
+
+static void unhook(klink *l, pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        l->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        l->tail = p->prev;
+    pending **pp = &l->buckets[p->id % LINK_BUCKETS];
+    while (*pp != p)
+        pp = &(*pp)->hnext;
+    *pp = p->hnext;
+    l->n--;
+}
+
+static pending *lookup(klink *l, uint64_t id)
+{
+    for (pending *p = l->buckets[id % LINK_BUCKETS]; p; p = p->hnext)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+/* Non-blocking: nothing in aosd ever waits on a slow server. A message that does not fit
+ * now stays unsent and the tick tries again. */
+static int try_send(klink *l, nng_msg *m)
+{
+    nng_msg *d;
+    if (nng_msg_dup(&d, m) != 0)
+        return -1;
+    if (nng_sendmsg(l->sock, d, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+static void send_kind(klink *l, int kind, uint64_t link_id, const char *method)
+{
+    aos_env e;
+    nng_msg *m;
+    aos_env_init(&e, kind);
+    e.link_id = link_id;
+    if (method)
+        snprintf(e.method, sizeof e.method, "%s", method);
+    if (aos_env_encode(&e, &m) != AOS_OK)
+        return;
+    if (nng_sendmsg(l->sock, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m);
+}
+
+static void answer_all(pending *list, int status, const char *err);
+
+static void resend_unsent(klink *l)
+{
+    for (pending *p = l->head; p; p = p->next)
+        if (!p->sent && try_send(l, p->msg) == 0)
+            p->sent = 1;
+}
+
+/* A peer that sends something impossible is broken: drop its pipe, which ends it (a
+ * server exits when its link closes) and the supervisor restarts it. */
+static void broken(klink *l, nng_msg *m, const char *why)
+{
+    l->bad++;
+    aos_warn("%s sent an invalid message (%s): closing its link", l->name, why);
+    nng_pipe p = nng_msg_get_pipe(m);
+    nng_msg_free(m);
+    nng_pipe_close(p);
+}
+
+static void on_recv(void *arg)
+{
+    klink *l = arg;
+    if (nng_aio_result(l->raio) != 0)
+        return; /* closed */
+    nng_msg *m = nng_aio_get_msg(l->raio);
+    aos_env e;
+    char why[160];
+    if (aos_env_decode(nng_msg_body(m), nng_msg_len(m), &e, why, sizeof why) != AOS_OK) {
+        broken(l, m, why);
+        goto next;
+    }
+    switch (e.kind) {
+    case AOS_KIND_REPLY: {
+        pthread_mutex_lock(&l->mu);
+        pending *p = lookup(l, e.link_id);
+        if (p)
+            unhook(l, p);
+        pthread_mutex_unlock(&l->mu);
+        if (p) { /* else a late duplicate (re-sent request answered twice): dropped */
+            p->done(p->arg, m, e.status, NULL);
+            m = NULL;
+            nng_msg_free(p->msg);
+            free(p);
+        }
+        break;
+    }
+    case AOS_KIND_REPLY_PART:
+        /* streamed replies: forwarded once clients have a streaming link (agents) */
+        break;
+    case AOS_KIND_HEARTBEAT:
+        pthread_mutex_lock(&l->mu);
+        l->last_ack = aos_mono_ms();
+        pthread_mutex_unlock(&l->mu);
+        break;
+    case AOS_KIND_READY: {
+        nng_pipe from = nng_msg_get_pipe(m);
+        pid_t pid = 0;
+        pthread_mutex_lock(&l->mu);
+        if (nng_pipe_id(from) == nng_pipe_id(l->pipe) && !l->ready) {
+            l->ready = 1;
+            l->last_ack = aos_mono_ms();
+            pid = l->expect;
+            for (pending *p = l->head; p; p = p->next)
+                p->sent = 0;
+            resend_unsent(l);
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (pid)
+            l->on_ready(l->arg, l->idx, pid);
+        break;
+    }
+    default:
+        aos_env_clear(&e);
+        broken(l, m, "a kind a server never sends");
+        goto next;
+    }
+    aos_env_clear(&e);
+    if (m)
+        nng_msg_free(m);
+next:
+    nng_recv_aio(l->sock, l->raio);
+}
+
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    klink *l = arg;
+    pthread_mutex_lock(&l->mu);
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        uint64_t pid = 0;
+        if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
+            pid != (uint64_t)l->expect) {
+            aos_warn("%s link: refused a connection from pid %llu (expected %d)", l->name,
+                     (unsigned long long)pid, (int)l->expect);
+            nng_pipe_close(p);
+        } else {
+            l->pipe = p;
+        }
+    } else if (ev == NNG_PIPE_EV_REM_POST && nng_pipe_id(p) == nng_pipe_id(l->pipe)) {
+        l->ready = 0;
+        l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+aos_err link_open(klink **out, const char *name, const char *url, int idx,
+                  link_ready_fn on_ready, void *arg, char *why, size_t whylen)
+{
+    klink *l = calloc(1, sizeof *l);
+    if (!l)
+        return AOS_ERR_NOMEM;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->idx = idx;
+    l->on_ready = on_ready;
+    l->arg = arg;
+    l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+    pthread_mutex_init(&l->mu, NULL);
+    int rv;
+    if ((rv = nng_pair1_open(&l->sock)) != 0 ||
+        (rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
+        (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, LINK_SENDBUF)) != 0 ||
+        (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, LINK_SENDBUF)) != 0 ||
+        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, on_pipe, l)) != 0 ||
+        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe, l)) != 0 ||
+        (rv = nng_listener_create(&l->lst, l->sock, url)) != 0 ||
+        (rv = nng_listener_set_int(l->lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0 ||
+        (rv = nng_listener_start(l->lst, 0)) != 0 ||
+        (rv = nng_aio_alloc(&l->raio, on_recv, l)) != 0) {
+        snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
+        nng_close(l->sock);
+        free(l);
+        return AOS_ERR_IO;
+    }
+    nng_recv_aio(l->sock, l->raio);
+    *out = l;
+    return AOS_OK;
+}
+
+void link_close(klink *l)
+{
+    nng_close(l->sock);
+    nng_aio_free(l->raio);
+    link_fail_all(l, AOS_ERR_UNAVAILABLE, "aosd is shutting down");
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+void link_expect(klink *l, pid_t pid)
+{
+    pthread_mutex_lock(&l->mu);
+    l->expect = pid;
+    l->ready = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void link_down(klink *l)
+{
+    pending *poison = NULL, **tail = &poison;
+    pthread_mutex_lock(&l->mu);
+    l->ready = 0;
+    l->expect = 0;
+    nng_pipe p = l->pipe;
+    for (pending *q = l->head, *n; q; q = n) {
+        n = q->next;
+        if (q->sent && ++q->deaths >= LINK_MAX_DEATHS) {
+            unhook(l, q);
+            q->next = NULL;
+            *tail = q;
+            tail = &q->next;
+        }
+        q->sent = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (nng_pipe_id(p) > 0)
+        nng_pipe_close(p);
+    char err[128];
+    snprintf(err, sizeof err, "%s died %d times while handling this request: not re-sent",
+             l->name, LINK_MAX_DEATHS);
+    answer_all(poison, AOS_ERR_FAILED, err);
+}
+
+aos_err link_forward(klink *l, const aos_env *req, uint64_t deadline_mono, link_done_fn done,
+                     void *arg)
+{
+    aos_env e = *req;
+    e.pb_ = NULL;
+    e.link_id = atomic_fetch_add(&next_link_id, 1);
+    pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return AOS_ERR_NOMEM;
+    aos_err rc = aos_env_encode(&e, &p->msg);
+    if (rc != AOS_OK) {
+        free(p);
+        return rc;
+    }
+    p->id = e.link_id;
+    p->deadline = deadline_mono;
+    p->done = done;
+    p->arg = arg;
+    pthread_mutex_lock(&l->mu);
+    if (l->n >= LINK_PENDING_MAX) {
+        pthread_mutex_unlock(&l->mu);
+        nng_msg_free(p->msg);
+        free(p);
+        return AOS_ERR_UNAVAILABLE;
+    }
+    p->prev = l->tail;
+    if (l->tail)
+        l->tail->next = p;
+    else
+        l->head = p;
+    l->tail = p;
+    p->hnext = l->buckets[p->id % LINK_BUCKETS];
+    l->buckets[p->id % LINK_BUCKETS] = p;
+    l->n++;
+    if (l->ready && try_send(l, p->msg) == 0)
+        p->sent = 1;
+    pthread_mutex_unlock(&l->mu);
+    return AOS_OK;
+}
+
+static void answer_all(pending *list, int status, const char *err)
+{
+    while (list) {
+        pending *n = list->next;
+        list->done(list->arg, NULL, status, err);
+        nng_msg_free(list->msg);
+        free(list);
+        list = n;
+    }
+}
+
+void link_expire(klink *l, uint64_t now)
+{
+    pending *gone = NULL, **tail = &gone;
+    uint64_t cancel[64];
+    size_t nc = 0;
+    pthread_mutex_lock(&l->mu);
+    for (pending *p = l->head, *n; p; p = n) {
+        n = p->next;
+        if (p->deadline > now)
+            continue;
+        if (p->sent && nc < 64)
+            cancel[nc++] = p->id;
+        unhook(l, p);
+        p->next = NULL;
+        *tail = p;
+        tail = &p->next;
+    }
+    if (l->ready) {
+        resend_unsent(l);
+        for (size_t i = 0; i < nc; i++)
+            send_kind(l, AOS_KIND_CANCEL, cancel[i], NULL);
+    }
+    pthread_mutex_unlock(&l->mu);
+    char err[96];
+    snprintf(err, sizeof err, "deadline passed waiting for %s", l->name);
+    answer_all(gone, AOS_ERR_TIMEOUT, err);
+}
+
+void link_fail_all(klink *l, int status, const char *err)
+{
+    pthread_mutex_lock(&l->mu);
+    pending *all = l->head;
+    l->head = l->tail = NULL;
+    memset(l->buckets, 0, sizeof l->buckets);
+    l->n = 0;
+    pthread_mutex_unlock(&l->mu);
+    answer_all(all, status, err);
+}
+
+void link_heartbeat(klink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->ready)
+        send_kind(l, AOS_KIND_HEARTBEAT, 0, NULL);
+    pthread_mutex_unlock(&l->mu);
+}
+
+uint64_t link_last_ack(klink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    uint64_t t = l->last_ack;
+    pthread_mutex_unlock(&l->mu);
+    return t;
+}
+
+void link_stop(klink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    send_kind(l, AOS_KIND_STOP, 0, NULL);
+    pthread_mutex_unlock(&l->mu);
+}
+
+size_t link_in_flight(klink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+uint64_t link_bad_messages(klink *l)
+{
+    return l->bad;
+}

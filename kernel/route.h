@@ -1,0 +1,20 @@
+/* The router: aosd's control socket (aosctl, admin clients) with many requests in flight,
+ * each validated, classed, and answered by the kernel or forwarded to its server. */
+#ifndef AOS_ROUTE_H
+#define AOS_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aos/err.h"
+
+typedef struct route route;
+
+/* Listen on url (ipc://DIR/control.sock, mode 0600, callers must have our uid or be
+ * root). Caller owns *out. */
+aos_err route_open(route **out, const char *url, char *why, size_t whylen);
+void route_close(route *r);
+uint64_t route_bad_messages(const route *r);
+uint64_t route_routed(const route *r);
+
+#endif

@@ -1,0 +1,611 @@
+/* The supervisor's table of children and its state machine: start in order, notice
+ * exits (SIGCHLD) and hangs (heartbeats), restart under policy, stop in order. */
+#include "supervise.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aos.pb-c.h"
+#include "aos/log.h"
+#include "pgembed.h"
+
+extern char **environ;
+
+/* ---- policy ------------------------------------------------------------------------- */
+
+sup_action sup_decide(sup_track *t, const sup_policy *p, int clean, uint64_t ran_ms,
+                      uint64_t now_ms, uint64_t *delay_ms, char *reason, size_t reason_len)
+{
+    *delay_ms = 0;
+    if (reason_len)
+        reason[0] = 0;
+    if (!p->permanent && clean)
+        return SUP_ACT_DONE;
+    t->at[t->n % SUP_HIST] = now_ms;
+    t->n++;
+    unsigned recent = 0, have = t->n < SUP_HIST ? t->n : SUP_HIST;
+    for (unsigned i = 0; i < have; i++)
+        if (now_ms - t->at[i] <= p->period_ms)
+            recent++;
+    if (recent > p->intensity) {
+        snprintf(reason, reason_len, "%u restarts in %llu s (limit %u/%llu s)", recent,
+                 (unsigned long long)(p->period_ms / 1000), p->intensity,
+                 (unsigned long long)(p->period_ms / 1000));
+        return SUP_ACT_FAIL;
+    }
+    if (ran_ms >= p->stable_ms)
+        t->streak = 0;
+    if (t->streak > 0) {
+        uint64_t d = p->backoff_min_ms;
+        for (unsigned i = 1; i < t->streak && d < p->backoff_max_ms; i++)
+            d *= 2;
+        *delay_ms = d < p->backoff_max_ms ? d : p->backoff_max_ms;
+    }
+    t->streak++;
+    return SUP_ACT_RESTART;
+}
+
+/* ---- the table ---------------------------------------------------------------------- */
+
+typedef enum { ST_STOPPED, ST_STARTING, ST_RUNNING, ST_BACKOFF, ST_STOPPING, ST_FAILED } cstate;
+static const char *const state_names[] = {"stopped", "starting", "running",
+                                          "backoff", "stopping", "failed"};
+
+typedef struct child {
+    const char *name;
+    const char *role;     /* PostgreSQL role, NULL: no database */
+    int is_pg;
+    int enabled;
+    cstate state;
+    pid_t pid;
+    uint64_t started, ready_at, next_start, stop_step_at, hb_sent;
+    int stop_step;        /* 0 asked, 1 SIGTERM sent, 2 SIGKILL sent */
+    int restart_after_stop;
+    unsigned restarts;
+    char last_exit[96];
+    char pending_why[96]; /* why aosd itself killed it (heartbeat) */
+    char reason[192];
+    sup_track track;
+    klink *link;
+} child;
+
+/* Start order is table order; stop order is the reverse. PostgreSQL first. */
+static child kids[] = {
+    {.name = "postgres", .is_pg = 1},
+    {.name = "memory", .role = "aos_memory"},
+    {.name = "storage", .role = "aos_storage"},
+    {.name = "tool"},
+    {.name = "llm"},
+    {.name = "audit", .role = "aos_audit"},
+};
+#define NKIDS (sizeof kids / sizeof kids[0])
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static const kcfg *cfg;
+static sup_policy policy;
+static int shutting_down;
+static int pg_log_fd = -1;
+static uint64_t boot_mono;
+
+static child *find(const char *name)
+{
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].enabled && !strcmp(kids[i].name, name))
+            return &kids[i];
+    return NULL;
+}
+
+static int pg_running(void)
+{
+    return !kids[0].enabled || kids[0].state == ST_RUNNING;
+}
+
+pid_t sup_spawn(const kcfg *c, char *const argv[], char *const envp[], int drop, int outfd,
+                int deathsig)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* the child: only async-signal-safe calls until exec (nng threads are not here) */
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0); /* a terminal's ^C goes to aosd alone, which then stops us in order */
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0)
+        dup2(devnull, 0);
+    if (outfd >= 0) {
+        dup2(outfd, 1);
+        dup2(outfd, 2);
+    }
+    close_range(3, ~0u, 0);
+    if (drop && geteuid() == 0) {
+        if (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0)
+            _exit(126);
+    }
+    /* after the uid change, which clears it; then make sure the parent is still there */
+    if (deathsig && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 || getppid() != parent))
+        _exit(125);
+    execve(argv[0], argv, envp ? envp : environ);
+    _exit(127);
+}
+
+/* The environment a server gets: ours, filtered, plus its database settings. */
+#define ENV_MAX 64
+static int keep_env(const char *e)
+{
+    static const char *const keep[] = {"PATH=", "LANG=", "LC_ALL=", "TZ=", "ASAN_OPTIONS=",
+                                       "UBSAN_OPTIONS=", "LSAN_OPTIONS=", NULL};
+    for (int i = 0; keep[i]; i++)
+        if (!strncmp(e, keep[i], strlen(keep[i])))
+            return 1;
+    return !strncmp(e, "AOS_", 4) && strncmp(e, "AOS_PG_DSN=", 11) &&
+           strncmp(e, "AOS_PG_ADMIN_DSN=", 17) && strncmp(e, "AOS_DATA_DIR=", 13);
+}
+
+static void start_child(child *k, uint64_t now)
+{
+    char *argv[PGEM_ARGV_MAX];
+    char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[2048];
+    char *envp[ENV_MAX + 4];
+    char dd[AOS_PATH_MAX + 16], dsn[1200], admin[1200];
+    int n = 0, outfd = -1, drop = 0, sig = SIGKILL;
+
+    k->pending_why[0] = 0;
+    if (k->is_pg) {
+        if (pgem_argv(cfg, pgbuf, sizeof pgbuf, argv) != AOS_OK) {
+            snprintf(k->reason, sizeof k->reason, "postgres command line too long");
+            k->state = ST_FAILED;
+            return;
+        }
+        outfd = pg_log_fd;
+        drop = 1;
+        sig = SIGQUIT; /* postgres' immediate shutdown: its backends go with it */
+    } else {
+        snprintf(bin, sizeof bin, "%s/aos-%s", cfg->bin_dir, k->name);
+        snprintf(url, sizeof url, "ipc://%s/run/%s.sock", cfg->data_dir, k->name);
+        argv[n++] = bin;
+        argv[n++] = "--link";
+        argv[n++] = url;
+        argv[n++] = "--name";
+        argv[n++] = (char *)k->name;
+        if (cfg->user[0]) {
+            argv[n++] = "--user";
+            argv[n++] = (char *)cfg->user;
+        }
+        if (cfg->test_hooks)
+            argv[n++] = "--test-hooks";
+        argv[n] = NULL;
+        int e = 0;
+        for (char **p = environ; *p && e < ENV_MAX; p++)
+            if (keep_env(*p))
+                envp[e++] = *p;
+        snprintf(dd, sizeof dd, "AOS_DATA_DIR=%s", cfg->data_dir);
+        envp[e++] = dd;
+        if (k->role) {
+            char tmp[1100];
+            pgem_role_dsn(cfg, k->role, tmp, sizeof tmp);
+            snprintf(dsn, sizeof dsn, "AOS_PG_DSN=%s", tmp);
+            pgem_admin_dsn(cfg, tmp, sizeof tmp);
+            snprintf(admin, sizeof admin, "AOS_PG_ADMIN_DSN=%s", tmp);
+            envp[e++] = dsn;
+            envp[e++] = admin;
+        }
+        envp[e] = NULL;
+    }
+    pid_t pid = sup_spawn(cfg, argv, k->is_pg ? NULL : envp, drop, outfd, sig);
+    if (pid < 0) {
+        snprintf(k->reason, sizeof k->reason, "fork: %s", strerror(errno));
+        k->state = ST_BACKOFF;
+        k->next_start = now + 1000;
+        return;
+    }
+    k->pid = pid;
+    k->state = ST_STARTING;
+    k->started = now;
+    k->reason[0] = 0;
+    if (k->link)
+        link_expect(k->link, pid);
+    aos_info("started %s (pid %d)", k->name, (int)pid);
+}
+
+static void on_ready(void *arg, int idx, pid_t pid)
+{
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    child *k = &kids[idx];
+    if (k->pid == pid && k->state == ST_STARTING) {
+        k->state = ST_RUNNING;
+        k->ready_at = aos_mono_ms();
+        aos_info("%s is ready (pid %d, %llu ms)", k->name, (int)pid,
+                 (unsigned long long)(k->ready_at - k->started));
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+aos_err sup_init(const kcfg *c, char *why, size_t whylen)
+{
+    cfg = c;
+    boot_mono = aos_mono_ms();
+    policy = (sup_policy){.permanent = 1,
+                          .intensity = c->intensity,
+                          .period_ms = c->period_ms,
+                          .stable_ms = c->stable_ms,
+                          .backoff_min_ms = 100,
+                          .backoff_max_ms = c->backoff_max_ms};
+    char run[AOS_PATH_MAX + 8];
+    snprintf(run, sizeof run, "%s/run", c->data_dir);
+    if (mkdir(run, 0700) != 0 && errno != EEXIST) {
+        snprintf(why, whylen, "mkdir %s: %s", run, strerror(errno));
+        return AOS_ERR_IO;
+    }
+    kids[0].enabled = c->pg_dsn[0] == 0;
+    if (kids[0].enabled) {
+        aos_err rc = pgem_init(c, why, whylen);
+        if (rc != AOS_OK)
+            return rc;
+        char log[AOS_PATH_MAX + 16];
+        snprintf(log, sizeof log, "%s/pg.log", c->data_dir);
+        pg_log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (pg_log_fd < 0) {
+            snprintf(why, whylen, "open %s: %s", log, strerror(errno));
+            return AOS_ERR_IO;
+        }
+        if (geteuid() == 0 && fchown(pg_log_fd, c->uid, c->gid) != 0)
+            aos_warn("chown %s: %s", log, strerror(errno));
+    }
+    for (size_t i = 1; i < NKIDS; i++) {
+        kids[i].enabled = 1;
+        char url[AOS_PATH_MAX + 32];
+        snprintf(url, sizeof url, "ipc://%s/run/%s.sock", c->data_dir, kids[i].name);
+        aos_err rc = link_open(&kids[i].link, kids[i].name, url, (int)i, on_ready, NULL, why,
+                               whylen);
+        if (rc != AOS_OK)
+            return rc;
+    }
+    return AOS_OK;
+}
+
+void sup_fini(void)
+{
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].link) {
+            link_close(kids[i].link);
+            kids[i].link = NULL;
+        }
+    if (pg_log_fd >= 0)
+        close(pg_log_fd);
+}
+
+static void send_stop(child *k, uint64_t now)
+{
+    k->state = ST_STOPPING;
+    k->stop_step = 0;
+    k->stop_step_at = now;
+    if (k->is_pg)
+        kill(k->pid, SIGINT); /* fast shutdown: aborts open transactions, exits cleanly */
+    else
+        link_stop(k->link);
+}
+
+uint64_t sup_tick(uint64_t now)
+{
+    uint64_t wake = now + 100;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < NKIDS; i++) {
+        child *k = &kids[i];
+        if (!k->enabled)
+            continue;
+        switch (k->state) {
+        case ST_STOPPED:
+            if (!shutting_down && (k->is_pg || !k->role || pg_running()))
+                start_child(k, now);
+            else if (!shutting_down)
+                snprintf(k->reason, sizeof k->reason, "waiting for postgres");
+            break;
+        case ST_BACKOFF:
+            if (shutting_down)
+                k->state = ST_STOPPED;
+            else if (now >= k->next_start && (k->is_pg || !k->role || pg_running()))
+                start_child(k, now);
+            else if (k->next_start > now && k->next_start < wake)
+                wake = k->next_start;
+            break;
+        case ST_STARTING:
+            if (k->is_pg) {
+                if (pgem_ready(cfg, k->pid)) {
+                    k->state = ST_RUNNING;
+                    k->ready_at = now;
+                    aos_info("postgres is ready (pid %d, %llu ms)", (int)k->pid,
+                             (unsigned long long)(now - k->started));
+                } else if (now + 10 < wake) {
+                    wake = now + 10;
+                }
+            }
+            break;
+        case ST_RUNNING:
+            if (k->link) {
+                if (now - k->hb_sent >= cfg->heartbeat_ms) {
+                    link_heartbeat(k->link);
+                    k->hb_sent = now;
+                }
+                uint64_t ack = link_last_ack(k->link);
+                if (ack < k->ready_at)
+                    ack = k->ready_at;
+                if (now - ack > cfg->heartbeat_timeout_ms && !k->pending_why[0]) {
+                    snprintf(k->pending_why, sizeof k->pending_why,
+                             "heartbeat timeout (no answer in %llu ms)",
+                             (unsigned long long)(now - ack));
+                    aos_warn("%s: %s: killing pid %d", k->name, k->pending_why, (int)k->pid);
+                    kill(k->pid, SIGKILL);
+                }
+            }
+            break;
+        case ST_STOPPING:
+            if (now - k->stop_step_at >= cfg->stop_timeout_ms && k->stop_step < 2) {
+                k->stop_step++;
+                k->stop_step_at = now;
+                int sig = k->stop_step == 1 ? (k->is_pg ? SIGQUIT : SIGTERM) : SIGKILL;
+                aos_warn("%s did not stop in time: signal %d", k->name, sig);
+                kill(k->pid, sig);
+            }
+            break;
+        case ST_FAILED:
+            break;
+        }
+        if (k->link)
+            link_expire(k->link, now);
+    }
+    /* shutting down: servers first (all at once), postgres when they are all gone */
+    if (shutting_down) {
+        int servers_left = 0;
+        for (size_t i = 1; i < NKIDS; i++) {
+            child *k = &kids[i];
+            if (k->state == ST_RUNNING || k->state == ST_STARTING) {
+                if (k->state == ST_STARTING) {
+                    k->state = ST_STOPPING;
+                    k->stop_step = 1;
+                    k->stop_step_at = now;
+                    kill(k->pid, SIGTERM);
+                } else {
+                    send_stop(k, now);
+                }
+            }
+            if (k->state == ST_STOPPING)
+                servers_left++;
+        }
+        child *pg = &kids[0];
+        if (!servers_left && pg->enabled &&
+            (pg->state == ST_RUNNING || pg->state == ST_STARTING))
+            send_stop(pg, now);
+    }
+    pthread_mutex_unlock(&mu);
+    return wake;
+}
+
+static void describe_exit(int st, char *out, size_t cap)
+{
+    /* 125-127 are sup_spawn's own: the child never reached its program */
+    static const char *const pre[] = {"parent gone before exec", "cannot switch user",
+                                      "cannot execute"};
+    if (WIFEXITED(st) && WEXITSTATUS(st) >= 125 && WEXITSTATUS(st) <= 127)
+        snprintf(out, cap, "exit %d (%s)", WEXITSTATUS(st), pre[WEXITSTATUS(st) - 125]);
+    else if (WIFEXITED(st))
+        snprintf(out, cap, "exit %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(out, cap, "signal %d (%s)%s", WTERMSIG(st), strsignal(WTERMSIG(st)),
+                 WTERMSIG(st) == SIGSYS ? ": forbidden syscall (seccomp)" : "");
+    else
+        snprintf(out, cap, "status %d", st);
+}
+
+void sup_reap(void)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        pthread_mutex_lock(&mu);
+        uint64_t now = aos_mono_ms();
+        child *k = NULL;
+        for (size_t i = 0; i < NKIDS; i++)
+            if (kids[i].enabled && kids[i].pid == pid)
+                k = &kids[i];
+        if (!k) {
+            pthread_mutex_unlock(&mu);
+            continue;
+        }
+        char how[80];
+        describe_exit(st, how, sizeof how);
+        if (k->pending_why[0])
+            snprintf(k->last_exit, sizeof k->last_exit, "%s", k->pending_why);
+        else
+            snprintf(k->last_exit, sizeof k->last_exit, "%s", how);
+        k->pid = 0;
+        if (k->link)
+            link_down(k->link);
+        int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        if (shutting_down) {
+            k->state = ST_STOPPED;
+            aos_info("%s stopped (%s)", k->name, how);
+        } else if (k->state == ST_STOPPING && k->restart_after_stop) {
+            k->restart_after_stop = 0;
+            k->restarts++;
+            aos_info("%s stopped for a restart (%s)", k->name, how);
+            start_child(k, now);
+        } else {
+            uint64_t delay;
+            uint64_t ran = k->ready_at >= k->started && k->ready_at ? now - k->ready_at : 0;
+            sup_action a = sup_decide(&k->track, &policy, clean, ran, now, &delay, k->reason,
+                                      sizeof k->reason);
+            if (a == SUP_ACT_FAIL) {
+                k->state = ST_FAILED;
+                aos_error("%s failed: %s; last exit: %s", k->name, k->reason, k->last_exit);
+                if (k->link)
+                    link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
+            } else if (a == SUP_ACT_DONE) {
+                k->state = ST_STOPPED;
+            } else {
+                k->restarts++;
+                aos_warn("%s exited (%s); restart in %llu ms", k->name, k->last_exit,
+                         (unsigned long long)delay);
+                if (delay == 0) {
+                    start_child(k, now);
+                } else {
+                    k->state = ST_BACKOFF;
+                    k->next_start = now + delay;
+                    snprintf(k->reason, sizeof k->reason, "backoff %llu ms after %s",
+                             (unsigned long long)delay, k->last_exit);
+                }
+            }
+        }
+        k->ready_at = 0;
+        pthread_mutex_unlock(&mu);
+    }
+}
+
+void sup_shutdown(void)
+{
+    pthread_mutex_lock(&mu);
+    shutting_down = 1;
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].link)
+            link_fail_all(kids[i].link, AOS_ERR_UNAVAILABLE, "aosd is shutting down");
+    pthread_mutex_unlock(&mu);
+}
+
+int sup_stopped(void)
+{
+    int left = 0;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].enabled && kids[i].pid > 0)
+            left++;
+    pthread_mutex_unlock(&mu);
+    return left == 0;
+}
+
+klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&mu);
+    child *k = find(server);
+    klink *l = k && !k->is_pg ? k->link : NULL;
+    *failed = k && k->state == ST_FAILED;
+    if (*failed)
+        snprintf(why, whylen, "server %s is failed: %s (last exit: %s); aosctl server restart "
+                              "%s", server, k->reason, k->last_exit, server);
+    if (shutting_down) {
+        *failed = 1;
+        snprintf(why, whylen, "aosd is shutting down");
+    }
+    pthread_mutex_unlock(&mu);
+    return l;
+}
+
+aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t *len)
+{
+    Aos__StatusReply r = AOS__STATUS_REPLY__INIT;
+    Aos__ChildStatus cs[NKIDS], *ptrs[NKIDS];
+    char dd[AOS_PATH_MAX];
+    pthread_mutex_lock(&mu);
+    uint64_t now = aos_mono_ms();
+    size_t n = 0;
+    for (size_t i = 0; i < NKIDS; i++) {
+        child *k = &kids[i];
+        if (!k->enabled)
+            continue;
+        aos__child_status__init(&cs[n]);
+        cs[n].name = (char *)k->name;
+        cs[n].pid = k->pid;
+        cs[n].state = (char *)state_names[k->state];
+        cs[n].restarts = k->restarts;
+        cs[n].uptime_ms = k->state == ST_RUNNING ? now - k->started : 0;
+        cs[n].last_exit = k->last_exit;
+        cs[n].reason = k->reason;
+        if (k->state == ST_BACKOFF && k->next_start > now)
+            cs[n].next_start_ms = k->next_start - now;
+        ptrs[n] = &cs[n];
+        n++;
+    }
+    r.aosd_pid = getpid();
+    r.aosd_uptime_ms = now - boot_mono;
+    r.version = AOS_VERSION;
+    snprintf(dd, sizeof dd, "%s", cfg->data_dir);
+    r.data_dir = dd;
+    r.pg_mode = cfg->pg_dsn[0] ? "external" : "embedded";
+    r.children = ptrs;
+    r.n_children = n;
+    r.bad_messages = bad_messages;
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].link)
+            r.bad_messages += link_bad_messages(kids[i].link);
+    r.routed = routed;
+    *len = aos__status_reply__get_packed_size(&r);
+    *out = malloc(*len ? *len : 1);
+    if (*out)
+        aos__status_reply__pack(&r, *out);
+    pthread_mutex_unlock(&mu);
+    return *out ? AOS_OK : AOS_ERR_NOMEM;
+}
+
+aos_err sup_kill(const char *name, char *why, size_t whylen)
+{
+    aos_err rc = AOS_OK;
+    pthread_mutex_lock(&mu);
+    child *k = find(name);
+    if (!k) {
+        snprintf(why, whylen, "no child named %s", name);
+        rc = AOS_ERR_NOT_FOUND;
+    } else if (k->pid <= 0) {
+        snprintf(why, whylen, "%s is not running (%s)", name, state_names[k->state]);
+        rc = AOS_ERR_CONFLICT;
+    } else {
+        aos_info("killing %s (pid %d) on request", name, (int)k->pid);
+        kill(k->pid, SIGKILL);
+    }
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
+aos_err sup_restart(const char *name, char *why, size_t whylen)
+{
+    aos_err rc = AOS_OK;
+    pthread_mutex_lock(&mu);
+    child *k = find(name);
+    uint64_t now = aos_mono_ms();
+    if (!k) {
+        snprintf(why, whylen, "no child named %s", name);
+        rc = AOS_ERR_NOT_FOUND;
+    } else if (shutting_down) {
+        snprintf(why, whylen, "aosd is shutting down");
+        rc = AOS_ERR_UNAVAILABLE;
+    } else if (k->state == ST_RUNNING) {
+        k->restart_after_stop = 1;
+        send_stop(k, now);
+    } else if (k->state == ST_STOPPING) {
+        k->restart_after_stop = 1;
+    } else if (k->pid > 0) { /* starting: no link to ask on yet */
+        k->restart_after_stop = 1;
+        k->state = ST_STOPPING;
+        k->stop_step = 1;
+        k->stop_step_at = now;
+        kill(k->pid, SIGTERM);
+    } else { /* failed, backoff or waiting: start afresh, history forgotten */
+        memset(&k->track, 0, sizeof k->track);
+        k->state = ST_STOPPED;
+        k->reason[0] = 0;
+    }
+    pthread_mutex_unlock(&mu);
+    return rc;
+}

@@ -1,0 +1,508 @@
+/* The serve loop of every aos server: link to aosd, migrate, open, sandbox, READY, then
+ * a receive thread that answers heartbeats itself and feeds requests to a worker pool. */
+#include "serve.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+
+#include "aos.pb-c.h"
+#include "aos/log.h"
+#include "idem.h"
+#include "sandbox.h"
+
+#define QUEUE_MAX 4096       /* requests waiting for a worker; beyond: busy */
+#define WORKERS_MAX 64
+#define IDEM_SLOTS 4096
+#define IDEM_PAYLOAD_CAP (16u << 10)
+
+typedef struct job {
+    aos_env env;
+    struct job *next;
+} job;
+
+struct srv_stats {
+    Aos__Stat **items;
+    size_t n, cap;
+};
+
+struct srv {
+    const srv_def *def;
+    nng_socket sock;
+    void *state;
+    idem *idem;
+    int test_hooks;
+    uint64_t started_ms;
+    const char *pg_dsn;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job *head, *tail;
+    size_t queued;
+    int stopping;
+    unsigned nworkers;
+    pthread_t workers[WORKERS_MAX];
+
+    atomic_ullong requests, errors, bad_messages, replays, busy;
+    atomic_int in_flight;
+};
+
+static __thread srv_pg *tls_db;
+
+void *srv_state(srv *s) { return s->state; }
+void srv_set_state(srv *s, void *state) { s->state = state; }
+const char *srv_name(srv *s) { return s->def->name; }
+srv_pg *srv_db(srv *s) { (void)s; return tls_db; }
+
+aos_err srv_reply_pb(srv_reply *rep, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (n > AOS_MSG_MAX - 4096)
+        return srv_fail(rep, AOS_ERR_TOO_BIG, "reply of %zu bytes is over the message cap", n);
+    free(rep->payload);
+    rep->payload = malloc(n ? n : 1);
+    if (!rep->payload)
+        return srv_fail(rep, AOS_ERR_NOMEM, "no memory for a %zu byte reply", n);
+    rep->len = protobuf_c_message_pack(m, rep->payload);
+    return AOS_OK;
+}
+
+aos_err srv_fail(srv_reply *rep, aos_err code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->error, sizeof rep->error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void srv_stat(srv_stats *st, const char *name, int64_t value, const char *text)
+{
+    if (st->n == st->cap) {
+        size_t nc = st->cap ? st->cap * 2 : 16;
+        Aos__Stat **ni = realloc(st->items, nc * sizeof *ni);
+        if (!ni)
+            return;
+        st->items = ni;
+        st->cap = nc;
+    }
+    Aos__Stat *x = malloc(sizeof *x);
+    if (!x)
+        return;
+    aos__stat__init(x);
+    x->name = strdup(name);
+    x->value = value;
+    x->text = strdup(text ? text : "");
+    if (!x->name || !x->text) {
+        free(x->name);
+        free(x->text);
+        free(x);
+        return;
+    }
+    st->items[st->n++] = x;
+}
+
+static void stats_free(srv_stats *st)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        free(st->items[i]->name);
+        free(st->items[i]->text);
+        free(st->items[i]);
+    }
+    free(st->items);
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+/* nng_sendmsg on a PAIR1 socket is safe from any thread; it blocks while aosd's buffer is
+ * full, which is the back-pressure we want. */
+static void send_env(srv *s, const aos_env *e)
+{
+    nng_msg *m;
+    if (aos_env_encode(e, &m) != AOS_OK) {
+        aos_error("cannot encode a reply to %s", e->method);
+        return;
+    }
+    int rv = nng_sendmsg(s->sock, m, 0);
+    if (rv != 0) {
+        nng_msg_free(m);
+        aos_warn("send to aosd failed: %s", nng_strerror(rv));
+    }
+}
+
+static void reply(srv *s, const aos_env *req, int status, const char *err,
+                  const uint8_t *payload, size_t len)
+{
+    aos_env r;
+    aos_env_reply_to(&r, req, status, err && *err ? "%s" : NULL, err);
+    r.payload = payload;
+    r.payload_len = len;
+    send_env(s, &r);
+}
+
+/* ---- built-in methods --------------------------------------------------------------- */
+
+static aos_err do_ping(srv *s, const aos_env *req, srv_reply *rep)
+{
+    Aos__PingRequest *in = aos__ping_request__unpack(NULL, req->payload_len, req->payload);
+    if (!in)
+        return srv_fail(rep, AOS_ERR_PROTO, "ping: payload is not a PingRequest");
+    if (in->data.len > 65536) {
+        aos__ping_request__free_unpacked(in, NULL);
+        return srv_fail(rep, AOS_ERR_TOO_BIG, "ping: data over 64 KiB");
+    }
+    Aos__PingReply out = AOS__PING_REPLY__INIT;
+    out.data = in->data;
+    out.pid = (int32_t)getpid();
+    aos_err rc = srv_reply_pb(rep, &out.base);
+    aos__ping_request__free_unpacked(in, NULL);
+    (void)s;
+    return rc;
+}
+
+static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
+{
+    (void)req;
+    srv_stats st = {0};
+    srv_stat(&st, "pid", getpid(), NULL);
+    srv_stat(&st, "uptime_ms", (int64_t)(aos_mono_ms() - s->started_ms), NULL);
+    srv_stat(&st, "requests", (int64_t)s->requests, NULL);
+    srv_stat(&st, "errors", (int64_t)s->errors, NULL);
+    srv_stat(&st, "bad_messages", (int64_t)s->bad_messages, NULL);
+    srv_stat(&st, "replays", (int64_t)s->replays, NULL);
+    srv_stat(&st, "busy_refusals", (int64_t)s->busy, NULL);
+    srv_stat(&st, "in_flight", s->in_flight, NULL);
+    srv_stat(&st, "workers", s->nworkers, NULL);
+    if (s->def->schema) {
+        char why[256] = "";
+        PGconn *c = tls_db ? srv_pg_conn(tls_db, why, sizeof why) : NULL;
+        srv_stat(&st, "pg_connected", c != NULL, c ? "connected" : why);
+        srv_stat(&st, "pg_connects", tls_db ? srv_pg_connects(tls_db) : 0, NULL);
+        srv_stat(&st, "pg_role", 0, s->def->schema->role);
+    }
+    if (s->def->add_stats)
+        s->def->add_stats(s, &st);
+    Aos__StatsReply out = AOS__STATS_REPLY__INIT;
+    out.stats = st.items;
+    out.n_stats = st.n;
+    aos_err rc = srv_reply_pb(rep, &out.base);
+    stats_free(&st);
+    return rc;
+}
+
+/* Test hooks exist only with --test-hooks (aosd passes it when started with it): they let
+ * the integration tests make a server break in the ways a real one might. */
+static aos_err do_test_forbidden(srv *s, const aos_env *req, srv_reply *rep)
+{
+    (void)s; (void)req;
+    /* not in any allow-list: the kernel kills us with SIGSYS before this returns */
+    long r = syscall(SYS_ptrace, 0L, 0L, 0L, 0L);
+    return srv_fail(rep, AOS_ERR_INTERNAL, "ptrace returned %ld: the sandbox is not on", r);
+}
+
+static aos_err do_test_exit(srv *s, const aos_env *req, srv_reply *rep)
+{
+    (void)s; (void)req; (void)rep;
+    _exit(3);
+}
+
+static aos_err find_and_run(srv *s, const aos_env *req, srv_reply *rep)
+{
+    size_t nl = strlen(s->def->name);
+    const char *op = req->method + nl + 1;
+    if (strncmp(req->method, s->def->name, nl) || req->method[nl] != '.')
+        return srv_fail(rep, AOS_ERR_NOT_FOUND, "method %s is not served by %s", req->method,
+                        s->def->name);
+    if (!strcmp(op, "ping"))
+        return do_ping(s, req, rep);
+    if (!strcmp(op, "stats"))
+        return do_stats(s, req, rep);
+    if (s->test_hooks && !strcmp(op, "test.forbidden"))
+        return do_test_forbidden(s, req, rep);
+    if (s->test_hooks && !strcmp(op, "test.exit"))
+        return do_test_exit(s, req, rep);
+    for (size_t i = 0; i < s->def->n_methods; i++)
+        if (!strcmp(op, s->def->methods[i].op))
+            return s->def->methods[i].fn(s, req, rep);
+    return srv_fail(rep, AOS_ERR_NOT_FOUND, "unknown method %s", req->method);
+}
+
+/* ---- workers ------------------------------------------------------------------------ */
+
+static void run_job(srv *s, job *j)
+{
+    aos_env *req = &j->env;
+    srv_reply rep = {0};
+    int status;
+    uint8_t *pl = NULL;
+    size_t pll = 0;
+    char err[AOS_ERRMSG_MAX + 1];
+
+    int seen = idem_begin(s->idem, req->request_id, &status, err, sizeof err, &pl, &pll);
+    if (seen == IDEM_RUNNING) /* a resend of what a worker is doing now: it will answer */
+        return;
+    if (seen == IDEM_DONE) {
+        s->replays++;
+        reply(s, req, status, err, pl, pll);
+        free(pl);
+        return;
+    }
+    atomic_fetch_add(&s->in_flight, 1);
+    if (req->deadline_ms && aos_now_ms() > req->deadline_ms)
+        status = srv_fail(&rep, AOS_ERR_TIMEOUT, "deadline passed before %s ran",
+                          req->method);
+    else
+        status = find_and_run(s, req, &rep);
+    if (status != AOS_OK) {
+        s->errors++;
+        free(rep.payload);
+        rep.payload = NULL;
+        rep.len = 0;
+        if (!rep.error[0])
+            snprintf(rep.error, sizeof rep.error, "%s", aos_strerror(status));
+    }
+    idem_end(s->idem, req->request_id, status, rep.error, rep.payload, rep.len);
+    reply(s, req, status, rep.error, rep.payload, rep.len);
+    atomic_fetch_sub(&s->in_flight, 1);
+    free(rep.payload);
+}
+
+static void *worker_main(void *arg)
+{
+    srv *s = arg;
+    if (s->def->schema) {
+        char why[256];
+        if (srv_pg_open(s->pg_dsn, &tls_db, why, sizeof why) != AOS_OK)
+            aos_error("database: %s", why);
+        else if (!srv_pg_conn(tls_db, why, sizeof why))
+            aos_warn("database not reachable yet: %s", why);
+    }
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        job *j = s->head;
+        if (!j) { /* stopping and drained */
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->queued--;
+        pthread_mutex_unlock(&s->mu);
+        run_job(s, j);
+        aos_env_clear(&j->env);
+        free(j);
+    }
+    if (tls_db)
+        srv_pg_close(tls_db);
+    tls_db = NULL;
+    return NULL;
+}
+
+/* ---- the receive loop --------------------------------------------------------------- */
+
+static void on_link_gone(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p; (void)ev; (void)arg;
+    /* aosd went away (or closed the link to get rid of us): no server outlives it */
+    _exit(0);
+}
+
+static void enqueue(srv *s, nng_msg *m)
+{
+    job *j = malloc(sizeof *j);
+    char why[160];
+    if (!j) {
+        nng_msg_free(m);
+        return;
+    }
+    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &j->env, why, sizeof why);
+    nng_msg_free(m);
+    if (rc != AOS_OK) {
+        /* aosd validates before forwarding, so this is a broken peer: count and drop */
+        s->bad_messages++;
+        aos_warn("malformed envelope from aosd: %s", why);
+        free(j);
+        return;
+    }
+    aos_env *e = &j->env;
+    switch (e->kind) {
+    case AOS_KIND_HEARTBEAT:
+        send_env(s, e); /* echoed as is, from this thread: proves the loop is alive */
+        break;
+    case AOS_KIND_STOP:
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        break;
+    case AOS_KIND_CANCEL:
+        break; /* handlers are short for now; streamed methods will check for it */
+    case AOS_KIND_REQUEST:
+        s->requests++;
+        pthread_mutex_lock(&s->mu);
+        if (s->queued >= QUEUE_MAX || s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            s->busy++;
+            reply(s, e, AOS_ERR_UNAVAILABLE, s->stopping ? "server is stopping"
+                                                          : "server busy, retry later",
+                  NULL, 0);
+            break;
+        }
+        j->next = NULL;
+        if (s->tail)
+            s->tail->next = j;
+        else
+            s->head = j;
+        s->tail = j;
+        s->queued++;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    default:
+        s->bad_messages++;
+        aos_warn("unexpected envelope kind %d from aosd", e->kind);
+        break;
+    }
+    aos_env_clear(e);
+    free(j);
+}
+
+static int usage(const char *prog)
+{
+    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--test-hooks]\n"
+                    "(servers are started by aosd, not by hand)\n", prog);
+    return 2;
+}
+
+int srv_main(const srv_def *def, int argc, char **argv)
+{
+    static char prog[64];
+    snprintf(prog, sizeof prog, "aos-%s", def->name);
+    aos_log_init(prog);
+    /* a pipe write to a dead peer must be an error, not a silent death */
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *link = NULL, *name = NULL, *user = NULL;
+    int test_hooks = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--link") && i + 1 < argc)
+            link = argv[++i];
+        else if (!strcmp(argv[i], "--name") && i + 1 < argc)
+            name = argv[++i];
+        else if (!strcmp(argv[i], "--user") && i + 1 < argc)
+            user = argv[++i];
+        else if (!strcmp(argv[i], "--test-hooks"))
+            test_hooks = 1;
+        else
+            return usage(argv[0]);
+    }
+    if (!link || !name || strcmp(name, def->name))
+        return usage(argv[0]);
+
+    pid_t parent = getppid();
+    static srv S;
+    srv *s = &S;
+    s->def = def;
+    s->test_hooks = test_hooks;
+    s->started_ms = aos_mono_ms();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->idem = idem_new(IDEM_SLOTS, IDEM_PAYLOAD_CAP);
+    char why[512] = "";
+    int rv;
+
+    /* 1. the link to aosd: first, so a dead link ends us whatever happens next */
+    if ((rv = nng_pair1_open(&s->sock)) != 0 ||
+        (rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
+        (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, on_link_gone, s)) != 0 ||
+        (rv = nng_dial(s->sock, link, NULL, 0)) != 0) {
+        aos_error("cannot link to aosd at %s: %s", link, nng_strerror(rv));
+        return 1;
+    }
+
+    /* 2. the database: migrations as the admin, then our own role */
+    if (def->schema) {
+        const char *admin = getenv("AOS_PG_ADMIN_DSN");
+        s->pg_dsn = getenv("AOS_PG_DSN");
+        if (!s->pg_dsn) {
+            aos_error("AOS_PG_DSN is not set: %s needs a database", prog);
+            return 1;
+        }
+        if (admin && srv_pg_migrate(admin, def->schema, why, sizeof why) != AOS_OK) {
+            aos_error("migrations of schema %s failed: %s", def->schema->schema, why);
+            return 1;
+        }
+        /* the admin DSN is not needed past this point: keep it out of reach */
+        unsetenv("AOS_PG_ADMIN_DSN");
+    }
+
+    /* 3. the server's own resources */
+    if (def->open && def->open(s, why, sizeof why) != AOS_OK) {
+        aos_error("open: %s", why);
+        return 1;
+    }
+
+    /* 4. workers (before the sandbox: clone is not in the allow-lists) */
+    s->nworkers = def->workers ? def->workers : 4;
+    if (s->nworkers > WORKERS_MAX)
+        s->nworkers = WORKERS_MAX;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
+            aos_error("cannot start worker %u", i);
+            return 1;
+        }
+
+    /* 5. privileges, rlimits, no_new_privs, seccomp */
+    if (sbx_apply(def->name, user, parent, why, sizeof why) != AOS_OK) {
+        aos_error("sandbox: %s", why);
+        return 1;
+    }
+
+    /* 6. READY: aosd marks us running and re-sends what was in flight */
+    aos_env ready;
+    aos_env_init(&ready, AOS_KIND_READY);
+    snprintf(ready.method, sizeof ready.method, "%s.ready", def->name);
+    send_env(s, &ready);
+    aos_debug("ready");
+
+    /* 7. serve until STOP */
+    for (;;) {
+        nng_msg *m;
+        rv = nng_recvmsg(s->sock, &m, 0);
+        if (rv != 0) {
+            if (rv == NNG_ECLOSED)
+                break;
+            aos_warn("receive: %s", nng_strerror(rv));
+            continue;
+        }
+        enqueue(s, m);
+        pthread_mutex_lock(&s->mu);
+        int stop = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+    }
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i], NULL);
+    if (def->close)
+        def->close(s);
+    /* leave without closing the socket: closing it would look like a crash to nobody,
+     * but the pipe-removed callback would race with our exit */
+    aos_debug("stopped");
+    idem_free(s->idem);
+    _exit(0);
+}

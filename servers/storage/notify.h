@@ -1,0 +1,35 @@
+/* Queue wake-ups: one LISTEN connection, owned by a thread of its own, wakes the workers
+ * that wait in queue.recv when a NOTIFY for their queue arrives, so nobody polls. */
+#ifndef STG_NOTIFY_H
+#define STG_NOTIFY_H
+
+#include <stdint.h>
+
+#include "stg.h"
+
+#define STG_NOTIFY_CHANNEL "aos_storage_queue"
+
+typedef struct notify_waiter {
+    const char *agent;
+    const char *queue;
+    int fired;
+    struct notify_waiter *next;
+} notify_waiter;
+
+/* dsn: the server role's conninfo (the listener connects on its own). The thread starts on
+ * first use, so that it is created under the sandbox. Caller owns the result; NULL on
+ * failure (receivers then poll at a short interval). */
+stg_notify *notify_new(const char *dsn);
+void notify_free(stg_notify *n);
+
+/* Arm before looking at the queue, so that a message sent after the look wakes us. */
+void notify_arm(stg_notify *n, notify_waiter *w, const char *agent, const char *queue);
+/* Sleep until the waiter fires or until_mono_ms (aos_mono_ms clock). While the listener is
+ * not connected, sleeps at most 250 ms (it may have missed notifications). Re-arms. */
+void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms);
+void notify_disarm(stg_notify *n, notify_waiter *w);
+/* Notifications received so far, and whether LISTEN is up (for stats). */
+uint64_t notify_count(stg_notify *n);
+int notify_listening(stg_notify *n);
+
+#endif

@@ -1,0 +1,175 @@
+/* aos-storage's internal interface: the per-call context every handler gets, the
+ * configuration, validation of client input, and the small libpq layer the handlers share. */
+#ifndef STG_H
+#define STG_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "aos/envelope.h"
+#include "aos/err.h"
+#include "serve.h"
+
+#define STG_KEY_MAX 512            /* bytes of a kv key or a document id */
+#define STG_NAME_MAX 128           /* collections, queues, runs, checkpoint names */
+#define STG_VALUE_MAX_DEFAULT (1u << 20)
+#define STG_VALUE_MAX_CEIL (3u << 20)  /* the envelope (AOS_MSG_MAX 4 MiB) must still fit */
+#define STG_PAGE_BYTES (2u << 20)  /* values carried by one list/read reply */
+#define STG_LIST_DEFAULT 100
+#define STG_LIST_MAX 1000
+#define STG_BATCH_MAX 64           /* requests one group commit or pipeline carries */
+
+typedef struct stg_cfg {
+    size_t value_max;              /* AOS_STORAGE_VALUE_MAX */
+    uint64_t blob_quota;           /* AOS_STORAGE_BLOB_QUOTA: bytes per agent */
+    uint32_t max_tries;            /* AOS_STORAGE_MAX_TRIES: queue deliveries before dead */
+    uint64_t idem_ttl_ms;          /* AOS_STORAGE_IDEM_TTL_MS: how long results are kept */
+    unsigned workers;              /* AOS_STORAGE_WORKERS */
+} stg_cfg;
+
+/* Read the configuration from the environment; why says which variable is wrong. */
+aos_err stg_cfg_load(stg_cfg *cfg, char *why, size_t whylen);
+
+typedef struct stg_batcher stg_batcher;   /* batch.c */
+typedef struct stg_notify stg_notify;     /* notify.c */
+
+/* The server's state, shared by the workers. */
+typedef struct stg {
+    stg_cfg cfg;
+    stg_batcher *puts;             /* group commit of kv.put / kv.incr */
+    stg_batcher *gets;             /* pipelined kv.get */
+    stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
+    atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
+    atomic_uint_fast64_t last_sweep_ms;
+} stg;
+
+/* One request as a handler sees it. db is the worker's own live connection. */
+typedef struct stg_call {
+    stg *st;
+    PGconn *db;
+    const char *agent;             /* from the envelope (set by aosd); "" when none */
+    const uint8_t *request_id;     /* 16 bytes, NULL when the envelope has none */
+    uint64_t deadline_ms;          /* absolute epoch ms; 0: none */
+    const char *op;                /* "kv.put" */
+    const uint8_t *payload;
+    size_t len;
+    srv_reply *rep;
+} stg_call;
+
+typedef aos_err (*stg_fn)(stg_call *c);
+
+/* ---- replies (util.c) ------------------------------------------------------------- */
+
+/* Pack m as the reply payload; AOS_ERR_OK or NOMEM. */
+aos_err stg_reply(stg_call *c, const ProtobufCMessage *m);
+/* Set the reply's error text and return code. */
+aos_err stg_fail(stg_call *c, aos_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Milliseconds left before the call's deadline (UINT32_MAX when none, 0 when past). */
+uint32_t stg_left_ms(const stg_call *c);
+/* AOS_ERR_TIMEOUT (with the reply's message) when the deadline has passed. */
+aos_err stg_check_deadline(stg_call *c);
+/* Refuse calls without an agent: all storage data belongs to an agent. */
+aos_err stg_need_agent(stg_call *c);
+
+/* Decode the payload as desc's message, and check its strings. NULL after stg_fail. */
+void *stg_decode(stg_call *c, const ProtobufCMessageDescriptor *desc);
+void stg_free(void *m);
+
+/* ---- validation (valid.c); each writes a message naming `what` --------------------- */
+
+/* 1..STG_KEY_MAX bytes of UTF-8 without control characters; copied NUL-terminated into
+ * out (STG_KEY_MAX + 1 bytes). */
+aos_err stg_valid_key(ProtobufCBinaryData b, const char *what, char *out, char *why,
+                      size_t whylen);
+/* [A-Za-z0-9_.:-]{1,STG_NAME_MAX}; copied into out (STG_NAME_MAX + 1). An empty b gives
+ * dflt when dflt is not NULL. */
+aos_err stg_valid_name(ProtobufCBinaryData b, const char *what, const char *dflt, char *out,
+                       char *why, size_t whylen);
+/* A JSON text: must_be_object 1 for documents and filters. scalars_only: every member of
+ * the object must be a string, number, boolean or null. */
+aos_err stg_valid_json(ProtobufCBinaryData b, const char *what, int must_be_object,
+                       int scalars_only, char *why, size_t whylen);
+/* An exact-length binary id (request ids, receipts, sha256). */
+aos_err stg_valid_id(ProtobufCBinaryData b, size_t len, const char *what, char *why,
+                     size_t whylen);
+/* Page limits: 0 means dflt; above max is an error. */
+aos_err stg_valid_limit(uint32_t v, uint32_t dflt, uint32_t max, const char *what,
+                        uint32_t *out, char *why, size_t whylen);
+/* The smallest byte string greater than every string starting with p (len n) into out;
+ * returns its length, 0 when there is none (p empty or all 0xff). */
+size_t stg_prefix_end(const uint8_t *p, size_t n, uint8_t *out);
+
+/* ---- the libpq layer (db.c) -------------------------------------------------------- */
+
+#define DB_MAX_PARAMS 12
+
+/* A prepared statement: prepared lazily on each connection that first runs it. */
+typedef struct db_stmt {
+    const char *name;              /* "stg_kv_get" */
+    const char *sql;
+    int nparams;
+} db_stmt;
+
+/* Parameters of one execution. Values are borrowed: they must outlive the call. */
+typedef struct db_params {
+    int n;
+    const char *v[DB_MAX_PARAMS];
+    int len[DB_MAX_PARAMS];
+    int fmt[DB_MAX_PARAMS];
+    char num[DB_MAX_PARAMS][8];
+} db_params;
+
+void dp_init(db_params *p);
+void dp_text(db_params *p, const char *s);                 /* NUL-terminated text */
+void dp_bytes(db_params *p, const void *b, size_t n);      /* bytea, or text as raw UTF-8 */
+void dp_i64(db_params *p, int64_t v);                      /* $n must be bigint */
+void dp_i32(db_params *p, int32_t v);                      /* $n must be integer */
+void dp_bool(db_params *p, int v);                         /* $n must be boolean */
+void dp_null(db_params *p);
+
+/* Make sure st is prepared on c (tracked per connection and thread). */
+aos_err db_prepare(PGconn *c, const db_stmt *st, char *why, size_t whylen);
+/* Run st with binary results. On success *out holds the result (PQclear it): TUPLES_OK
+ * or COMMAND_OK. On failure the mapped error (db_error) and NULL. */
+aos_err db_exec(PGconn *c, const db_stmt *st, const db_params *p, PGresult **out, char *why,
+                size_t whylen);
+/* Run a fixed command (BEGIN, COMMIT, SET LOCAL ...). */
+aos_err db_cmd(PGconn *c, const char *sql, char *why, size_t whylen);
+/* Map a failed result (or a broken connection when r is NULL) to an aos_err and a message:
+ * connection trouble -> UNAVAILABLE, statement timeout -> TIMEOUT, data exceptions ->
+ * USAGE, unique violations -> CONFLICT, program limits -> TOO_BIG, the rest INTERNAL. */
+aos_err db_error(PGconn *c, const PGresult *r, char *why, size_t whylen);
+
+/* Binary result columns. */
+int64_t db_i64(const PGresult *r, int row, int col);
+int32_t db_i32(const PGresult *r, int row, int col);
+int db_bool(const PGresult *r, int row, int col);
+const uint8_t *db_bytes(const PGresult *r, int row, int col, size_t *len);
+/* A jsonb column in binary format: skips its version byte. */
+const uint8_t *db_jsonb(const PGresult *r, int row, int col, size_t *len);
+
+/* ---- transactions with idempotency (tx.c) ------------------------------------------ */
+
+/* The mutation inside stg_tx: runs in an open transaction on c->db, fills c->rep (an OK
+ * reply payload, or an error via stg_fail) and returns the status. Only an OK outcome is
+ * recorded and committed; anything else rolls back, so a retry may run it again. */
+typedef aos_err (*stg_tx_fn)(stg_call *c, void *arg);
+
+/* Run fn as one transaction, idempotent by the call's request id: a request seen before
+ * gets its recorded reply and fn does not run. The deadline becomes statement_timeout.
+ * Acknowledges (returns OK) only after COMMIT succeeded. */
+aos_err stg_tx(stg_call *c, stg_tx_fn fn, void *arg);
+/* A read-only transaction with the deadline as statement_timeout (for heavier reads). */
+aos_err stg_read_tx(stg_call *c, stg_tx_fn fn, void *arg);
+
+/* The fingerprint of a request: SHA-256 of op, a NUL and the payload. */
+void stg_fingerprint(const stg_call *c, uint8_t out[32]);
+
+/* Expired keys, old idempotency records and abandoned uploads, at most once per 10 s. */
+void stg_sweep(stg_call *c);
+
+#endif

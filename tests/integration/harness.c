@@ -1,0 +1,682 @@
+/* The integration harness: runs a real aosd on a fresh data dir, asks it for status, stops
+ * or kills it, and proves that no process it started (postgres included) is left behind. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "aos.pb-c.h"
+
+extern char **environ;
+
+#define H_START_MS 60000u      /* every server and postgres running */
+#define H_STOP_MS 30000u       /* aosd's own graceful stop: STOP, SIGTERM, SIGKILL */
+#define H_ORPHAN_MS 10000u     /* after kill -9: the children notice and exit on their own */
+#define H_GRACE_MS 2000u       /* after a clean exit 0: only zombies being reaped */
+#define H_CALL_MS 3000u
+#define H_ARGS_MAX 32
+
+struct h_aosd {
+    pid_t pid;
+    int pg_embedded;           /* no --pg-dsn given: postgres is one of the children */
+    char dir[64];
+    char log[96];
+    aos_conn *conn;
+};
+
+/* Children the harness runs (aosd) that the reaping loop below collected on their behalf:
+ * as a subreaper we reap orphans with waitpid(-1), which may take an aosd's status too. */
+static struct { pid_t pid; int status; } reaped[16];
+/* The aosd processes of live handles: not leftovers of each other. */
+static pid_t live[16];
+
+static void live_set(pid_t old, pid_t now)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] == old) {
+            live[i] = now;
+            return;
+        }
+}
+
+static int is_live_aosd(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] && live[i] == pid)
+            return 1;
+    return 0;
+}
+
+static const char *const h_children[] = {"memory", "storage", "tool", "llm", "audit",
+                                         "postgres"};
+
+static void h_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- binaries and logs -------------------------------------------------------------- */
+
+const char *h_bin(const char *name)
+{
+    static _Thread_local char path[PATH_MAX];
+    const char *dir = getenv("AOS_BIN_DIR");
+    char self[PATH_MAX];
+    if (!dir || !*dir) {
+        /* tests are built into build/bin beside aosd */
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0)
+            fail_msg("h_bin: AOS_BIN_DIR is not set and /proc/self/exe is unreadable");
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = 0;
+        dir = self;
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        fail_msg("h_bin: path of %s too long", name);
+    return path;
+}
+
+/* The last `lines` lines of a file, to stderr: the reason a start or stop failed. */
+static void print_tail(const char *path, int lines)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "harness: (no %s: %s)\n", path, strerror(errno));
+        return;
+    }
+    static char buf[32768];
+    long start = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        start = size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0;
+    }
+    fseek(f, start, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = buf + n;
+    int seen = 0;
+    while (p > buf && seen <= lines)
+        if (*--p == '\n')
+            seen++;
+    if (seen > lines)
+        p++;
+    fprintf(stderr, "---- %s (last %d lines) ----\n%s%s---- end of %s ----\n", path, lines, p,
+            n && buf[n - 1] != '\n' ? "\n" : "", path);
+}
+
+/* aosd.log, then the tail of every other log aosd keeps at the top of its data dir. */
+static void print_logs(const h_aosd *h)
+{
+    print_tail(h->log, 60);
+    DIR *d = opendir(h->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n > 4 && !strcmp(de->d_name + n - 4, ".log") && strcmp(de->d_name, "aosd.log")) {
+            char p[PATH_MAX];
+            snprintf(p, sizeof p, "%s/%s", h->dir, de->d_name);
+            print_tail(p, 20);
+        }
+    }
+    closedir(d);
+}
+
+/* ---- processes ---------------------------------------------------------------------- */
+
+static int take_reaped(pid_t pid, int *status)
+{
+    for (size_t i = 0; i < sizeof reaped / sizeof reaped[0]; i++)
+        if (reaped[i].pid == pid) {
+            *status = reaped[i].status;
+            reaped[i].pid = 0;
+            return 1;
+        }
+    return 0;
+}
+
+/* Collects exited orphans that were reparented to us; keeps the status of an aosd. */
+static void reap_orphans(void)
+{
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (size_t i = 0; i < sizeof reaped / sizeof reaped[0]; i++)
+            if (reaped[i].pid == 0) {
+                reaped[i].pid = p;
+                reaped[i].status = st;
+                break;
+            }
+    }
+}
+
+/* Waits up to ms for pid (our child) to exit; 1 with *status when it did. */
+static int wait_exit(pid_t pid, int *status, unsigned ms)
+{
+    uint64_t end = aos_mono_ms() + ms;
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return 1;
+        if (r < 0 && errno == ECHILD)
+            return take_reaped(pid, status);
+        if (aos_mono_ms() >= end)
+            return 0;
+        h_sleep_ms(20);
+    }
+}
+
+/* Reads /proc/PID/<what> (NULs turned into spaces); 0 when unreadable. */
+static size_t proc_read(pid_t pid, const char *what, char *buf, size_t cap)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/%s", (int)pid, what);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t n = 0;
+    ssize_t r;
+    while (n < cap - 1 && (r = read(fd, buf + n, cap - 1 - n)) > 0)
+        n += (size_t)r;
+    close(fd);
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] == 0)
+            buf[i] = ' ';
+    buf[n] = 0;
+    return n;
+}
+
+/* State letter, parent and process group from /proc/PID/stat; 0 when it is gone. */
+static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp)
+{
+    char buf[1024];
+    if (!proc_read(pid, "stat", buf, sizeof buf))
+        return 0;
+    char *rp = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+    int pp, pg;
+    if (!rp || sscanf(rp + 1, " %c %d %d", state, &pp, &pg) != 3)
+        return 0;
+    *ppid = pp;
+    *pgrp = pg;
+    return 1;
+}
+
+/* Whether a process belongs to aosd on h's data dir. We are a child subreaper, so every
+ * descendant of a dead aosd is reparented to us, postgres backends included; aosd runs in
+ * its own process group, so an orphan is told from a helper the test itself started (in
+ * our group). Besides, anything whose command line or environment names the data dir. */
+static int belongs(const h_aosd *h, pid_t pid, char *state, char *cmd, size_t cmdcap)
+{
+    static char env[65536];
+    pid_t ppid, pgrp;
+    if (pid == getpid() || is_live_aosd(pid) || !proc_stat(pid, state, &ppid, &pgrp))
+        return 0;
+    proc_read(pid, "cmdline", cmd, cmdcap);
+    if (ppid == getpid() && pgrp != getpgrp())
+        return 1;
+    return strstr(cmd, h->dir) != NULL ||
+           (proc_read(pid, "environ", env, sizeof env) && strstr(env, h->dir));
+}
+
+/* Lists (into out, one line each) the processes of aosd on h's data dir still alive. */
+static int find_leftovers(const h_aosd *h, char *out, size_t cap)
+{
+    static char cmd[4096];
+    int found = 0;
+    size_t used = 0;
+    out[0] = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        fail_msg("harness: cannot read /proc: %s", strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end, state;
+        long v = strtol(de->d_name, &end, 10);
+        if (*end || v <= 0 || !belongs(h, (pid_t)v, &state, cmd, sizeof cmd))
+            continue;
+        if (state == 'Z' || state == 'X')
+            continue; /* dead, waiting to be reaped */
+        found++;
+        int w = snprintf(out + used, cap - used, "  pid %ld state %c: %.200s\n", v, state,
+                         cmd);
+        if (w > 0 && (size_t)w < cap - used)
+            used += (size_t)w;
+    }
+    closedir(d);
+    return found;
+}
+
+/* After a failure: so the next test does not inherit a half-stopped system. */
+static void kill_leftovers(const h_aosd *h)
+{
+    static char cmd[4096];
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end, state;
+        long v = strtol(de->d_name, &end, 10);
+        if (!*end && v > 0 && belongs(h, (pid_t)v, &state, cmd, sizeof cmd))
+            kill((pid_t)v, SIGKILL);
+    }
+    closedir(d);
+    h_sleep_ms(200);
+    reap_orphans();
+}
+
+/* Waits until nothing aosd started is alive. Returns how many still are (listed on stderr
+ * and then killed, so the next test does not inherit them). */
+static int leftovers_after(const h_aosd *h, unsigned ms, const char *after)
+{
+    static char list[8192];
+    uint64_t end = aos_mono_ms() + ms;
+    int n;
+    for (;;) {
+        reap_orphans();
+        n = find_leftovers(h, list, sizeof list);
+        if (n == 0 || aos_mono_ms() >= end)
+            break;
+        h_sleep_ms(50);
+    }
+    if (n) {
+        fprintf(stderr, "harness: %d process(es) of aosd on %s still running %u ms after "
+                "%s:\n%s", n, h->dir, ms, after, list);
+        kill_leftovers(h);
+    }
+    return n;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    if (remove(p) != 0 && errno != ENOENT)
+        fprintf(stderr, "harness: rm %s: %s\n", p, strerror(errno));
+    return 0;
+}
+
+static void h_free(h_aosd *h, int remove_dir)
+{
+    live_set(h->pid, 0);
+    if (h->conn)
+        aos_close(h->conn);
+    if (remove_dir)
+        nftw(h->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(h);
+}
+
+/* Ends a failed start or stop: logs, what is left killed, the handle freed (the data dir
+ * is kept for a look), then the test fails with the message. */
+static void h_fail(h_aosd *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void h_fail(h_aosd *h, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    print_logs(h);
+    kill_leftovers(h);
+    fprintf(stderr, "harness: data dir kept: %s\n", h->dir);
+    h_free(h, 0);
+    fail_msg("%s", msg);
+}
+
+/* ---- kernel.status ------------------------------------------------------------------ */
+
+/* kernel.status, decoded and checked; NULL (why filled in) when it did not answer. The
+ * caller frees the reply with aos__status_reply__free_unpacked. */
+static Aos__StatusReply *status(h_aosd *h, char *why, size_t whylen)
+{
+    aos_call_opts o = {.timeout_ms = H_CALL_MS};
+    aos_reply r;
+    aos_err err = aos_call(h->conn, &o, "kernel.status", NULL, 0, &r);
+    if (err != AOS_OK) {
+        snprintf(why, whylen, "kernel.status: %s: %s", aos_err_name(err), r.error);
+        aos_reply_clear(&r);
+        return NULL;
+    }
+    Aos__StatusReply *s = aos__status_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!s)
+        fail_msg("kernel.status: the reply is not a StatusReply");
+    if (!aos_pb_strings_valid(&s->base))
+        fail_msg("kernel.status: the reply holds invalid UTF-8");
+    return s;
+}
+
+static const Aos__ChildStatus *find_child(const Aos__StatusReply *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_children; i++)
+        if (s->children[i]->name && !strcmp(s->children[i]->name, name))
+            return s->children[i];
+    return NULL;
+}
+
+/* 1: every child that must run is running; 0: not yet; -1: one has failed (aosd gave up
+ * restarting it, so waiting longer cannot help). why says who is not running and why. */
+static int all_running(const h_aosd *h, const Aos__StatusReply *s, char *why, size_t whylen)
+{
+    size_t n = sizeof h_children / sizeof h_children[0];
+    if (!h->pg_embedded)
+        n--; /* postgres is last: with an external database there is none */
+    for (size_t i = 0; i < n; i++) {
+        const Aos__ChildStatus *c = find_child(s, h_children[i]);
+        if (!c) {
+            snprintf(why, whylen, "kernel.status lists no child \"%s\"", h_children[i]);
+            return 0;
+        }
+        if (strcmp(c->state, "running") || c->pid <= 0) {
+            snprintf(why, whylen, "%s is %s (pid %d, last exit \"%s\", reason \"%s\")",
+                     c->name, c->state, (int)c->pid, c->last_exit, c->reason);
+            return strcmp(c->state, "failed") ? 0 : -1;
+        }
+    }
+    return 1;
+}
+
+/* ---- start and stop ----------------------------------------------------------------- */
+
+/* fork+exec (nng is not fork-safe: the child only execs). aosd gets SIGTERM if the test
+ * process dies, so a crashed test does not leave a system running. */
+static pid_t spawn_aosd(h_aosd *h, const char *const *extra)
+{
+    const char *argv[H_ARGS_MAX + 4];
+    size_t n = 0;
+    argv[n++] = h_bin("aosd");
+    argv[n++] = "--data-dir";
+    argv[n++] = h->dir;
+    for (size_t i = 0; extra && extra[i]; i++) {
+        if (n >= H_ARGS_MAX + 3)
+            fail_msg("h_start: more than %d extra arguments", H_ARGS_MAX);
+        if (!strcmp(extra[i], "--pg-dsn") || !strncmp(extra[i], "--pg-dsn=", 9))
+            h->pg_embedded = 0;
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s", argv[0]);
+    if (access(exe, X_OK) != 0)
+        fail_msg("h_start: %s: %s (is aosd built?)", exe, strerror(errno));
+
+    /* The harness starts its own PostgreSQL: a developer's AOS_PG_DSN must not leak in
+     * (a test that wants an external one passes --pg-dsn). */
+    static char *envp[512];
+    size_t ne = 0;
+    for (char **e = environ; *e && ne < sizeof envp / sizeof envp[0] - 1; e++)
+        if (strncmp(*e, "AOS_PG_DSN=", 11) && strncmp(*e, "AOS_DATA_DIR=", 13))
+            envp[ne++] = *e;
+    envp[ne] = NULL;
+
+    int fd = open(h->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fail_msg("h_start: %s: %s", h->log, strerror(errno));
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("h_start: fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* only async-signal-safe calls from here to exec */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent ||
+            setpgid(0, 0) != 0)
+            _exit(127);
+        if ((devnull >= 0 && dup2(devnull, 0) < 0) || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execve(exe, (char *const *)argv, envp);
+        _exit(127);
+    }
+    close(fd);
+    if (devnull >= 0)
+        close(devnull);
+    live_set(0, pid);
+    return pid;
+}
+
+h_aosd *h_start(const char *const *extra_args)
+{
+    /* Orphans of aosd come to us, so h_stop and h_kill9 can see anything it leaves. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+        fail_msg("h_start: PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    /* a write to a closed pipe must be an error, not the death of the test */
+    signal(SIGPIPE, SIG_IGN);
+
+    h_aosd *h = calloc(1, sizeof *h);
+    if (!h)
+        fail_msg("h_start: out of memory");
+    h->pg_embedded = 1;
+    snprintf(h->dir, sizeof h->dir, "/tmp/aos-it-XXXXXX");
+    if (!mkdtemp(h->dir)) {
+        free(h);
+        fail_msg("h_start: mkdtemp: %s", strerror(errno));
+    }
+    snprintf(h->log, sizeof h->log, "%s/aosd.log", h->dir);
+    h->pid = spawn_aosd(h, extra_args);
+
+    char url[AOS_PATH_MAX + 16], why[AOS_ERRMSG_MAX + 128] = "";
+    if (aos_control_url(h->dir, url, sizeof url) != AOS_OK)
+        h_fail(h, "h_start: no control URL for %s", h->dir);
+    uint64_t end = aos_mono_ms() + H_START_MS;
+    int st, ready = 0;
+    while (ready == 0) {
+        pid_t r = waitpid(h->pid, &st, WNOHANG);
+        if (r == h->pid) {
+            leftovers_after(h, H_ORPHAN_MS, "aosd exited during start");
+            h_fail(h, "h_start: aosd exited during start (%s %d)",
+                   WIFEXITED(st) ? "status" : "signal",
+                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        }
+        if (aos_mono_ms() >= end)
+            break;
+        if (!h->conn) {
+            aos_err err = aos_connect(url, &h->conn, why, sizeof why);
+            if (err != AOS_OK && err != AOS_ERR_UNAVAILABLE)
+                break;
+        }
+        if (h->conn) {
+            Aos__StatusReply *s = status(h, why, sizeof why);
+            if (s) {
+                ready = all_running(h, s, why, sizeof why);
+                aos__status_reply__free_unpacked(s, NULL);
+            }
+        }
+        if (ready == 0)
+            h_sleep_ms(100);
+    }
+    if (ready != 1) {
+        kill(h->pid, SIGTERM);
+        if (!wait_exit(h->pid, &st, H_STOP_MS)) {
+            kill(h->pid, SIGKILL);
+            wait_exit(h->pid, &st, H_STOP_MS);
+        }
+        h_fail(h, "h_start: aosd on %s not ready%s: %s", h->dir,
+               ready < 0 ? "" : " within 60 s", why);
+    }
+    return h;
+}
+
+void h_stop(h_aosd *h)
+{
+    int st;
+    if (kill(h->pid, SIGTERM) != 0)
+        h_fail(h, "h_stop: kill %d: %s", (int)h->pid, strerror(errno));
+    if (!wait_exit(h->pid, &st, H_STOP_MS)) {
+        kill(h->pid, SIGKILL);
+        wait_exit(h->pid, &st, H_STOP_MS);
+        h_fail(h, "h_stop: aosd (pid %d) did not exit within %u ms of SIGTERM", (int)h->pid,
+               H_STOP_MS);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        int n = leftovers_after(h, H_ORPHAN_MS, "a failed stop");
+        h_fail(h, "h_stop: aosd ended with %s %d, want exit 0%s",
+               WIFEXITED(st) ? "exit" : "signal",
+               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+               n ? "; and it left processes behind" : "");
+    }
+    int n = leftovers_after(h, H_GRACE_MS, "SIGTERM and exit 0");
+    if (n)
+        h_fail(h, "h_stop: %d process(es) of aosd outlived its exit 0", n);
+    h_free(h, 1);
+}
+
+void h_kill9(h_aosd *h)
+{
+    int st;
+    if (kill(h->pid, SIGKILL) != 0)
+        h_fail(h, "h_kill9: kill %d: %s", (int)h->pid, strerror(errno));
+    if (!wait_exit(h->pid, &st, H_STOP_MS))
+        h_fail(h, "h_kill9: aosd (pid %d) survived SIGKILL", (int)h->pid);
+    int n = leftovers_after(h, H_ORPHAN_MS, "kill -9 of aosd");
+    if (n)
+        h_fail(h, "h_kill9: %d process(es) outlived aosd by %u ms", n, H_ORPHAN_MS);
+    h_free(h, 1);
+}
+
+const char *h_data_dir(const h_aosd *h)
+{
+    return h->dir;
+}
+
+pid_t h_aosd_pid(const h_aosd *h)
+{
+    return h->pid;
+}
+
+aos_conn *h_conn(h_aosd *h)
+{
+    return h->conn;
+}
+
+/* ---- children ----------------------------------------------------------------------- */
+
+pid_t h_child(h_aosd *h, const char *name, char *state)
+{
+    char why[AOS_ERRMSG_MAX + 128];
+    if (state)
+        state[0] = 0;
+    Aos__StatusReply *s = status(h, why, sizeof why);
+    if (!s)
+        return 0;
+    pid_t pid = 0;
+    const Aos__ChildStatus *c = find_child(s, name);
+    if (c) {
+        pid = c->pid;
+        if (state)
+            snprintf(state, 32, "%s", c->state);
+    }
+    aos__status_reply__free_unpacked(s, NULL);
+    return pid;
+}
+
+pid_t h_wait_running(h_aosd *h, const char *name, pid_t not_pid, uint32_t timeout_ms)
+{
+    uint64_t end = aos_mono_ms() + timeout_ms;
+    char state[32];
+    for (;;) {
+        pid_t pid = h_child(h, name, state);
+        if (pid > 0 && pid != not_pid && !strcmp(state, "running"))
+            return pid;
+        if (aos_mono_ms() >= end)
+            return 0;
+        h_sleep_ms(50);
+    }
+}
+
+int h_wait_state(h_aosd *h, const char *name, const char *state, uint32_t timeout_ms)
+{
+    uint64_t end = aos_mono_ms() + timeout_ms;
+    char now[32];
+    for (;;) {
+        h_child(h, name, now);
+        if (!strcmp(now, state))
+            return 1;
+        if (aos_mono_ms() >= end)
+            return 0;
+        h_sleep_ms(50);
+    }
+}
+
+/* ---- aosctl ------------------------------------------------------------------------- */
+
+int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv)
+{
+    const char *args[H_ARGS_MAX + 4];
+    size_t n = 0;
+    args[n++] = h_bin("aosctl");
+    args[n++] = "--data-dir";
+    args[n++] = h->dir;
+    for (size_t i = 0; argv && argv[i]; i++) {
+        if (n >= H_ARGS_MAX + 3)
+            fail_msg("h_aosctl: more than %d arguments", H_ARGS_MAX);
+        args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s", args[0]);
+
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        fail_msg("h_aosctl: pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    pid_t pid;
+    int rc = posix_spawn(&pid, exe, &fa, NULL, (char *const *)args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0) {
+        close(p[0]);
+        fail_msg("h_aosctl: %s: %s", exe, strerror(rc));
+    }
+    /* read everything, so aosctl never blocks on a full pipe; keep what fits */
+    size_t used = 0;
+    char sink[4096];
+    for (;;) {
+        char *dst = out && used + 1 < cap ? out + used : sink;
+        size_t room = out && used + 1 < cap ? cap - 1 - used : sizeof sink;
+        ssize_t r = read(p[0], dst, room);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (dst != sink)
+            used += (size_t)r;
+    }
+    close(p[0]);
+    if (out && cap)
+        out[used] = 0;
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            if (take_reaped(pid, &st))
+                break;
+            fail_msg("h_aosctl: waitpid: %s", strerror(errno));
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

@@ -1,0 +1,431 @@
+/* aosctl's kernel commands: status, server kill|restart NAME, ping SERVER [-n N].
+ * Each decodes and checks the reply before printing it for people or as one JSON doc. */
+#include "aosctl.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aos.pb-c.h"
+
+/* In main.c; belongs in aosctl.h: connect before timing a call. */
+
+#define PING_MAX 1000000u
+#define PING_PROGRESS_MIN 10000u
+#define SERVER_NAMES "memory, storage, tool, llm, audit"
+
+/* Text from aosd goes to a terminal: control characters could move the cursor. */
+static void clean(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    dst[i] = 0;
+}
+
+/* 850ms, 12s, 3m12s, 2h03m, 4d07h. */
+static void human_ms(uint64_t ms, char *out, size_t cap)
+{
+    uint64_t s = ms / 1000;
+    if (ms < 1000)
+        snprintf(out, cap, "%" PRIu64 "ms", ms);
+    else if (s < 60)
+        snprintf(out, cap, "%" PRIu64 "s", s);
+    else if (s < 3600)
+        snprintf(out, cap, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+    else if (s < 86400)
+        snprintf(out, cap, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, s / 60 % 60);
+    else
+        snprintf(out, cap, "%" PRIu64 "d%02" PRIu64 "h", s / 86400, s / 3600 % 24);
+}
+
+/* Fails with the reply's status and message, and releases the reply. */
+static int fail_reply(ctl_ctx *c, aos_reply *r)
+{
+    int rc = ctl_fail(c, r->status, "%s", r->error);
+    aos_reply_clear(r);
+    return rc;
+}
+
+/* ---- status --------------------------------------------------------------------- */
+
+#define STATUS_COLS 7
+
+static void print_status(const Aos__StatusReply *s)
+{
+    static const char *const head[STATUS_COLS] = {"NAME", "STATE", "PID", "RESTARTS",
+                                                  "UPTIME", "LAST-EXIT", "REASON"};
+    char up[32], v[64], dd[512], pg[32];
+    human_ms(s->aosd_uptime_ms, up, sizeof up);
+    clean(v, sizeof v, s->version);
+    clean(dd, sizeof dd, s->data_dir);
+    clean(pg, sizeof pg, s->pg_mode);
+    printf("aosd pid %d, up %s, version %s, pg %s, data dir %s\n", s->aosd_pid, up,
+           v[0] ? v : "?", pg[0] ? pg : "?", dd[0] ? dd : "?");
+    printf("routed %" PRIu64 " requests, refused %" PRIu64 " malformed messages\n\n",
+           s->routed, s->bad_messages);
+
+    size_t n = s->n_children;
+    char (*cells)[STATUS_COLS][160] = calloc(n ? n : 1, sizeof *cells);
+    if (!cells) {
+        printf("(%zu children; no memory to print them)\n", n);
+        return;
+    }
+    size_t w[STATUS_COLS];
+    for (int k = 0; k < STATUS_COLS; k++)
+        w[k] = strlen(head[k]);
+    for (size_t i = 0; i < n; i++) {
+        const Aos__ChildStatus *ch = s->children[i];
+        char (*row)[160] = cells[i];
+        clean(row[0], sizeof row[0], ch->name);
+        clean(row[1], sizeof row[1], ch->state);
+        if (ch->pid > 0)
+            snprintf(row[2], sizeof row[2], "%d", ch->pid);
+        else
+            snprintf(row[2], sizeof row[2], "-");
+        snprintf(row[3], sizeof row[3], "%u", ch->restarts);
+        if (ch->pid > 0)
+            human_ms(ch->uptime_ms, row[4], sizeof row[4]);
+        else
+            snprintf(row[4], sizeof row[4], "-");
+        clean(row[5], sizeof row[5], ch->last_exit && *ch->last_exit ? ch->last_exit : "-");
+        clean(row[6], sizeof row[6], ch->reason && *ch->reason ? ch->reason : "-");
+        for (int k = 0; k < STATUS_COLS; k++)
+            if (strlen(row[k]) > w[k])
+                w[k] = strlen(row[k]);
+    }
+    /* the last column is not padded, so lines carry no trailing blanks */
+    for (int k = 0; k < STATUS_COLS; k++) {
+        int last = k + 1 == STATUS_COLS;
+        printf("%-*s%s", last ? 0 : (int)w[k], head[k], last ? "\n" : "  ");
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < STATUS_COLS; k++) {
+            int last = k + 1 == STATUS_COLS;
+            printf("%-*s%s", last ? 0 : (int)w[k], cells[i][k], last ? "\n" : "  ");
+        }
+    }
+    free(cells);
+}
+
+static json_t *status_json(const Aos__StatusReply *s)
+{
+    json_t *kids = json_array();
+    for (size_t i = 0; kids && i < s->n_children; i++) {
+        const Aos__ChildStatus *ch = s->children[i];
+        if (json_array_append_new(kids, json_pack(
+                "{s:s,s:s,s:i,s:I,s:I,s:s,s:s,s:I}", "name", ch->name, "state", ch->state,
+                "pid", (int)ch->pid, "restarts", (json_int_t)ch->restarts, "uptime_ms",
+                (json_int_t)ch->uptime_ms, "last_exit", ch->last_exit, "reason", ch->reason,
+                "next_start_ms", (json_int_t)ch->next_start_ms)) != 0) {
+            json_decref(kids);
+            return NULL;
+        }
+    }
+    if (!kids)
+        return NULL;
+    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I},s:o}", "aosd", "pid",
+                     (int)s->aosd_pid, "uptime_ms", (json_int_t)s->aosd_uptime_ms, "version",
+                     s->version, "data_dir", s->data_dir, "pg_mode", s->pg_mode,
+                     "bad_messages", (json_int_t)s->bad_messages, "routed",
+                     (json_int_t)s->routed, "children", kids);
+}
+
+static int cmd_status(ctl_ctx *c, int argc, char **argv)
+{
+    aos_reply r;
+    if (argc > 0)
+        return ctl_fail(c, AOS_ERR_USAGE, "status takes no arguments (got \"%s\")", argv[0]);
+    if (ctl_call(c, NULL, "kernel.status", NULL, &r) != AOS_OK)
+        return fail_reply(c, &r);
+    Aos__StatusReply *s = aos__status_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!s)
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.status: aosd sent a malformed StatusReply");
+    /* uint32 restarts and uint64 counters must fit a JSON integer (int64) */
+    int ok = aos_pb_strings_valid(&s->base) && s->aosd_uptime_ms <= INT64_MAX &&
+             s->bad_messages <= INT64_MAX && s->routed <= INT64_MAX;
+    for (size_t i = 0; ok && i < s->n_children; i++)
+        ok = s->children[i]->uptime_ms <= INT64_MAX &&
+             s->children[i]->next_start_ms <= INT64_MAX;
+    if (!ok) {
+        aos__status_reply__free_unpacked(s, NULL);
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.status: aosd sent a StatusReply with "
+                        "invalid text or out-of-range counters");
+    }
+    int rc = 0;
+    if (c->json)
+        rc = ctl_print_json(c, status_json(s));
+    else
+        print_status(s);
+    aos__status_reply__free_unpacked(s, NULL);
+    return rc;
+}
+
+/* ---- server kill | restart ------------------------------------------------------ */
+
+static int server_op(ctl_ctx *c, int argc, char **argv, const char *op, int allow_pg)
+{
+    const char *valid = allow_pg ? SERVER_NAMES ", postgres" : SERVER_NAMES;
+    if (argc != 1 || argv[0][0] == '-')
+        return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl server %s NAME (NAME: %s)", op,
+                        valid);
+    const char *name = ctl_server_name(argv[0], allow_pg);
+    if (!name)
+        return ctl_fail(c, AOS_ERR_USAGE, "unknown server \"%s\"; valid names: %s", argv[0],
+                        valid);
+    char method[AOS_METHOD_MAX + 1];
+    snprintf(method, sizeof method, "kernel.server.%s", op);
+    Aos__ServerRequest req = AOS__SERVER_REQUEST__INIT;
+    req.name = (char *)name;
+    aos_reply r;
+    if (ctl_call(c, NULL, method, &req.base, &r) != AOS_OK)
+        return fail_reply(c, &r);
+    aos_reply_clear(&r);
+    if (c->json)
+        return ctl_print_json(c, json_pack("{s:s,s:s,s:b}", "server", name, "action", op,
+                                           "ok", 1));
+    printf("%s: %s requested\n", name, op);
+    return 0;
+}
+
+static int cmd_kill(ctl_ctx *c, int argc, char **argv)
+{
+    return server_op(c, argc, argv, "kill", 1);
+}
+
+static int cmd_restart(ctl_ctx *c, int argc, char **argv)
+{
+    return server_op(c, argc, argv, "restart", 0);
+}
+
+/* ---- ping ----------------------------------------------------------------------- */
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted v[0..n), n > 0. */
+static uint64_t pct(const uint64_t *v, size_t n, unsigned p)
+{
+    size_t rank = (n * p + 99) / 100;
+    return v[rank ? rank - 1 : 0];
+}
+
+static int parse_count(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v == 0 || v > PING_MAX)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* One ping: sends data, checks the echo. r holds the outcome (status and message). */
+static aos_err ping_once(ctl_ctx *c, const char *method, uint8_t data[16], uint32_t seq,
+                         aos_reply *r)
+{
+    Aos__PingRequest req = AOS__PING_REQUEST__INIT;
+    memcpy(data + 12, &seq, sizeof seq);
+    req.data.data = data;
+    req.data.len = 16;
+    if (ctl_call(c, NULL, method, &req.base, r) != AOS_OK)
+        return r->status;
+    Aos__PingReply *rep = aos__ping_reply__unpack(NULL, r->payload_len, r->payload);
+    aos_err err = AOS_OK;
+    if (!rep) {
+        err = AOS_ERR_PROTO;
+        snprintf(r->error, sizeof r->error, "%s: malformed PingReply", method);
+    } else if (rep->data.len != 16 || memcmp(rep->data.data, data, 16) != 0) {
+        err = AOS_ERR_PROTO;
+        snprintf(r->error, sizeof r->error, "%s: the reply does not echo the ping's data",
+                 method);
+    }
+    if (rep)
+        aos__ping_reply__free_unpacked(rep, NULL);
+    r->status = err;
+    return err;
+}
+
+static int cmd_ping(ctl_ctx *c, int argc, char **argv)
+{
+    const char *server = NULL;
+    uint32_t n = 1;
+    int opts = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts && strcmp(a, "--") == 0) {
+            opts = 0;
+        } else if (opts && strncmp(a, "-n", 2) == 0) {
+            const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (parse_count(v, &n) != 0)
+                return ctl_fail(c, AOS_ERR_USAGE, "-n needs a count from 1 to %u", PING_MAX);
+        } else if (opts && a[0] == '-') {
+            return ctl_fail(c, AOS_ERR_USAGE, "ping: unknown option \"%s\"", a);
+        } else if (server) {
+            return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl ping SERVER [-n N]");
+        } else {
+            server = a;
+        }
+    }
+    if (!server)
+        return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl ping SERVER [-n N] (SERVER: %s)",
+                        SERVER_NAMES);
+    const char *name = ctl_server_name(server, 0);
+    if (!name)
+        return ctl_fail(c, AOS_ERR_USAGE, "unknown server \"%s\"; valid names: %s", server,
+                        SERVER_NAMES);
+
+    aos_reply r;
+    memset(&r, 0, sizeof r);
+    /* connect first, so the first ping's time is a round trip and not a dial */
+    if (ctl_connect(c, &r) != AOS_OK)
+        return fail_reply(c, &r);
+    uint64_t *lat = malloc((size_t)n * sizeof *lat);
+    if (!lat)
+        return ctl_fail(c, AOS_ERR_NOMEM, "no memory for %u latencies", n);
+
+    char method[AOS_METHOD_MAX + 1], last[AOS_ERRMSG_MAX + 1] = "";
+    snprintf(method, sizeof method, "%s.ping", name);
+    uint8_t data[16];
+    aos_id_random(data); /* random bytes tell this run's echoes from any other's */
+    int progress = n >= PING_PROGRESS_MIN && isatty(STDERR_FILENO);
+    uint32_t errors = 0, ok = 0, step = n / 100 ? n / 100 : 1;
+    aos_err last_err = AOS_OK;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t t0 = mono_us();
+        aos_err err = ping_once(c, method, data, i, &r);
+        uint64_t dt = mono_us() - t0;
+        if (err == AOS_OK) {
+            lat[ok++] = dt;
+        } else {
+            errors++;
+            last_err = err;
+            snprintf(last, sizeof last, "%s", r.error);
+        }
+        aos_reply_clear(&r);
+        if (progress && (i + 1) % step == 0)
+            fprintf(stderr, "\rping %s: %u/%u, %u errors", name, i + 1, n, errors);
+    }
+    if (progress)
+        fputs("\r\033[K", stderr);
+
+    qsort(lat, ok, sizeof *lat, cmp_u64);
+    uint64_t p50 = ok ? pct(lat, ok, 50) : 0, p99 = ok ? pct(lat, ok, 99) : 0,
+             mx = ok ? lat[ok - 1] : 0;
+    free(lat);
+    int rc = errors ? aos_err_exit_code(last_err) : 0;
+    if (c->json) {
+        json_t *doc = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "server", name, "count",
+                                (json_int_t)n, "errors", (json_int_t)errors, "p50_us",
+                                (json_int_t)p50, "p99_us", (json_int_t)p99, "max_us",
+                                (json_int_t)mx);
+        if (doc && errors)
+            json_object_set_new(doc, "last_error",
+                                json_pack("{s:i,s:s,s:s}", "code", last_err, "name",
+                                          aos_err_name(last_err), "message", last));
+        int prc = ctl_print_json(c, doc);
+        return prc ? prc : rc;
+    }
+    if (ok)
+        printf("%s: %u pings, %u errors, latency p50 %" PRIu64 "us p99 %" PRIu64
+               "us max %" PRIu64 "us\n", name, n, errors, p50, p99, mx);
+    else
+        printf("%s: %u pings, all failed\n", name, n);
+    if (errors) {
+        fflush(stdout); /* the summary first, then why, also when both go to one tty */
+        fprintf(stderr, "aosctl: last error: %s\n", last);
+    }
+    return rc;
+}
+
+/* ---- the table ------------------------------------------------------------------ */
+
+static const char status_out[] =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
+    "\"required\":[\"aosd\",\"children\"],\"properties\":{"
+    "\"aosd\":{\"type\":\"object\",\"required\":[\"pid\",\"uptime_ms\",\"version\","
+    "\"data_dir\",\"pg_mode\",\"bad_messages\",\"routed\"],\"properties\":{"
+    "\"pid\":{\"type\":\"integer\"},\"uptime_ms\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"version\":{\"type\":\"string\"},\"data_dir\":{\"type\":\"string\"},"
+    "\"pg_mode\":{\"type\":\"string\",\"description\":\"embedded or external\"},"
+    "\"bad_messages\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"envelopes aosd "
+    "refused as malformed\"},\"routed\":{\"type\":\"integer\",\"minimum\":0,"
+    "\"description\":\"requests routed to servers\"}}},"
+    "\"children\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\","
+    "\"state\",\"pid\",\"restarts\",\"uptime_ms\",\"last_exit\",\"reason\"],\"properties\":{"
+    "\"name\":{\"type\":\"string\"},\"state\":{\"type\":\"string\",\"enum\":[\"stopped\","
+    "\"starting\",\"running\",\"backoff\",\"stopping\",\"failed\",\"done\"]},"
+    "\"pid\":{\"type\":\"integer\",\"description\":\"0 when not running\"},"
+    "\"restarts\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"uptime_ms\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"last_exit\":{\"type\":\"string\",\"description\":\"e.g. exit 3, signal 9 (Killed), "
+    "heartbeat timeout; empty if none\"},"
+    "\"reason\":{\"type\":\"string\",\"description\":\"why it is failed or in backoff\"},"
+    "\"next_start_ms\":{\"type\":\"integer\",\"minimum\":0}}}}}}";
+
+static const char server_out[] =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
+    "\"required\":[\"server\",\"action\",\"ok\"],\"properties\":{"
+    "\"server\":{\"type\":\"string\"},\"action\":{\"type\":\"string\",\"enum\":[\"kill\","
+    "\"restart\"]},\"ok\":{\"const\":true}}}";
+
+static const char ping_out[] =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
+    "\"required\":[\"server\",\"count\",\"errors\",\"p50_us\",\"p99_us\",\"max_us\"],"
+    "\"properties\":{\"server\":{\"type\":\"string\"},"
+    "\"count\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"pings sent\"},"
+    "\"errors\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"p50_us\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"median round trip of "
+    "the successful pings, microseconds (0 when none succeeded)\"},"
+    "\"p99_us\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"max_us\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"last_error\":{\"type\":\"object\",\"description\":\"present when errors > 0\","
+    "\"properties\":{\"code\":{\"type\":\"integer\"},\"name\":{\"type\":\"string\"},"
+    "\"message\":{\"type\":\"string\"}}}}}";
+
+static const ctl_cmd kernel_cmds[] = {
+    {"status", "", "show aosd and every server it supervises",
+     "[]", status_out, cmd_status},
+    {"server kill", "NAME", "kill a server at once; aosd restarts it under its restart policy",
+     "[{\"name\":\"NAME\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
+     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\",\"postgres\"],"
+     "\"summary\":\"the server; the aos- prefix is accepted (aos-storage)\"}]",
+     server_out, cmd_kill},
+    {"server restart", "NAME", "stop a server gracefully and start it again",
+     "[{\"name\":\"NAME\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
+     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\"],"
+     "\"summary\":\"the server; the aos- prefix is accepted (aos-storage)\"}]",
+     server_out, cmd_restart},
+    {"ping", "SERVER [-n N]", "ping a server through aosd N times, one at a time; "
+     "report latency",
+     "[{\"name\":\"SERVER\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
+     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\"],"
+     "\"summary\":\"the server; the aos- prefix is accepted\"},"
+     "{\"name\":\"-n\",\"kind\":\"option\",\"value\":\"N\",\"required\":false,"
+     "\"type\":\"integer\",\"minimum\":1,\"maximum\":1000000,\"default\":1,"
+     "\"summary\":\"number of pings\"}]",
+     ping_out, cmd_ping},
+};
+
+const ctl_group ctl_group_kernel = {kernel_cmds, sizeof kernel_cmds / sizeof kernel_cmds[0]};

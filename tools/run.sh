@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds aos, starts aosd in the background on the default data dir
+# and shows `aosctl status`. Idempotent: if aosd already serves that data dir, only shows it.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+jobs=${AOS_JOBS:-2}
+
+# The data dir, resolved as aosd and aosctl resolve it (libaos aos_data_dir).
+if [ -n "${AOS_DATA_DIR:-}" ]; then
+    dir=$AOS_DATA_DIR
+elif [ "$(id -u)" = 0 ]; then
+    dir=/var/lib/aos
+elif [ -n "${XDG_DATA_HOME:-}" ]; then
+    dir=$XDG_DATA_HOME/aos
+else
+    dir=${HOME:?neither AOS_DATA_DIR nor HOME is set}/.local/share/aos
+fi
+
+tools/deps.sh
+
+if [ ! -f build/CMakeCache.txt ]; then
+    cmake -S "$root" -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc \
+        >/dev/null
+fi
+if ! cmake --build build -j"$jobs" >build/build.log 2>&1; then
+    tail -40 build/build.log >&2
+    echo "run.sh: build failed (full log: $root/build/build.log)" >&2
+    exit 1
+fi
+
+aosctl=(build/bin/aosctl --data-dir "$dir")
+
+if "${aosctl[@]}" status >/dev/null 2>&1; then
+    echo "aosd is already running on $dir"
+    exec "${aosctl[@]}" status
+fi
+
+mkdir -p "$dir"
+log=$dir/aosd.log
+# setsid: aosd outlives this script and the terminal it was started from.
+setsid build/bin/aosd --data-dir "$dir" </dev/null >>"$log" 2>&1 &
+pid=$!
+echo "aosd started (pid $pid) on $dir; log: $log"
+
+# The first start runs initdb, which takes a while; later starts are quick.
+for _ in $(seq 1 240); do
+    if "${aosctl[@]}" status >/dev/null 2>&1; then
+        exec "${aosctl[@]}" status
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" && rc=0 || rc=$?
+        echo "run.sh: aosd exited (status $rc) before answering; the end of $log:" >&2
+        tail -30 "$log" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+echo "run.sh: aosd (pid $pid) did not answer within 120 s; the end of $log:" >&2
+tail -30 "$log" >&2
+exit 1

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite: installs dependencies, builds `build` (gcc) and `build-asan` (clang,
+# ASan+UBSan, fuzzers) and runs every ctest label in both. Exit status: 0 only if all passed.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+jobs=${AOS_JOBS:-2}
+
+tools/deps.sh
+
+# configure DIR ARGS...: configure once; later runs reuse the cache (cmake re-runs itself
+# when a CMakeLists.txt changes).
+configure() {
+    local dir=$1; shift
+    if [ ! -f "$dir/CMakeCache.txt" ]; then
+        cmake -S "$root" -B "$dir" "$@" >/dev/null
+    fi
+}
+
+configure build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc
+configure build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DAOS_SANITIZE=ON
+
+fail=0
+results=()
+for dir in build build-asan; do
+    echo "== $dir: build" >&2
+    if ! cmake --build "$dir" -j"$jobs" >"$dir/build.log" 2>&1; then
+        tail -40 "$dir/build.log" >&2
+        echo "== $dir: BUILD FAILED (full log: $dir/build.log)" >&2
+        results+=("$dir: build failed")
+        fail=1
+        continue
+    fi
+    echo "== $dir: ctest" >&2
+    # Sanitizer reports must fail the run, not scroll by.
+    if (cd "$dir" && ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+            UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            ctest --output-on-failure -j"$jobs" | tee ctest.log); then
+        results+=("$dir: $(grep -E 'tests passed' "$dir/ctest.log" | tail -1)")
+    else
+        results+=("$dir: $(grep -E 'tests passed|tests failed' "$dir/ctest.log" | tail -1)")
+        fail=1
+    fi
+done
+
+echo
+echo "== summary"
+for r in "${results[@]}"; do
+    echo "  $r"
+done
+if [ "$fail" = 0 ]; then
+    echo "== all tests passed"
+else
+    echo "== FAILED"
+fi
+exit "$fail"
