@@ -20,6 +20,13 @@
 /* A request in hand when its server died this many times is a poison pill: answered
  * with an error instead of being re-sent to crash the next incarnation too. */
 #define LINK_MAX_DEATHS 2
+#define LINK_RECEIVERS 4       /* replies decoded in parallel on nng's threads (so streamed
+                                  * parts will need a sequence number to stay in order) */
+
+typedef struct receiver {
+    klink *l;
+    nng_aio *aio;
+} receiver;
 
 typedef struct pending {
     uint64_t id;
@@ -37,7 +44,7 @@ struct klink {
     int idx;
     nng_socket sock;
     nng_listener lst;
-    nng_aio *raio;
+    receiver rx[LINK_RECEIVERS];
     pthread_mutex_t mu;
     pid_t expect;              /* only this pid may connect */
     nng_pipe pipe;             /* its pipe, once connected */
@@ -128,10 +135,11 @@ static void broken(klink *l, nng_msg *m, const char *why)
 
 static void on_recv(void *arg)
 {
-    klink *l = arg;
-    if (nng_aio_result(l->raio) != 0)
+    receiver *rx = arg;
+    klink *l = rx->l;
+    if (nng_aio_result(rx->aio) != 0)
         return; /* closed */
-    nng_msg *m = nng_aio_get_msg(l->raio);
+    nng_msg *m = nng_aio_get_msg(rx->aio);
     aos_env e;
     char why[160];
     if (aos_env_decode(nng_msg_body(m), nng_msg_len(m), &e, why, sizeof why) != AOS_OK) {
@@ -187,7 +195,7 @@ static void on_recv(void *arg)
     if (m)
         nng_msg_free(m);
 next:
-    nng_recv_aio(l->sock, l->raio);
+    nng_recv_aio(l->sock, rx->aio);
 }
 
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -232,14 +240,20 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
         (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe, l)) != 0 ||
         (rv = nng_listener_create(&l->lst, l->sock, url)) != 0 ||
         (rv = nng_listener_set_int(l->lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0 ||
-        (rv = nng_listener_start(l->lst, 0)) != 0 ||
-        (rv = nng_aio_alloc(&l->raio, on_recv, l)) != 0) {
+        (rv = nng_listener_start(l->lst, 0)) != 0) {
         snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
         nng_close(l->sock);
         free(l);
         return AOS_ERR_IO;
     }
-    nng_recv_aio(l->sock, l->raio);
+    for (int i = 0; i < LINK_RECEIVERS; i++) {
+        l->rx[i].l = l;
+        if ((rv = nng_aio_alloc(&l->rx[i].aio, on_recv, &l->rx[i])) != 0) {
+            snprintf(why, whylen, "link %s: %s", name, nng_strerror(rv));
+            return AOS_ERR_NOMEM;
+        }
+        nng_recv_aio(l->sock, l->rx[i].aio);
+    }
     *out = l;
     return AOS_OK;
 }
@@ -247,7 +261,8 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
 void link_close(klink *l)
 {
     nng_close(l->sock);
-    nng_aio_free(l->raio);
+    for (int i = 0; i < LINK_RECEIVERS; i++)
+        nng_aio_free(l->rx[i].aio);
     link_fail_all(l, AOS_ERR_UNAVAILABLE, "aosd is shutting down");
     pthread_mutex_destroy(&l->mu);
     free(l);

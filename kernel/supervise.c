@@ -143,7 +143,7 @@ pid_t sup_spawn(const kcfg *c, char *const argv[], char *const envp[], int drop,
 }
 
 /* The environment a server gets: ours, filtered, plus its database settings. */
-#define ENV_MAX 64
+#define ENV_MAX 60
 static int keep_env(const char *e)
 {
     static const char *const keep[] = {"PATH=", "LANG=", "LC_ALL=", "TZ=", "ASAN_OPTIONS=",
@@ -160,7 +160,7 @@ static void start_child(child *k, uint64_t now)
     char *argv[PGEM_ARGV_MAX];
     char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[2048];
     char *envp[ENV_MAX + 4];
-    char dd[AOS_PATH_MAX + 16], dsn[1200], admin[1200];
+    char dd[AOS_PATH_MAX + 16], dsn[1200], admin[1200], wk[32];
     int n = 0, outfd = -1, drop = 0, sig = SIGKILL;
 
     k->pending_why[0] = 0;
@@ -194,6 +194,10 @@ static void start_child(child *k, uint64_t now)
                 envp[e++] = *p;
         snprintf(dd, sizeof dd, "AOS_DATA_DIR=%s", cfg->data_dir);
         envp[e++] = dd;
+        if (cfg->workers) {
+            snprintf(wk, sizeof wk, "AOS_WORKERS=%u", cfg->workers);
+            envp[e++] = wk;
+        }
         if (k->role) {
             char tmp[1100];
             pgem_role_dsn(cfg, k->role, tmp, sizeof tmp);

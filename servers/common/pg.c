@@ -1,5 +1,5 @@
 /* PostgreSQL for servers: the admin-side migration (database, role, schema, versioned
- * migrations under one advisory lock) and the role-side connection with reconnect backoff. */
+ * migrations under one advisory lock) and the role-side connection with backoff. */
 #include "pg.h"
 
 #include <stdint.h>

@@ -5,17 +5,17 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <sched.h>
 
 /* How a listed syscall is allowed. Most are plain; a few are narrowed by argument so the
  * list cannot be turned into a way around the sandbox (a fork, a signal to aosd). */
@@ -24,102 +24,100 @@ typedef enum {
     SBX_THREAD,      /* clone: only with CLONE_THREAD, i.e. pthread_create, never a fork */
     SBX_ENOSYS,      /* fails with ENOSYS: clone3's flags sit behind a pointer seccomp
                       * cannot read, and glibc falls back to clone on ENOSYS */
+    SBX_EACCES,      /* fails with EACCES, unless another list of the server allows it:
+                      * for libc's optional reads, which cope with failure */
     SBX_OWN_PID,     /* tgkill: only to threads of this process (abort(), raise()) */
     SBX_NET,         /* socket: only AF_UNIX, AF_INET, AF_INET6 */
+    SBX_ARG1,        /* only when the second argument equals arg (an ioctl request) */
 } sbx_how;
 
 typedef struct sbx_call {
     const char *name;   /* libseccomp's name; names this arch lacks are skipped */
     sbx_how how;
+    unsigned long arg;  /* SBX_ARG1's value */
 } sbx_call;
 
-#define SBX_END {NULL, SBX_ALLOW}
+#define SBX_END {NULL, SBX_ALLOW, 0}
 
 /* What every server needs after the sandbox: nng's threads serving the link to aosd,
- * the worker pool, malloc, aos_log, and the exit path. */
+ * the worker pool, malloc, aos_log, and the exit path. Found by strace -f on a server
+ * echoing requests from worker threads, through exit, abort() and a glibc fatal error. */
 static const sbx_call sbx_base[] = {
-    {"read", SBX_ALLOW},            /* nng's eventfd wakeups; libc reads */
-    {"write", SBX_ALLOW},           /* aos_log's one write(2) per line; nng wakeups */
-    {"readv", SBX_ALLOW},           /* nng ipc receives a message header and body */
-    {"writev", SBX_ALLOW},          /* nng ipc sends header and body in one call */
-    {"sendmsg", SBX_ALLOW},         /* nng ipc transport send */
-    {"recvmsg", SBX_ALLOW},         /* nng ipc transport receive */
-    {"close", SBX_ALLOW},           /* nng closes pipes; libc closes what it opened */
-    {"shutdown", SBX_ALLOW},        /* nng shuts a pipe down when aosd goes away */
-    {"epoll_wait", SBX_ALLOW},      /* nng's poller thread */
-    {"epoll_pwait", SBX_ALLOW},     /* same, as newer libcs spell it */
-    {"epoll_ctl", SBX_ALLOW},       /* nng arms and disarms pipes in its poller */
-    {"futex", SBX_ALLOW},           /* every mutex and condition variable */
-    {"clone", SBX_THREAD},          /* worker and nng threads, not processes */
-    {"clone3", SBX_ENOSYS},         /* glibc's first try at a thread: see SBX_ENOSYS */
-    {"set_robust_list", SBX_ALLOW}, /* glibc, at thread start */
-    {"rseq", SBX_ALLOW},            /* glibc registers rseq at thread start */
-    {"madvise", SBX_ALLOW},         /* glibc frees a finished thread's stack */
-    {"mmap", SBX_ALLOW},            /* malloc arenas, thread stacks */
-    {"munmap", SBX_ALLOW},          /* malloc, thread stacks */
-    {"mprotect", SBX_ALLOW},        /* malloc arenas grow, thread stack guards */
-    {"brk", SBX_ALLOW},             /* malloc's main heap */
-    {"rt_sigaction", SBX_ALLOW},    /* abort() resets SIGABRT */
-    {"rt_sigprocmask", SBX_ALLOW},  /* thread creation blocks signals around clone */
-    {"rt_sigreturn", SBX_ALLOW},    /* return from any signal handler */
-    {"getpid", SBX_ALLOW},          /* aos_log's line prefix, ping's reply */
-    {"gettid", SBX_ALLOW},          /* abort(), raise() */
-    {"tgkill", SBX_OWN_PID},        /* abort() raises SIGABRT in itself */
-    {"sched_yield", SBX_ALLOW},     /* nng spins briefly in its task queue */
-    {"clock_gettime", SBX_ALLOW},   /* when the vDSO falls back to the syscall */
-    {"clock_nanosleep", SBX_ALLOW}, /* nng_msleep, backoff sleeps */
-    {"nanosleep", SBX_ALLOW},       /* same, older spelling */
-    {"getrandom", SBX_ALLOW},       /* nng's ids and random backoff; malloc's tcache key */
-    {"exit", SBX_ALLOW},            /* a thread ends */
-    {"exit_group", SBX_ALLOW},      /* the process ends; _exit in the SIGSYS reporter */
+    {"read", SBX_ALLOW, 0},            /* nng's eventfd wakeups */
+    {"write", SBX_ALLOW, 0},           /* aos_log's one write(2) per line; nng wakeups */
+    {"writev", SBX_ALLOW, 0},          /* glibc's fatal messages ("double free") */
+    {"readv", SBX_ALLOW, 0},           /* nng ipc receives header and body in one call */
+    {"sendmsg", SBX_ALLOW, 0},         /* nng ipc sends header and body in one call */
+    {"close", SBX_ALLOW, 0},           /* nng closes pipes and its poller at shutdown */
+    {"shutdown", SBX_ALLOW, 0},        /* nng shuts a pipe down when either side closes */
+    {"epoll_wait", SBX_ALLOW, 0},      /* nng's poller thread */
+    {"epoll_ctl", SBX_ALLOW, 0},       /* nng arms and disarms pipes in its poller */
+    {"futex", SBX_ALLOW, 0},           /* every mutex and condition variable */
+    {"clone", SBX_THREAD, 0},          /* worker and nng threads, not processes */
+    {"clone3", SBX_ENOSYS, 0},         /* glibc's first try at a thread: see SBX_ENOSYS */
+    {"set_robust_list", SBX_ALLOW, 0}, /* glibc, at thread start */
+    {"rseq", SBX_ALLOW, 0},            /* glibc registers rseq at thread start */
+    {"rt_sigprocmask", SBX_ALLOW, 0},  /* thread creation blocks signals around clone */
+    {"rt_sigreturn", SBX_ALLOW, 0},    /* return from a handler (glibc's, the SIGSYS one) */
+    {"madvise", SBX_ALLOW, 0},         /* glibc frees dead threads' stacks, trims arenas */
+    {"mmap", SBX_ALLOW, 0},            /* malloc arenas, thread stacks */
+    {"munmap", SBX_ALLOW, 0},          /* malloc, thread stacks */
+    {"mprotect", SBX_ALLOW, 0},        /* malloc arenas grow, thread stack guards */
+    {"brk", SBX_ALLOW, 0},             /* malloc's main heap */
+    {"openat", SBX_EACCES, 0},         /* malloc reads /proc/sys/vm/overcommit_memory */
+    {"getpid", SBX_ALLOW, 0},          /* aos_log's line prefix, ping's reply, abort() */
+    {"gettid", SBX_ALLOW, 0},          /* abort() */
+    {"tgkill", SBX_OWN_PID, 0},        /* abort() raises SIGABRT in itself */
+    {"getrandom", SBX_ALLOW, 0},       /* nng draws an id per message and pipe */
+    {"clock_gettime", SBX_ALLOW, 0},   /* when the vDSO falls back to the syscall */
+    {"clock_nanosleep", SBX_ALLOW, 0}, /* nng_msleep, backoff sleeps */
+    {"exit", SBX_ALLOW, 0},            /* a thread ends */
+    {"exit_group", SBX_ALLOW, 0},      /* the process ends; _exit in the SIGSYS reporter */
     SBX_END,
 };
 
 /* What a sanitized build (the one the tests run) adds so that ASan and UBSan can print a
- * report and exit with it, instead of the report being cut short by SIGSYS. */
+ * report and exit with it, instead of the report being cut short by SIGSYS. Found by
+ * strace on a heap overflow, a signed overflow and abort() after the sandbox. LSan's
+ * exit-time check needs ptrace and stays impossible: servers must not run it. */
 static const sbx_call sbx_sanitizer[] = {
-    {"sigaltstack", SBX_ALLOW},     /* ASan gives each new thread an alternate stack */
-    {"openat", SBX_ALLOW},          /* /proc/self/maps and the binary, to symbolize */
-    {"newfstatat", SBX_ALLOW},      /* the symbolizer sizes the files it maps */
-    {"fstat", SBX_ALLOW},           /* same, older spelling */
-    {"lseek", SBX_ALLOW},           /* libbacktrace reads debug sections */
-    {"pread64", SBX_ALLOW},         /* libbacktrace reads debug sections */
-    {"readlink", SBX_ALLOW},        /* /proc/self/exe for the module list */
-    {"prlimit64", SBX_ALLOW},       /* the runtime reads its stack limit */
-    {"getrlimit", SBX_ALLOW},       /* same, older spelling */
-    {"sched_getaffinity", SBX_ALLOW}, /* the runtime sizes its thread registry */
-    {"prctl", SBX_ALLOW},           /* PR_GET_DUMPABLE and thread names in reports */
-    {"mremap", SBX_ALLOW},          /* its internal vectors grow */
+    {"sigaltstack", SBX_ALLOW, 0},     /* ASan gives each new thread an alternate stack */
+    {"sched_getaffinity", SBX_ALLOW, 0}, /* ASan, at each thread start */
+    {"open", SBX_ALLOW, 0},            /* /proc/self/maps, cmdline, environ for a report */
+    {"openat", SBX_ALLOW, 0},          /* libbacktrace opens the binary and libraries */
+    {"newfstatat", SBX_ALLOW, 0},      /* libbacktrace sizes the files it maps */
+    {"readlink", SBX_ALLOW, 0},        /* /proc/self/exe and libraries' real names */
+    {"fcntl", SBX_ALLOW, 0},           /* libbacktrace sets FD_CLOEXEC */
+    {"ioctl", SBX_ARG1, TCGETS},       /* isatty(2): colours in the report or not */
     SBX_END,
 };
 
 /* What libpq needs to (re)connect as the server's role and to run queries: a Unix or
- * TCP socket, ~/.pgpass and /etc/passwd lookups, and its poll loop. */
+ * TCP socket, ~/.pgpass and /etc/passwd lookups, a DNS lookup of the DSN's host, and
+ * its poll loop. Found by strace on libpq over a Unix socket, TCP and a URI DSN, with
+ * and without a user and a password file, and with a host name to resolve. */
 static const sbx_call sbx_db[] = {
-    {"socket", SBX_NET},            /* a new connection: Unix socket or TCP */
-    {"connect", SBX_ALLOW},         /* a new connection */
-    {"poll", SBX_ALLOW},            /* libpq waits for the socket */
-    {"ppoll", SBX_ALLOW},           /* same, as newer libcs spell it */
-    {"getsockopt", SBX_ALLOW},      /* SO_ERROR after a non-blocking connect */
-    {"setsockopt", SBX_ALLOW},      /* TCP_NODELAY, keepalives */
-    {"getsockname", SBX_ALLOW},     /* libpq records its local address */
-    {"getpeername", SBX_ALLOW},     /* libpq's peer check on a Unix socket */
-    {"sendto", SBX_ALLOW},          /* libpq sends queries */
-    {"recvfrom", SBX_ALLOW},        /* libpq reads results */
-    {"fcntl", SBX_ALLOW},           /* libpq makes the socket non-blocking */
-    {"openat", SBX_ALLOW},          /* ~/.pgpass, /etc/passwd, /etc/services */
-    {"newfstatat", SBX_ALLOW},      /* libpq checks ~/.pgpass's mode */
-    {"fstat", SBX_ALLOW},           /* stdio on those files */
-    {"lseek", SBX_ALLOW},           /* stdio on those files */
-    {"getuid", SBX_ALLOW},          /* libpq's default user name */
-    {"geteuid", SBX_ALLOW},         /* libpq's home directory lookup */
-    {"uname", SBX_ALLOW},           /* libpq's default host name */
+    {"socket", SBX_NET, 0},            /* a new connection; a DNS query */
+    {"connect", SBX_ALLOW, 0},         /* a new connection; a DNS query */
+    {"poll", SBX_ALLOW, 0},            /* libpq and the resolver wait for their socket */
+    {"getsockopt", SBX_ALLOW, 0},      /* SO_ERROR after a non-blocking connect */
+    {"setsockopt", SBX_ALLOW, 0},      /* TCP_NODELAY and keepalives over TCP */
+    {"getsockname", SBX_ALLOW, 0},     /* libpq records its local address */
+    {"sendto", SBX_ALLOW, 0},          /* libpq sends queries */
+    {"recvfrom", SBX_ALLOW, 0},        /* libpq reads results; DNS answers */
+    {"sendmmsg", SBX_ALLOW, 0},        /* the resolver sends A and AAAA queries at once */
+    {"fcntl", SBX_ALLOW, 0},           /* libpq makes its socket non-blocking */
+    {"openat", SBX_ALLOW, 0},          /* ~/.pgpass, /etc/passwd, /etc/hosts, Kerberos */
+    {"newfstatat", SBX_ALLOW, 0},      /* libpq checks ~/.pgpass's mode; fstat on files */
+    {"lseek", SBX_ALLOW, 0},           /* stdio reading /etc/passwd */
+    {"getuid", SBX_ALLOW, 0},          /* libpq's Kerberos credential cache name over TCP */
+    {"geteuid", SBX_ALLOW, 0},         /* libpq's default user and home directory */
     SBX_END,
 };
 
 typedef struct sbx_profile {
     const char *server;
-    const sbx_call *lists[3];   /* NULL-padded */
+    const sbx_call *lists[2];   /* the base, then the server's own (may be NULL) */
 } sbx_profile;
 
 /* One allow-list per server. tool's issue will add what starting a sandboxed tool takes
@@ -127,11 +125,11 @@ typedef struct sbx_profile {
  * after the tool's own filter); llm's adds libcurl's network and TLS calls (socket,
  * connect, poll, DNS through /etc/resolv.conf and /etc/hosts). */
 static const sbx_profile sbx_profiles[] = {
-    {"memory", {sbx_base, sbx_db, NULL}},
-    {"storage", {sbx_base, sbx_db, NULL}},
-    {"audit", {sbx_base, sbx_db, NULL}},
-    {"tool", {sbx_base, NULL, NULL}},
-    {"llm", {sbx_base, NULL, NULL}},
+    {"memory", {sbx_base, sbx_db}},
+    {"storage", {sbx_base, sbx_db}},
+    {"audit", {sbx_base, sbx_db}},
+    {"tool", {sbx_base, NULL}},
+    {"llm", {sbx_base, NULL}},
 };
 
 #if defined(AOS_SANITIZE) || defined(__SANITIZE_ADDRESS__)
@@ -257,6 +255,34 @@ static void sbx_sigsys(int sig, siginfo_t *si, void *uctx)
     _exit(SBX_TRAP_EXIT);
 }
 
+/* The lists a profile is made of, in order: base, the server's own, the sanitizer's. */
+static size_t sbx_lists(const sbx_profile *p, const sbx_call *out[3])
+{
+    size_t n = 0;
+    out[n++] = p->lists[0];
+    if (p->lists[1])
+        out[n++] = p->lists[1];
+    if (SBX_SANITIZED)
+        out[n++] = sbx_sanitizer;
+    return n;
+}
+
+/* A syscall listed twice (openat: EACCES in the base, allowed for a database) gets one
+ * rule: the allowing one wins over SBX_EACCES, and exact repeats are added once. */
+static int sbx_skip(const sbx_call *const *lists, size_t n, size_t li, const sbx_call *c)
+{
+    for (size_t l = 0; l < n; l++)
+        for (const sbx_call *o = lists[l]; o->name; o++) {
+            if (o == c || strcmp(o->name, c->name))
+                continue;
+            if (c->how == SBX_EACCES && o->how != SBX_EACCES)
+                return 1;
+            if (l < li && o->how == c->how && o->arg == c->arg)
+                return 1;
+        }
+    return 0;
+}
+
 static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t whylen)
 {
     int nr = seccomp_syscall_resolve_name(c->name);
@@ -271,24 +297,30 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t
     case SBX_ENOSYS:
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0);
         break;
+    case SBX_EACCES:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 0);
+        break;
     case SBX_OWN_PID:
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
                               SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid(), 0));
         break;
-    case SBX_NET:
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0));
-        if (!rc)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_INET, 0));
-        if (!rc)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_INET6, 0));
+    case SBX_NET: {
+        static const int fams[] = {AF_UNIX, AF_INET, AF_INET6};
+        rc = 0;
+        for (size_t i = 0; !rc && i < sizeof fams / sizeof fams[0]; i++)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                  SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0));
+        break;
+    }
+    case SBX_ARG1:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                              SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)c->arg, 0));
         break;
     default:
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
         break;
     }
-    /* The same syscall in two lists (base and db both open files in a sanitized build)
-     * is fine: libseccomp reports EEXIST for an identical plain rule. */
-    if (rc && rc != -EEXIST) {
+    if (rc) {
         snprintf(why, whylen, "seccomp rule for %s: %s", c->name, strerror(-rc));
         return AOS_ERR_INTERNAL;
     }
@@ -298,7 +330,8 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t
 static aos_err sbx_seccomp(const sbx_profile *p, char *why, size_t whylen)
 {
     aos_err e = AOS_ERR_INTERNAL;
-    int trap = getenv("AOS_SECCOMP_TRAP") && !strcmp(getenv("AOS_SECCOMP_TRAP"), "1");
+    const char *t = getenv("AOS_SECCOMP_TRAP");
+    int trap = t && !strcmp(t, "1");
     scmp_filter_ctx ctx = seccomp_init(trap ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
     if (!ctx) {
         snprintf(why, whylen, "seccomp_init failed");
@@ -310,13 +343,11 @@ static aos_err sbx_seccomp(const sbx_profile *p, char *why, size_t whylen)
         snprintf(why, whylen, "seccomp thread sync: %s", strerror(-rc));
         goto out;
     }
-    for (size_t l = 0; l < 3 && p->lists[l]; l++)
-        for (const sbx_call *c = p->lists[l]; c->name; c++)
-            if ((e = sbx_add(ctx, c, why, whylen)))
-                goto out;
-    if (SBX_SANITIZED)
-        for (const sbx_call *c = sbx_sanitizer; c->name; c++)
-            if ((e = sbx_add(ctx, c, why, whylen)))
+    const sbx_call *lists[3];
+    size_t n = sbx_lists(p, lists);
+    for (size_t l = 0; l < n; l++)
+        for (const sbx_call *c = lists[l]; c->name; c++)
+            if (!sbx_skip(lists, n, l, c) && (e = sbx_add(ctx, c, why, whylen)))
                 goto out;
     e = AOS_ERR_INTERNAL;
     if (trap) {

@@ -1,5 +1,5 @@
 /* The serve loop of every aos server: link to aosd, migrate, open, sandbox, READY, then
- * a receive thread that answers heartbeats itself and feeds requests to a worker pool. */
+ * a pool of workers that each receive from the link and answer what they took. */
 #include "serve.h"
 
 #include <errno.h>
@@ -16,21 +16,17 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "aos.pb-c.h"
 #include "aos/log.h"
 #include "idem.h"
 #include "sandbox.h"
 
-#define QUEUE_MAX 4096       /* requests waiting for a worker; beyond: busy */
 #define WORKERS_MAX 64
+#define STOP_DRAIN_MS 10000  /* on STOP, wait this long for requests in hand to finish */
 #define IDEM_SLOTS 4096
 #define IDEM_PAYLOAD_CAP (16u << 10)
-
-typedef struct job {
-    aos_env env;
-    struct job *next;
-} job;
 
 struct srv_stats {
     Aos__Stat **items;
@@ -46,15 +42,11 @@ struct srv {
     uint64_t started_ms;
     const char *pg_dsn;
 
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    job *head, *tail;
-    size_t queued;
-    int stopping;
+    atomic_int stopping;
     unsigned nworkers;
     pthread_t workers[WORKERS_MAX];
 
-    atomic_ullong requests, errors, bad_messages, replays, busy;
+    atomic_ullong requests, errors, bad_messages, replays, refused;
     atomic_int in_flight;
 };
 
@@ -181,7 +173,7 @@ static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
     srv_stat(&st, "errors", (int64_t)s->errors, NULL);
     srv_stat(&st, "bad_messages", (int64_t)s->bad_messages, NULL);
     srv_stat(&st, "replays", (int64_t)s->replays, NULL);
-    srv_stat(&st, "busy_refusals", (int64_t)s->busy, NULL);
+    srv_stat(&st, "refused_stopping", (int64_t)s->refused, NULL);
     srv_stat(&st, "in_flight", s->in_flight, NULL);
     srv_stat(&st, "workers", s->nworkers, NULL);
     if (s->def->schema) {
@@ -240,9 +232,8 @@ static aos_err find_and_run(srv *s, const aos_env *req, srv_reply *rep)
 
 /* ---- workers ------------------------------------------------------------------------ */
 
-static void run_job(srv *s, job *j)
+static void run_request(srv *s, const aos_env *req)
 {
-    aos_env *req = &j->env;
     srv_reply rep = {0};
     int status;
     uint8_t *pl = NULL;
@@ -258,7 +249,6 @@ static void run_job(srv *s, job *j)
         free(pl);
         return;
     }
-    atomic_fetch_add(&s->in_flight, 1);
     if (req->deadline_ms && aos_now_ms() > req->deadline_ms)
         status = srv_fail(&rep, AOS_ERR_TIMEOUT, "deadline passed before %s ran",
                           req->method);
@@ -274,111 +264,116 @@ static void run_job(srv *s, job *j)
     }
     idem_end(s->idem, req->request_id, status, rep.error, rep.payload, rep.len);
     reply(s, req, status, rep.error, rep.payload, rep.len);
-    atomic_fetch_sub(&s->in_flight, 1);
     free(rep.payload);
 }
+
+/* STOP: refuse new work, let requests in hand finish, then leave. Their replies are
+ * queued on the link by then; aosd re-sends anything unanswered to the next one. */
+static void stop_now(srv *s)
+{
+    atomic_store(&s->stopping, 1);
+    for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < STOP_DRAIN_MS; waited++)
+        nng_msleep(1);
+    if (s->def->close)
+        s->def->close(s);
+    nng_msleep(20); /* nng has no linger: give the last replies a moment on the wire */
+    aos_debug("stopped");
+    _exit(0);
+}
+
+/* One message off the link, handled by the worker that received it: no hand-off between
+ * threads on the hot path (it was the largest cost of a round trip). */
+static void handle(srv *s, nng_msg *m)
+{
+    aos_env e;
+    char why[160];
+    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &e, why, sizeof why);
+    nng_msg_free(m);
+    if (rc != AOS_OK) {
+        /* aosd validates before forwarding, so this is a broken peer: count and drop */
+        s->bad_messages++;
+        aos_warn("malformed envelope from aosd: %s", why);
+        return;
+    }
+    switch (e.kind) {
+    case AOS_KIND_HEARTBEAT:
+        send_env(s, &e); /* echoed as is: a free worker proves the server is alive */
+        break;
+    case AOS_KIND_STOP:
+        aos_env_clear(&e);
+        stop_now(s);
+        break;
+    case AOS_KIND_CANCEL:
+        break; /* handlers are short for now; streamed methods will check for it */
+    case AOS_KIND_REQUEST:
+        s->requests++;
+        if (atomic_load(&s->stopping)) {
+            s->refused++;
+            reply(s, &e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
+            break;
+        }
+        atomic_fetch_add(&s->in_flight, 1);
+        run_request(s, &e);
+        atomic_fetch_sub(&s->in_flight, 1);
+        break;
+    default:
+        s->bad_messages++;
+        aos_warn("unexpected envelope kind %d from aosd", e.kind);
+        break;
+    }
+    aos_env_clear(&e);
+}
+
+static void open_db(srv *s)
+{
+    char why[256];
+    if (!s->def->schema)
+        return;
+    if (srv_pg_open(s->pg_dsn, &tls_db, why, sizeof why) != AOS_OK)
+        aos_error("database: %s", why);
+    else if (!srv_pg_conn(tls_db, why, sizeof why))
+        aos_warn("database not reachable yet: %s", why);
+}
+
+static void serve(srv *s)
+{
+    for (;;) {
+        nng_msg *m;
+        int rv = nng_recvmsg(s->sock, &m, 0);
+        if (rv == NNG_ECLOSED)
+            _exit(0);
+        if (rv != 0) {
+            aos_warn("receive: %s", nng_strerror(rv));
+            continue;
+        }
+        handle(s, m);
+    }
+}
+
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
+static int serving;
 
 static void *worker_main(void *arg)
 {
     srv *s = arg;
-    if (s->def->schema) {
-        char why[256];
-        if (srv_pg_open(s->pg_dsn, &tls_db, why, sizeof why) != AOS_OK)
-            aos_error("database: %s", why);
-        else if (!srv_pg_conn(tls_db, why, sizeof why))
-            aos_warn("database not reachable yet: %s", why);
-    }
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        while (!s->head && !s->stopping)
-            pthread_cond_wait(&s->cv, &s->mu);
-        job *j = s->head;
-        if (!j) { /* stopping and drained */
-            pthread_mutex_unlock(&s->mu);
-            break;
-        }
-        s->head = j->next;
-        if (!s->head)
-            s->tail = NULL;
-        s->queued--;
-        pthread_mutex_unlock(&s->mu);
-        run_job(s, j);
-        aos_env_clear(&j->env);
-        free(j);
-    }
-    if (tls_db)
-        srv_pg_close(tls_db);
-    tls_db = NULL;
+    open_db(s);
+    /* wait until the sandbox is on: nothing is served from outside it */
+    pthread_mutex_lock(&ready_mu);
+    while (!serving)
+        pthread_cond_wait(&ready_cv, &ready_mu);
+    pthread_mutex_unlock(&ready_mu);
+    serve(s);
     return NULL;
 }
 
-/* ---- the receive loop --------------------------------------------------------------- */
+/* ---- start-up ----------------------------------------------------------------------- */
 
 static void on_link_gone(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     (void)p; (void)ev; (void)arg;
     /* aosd went away (or closed the link to get rid of us): no server outlives it */
     _exit(0);
-}
-
-static void enqueue(srv *s, nng_msg *m)
-{
-    job *j = malloc(sizeof *j);
-    char why[160];
-    if (!j) {
-        nng_msg_free(m);
-        return;
-    }
-    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &j->env, why, sizeof why);
-    nng_msg_free(m);
-    if (rc != AOS_OK) {
-        /* aosd validates before forwarding, so this is a broken peer: count and drop */
-        s->bad_messages++;
-        aos_warn("malformed envelope from aosd: %s", why);
-        free(j);
-        return;
-    }
-    aos_env *e = &j->env;
-    switch (e->kind) {
-    case AOS_KIND_HEARTBEAT:
-        send_env(s, e); /* echoed as is, from this thread: proves the loop is alive */
-        break;
-    case AOS_KIND_STOP:
-        pthread_mutex_lock(&s->mu);
-        s->stopping = 1;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        break;
-    case AOS_KIND_CANCEL:
-        break; /* handlers are short for now; streamed methods will check for it */
-    case AOS_KIND_REQUEST:
-        s->requests++;
-        pthread_mutex_lock(&s->mu);
-        if (s->queued >= QUEUE_MAX || s->stopping) {
-            pthread_mutex_unlock(&s->mu);
-            s->busy++;
-            reply(s, e, AOS_ERR_UNAVAILABLE, s->stopping ? "server is stopping"
-                                                          : "server busy, retry later",
-                  NULL, 0);
-            break;
-        }
-        j->next = NULL;
-        if (s->tail)
-            s->tail->next = j;
-        else
-            s->head = j;
-        s->tail = j;
-        s->queued++;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        return;
-    default:
-        s->bad_messages++;
-        aos_warn("unexpected envelope kind %d from aosd", e->kind);
-        break;
-    }
-    aos_env_clear(e);
-    free(j);
 }
 
 static int usage(const char *prog)
@@ -419,8 +414,6 @@ int srv_main(const srv_def *def, int argc, char **argv)
     s->def = def;
     s->test_hooks = test_hooks;
     s->started_ms = aos_mono_ms();
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     s->idem = idem_new(IDEM_SLOTS, IDEM_PAYLOAD_CAP);
     char why[512] = "";
     int rv;
@@ -456,11 +449,16 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
 
-    /* 4. workers (before the sandbox: clone is not in the allow-lists) */
+    /* 4. workers (before the sandbox: clone is not in the allow-lists); this thread is
+     * worker 0 */
     s->nworkers = def->workers ? def->workers : 4;
+    const char *w = getenv("AOS_WORKERS");
+    if (w && atoi(w) > 0)
+        s->nworkers = (unsigned)atoi(w);
     if (s->nworkers > WORKERS_MAX)
         s->nworkers = WORKERS_MAX;
-    for (unsigned i = 0; i < s->nworkers; i++)
+    open_db(s);
+    for (unsigned i = 1; i < s->nworkers; i++)
         if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
             aos_error("cannot start worker %u", i);
             return 1;
@@ -479,30 +477,11 @@ int srv_main(const srv_def *def, int argc, char **argv)
     send_env(s, &ready);
     aos_debug("ready");
 
-    /* 7. serve until STOP */
-    for (;;) {
-        nng_msg *m;
-        rv = nng_recvmsg(s->sock, &m, 0);
-        if (rv != 0) {
-            if (rv == NNG_ECLOSED)
-                break;
-            aos_warn("receive: %s", nng_strerror(rv));
-            continue;
-        }
-        enqueue(s, m);
-        pthread_mutex_lock(&s->mu);
-        int stop = s->stopping;
-        pthread_mutex_unlock(&s->mu);
-        if (stop)
-            break;
-    }
-    for (unsigned i = 0; i < s->nworkers; i++)
-        pthread_join(s->workers[i], NULL);
-    if (def->close)
-        def->close(s);
-    /* leave without closing the socket: closing it would look like a crash to nobody,
-     * but the pipe-removed callback would race with our exit */
-    aos_debug("stopped");
-    idem_free(s->idem);
-    _exit(0);
+    /* 7. serve until STOP (which exits) */
+    pthread_mutex_lock(&ready_mu);
+    serving = 1;
+    pthread_cond_broadcast(&ready_cv);
+    pthread_mutex_unlock(&ready_mu);
+    serve(s);
+    return 0;
 }
