@@ -138,7 +138,7 @@ static void on_recv(void *arg)
     receiver *rx = arg;
     klink *l = rx->l;
     if (nng_aio_result(rx->aio) != 0)
-        return; /* closed */
+        return; /* closed or stopped */
     nng_msg *m = nng_aio_get_msg(rx->aio);
     aos_env e;
     char why[160];
@@ -258,14 +258,15 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
     return AOS_OK;
 }
 
+/* At exit: no new connections, receivers stopped, every waiting caller answered. The
+ * socket is left to the process exit: nng 1.5.2's nng_close can wait forever for a
+ * reference after heavy use (seen on REP and PAIR1 alike), and aosd is leaving anyway. */
 void link_close(klink *l)
 {
-    nng_close(l->sock);
+    nng_listener_close(l->lst);
     for (int i = 0; i < LINK_RECEIVERS; i++)
-        nng_aio_free(l->rx[i].aio);
+        nng_aio_stop(l->rx[i].aio); /* waits for running callbacks; none re-arms */
     link_fail_all(l, AOS_ERR_UNAVAILABLE, "aosd is shutting down");
-    pthread_mutex_destroy(&l->mu);
-    free(l);
 }
 
 void link_expect(klink *l, pid_t pid)

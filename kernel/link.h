@@ -19,7 +19,7 @@ typedef void (*link_done_fn)(void *arg, nng_msg *reply, int status, const char *
 /* The server said READY. */
 typedef void (*link_ready_fn)(void *arg, int idx, pid_t pid);
 
-/* Listen on url for server `name`. Caller owns *out (link_close). */
+/* Listen on url for server `name`. Lives until the process exits (link_close stops it). */
 aos_err link_open(klink **out, const char *name, const char *url, int idx,
                   link_ready_fn on_ready, void *arg, char *why, size_t whylen);
 void link_close(klink *l);

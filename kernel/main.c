@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -88,6 +89,8 @@ int main(int argc, char **argv)
     aos_log_init("aosd");
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    /* orphans of our children come to us, to be reaped and, if alive, killed */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     if (make_data_dir(&cfg) != 0)
         return 1;
     int lockfd = take_lock(&cfg);
@@ -157,6 +160,13 @@ int main(int argc, char **argv)
     route_close(r);
     sup_fini();
     unlink(sock);
+    for (const char *const *n = (const char *const[]){"memory", "storage", "tool", "llm",
+                                                       "audit", NULL};
+         *n; n++) {
+        char p[AOS_PATH_MAX + 32];
+        snprintf(p, sizeof p, "%s/run/%s.sock", cfg.data_dir, *n);
+        unlink(p);
+    }
     aos_info("stopped");
     close(lockfd);
     return 0;

@@ -11,7 +11,7 @@
 typedef struct route route;
 
 /* Listen on url (ipc://DIR/control.sock, mode 0600, callers must have our uid or be
- * root). Caller owns *out. */
+ * root). Lives until the process exits (route_close stops it). */
 aos_err route_open(route **out, const char *url, char *why, size_t whylen);
 void route_close(route *r);
 uint64_t route_bad_messages(const route *r);

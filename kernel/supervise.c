@@ -2,6 +2,7 @@
  * exits (SIGCHLD) and hangs (heartbeats), restart under policy, stop in order. */
 #include "supervise.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -285,10 +286,8 @@ aos_err sup_init(const kcfg *c, char *why, size_t whylen)
 void sup_fini(void)
 {
     for (size_t i = 0; i < NKIDS; i++)
-        if (kids[i].link) {
+        if (kids[i].link)
             link_close(kids[i].link);
-            kids[i].link = NULL;
-        }
     if (pg_log_fd >= 0)
         close(pg_log_fd);
 }
@@ -415,8 +414,50 @@ static void describe_exit(int st, char *out, size_t cap)
         snprintf(out, cap, "status %d", st);
 }
 
+/* aosd is a child subreaper, so what a dead child leaves behind is reparented to us:
+ * a postmaster's backends (each in its own session, so a group kill misses them, and
+ * alive they keep its shared memory from a new postmaster), a server's helpers. Such
+ * an orphan has no place in the table: it is killed. */
+static void kill_orphans(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t self = getpid();
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        char *rp = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        int ppid = 0;
+        if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1 || ppid != self)
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < NKIDS; i++)
+            known |= kids[i].pid == (pid_t)pid;
+        if (!known) {
+            aos_warn("killing orphan pid %ld left by a dead child", pid);
+            kill((pid_t)pid, SIGKILL);
+        }
+    }
+    closedir(d);
+}
+
 void sup_reap(void)
 {
+    int orphans = 0;
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
@@ -426,10 +467,13 @@ void sup_reap(void)
         for (size_t i = 0; i < NKIDS; i++)
             if (kids[i].enabled && kids[i].pid == pid)
                 k = &kids[i];
-        if (!k) {
+        if (!k) { /* an orphan we adopted, now reaped */
             pthread_mutex_unlock(&mu);
             continue;
         }
+        /* its process group goes with it, and whatever it left to us */
+        kill(-pid, SIGKILL);
+        orphans = 1;
         char how[80];
         describe_exit(st, how, sizeof how);
         if (k->pending_why[0])
@@ -475,6 +519,11 @@ void sup_reap(void)
             }
         }
         k->ready_at = 0;
+        pthread_mutex_unlock(&mu);
+    }
+    if (orphans) {
+        pthread_mutex_lock(&mu);
+        kill_orphans();
         pthread_mutex_unlock(&mu);
     }
 }

@@ -9,12 +9,14 @@ jobs=${AOS_JOBS:-2}
 
 tools/deps.sh
 
-# configure DIR ARGS...: configure once; later runs reuse the cache (cmake re-runs itself
-# when a CMakeLists.txt changes).
+# configure DIR ARGS...: the options are given once, when the cache is made; later runs
+# reuse it and only re-run cmake so that new folders and files are picked up.
 configure() {
     local dir=$1; shift
     if [ ! -f "$dir/CMakeCache.txt" ]; then
         cmake -S "$root" -B "$dir" "$@" >/dev/null
+    else
+        cmake -S "$root" -B "$dir" >/dev/null
     fi
 }
 

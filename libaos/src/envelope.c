@@ -25,6 +25,8 @@ static void say(char *why, size_t whylen, const char *fmt, ...)
 
 int aos_utf8_valid(const void *s, size_t n)
 {
+    if (n == 0) /* an empty field may come with a NULL pointer */
+        return 1;
     const uint8_t *p = s, *end = p + n;
     while (p < end) {
         uint8_t c = *p;

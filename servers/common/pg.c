@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "aos/log.h"
+
 /* Every server's migrations take this one lock, so concurrent starts never race on
  * CREATE ROLE or GRANT (which fail with "tuple concurrently updated"). "aos_migr". */
 #define PG_MIGRATE_LOCK "7022365126034466674"
@@ -58,6 +60,16 @@ static PGconn *pg_connect(const char *dsn, const char *dbname)
                           dbname ? "dbname" : NULL, NULL};
     const char *vals[] = {PG_CONNECT_TIMEOUT, "aos", dsn, dbname, NULL};
     return PQconnectdbParams(keys, vals, 1);
+}
+
+/* Server notices ("schema ... already exists, skipping") go to the debug log on one line
+ * instead of libpq's default, a bare stderr print that would interleave with aos_log. */
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg;
+    char m[512];
+    pg_msg(m, sizeof m, message);
+    aos_debug("postgres: %s", m);
 }
 
 static int pg_dsn_ok(const char *dsn, char *why, size_t whylen)
@@ -128,8 +140,9 @@ static aos_err pg_create_db(const char *dsn, const char *db, const char *first_e
         goto out;
     }
     if (PQntuples(r) > 0) {
-        /* It exists, so the first failure was something else (rights, auth). */
-        snprintf(why, whylen, "connecting to PostgreSQL as admin: %s", first_err);
+        /* A concurrent creator won, or the first failure was something else (rights,
+         * auth): the caller's second attempt tells which, with its own error. */
+        e = AOS_ERR_OK;
         goto out;
     }
     PQclear(r);
@@ -169,6 +182,7 @@ static aos_err pg_open_admin(const char *dsn, PGconn **out, char *why, size_t wh
 {
     PGconn *c = pg_connect(dsn, NULL);
     if (PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, pg_notice, NULL);
         *out = c;
         return AOS_ERR_OK;
     }
@@ -186,10 +200,11 @@ static aos_err pg_open_admin(const char *dsn, PGconn **out, char *why, size_t wh
     c = pg_connect(dsn, NULL);
     if (PQstatus(c) != CONNECTION_OK) {
         pg_msg(first, sizeof first, PQerrorMessage(c));
-        snprintf(why, whylen, "connecting to new database %s as admin: %s", db, first);
+        snprintf(why, whylen, "connecting to database %s as admin: %s", db, first);
         PQfinish(c);
         return AOS_ERR_UNAVAILABLE;
     }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
     *out = c;
     return AOS_ERR_OK;
 }
@@ -378,7 +393,10 @@ static void pg_drop(srv_pg *p)
 
 PGconn *srv_pg_conn(srv_pg *p, char *why, size_t whylen)
 {
-    if (p->conn && PQstatus(p->conn) == CONNECTION_OK) {
+    /* PQconsumeInput reads what is pending without blocking: a server that went away
+     * shows up here as EOF, so the caller gets a fresh connection instead of a query
+     * that fails. */
+    if (p->conn && PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn)) {
         /* A handler that returned mid-transaction or with results unread must not leave
          * its state to the next request on this worker. */
         PGTransactionStatusType ts = PQtransactionStatus(p->conn);
@@ -406,6 +424,7 @@ PGconn *srv_pg_conn(srv_pg *p, char *why, size_t whylen)
     }
     PGconn *c = pg_connect(p->dsn, NULL);
     if (PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, pg_notice, NULL);
         p->conn = c;
         p->connected = 1;
         p->connects++;

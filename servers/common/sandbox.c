@@ -28,13 +28,14 @@ typedef enum {
                       * for libc's optional reads, which cope with failure */
     SBX_OWN_PID,     /* tgkill: only to threads of this process (abort(), raise()) */
     SBX_NET,         /* socket: only AF_UNIX, AF_INET, AF_INET6 */
+    SBX_ARG0,        /* only when the first argument equals arg (a prctl option) */
     SBX_ARG1,        /* only when the second argument equals arg (an ioctl request) */
 } sbx_how;
 
 typedef struct sbx_call {
     const char *name;   /* libseccomp's name; names this arch lacks are skipped */
     sbx_how how;
-    unsigned long arg;  /* SBX_ARG1's value */
+    unsigned long arg;  /* SBX_ARG0's or SBX_ARG1's value */
 } sbx_call;
 
 #define SBX_END {NULL, SBX_ALLOW, 0}
@@ -58,6 +59,7 @@ static const sbx_call sbx_base[] = {
     {"set_robust_list", SBX_ALLOW, 0}, /* glibc, at thread start */
     {"rseq", SBX_ALLOW, 0},            /* glibc registers rseq at thread start */
     {"rt_sigprocmask", SBX_ALLOW, 0},  /* thread creation blocks signals around clone */
+    {"rt_sigaction", SBX_ALLOW, 0},    /* glibc's first pthread_create sets SIGCANCEL's */
     {"rt_sigreturn", SBX_ALLOW, 0},    /* return from a handler (glibc's, the SIGSYS one) */
     {"madvise", SBX_ALLOW, 0},         /* glibc frees dead threads' stacks, trims arenas */
     {"mmap", SBX_ALLOW, 0},            /* malloc arenas, thread stacks */
@@ -65,6 +67,8 @@ static const sbx_call sbx_base[] = {
     {"mprotect", SBX_ALLOW, 0},        /* malloc arenas grow, thread stack guards */
     {"brk", SBX_ALLOW, 0},             /* malloc's main heap */
     {"openat", SBX_EACCES, 0},         /* malloc reads /proc/sys/vm/overcommit_memory */
+    {"newfstatat", SBX_EACCES, 0},     /* stdio sizes a stream's buffer on first use */
+    {"prctl", SBX_ARG0, PR_SET_NAME},  /* nng threads started before it name themselves */
     {"getpid", SBX_ALLOW, 0},          /* aos_log's line prefix, ping's reply, abort() */
     {"gettid", SBX_ALLOW, 0},          /* abort() */
     {"tgkill", SBX_OWN_PID, 0},        /* abort() raises SIGABRT in itself */
@@ -110,6 +114,7 @@ static const sbx_call sbx_db[] = {
     {"openat", SBX_ALLOW, 0},          /* ~/.pgpass, /etc/passwd, /etc/hosts, Kerberos */
     {"newfstatat", SBX_ALLOW, 0},      /* libpq checks ~/.pgpass's mode; fstat on files */
     {"lseek", SBX_ALLOW, 0},           /* stdio reading /etc/passwd */
+    {"getdents64", SBX_ALLOW, 0},      /* GSSAPI lists /etc/gss/mech.d on a first TCP try */
     {"getuid", SBX_ALLOW, 0},          /* libpq's Kerberos credential cache name over TCP */
     {"geteuid", SBX_ALLOW, 0},         /* libpq's default user and home directory */
     SBX_END,
@@ -312,6 +317,10 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t
                                   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0));
         break;
     }
+    case SBX_ARG0:
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)c->arg, 0));
+        break;
     case SBX_ARG1:
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
                               SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)c->arg, 0));

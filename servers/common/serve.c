@@ -46,6 +46,8 @@ struct srv {
     unsigned nworkers;
     pthread_t workers[WORKERS_MAX];
 
+    srv_pg *dbs[WORKERS_MAX];     /* each worker's connection, for the stats */
+    atomic_int ndbs;
     atomic_ullong requests, errors, bad_messages, replays, refused;
     atomic_int in_flight;
 };
@@ -179,8 +181,23 @@ static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
     if (s->def->schema) {
         char why[256] = "";
         PGconn *c = tls_db ? srv_pg_conn(tls_db, why, sizeof why) : NULL;
+        /* a real round trip: libpq may not notice a dead peer until it is used */
+        if (c) {
+            PGresult *r = PQexec(c, "SELECT 1");
+            int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+            PQclear(r);
+            if (!ok) {
+                srv_pg_check(tls_db);
+                c = srv_pg_conn(tls_db, why, sizeof why);
+            }
+        }
         srv_stat(&st, "pg_connected", c != NULL, c ? "connected" : why);
-        srv_stat(&st, "pg_connects", tls_db ? srv_pg_connects(tls_db) : 0, NULL);
+        /* connections made by all workers, first ones included: a reconnect after a
+         * PostgreSQL restart shows as growth here */
+        int64_t connects = 0;
+        for (int i = 0; i < atomic_load(&s->ndbs) && i < WORKERS_MAX; i++)
+            connects += srv_pg_connects(s->dbs[i]);
+        srv_stat(&st, "pg_connects", connects, NULL);
         srv_stat(&st, "pg_role", 0, s->def->schema->role);
     }
     if (s->def->add_stats)
@@ -329,9 +346,14 @@ static void open_db(srv *s)
     char why[256];
     if (!s->def->schema)
         return;
-    if (srv_pg_open(s->pg_dsn, &tls_db, why, sizeof why) != AOS_OK)
+    if (srv_pg_open(s->pg_dsn, &tls_db, why, sizeof why) != AOS_OK) {
         aos_error("database: %s", why);
-    else if (!srv_pg_conn(tls_db, why, sizeof why))
+        return;
+    }
+    int i = atomic_fetch_add(&s->ndbs, 1);
+    if (i < WORKERS_MAX)
+        s->dbs[i] = tls_db;
+    if (!srv_pg_conn(tls_db, why, sizeof why))
         aos_warn("database not reachable yet: %s", why);
 }
 

@@ -63,11 +63,13 @@ static aos_err run_one(PGconn *db, item *it)
     return e;
 }
 
-static void fail_all(item **its, int n, aos_err e, const char *fmt, const char *why)
+/* Answer every item not answered yet with e and "storage.<op>: <what><why>". */
+static void fail_all(item **its, int n, aos_err e, const char *what, const char *why)
 {
     for (int i = 0; i < n; i++)
         if (!its[i]->answered) {
-            its[i]->status = stg_fail(its[i]->c, e, fmt, its[i]->c->op, why);
+            its[i]->status = stg_fail(its[i]->c, e, "storage.%s: %s%s", its[i]->c->op, what,
+                                      why);
             its[i]->answered = 1;
         }
 }
@@ -113,12 +115,12 @@ static int run_pipeline(stg_batcher *b, PGconn *db, item **its, int n)
     for (int i = 0; i < n; i++) {
         aos_err e = db_prepare(db, its[i]->job->stmt, why, sizeof why);
         if (e) {
-            fail_all(its, n, e, "storage.%s: %s", why);
+            fail_all(its, n, e, "", why);
             return 0;
         }
     }
     if (!PQenterPipelineMode(db)) {
-        fail_all(its, n, AOS_ERR_UNAVAILABLE, "storage.%s: %s", PQerrorMessage(db));
+        fail_all(its, n, AOS_ERR_UNAVAILABLE, "", PQerrorMessage(db));
         return 0;
     }
     int ok = 1;
@@ -161,8 +163,7 @@ static int run_pipeline(stg_batcher *b, PGconn *db, item **its, int n)
             drain(db);
             PQexitPipelineMode(db);
             fail_all(its, n, AOS_ERR_UNAVAILABLE,
-                     "storage.%s: commit failed, outcome unknown (retry with the same "
-                     "request id): %s", why);
+                     "commit failed, outcome unknown (retry with the same request id): ", why);
             rc = 0;
             goto out;
         }
@@ -199,7 +200,7 @@ lost:
         while (l > 0 && why[l - 1] == '\n')
             why[--l] = 0;
     }
-    fail_all(its, n, AOS_ERR_UNAVAILABLE, "storage.%s: database connection lost: %s", why);
+    fail_all(its, n, AOS_ERR_UNAVAILABLE, "database connection lost: ", why);
     rc = 0;
 out:
     for (int i = 0; i < n; i++)

@@ -18,11 +18,13 @@ struct stg_notify {
     pthread_mutex_t mu;
     pthread_cond_t cv;          /* CLOCK_MONOTONIC */
     notify_waiter *waiters;
-    int started, failed, stop, listening;
+    int started, stop, listening;
     pthread_t th;
     int wake[2];                /* a pipe: wakes the listener's poll to stop */
     uint64_t count;
 };
+
+static void *listener(void *arg);
 
 stg_notify *notify_new(const char *dsn)
 {
@@ -43,6 +45,12 @@ stg_notify *notify_new(const char *dsn)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&n->cv, &ca);
     pthread_condattr_destroy(&ca);
+    /* Started before the sandbox, like the serve loop's workers; the seccomp filter is
+     * synchronised onto every thread. */
+    if (pthread_create(&n->th, NULL, listener, n) == 0)
+        n->started = 1;
+    else
+        aos_warn("queue listener thread not started: receivers will look every 250 ms");
     return n;
 }
 
@@ -122,19 +130,6 @@ static void *listener(void *arg)
     return NULL;
 }
 
-static void start(stg_notify *n)
-{
-    /* called locked, from a worker: under the sandbox already */
-    if (n->started || n->failed)
-        return;
-    if (pthread_create(&n->th, NULL, listener, n) == 0) {
-        n->started = 1;
-    } else {
-        n->failed = 1;
-        aos_warn("queue listener thread not started: receivers will poll");
-    }
-}
-
 void notify_arm(stg_notify *n, notify_waiter *w, const char *agent, const char *queue)
 {
     w->agent = agent;
@@ -143,13 +138,12 @@ void notify_arm(stg_notify *n, notify_waiter *w, const char *agent, const char *
     if (!n)
         return;
     pthread_mutex_lock(&n->mu);
-    start(n);
     w->next = n->waiters;
     n->waiters = w;
     pthread_mutex_unlock(&n->mu);
 }
 
-void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms)
+int notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms)
 {
     uint64_t now = aos_mono_ms();
     if (!n) {
@@ -158,7 +152,7 @@ void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms)
             ms = 250;
         struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
-        return;
+        return 0;
     }
     pthread_mutex_lock(&n->mu);
     while (!w->fired && !n->stop) {
@@ -167,7 +161,7 @@ void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms)
             break;
         uint64_t until = until_mono_ms;
         if (!n->listening && until > now + 250)
-            until = now + 250;
+            until = now + 250;   /* not listening: we may miss a NOTIFY, look again soon */
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t ms = until - now;
@@ -181,7 +175,9 @@ void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms)
             break;
     }
     w->fired = 0;
+    int stopped = n->stop;
     pthread_mutex_unlock(&n->mu);
+    return stopped ? -1 : 0;
 }
 
 void notify_disarm(stg_notify *n, notify_waiter *w)
@@ -217,20 +213,28 @@ int notify_listening(stg_notify *n)
     return l;
 }
 
-void notify_free(stg_notify *n)
+void notify_stop(stg_notify *n)
 {
     if (!n)
         return;
     pthread_mutex_lock(&n->mu);
+    int was = n->stop;
     __atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
     int started = n->started;
     pthread_cond_broadcast(&n->cv);
     pthread_mutex_unlock(&n->mu);
-    if (started) {
+    if (started && !was) {
         ssize_t w = write(n->wake[1], "x", 1);
         (void)w;
         pthread_join(n->th, NULL);
     }
+}
+
+void notify_free(stg_notify *n)
+{
+    if (!n)
+        return;
+    notify_stop(n);
     close(n->wake[0]);
     close(n->wake[1]);
     pthread_cond_destroy(&n->cv);

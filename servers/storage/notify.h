@@ -16,17 +16,22 @@ typedef struct notify_waiter {
     struct notify_waiter *next;
 } notify_waiter;
 
-/* dsn: the server role's conninfo (the listener connects on its own). The thread starts on
- * first use, so that it is created under the sandbox. Caller owns the result; NULL on
- * failure (receivers then poll at a short interval). */
+/* dsn: the server role's conninfo; the listener thread starts now and connects on its
+ * own, reconnecting with backoff. Caller owns the result; NULL on failure (receivers then
+ * look again every 250 ms). */
 stg_notify *notify_new(const char *dsn);
+/* Stop the listener and release every waiter (they see notify_wait return -1). The
+ * structure stays valid for workers still inside it; the process is about to exit. */
+void notify_stop(stg_notify *n);
+/* Stop and free: only when no worker can be inside. */
 void notify_free(stg_notify *n);
 
 /* Arm before looking at the queue, so that a message sent after the look wakes us. */
 void notify_arm(stg_notify *n, notify_waiter *w, const char *agent, const char *queue);
 /* Sleep until the waiter fires or until_mono_ms (aos_mono_ms clock). While the listener is
- * not connected, sleeps at most 250 ms (it may have missed notifications). Re-arms. */
-void notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms);
+ * not connected, sleeps at most 250 ms (it may have missed notifications). Re-arms.
+ * Returns 0, or -1 once the listener was stopped (the server is going away). */
+int notify_wait(stg_notify *n, notify_waiter *w, uint64_t until_mono_ms);
 void notify_disarm(stg_notify *n, notify_waiter *w);
 /* Notifications received so far, and whether LISTEN is up (for stats). */
 uint64_t notify_count(stg_notify *n);

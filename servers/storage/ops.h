@@ -37,16 +37,33 @@ aos_err op_queue_ack(stg_call *c);
 aos_err op_queue_nack(stg_call *c);
 aos_err op_queue_list(stg_call *c);
 
-/* The operations and their handlers, in the order main.c serves them. mutating: the
- * operation changes data (it needs a request id and is idempotent by it). */
-typedef struct stg_op {
-    const char *op;
-    stg_fn fn;
-    int mutating;
-} stg_op;
-
-extern const stg_op stg_ops[];
-extern const size_t stg_n_ops;
+/* The methods, "storage.<op>", in one table: X(op, handler). */
+#define STG_OP_TABLE(X)                                                                    \
+    X("kv.put", op_kv_put)                                                                 \
+    X("kv.get", op_kv_get)                                                                 \
+    X("kv.list", op_kv_list)                                                               \
+    X("kv.delete", op_kv_delete)                                                           \
+    X("kv.incr", op_kv_incr)                                                               \
+    X("doc.put", op_doc_put)                                                               \
+    X("doc.get", op_doc_get)                                                               \
+    X("doc.query", op_doc_query)                                                           \
+    X("doc.delete", op_doc_delete)                                                         \
+    X("blob.write", op_blob_write)                                                         \
+    X("blob.commit", op_blob_commit)                                                       \
+    X("blob.read", op_blob_read)                                                           \
+    X("blob.delete", op_blob_delete)                                                       \
+    X("blob.list", op_blob_list)                                                           \
+    X("checkpoint.save", op_ckpt_save)                                                     \
+    X("checkpoint.load", op_ckpt_load)                                                     \
+    X("checkpoint.list", op_ckpt_list)                                                     \
+    X("checkpoint.prune", op_ckpt_prune)                                                   \
+    X("step.append", op_step_append)                                                       \
+    X("step.read", op_step_read)                                                           \
+    X("queue.send", op_queue_send)                                                         \
+    X("queue.recv", op_queue_recv)                                                         \
+    X("queue.ack", op_queue_ack)                                                           \
+    X("queue.nack", op_queue_nack)                                                         \
+    X("queue.list", op_queue_list)
 
 /* Shared by the plpgsql-backed mutations (kv.put, kv.incr): turn a row of (status int,
  * reply bytea, message text, replayed bool) into the reply. */

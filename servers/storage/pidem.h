@@ -1,22 +1,25 @@
-/* Durable idempotency for aos servers: a mutation's outcome is recorded in the same
- * transaction as its effect, so a retried request gets the recorded reply, never a 2nd run.
+/* Durable idempotency for aos servers: an outcome is recorded in the same transaction as
+ * its effect, so a retried request gets the recorded reply, never a second run.
+ *
+ * pidem ("persistent") complements the serve loop's in-memory idem, which only lasts as
+ * long as one process; pidem survives a crash of the server and of PostgreSQL.
  *
  * Usage, in one transaction on the server's own connection:
  *
  *     BEGIN
- *     idem_claim(conn, &key, &prior)   -- prior.found: ROLLBACK, answer prior.status/result
+ *     pidem_claim(conn, &key, &prior)   -- prior.found: ROLLBACK, answer prior.status/result
  *     ... the mutation ...             -- failed: ROLLBACK (nothing recorded, a retry re-runs)
- *     idem_record(conn, &key, 0, reply, len)
+ *     pidem_record(conn, &key, 0, reply, len)
  *     COMMIT                           -- only now acknowledge
  *
  * Records are keyed by (agent, request id), so one agent can never see another's outcome;
  * the key also carries the method and a fingerprint of the request, and a request id
  * reused for a different request is refused (AOS_ERR_CONFLICT). A claim made by a
  * concurrent transaction (the original still committing while aosd's resend arrives)
- * makes idem_claim wait for it, then see its record. Depends on libpq and aos/err.h only,
+ * makes pidem_claim wait for it, then see its record. Depends on libpq and aos/err.h only,
  * so any server can use it (candidate for servers/common). */
-#ifndef AOS_IDEM_H
-#define AOS_IDEM_H
+#ifndef AOS_PIDEM_H
+#define AOS_PIDEM_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,13 +30,13 @@
 /* The table and its functions, for a server's migrations; schema is a literal
  * identifier. The role needs SELECT, INSERT, UPDATE, DELETE on the table and EXECUTE on
  * the functions. The protocol lives in SQL so that batched plpgsql mutations (storage's
- * kv.put) and idem_claim/idem_record below share one implementation:
+ * kv.put) and pidem_claim/pidem_record below share one implementation:
  *   idem_claim(agent, request_id, method, fingerprint) -> (status, reply, message, replayed)
  *     all NULL: claimed, go on; replayed: the recorded outcome; otherwise an error status
  *     (5: the id was used for another request; 6: held by a transaction that is gone).
  *   idem_done(agent, request_id, status, reply)   record the outcome
  *   idem_release(agent, request_id)               give the claim back (the work failed) */
-#define IDEM_SQL(schema)                                                                   \
+#define PIDEM_SQL(schema)                                                                   \
     "CREATE TABLE " schema ".idem (\n"                                                     \
     "  agent text NOT NULL,\n"                                                             \
     "  request_id bytea NOT NULL CHECK (octet_length(request_id) = 16),\n"                 \
@@ -73,36 +76,36 @@
     "  DELETE FROM " schema ".idem WHERE agent = p_agent AND request_id = p_req\n"         \
     "    AND status IS NULL $idem$;\n"
 
-#define IDEM_FP_LEN 32
+#define PIDEM_FP_LEN 32
 
-typedef struct idem_key {
+typedef struct pidem_key {
     const char *schema;           /* the server's schema: [a-z_]+ */
     const char *agent;            /* "" for calls without an agent */
     const uint8_t *request_id;    /* 16 bytes */
     const char *method;           /* the op, e.g. "kv.delete" */
-    uint8_t fingerprint[IDEM_FP_LEN];  /* e.g. SHA-256 of method and payload */
-} idem_key;
+    uint8_t fingerprint[PIDEM_FP_LEN];  /* e.g. SHA-256 of method and payload */
+} pidem_key;
 
 /* A recorded outcome. result is malloc'd: idem_prior_clear. */
-typedef struct idem_prior {
+typedef struct pidem_prior {
     int found;
     int status;
     uint8_t *result;
     size_t len;
-} idem_prior;
+} pidem_prior;
 
 /* Claim k in the open transaction. AOS_ERR_OK with prior->found = 0: go on and do the
  * work; with prior->found = 1: it was done, answer with prior (and roll back). CONFLICT:
  * the request id was used for a different request. Other errors: database trouble. */
-aos_err idem_claim(PGconn *c, const idem_key *k, idem_prior *prior, char *why,
+aos_err pidem_claim(PGconn *c, const pidem_key *k, pidem_prior *prior, char *why,
                    size_t whylen);
 /* Record the outcome of the claimed request (status, and the bytes the server replays:
  * usually the packed reply payload), in the same transaction. */
-aos_err idem_record(PGconn *c, const idem_key *k, int status, const void *result, size_t len,
+aos_err pidem_record(PGconn *c, const pidem_key *k, int status, const void *result, size_t len,
                     char *why, size_t whylen);
 /* Delete records older than older_than_ms (outside any transaction); *n counts them. */
-aos_err idem_prune(PGconn *c, const char *schema, uint64_t older_than_ms, uint64_t *n,
+aos_err pidem_prune(PGconn *c, const char *schema, uint64_t older_than_ms, uint64_t *n,
                    char *why, size_t whylen);
-void idem_prior_clear(idem_prior *p);
+void pidem_prior_clear(pidem_prior *p);
 
 #endif

@@ -2,13 +2,13 @@
  * the grants that give the aos_storage role exactly what storage needs and no more. */
 #include "schema.h"
 
-#include "idem.h"
+#include "pidem.h"
 
 /* Version 1. Agents are text (the envelope codec allows [A-Za-z0-9_.:-]{1,64}); keys and
  * document ids are bytea so that they order bytewise and a prefix is a range scan. Times
  * are timestamptz; handlers read them as epoch milliseconds. */
 static const char m1[] =
-    IDEM_SQL("storage")
+    PIDEM_SQL("storage")
     /* protobuf varints, so that plpgsql mutations record the exact reply they give */
     "CREATE FUNCTION storage.pb_varint(v bigint) RETURNS bytea\n"
     "LANGUAGE plpgsql IMMUTABLE STRICT AS $f$\n"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "idem.h"
+#include "pidem.h"
 #include "stg.h"
 
 static void rollback(stg_call *c)
@@ -54,13 +54,13 @@ aos_err stg_tx(stg_call *c, stg_tx_fn fn, void *arg)
                         "(the idempotency key)", c->op);
     if ((e = stg_check_deadline(c)))
         return e;
-    idem_key k = {.schema = "storage", .agent = c->agent, .request_id = c->request_id,
+    pidem_key k = {.schema = "storage", .agent = c->agent, .request_id = c->request_id,
                   .method = c->op};
     stg_fingerprint(c, k.fingerprint);
-    idem_prior prior;
+    pidem_prior prior;
     if ((e = begin(c, "BEGIN", why, sizeof why)))
         return stg_fail(c, e, "storage.%s: %s", c->op, why);
-    if ((e = idem_claim(c->db, &k, &prior, why, sizeof why))) {
+    if ((e = pidem_claim(c->db, &k, &prior, why, sizeof why))) {
         rollback(c);
         return stg_fail(c, e, "storage.%s: %s", c->op, why);
     }
@@ -72,7 +72,7 @@ aos_err stg_tx(stg_call *c, stg_tx_fn fn, void *arg)
         c->rep->len = prior.len;
         prior.result = NULL;
         aos_err st = (aos_err)prior.status;
-        idem_prior_clear(&prior);
+        pidem_prior_clear(&prior);
         return st;
     }
     e = fn(c, arg);
@@ -80,7 +80,7 @@ aos_err stg_tx(stg_call *c, stg_tx_fn fn, void *arg)
         rollback(c);
         return e;
     }
-    if ((e = idem_record(c->db, &k, AOS_ERR_OK, c->rep->payload, c->rep->len, why,
+    if ((e = pidem_record(c->db, &k, AOS_ERR_OK, c->rep->payload, c->rep->len, why,
                          sizeof why))) {
         rollback(c);
         return stg_fail(c, e, "storage.%s: %s", c->op, why);
@@ -127,5 +127,5 @@ void stg_sweep(stg_call *c)
     }
     char why[256];
     uint64_t n;
-    idem_prune(c->db, "storage", c->st->cfg.idem_ttl_ms, &n, why, sizeof why);
+    pidem_prune(c->db, "storage", c->st->cfg.idem_ttl_ms, &n, why, sizeof why);
 }

@@ -41,8 +41,7 @@ struct h_aosd {
     aos_conn *conn;
 };
 
-/* Children the harness runs (aosd) that the reaping loop below collected on their behalf:
- * as a subreaper we reap orphans with waitpid(-1), which may take an aosd's status too. */
+/* Exit statuses of aosd processes that reap_orphans collected before wait_exit asked. */
 static struct { pid_t pid; int status; } reaped[16];
 /* The aosd processes of live handles: not leftovers of each other. */
 static pid_t live[16];
@@ -158,19 +157,35 @@ static int take_reaped(pid_t pid, int *status)
     return 0;
 }
 
-/* Collects exited orphans that were reparented to us; keeps the status of an aosd. */
+static int proc_stat(pid_t pid, char *state, pid_t *ppid, pid_t *pgrp);
+
+/* Collects the exited orphans that were reparented to us (zombies outside our process
+ * group), keeping an aosd's status for wait_exit. Children the test started itself are in
+ * our group and left for the test to wait for. */
 static void reap_orphans(void)
 {
-    int st;
-    pid_t p;
-    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end, state;
+        pid_t ppid, pgrp;
+        long v = strtol(de->d_name, &end, 10);
+        if (*end || v <= 0 || !proc_stat((pid_t)v, &state, &ppid, &pgrp) ||
+            ppid != getpid() || pgrp == getpgrp() || state != 'Z')
+            continue;
+        int st;
+        if (waitpid((pid_t)v, &st, WNOHANG) != (pid_t)v || !is_live_aosd((pid_t)v))
+            continue;
         for (size_t i = 0; i < sizeof reaped / sizeof reaped[0]; i++)
             if (reaped[i].pid == 0) {
-                reaped[i].pid = p;
+                reaped[i].pid = (pid_t)v;
                 reaped[i].status = st;
                 break;
             }
     }
+    closedir(d);
 }
 
 /* Waits up to ms for pid (our child) to exit; 1 with *status when it did. */
@@ -330,8 +345,9 @@ static void h_free(h_aosd *h, int remove_dir)
     free(h);
 }
 
-/* Ends a failed start or stop: logs, what is left killed, the handle freed (the data dir
- * is kept for a look), then the test fails with the message. */
+/* Ends a failed start or stop: logs, what is left killed, the handle freed, then the test
+ * fails with the message. The data dir (a whole PostgreSQL cluster) is removed unless
+ * AOS_IT_KEEP=1 asks to keep it for a look. */
 static void h_fail(h_aosd *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void h_fail(h_aosd *h, const char *fmt, ...)
 {
@@ -342,8 +358,11 @@ static void h_fail(h_aosd *h, const char *fmt, ...)
     va_end(ap);
     print_logs(h);
     kill_leftovers(h);
-    fprintf(stderr, "harness: data dir kept: %s\n", h->dir);
-    h_free(h, 0);
+    const char *keep = getenv("AOS_IT_KEEP");
+    int kept = keep && !strcmp(keep, "1");
+    fprintf(stderr, "harness: data dir %s %s\n", h->dir,
+            kept ? "kept (AOS_IT_KEEP=1)" : "removed (AOS_IT_KEEP=1 keeps it)");
+    h_free(h, !kept);
     fail_msg("%s", msg);
 }
 
@@ -413,7 +432,7 @@ static pid_t spawn_aosd(h_aosd *h, const char *const *extra)
     argv[n++] = h->dir;
     for (size_t i = 0; extra && extra[i]; i++) {
         if (n >= H_ARGS_MAX + 3)
-            fail_msg("h_start: more than %d extra arguments", H_ARGS_MAX);
+            h_fail(h, "h_start: more than %d extra arguments", H_ARGS_MAX);
         if (!strcmp(extra[i], "--pg-dsn") || !strncmp(extra[i], "--pg-dsn=", 9))
             h->pg_embedded = 0;
         argv[n++] = extra[i];
@@ -422,7 +441,7 @@ static pid_t spawn_aosd(h_aosd *h, const char *const *extra)
     char exe[PATH_MAX];
     snprintf(exe, sizeof exe, "%s", argv[0]);
     if (access(exe, X_OK) != 0)
-        fail_msg("h_start: %s: %s (is aosd built?)", exe, strerror(errno));
+        h_fail(h, "h_start: %s: %s (is aosd built?)", exe, strerror(errno));
 
     /* The harness starts its own PostgreSQL: a developer's AOS_PG_DSN must not leak in
      * (a test that wants an external one passes --pg-dsn). */
@@ -435,12 +454,12 @@ static pid_t spawn_aosd(h_aosd *h, const char *const *extra)
 
     int fd = open(h->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
-        fail_msg("h_start: %s: %s", h->log, strerror(errno));
+        h_fail(h, "h_start: %s: %s", h->log, strerror(errno));
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
-        fail_msg("h_start: fork: %s", strerror(errno));
+        h_fail(h, "h_start: fork: %s", strerror(errno));
     if (pid == 0) {
         /* only async-signal-safe calls from here to exec */
         if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent ||

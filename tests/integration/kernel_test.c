@@ -112,7 +112,7 @@ typedef struct {
     atomic_int *stop;
     const char *server;
     long ok, failed;
-    char last_err[256];
+    char last_err[AOS_ERRMSG_MAX + 64];
 } pinger;
 
 static void *pinger_main(void *arg)
@@ -194,6 +194,7 @@ static void postgres_kill9_is_restarted_and_servers_reconnect(void **st)
         }
         assert_int_equal(up, 1);
     }
+    /* every worker that served since has reconnected; at least the one we asked */
     assert_true((unsigned)stat_of(h_conn(h), "storage", "pg_connects", NULL, 0) > before);
     h_stop(h);
 }

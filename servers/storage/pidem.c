@@ -1,6 +1,6 @@
-/* Durable idempotency records (see idem.h): claim a request id inside the mutation's
+/* Durable idempotency records (see pidem.h): claim a request id inside the mutation's
  * transaction, record its reply there, replay it when the same request comes again. */
-#include "idem.h"
+#include "pidem.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -36,13 +36,13 @@ static aos_err fail_res(PGconn *c, PGresult *r, const char *what, char *why, siz
     return AOS_ERR_INTERNAL;
 }
 
-void idem_prior_clear(idem_prior *p)
+void pidem_prior_clear(pidem_prior *p)
 {
     free(p->result);
     memset(p, 0, sizeof *p);
 }
 
-aos_err idem_claim(PGconn *c, const idem_key *k, idem_prior *prior, char *why, size_t whylen)
+aos_err pidem_claim(PGconn *c, const pidem_key *k, pidem_prior *prior, char *why, size_t whylen)
 {
     memset(prior, 0, sizeof *prior);
     if (!schema_ok(k->schema) || !k->request_id) {
@@ -52,7 +52,7 @@ aos_err idem_claim(PGconn *c, const idem_key *k, idem_prior *prior, char *why, s
     char sql[160];
     const char *v[4] = {k->agent, (const char *)k->request_id, k->method,
                         (const char *)k->fingerprint};
-    int len[4] = {0, 16, 0, IDEM_FP_LEN}, fmt[4] = {0, 1, 0, 1};
+    int len[4] = {0, 16, 0, PIDEM_FP_LEN}, fmt[4] = {0, 1, 0, 1};
     snprintf(sql, sizeof sql, "SELECT status, reply, message, replayed FROM %s.idem_claim("
              "$1, $2, $3, $4)", k->schema);
     PGresult *r = PQexecParams(c, sql, 4, NULL, v, len, fmt, 1);
@@ -88,7 +88,7 @@ aos_err idem_claim(PGconn *c, const idem_key *k, idem_prior *prior, char *why, s
     return e;
 }
 
-aos_err idem_record(PGconn *c, const idem_key *k, int status, const void *result, size_t len,
+aos_err pidem_record(PGconn *c, const pidem_key *k, int status, const void *result, size_t len,
                     char *why, size_t whylen)
 {
     if (!schema_ok(k->schema)) {
@@ -110,7 +110,7 @@ aos_err idem_record(PGconn *c, const idem_key *k, int status, const void *result
     return e;
 }
 
-aos_err idem_prune(PGconn *c, const char *schema, uint64_t older_than_ms, uint64_t *n,
+aos_err pidem_prune(PGconn *c, const char *schema, uint64_t older_than_ms, uint64_t *n,
                    char *why, size_t whylen)
 {
     *n = 0;

@@ -1,0 +1,139 @@
+/* aos-storage: agents' durable state in PostgreSQL (key/value, documents, blobs,
+ * checkpoints, step log, queues), served as "storage.<op>" through the common serve loop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "aos/log.h"
+#include "batch.h"
+#include "notify.h"
+#include "ops.h"
+#include "schema.h"
+#include "serve.h"
+
+static stg_cfg cfg;
+
+/* Every method goes through here: the worker's connection (or UNAVAILABLE when the
+ * database is down), the handler, then reconnect bookkeeping and the periodic sweep. */
+static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *op, stg_fn fn)
+{
+    stg *st = srv_state(s);
+    stg_call c = {
+        .st = st,
+        .agent = req->agent_id,
+        .request_id = req->has_request_id ? req->request_id : NULL,
+        .deadline_ms = req->deadline_ms,
+        .op = op,
+        .payload = req->payload,
+        .len = req->payload_len,
+        .rep = rep,
+    };
+    atomic_fetch_add(&st->n_calls, 1);
+    srv_pg *pg = srv_db(s);
+    char why[256] = "no connection";
+    c.db = pg ? srv_pg_conn(pg, why, sizeof why) : NULL;
+    if (!c.db) {
+        atomic_fetch_add(&st->n_errors, 1);
+        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "storage.%s: database unavailable: %s", op,
+                        why);
+    }
+    aos_err e = fn(&c);
+    if (e) {
+        atomic_fetch_add(&st->n_errors, 1);
+        srv_pg_check(pg);
+    } else {
+        stg_sweep(&c);
+    }
+    return e;
+}
+
+#define WRAP(name, fn)                                                                     \
+    static aos_err w_##fn(srv *s, const aos_env *req, srv_reply *rep)                      \
+    {                                                                                      \
+        return dispatch(s, req, rep, name, fn);                                            \
+    }
+STG_OP_TABLE(WRAP)
+#undef WRAP
+
+#define METHOD(name, fn) {name, w_##fn},
+static const srv_method methods[] = {STG_OP_TABLE(METHOD)};
+#undef METHOD
+
+static aos_err st_open(srv *s, char *why, size_t whylen)
+{
+    if (sodium_init() < 0) {
+        snprintf(why, whylen, "libsodium failed to initialise");
+        return AOS_ERR_INTERNAL;
+    }
+    stg *st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(why, whylen, "out of memory");
+        return AOS_ERR_NOMEM;
+    }
+    st->cfg = cfg;
+    st->puts = batcher_new(1, 1);
+    /* Reads pipeline too, several batches at once: they do not wait for a commit. */
+    const char *bg = getenv("AOS_STORAGE_BATCH_GETS");
+    if (!(bg && !strcmp(bg, "0")))
+        st->gets = batcher_new(0, 2);
+    st->notify = notify_new(getenv("AOS_PG_DSN"));
+    if (!st->puts) {
+        snprintf(why, whylen, "out of memory");
+        free(st);
+        return AOS_ERR_NOMEM;
+    }
+    srv_set_state(s, st);
+    aos_info("value cap %zu bytes, blob quota %llu bytes per agent, %u queue tries, "
+             "%u workers", cfg.value_max, (unsigned long long)cfg.blob_quota, cfg.max_tries,
+             cfg.workers);
+    return AOS_ERR_OK;
+}
+
+static void st_stats(srv *s, srv_stats *out)
+{
+    stg *st = srv_state(s);
+    if (!st)
+        return;
+    uint64_t b = atomic_load(&st->n_batches), n = atomic_load(&st->n_batched);
+    srv_stat(out, "storage_calls", (int64_t)atomic_load(&st->n_calls), NULL);
+    srv_stat(out, "storage_errors", (int64_t)atomic_load(&st->n_errors), NULL);
+    srv_stat(out, "durable_replays", (int64_t)atomic_load(&st->n_replays),
+             "retried requests answered from their idempotency record");
+    srv_stat(out, "batches", (int64_t)b, "group commits and read pipelines");
+    srv_stat(out, "batched", (int64_t)n, "requests carried by them");
+    srv_stat(out, "value_max", (int64_t)st->cfg.value_max, NULL);
+    srv_stat(out, "blob_quota", (int64_t)st->cfg.blob_quota, NULL);
+    srv_stat(out, "queue_listening", notify_listening(st->notify),
+             st->notify ? "LISTEN " STG_NOTIFY_CHANNEL : "no listener: receivers poll");
+    srv_stat(out, "queue_notifications", (int64_t)notify_count(st->notify), NULL);
+}
+
+static void st_close(srv *s)
+{
+    stg *st = srv_state(s);
+    /* Workers may still be inside the batchers (the serve loop stops waiting for them after
+     * a while) and the process exits next: stop the listener, free nothing they use. */
+    if (st)
+        notify_stop(st->notify);
+}
+
+int main(int argc, char **argv)
+{
+    char why[256];
+    if (stg_cfg_load(&cfg, why, sizeof why) != AOS_ERR_OK) {
+        fprintf(stderr, "aos-storage: %s\n", why);
+        return 2;
+    }
+    srv_def def = {
+        .name = "storage",
+        .methods = methods,
+        .n_methods = sizeof methods / sizeof methods[0],
+        .schema = &stg_schema,
+        .open = st_open,
+        .add_stats = st_stats,
+        .close = st_close,
+        .workers = cfg.workers,
+    };
+    return srv_main(&def, argc, argv);
+}
