@@ -96,6 +96,24 @@ static aos_err kernel_call(route *r, const aos_env *req, uint8_t **out, size_t *
     *len = 0;
     if (!strcmp(req->method, "kernel.status"))
         return sup_status(r->bad, r->routed, out, len);
+    if (!strcmp(req->method, "kernel.ping")) { /* aosd alone: the router's own cost */
+        Aos__PingRequest *in = aos__ping_request__unpack(NULL, req->payload_len, req->payload);
+        if (!in || in->data.len > 65536) {
+            if (in)
+                aos__ping_request__free_unpacked(in, NULL);
+            snprintf(why, whylen, "kernel.ping: payload is not a PingRequest of <= 64 KiB");
+            return AOS_ERR_PROTO;
+        }
+        Aos__PingReply pr = AOS__PING_REPLY__INIT;
+        pr.data = in->data;
+        pr.pid = getpid();
+        *len = aos__ping_reply__get_packed_size(&pr);
+        *out = malloc(*len ? *len : 1);
+        if (*out)
+            aos__ping_reply__pack(&pr, *out);
+        aos__ping_request__free_unpacked(in, NULL);
+        return *out ? AOS_OK : AOS_ERR_NOMEM;
+    }
     int kill = !strcmp(req->method, "kernel.server.kill");
     if (kill || !strcmp(req->method, "kernel.server.restart")) {
         Aos__ServerRequest *sr =

@@ -347,7 +347,8 @@ uint64_t sup_tick(uint64_t now)
                 uint64_t ack = link_last_ack(k->link);
                 if (ack < k->ready_at)
                     ack = k->ready_at;
-                if (now - ack > cfg->heartbeat_timeout_ms && !k->pending_why[0]) {
+                /* ack may be newer than now: a receiver stamped it since we read the clock */
+                if (ack < now && now - ack > cfg->heartbeat_timeout_ms && !k->pending_why[0]) {
                     snprintf(k->pending_why, sizeof k->pending_why,
                              "heartbeat timeout (no answer in %llu ms)",
                              (unsigned long long)(now - ack));

@@ -146,8 +146,11 @@ static aos_err pg_create_db(const char *dsn, const char *db, const char *first_e
         goto out;
     }
     PQclear(r);
+    r = NULL;
     if (!(ident = PQescapeIdentifier(c, db, strlen(db)))) {
-        snprintf(why, whylen, "quoting database name: %s", PQerrorMessage(c));
+        char m[256];
+        pg_msg(m, sizeof m, PQerrorMessage(c));
+        snprintf(why, whylen, "quoting database name: %s", m);
         e = AOS_ERR_INTERNAL;
         goto out;
     }
@@ -155,7 +158,6 @@ static aos_err pg_create_db(const char *dsn, const char *db, const char *first_e
     if ((size_t)snprintf(sql, sizeof sql, "CREATE DATABASE %s", ident) >= sizeof sql) {
         snprintf(why, whylen, "database name too long: %s", db);
         e = AOS_ERR_USAGE;
-        r = NULL;
         goto out;
     }
     r = PQexec(c, sql);

@@ -139,6 +139,14 @@ static const sbx_profile sbx_profiles[] = {
 
 #if defined(AOS_SANITIZE) || defined(__SANITIZE_ADDRESS__)
 #define SBX_SANITIZED 1
+/* ASan symbolizes a report by spawning llvm-symbolizer: fork and execve, which no
+ * sandbox allows, so the report would die half-printed with SIGSYS. Sandboxed processes
+ * print raw addresses instead (symbolize offline); ASAN_OPTIONS can still override. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "symbolize=0";
+}
 #else
 #define SBX_SANITIZED 0
 #endif

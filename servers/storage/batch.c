@@ -56,6 +56,9 @@ static aos_err run_one(PGconn *db, item *it)
         return stg_fail(c, AOS_ERR_TIMEOUT, "deadline passed before storage.%s ran", c->op);
     PGresult *r;
     aos_err e = db_exec(db, it->job->stmt, &it->job->p, &r, why, sizeof why);
+    if (e == AOS_ERR_CONFLICT && it->job->unique_is_retry)
+        return stg_fail(c, AOS_ERR_UNAVAILABLE, "storage.%s: the same request is being run "
+                        "concurrently, retry: %s", c->op, why);
     if (e)
         return stg_fail(c, e, "storage.%s: %s", c->op, why);
     e = it->job->finish(c, r, it->job->arg);

@@ -13,6 +13,9 @@ typedef struct stg_job {
     size_t bytes;                 /* payload size, to cap a batch's volume */
     aos_err (*finish)(stg_call *c, const PGresult *r, void *arg);
     void *arg;
+    /* A unique violation means the same request id is being run concurrently (its record
+     * was inserted under us): answer UNAVAILABLE, and the retry finds the record. */
+    int unique_is_retry;
 } stg_job;
 
 /* in_tx: wrap a batch of several in BEGIN ... COMMIT, and answer none of them before the

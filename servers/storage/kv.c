@@ -12,11 +12,11 @@
 
 static const db_stmt st_put = {
     "stg_kv_put",
-    "SELECT status, reply, message, replayed FROM storage.kv_put($1, $2, $3, $4, $5, $6, $7, "
+    "SELECT status, result, message, replayed FROM storage.kv_put($1, $2, $3, $4, $5, $6, $7, "
     "$8)", 8};
 static const db_stmt st_incr = {
     "stg_kv_incr",
-    "SELECT status, reply, message, replayed FROM storage.kv_incr($1, $2, $3, $4, $5)", 5};
+    "SELECT status, result, message, replayed FROM storage.kv_incr($1, $2, $3, $4, $5)", 5};
 static const db_stmt st_get = {
     "stg_kv_get",
     "SELECT value, version, coalesce(floor(extract(epoch FROM expires_at) * 1000)::bigint, 0) "
@@ -45,30 +45,59 @@ static const db_stmt st_version = {
     "SELECT version FROM storage.kv WHERE agent = $1 AND key = $2 "
     "AND (expires_at IS NULL OR expires_at > now())", 2};
 
-aos_err stg_finish_fn_row(stg_call *c, const PGresult *r, void *arg)
+/* The row of kv_put / kv_incr: (status, result, message, replayed). The result of a success
+ * (first run or replay) goes to *res (n bytes, big-endian int64s, borrowed from r). */
+static aos_err fn_row(stg_call *c, const PGresult *r, size_t want, const uint8_t **res)
 {
-    (void)arg;
     if (PQntuples(r) != 1 || PQnfields(r) != 4)
         return stg_fail(c, AOS_ERR_INTERNAL, "storage.%s: unexpected result shape", c->op);
     int st = db_i32(r, 0, 0);
     if (db_bool(r, 0, 3))
         atomic_fetch_add(&c->st->n_replays, 1);
+    size_t n;
     if (st != AOS_ERR_OK) {
-        size_t n;
         const uint8_t *m = db_bytes(r, 0, 2, &n);
         return stg_fail(c, aos_err_valid(st) ? (aos_err)st : AOS_ERR_INTERNAL, "%.*s",
                         (int)n, (const char *)m);
     }
-    size_t n;
-    const uint8_t *p = db_bytes(r, 0, 1, &n);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return stg_fail(c, AOS_ERR_NOMEM, "out of memory");
-    memcpy(buf, p, n);
-    free(c->rep->payload);
-    c->rep->payload = buf;
-    c->rep->len = n;
+    *res = db_bytes(r, 0, 1, &n);
+    if (n != want)
+        return stg_fail(c, AOS_ERR_INTERNAL, "storage.%s: recorded result of %zu bytes",
+                        c->op, n);
     return AOS_ERR_OK;
+}
+
+static int64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return (int64_t)v;
+}
+
+static aos_err put_finish(stg_call *c, const PGresult *r, void *arg)
+{
+    (void)arg;
+    const uint8_t *res;
+    aos_err e = fn_row(c, r, 8, &res);
+    if (e)
+        return e;
+    Aos__Storage__KvPutReply rp = AOS__STORAGE__KV_PUT_REPLY__INIT;
+    rp.version = (uint64_t)be64(res);
+    return stg_reply(c, &rp.base);
+}
+
+static aos_err incr_finish(stg_call *c, const PGresult *r, void *arg)
+{
+    (void)arg;
+    const uint8_t *res;
+    aos_err e = fn_row(c, r, 16, &res);
+    if (e)
+        return e;
+    Aos__Storage__KvIncrReply rp = AOS__STORAGE__KV_INCR_REPLY__INIT;
+    rp.value = be64(res);
+    rp.version = (uint64_t)be64(res + 8);
+    return stg_reply(c, &rp.base);
 }
 
 /* What every kv mutation checks before it is queued. */
@@ -113,7 +142,8 @@ aos_err op_kv_put(stg_call *c)
     }
     uint8_t fp[32];
     stg_fingerprint(c, fp);
-    stg_job job = {.stmt = &st_put, .bytes = rq->value.len, .finish = stg_finish_fn_row};
+    stg_job job = {.stmt = &st_put, .bytes = rq->value.len, .finish = put_finish,
+                   .unique_is_retry = 1};
     dp_init(&job.p);
     dp_text(&job.p, c->agent);
     dp_bytes(&job.p, c->request_id, AOS_ID_LEN);
@@ -145,7 +175,8 @@ aos_err op_kv_incr(stg_call *c)
     }
     uint8_t fp[32];
     stg_fingerprint(c, fp);
-    stg_job job = {.stmt = &st_incr, .bytes = 8, .finish = stg_finish_fn_row};
+    stg_job job = {.stmt = &st_incr, .bytes = 8, .finish = incr_finish,
+                   .unique_is_retry = 1};
     dp_init(&job.p);
     dp_text(&job.p, c->agent);
     dp_bytes(&job.p, c->request_id, AOS_ID_LEN);

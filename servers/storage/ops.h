@@ -65,8 +65,4 @@ aos_err op_queue_list(stg_call *c);
     X("queue.nack", op_queue_nack)                                                         \
     X("queue.list", op_queue_list)
 
-/* Shared by the plpgsql-backed mutations (kv.put, kv.incr): turn a row of (status int,
- * reply bytea, message text, replayed bool) into the reply. */
-aos_err stg_finish_fn_row(stg_call *c, const PGresult *r, void *arg);
-
 #endif

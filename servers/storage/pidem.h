@@ -46,7 +46,7 @@
     "  result bytea,\n"                                                                    \
     "  created_at timestamptz NOT NULL DEFAULT now(),\n"                                   \
     "  PRIMARY KEY (agent, request_id));\n"                                                \
-    "CREATE INDEX idem_created_at ON " schema ".idem (created_at);\n"                      \
+    "CREATE INDEX idem_created_at ON " schema ".idem USING brin (created_at);\n"           \
     "CREATE FUNCTION " schema ".idem_claim(p_agent text, p_req bytea, p_method text,\n"    \
     "    p_fp bytea, OUT status integer, OUT reply bytea, OUT message text,\n"             \
     "    OUT replayed boolean) LANGUAGE plpgsql AS $idem$\n"                               \

@@ -160,8 +160,9 @@ static void invalid_fields_are_refused_with_the_reason(void **st)
     free(buf);
 
     pb = valid_request(id); /* error text with invalid UTF-8 */
-    pb.error.data = (uint8_t *)"bad \xc0\xaf text";
-    pb.error.len = 13;
+    static const char bad_utf8[] = "bad \xc0\xaf text";
+    pb.error.data = (uint8_t *)bad_utf8;
+    pb.error.len = sizeof bad_utf8 - 1;
     n = encode(&pb, &buf);
     assert_int_equal(send_raw(buf, n, err, sizeof err), AOS_ERR_PROTO);
     free(buf);

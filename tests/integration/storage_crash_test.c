@@ -43,7 +43,7 @@ static int transient(aos_err e)
 static void set_fatal(const char *what, aos_err e, const char *why)
 {
     if (atomic_fetch_add(&fatal, 1) == 0)
-        snprintf(fatal_msg, sizeof fatal_msg, "%s: %s: %s", what, aos_err_name(e), why);
+        snprintf(fatal_msg, sizeof fatal_msg, "%s: %s: %.400s", what, aos_err_name(e), why);
 }
 
 /* One logical write: retried with the same request id until it gets a final answer, as a
