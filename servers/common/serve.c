@@ -1,5 +1,5 @@
 /* The serve loop of every aos server: link to aosd, migrate, open, sandbox, READY, then
- * a pool of workers that each receive from the link and answer what they took. */
+ * receive in nng callbacks: quick methods answer there, the rest go to a worker pool. */
 #include "serve.h"
 
 #include <errno.h>
@@ -24,7 +24,20 @@
 #include "sandbox.h"
 
 #define WORKERS_MAX 64
+#define RECEIVERS 4          /* receive aios: messages decoded in parallel on nng's threads */
+#define QUEUE_MAX 4096       /* requests waiting for a worker; beyond: unavailable */
+#define SENDBUF 256          /* replies nng buffers, so a send from a callback never waits */
 #define STOP_DRAIN_MS 10000  /* on STOP, wait this long for requests in hand to finish */
+
+typedef struct job {
+    aos_env env;
+    struct job *next;
+} job;
+
+typedef struct receiver {
+    srv *s;
+    nng_aio *aio;
+} receiver;
 #define IDEM_SLOTS 4096
 #define IDEM_PAYLOAD_CAP (16u << 10)
 
@@ -45,6 +58,13 @@ struct srv {
     atomic_int stopping;
     unsigned nworkers;
     pthread_t workers[WORKERS_MAX];
+    receiver rx[RECEIVERS];
+
+    pthread_mutex_t mu;      /* the queue to the workers, and the stop request */
+    pthread_cond_t cv, stop_cv;
+    job *head, *tail;
+    size_t queued;
+    int stop_asked;
 
     srv_pg *dbs[WORKERS_MAX];     /* each worker's connection, for the stats */
     atomic_int ndbs;
@@ -175,7 +195,7 @@ static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
     srv_stat(&st, "errors", (int64_t)s->errors, NULL);
     srv_stat(&st, "bad_messages", (int64_t)s->bad_messages, NULL);
     srv_stat(&st, "replays", (int64_t)s->replays, NULL);
-    srv_stat(&st, "refused_stopping", (int64_t)s->refused, NULL);
+    srv_stat(&st, "refused", (int64_t)s->refused, "stopping or queue full");
     srv_stat(&st, "in_flight", s->in_flight, NULL);
     srv_stat(&st, "workers", s->nworkers, NULL);
     if (s->def->schema) {
@@ -224,6 +244,22 @@ static aos_err do_test_exit(srv *s, const aos_env *req, srv_reply *rep)
 {
     (void)s; (void)req; (void)rep;
     _exit(3);
+}
+
+/* Quick methods never block: they are answered on the receiving thread, saving the
+ * hand-off to a worker (the largest cost of a round trip). */
+static int is_inline(srv *s, const aos_env *req)
+{
+    size_t nl = strlen(s->def->name);
+    if (strncmp(req->method, s->def->name, nl) || req->method[nl] != '.')
+        return 1; /* answered at once with NOT_FOUND */
+    const char *op = req->method + nl + 1;
+    if (!strcmp(op, "ping"))
+        return 1;
+    for (size_t i = 0; i < s->def->n_methods; i++)
+        if (!strcmp(op, s->def->methods[i].op))
+            return (s->def->methods[i].flags & SRV_INLINE) != 0;
+    return !strcmp(op, "stats") || !strncmp(op, "test.", 5) ? 0 : 1;
 }
 
 static aos_err find_and_run(srv *s, const aos_env *req, srv_reply *rep)
@@ -284,12 +320,19 @@ static void run_request(srv *s, const aos_env *req)
     free(rep.payload);
 }
 
+static void run_counted(srv *s, const aos_env *req)
+{
+    atomic_fetch_add(&s->in_flight, 1);
+    run_request(s, req);
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
 /* STOP: refuse new work, let requests in hand finish, then leave. Their replies are
  * queued on the link by then; aosd re-sends anything unanswered to the next one. */
 static void stop_now(srv *s)
 {
-    atomic_store(&s->stopping, 1);
-    for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < STOP_DRAIN_MS; waited++)
+    for (int waited = 0; (atomic_load(&s->in_flight) > 0 || s->queued) && waited < STOP_DRAIN_MS;
+         waited++)
         nng_msleep(1);
     if (s->def->close)
         s->def->close(s);
@@ -298,27 +341,59 @@ static void stop_now(srv *s)
     _exit(0);
 }
 
-/* One message off the link, handled by the worker that received it: no hand-off between
- * threads on the hot path (it was the largest cost of a round trip). */
+static void enqueue(srv *s, job *j)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->queued >= QUEUE_MAX) {
+        pthread_mutex_unlock(&s->mu);
+        s->refused++;
+        reply(s, &j->env, AOS_ERR_UNAVAILABLE, "server busy: too many requests queued",
+              NULL, 0);
+        aos_env_clear(&j->env);
+        free(j);
+        return;
+    }
+    j->next = NULL;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    s->queued++;
+    atomic_fetch_add(&s->in_flight, 1);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One message off the link, on an nng thread: never block here. */
 static void handle(srv *s, nng_msg *m)
 {
-    aos_env e;
+    job *j = malloc(sizeof *j);
     char why[160];
-    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &e, why, sizeof why);
+    if (!j) {
+        nng_msg_free(m);
+        return;
+    }
+    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &j->env, why, sizeof why);
     nng_msg_free(m);
     if (rc != AOS_OK) {
         /* aosd validates before forwarding, so this is a broken peer: count and drop */
         s->bad_messages++;
         aos_warn("malformed envelope from aosd: %s", why);
+        free(j);
         return;
     }
-    switch (e.kind) {
+    aos_env *e = &j->env;
+    switch (e->kind) {
     case AOS_KIND_HEARTBEAT:
-        send_env(s, &e); /* echoed as is: a free worker proves the server is alive */
+        send_env(s, e); /* echoed as is: proves the receive path is alive */
         break;
     case AOS_KIND_STOP:
-        aos_env_clear(&e);
-        stop_now(s);
+        atomic_store(&s->stopping, 1);
+        pthread_mutex_lock(&s->mu);
+        s->stop_asked = 1;
+        pthread_cond_signal(&s->stop_cv);
+        pthread_mutex_unlock(&s->mu);
         break;
     case AOS_KIND_CANCEL:
         break; /* handlers are short for now; streamed methods will check for it */
@@ -326,19 +401,33 @@ static void handle(srv *s, nng_msg *m)
         s->requests++;
         if (atomic_load(&s->stopping)) {
             s->refused++;
-            reply(s, &e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
+            reply(s, e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
             break;
         }
-        atomic_fetch_add(&s->in_flight, 1);
-        run_request(s, &e);
-        atomic_fetch_sub(&s->in_flight, 1);
+        if (!is_inline(s, e)) {
+            enqueue(s, j);
+            return;
+        }
+        run_counted(s, e);
         break;
     default:
         s->bad_messages++;
-        aos_warn("unexpected envelope kind %d from aosd", e.kind);
+        aos_warn("unexpected envelope kind %d from aosd", e->kind);
         break;
     }
-    aos_env_clear(&e);
+    aos_env_clear(e);
+    free(j);
+}
+
+static void on_receive(void *arg)
+{
+    receiver *r = arg;
+    int rv = nng_aio_result(r->aio);
+    if (rv == NNG_ECLOSED)
+        _exit(0);
+    if (rv == 0)
+        handle(r->s, nng_aio_get_msg(r->aio));
+    nng_recv_aio(r->s->sock, r->aio);
 }
 
 static void open_db(srv *s)
@@ -357,35 +446,25 @@ static void open_db(srv *s)
         aos_warn("database not reachable yet: %s", why);
 }
 
-static void serve(srv *s)
-{
-    for (;;) {
-        nng_msg *m;
-        int rv = nng_recvmsg(s->sock, &m, 0);
-        if (rv == NNG_ECLOSED)
-            _exit(0);
-        if (rv != 0) {
-            aos_warn("receive: %s", nng_strerror(rv));
-            continue;
-        }
-        handle(s, m);
-    }
-}
-
-static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
-static int serving;
-
 static void *worker_main(void *arg)
 {
     srv *s = arg;
     open_db(s);
-    /* wait until the sandbox is on: nothing is served from outside it */
-    pthread_mutex_lock(&ready_mu);
-    while (!serving)
-        pthread_cond_wait(&ready_cv, &ready_mu);
-    pthread_mutex_unlock(&ready_mu);
-    serve(s);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head)
+            pthread_cond_wait(&s->cv, &s->mu);
+        job *j = s->head;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->queued--;
+        pthread_mutex_unlock(&s->mu);
+        run_request(s, &j->env);
+        atomic_fetch_sub(&s->in_flight, 1);
+        aos_env_clear(&j->env);
+        free(j);
+    }
     return NULL;
 }
 
@@ -443,6 +522,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     /* 1. the link to aosd: first, so a dead link ends us whatever happens next */
     if ((rv = nng_pair1_open(&s->sock)) != 0 ||
         (rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
+        (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, SENDBUF)) != 0 ||
         (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, on_link_gone, s)) != 0 ||
         (rv = nng_dial(s->sock, link, NULL, 0)) != 0) {
         aos_error("cannot link to aosd at %s: %s", link, nng_strerror(rv));
@@ -471,16 +551,18 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
 
-    /* 4. workers (before the sandbox: clone is not in the allow-lists); this thread is
-     * worker 0 */
+    /* 4. workers (before the sandbox: clone is not in the allow-lists); they take
+     * requests only once the receivers start, after the sandbox */
     s->nworkers = def->workers ? def->workers : 4;
     const char *w = getenv("AOS_WORKERS");
     if (w && atoi(w) > 0)
         s->nworkers = (unsigned)atoi(w);
     if (s->nworkers > WORKERS_MAX)
         s->nworkers = WORKERS_MAX;
-    open_db(s);
-    for (unsigned i = 1; i < s->nworkers; i++)
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->stop_cv, NULL);
+    for (unsigned i = 0; i < s->nworkers; i++)
         if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
             aos_error("cannot start worker %u", i);
             return 1;
@@ -499,11 +581,19 @@ int srv_main(const srv_def *def, int argc, char **argv)
     send_env(s, &ready);
     aos_debug("ready");
 
-    /* 7. serve until STOP (which exits) */
-    pthread_mutex_lock(&ready_mu);
-    serving = 1;
-    pthread_cond_broadcast(&ready_cv);
-    pthread_mutex_unlock(&ready_mu);
-    serve(s);
+    /* 7. serve: receivers on nng's threads; this thread waits for STOP */
+    for (int i = 0; i < RECEIVERS; i++) {
+        s->rx[i].s = s;
+        if ((rv = nng_aio_alloc(&s->rx[i].aio, on_receive, &s->rx[i])) != 0) {
+            aos_error("receive: %s", nng_strerror(rv));
+            _exit(1);
+        }
+        nng_recv_aio(s->sock, s->rx[i].aio);
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop_asked)
+        pthread_cond_wait(&s->stop_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    stop_now(s);
     return 0;
 }

@@ -27,9 +27,14 @@ typedef struct srv_reply {
  * Returns the status for the reply; on error, rep->error holds the detailed message. */
 typedef aos_err (*srv_fn)(srv *s, const aos_env *req, srv_reply *rep);
 
+/* A method that never blocks (no database, no I/O, bounded work) may run on the thread
+ * that received it, saving the hand-off to a worker. Others run on the worker pool. */
+#define SRV_INLINE 1u
+
 typedef struct srv_method {
     const char *op;       /* "kv.put": served as "<server>.kv.put" */
     srv_fn fn;
+    unsigned flags;       /* SRV_INLINE or 0 */
 } srv_method;
 
 typedef struct srv_def {
@@ -55,8 +60,8 @@ int srv_main(const srv_def *def, int argc, char **argv);
 void *srv_state(srv *s);
 void srv_set_state(srv *s, void *state);
 const char *srv_name(srv *s);
-/* The calling worker thread's own database connection (NULL if the server has none).
- * Each worker has one, so handlers need no locking around it. */
+/* The calling worker thread's own database connection (NULL if the server has none, or
+ * in an SRV_INLINE method). Each worker has one, so handlers need no locking around it. */
 srv_pg *srv_db(srv *s);
 
 /* Pack m as the reply payload. */

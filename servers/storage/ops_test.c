@@ -1240,6 +1240,9 @@ static void test_queue_wait_notify(void **state)
     assert_int_equal(w.got->n_messages, 1);
     assert_memory_equal(w.got->messages[0]->body.data, "up", 2);
     aos__storage__queue_recv_reply__free_unpacked(w.got, NULL);
+    /* the NOTIFY reaches the listener on its own schedule: give it time to arrive */
+    for (int i = 0; i < 200 && notify_count(t->st.notify) == before; i++)
+        nap_ms(25);
     assert_true(notify_count(t->st.notify) > before);
 }
 
