@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,19 @@
 #define IPC_PREFIX "ipc://"
 #define URL_MAX (sizeof IPC_PREFIX + AOS_PATH_MAX)
 
+/* Idle (context, aio) pairs kept for the next call: opening and freeing them per call
+ * cost as much as the round trip's own work. */
+#define CALL_POOL 64
+typedef struct call_slot {
+    nng_ctx ctx;
+    nng_aio *aio;
+} call_slot;
+
 struct aos_conn {
     nng_socket sock;
+    pthread_mutex_t pool_mu;
+    call_slot pool[CALL_POOL];
+    int npool;
     char url[URL_MAX];
     /* uid+1 of the last peer of another user seen by the pipe callback (0: none). */
     atomic_ullong rejected_uid;
@@ -213,6 +225,7 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
         return AOS_ERR_NOMEM;
     }
     snprintf(c->url, sizeof c->url, "%s", url);
+    pthread_mutex_init(&c->pool_mu, NULL);
     atomic_init(&c->rejected_uid, 0);
     atomic_init(&c->connected, 0);
     if ((rv = nng_req0_open(&c->sock)) != 0) {
@@ -256,8 +269,50 @@ void aos_close(aos_conn *c)
 {
     if (!c)
         return;
+    for (int i = 0; i < c->npool; i++) {
+        nng_aio_free(c->pool[i].aio);
+        nng_ctx_close(c->pool[i].ctx);
+    }
     nng_close(c->sock);
+    pthread_mutex_destroy(&c->pool_mu);
     free(c);
+}
+
+/* A context and aio for one call: from the pool, or new. */
+static int slot_take(aos_conn *c, call_slot *sl)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    if (c->npool > 0) {
+        *sl = c->pool[--c->npool];
+        pthread_mutex_unlock(&c->pool_mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&c->pool_mu);
+    int rv = nng_ctx_open(&sl->ctx, c->sock);
+    if (rv != 0)
+        return rv;
+    if ((rv = nng_aio_alloc(&sl->aio, NULL, NULL)) != 0) {
+        nng_ctx_close(sl->ctx);
+        return rv;
+    }
+    return 0;
+}
+
+/* Back to the pool after a clean call; closed after a failed one (a late reply must not
+ * meet the next caller) or when the pool is full. */
+static void slot_give(aos_conn *c, call_slot *sl, int clean)
+{
+    if (clean) {
+        pthread_mutex_lock(&c->pool_mu);
+        if (c->npool < CALL_POOL) {
+            c->pool[c->npool++] = *sl;
+            pthread_mutex_unlock(&c->pool_mu);
+            return;
+        }
+        pthread_mutex_unlock(&c->pool_mu);
+    }
+    nng_aio_free(sl->aio);
+    nng_ctx_close(sl->ctx);
 }
 
 void aos_reply_clear(aos_reply *r)
@@ -402,15 +457,14 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
         return fail(reply, err, "%s: cannot encode the request: %s", method,
                     aos_strerror(err));
 
-    if ((rv = nng_ctx_open(&ctx, c->sock)) != 0) {
+    call_slot sl;
+    if ((rv = slot_take(c, &sl)) != 0) {
         err = call_err(reply, rv, 0, method, ms, c);
         goto out;
     }
     have_ctx = 1;
-    if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
-        err = call_err(reply, rv, 0, method, ms, c);
-        goto out;
-    }
+    ctx = sl.ctx;
+    aio = sl.aio;
     /* nng 1.5.2 has no nng_ctx_sendmsg/recvmsg: one synchronous aio does both halves, on
      * one budget, since the wait to be sent counts against the deadline too */
     uint64_t start = aos_mono_ms();
@@ -439,9 +493,7 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
 out:
     if (m)
         nng_msg_free(m);
-    if (aio)
-        nng_aio_free(aio);
     if (have_ctx)
-        nng_ctx_close(ctx);
+        slot_give(c, &sl, err == AOS_OK || rv == 0);
     return err;
 }

@@ -302,6 +302,34 @@ static void test_kv_ttl(void **state)
     done(&rep);
 }
 
+static void test_sweep(void **state)
+{
+    NEED_PG(state);
+    srv_reply rep;
+    Aos__Storage__KvPutRequest rq = AOS__STORAGE__KV_PUT_REQUEST__INIT;
+    rq.key = S("swept");
+    rq.value = S("soon gone");
+    rq.ttl_ms = 1;
+    assert_int_equal(call(t, "sweeper", "kv.put", op_kv_put, &rq.base, NULL, &rep), AOS_ERR_OK);
+    done(&rep);
+    nap_ms(20);
+    assert_int_equal(admin_count(t, "SELECT count(*) FROM storage.kv WHERE agent = 'sweeper'"),
+                     1);
+    /* old idempotency records go too: age one artificially */
+    PGresult *r = PQexec(t->admin, "UPDATE storage.idem SET created_at = now() - "
+                                   "interval '2 days' WHERE agent = 'sweeper'");
+    PQclear(r);
+    atomic_store(&t->st.last_sweep_ms, 0);
+    stg_call c = {.st = &t->st, .db = t->db, .agent = "sweeper", .op = "kv.get", .rep = &rep};
+    stg_sweep(&c);
+    assert_int_equal(admin_count(t, "SELECT count(*) FROM storage.kv WHERE agent = 'sweeper'"),
+                     0);
+    assert_int_equal(admin_count(t, "SELECT count(*) FROM storage.idem WHERE agent = "
+                                    "'sweeper'"), 0);
+    /* and not again within ten seconds */
+    assert_true(atomic_load(&t->st.last_sweep_ms) > 0);
+}
+
 static void test_kv_list(void **state)
 {
     NEED_PG(state);
@@ -1321,6 +1349,7 @@ int main(void)
         cmocka_unit_test(test_kv_basic),
         cmocka_unit_test(test_kv_cas),
         cmocka_unit_test(test_kv_ttl),
+        cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_kv_list),
         cmocka_unit_test(test_kv_incr),
         cmocka_unit_test(test_idempotent_replay),
