@@ -1,5 +1,5 @@
-/* Key/value per agent: put (with compare-and-set and TTL) and incr by group commit, get by
- * pipelined reads, list by prefix in pages, delete. Values are bytes up to value_max. */
+/* Key/value per agent: put (with compare-and-set and TTL) and incr by group commit, get,
+ * list by prefix in pages, delete. Values are bytes up to value_max. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

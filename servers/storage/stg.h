@@ -40,7 +40,7 @@ typedef struct stg_notify stg_notify;     /* notify.c */
 typedef struct stg {
     stg_cfg cfg;
     stg_batcher *puts;             /* group commit of kv.put / kv.incr */
-    stg_batcher *gets;             /* pipelined kv.get */
+    stg_batcher *gets;             /* pipelined kv.get; NULL: each worker reads alone */
     stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
     atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
     atomic_uint_fast64_t last_sweep_ms;
