@@ -87,6 +87,13 @@ static aos_err st_open(srv *s, char *why, size_t whylen)
         return AOS_ERR_NOMEM;
     }
     st->cfg = cfg;
+    /* The serve loop's worker count (AOS_WORKERS, set by aosd, wins over ours); half of
+     * them at most may sit in a waiting queue.recv. */
+    unsigned workers = cfg.workers;
+    const char *w = getenv("AOS_WORKERS");
+    if (w && atoi(w) > 0)
+        workers = (unsigned)atoi(w);
+    st->max_waiting = workers / 2 > 0 ? (int)(workers / 2) : 1;
     /* One group commit at a time: a batch never waits for another's row locks, so batches
      * cannot deadlock, and the next batch gathers while this one commits. */
     st->puts = batcher_new(1, 1);

@@ -68,6 +68,7 @@ static int setup(void **state)
     t->st.cfg.value_max = 4096;
     t->st.cfg.blob_quota = 20000;
     t->st.cfg.max_tries = 3;
+    t->st.max_waiting = 4;
     t->st.puts = batcher_new(1, 1);
     t->st.gets = batcher_new(0, 2);
     t->st.notify = notify_new(t->dsn);

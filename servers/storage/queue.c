@@ -315,6 +315,13 @@ aos_err op_queue_recv(stg_call *c)
     uint32_t left = stg_left_ms(c);
     if (left != UINT32_MAX)
         wait = left > 200 ? (wait < left - 200 ? wait : left - 200) : 0;
+    /* Each waiter holds a worker: past the limit, answer at once (the caller asks again)
+     * rather than leave no worker for other requests and heartbeats. */
+    int max_waiting = c->st->max_waiting > 0 ? c->st->max_waiting : 1;
+    if (wait > 0 && atomic_fetch_add(&c->st->waiting, 1) >= max_waiting) {
+        atomic_fetch_sub(&c->st->waiting, 1);
+        wait = 0;
+    }
     uint64_t until = aos_mono_ms() + wait;
     notify_waiter w;
     int armed = wait > 0, buried = 0;
@@ -341,8 +348,10 @@ aos_err op_queue_recv(stg_call *c)
         if (stop > now && notify_wait(c->st->notify, &w, stop) < 0)
             until = 0;   /* the server is stopping: answer with what we have (nothing) */
     }
-    if (armed)
+    if (armed) {
         notify_disarm(c->st->notify, &w);
+        atomic_fetch_sub(&c->st->waiting, 1);
+    }
 out:
     stg_free(rq);
     return e;

@@ -44,6 +44,10 @@ typedef struct stg {
     stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
     atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
     atomic_uint_fast64_t last_sweep_ms;
+    /* queue receivers waiting now, and how many may: each holds a worker, and a server
+     * whose workers all wait cannot answer aosd's heartbeat */
+    atomic_int waiting;
+    int max_waiting;
 } stg;
 
 /* One request as a handler sees it. db is the worker's own live connection. */
