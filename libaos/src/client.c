@@ -1,6 +1,7 @@
 /* The libaos client: finds the data dir, connects to aosd over nng REQ and makes calls,
  * one nng context per call so any number of threads share one connection. */
 #include "aos/aos.h"
+#include "say.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -39,17 +40,6 @@ struct aos_conn {
     atomic_int connected; /* aos_connect has returned it */
 };
 
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 /* Copies s[0..n) into out, without trailing slashes ("/" stays "/"). */
 static aos_err put_dir(char *out, size_t cap, const char *s, size_t n, const char *suffix)
@@ -143,24 +133,24 @@ static aos_err check_socket(const char *path, char *why, size_t whylen)
 {
     struct stat st;
     if (strlen(path) >= AOS_PATH_MAX) {
-        say(why, whylen, "socket path %s is longer than %d bytes", path, AOS_PATH_MAX - 1);
+        aos_say(why, whylen, "socket path %s is longer than %d bytes", path, AOS_PATH_MAX - 1);
         return AOS_ERR_TOO_BIG;
     }
     if (lstat(path, &st) != 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR) {
-            say(why, whylen, "no socket at %s", path);
+            aos_say(why, whylen, "no socket at %s", path);
             return AOS_ERR_UNAVAILABLE;
         }
-        say(why, whylen, "cannot reach %s: %s", path, strerror(e));
+        aos_say(why, whylen, "cannot reach %s: %s", path, strerror(e));
         return e == EACCES || e == EPERM ? AOS_ERR_REFUSED : AOS_ERR_UNAVAILABLE;
     }
     if (!S_ISSOCK(st.st_mode)) {
-        say(why, whylen, "%s is not a socket: refusing to use it", path);
+        aos_say(why, whylen, "%s is not a socket: refusing to use it", path);
         return AOS_ERR_REFUSED;
     }
     if (st.st_uid != 0 && st.st_uid != geteuid()) {
-        say(why, whylen, "%s belongs to uid %u, not to us (uid %u) or root: refusing to use it",
+        aos_say(why, whylen, "%s belongs to uid %u, not to us (uid %u) or root: refusing to use it",
             path, (unsigned)st.st_uid, (unsigned)geteuid());
         return AOS_ERR_REFUSED;
     }
@@ -172,28 +162,28 @@ static aos_err dial_err(int rv, const char *url, char *why, size_t whylen)
     switch (rv) {
     case NNG_ECONNREFUSED:
         /* the socket file outlived its server, e.g. after a kill -9 */
-        say(why, whylen, "nothing accepts connections at %s, a stale socket",
+        aos_say(why, whylen, "nothing accepts connections at %s, a stale socket",
             strncmp(url, IPC_PREFIX, strlen(IPC_PREFIX)) ? url : url + strlen(IPC_PREFIX));
         return AOS_ERR_UNAVAILABLE;
     case NNG_ENOENT:
-        say(why, whylen, "no socket at %s",
+        aos_say(why, whylen, "no socket at %s",
             strncmp(url, IPC_PREFIX, strlen(IPC_PREFIX)) ? url : url + strlen(IPC_PREFIX));
         return AOS_ERR_UNAVAILABLE;
     case NNG_EADDRINVAL:
     case NNG_ENOTSUP:
-        say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
+        aos_say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
         return AOS_ERR_USAGE;
     case NNG_EPERM:
-        say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
+        aos_say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
         return AOS_ERR_REFUSED;
     case NNG_ENOMEM:
-        say(why, whylen, "cannot dial %s: out of memory", url);
+        aos_say(why, whylen, "cannot dial %s: out of memory", url);
         return AOS_ERR_NOMEM;
     case NNG_ETIMEDOUT:
-        say(why, whylen, "dialing %s timed out", url);
+        aos_say(why, whylen, "dialing %s timed out", url);
         return AOS_ERR_TIMEOUT;
     default:
-        say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
+        aos_say(why, whylen, "cannot dial %s: %s", url, nng_strerror(rv));
         return AOS_ERR_UNAVAILABLE;
     }
 }
@@ -207,12 +197,12 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
     if (why && whylen)
         why[0] = 0;
     if (!out || !url || !*url) {
-        say(why, whylen, "aos_connect needs a URL and a place for the connection");
+        aos_say(why, whylen, "aos_connect needs a URL and a place for the connection");
         return AOS_ERR_USAGE;
     }
     *out = NULL;
     if (strlen(url) >= URL_MAX) {
-        say(why, whylen, "URL of %zu bytes is too long (max %zu)", strlen(url), URL_MAX - 1);
+        aos_say(why, whylen, "URL of %zu bytes is too long (max %zu)", strlen(url), URL_MAX - 1);
         return AOS_ERR_TOO_BIG;
     }
     int ipc = strncmp(url, IPC_PREFIX, strlen(IPC_PREFIX)) == 0;
@@ -221,7 +211,7 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
 
     c = calloc(1, sizeof *c);
     if (!c) {
-        say(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
     snprintf(c->url, sizeof c->url, "%s", url);
@@ -229,7 +219,7 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
     atomic_init(&c->rejected_uid, 0);
     atomic_init(&c->connected, 0);
     if ((rv = nng_req0_open(&c->sock)) != 0) {
-        say(why, whylen, "cannot open a REQ socket: %s", nng_strerror(rv));
+        aos_say(why, whylen, "cannot open a REQ socket: %s", nng_strerror(rv));
         err = rv == NNG_ENOMEM ? AOS_ERR_NOMEM : AOS_ERR_INTERNAL;
         goto out;
     }
@@ -239,7 +229,7 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
     if ((rv = nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
         (rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
         (ipc && (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_PRE, pipe_check, c)) != 0)) {
-        say(why, whylen, "cannot set up the REQ socket: %s", nng_strerror(rv));
+        aos_say(why, whylen, "cannot set up the REQ socket: %s", nng_strerror(rv));
         err = AOS_ERR_INTERNAL;
         goto out;
     }
@@ -250,7 +240,7 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
     }
     unsigned long long bad = atomic_load(&c->rejected_uid);
     if (bad) {
-        say(why, whylen, "the peer at %s runs as uid %llu, not as us (uid %u) or root: "
+        aos_say(why, whylen, "the peer at %s runs as uid %llu, not as us (uid %u) or root: "
             "refusing to talk to it", url, bad - 1, (unsigned)geteuid());
         err = AOS_ERR_REFUSED;
         goto out;

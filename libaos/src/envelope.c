@@ -10,10 +10,9 @@
 #include <time.h>
 
 #include "aos.pb-c.h"
+#include "say.h"
 
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
+void aos_say(char *why, size_t whylen, const char *fmt, ...)
 {
     if (!why || whylen == 0)
         return;
@@ -156,16 +155,16 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
 {
     memset(e, 0, sizeof *e);
     if (len == 0) {
-        say(why, whylen, "empty message");
+        aos_say(why, whylen, "empty message");
         return AOS_ERR_PROTO;
     }
     if (len > AOS_MSG_MAX) {
-        say(why, whylen, "message of %zu bytes exceeds the %u byte cap", len, AOS_MSG_MAX);
+        aos_say(why, whylen, "message of %zu bytes exceeds the %u byte cap", len, AOS_MSG_MAX);
         return AOS_ERR_TOO_BIG;
     }
     Aos__Envelope *pb = aos__envelope__unpack(NULL, len, buf);
     if (!pb) {
-        say(why, whylen, "not a protobuf envelope (%zu bytes)", len);
+        aos_say(why, whylen, "not a protobuf envelope (%zu bytes)", len);
         return AOS_ERR_PROTO;
     }
     const char *bad = NULL;
@@ -193,7 +192,7 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
     else if (!copy_text(e->error, sizeof e->error, pb->error))
         bad = "error text too long or not UTF-8";
     if (bad) {
-        say(why, whylen, "%s", bad);
+        aos_say(why, whylen, "%s", bad);
         aos__envelope__free_unpacked(pb, NULL);
         memset(e, 0, sizeof *e);
         return AOS_ERR_PROTO;

@@ -190,13 +190,16 @@ int main(int argc, char **argv)
         "FROM generate_series(0, 63) c, generate_series(0, 999) k ON CONFLICT DO NOTHING; "
         "INSERT INTO storage.kv (agent, key, value, version) "
         "SELECT 'bench' || c, convert_to('key-' || k, 'UTF8'), repeat('v', 100)::bytea, 1 "
-        "FROM generate_series(0, 63) c, generate_series(0, 999) k ON CONFLICT DO NOTHING; "
-        "ANALYZE bench.kv; ANALYZE storage.kv");
+        "FROM generate_series(0, 63) c, generate_series(0, 999) k ON CONFLICT DO NOTHING");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         fprintf(stderr, "bench_storage: %s", PQresultErrorMessage(r));
         return 1;
     }
     PQclear(r);
+    /* vacuumed and checkpointed now, so that autovacuum does not run during a phase */
+    const char *tidy[] = {"VACUUM ANALYZE bench.kv", "VACUUM ANALYZE storage.kv", "CHECKPOINT"};
+    for (size_t i = 0; i < 3; i++)
+        PQclear(PQexec(pg, tidy[i]));
     PQfinish(pg);
     printf("seconds_per_phase: %.1f\nvalue_bytes: %d\n", SECONDS, VALUE_LEN);
 
