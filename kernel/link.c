@@ -337,9 +337,21 @@ aos_err link_forward(klink *l, const aos_env *req, uint64_t deadline_mono, link_
     p->hnext = l->buckets[p->id % LINK_BUCKETS];
     l->buckets[p->id % LINK_BUCKETS] = p;
     l->n++;
-    if (l->ready && try_send(l, p->msg) == 0)
+    /* sent outside the lock: the request may be answered (and freed) before the send
+     * returns, so only a copy and the id are used past this point */
+    nng_msg *copy = NULL;
+    uint64_t id = p->id;
+    if (l->ready && nng_msg_dup(&copy, p->msg) == 0)
         p->sent = 1;
     pthread_mutex_unlock(&l->mu);
+    if (copy && nng_sendmsg(l->sock, copy, NNG_FLAG_NONBLOCK) != 0) {
+        nng_msg_free(copy);
+        pthread_mutex_lock(&l->mu);
+        pending *q = lookup(l, id);
+        if (q)
+            q->sent = 0; /* the tick tries again */
+        pthread_mutex_unlock(&l->mu);
+    }
     return AOS_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,7 @@ typedef struct child {
     char reason[192];
     sup_track track;
     klink *link;
+    atomic_int failed;    /* state == ST_FAILED, readable without the lock by the router */
 } child;
 
 /* Start order is table order; stop order is the reverse. PostgreSQL first. */
@@ -94,7 +96,7 @@ static child kids[] = {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static const kcfg *cfg;
 static sup_policy policy;
-static int shutting_down;
+static atomic_int shutting_down;
 static int pg_log_fd = -1;
 static uint64_t boot_mono;
 
@@ -169,6 +171,7 @@ static void start_child(child *k, uint64_t now)
         if (pgem_argv(cfg, pgbuf, sizeof pgbuf, argv) != AOS_OK) {
             snprintf(k->reason, sizeof k->reason, "postgres command line too long");
             k->state = ST_FAILED;
+            atomic_store(&k->failed, 1);
             return;
         }
         outfd = pg_log_fd;
@@ -500,6 +503,7 @@ void sup_reap(void)
                                       sizeof k->reason);
             if (a == SUP_ACT_FAIL) {
                 k->state = ST_FAILED;
+                atomic_store(&k->failed, 1);
                 aos_error("%s failed: %s; last exit: %s", k->name, k->reason, k->last_exit);
                 if (k->link)
                     link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
@@ -550,20 +554,23 @@ int sup_stopped(void)
     return left == 0;
 }
 
+/* On every request: no lock unless the server is failed (the table and its links are
+ * fixed once sup_init has run). */
 klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
 {
-    pthread_mutex_lock(&mu);
     child *k = find(server);
     klink *l = k && !k->is_pg ? k->link : NULL;
-    *failed = k && k->state == ST_FAILED;
-    if (*failed)
-        snprintf(why, whylen, "server %s is failed: %s (last exit: %s); aosctl server restart "
-                              "%s", server, k->reason, k->last_exit, server);
-    if (shutting_down) {
+    *failed = 0;
+    if (atomic_load(&shutting_down)) {
         *failed = 1;
         snprintf(why, whylen, "aosd is shutting down");
+    } else if (l && atomic_load(&k->failed)) {
+        pthread_mutex_lock(&mu);
+        *failed = 1;
+        snprintf(why, whylen, "server %s is failed: %s (last exit: %s); aosctl server restart "
+                              "%s", server, k->reason, k->last_exit, server);
+        pthread_mutex_unlock(&mu);
     }
-    pthread_mutex_unlock(&mu);
     return l;
 }
 
@@ -658,6 +665,7 @@ aos_err sup_restart(const char *name, char *why, size_t whylen)
     } else { /* failed, backoff or waiting: start afresh, history forgotten */
         memset(&k->track, 0, sizeof k->track);
         k->state = ST_STOPPED;
+        atomic_store(&k->failed, 0);
         k->reason[0] = 0;
     }
     pthread_mutex_unlock(&mu);

@@ -29,13 +29,15 @@
 
 /* The table and its functions, for a server's migrations; schema is a literal
  * identifier. The role needs SELECT, INSERT, UPDATE, DELETE on the table and EXECUTE on
- * the functions. The protocol lives in SQL so that batched plpgsql mutations (storage's
- * kv.put) and pidem_claim/pidem_record below share one implementation:
+ * the functions, which hold the protocol that pidem_claim/pidem_record call:
  *   idem_claim(agent, request_id, method, fingerprint) -> (status, reply, message, replayed)
  *     all NULL: claimed, go on; replayed: the recorded outcome; otherwise an error status
  *     (5: the id was used for another request; 6: held by a transaction that is gone).
  *   idem_done(agent, request_id, status, reply)   record the outcome
- *   idem_release(agent, request_id)               give the claim back (the work failed) */
+ *   idem_release(agent, request_id)               give the claim back (the work failed)
+ * A server may also write records itself (storage's plpgsql kv_put does: look up, mutate,
+ * insert the finished record), as long as it keeps the same key, method and fingerprint
+ * and commits only finished records (status not NULL). */
 #define PIDEM_SQL(schema)                                                                   \
     "CREATE TABLE " schema ".idem (\n"                                                     \
     "  agent text NOT NULL,\n"                                                             \

@@ -7,6 +7,7 @@
 #include <ftw.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,10 @@ static pid_t spawn(testpg *t, char *const argv[])
         close(fd);
     }
     if (t->drop && (setgid(t->gid) || setuid(t->uid)))
+        _exit(126);
+    /* a test that dies (an assertion, a sanitizer) takes its cluster along; set after the
+     * uid change, which clears it */
+    if (prctl(PR_SET_PDEATHSIG, SIGQUIT) != 0 || getppid() == 1)
         _exit(126);
     execv(argv[0], argv);
     _exit(127);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <libpq-fe.h>
 
+#include "aos.pb-c.h"
 #include "aos/storage.h"
 #include "harness.h"
 
@@ -213,6 +214,23 @@ int main(int argc, char **argv)
         get_a = phase(n, GET, 0);
         phase(n, PING, 0);
     }
+    /* how many puts a group commit carried on average */
+    aos_reply rep;
+    if (aos_call(h_conn(H), NULL, "storage.stats", NULL, 0, &rep) == AOS_OK) {
+        Aos__StatsReply *sr = aos__stats_reply__unpack(NULL, rep.payload_len, rep.payload);
+        double b = 0, n = 0;
+        for (size_t i = 0; sr && i < sr->n_stats; i++) {
+            if (!strcmp(sr->stats[i]->name, "batches"))
+                b = (double)sr->stats[i]->value;
+            if (!strcmp(sr->stats[i]->name, "batched"))
+                n = (double)sr->stats[i]->value;
+        }
+        if (sr)
+            aos__stats_reply__free_unpacked(sr, NULL);
+        if (b > 0)
+            printf("put_batch_avg: %.1f\n", n / b);
+    }
+    aos_reply_clear(&rep);
     printf("put_ratio: %.0f\n", put_d > 0 ? 100.0 * put_a / put_d : 0.0);
     printf("get_ratio: %.0f\n", get_d > 0 ? 100.0 * get_a / get_d : 0.0);
     h_stop(H);

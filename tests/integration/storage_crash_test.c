@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 
+#include "aos.pb-c.h"
 #include "aos/storage.h"
 #include "harness.h"
 
@@ -204,6 +205,19 @@ static void test_crash_under_load(void **st)
             "%ld retries\n", checked, counter, atomic_load(&acked_incrs),
             atomic_load(&retries));
     assert_int_equal(counter, atomic_load(&acked_incrs));
+    /* for the log: how many retried requests the new aos-storage answered from records */
+    aos_reply rep;
+    if (aos_call(h_conn(H), NULL, "storage.stats", NULL, 0, &rep) == AOS_OK) {
+        Aos__StatsReply *sr = aos__stats_reply__unpack(NULL, rep.payload_len, rep.payload);
+        for (size_t i = 0; sr && i < sr->n_stats; i++)
+            if (!strcmp(sr->stats[i]->name, "durable_replays") ||
+                !strcmp(sr->stats[i]->name, "batched") || !strcmp(sr->stats[i]->name, "batches"))
+                fprintf(stderr, "crash test: storage %s %lld\n", sr->stats[i]->name,
+                        (long long)sr->stats[i]->value);
+        if (sr)
+            aos__stats_reply__free_unpacked(sr, NULL);
+    }
+    aos_reply_clear(&rep);
     h_stop(H);
 }
 
