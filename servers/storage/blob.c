@@ -73,24 +73,6 @@ static const db_stmt st_list = {
     "SELECT sha256, size, floor(extract(epoch FROM created_at) * 1000)::bigint "
     "FROM storage.blob_ref WHERE agent = $1 AND sha256 > $2 ORDER BY sha256 LIMIT $3", 3};
 
-/* Run st with p and keep the result in *r; on error fail the call with the op's name. */
-static aos_err run(stg_call *c, const db_stmt *st, const db_params *p, PGresult **r)
-{
-    char why[AOS_ERRMSG_MAX];
-    aos_err e = db_exec(c->db, st, p, r, why, sizeof why);
-    if (e)
-        return stg_fail(c, e, "storage.%s: %s", c->op, why);
-    return AOS_ERR_OK;
-}
-
-static aos_err run_void(stg_call *c, const db_stmt *st, const db_params *p)
-{
-    PGresult *r;
-    aos_err e = run(c, st, p, &r);
-    PQclear(r);
-    return e;
-}
-
 static void hex(const uint8_t *b, size_t n, char *out)
 {
     aos_hex(b, n, out);
@@ -104,10 +86,10 @@ static aos_err write_tx(stg_call *c, void *arg)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    if ((e = run_void(c, &st_lock, &p)))
+    if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
     dp_bytes(&p, rq->upload.data, UPLOAD_LEN);
-    if ((e = run(c, &st_usage, &p, &r)))
+    if ((e = stg_exec(c, &st_usage, &p, &r)))
         return e;
     uint64_t staged = (uint64_t)db_i64(r, 0, 0), used = (uint64_t)db_i64(r, 0, 1);
     uint64_t quota = PQgetisnull(r, 0, 2) ? c->st->cfg.blob_quota : (uint64_t)db_i64(r, 0, 2);
@@ -122,7 +104,7 @@ static aos_err write_tx(stg_call *c, void *arg)
                         (unsigned long long)quota, rq->data.len);
     dp_i64(&p, (int64_t)rq->offset);
     dp_bytes(&p, rq->data.data, rq->data.len);
-    if ((e = run_void(c, &st_stage, &p)))
+    if ((e = stg_exec_void(c, &st_stage, &p)))
         return e;
     Aos__Storage__BlobWriteReply rp = AOS__STORAGE__BLOB_WRITE_REPLY__INIT;
     rp.size = staged + rq->data.len;
@@ -161,7 +143,7 @@ static aos_err info_reply(stg_call *c, const uint8_t *sha)
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_bytes(&p, sha, SHA_LEN);
-    aos_err e = run(c, &st_info, &p, &r);
+    aos_err e = stg_exec(c, &st_info, &p, &r);
     if (e)
         return e;
     if (PQntuples(r) != 1) {
@@ -187,10 +169,10 @@ static aos_err commit_tx(stg_call *c, void *arg)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    if ((e = run_void(c, &st_lock, &p)))
+    if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
     dp_bytes(&p, rq->upload.data, UPLOAD_LEN);
-    if ((e = run(c, &st_chunks, &p, &r)))
+    if ((e = stg_exec(c, &st_chunks, &p, &r)))
         return e;
     int n = PQntuples(r);
     if (n == 0) {
@@ -213,7 +195,7 @@ static aos_err commit_tx(stg_call *c, void *arg)
         q.n = 2;
         dp_i64(&q, off);
         PGresult *cr;
-        if ((e = run(c, &st_chunk, &q, &cr))) {
+        if ((e = stg_exec(c, &st_chunk, &q, &cr))) {
             PQclear(r);
             return e;
         }
@@ -241,17 +223,17 @@ static aos_err commit_tx(stg_call *c, void *arg)
     for (int tries = 0;; tries++) {
         db_params q = s;
         dp_i64(&q, (int64_t)size);
-        if ((e = run(c, &st_content, &q, &r)))
+        if ((e = stg_exec(c, &st_content, &q, &r)))
             return e;
         int fresh = !strcmp(PQcmdTuples(r), "1");
         PQclear(r);
         if (fresh) {
             q = p;
             dp_bytes(&q, sha, SHA_LEN);
-            if ((e = run_void(c, &st_copy, &q)))
+            if ((e = stg_exec_void(c, &st_copy, &q)))
                 return e;
         }
-        if ((e = run(c, &st_lock_content, &s, &r)))
+        if ((e = stg_exec(c, &st_lock_content, &s, &r)))
             return e;
         int there = PQntuples(r) == 1;
         PQclear(r);
@@ -265,13 +247,13 @@ static aos_err commit_tx(stg_call *c, void *arg)
     dp_text(&q, c->agent);
     dp_bytes(&q, sha, SHA_LEN);
     dp_i64(&q, (int64_t)size);
-    if ((e = run(c, &st_ref, &q, &r)))
+    if ((e = stg_exec(c, &st_ref, &q, &r)))
         return e;
     int newref = !strcmp(PQcmdTuples(r), "1");
     PQclear(r);
-    if (newref && (e = run_void(c, &st_refs_up, &s)))
+    if (newref && (e = stg_exec_void(c, &st_refs_up, &s)))
         return e;
-    if ((e = run_void(c, &st_unstage, &p)))
+    if ((e = stg_exec_void(c, &st_unstage, &p)))
         return e;
     return info_reply(c, sha);
 }
@@ -310,7 +292,7 @@ static aos_err read_tx(stg_call *c, void *arg)
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_bytes(&p, rq->sha256.data, SHA_LEN);
-    if ((e = run(c, &st_info, &p, &r)))
+    if ((e = stg_exec(c, &st_info, &p, &r)))
         return e;
     if (PQntuples(r) == 0) {
         PQclear(r);
@@ -330,7 +312,7 @@ static aos_err read_tx(stg_call *c, void *arg)
     dp_bytes(&q, rq->sha256.data, SHA_LEN);
     dp_i64(&q, (int64_t)from);
     dp_i64(&q, (int64_t)to);
-    if ((e = run(c, &st_read, &q, &r))) {
+    if ((e = stg_exec(c, &st_read, &q, &r))) {
         free(buf);
         return e;
     }
@@ -390,10 +372,10 @@ static aos_err delete_tx(stg_call *c, void *arg)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    if ((e = run_void(c, &st_lock, &p)))
+    if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
     dp_bytes(&p, rq->sha256.data, SHA_LEN);
-    if ((e = run(c, &st_unref, &p, &r)))
+    if ((e = stg_exec(c, &st_unref, &p, &r)))
         return e;
     int had = PQntuples(r) == 1;
     PQclear(r);
@@ -405,11 +387,11 @@ static aos_err delete_tx(stg_call *c, void *arg)
     db_params s;
     dp_init(&s);
     dp_bytes(&s, rq->sha256.data, SHA_LEN);
-    if ((e = run(c, &st_refs_down, &s, &r)))
+    if ((e = stg_exec(c, &st_refs_down, &s, &r)))
         return e;
     int last = PQntuples(r) == 1 && db_i32(r, 0, 0) <= 0;
     PQclear(r);
-    if (last && (e = run_void(c, &st_drop, &s)))
+    if (last && (e = stg_exec_void(c, &st_drop, &s)))
         return e;
     Aos__Storage__BlobDeleteReply rp = AOS__STORAGE__BLOB_DELETE_REPLY__INIT;
     return stg_reply(c, &rp.base);
@@ -448,7 +430,7 @@ static aos_err list_tx(stg_call *c, void *arg)
     dp_text(&p, c->agent);
     dp_bytes(&p, a->rq->after.data, a->rq->after.len);
     dp_i64(&p, (int64_t)a->limit + 1);
-    if ((e = run(c, &st_list, &p, &r)))
+    if ((e = stg_exec(c, &st_list, &p, &r)))
         return e;
     int rows = PQntuples(r), n = 0;
     Aos__Storage__BlobInfo *bi = calloc((size_t)rows + 1, sizeof *bi);
@@ -476,7 +458,7 @@ static aos_err list_tx(stg_call *c, void *arg)
     uint8_t none[UPLOAD_LEN] = {0};
     p.n = 1;
     dp_bytes(&p, none, UPLOAD_LEN);
-    if ((e = run(c, &st_usage, &p, &u)))
+    if ((e = stg_exec(c, &st_usage, &p, &u)))
         goto out;
     rp.used = (uint64_t)db_i64(u, 0, 1);
     rp.quota = PQgetisnull(u, 0, 2) ? c->st->cfg.blob_quota : (uint64_t)db_i64(u, 0, 2);

@@ -58,7 +58,6 @@ typedef struct save_arg {
 static aos_err save_tx(stg_call *c, void *arg)
 {
     save_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -69,9 +68,9 @@ static aos_err save_tx(stg_call *c, void *arg)
         dp_bytes(&p, a->meta, a->mlen);
     else
         dp_null(&p);
-    aos_err e = db_exec(c->db, &st_save, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_save, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.checkpoint.save: %s", why);
+        return e;
     Aos__Storage__CheckpointSaveReply rp = AOS__STORAGE__CHECKPOINT_SAVE_REPLY__INIT;
     rp.version = (uint64_t)db_i64(r, 0, 0);
     PQclear(r);
@@ -145,10 +144,8 @@ aos_err op_ckpt_load(stg_call *c)
     dp_text(&p, name);
     dp_i64(&p, (int64_t)rq->version);
     PGresult *r;
-    if ((e = db_exec(c->db, &st_load, &p, &r, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.checkpoint.load: %s", why);
+    if ((e = stg_exec(c, &st_load, &p, &r)))
         goto out;
-    }
     if (PQntuples(r) == 0) {
         if (rq->version)
             e = stg_fail(c, AOS_ERR_NOT_FOUND, "no version %llu of checkpoint %s",
@@ -197,11 +194,8 @@ aos_err op_ckpt_list(stg_call *c)
     if (rq->name.len)
         dp_text(&p, name);
     dp_i64(&p, limit);
-    if ((e = db_exec(c->db, rq->name.len ? &st_list_one : &st_list_all, &p, &r, why,
-                     sizeof why))) {
-        e = stg_fail(c, e, "storage.checkpoint.list: %s", why);
+    if ((e = stg_exec(c, rq->name.len ? &st_list_one : &st_list_all, &p, &r)))
         goto out;
-    }
     int n = PQntuples(r);
     ci = calloc((size_t)n + 1, sizeof *ci);
     cp = calloc((size_t)n + 1, sizeof *cp);
@@ -233,16 +227,15 @@ typedef struct prune_arg {
 static aos_err prune_tx(stg_call *c, void *arg)
 {
     prune_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_text(&p, a->name);
     dp_i64(&p, a->keep);
-    aos_err e = db_exec(c->db, &st_prune, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_prune, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.checkpoint.prune: %s", why);
+        return e;
     Aos__Storage__CheckpointPruneReply rp = AOS__STORAGE__CHECKPOINT_PRUNE_REPLY__INIT;
     rp.deleted = strtoull(PQcmdTuples(r), NULL, 10);
     PQclear(r);

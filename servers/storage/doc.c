@@ -65,7 +65,6 @@ typedef struct put_arg {
 static aos_err put_tx(stg_call *c, void *arg)
 {
     put_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -78,9 +77,9 @@ static aos_err put_tx(stg_call *c, void *arg)
         dp_i64(&p, (int64_t)a->rq->if_version);
     else
         dp_bool(&p, a->rq->cas);
-    aos_err e = db_exec(c->db, update ? &st_update : &st_insert, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, update ? &st_update : &st_insert, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.doc.put: %s", why);
+        return e;
     if (PQntuples(r) == 1) {
         Aos__Storage__DocPutReply rp = AOS__STORAGE__DOC_PUT_REPLY__INIT;
         rp.version = (uint64_t)db_i64(r, 0, 0);
@@ -89,10 +88,9 @@ static aos_err put_tx(stg_call *c, void *arg)
     }
     PQclear(r);
     p.n = 3;
-    if ((e = db_exec(c->db, &st_version, &p, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.doc.put: %s", why);
-    int64_t cur = PQntuples(r) ? db_i64(r, 0, 0) : 0;
-    PQclear(r);
+    int64_t cur;
+    if ((e = stg_exec_i64(c, &st_version, &p, &cur)))
+        return e;
     return stg_fail(c, AOS_ERR_CONFLICT, "version mismatch: document \"%.200s\" is at "
                     "version %lld, not %llu", a->id, (long long)cur,
                     (unsigned long long)a->rq->if_version);
@@ -138,7 +136,7 @@ out:
 
 aos_err op_doc_get(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], coll[STG_NAME_MAX + 1], id[STG_KEY_MAX + 1];
+    char coll[STG_NAME_MAX + 1], id[STG_KEY_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -153,10 +151,8 @@ aos_err op_doc_get(stg_call *c)
     dp_text(&p, coll);
     dp_bytes(&p, rq->id.data, rq->id.len);
     PGresult *r;
-    if ((e = db_exec(c->db, &st_get, &p, &r, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.doc.get: %s", why);
+    if ((e = stg_exec(c, &st_get, &p, &r)))
         goto out;
-    }
     if (PQntuples(r) == 0) {
         e = stg_fail(c, AOS_ERR_NOT_FOUND, "no document \"%.200s\" in collection %s", id,
                      coll);
@@ -186,7 +182,6 @@ typedef struct query_arg {
 static aos_err query_tx(stg_call *c, void *arg)
 {
     query_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -195,9 +190,9 @@ static aos_err query_tx(stg_call *c, void *arg)
     dp_bytes(&p, a->rq->after.data, a->rq->after.len);
     dp_bytes(&p, a->filter, a->flen);
     dp_i64(&p, (int64_t)a->limit + 1);
-    aos_err e = db_exec(c->db, &st_query, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_query, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.doc.query: %s", why);
+        return e;
     int rows = PQntuples(r), n = 0;
     Aos__Storage__Doc *docs = calloc((size_t)rows + 1, sizeof *docs);
     Aos__Storage__Doc **dptr = calloc((size_t)rows + 1, sizeof *dptr);
@@ -283,16 +278,15 @@ typedef struct del_arg {
 static aos_err delete_tx(stg_call *c, void *arg)
 {
     del_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_text(&p, a->coll);
     dp_bytes(&p, a->rq->id.data, a->rq->id.len);
-    aos_err e = db_exec(c->db, &st_delete, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_delete, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.doc.delete: %s", why);
+        return e;
     if (PQntuples(r) == 0) {
         PQclear(r);
         return stg_fail(c, AOS_ERR_NOT_FOUND, "no document \"%.200s\" in collection %s",

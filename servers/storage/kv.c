@@ -224,10 +224,8 @@ aos_err op_kv_get(stg_call *c)
         PGresult *r;
         if ((e = stg_check_deadline(c)))
             goto out;
-        if ((e = db_exec(c->db, &st_get, &job.p, &r, why, sizeof why))) {
-            e = stg_fail(c, e, "storage.kv.get: %s", why);
+        if ((e = stg_exec(c, &st_get, &job.p, &r)))
             goto out;
-        }
         e = get_finish(c, r, key);
         PQclear(r);
     }
@@ -269,10 +267,8 @@ aos_err op_kv_list(stg_call *c)
     dp_bool(&p, rq->values);
     if (endlen)
         dp_bytes(&p, end, endlen);
-    if ((e = db_exec(c->db, endlen ? &st_list_to : &st_list, &p, &r, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.kv.list: %s", why);
+    if ((e = stg_exec(c, endlen ? &st_list_to : &st_list, &p, &r)))
         goto out;
-    }
     int rows = PQntuples(r), n = 0;
     ents = calloc((size_t)rows + 1, sizeof *ents);
     eptr = calloc((size_t)rows + 1, sizeof *eptr);
@@ -322,7 +318,6 @@ typedef struct del_arg {
 static aos_err delete_tx(stg_call *c, void *arg)
 {
     del_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -330,9 +325,9 @@ static aos_err delete_tx(stg_call *c, void *arg)
     dp_bytes(&p, a->rq->key.data, a->rq->key.len);
     dp_bool(&p, a->rq->cas);
     dp_i64(&p, (int64_t)a->rq->if_version);
-    aos_err e = db_exec(c->db, &st_delete, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_delete, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.kv.delete: %s", why);
+        return e;
     if (PQntuples(r) == 1) {
         Aos__Storage__KvDeleteReply rp = AOS__STORAGE__KV_DELETE_REPLY__INIT;
         rp.version = (uint64_t)db_i64(r, 0, 0);
@@ -342,10 +337,9 @@ static aos_err delete_tx(stg_call *c, void *arg)
     PQclear(r);
     /* nothing deleted: absent, or (with cas) at another version */
     p.n = 2;
-    if ((e = db_exec(c->db, &st_version, &p, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.kv.delete: %s", why);
-    int64_t cur = PQntuples(r) ? db_i64(r, 0, 0) : 0;
-    PQclear(r);
+    int64_t cur;
+    if ((e = stg_exec_i64(c, &st_version, &p, &cur)))
+        return e;
     if (!cur)
         return stg_fail(c, AOS_ERR_NOT_FOUND, "no key \"%.200s\"", a->key);
     return stg_fail(c, AOS_ERR_CONFLICT, "version mismatch: the key is at version %lld, "

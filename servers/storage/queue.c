@@ -110,7 +110,6 @@ typedef struct send_arg {
 static aos_err send_tx(stg_call *c, void *arg)
 {
     send_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -123,9 +122,9 @@ static aos_err send_tx(stg_call *c, void *arg)
         dp_null(&p);
     dp_i32(&p, (int32_t)a->max_tries);
     dp_i64(&p, (int64_t)a->rq->delay_ms);
-    aos_err e = db_exec(c->db, &st_send, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_send, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.queue.send: %s", why);
+        return e;
     Aos__Storage__QueueSendReply rp = AOS__STORAGE__QUEUE_SEND_REPLY__INIT;
     rp.id = (uint64_t)db_i64(r, 0, 0);
     PQclear(r);
@@ -186,7 +185,6 @@ typedef struct recv_arg {
 static aos_err recv_tx(stg_call *c, void *arg)
 {
     recv_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
     dp_init(&p);
@@ -195,9 +193,9 @@ static aos_err recv_tx(stg_call *c, void *arg)
     dp_i64(&p, a->max);
     dp_i64(&p, a->vis);
     dp_bool(&p, !is_dead_queue(a->queue));
-    aos_err e = db_exec(c->db, &st_recv, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_recv, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.queue.recv: %s", why);
+        return e;
     int n = PQntuples(r);
     a->dead = n > 0 ? (int)db_i64(r, 0, 6) : 0;
     if (n == 0 || PQgetisnull(r, 0, 0)) {
@@ -242,10 +240,8 @@ static aos_err recv_tx(stg_call *c, void *arg)
         dp_init(&q);
         dp_text(&q, back);
         PGresult *u;
-        if ((e = db_exec(c->db, &st_unrecv, &q, &u, why, sizeof why))) {
-            e = stg_fail(c, e, "storage.queue.recv: %s", why);
+        if ((e = stg_exec(c, &st_unrecv, &q, &u)))
             goto out;
-        }
         PQclear(u);
     }
     rp.n_messages = (size_t)k;
@@ -364,26 +360,37 @@ typedef struct ack_arg {
     uint32_t delay;
 } ack_arg;
 
+/* ack and nack name the message the same way: agent, queue, id and the receipt of the
+ * delivery being settled (a stale receipt matches no row). */
+static void receipt_params(stg_call *c, const ack_arg *a, db_params *p)
+{
+    dp_init(p);
+    dp_text(p, c->agent);
+    dp_text(p, a->queue);
+    dp_i64(p, (int64_t)a->id);
+    dp_bytes(p, a->receipt.data, a->receipt.len);
+}
+
+static aos_err no_receipt(stg_call *c, const ack_arg *a)
+{
+    return stg_fail(c, AOS_ERR_NOT_FOUND, "no message %llu with that receipt in queue %s "
+                    "(acked already, or delivered again after its visibility timeout)",
+                    (unsigned long long)a->id, a->queue);
+}
+
 static aos_err ack_tx(stg_call *c, void *arg)
 {
     ack_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
-    dp_init(&p);
-    dp_text(&p, c->agent);
-    dp_text(&p, a->queue);
-    dp_i64(&p, (int64_t)a->id);
-    dp_bytes(&p, a->receipt.data, a->receipt.len);
-    aos_err e = db_exec(c->db, &st_ack, &p, &r, why, sizeof why);
+    receipt_params(c, a, &p);
+    aos_err e = stg_exec(c, &st_ack, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.queue.ack: %s", why);
+        return e;
     int done = !strcmp(PQcmdTuples(r), "1");
     PQclear(r);
     if (!done)
-        return stg_fail(c, AOS_ERR_NOT_FOUND, "no message %llu with that receipt in queue %s "
-                        "(acked already, or delivered again after its visibility timeout)",
-                        (unsigned long long)a->id, a->queue);
+        return no_receipt(c, a);
     Aos__Storage__QueueAckReply rp = AOS__STORAGE__QUEUE_ACK_REPLY__INIT;
     return stg_reply(c, &rp.base);
 }
@@ -391,24 +398,17 @@ static aos_err ack_tx(stg_call *c, void *arg)
 static aos_err nack_tx(stg_call *c, void *arg)
 {
     ack_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     db_params p;
-    dp_init(&p);
-    dp_text(&p, c->agent);
-    dp_text(&p, a->queue);
-    dp_i64(&p, (int64_t)a->id);
-    dp_bytes(&p, a->receipt.data, a->receipt.len);
+    receipt_params(c, a, &p);
     dp_i64(&p, a->delay);
     dp_bool(&p, !is_dead_queue(a->queue));
-    aos_err e = db_exec(c->db, &st_nack, &p, &r, why, sizeof why);
+    aos_err e = stg_exec(c, &st_nack, &p, &r);
     if (e)
-        return stg_fail(c, e, "storage.queue.nack: %s", why);
+        return e;
     if (PQntuples(r) != 1) {
         PQclear(r);
-        return stg_fail(c, AOS_ERR_NOT_FOUND, "no message %llu with that receipt in queue %s "
-                        "(acked already, or delivered again after its visibility timeout)",
-                        (unsigned long long)a->id, a->queue);
+        return no_receipt(c, a);
     }
     Aos__Storage__QueueNackReply rp = AOS__STORAGE__QUEUE_NACK_REPLY__INIT;
     rp.dead = db_bool(r, 0, 0);
@@ -463,7 +463,6 @@ aos_err op_queue_nack(stg_call *c)
 
 aos_err op_queue_list(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX];
     aos_err e;
     PGresult *r = NULL;
     Aos__Storage__QueueInfo *qi = NULL, **qp = NULL;
@@ -478,10 +477,8 @@ aos_err op_queue_list(stg_call *c)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    if ((e = db_exec(c->db, &st_list, &p, &r, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.queue.list: %s", why);
+    if ((e = stg_exec(c, &st_list, &p, &r)))
         goto out;
-    }
     int n = PQntuples(r);
     qi = calloc((size_t)n + 1, sizeof *qi);
     qp = calloc((size_t)n + 1, sizeof *qp);

@@ -34,21 +34,19 @@ typedef struct append_arg {
 static aos_err append_tx(stg_call *c, void *arg)
 {
     append_arg *a = arg;
-    char why[AOS_ERRMSG_MAX];
     PGresult *r;
     aos_err e;
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_text(&p, a->run);
-    if ((e = db_exec(c->db, &st_lock, &p, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.step.append: %s", why);
-    PQclear(r);
+    if ((e = stg_exec_void(c, &st_lock, &p)))
+        return e;
     dp_i64(&p, (int64_t)a->rq->step);
     dp_text(&p, a->kind);
     dp_bytes(&p, a->rq->data.data, a->rq->data.len);
-    if ((e = db_exec(c->db, &st_same, &p, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.step.append: %s", why);
+    if ((e = stg_exec(c, &st_same, &p, &r)))
+        return e;
     Aos__Storage__StepAppendReply rp = AOS__STORAGE__STEP_APPEND_REPLY__INIT;
     if (PQntuples(r) == 1) {
         int same = db_bool(r, 0, 0);
@@ -62,17 +60,15 @@ static aos_err append_tx(stg_call *c, void *arg)
     PQclear(r);
     db_params q = p;
     q.n = 2;
-    if ((e = db_exec(c->db, &st_last, &q, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.step.append: %s", why);
-    uint64_t last = (uint64_t)db_i64(r, 0, 0);
-    PQclear(r);
-    if (a->rq->step != last + 1)
+    int64_t last;
+    if ((e = stg_exec_i64(c, &st_last, &q, &last)))
+        return e;
+    if (a->rq->step != (uint64_t)last + 1)
         return stg_fail(c, AOS_ERR_CONFLICT, "step %llu would leave a gap: run %s has %llu "
                         "steps, the next is %llu", (unsigned long long)a->rq->step, a->run,
                         (unsigned long long)last, (unsigned long long)last + 1);
-    if ((e = db_exec(c->db, &st_append, &p, &r, why, sizeof why)))
-        return stg_fail(c, e, "storage.step.append: %s", why);
-    PQclear(r);
+    if ((e = stg_exec_void(c, &st_append, &p)))
+        return e;
     return stg_reply(c, &rp.base);
 }
 
@@ -131,16 +127,12 @@ aos_err op_step_read(stg_call *c)
     dp_init(&p);
     dp_text(&p, c->agent);
     dp_text(&p, run);
-    if ((e = db_exec(c->db, &st_last, &p, &l, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.step.read: %s", why);
+    if ((e = stg_exec(c, &st_last, &p, &l)))
         goto out;
-    }
     dp_i64(&p, (int64_t)rq->from_step);
     dp_i64(&p, limit);
-    if ((e = db_exec(c->db, &st_read, &p, &r, why, sizeof why))) {
-        e = stg_fail(c, e, "storage.step.read: %s", why);
+    if ((e = stg_exec(c, &st_read, &p, &r)))
         goto out;
-    }
     int rows = PQntuples(r), n = 0;
     steps = calloc((size_t)rows + 1, sizeof *steps);
     sp = calloc((size_t)rows + 1, sizeof *sp);

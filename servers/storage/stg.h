@@ -155,6 +155,14 @@ int db_bool(const PGresult *r, int row, int col);
 const uint8_t *db_bytes(const PGresult *r, int row, int col, size_t *len);
 /* A jsonb column in binary format: skips its version byte. */
 const uint8_t *db_jsonb(const PGresult *r, int row, int col, size_t *len);
+/* db_exec on the call's connection (util.c): on failure the call fails with the op's name
+ * ("storage.<op>: ...") and *r is NULL; on success the caller owns *r and PQclears it. */
+aos_err stg_exec(stg_call *c, const db_stmt *st, const db_params *p, PGresult **r);
+/* stg_exec for a statement whose rows nobody reads. */
+aos_err stg_exec_void(stg_call *c, const db_stmt *st, const db_params *p);
+/* stg_exec for one number: *v is the first column of the first row, 0 when there is no row
+ * (a version lookup that finds nothing). */
+aos_err stg_exec_i64(stg_call *c, const db_stmt *st, const db_params *p, int64_t *v);
 
 /* ---- transactions with idempotency (tx.c) ------------------------------------------ */
 

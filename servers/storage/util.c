@@ -46,6 +46,35 @@ uint32_t stg_left_ms(const stg_call *c)
     return left > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)left;
 }
 
+aos_err stg_exec(stg_call *c, const db_stmt *st, const db_params *p, PGresult **r)
+{
+    char why[AOS_ERRMSG_MAX];
+    aos_err e = db_exec(c->db, st, p, r, why, sizeof why);
+    if (e)
+        return stg_fail(c, e, "storage.%s: %s", c->op, why);
+    return AOS_ERR_OK;
+}
+
+aos_err stg_exec_void(stg_call *c, const db_stmt *st, const db_params *p)
+{
+    PGresult *r;
+    aos_err e = stg_exec(c, st, p, &r);
+    if (!e)
+        PQclear(r);
+    return e;
+}
+
+aos_err stg_exec_i64(stg_call *c, const db_stmt *st, const db_params *p, int64_t *v)
+{
+    PGresult *r;
+    aos_err e = stg_exec(c, st, p, &r);
+    if (e)
+        return e;
+    *v = PQntuples(r) ? db_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return AOS_ERR_OK;
+}
+
 aos_err stg_check_deadline(stg_call *c)
 {
     if (stg_left_ms(c) == 0)

@@ -612,6 +612,11 @@ pid_t h_child(h_aosd *h, const char *name, char *state)
     return pid;
 }
 
+void h_dump_log(const h_aosd *h)
+{
+    print_tail(h->log, 80);
+}
+
 pid_t h_wait_running(h_aosd *h, const char *name, pid_t not_pid, uint32_t timeout_ms)
 {
     uint64_t end = aos_mono_ms() + timeout_ms;

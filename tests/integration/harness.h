@@ -39,6 +39,9 @@ pid_t h_wait_running(h_aosd *h, const char *name, pid_t not_pid, uint32_t timeou
 /* Wait until `name` is in state (e.g. "failed"); 1 when it got there. */
 int h_wait_state(h_aosd *h, const char *name, const char *state, uint32_t timeout_ms);
 
+/* Print the end of aosd's log (and PostgreSQL's) to stderr: for a test's failure path. */
+void h_dump_log(const h_aosd *h);
+
 /* Run build/bin/aosctl --data-dir DIR ARGS... (argv NULL-terminated); stdout goes into out
  * (cap bytes, NUL-terminated, may be NULL). Returns aosctl's exit code. */
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv);

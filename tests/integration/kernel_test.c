@@ -155,6 +155,8 @@ static void kill9_each_server_under_load_loses_nothing(void **st)
         assert_true(old > 0);
         assert_int_equal(kill(old, SIGKILL), 0);
         pid_t now = h_wait_running(h, servers[s], old, 30000);
+        if (now <= 0 || now == old)
+            h_dump_log(h); /* why it did not come back */
         assert_true(now > 0 && now != old);
         usleep(500 * 1000);
         atomic_store(&stop, 1);

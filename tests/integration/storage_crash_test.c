@@ -17,6 +17,7 @@
 #include "aos.pb-c.h"
 #include "aos/storage.h"
 #include "harness.h"
+#include "storage_util.h"
 
 #define WRITERS 8
 #define KEYS_MAX 100000
@@ -159,9 +160,7 @@ static void test_crash_under_load(void **st)
         fail_msg("a writer failed: %s", fatal_msg);
 
     /* every acknowledged write reads back, and no key was written twice (version 1) */
-    char dsn[512];
-    snprintf(dsn, sizeof dsn, "host=%s port=5432 dbname=aos user=aos_admin", h_data_dir(H));
-    PGconn *pg = PQconnectdb(dsn);
+    PGconn *pg = su_admin_connect(H);
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
     long checked = 0;
     for (int w = 0; w < WRITERS; w++) {

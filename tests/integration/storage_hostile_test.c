@@ -12,6 +12,7 @@
 
 #include "aos/storage.h"
 #include "harness.h"
+#include "storage_util.h"
 #include "storage.pb-c.h"
 
 static h_aosd *H;
@@ -22,9 +23,7 @@ static int setup(void **st)
 {
     (void)st;
     H = h_start(NULL);
-    char dsn[512];
-    snprintf(dsn, sizeof dsn, "host=%s port=5432 dbname=aos user=aos_admin", h_data_dir(H));
-    ADMIN = PQconnectdb(dsn);
+    ADMIN = su_admin_connect(H);
     return PQstatus(ADMIN) == CONNECTION_OK ? 0 : -1;
 }
 
@@ -39,15 +38,11 @@ static int teardown(void **st)
 /* Rows in every storage table: refused requests must leave it unchanged. */
 static long long rows(void)
 {
-    PGresult *r = PQexec(ADMIN,
+    return su_count(ADMIN,
         "SELECT (SELECT count(*) FROM storage.kv) + (SELECT count(*) FROM storage.doc) + "
         "(SELECT count(*) FROM storage.queue_msg) + (SELECT count(*) FROM storage.checkpoint) + "
         "(SELECT count(*) FROM storage.step) + (SELECT count(*) FROM storage.blob_upload) + "
         "(SELECT count(*) FROM storage.idem)");
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    long long v = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return v;
 }
 
 static aos_call_opts as(const char *agent)

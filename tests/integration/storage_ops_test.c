@@ -16,6 +16,7 @@
 
 #include "aos/storage.h"
 #include "harness.h"
+#include "storage_util.h"
 
 static h_aosd *H;
 static PGconn *ADMIN;
@@ -33,9 +34,7 @@ static int setup(void **st)
     setenv("AOS_STORAGE_BLOB_QUOTA", "3000000", 1);
     setenv("AOS_STORAGE_MAX_TRIES", "2", 1);
     H = h_start(NULL);
-    char dsn[512];
-    snprintf(dsn, sizeof dsn, "host=%s port=5432 dbname=aos user=aos_admin", h_data_dir(H));
-    ADMIN = PQconnectdb(dsn);
+    ADMIN = su_admin_connect(H);
     return PQstatus(ADMIN) == CONNECTION_OK ? 0 : -1;
 }
 
@@ -49,11 +48,7 @@ static int teardown(void **st)
 
 static long long sql_count(const char *sql)
 {
-    PGresult *r = PQexec(ADMIN, sql);
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    long long v = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return v;
+    return su_count(ADMIN, sql);
 }
 
 static aos_call_opts as(const char *agent)

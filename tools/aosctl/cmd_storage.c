@@ -185,6 +185,24 @@ static int read_value(ctl_ctx *c, const char *arg, uint8_t **buf, size_t *len)
     return ctl_fail(c, AOS_ERR_NOMEM, "out of memory reading standard input");
 }
 
+/* Read the value argument (standard input for "-") and open the call. On success *val and
+ * *len are what to send and the caller frees *in (NULL when the value is arg itself); on
+ * failure nothing is left to free. */
+static int begin_value(ctl_ctx *c, const char *agent, const char *arg, uint8_t **in,
+                       const uint8_t **val, size_t *len, aos_call_opts *o)
+{
+    int rc = read_value(c, arg, in, len);
+    if (rc)
+        return rc;
+    if ((rc = begin(c, agent, o))) {
+        free(*in);
+        *in = NULL;
+        return rc;
+    }
+    *val = *in ? *in : (const uint8_t *)arg;
+    return 0;
+}
+
 /* ---- kv ---------------------------------------------------------------------------- */
 
 static int cmd_kv_put(ctl_ctx *c, int argc, char **argv)
@@ -206,18 +224,15 @@ static int cmd_kv_put(ctl_ctx *c, int argc, char **argv)
         return ctl_fail(c, AOS_ERR_USAGE, "--ttl wants milliseconds (at least 1), not \"%s\"",
                         ttl);
     uint8_t *in;
+    const uint8_t *val;
     size_t len;
-    if ((rc = read_value(c, pos[2], &in, &len)))
-        return rc;
     aos_call_opts o;
-    if ((rc = begin(c, pos[0], &o))) {
-        free(in);
+    if ((rc = begin_value(c, pos[0], pos[2], &in, &val, &len, &o)))
         return rc;
-    }
     char why[AOS_ERRMSG_MAX + 1];
     uint64_t version;
-    aos_err e = aos_kv_put(c->conn, &o, pos[1], in ? in : (const uint8_t *)pos[2], len, &po,
-                           &version, why, sizeof why);
+    aos_err e = aos_kv_put(c->conn, &o, pos[1], val, len, &po, &version, why,
+                           sizeof why);
     free(in);
     if (e)
         return ctl_fail(c, e, "%s", why);
@@ -363,18 +378,15 @@ static int cmd_queue_send(ctl_ctx *c, int argc, char **argv)
         so.max_tries = (uint32_t)v;
     }
     uint8_t *in;
+    const uint8_t *val;
     size_t len;
-    if ((rc = read_value(c, pos[2], &in, &len)))
-        return rc;
     aos_call_opts o;
-    if ((rc = begin(c, pos[0], &o))) {
-        free(in);
+    if ((rc = begin_value(c, pos[0], pos[2], &in, &val, &len, &o)))
         return rc;
-    }
     char why[AOS_ERRMSG_MAX + 1];
     uint64_t id;
-    aos_err e = aos_queue_send(c->conn, &o, pos[1], in ? in : (const uint8_t *)pos[2], len, &so,
-                               &id, why, sizeof why);
+    aos_err e = aos_queue_send(c->conn, &o, pos[1], val, len, &so, &id, why,
+                               sizeof why);
     free(in);
     if (e)
         return ctl_fail(c, e, "%s", why);
