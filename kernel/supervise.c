@@ -135,7 +135,9 @@ pid_t sup_spawn(const kcfg *c, char *const argv[], char *const envp[], int drop,
     }
     close_range(3, ~0u, 0);
     if (drop && geteuid() == 0) {
-        if (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0)
+        /* a cwd the new user may not enter (a private home) upsets initdb and postgres */
+        if (chdir(c->data_dir) != 0 || setgroups(0, NULL) != 0 || setgid(c->gid) != 0 ||
+            setuid(c->uid) != 0)
             _exit(126);
     }
     /* after the uid change, which clears it; then make sure the parent is still there */

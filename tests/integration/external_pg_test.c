@@ -24,9 +24,12 @@
 static char dir[] = "/tmp/aos-ext-XXXXXX";
 static pid_t pg_pid;
 
-/* PostgreSQL refuses root: as root, run it as the service user. */
+/* PostgreSQL refuses root: as root, run it as the service user, from a directory that
+ * user can enter (ctest's working directory may be under a private home). */
 static void drop_if_root(void)
 {
+    if (chdir(dir) != 0)
+        _exit(125);
     if (geteuid() != 0)
         return;
     struct passwd *pw = getpwnam("aos");
@@ -62,8 +65,10 @@ static int setup(void **st)
     snprintf(sock, sizeof sock, "%s", dir);
     char *initdb[] = {PG_BIN "/initdb", "-D", data, "-U", "ext_admin", "--auth=trust", "-N",
                       NULL};
-    if (run(initdb) != 0)
+    if (run(initdb) != 0) {
+        fprintf(stderr, "external_pg_test: initdb into %s failed\n", data);
         return -1;
+    }
     pg_pid = fork();
     if (pg_pid == 0) {
         drop_if_root();
@@ -78,14 +83,16 @@ static int setup(void **st)
      * cluster that is up before aosd starts */
     char probe[256];
     snprintf(probe, sizeof probe, "%s/.s.PGSQL.5544", dir);
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 500; i++) {
         struct stat sb;
-        if (stat(probe, &sb) == 0)
-            break;
+        if (stat(probe, &sb) == 0) {
+            usleep(300 * 1000);
+            return 0;
+        }
         usleep(20 * 1000);
     }
-    usleep(300 * 1000);
-    return 0;
+    fprintf(stderr, "external_pg_test: the test's own PostgreSQL did not start in %s\n", dir);
+    return -1;
 }
 
 static int teardown(void **st)
