@@ -42,7 +42,7 @@ static int run(char *const argv[])
     pid_t p = fork();
     if (p == 0) {
         drop_if_root();
-        int fd = open("/dev/null", 1);
+        int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1);
         execv(argv[0], argv);
         _exit(127);
@@ -69,10 +69,12 @@ static int setup(void **st)
         fprintf(stderr, "external_pg_test: initdb into %s failed\n", data);
         return -1;
     }
+    char log[160];
+    snprintf(log, sizeof log, "%s/pg.log", dir);
     pg_pid = fork();
     if (pg_pid == 0) {
         drop_if_root();
-        int fd = open("/dev/null", 1);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
         execl(PG_BIN "/postgres", "postgres", "-D", data, "-k", sock, "-p", "5544", "-c",
@@ -92,6 +94,10 @@ static int setup(void **st)
         usleep(20 * 1000);
     }
     fprintf(stderr, "external_pg_test: the test's own PostgreSQL did not start in %s\n", dir);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "cat %s >&2", log);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no %s)\n", log);
     return -1;
 }
 
