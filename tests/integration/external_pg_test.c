@@ -77,7 +77,8 @@ static int setup(void **st)
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
-        execl(PG_BIN "/postgres", "postgres", "-D", data, "-k", sock, "-p", "5544", "-c",
+        /* argv[0] the full path: postgres finds its installation from it */
+        execl(PG_BIN "/postgres", PG_BIN "/postgres", "-D", data, "-k", sock, "-p", "5544", "-c",
               "listen_addresses=", (char *)NULL);
         _exit(127);
     }
