@@ -17,7 +17,7 @@
  * reused for a different request is refused (AOS_ERR_CONFLICT). A claim made by a
  * concurrent transaction (the original still committing while aosd's resend arrives)
  * makes pidem_claim wait for it, then see its record. Depends on libpq and aos/err.h only,
- * so any server can use it (candidate for servers/common). */
+ * so any server can use it. */
 #ifndef AOS_PIDEM_H
 #define AOS_PIDEM_H
 
