@@ -31,6 +31,7 @@
 
 typedef struct job {
     aos_env env;
+    const srv_method *m;
     struct job *next;
 } job;
 
@@ -246,46 +247,41 @@ static aos_err do_test_exit(srv *s, const aos_env *req, srv_reply *rep)
     _exit(3);
 }
 
-/* Quick methods never block: they are answered on the receiving thread, saving the
- * hand-off to a worker (the largest cost of a round trip). */
-static int is_inline(srv *s, const aos_env *req)
+/* The built-in methods every server answers, before its own. */
+static const srv_method builtins[] = {
+    {"ping", do_ping, SRV_INLINE},
+    {"stats", do_stats, 0}, /* probes the database */
+};
+static const srv_method hook_methods[] = {
+    {"test.forbidden", do_test_forbidden, 0},
+    {"test.exit", do_test_exit, 0},
+};
+
+static const srv_method *find_in(const srv_method *t, size_t n, const char *op)
 {
-    size_t nl = strlen(s->def->name);
-    if (strncmp(req->method, s->def->name, nl) || req->method[nl] != '.')
-        return 1; /* answered at once with NOT_FOUND */
-    const char *op = req->method + nl + 1;
-    if (!strcmp(op, "ping"))
-        return 1;
-    for (size_t i = 0; i < s->def->n_methods; i++)
-        if (!strcmp(op, s->def->methods[i].op))
-            return (s->def->methods[i].flags & SRV_INLINE) != 0;
-    return !strcmp(op, "stats") || !strncmp(op, "test.", 5) ? 0 : 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(op, t[i].op))
+            return &t[i];
+    return NULL;
 }
 
-static aos_err find_and_run(srv *s, const aos_env *req, srv_reply *rep)
+/* The handler of a request, looked up once: NULL when this server has no such method. */
+static const srv_method *lookup(srv *s, const char *method)
 {
     size_t nl = strlen(s->def->name);
-    const char *op = req->method + nl + 1;
-    if (strncmp(req->method, s->def->name, nl) || req->method[nl] != '.')
-        return srv_fail(rep, AOS_ERR_NOT_FOUND, "method %s is not served by %s", req->method,
-                        s->def->name);
-    if (!strcmp(op, "ping"))
-        return do_ping(s, req, rep);
-    if (!strcmp(op, "stats"))
-        return do_stats(s, req, rep);
-    if (s->test_hooks && !strcmp(op, "test.forbidden"))
-        return do_test_forbidden(s, req, rep);
-    if (s->test_hooks && !strcmp(op, "test.exit"))
-        return do_test_exit(s, req, rep);
-    for (size_t i = 0; i < s->def->n_methods; i++)
-        if (!strcmp(op, s->def->methods[i].op))
-            return s->def->methods[i].fn(s, req, rep);
-    return srv_fail(rep, AOS_ERR_NOT_FOUND, "unknown method %s", req->method);
+    if (strncmp(method, s->def->name, nl) || method[nl] != '.')
+        return NULL;
+    const char *op = method + nl + 1;
+    const srv_method *m = find_in(builtins, sizeof builtins / sizeof builtins[0], op);
+    if (!m && s->test_hooks)
+        m = find_in(hook_methods, sizeof hook_methods / sizeof hook_methods[0], op);
+    return m ? m : find_in(s->def->methods, s->def->n_methods, op);
 }
 
 /* ---- workers ------------------------------------------------------------------------ */
 
-static void run_request(srv *s, const aos_env *req)
+/* Run one request (m NULL: not served here), or replay its recorded answer. */
+static void run_request(srv *s, const srv_method *m, const aos_env *req)
 {
     srv_reply rep = {0};
     int status;
@@ -305,8 +301,11 @@ static void run_request(srv *s, const aos_env *req)
     if (req->deadline_ms && aos_now_ms() > req->deadline_ms)
         status = srv_fail(&rep, AOS_ERR_TIMEOUT, "deadline passed before %s ran",
                           req->method);
+    else if (!m)
+        status = srv_fail(&rep, AOS_ERR_NOT_FOUND, "method %s is not served by %s",
+                          req->method, s->def->name);
     else
-        status = find_and_run(s, req, &rep);
+        status = m->fn(s, req, &rep);
     if (status != AOS_OK) {
         s->errors++;
         free(rep.payload);
@@ -320,12 +319,6 @@ static void run_request(srv *s, const aos_env *req)
     free(rep.payload);
 }
 
-static void run_counted(srv *s, const aos_env *req)
-{
-    atomic_fetch_add(&s->in_flight, 1);
-    run_request(s, req);
-    atomic_fetch_sub(&s->in_flight, 1);
-}
 
 /* STOP: refuse new work, let requests in hand finish, then leave. Their replies are
  * queued on the link by then; aosd re-sends anything unanswered to the next one. */
@@ -341,8 +334,19 @@ static void stop_now(srv *s)
     _exit(0);
 }
 
-static void enqueue(srv *s, job *j)
+/* Hand a request to the workers. The job takes over the decoded envelope (and its
+ * storage); e is left empty. */
+static void enqueue(srv *s, const srv_method *m, aos_env *e)
 {
+    job *j = malloc(sizeof *j);
+    if (!j) {
+        reply(s, e, AOS_ERR_NOMEM, "server out of memory", NULL, 0);
+        return;
+    }
+    j->env = *e;
+    j->m = m;
+    j->next = NULL;
+    e->pb_ = NULL; /* moved */
     pthread_mutex_lock(&s->mu);
     if (s->queued >= QUEUE_MAX) {
         pthread_mutex_unlock(&s->mu);
@@ -353,7 +357,6 @@ static void enqueue(srv *s, job *j)
         free(j);
         return;
     }
-    j->next = NULL;
     if (s->tail)
         s->tail->next = j;
     else
@@ -365,28 +368,23 @@ static void enqueue(srv *s, job *j)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* One message off the link, on an nng thread: never block here. */
-static void handle(srv *s, nng_msg *m)
+/* One message off the link, on an nng thread: never block here. Heartbeats and quick
+ * methods are answered on the spot, with nothing allocated beyond the decode. */
+static void handle(srv *s, nng_msg *msg)
 {
-    job *j = malloc(sizeof *j);
+    aos_env e;
     char why[160];
-    if (!j) {
-        nng_msg_free(m);
-        return;
-    }
-    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &j->env, why, sizeof why);
-    nng_msg_free(m);
+    aos_err rc = aos_env_decode(nng_msg_body(msg), nng_msg_len(msg), &e, why, sizeof why);
+    nng_msg_free(msg);
     if (rc != AOS_OK) {
         /* aosd validates before forwarding, so this is a broken peer: count and drop */
         s->bad_messages++;
         aos_warn("malformed envelope from aosd: %s", why);
-        free(j);
         return;
     }
-    aos_env *e = &j->env;
-    switch (e->kind) {
+    switch (e.kind) {
     case AOS_KIND_HEARTBEAT:
-        send_env(s, e); /* echoed as is: proves the receive path is alive */
+        send_env(s, &e); /* echoed as is: proves the receive path is alive */
         break;
     case AOS_KIND_STOP:
         atomic_store(&s->stopping, 1);
@@ -397,26 +395,30 @@ static void handle(srv *s, nng_msg *m)
         break;
     case AOS_KIND_CANCEL:
         break; /* handlers are short for now; streamed methods will check for it */
-    case AOS_KIND_REQUEST:
+    case AOS_KIND_REQUEST: {
         s->requests++;
         if (atomic_load(&s->stopping)) {
             s->refused++;
-            reply(s, e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
+            reply(s, &e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
             break;
         }
-        if (!is_inline(s, e)) {
-            enqueue(s, j);
-            return;
+        /* an unknown method is answered here too: nothing to wait for */
+        const srv_method *m = lookup(s, e.method);
+        if (m && !(m->flags & SRV_INLINE)) {
+            enqueue(s, m, &e);
+            break;
         }
-        run_counted(s, e);
-        break;
-    default:
-        s->bad_messages++;
-        aos_warn("unexpected envelope kind %d from aosd", e->kind);
+        atomic_fetch_add(&s->in_flight, 1);
+        run_request(s, m, &e);
+        atomic_fetch_sub(&s->in_flight, 1);
         break;
     }
-    aos_env_clear(e);
-    free(j);
+    default:
+        s->bad_messages++;
+        aos_warn("unexpected envelope kind %d from aosd", e.kind);
+        break;
+    }
+    aos_env_clear(&e);
 }
 
 static void on_receive(void *arg)
@@ -460,7 +462,7 @@ static void *worker_main(void *arg)
             s->tail = NULL;
         s->queued--;
         pthread_mutex_unlock(&s->mu);
-        run_request(s, &j->env);
+        run_request(s, j->m, &j->env);
         atomic_fetch_sub(&s->in_flight, 1);
         aos_env_clear(&j->env);
         free(j);
