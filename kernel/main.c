@@ -170,13 +170,6 @@ int main(int argc, char **argv)
     route_close(r);
     sup_fini();
     unlink(sock);
-    for (const char *const *n = (const char *const[]){"memory", "storage", "tool", "llm",
-                                                       "audit", NULL};
-         *n; n++) {
-        char p[AOS_PATH_MAX + 32];
-        snprintf(p, sizeof p, "%s/run/%s.sock", cfg.data_dir, *n);
-        unlink(p);
-    }
     aos_info("stopped");
     close(lockfd);
     return 0;

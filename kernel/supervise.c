@@ -291,8 +291,12 @@ aos_err sup_init(const kcfg *c, char *why, size_t whylen)
 void sup_fini(void)
 {
     for (size_t i = 0; i < NKIDS; i++)
-        if (kids[i].link)
+        if (kids[i].link) {
             link_close(kids[i].link);
+            char p[AOS_PATH_MAX + 32];
+            snprintf(p, sizeof p, "%s/run/%s.sock", cfg->data_dir, kids[i].name);
+            unlink(p);
+        }
     if (pg_log_fd >= 0)
         close(pg_log_fd);
 }
