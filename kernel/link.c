@@ -48,6 +48,7 @@ struct klink {
     pthread_mutex_t mu;
     pid_t expect;              /* only this pid may connect */
     nng_pipe pipe;             /* its pipe, once connected */
+    nng_pipe attached;         /* the pipe PAIR1 holds (ADD_POST .. REM_POST), any pid */
     int ready;
     uint64_t last_ack;
     pending *head, *tail;      /* in link-id order: resent oldest first */
@@ -212,9 +213,15 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
         } else {
             l->pipe = p;
         }
-    } else if (ev == NNG_PIPE_EV_REM_POST && nng_pipe_id(p) == nng_pipe_id(l->pipe)) {
-        l->ready = 0;
-        l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+    } else if (ev == NNG_PIPE_EV_ADD_POST) {
+        l->attached = p;
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        if (nng_pipe_id(p) == nng_pipe_id(l->attached))
+            l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
+        if (nng_pipe_id(p) == nng_pipe_id(l->pipe)) {
+            l->ready = 0;
+            l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+        }
     }
     pthread_mutex_unlock(&l->mu);
 }
@@ -230,6 +237,7 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
     l->on_ready = on_ready;
     l->arg = arg;
     l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+    l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
     pthread_mutex_init(&l->mu, NULL);
     int rv;
     if ((rv = nng_pair1_open(&l->sock)) != 0 ||
@@ -237,6 +245,7 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
         (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, LINK_SENDBUF)) != 0 ||
         (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, LINK_SENDBUF)) != 0 ||
         (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, on_pipe, l)) != 0 ||
+        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_POST, on_pipe, l)) != 0 ||
         (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe, l)) != 0 ||
         (rv = nng_listener_create(&l->lst, l->sock, url)) != 0 ||
         (rv = nng_listener_set_int(l->lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0 ||
@@ -301,6 +310,18 @@ void link_down(klink *l)
     snprintf(err, sizeof err, "%s died %d times while handling this request: not re-sent",
              l->name, LINK_MAX_DEATHS);
     answer_all(poison, AOS_ERR_FAILED, err);
+}
+
+int link_busy(klink *l, int force)
+{
+    pthread_mutex_lock(&l->mu);
+    nng_pipe p = l->attached;
+    pthread_mutex_unlock(&l->mu);
+    if (nng_pipe_id(p) <= 0)
+        return 0;
+    if (force)
+        nng_pipe_close(p);
+    return 1;
 }
 
 aos_err link_forward(klink *l, const aos_env *req, uint64_t deadline_mono, link_done_fn done,

@@ -29,6 +29,11 @@ void link_expect(klink *l, pid_t pid);
 /* The incarnation is gone: close its pipe, keep the requests for the next one. */
 void link_down(klink *l);
 
+/* 1 while PAIR1 still holds a pipe, e.g. of an incarnation that just died: PAIR1 takes
+ * one peer at a time and turns a new one away until nng has let go of the old (seen
+ * taking seconds), so the next incarnation must wait for 0. force: close it now. */
+int link_busy(klink *l, int force);
+
 /* Forward a validated request. The envelope is re-encoded with aosd's link id; requests
  * wait in the table until the server is ready and are re-sent to a restarted one.
  * deadline_mono: monotonic ms after which aosd answers TIMEOUT. Returns UNAVAILABLE when

@@ -73,6 +73,7 @@ typedef struct child {
     uint64_t started, ready_at, next_start, stop_step_at, hb_sent;
     int stop_step;        /* 0 asked, 1 SIGTERM sent, 2 SIGKILL sent */
     int restart_after_stop;
+    uint64_t link_wait_since; /* due to start, waiting for the old link to be let go */
     unsigned restarts;
     char last_exit[96];
     char pending_why[96]; /* why aosd itself killed it (heartbeat) */
@@ -231,6 +232,28 @@ static void start_child(child *k, uint64_t now)
     aos_info("started %s (pid %d)", k->name, (int)pid);
 }
 
+/* Start k unless its link still holds the dead incarnation's pipe; after 2 s of that,
+ * close the pipe by force and start anyway. */
+#define LINK_WAIT_MAX_MS 2000
+static void start_when_link_free(child *k, uint64_t now, uint64_t *wake)
+{
+    if (k->link) {
+        if (!k->link_wait_since)
+            k->link_wait_since = now;
+        int force = now - k->link_wait_since >= LINK_WAIT_MAX_MS;
+        if (link_busy(k->link, force) && !force) {
+            if (now + 5 < *wake)
+                *wake = now + 5;
+            return;
+        }
+        if (force)
+            aos_warn("%s: the old link was not let go in %d ms; closed it", k->name,
+                     LINK_WAIT_MAX_MS);
+    }
+    k->link_wait_since = 0;
+    start_child(k, now);
+}
+
 static void on_ready(void *arg, int idx, pid_t pid)
 {
     (void)arg;
@@ -323,7 +346,7 @@ uint64_t sup_tick(uint64_t now)
         switch (k->state) {
         case ST_STOPPED:
             if (!shutting_down && (k->is_pg || !k->role || pg_running()))
-                start_child(k, now);
+                start_when_link_free(k, now, &wake);
             else if (!shutting_down)
                 snprintf(k->reason, sizeof k->reason, "waiting for postgres");
             break;
@@ -331,7 +354,7 @@ uint64_t sup_tick(uint64_t now)
             if (shutting_down)
                 k->state = ST_STOPPED;
             else if (now >= k->next_start && (k->is_pg || !k->role || pg_running()))
-                start_child(k, now);
+                start_when_link_free(k, now, &wake);
             else if (k->next_start > now && k->next_start < wake)
                 wake = k->next_start;
             break;
@@ -501,7 +524,8 @@ void sup_reap(void)
             k->restart_after_stop = 0;
             k->restarts++;
             aos_info("%s stopped for a restart (%s)", k->name, how);
-            start_child(k, now);
+            k->state = ST_BACKOFF; /* started by the next tick, right after this */
+            k->next_start = now;
         } else {
             uint64_t delay;
             uint64_t ran = k->ready_at >= k->started && k->ready_at ? now - k->ready_at : 0;
@@ -519,14 +543,13 @@ void sup_reap(void)
                 k->restarts++;
                 aos_warn("%s exited (%s); restart in %llu ms", k->name, k->last_exit,
                          (unsigned long long)delay);
-                if (delay == 0) {
-                    start_child(k, now);
-                } else {
-                    k->state = ST_BACKOFF;
-                    k->next_start = now + delay;
+                /* started by the next tick (at once when delay is 0), once the old
+                 * link is free */
+                k->state = ST_BACKOFF;
+                k->next_start = now + delay;
+                if (delay)
                     snprintf(k->reason, sizeof k->reason, "backoff %llu ms after %s",
                              (unsigned long long)delay, k->last_exit);
-                }
             }
         }
         k->ready_at = 0;
