@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,16 @@
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: aosd [--data-dir DIR] [--config FILE] [--pg-dsn DSN] [--user USER]\n"
+            "usage: aosd [--data-dir DIR] [--config FILE] [--pg-dsn DSN]\n"
             "            [--restart-intensity R/T] [--stable-ms MS] [--heartbeat-ms MS]\n"
             "            [--heartbeat-timeout-ms MS] [--stop-timeout-ms MS] [--workers N]\n"
-            "            [--bin-dir DIR] [--test-hooks]\n"
+            "            [--bin-dir DIR] [--log] [--test-hooks]\n"
             "Runs the aos kernel in the foreground: supervises PostgreSQL (embedded unless\n"
             "--pg-dsn or AOS_PG_DSN is given) and the servers, and routes requests from\n"
             "DIR/control.sock. DIR: --data-dir, $AOS_DATA_DIR, /var/lib/aos for root, else\n"
             "$XDG_DATA_HOME/aos or ~/.local/share/aos. R/T: R restarts in T seconds, then\n"
-            "the child is marked failed (default 5/30).\n");
+            "the child is marked failed (default 5/30). --log: after start-up checks, write\n"
+            "the log to DIR/aosd.log (opened safely by aosd itself) instead of stderr.\n");
     return f == stdout ? -1 : 2;
 }
 
@@ -79,8 +79,6 @@ static int load_file(kcfg *c, const char *path)
     json_object_foreach(root, key, v) {
         if (!strcmp(key, "pg_dsn") && json_is_string(v))
             rc = set_str(c->pg_dsn, sizeof c->pg_dsn, json_string_value(v), "pg_dsn");
-        else if (!strcmp(key, "user") && json_is_string(v))
-            rc = set_str(c->user, sizeof c->user, json_string_value(v), "user");
         else if (!strcmp(key, "restart_intensity") && json_is_string(v))
             rc = set_intensity(c, json_string_value(v));
         else if (!strcmp(key, "heartbeat_ms") && json_is_integer(v) && json_integer_value(v) > 0)
@@ -135,6 +133,10 @@ int kcfg_load(kcfg *c, int argc, char **argv)
             c->test_hooks = 1;
             continue;
         }
+        if (!strcmp(a, "--log")) {
+            c->log_to_file = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "aosd: unknown option or missing value: %s\n", a);
             return usage(stderr);
@@ -146,8 +148,6 @@ int kcfg_load(kcfg *c, int argc, char **argv)
             ;
         else if (!strcmp(a, "--pg-dsn"))
             rc = set_str(c->pg_dsn, sizeof c->pg_dsn, v, "--pg-dsn");
-        else if (!strcmp(a, "--user"))
-            rc = set_str(c->user, sizeof c->user, v, "--user");
         else if (!strcmp(a, "--bin-dir"))
             rc = set_str(c->bin_dir, sizeof c->bin_dir, v, "--bin-dir");
         else if (!strcmp(a, "--restart-intensity"))
@@ -207,23 +207,5 @@ int kcfg_load(kcfg *c, int argc, char **argv)
     snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "%s",
              pgb && *pgb ? pgb : "/usr/lib/postgresql/15/bin");
 
-    /* as root, children run as an unprivileged account: PostgreSQL refuses root */
-    if (geteuid() == 0) {
-        if (!c->user[0])
-            snprintf(c->user, sizeof c->user, "aos");
-        struct passwd *pw = getpwnam(c->user);
-        if (!pw) {
-            fprintf(stderr, "aosd: running as root needs the unprivileged user '%s' "
-                            "(tools/deps.sh creates it: useradd --system %s)\n",
-                    c->user, c->user);
-            return 1;
-        }
-        c->uid = pw->pw_uid;
-        c->gid = pw->pw_gid;
-    } else {
-        c->user[0] = 0; /* cannot switch users: everything runs as us */
-        c->uid = geteuid();
-        c->gid = getegid();
-    }
     return 0;
 }

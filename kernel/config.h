@@ -13,9 +13,7 @@ typedef struct kcfg {
     char bin_dir[4096];          /* where aos-<server> live: next to aosd by default */
     char pg_bin_dir[4096];       /* initdb and postgres */
     char pg_dsn[1024];           /* external PostgreSQL (admin conninfo); empty: embedded */
-    char user[64];               /* unprivileged account when root; empty when not root */
-    uid_t uid;                   /* of user (or our own) */
-    gid_t gid;
+    int log_to_file;             /* --log: stderr goes to DATA/aosd.log once DATA is safe */
     int test_hooks;
     unsigned intensity;          /* at most this many restarts ... */
     uint64_t period_ms;          /* ... in this window, else failed */

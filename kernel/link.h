@@ -16,8 +16,10 @@ typedef struct klink klink;
  * received (owned by the callee, NULL when aosd itself answers with status/err, e.g. on
  * a deadline). Called on an nng thread or the main loop, with no kernel lock held. */
 typedef void (*link_done_fn)(void *arg, nng_msg *reply, int status, const char *err);
-/* The server said READY. */
-typedef void (*link_ready_fn)(void *arg, int idx, pid_t pid);
+/* The server said READY; payload (len bytes, valid during the call) is its
+ * SandboxReport, still undecoded and untrusted. */
+typedef void (*link_ready_fn)(void *arg, int idx, pid_t pid, const uint8_t *payload,
+                              size_t len);
 
 /* Listen on url for server `name`. Lives until the process exits (link_close stops it). */
 aos_err link_open(klink **out, const char *name, const char *url, int idx,

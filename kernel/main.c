@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 
 #include "aos/log.h"
+#include "childlog.h"
+#include "fsafe.h"
 #include "config.h"
 #include "route.h"
 #include "supervise.h"
@@ -28,66 +31,11 @@ const char *__lsan_default_suppressions(void)
 }
 #endif
 
-/* mkdir -p, the last component private (0700) and, when root, owned by the service user
- * so the embedded PostgreSQL (which refuses root) can live inside it. */
-static int make_data_dir(const kcfg *c)
+/* The single-user layout of older versions ran everything as this account. */
+static uid_t legacy_uid(void)
 {
-    char p[AOS_PATH_MAX];
-    snprintf(p, sizeof p, "%s", c->data_dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, "aosd: mkdir %s: %s\n", p, strerror(errno));
-            return -1;
-        }
-        *s = '/';
-    }
-    if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "aosd: mkdir %s: %s\n", p, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "aosd: %s is not a directory\n", p);
-        return -1;
-    }
-    if (st.st_uid != geteuid() && st.st_uid != c->uid) {
-        fprintf(stderr, "aosd: data dir %s belongs to uid %u, not to us\n", p,
-                (unsigned)st.st_uid);
-        return -1;
-    }
-    if (chmod(p, 0700) != 0 ||
-        (geteuid() == 0 && chown(p, c->uid, c->gid) != 0)) {
-        fprintf(stderr, "aosd: cannot make %s private: %s\n", p, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* One aosd per data dir: an flock held for our lifetime; the file names the holder. */
-static int take_lock(const kcfg *c)
-{
-    char path[AOS_PATH_MAX + 16], buf[32];
-    snprintf(path, sizeof path, "%s/aosd.lock", c->data_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "aosd: open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        buf[n > 0 ? n : 0] = 0;
-        fprintf(stderr, "aosd: another aosd (pid %d) is already running on %s\n", atoi(buf),
-                c->data_dir);
-        close(fd);
-        return -1;
-    }
-    int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n)
-        aos_warn("cannot write %s", path);
-    return fd; /* kept open: the lock lives as long as we do */
+    struct passwd *pw = getpwnam("aos");
+    return pw && pw->pw_uid != 0 ? pw->pw_uid : (uid_t)-1;
 }
 
 int main(int argc, char **argv)
@@ -101,11 +49,30 @@ int main(int argc, char **argv)
     umask(077);
     /* orphans of our children come to us, to be reaped and, if alive, killed */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    if (make_data_dir(&cfg) != 0)
+    char why[1024] = "";
+    datadir dd;
+    gid_t pg_gid;
+    if (sup_users(why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
         return 1;
-    int lockfd = take_lock(&cfg);
-    if (lockfd < 0)
+    }
+    uid_t pg_uid = sup_pg_uid(&pg_gid);
+    aos_err drc = dd_open(&cfg, pg_uid, pg_gid, legacy_uid(), &dd, why, sizeof why);
+    if (drc != AOS_OK) {
+        aos_error("data dir %s: %s", cfg.data_dir, why);
         return 1;
+    }
+    if (cfg.log_to_file) {
+        /* opened by us, in the directory only root can write: never through a link */
+        int lfd = fs_open(dd.dir, "aosd.log", O_WRONLY | O_CREAT | O_APPEND, 0600, why,
+                          sizeof why);
+        if (lfd < 0) {
+            aos_error("log: %s", why);
+            return 1;
+        }
+        dup2(lfd, 2);
+        close(lfd);
+    }
 
     /* signals become events on the loop: nothing runs in a handler */
     sigset_t sigs;
@@ -121,10 +88,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    char why[1024] = "", url[AOS_PATH_MAX + 32], sock[AOS_PATH_MAX + 16];
+    char url[AOS_PATH_MAX + 32], sock[AOS_PATH_MAX + 16];
     snprintf(sock, sizeof sock, "%s/control.sock", cfg.data_dir);
-    unlink(sock); /* we hold the lock: any socket file here is a dead aosd's */
-    if (sup_init(&cfg, why, sizeof why) != AOS_OK) {
+    /* we hold the lock: any socket file here is a dead aosd's (DATA is root's alone) */
+    unlinkat(dd.dir, "control.sock", 0);
+    if (sup_init(&cfg, &dd, why, sizeof why) != AOS_OK) {
         aos_error("%s", why);
         sup_fini();
         return 1;
@@ -136,9 +104,10 @@ int main(int argc, char **argv)
         sup_fini();
         return 1;
     }
-    aos_info("aosd %s on %s (%s PostgreSQL%s%s)", AOS_VERSION, cfg.data_dir,
-             cfg.pg_dsn[0] ? "external" : "embedded", cfg.user[0] ? ", children as " : "",
-             cfg.user);
+    aos_info("aosd %s on %s (%s PostgreSQL; %s)", AOS_VERSION, cfg.data_dir,
+             cfg.pg_dsn[0] ? "external" : "embedded",
+             geteuid() == 0 ? "each child as its own user"
+                            : "not root: every child as this user, see README");
 
     int stopping = 0;
     for (;;) {
@@ -149,11 +118,13 @@ int main(int argc, char **argv)
         int timeout = wake > now ? (int)(wake - now) : 0;
         if (timeout > 100)
             timeout = 100;
-        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
-        if (poll(&pfd, 1, timeout) < 0 && errno != EINTR) {
+        struct pollfd pfd[1 + 32] = {{.fd = sfd, .events = POLLIN}};
+        int nlog = clog_pollfds(pfd + 1, 32);
+        if (poll(pfd, (nfds_t)(1 + nlog), timeout) < 0 && errno != EINTR) {
             aos_error("poll: %s", strerror(errno));
             break;
         }
+        clog_service(pfd + 1, nlog);
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
             if (si.ssi_signo == SIGCHLD) {
@@ -169,8 +140,8 @@ int main(int argc, char **argv)
     }
     route_close(r);
     sup_fini();
-    unlink(sock);
+    unlinkat(dd.dir, "control.sock", 0);
     aos_info("stopped");
-    close(lockfd);
+    close(dd.lock);
     return 0;
 }

@@ -7,19 +7,24 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "aos.pb-c.h"
 #include "aos/log.h"
+#include "childlog.h"
+#include "fsafe.h"
 #include "pgembed.h"
+#include "procview.h"
+#include "spawn.h"
 
 extern char **environ;
 
@@ -59,25 +64,39 @@ sup_action sup_decide(sup_track *t, const sup_policy *p, int clean, uint64_t ran
 
 /* ---- the table ---------------------------------------------------------------------- */
 
-typedef enum { ST_STOPPED, ST_STARTING, ST_RUNNING, ST_BACKOFF, ST_STOPPING, ST_FAILED } cstate;
-static const char *const state_names[] = {"stopped", "starting", "running",
-                                          "backoff", "stopping", "failed"};
+typedef enum { ST_STOPPED, ST_STARTING, ST_RUNNING, ST_BACKOFF, ST_STOPPING, ST_FAILED,
+               ST_MIGRATING } cstate;
+static const char *const state_names[] = {"stopped", "starting", "running", "backoff",
+                                          "stopping", "failed", "migrating"};
+
+/* What a child is: data, not tests scattered over the code. */
+typedef enum { KIND_PG, KIND_SERVER } ckind;
+
+#define REPORT_MAX 1024
 
 typedef struct child {
     const char *name;
+    const char *user;     /* its own OS account when aosd is root */
     const char *role;     /* PostgreSQL role, NULL: no database */
-    int is_pg;
+    ckind kind;
     int enabled;
+    uid_t uid;
+    gid_t gid;
     cstate state;
     pid_t pid;
+    pid_t mig_pid;        /* its one-shot migrator, while it runs */
+    int migrated;         /* schema brought up to date since aosd started */
     uint64_t started, ready_at, next_start, stop_step_at, hb_sent;
     int stop_step;        /* 0 asked, 1 SIGTERM sent, 2 SIGKILL sent */
     int restart_after_stop;
     uint64_t link_wait_since; /* due to start, waiting for the old link to be let go */
     unsigned restarts;
-    char last_exit[96];
+    char last_exit[128];
     char pending_why[96]; /* why aosd itself killed it (heartbeat) */
     char reason[192];
+    char health[128];
+    uint8_t report[REPORT_MAX]; /* its READY payload (a SandboxReport), untrusted */
+    size_t report_len;
     sup_track track;
     klink *link;
     atomic_int failed;    /* state == ST_FAILED, readable without the lock by the router */
@@ -85,21 +104,23 @@ typedef struct child {
 
 /* Start order is table order; stop order is the reverse. PostgreSQL first. */
 static child kids[] = {
-    {.name = "postgres", .is_pg = 1},
-    {.name = "memory", .role = "aos_memory"},
-    {.name = "storage", .role = "aos_storage"},
-    {.name = "tool"},
-    {.name = "llm"},
-    {.name = "audit", .role = "aos_audit"},
+    {.name = "postgres", .user = "aos-pg", .kind = KIND_PG},
+    {.name = "memory", .user = "aos-memory", .role = "aos_memory", .kind = KIND_SERVER},
+    {.name = "storage", .user = "aos-storage", .role = "aos_storage", .kind = KIND_SERVER},
+    {.name = "tool", .user = "aos-tool", .kind = KIND_SERVER},
+    {.name = "llm", .user = "aos-llm", .kind = KIND_SERVER},
+    {.name = "audit", .user = "aos-audit", .role = "aos_audit", .kind = KIND_SERVER},
 };
 #define NKIDS (sizeof kids / sizeof kids[0])
+#define PG (&kids[0])
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static const kcfg *cfg;
+static const datadir *dd;
 static sup_policy policy;
 static atomic_int shutting_down;
-static int pg_log_fd = -1;
 static uint64_t boot_mono;
+static pid_t migrating_pid;  /* one migrator at a time: the first creates the database */
 
 static child *find(const char *name)
 {
@@ -111,44 +132,11 @@ static child *find(const char *name)
 
 static int pg_running(void)
 {
-    return !kids[0].enabled || kids[0].state == ST_RUNNING;
+    return !PG->enabled || PG->state == ST_RUNNING;
 }
 
-pid_t sup_spawn(const kcfg *c, char *const argv[], char *const envp[], int drop, int outfd,
-                int deathsig)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    /* the child: only async-signal-safe calls until exec (nng threads are not here) */
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    setpgid(0, 0); /* a terminal's ^C goes to aosd alone, which then stops us in order */
-    int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0)
-        dup2(devnull, 0);
-    if (outfd >= 0) {
-        dup2(outfd, 1);
-        dup2(outfd, 2);
-    }
-    close_range(3, ~0u, 0);
-    if (drop && geteuid() == 0) {
-        /* a cwd the new user may not enter (a private home) upsets initdb and postgres */
-        if (chdir(c->data_dir) != 0 || setgroups(0, NULL) != 0 || setgid(c->gid) != 0 ||
-            setuid(c->uid) != 0)
-            _exit(126);
-    }
-    /* after the uid change, which clears it; then make sure the parent is still there */
-    if (deathsig && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 || getppid() != parent))
-        _exit(125);
-    execve(argv[0], argv, envp ? envp : environ);
-    _exit(127);
-}
-
-/* The environment a server gets: ours, filtered, plus its database settings. */
+/* The environment a child gets: ours, filtered: no DSN and no secret ever travels here
+ * (/proc/<pid>/environ stays readable for the process's whole life). */
 #define ENV_MAX 60
 static int keep_env(const char *e)
 {
@@ -161,68 +149,131 @@ static int keep_env(const char *e)
            strncmp(e, "AOS_PG_ADMIN_DSN=", 17) && strncmp(e, "AOS_DATA_DIR=", 13);
 }
 
+static void child_env(char **envp, char *wk, size_t wkcap)
+{
+    int e = 0;
+    for (char **p = environ; *p && e < ENV_MAX; p++)
+        if (keep_env(*p))
+            envp[e++] = *p;
+    if (cfg->workers) {
+        snprintf(wk, wkcap, "AOS_WORKERS=%u", cfg->workers);
+        envp[e++] = wk;
+    }
+    envp[e] = NULL;
+}
+
+/* A secret for a child: a sealed memfd it inherits as fd 3 and reads once. */
+static int secret_fd(const char *text)
+{
+    int fd = memfd_create("aos-dsn", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    if (write(fd, text, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The DSN a server's role logs in with: DATA/etc/<server>.dsn when root put one there
+ * (an external PostgreSQL with a password per role), else derived from the admin's. */
+static void role_dsn(const child *k, char *out, size_t cap)
+{
+    char why[160], name[64];
+    snprintf(name, sizeof name, "%s.dsn", k->name);
+    int fd = fs_open_owned_by(dd->etc, name, geteuid(), why, sizeof why);
+    if (fd >= 0) {
+        ssize_t n = read(fd, out, cap - 1);
+        close(fd);
+        out[n > 0 ? n : 0] = 0;
+        char *nl = strchr(out, '\n');
+        if (nl)
+            *nl = 0;
+        if (out[0])
+            return;
+    }
+    pgem_role_dsn(cfg, k->role, out, cap);
+}
+
+static void start_failed(child *k, uint64_t now, const char *what)
+{
+    snprintf(k->reason, sizeof k->reason, "%s: %s", what, strerror(errno));
+    k->state = ST_BACKOFF;
+    k->next_start = now + 1000;
+}
+
 static void start_child(child *k, uint64_t now)
 {
     char *argv[PGEM_ARGV_MAX];
-    char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[2048];
+    char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[4096], keep[AOS_PATH_MAX + 8], wk[32];
     char *envp[ENV_MAX + 4];
-    char dd[AOS_PATH_MAX + 16], dsn[1200], admin[1200], wk[32];
-    int n = 0, outfd = -1, drop = 0, sig = SIGKILL;
+    char dsn[2048];
+    int n = 0;
+    spawn_req r = {.argv = argv, .fds = {-1, -1}, .deathsig = SIGKILL};
 
     k->pending_why[0] = 0;
-    if (k->is_pg) {
+    k->report_len = 0;
+    k->health[0] = 0;
+    if (k->kind == KIND_PG) {
         if (pgem_argv(cfg, pgbuf, sizeof pgbuf, argv) != AOS_OK) {
             snprintf(k->reason, sizeof k->reason, "postgres command line too long");
             k->state = ST_FAILED;
             atomic_store(&k->failed, 1);
             return;
         }
-        outfd = pg_log_fd;
-        drop = 1;
-        sig = SIGQUIT; /* postgres' immediate shutdown: its backends go with it */
+        r.out_fd = dd->pg_log;
+        r.uid = k->uid;
+        r.gid = k->gid;
+        r.cwd = cfg->data_dir;
+        r.no_new_privs = 1;
+        r.deathsig = SIGQUIT; /* postgres' immediate shutdown: its backends go with it */
+        pgem_probe_reset();
     } else {
         snprintf(bin, sizeof bin, "%s/aos-%s", cfg->bin_dir, k->name);
         snprintf(url, sizeof url, "ipc://%s/run/%s.sock", cfg->data_dir, k->name);
+        snprintf(keep, sizeof keep, "%s/run", cfg->data_dir);
         argv[n++] = bin;
         argv[n++] = "--link";
         argv[n++] = url;
         argv[n++] = "--name";
         argv[n++] = (char *)k->name;
-        if (cfg->user[0]) {
+        argv[n++] = "--keep";
+        argv[n++] = keep;
+        if (geteuid() == 0) { /* the server drops to its own user once it is set up */
             argv[n++] = "--user";
-            argv[n++] = (char *)cfg->user;
+            argv[n++] = (char *)k->user;
+        }
+        if (k->role) {
+            role_dsn(k, dsn, sizeof dsn);
+            if ((r.fds[0] = secret_fd(dsn)) < 0) {
+                start_failed(k, now, "memfd for the DSN");
+                return;
+            }
+            argv[n++] = "--dsn-fd";
+            argv[n++] = "3";
         }
         if (cfg->test_hooks)
             argv[n++] = "--test-hooks";
         argv[n] = NULL;
-        int e = 0;
-        for (char **p = environ; *p && e < ENV_MAX; p++)
-            if (keep_env(*p))
-                envp[e++] = *p;
-        snprintf(dd, sizeof dd, "AOS_DATA_DIR=%s", cfg->data_dir);
-        envp[e++] = dd;
-        if (cfg->workers) {
-            snprintf(wk, sizeof wk, "AOS_WORKERS=%u", cfg->workers);
-            envp[e++] = wk;
-        }
-        if (k->role) {
-            char tmp[1100];
-            pgem_role_dsn(cfg, k->role, tmp, sizeof tmp);
-            snprintf(dsn, sizeof dsn, "AOS_PG_DSN=%s", tmp);
-            pgem_admin_dsn(cfg, tmp, sizeof tmp);
-            snprintf(admin, sizeof admin, "AOS_PG_ADMIN_DSN=%s", tmp);
-            envp[e++] = dsn;
-            envp[e++] = admin;
-        }
-        envp[e] = NULL;
+        child_env(envp, wk, sizeof wk);
+        r.envp = envp;
+        r.out_fd = clog_pipe(k->name);
     }
-    pid_t pid = sup_spawn(cfg, argv, k->is_pg ? NULL : envp, drop, outfd, sig);
+    pid_t pid = spawn_child(&r);
+    int e = errno;
+    if (r.fds[0] >= 0)
+        close(r.fds[0]);
+    if (k->kind != KIND_PG && r.out_fd >= 0)
+        close(r.out_fd);
     if (pid < 0) {
-        snprintf(k->reason, sizeof k->reason, "fork: %s", strerror(errno));
-        k->state = ST_BACKOFF;
-        k->next_start = now + 1000;
+        errno = e;
+        start_failed(k, now, "fork");
         return;
     }
+    if (k->kind != KIND_PG)
+        clog_set_pid(k->name, pid);
     k->pid = pid;
     k->state = ST_STARTING;
     k->started = now;
@@ -232,11 +283,51 @@ static void start_child(child *k, uint64_t now)
     aos_info("started %s (pid %d)", k->name, (int)pid);
 }
 
+/* The schema of a database server is brought up to date by a one-shot migrator with the
+ * admin's DSN, running as PostgreSQL's uid, once per aosd start and before the server's
+ * first start; so a restart stays fast and no long-running server ever holds the
+ * admin's rights. One at a time: the first one creates the database. */
+static void start_migrator(child *k, uint64_t now)
+{
+    char bin[4200], dsn[2048], wk[32], logname[32];
+    char *envp[ENV_MAX + 4];
+    snprintf(bin, sizeof bin, "%s/aos-%s", cfg->bin_dir, k->name);
+    char *argv[] = {bin, "--migrate", "--name", (char *)k->name, "--dsn-fd", "3", NULL};
+    pgem_admin_dsn(cfg, dsn, sizeof dsn);
+    child_env(envp, wk, sizeof wk);
+    snprintf(logname, sizeof logname, "migrate-%s", k->name);
+    spawn_req r = {.argv = argv, .envp = envp, .uid = PG->uid, .gid = PG->gid,
+                   .out_fd = clog_pipe(logname), .fds = {secret_fd(dsn), -1},
+                   .deathsig = SIGKILL, .no_new_privs = 1};
+    pid_t pid = r.fds[0] >= 0 ? spawn_child(&r) : -1;
+    int e = errno;
+    if (r.fds[0] >= 0)
+        close(r.fds[0]);
+    if (r.out_fd >= 0)
+        close(r.out_fd);
+    if (pid < 0) {
+        errno = e;
+        start_failed(k, now, "starting its migrator");
+        return;
+    }
+    clog_set_pid(logname, pid);
+    k->mig_pid = migrating_pid = pid;
+    k->state = ST_MIGRATING;
+    snprintf(k->reason, sizeof k->reason, "migrating schema (pid %d)", (int)pid);
+}
+
 /* Start k unless its link still holds the dead incarnation's pipe; after 2 s of that,
  * close the pipe by force and start anyway. */
 #define LINK_WAIT_MAX_MS 2000
 static void start_when_link_free(child *k, uint64_t now, uint64_t *wake)
 {
+    if (k->role && !k->migrated) {
+        if (!migrating_pid)
+            start_migrator(k, now);
+        else
+            snprintf(k->reason, sizeof k->reason, "waiting for another schema migration");
+        return;
+    }
     if (k->link) {
         if (!k->link_wait_since)
             k->link_wait_since = now;
@@ -254,7 +345,7 @@ static void start_when_link_free(child *k, uint64_t now, uint64_t *wake)
     start_child(k, now);
 }
 
-static void on_ready(void *arg, int idx, pid_t pid)
+static void on_ready(void *arg, int idx, pid_t pid, const uint8_t *payload, size_t len)
 {
     (void)arg;
     pthread_mutex_lock(&mu);
@@ -262,15 +353,42 @@ static void on_ready(void *arg, int idx, pid_t pid)
     if (k->pid == pid && k->state == ST_STARTING) {
         k->state = ST_RUNNING;
         k->ready_at = aos_mono_ms();
+        k->report_len = len <= sizeof k->report ? len : 0;
+        if (k->report_len)
+            memcpy(k->report, payload, len);
         aos_info("%s is ready (pid %d, %llu ms)", k->name, (int)pid,
                  (unsigned long long)(k->ready_at - k->started));
     }
     pthread_mutex_unlock(&mu);
 }
 
-aos_err sup_init(const kcfg *c, char *why, size_t whylen)
+/* Each child's own account. Not root: there is no other to switch to, all run as us. */
+static aos_err resolve_users(char *why, size_t whylen)
+{
+    for (size_t i = 0; i < NKIDS; i++) {
+        child *k = &kids[i];
+        if (geteuid() != 0) {
+            k->uid = geteuid();
+            k->gid = getegid();
+            continue;
+        }
+        struct passwd *pw = getpwnam(k->user);
+        if (!pw || pw->pw_uid == 0 || pw->pw_gid == 0) {
+            snprintf(why, whylen, "aosd as root runs %s as the user %s, which %s (tools/deps.sh "
+                     "creates it: useradd --system --user-group %s)", k->name, k->user,
+                     pw ? "is root" : "does not exist", k->user);
+            return AOS_ERR_NOT_FOUND;
+        }
+        k->uid = pw->pw_uid;
+        k->gid = pw->pw_gid;
+    }
+    return AOS_OK;
+}
+
+aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen)
 {
     cfg = c;
+    dd = d;
     boot_mono = aos_mono_ms();
     policy = (sup_policy){.permanent = 1,
                           .intensity = c->intensity,
@@ -278,26 +396,27 @@ aos_err sup_init(const kcfg *c, char *why, size_t whylen)
                           .stable_ms = c->stable_ms,
                           .backoff_min_ms = 100,
                           .backoff_max_ms = c->backoff_max_ms};
-    char run[AOS_PATH_MAX + 8];
-    snprintf(run, sizeof run, "%s/run", c->data_dir);
-    if (mkdir(run, 0700) != 0 && errno != EEXIST) {
-        snprintf(why, whylen, "mkdir %s: %s", run, strerror(errno));
-        return AOS_ERR_IO;
-    }
-    kids[0].enabled = c->pg_dsn[0] == 0;
-    if (kids[0].enabled) {
-        aos_err rc = pgem_init(c, why, whylen);
+    PG->enabled = c->pg_dsn[0] == 0;
+    if (PG->enabled) {
+        /* peer authentication: who connects is the kernel's word, mapped to one role */
+        pgem_ident map[NKIDS + 2];
+        size_t n = 0;
+        static char me[64] = "root";
+        struct passwd *pw = getpwuid(geteuid());
+        if (pw)
+            snprintf(me, sizeof me, "%s", pw->pw_name);
+        int root = geteuid() == 0;
+        if (root)
+            map[n++] = (pgem_ident){"root", PGEM_SUPERUSER}; /* an operator's psql */
+        /* not root: one OS user is everybody, so it maps to every role (README says so) */
+        map[n++] = (pgem_ident){root ? PG->user : me, PGEM_SUPERUSER};
+        for (size_t i = 1; i < NKIDS; i++)
+            if (kids[i].role)
+                map[n++] = (pgem_ident){root ? kids[i].user : me, kids[i].role};
+        aos_err rc = pgem_init(c, d->etc, d->pg, PG->uid, PG->gid, d->pg_log, map, n, why,
+                               whylen);
         if (rc != AOS_OK)
             return rc;
-        char log[AOS_PATH_MAX + 16];
-        snprintf(log, sizeof log, "%s/pg.log", c->data_dir);
-        pg_log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (pg_log_fd < 0) {
-            snprintf(why, whylen, "open %s: %s", log, strerror(errno));
-            return AOS_ERR_IO;
-        }
-        if (geteuid() == 0 && fchown(pg_log_fd, c->uid, c->gid) != 0)
-            aos_warn("chown %s: %s", log, strerror(errno));
     }
     for (size_t i = 1; i < NKIDS; i++) {
         kids[i].enabled = 1;
@@ -311,6 +430,17 @@ aos_err sup_init(const kcfg *c, char *why, size_t whylen)
     return AOS_OK;
 }
 
+aos_err sup_users(char *why, size_t whylen)
+{
+    return resolve_users(why, whylen);
+}
+
+uid_t sup_pg_uid(gid_t *gid)
+{
+    *gid = PG->gid;
+    return PG->uid;
+}
+
 void sup_fini(void)
 {
     for (size_t i = 0; i < NKIDS; i++)
@@ -320,8 +450,7 @@ void sup_fini(void)
             snprintf(p, sizeof p, "%s/run/%s.sock", cfg->data_dir, kids[i].name);
             unlink(p);
         }
-    if (pg_log_fd >= 0)
-        close(pg_log_fd);
+    clog_flush_all();
 }
 
 static void send_stop(child *k, uint64_t now)
@@ -329,7 +458,7 @@ static void send_stop(child *k, uint64_t now)
     k->state = ST_STOPPING;
     k->stop_step = 0;
     k->stop_step_at = now;
-    if (k->is_pg)
+    if (k->kind == KIND_PG)
         kill(k->pid, SIGINT); /* fast shutdown: aborts open transactions, exits cleanly */
     else
         link_stop(k->link);
@@ -345,7 +474,7 @@ uint64_t sup_tick(uint64_t now)
             continue;
         switch (k->state) {
         case ST_STOPPED:
-            if (!shutting_down && (k->is_pg || !k->role || pg_running()))
+            if (!shutting_down && (k->kind == KIND_PG || !k->role || pg_running()))
                 start_when_link_free(k, now, &wake);
             else if (!shutting_down)
                 snprintf(k->reason, sizeof k->reason, "waiting for postgres");
@@ -353,14 +482,14 @@ uint64_t sup_tick(uint64_t now)
         case ST_BACKOFF:
             if (shutting_down)
                 k->state = ST_STOPPED;
-            else if (now >= k->next_start && (k->is_pg || !k->role || pg_running()))
+            else if (now >= k->next_start && (k->kind == KIND_PG || !k->role || pg_running()))
                 start_when_link_free(k, now, &wake);
             else if (k->next_start > now && k->next_start < wake)
                 wake = k->next_start;
             break;
         case ST_STARTING:
-            if (k->is_pg) {
-                if (pgem_ready(cfg, k->pid)) {
+            if (k->kind == KIND_PG) {
+                if (pgem_ready(k->pid)) {
                     k->state = ST_RUNNING;
                     k->ready_at = now;
                     aos_info("postgres is ready (pid %d, %llu ms)", (int)k->pid,
@@ -387,13 +516,19 @@ uint64_t sup_tick(uint64_t now)
                     aos_warn("%s: %s: killing pid %d", k->name, k->pending_why, (int)k->pid);
                     kill(k->pid, SIGKILL);
                 }
+            } else if (k->kind == KIND_PG) {
+                /* alive is not enough: a stopped or wedged postmaster still has a pid */
+                pgem_probe(cfg, now, cfg->heartbeat_ms, cfg->heartbeat_timeout_ms, k->health,
+                           sizeof k->health);
             }
             break;
+        case ST_MIGRATING:
+            break; /* its migrator's exit moves it on (sup_reap) */
         case ST_STOPPING:
             if (now - k->stop_step_at >= cfg->stop_timeout_ms && k->stop_step < 2) {
                 k->stop_step++;
                 k->stop_step_at = now;
-                int sig = k->stop_step == 1 ? (k->is_pg ? SIGQUIT : SIGTERM) : SIGKILL;
+                int sig = k->stop_step == 1 ? (k->kind == KIND_PG ? SIGQUIT : SIGTERM) : SIGKILL;
                 aos_warn("%s did not stop in time: signal %d", k->name, sig);
                 kill(k->pid, sig);
             }
@@ -479,13 +614,53 @@ static void kill_orphans(void)
             continue;
         int known = 0;
         for (size_t i = 0; i < NKIDS; i++)
-            known |= kids[i].pid == (pid_t)pid;
+            known |= kids[i].pid == (pid_t)pid || kids[i].mig_pid == (pid_t)pid;
         if (!known) {
             aos_warn("killing orphan pid %ld left by a dead child", pid);
             kill((pid_t)pid, SIGKILL);
         }
     }
     closedir(d);
+}
+
+/* A migrator ended: the server starts on success; an unreachable database (exit 75)
+ * is waited for without counting against the server; anything else is the server's
+ * failure, under its restart policy. */
+static void migrator_exited(child *k, int st, uint64_t now)
+{
+    char how[80];
+    describe_exit(st, how, sizeof how);
+    k->mig_pid = migrating_pid = 0;
+    if (shutting_down) {
+        k->state = ST_STOPPED;
+        return;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        k->migrated = 1;
+        k->state = ST_STOPPED; /* the next tick starts it */
+        k->reason[0] = 0;
+        return;
+    }
+    k->state = ST_BACKOFF;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
+        k->next_start = now + 250;
+        snprintf(k->reason, sizeof k->reason, "waiting for the database (its migrations "
+                 "could not connect)");
+        return;
+    }
+    snprintf(k->last_exit, sizeof k->last_exit, "schema migration %s (see aosd's log)", how);
+    uint64_t delay;
+    if (sup_decide(&k->track, &policy, 0, 0, now, &delay, k->reason, sizeof k->reason) ==
+        SUP_ACT_FAIL) {
+        k->state = ST_FAILED;
+        atomic_store(&k->failed, 1);
+        aos_error("%s failed: %s; last exit: %s", k->name, k->reason, k->last_exit);
+        if (k->link)
+            link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
+        return;
+    }
+    k->next_start = now + (delay ? delay : 100);
+    snprintf(k->reason, sizeof k->reason, "retrying after %s", k->last_exit);
 }
 
 void sup_reap(void)
@@ -497,10 +672,15 @@ void sup_reap(void)
         pthread_mutex_lock(&mu);
         uint64_t now = aos_mono_ms();
         child *k = NULL;
-        for (size_t i = 0; i < NKIDS; i++)
+        for (size_t i = 0; i < NKIDS; i++) {
             if (kids[i].enabled && kids[i].pid == pid)
                 k = &kids[i];
-        if (!k) { /* an orphan we adopted, now reaped */
+            if (kids[i].mig_pid == pid) {
+                migrator_exited(&kids[i], st, now);
+                orphans = 1;
+            }
+        }
+        if (!k) { /* an orphan we adopted, or a migrator, now reaped */
             pthread_mutex_unlock(&mu);
             continue;
         }
@@ -588,7 +768,7 @@ int sup_stopped(void)
 klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
 {
     child *k = find(server);
-    klink *l = k && !k->is_pg ? k->link : NULL;
+    klink *l = k && !k->kind == KIND_PG ? k->link : NULL;
     *failed = 0;
     if (atomic_load(&shutting_down)) {
         *failed = 1;
@@ -607,7 +787,10 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
 {
     Aos__StatusReply r = AOS__STATUS_REPLY__INIT;
     Aos__ChildStatus cs[NKIDS], *ptrs[NKIDS];
-    char dd[AOS_PATH_MAX];
+    Aos__SandboxStatus sb[NKIDS];
+    Aos__SandboxReport *rep[NKIDS] = {0};
+    pv_info pv[NKIDS];
+    char ddir[AOS_PATH_MAX];
     pthread_mutex_lock(&mu);
     uint64_t now = aos_mono_ms();
     size_t n = 0;
@@ -623,16 +806,40 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
         cs[n].uptime_ms = k->state == ST_RUNNING ? now - k->started : 0;
         cs[n].last_exit = k->last_exit;
         cs[n].reason = k->reason;
+        cs[n].health = k->state != ST_RUNNING ? "" : k->health[0] ? k->health : "ok";
         if (k->state == ST_BACKOFF && k->next_start > now)
             cs[n].next_start_ms = k->next_start - now;
+        pv_read(k->pid, &pv[n]);
+        if (pv[n].ok) {
+            cs[n].uid = pv[n].uid;
+            aos__sandbox_status__init(&sb[n]);
+            sb[n].no_new_privs = pv[n].no_new_privs;
+            sb[n].seccomp = (uint32_t)pv[n].seccomp;
+            sb[n].cap_bnd_empty = pv[n].cap_bnd == 0;
+            sb[n].cap_eff_empty = pv[n].cap_eff == 0;
+            sb[n].mount_ns = pv[n].mount_ns;
+            sb[n].net_ns = pv[n].net_ns;
+            sb[n].user_ns = pv[n].user_ns;
+            sb[n].cwd = pv[n].cwd;
+            /* the server's own account of itself: shown only if it is well-formed */
+            if (k->kind == KIND_SERVER && k->report_len) {
+                rep[n] = aos__sandbox_report__unpack(NULL, k->report_len, k->report);
+                if (rep[n] && !aos_pb_strings_valid(&rep[n]->base)) {
+                    aos__sandbox_report__free_unpacked(rep[n], NULL);
+                    rep[n] = NULL;
+                }
+                sb[n].report = rep[n];
+            }
+            cs[n].sandbox = &sb[n];
+        }
         ptrs[n] = &cs[n];
         n++;
     }
     r.aosd_pid = getpid();
     r.aosd_uptime_ms = now - boot_mono;
     r.version = AOS_VERSION;
-    snprintf(dd, sizeof dd, "%s", cfg->data_dir);
-    r.data_dir = dd;
+    snprintf(ddir, sizeof ddir, "%s", cfg->data_dir);
+    r.data_dir = ddir;
     r.pg_mode = cfg->pg_dsn[0] ? "external" : "embedded";
     r.children = ptrs;
     r.n_children = n;
@@ -646,6 +853,9 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
     if (*out)
         aos__status_reply__pack(&r, *out);
     pthread_mutex_unlock(&mu);
+    for (size_t i = 0; i < n; i++)
+        if (rep[i])
+            aos__sandbox_report__free_unpacked(rep[i], NULL);
     return *out ? AOS_OK : AOS_ERR_NOMEM;
 }
 

@@ -9,6 +9,7 @@
 
 #include "aos/err.h"
 #include "config.h"
+#include "datadir.h"
 #include "link.h"
 
 /* ---- the restart policy: pure, so it is unit-tested on its own ---------------------- */
@@ -38,12 +39,13 @@ sup_action sup_decide(sup_track *t, const sup_policy *p, int clean, uint64_t ran
 
 /* ---- the children ------------------------------------------------------------------ */
 
-/* fork + exec argv. drop: switch to the configured user first (when root). outfd: stdout
- * and stderr (-1: inherit). deathsig: PR_SET_PDEATHSIG, set after the uid change. */
-pid_t sup_spawn(const kcfg *c, char *const argv[], char *const envp[], int drop, int outfd,
-                int deathsig);
-
-aos_err sup_init(const kcfg *c, char *why, size_t whylen);
+/* Resolve each child's own account (when root: aos-pg, aos-storage, ...; refused with
+ * the fix when one is missing). First, before the data dir is made. */
+aos_err sup_users(char *why, size_t whylen);
+/* PostgreSQL's account (after sup_users). */
+uid_t sup_pg_uid(gid_t *gid);
+/* d: the data dir, opened by dd_open; both live until sup_fini. */
+aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen);
 void sup_fini(void);
 /* Timers: start what is due, heartbeats, stop escalation, readiness, deadlines. Returns
  * the monotonic time it wants to be called again by. */

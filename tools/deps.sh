@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package aos needs to build, test and run, and the `aos` system user.
+# Installs every Debian 12 package aos needs to build, test and run, and its system users.
 # Idempotent and quiet: when everything is already there it changes nothing and says nothing.
 set -euo pipefail
 
@@ -64,9 +64,14 @@ if [ -f /etc/postgresql/15/main/start.conf ] &&
     echo manual | as_root tee /etc/postgresql/15/main/start.conf >/dev/null
 fi
 
-# aosd, when root, runs PostgreSQL and drops the servers to this unprivileged user; a
-# non-root aosd runs everything as its own user and needs none.
-if [ "$(id -u)" = 0 ] && ! getent passwd aos >/dev/null; then
-    useradd --system --user-group --home-dir /var/lib/aos --no-create-home \
-        --shell /usr/sbin/nologin --comment "aos agent OS" aos
+# aosd, when root, runs each child as its own unprivileged user: PostgreSQL (which refuses
+# root) and each server, so none can read another's data, log in as another's database role
+# or signal another. A non-root aosd runs everything as its own user and needs none.
+USERS=(aos-pg aos-storage aos-memory aos-audit aos-llm aos-tool aos-api)
+if [ "$(id -u)" = 0 ]; then
+    for u in "${USERS[@]}"; do
+        getent passwd "$u" >/dev/null && continue
+        useradd --system --user-group --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin --comment "aos ${u#aos-}" "$u"
+    done
 fi

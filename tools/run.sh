@@ -43,9 +43,11 @@ if "${aosctl[@]}" status >/dev/null 2>&1; then
     exec "${aosctl[@]}" status
 fi
 
-mkdir -p "$dir"
+# aosd opens its log itself (--log), once it has made sure nobody else can plant a link
+# there; what it says before that goes to a private temporary file.
+early=$(mktemp /tmp/aosd-start.XXXXXX)
 # setsid: aosd outlives this script and the terminal it was started from.
-setsid build/bin/aosd --data-dir "$dir" </dev/null >>"$log" 2>&1 &
+setsid build/bin/aosd --data-dir "$dir" --log </dev/null >"$early" 2>&1 &
 pid=$!
 echo "aosd started (pid $pid) on $dir; log: $log"
 
@@ -53,6 +55,7 @@ echo "aosd started (pid $pid) on $dir; log: $log"
 # what is printed is where things settled.
 show_settled() {
     local json
+    rm -f "$early"
     for _ in $(seq 1 60); do
         json=$("${aosctl[@]}" --json status 2>/dev/null) || break
         grep -Eq '"state": *"(starting|backoff)"' <<<"$json" || break
@@ -72,8 +75,10 @@ for _ in $(seq 1 240); do
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
         wait "$pid" && rc=0 || rc=$?
-        echo "run.sh: aosd exited (status $rc) before answering; the end of $log:" >&2
-        tail -30 "$log" >&2
+        echo "run.sh: aosd exited (status $rc) before answering:" >&2
+        cat "$early" >&2
+        [ -f "$log" ] && tail -30 "$log" >&2
+        rm -f "$early"
         exit 1
     fi
     sleep 0.5

@@ -1,20 +1,29 @@
-/* The server sandbox: privilege drop, parent-death signal, rlimits, no_new_privs and one
- * seccomp allow-list per server, built from a shared base and found with strace. */
+/* The server sandbox in two steps: namespaces, a minimal root and an empty bounding set
+ * while the server is one thread, then privilege drop, rlimits and one seccomp list. */
 #include "sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* How a listed syscall is allowed. Most are plain; a few are narrowed by argument so the
@@ -27,7 +36,8 @@ typedef enum {
     SBX_EACCES,      /* fails with EACCES, unless another list of the server allows it:
                       * for libc's optional reads, which cope with failure */
     SBX_OWN_PID,     /* tgkill: only to threads of this process (abort(), raise()) */
-    SBX_NET,         /* socket: only AF_UNIX, AF_INET, AF_INET6 */
+    SBX_NET,         /* socket: AF_UNIX; AF_INET and AF_INET6 too where the profile
+                      * says why (sbx_profile.inet) and the database is not pg_local */
     SBX_ARG0,        /* only when the first argument equals arg (a prctl option) */
     SBX_ARG1,        /* only when the second argument equals arg (an ioctl request) */
 } sbx_how;
@@ -120,9 +130,31 @@ static const sbx_call sbx_db[] = {
     SBX_END,
 };
 
+/* What the HTTP front door (the api server, still to come) adds to the base: a listening
+ * socket and the connections it accepts. Written from its design, not yet from strace:
+ * its issue settles the list against the real server. */
+static const sbx_call sbx_api[] = {
+    {"socket", SBX_NET, 0},            /* the listener (TCP, or a Unix socket behind a proxy) */
+    {"bind", SBX_ALLOW, 0},            /* the listener's address */
+    {"listen", SBX_ALLOW, 0},          /* the listener's backlog */
+    {"accept4", SBX_ALLOW, 0},         /* each client, non-blocking and close-on-exec at once */
+    {"setsockopt", SBX_ALLOW, 0},      /* SO_REUSEADDR on the listener, TCP_NODELAY per client */
+    {"getsockopt", SBX_ALLOW, 0},      /* SO_ERROR on a client that went away */
+    {"getsockname", SBX_ALLOW, 0},     /* the port actually bound (port 0 in the tests) */
+    {"getpeername", SBX_ALLOW, 0},     /* the client's address for the access log */
+    {"poll", SBX_ALLOW, 0},            /* waits on the listener and slow clients */
+    {"recvfrom", SBX_ALLOW, 0},        /* a request's bytes */
+    {"sendto", SBX_ALLOW, 0},          /* a response's bytes */
+    {"fcntl", SBX_ALLOW, 0},           /* O_NONBLOCK on the listener */
+    SBX_END,
+};
+
 typedef struct sbx_profile {
     const char *server;
     const sbx_call *lists[2];   /* the base, then the server's own (may be NULL) */
+    const char *inet;           /* why its socket() may make AF_INET/AF_INET6 sockets (never
+                                 * when pg_local); NULL: AF_UNIX only */
+    int host_tree;              /* the host's tree read-only instead of a minimal root */
 } sbx_profile;
 
 /* One allow-list per server. tool's issue will add what starting a sandboxed tool takes
@@ -130,11 +162,13 @@ typedef struct sbx_profile {
  * after the tool's own filter); llm's adds libcurl's network and TLS calls (socket,
  * connect, poll, DNS through /etc/resolv.conf and /etc/hosts). */
 static const sbx_profile sbx_profiles[] = {
-    {"memory", {sbx_base, sbx_db}},
-    {"storage", {sbx_base, sbx_db}},
-    {"audit", {sbx_base, sbx_db}},
-    {"tool", {sbx_base, NULL}},
-    {"llm", {sbx_base, NULL}},
+    {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
+    {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
+    {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
+    /* bubblewrap, later, binds parts of the host's tree into each tool's own root */
+    {"tool", {sbx_base, NULL}, NULL, 1},
+    {"llm", {sbx_base, NULL}, "the model providers' HTTPS APIs", 0},
+    {"api", {sbx_base, sbx_api}, "the HTTP front door listens on TCP", 0},
 };
 
 #if defined(AOS_SANITIZE) || defined(__SANITIZE_ADDRESS__)
@@ -158,6 +192,25 @@ const char *__asan_default_options(void)
  * connection per worker: a few dozen descriptors. 1024 leaves room and keeps every
  * descriptor below FD_SETSIZE for any library still using select(). */
 #define SBX_NOFILE_MAX ((rlim_t)1024)
+
+/* Address space: nng's threads, the workers' stacks and glibc's per-thread 64 MiB malloc
+ * arenas fit in well under 1 GiB; 4 GiB only stops a runaway allocation from taking the
+ * machine. Not under ASan, which reserves terabytes of shadow memory. */
+#define SBX_AS_MAX ((rlim_t)4 << 30)
+/* Processes and threads of the server's own uid: nng's and the workers' few dozen
+ * threads. Only meaningful for a dedicated uid: counted per user, not per process. */
+#define SBX_NPROC_MAX ((rlim_t)512)
+/* No server locks memory; 64 KiB is the kernel's own default, and a nonzero value keeps
+ * 0 meaning "not set" in the report. */
+#define SBX_MEMLOCK_MAX ((rlim_t)64 << 10)
+
+/* The minimal root: a tmpfs holding only mount points, symlinks and the few directories
+ * between / and the kept paths, read-only once built; /tmp a tiny one of its own. */
+#define SBX_ROOT_TMPFS "size=1m,nr_inodes=1024,mode=0755"
+#define SBX_TMP_TMPFS "size=1m,nr_inodes=256,mode=1777"
+/* Where the host's tree sits between pivot_root and its detach: binds are made from it,
+ * so a kept path under the host's /tmp is not hidden by the new root's own /tmp. */
+#define SBX_OLD "/.oldroot"
 
 /* Exit code of a process stopped by the SIGSYS reporter: 128 + SIGSYS, as a shell
  * would show a SIGSYS death. */
@@ -227,14 +280,54 @@ static aos_err sbx_drop(const char *user, char *why, size_t whylen)
     return AOS_ERR_OK;
 }
 
-static aos_err sbx_limit(int res, const char *resname, rlim_t max, char *why, size_t whylen)
+/* errno's name ("EPERM"): short enough for the report's notes. */
+static const char *sbx_ename(int e)
+{
+    const char *n = strerrorname_np(e);
+    return n ? n : "E?";
+}
+
+/* Appends one "; "-separated note on a layer that is off or weaker than planned. */
+__attribute__((format(printf, 2, 3))) static void sbx_note(sbx_report *rep, const char *fmt,
+                                                           ...)
+{
+    size_t n = strlen(rep->notes);
+    if (n && n + 2 < sizeof rep->notes) {
+        memcpy(rep->notes + n, "; ", 3);
+        n += 2;
+    }
+    if (n + 1 >= sizeof rep->notes)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->notes + n, sizeof rep->notes - n, fmt, ap);
+    va_end(ap);
+}
+
+/* why = "<what>: <strerror(errno)>"; for the many steps a failed syscall ends. */
+__attribute__((format(printf, 3, 4))) static aos_err sbx_sys(char *why, size_t whylen,
+                                                             const char *fmt, ...)
+{
+    int e = errno;
+    char what[PATH_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(why, whylen, "%s: %s", what, strerror(e));
+    return AOS_ERR_INTERNAL;
+}
+
+/* Lowers res to max (never raises: an unprivileged process cannot raise its hard limit
+ * back) and says in *set what it is now. */
+static aos_err sbx_limit(int res, const char *resname, rlim_t max, rlim_t *set, char *why,
+                         size_t whylen)
 {
     struct rlimit rl;
     if (getrlimit(res, &rl)) {
         snprintf(why, whylen, "getrlimit %s: %s", resname, strerror(errno));
         return AOS_ERR_INTERNAL;
     }
-    /* Only ever lower: an unprivileged process cannot raise its hard limit. */
     if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > max)
         rl.rlim_max = max;
     rl.rlim_cur = rl.rlim_max;
@@ -242,6 +335,8 @@ static aos_err sbx_limit(int res, const char *resname, rlim_t max, char *why, si
         snprintf(why, whylen, "setrlimit %s: %s", resname, strerror(errno));
         return AOS_ERR_INTERNAL;
     }
+    if (set)
+        *set = rl.rlim_max;
     return AOS_ERR_OK;
 }
 
@@ -296,7 +391,15 @@ static int sbx_skip(const sbx_call *const *lists, size_t n, size_t li, const sbx
     return 0;
 }
 
-static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t whylen)
+/* Whether the profile's socket() may make AF_INET/AF_INET6 sockets: only where it says
+ * why, and never for a server whose database is on a Unix socket (pg_local). */
+static int sbx_inet(const sbx_profile *p, int pg_local)
+{
+    return p->inet && !pg_local;
+}
+
+static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, int inet, char *why,
+                       size_t whylen)
 {
     int nr = seccomp_syscall_resolve_name(c->name);
     if (nr == __NR_SCMP_ERROR)
@@ -319,8 +422,9 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t
         break;
     case SBX_NET: {
         static const int fams[] = {AF_UNIX, AF_INET, AF_INET6};
+        size_t nfams = inet ? 3 : 1;
         rc = 0;
-        for (size_t i = 0; !rc && i < sizeof fams / sizeof fams[0]; i++)
+        for (size_t i = 0; !rc && i < nfams; i++)
             rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
                                   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0));
         break;
@@ -344,7 +448,20 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, char *why, size_t
     return AOS_ERR_OK;
 }
 
-static aos_err sbx_seccomp(const sbx_profile *p, char *why, size_t whylen)
+/* Whether the profile's lists hold a socket() rule at all (inet is only reported when
+ * a socket can actually be made). */
+static int sbx_has_socket(const sbx_profile *p)
+{
+    const sbx_call *lists[3];
+    size_t n = sbx_lists(p, lists);
+    for (size_t l = 0; l < n; l++)
+        for (const sbx_call *c = lists[l]; c->name; c++)
+            if (c->how == SBX_NET)
+                return 1;
+    return 0;
+}
+
+static aos_err sbx_seccomp(const sbx_profile *p, int inet, char *why, size_t whylen)
 {
     aos_err e = AOS_ERR_INTERNAL;
     const char *t = getenv("AOS_SECCOMP_TRAP");
@@ -364,7 +481,7 @@ static aos_err sbx_seccomp(const sbx_profile *p, char *why, size_t whylen)
     size_t n = sbx_lists(p, lists);
     for (size_t l = 0; l < n; l++)
         for (const sbx_call *c = lists[l]; c->name; c++)
-            if (!sbx_skip(lists, n, l, c) && (e = sbx_add(ctx, c, why, whylen)))
+            if (!sbx_skip(lists, n, l, c) && (e = sbx_add(ctx, c, inet, why, whylen)))
                 goto out;
     e = AOS_ERR_INTERNAL;
     if (trap) {
@@ -388,20 +505,36 @@ out:
     return e;
 }
 
-aos_err sbx_apply(const char *name, const char *user, pid_t parent, char *why, size_t whylen)
+/* The checks both steps start with; they return before touching the process. */
+static aos_err sbx_check_opts(const sbx_opts *o, const sbx_report *rep,
+                              const sbx_profile **p, char *why, size_t whylen)
 {
-    const sbx_profile *p = name ? sbx_find(name) : NULL;
-    if (!p) {
-        snprintf(why, whylen, "no sandbox profile for server %s", name ? name : "(null)");
+    if (!o || !rep) {
+        snprintf(why, whylen, "no sandbox options or report");
         return AOS_ERR_USAGE;
     }
-    if (parent <= 0) {
-        snprintf(why, whylen, "invalid parent pid %d", (int)parent);
+    *p = o->name ? sbx_find(o->name) : NULL;
+    if (!*p) {
+        snprintf(why, whylen, "no sandbox profile for server %s", o->name ? o->name : "(null)");
         return AOS_ERR_USAGE;
     }
-    aos_err e;
-    /* Not root: there is nothing to drop, aosd runs us as its own unprivileged user. */
-    if (user && geteuid() == 0 && (e = sbx_drop(user, why, whylen)))
+    return AOS_ERR_OK;
+}
+
+aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
+{
+    const sbx_profile *p;
+    aos_err e = sbx_check_opts(o, rep, &p, why, whylen);
+    if (e)
+        return e;
+    if (o->parent <= 0) {
+        snprintf(why, whylen, "invalid parent pid %d", (int)o->parent);
+        return AOS_ERR_USAGE;
+    }
+    /* Not root: there is nothing to drop, aosd runs us as its own unprivileged user (in
+     * a user namespace of our own, where that uid is not root either). */
+    int dropped = o->user && geteuid() == 0;
+    if (dropped && (e = sbx_drop(o->user, why, whylen)))
         return e;
     /* After the drop, which clears the death signal; then make sure the parent did not
      * die before it was set, or we would never get it. */
@@ -409,19 +542,619 @@ aos_err sbx_apply(const char *name, const char *user, pid_t parent, char *why, s
         snprintf(why, whylen, "PR_SET_PDEATHSIG: %s", strerror(errno));
         return AOS_ERR_INTERNAL;
     }
-    if (getppid() != parent) {
-        snprintf(why, whylen, "parent %d is gone (parent now %d)", (int)parent,
+    if (getppid() != o->parent) {
+        snprintf(why, whylen, "parent %d is gone (parent now %d)", (int)o->parent,
                  (int)getppid());
         return AOS_ERR_UNAVAILABLE;
     }
+    rlim_t as = 0, nproc = 0, memlock = 0;
     /* No core dumps: a server's memory holds agents' data and credentials. */
-    if ((e = sbx_limit(RLIMIT_CORE, "RLIMIT_CORE", 0, why, whylen)) ||
-        (e = sbx_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", SBX_NOFILE_MAX, why, whylen)) ||
-        (e = sbx_limit(RLIMIT_FSIZE, "RLIMIT_FSIZE", SBX_FSIZE_MAX, why, whylen)))
+    if ((e = sbx_limit(RLIMIT_CORE, "RLIMIT_CORE", 0, NULL, why, whylen)) ||
+        (e = sbx_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", SBX_NOFILE_MAX, NULL, why, whylen)) ||
+        (e = sbx_limit(RLIMIT_FSIZE, "RLIMIT_FSIZE", SBX_FSIZE_MAX, NULL, why, whylen)) ||
+        (e = sbx_limit(RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK", SBX_MEMLOCK_MAX, &memlock, why,
+                       whylen)))
         return e;
+    if (SBX_SANITIZED)
+        sbx_note(rep, "as: not limited under ASan (terabytes of shadow)");
+    else if ((e = sbx_limit(RLIMIT_AS, "RLIMIT_AS", SBX_AS_MAX, &as, why, whylen)))
+        return e;
+    /* Counted per real uid: with aosd's own uid it would count every process of that
+     * user (aosd's session too), and a limit there is a denial of service, not a bound. */
+    if (!dropped)
+        sbx_note(rep, "nproc: not limited (no uid of its own)");
+    else if ((e = sbx_limit(RLIMIT_NPROC, "RLIMIT_NPROC", SBX_NPROC_MAX, &nproc, why, whylen)))
+        return e;
+    rep->rlimit_as = as;
+    rep->rlimit_nproc = nproc;
+    rep->rlimit_memlock = memlock;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
         snprintf(why, whylen, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
         return AOS_ERR_INTERNAL;
     }
-    return sbx_seccomp(p, why, whylen);
+    int inet = sbx_inet(p, o->pg_local);
+    if ((e = sbx_seccomp(p, inet, why, whylen)))
+        return e;
+    rep->inet = inet && sbx_has_socket(p);
+    return AOS_ERR_OK;
+}
+
+/* ---- step 1: namespaces and the root, while the server is one thread ------------- */
+
+/* A kept path: as the server names it (the bind's target in the minimal root) and what
+ * it really is on the host, resolved while the host's tree is still in sight. */
+typedef struct sbx_keep {
+    const char *path;
+    char real[PATH_MAX];
+    int dir;
+} sbx_keep;
+
+/* /proc/self as it was when sbx_enter began: the mountinfo fallback reads through it
+ * after the host's /proc left the root. Only set during sbx_enter (one thread). */
+static int sbx_self = -1;
+
+/* Tests set it to exercise the remount fallback for kernels without mount_setattr
+ * (before 5.12); production always tries mount_setattr first. */
+static int sbx_no_setattr;
+
+/* A refusal by the kernel of a whole layer, not a failure: containers without the
+ * capability (EPERM, EACCES), kernels built without it (EINVAL, ENOSYS), namespace
+ * counts capped by sysctl (ENOSPC, EUSERS). */
+static int sbx_refused(int e)
+{
+    return e == EPERM || e == EACCES || e == EINVAL || e == ENOSYS || e == ENOSPC ||
+           e == EUSERS;
+}
+
+/* Reads a small file (under /proc) relative to dirfd, NUL-terminated; -1 on error. */
+static ssize_t sbx_read_small(int dirfd, const char *path, char *buf, size_t cap)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
+static aos_err sbx_write_file(int dirfd, const char *path, const char *text, char *why,
+                              size_t whylen)
+{
+    int fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sbx_sys(why, whylen, "opening /proc/self/%s", path);
+    size_t len = strlen(text);
+    ssize_t w = write(fd, text, len);
+    int e = errno;
+    close(fd);
+    if (w != (ssize_t)len) {
+        errno = w < 0 ? e : EIO;
+        return sbx_sys(why, whylen, "writing \"%.*s\" to /proc/self/%s", (int)len - 1, text,
+                       path);
+    }
+    return AOS_ERR_OK;
+}
+
+/* The process's thread count: unshare would move only the calling thread into the new
+ * namespaces (and refuses a user or mount namespace to a multi-threaded process). */
+static long sbx_threads(int self)
+{
+    char buf[8192];
+    if (sbx_read_small(self, "status", buf, sizeof buf) > 0) {
+        const char *t = strstr(buf, "\nThreads:");
+        if (t)
+            return strtol(t + 9, NULL, 10);
+    }
+    int fd = openat(self, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    long n = 0;
+    for (struct dirent *de; (de = readdir(d));)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The highest capability this kernel knows: the bounding set is emptied up to it. */
+static int sbx_last_cap(void)
+{
+    char buf[32];
+    if (sbx_read_small(AT_FDCWD, "/proc/sys/kernel/cap_last_cap", buf, sizeof buf) > 0) {
+        long v = strtol(buf, NULL, 10);
+        if (v > 0 && v < 64)
+            return (int)v;
+    }
+    int c = 0;
+    while (c < 63 && prctl(PR_CAPBSET_READ, c + 1, 0, 0, 0) >= 0)
+        c++;
+    return c;
+}
+
+/* Kept paths must be absolute and normalised (they are also where the binds land) and
+ * must not nest: a bind inside a read-write bind of the host's would mkdir on the host. */
+static aos_err sbx_keeps(const sbx_opts *o, sbx_keep *k, size_t *nk, char *why,
+                         size_t whylen)
+{
+    size_t n = 0;
+    for (; n < SBX_KEEP_MAX && o->keep[n]; n++) {
+        const char *p = o->keep[n];
+        size_t len = strlen(p);
+        if (p[0] != '/' || len < 2 || len + sizeof SBX_OLD >= PATH_MAX || p[len - 1] == '/' ||
+            strstr(p, "//") || strstr(p, "/./") || strstr(p, "/../") ||
+            !strcmp(p + len - 2, "/.") || (len >= 3 && !strcmp(p + len - 3, "/.."))) {
+            snprintf(why, whylen, "kept path \"%s\": not a normalised absolute path", p);
+            return AOS_ERR_USAGE;
+        }
+        struct stat st;
+        if (!realpath(p, k[n].real) || stat(k[n].real, &st)) {
+            aos_err e = errno == ENOENT ? AOS_ERR_NOT_FOUND : AOS_ERR_INTERNAL;
+            sbx_sys(why, whylen, "kept path %s", p);
+            return e;
+        }
+        k[n].path = p;
+        k[n].dir = S_ISDIR(st.st_mode);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) {
+            size_t li = strlen(k[i].path);
+            if (i != j && !strncmp(k[i].path, k[j].path, li) &&
+                (k[j].path[li] == '/' || (k[j].path[li] == '\0' && i < j))) {
+                snprintf(why, whylen, "kept paths %s and %s nest: keep the outer one only",
+                         k[i].path, k[j].path);
+                return AOS_ERR_USAGE;
+            }
+        }
+    *nk = n;
+    return AOS_ERR_OK;
+}
+
+/* Remounts the one mount at mp read-only or read-write, repeating the flags it has: a
+ * user namespace may not clear the nosuid/nodev/noexec/atime flags it inherited. */
+static int sbx_remount(const char *mp, int ro)
+{
+    static const struct {
+        unsigned long st, ms;
+    } same[] = {{ST_NOSUID, MS_NOSUID},   {ST_NODEV, MS_NODEV},
+                {ST_NOEXEC, MS_NOEXEC},   {ST_NOATIME, MS_NOATIME},
+                {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME}};
+    struct statvfs sv;
+    if (statvfs(mp, &sv))
+        return -1;
+    unsigned long fl = MS_REMOUNT | MS_BIND | (ro ? MS_RDONLY : 0);
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+        if (sv.f_flag & same[i].st)
+            fl |= same[i].ms;
+    return mount(NULL, mp, NULL, fl, NULL);
+}
+
+/* The fallback for a whole tree: every mount /proc/self/mountinfo lists at or under top.
+ * A mount hidden under another at the same path is out of its reach (mount_setattr's
+ * AT_RECURSIVE is not). */
+static int sbx_remount_tree(const char *top, int ro)
+{
+    int fd = openat(sbx_self, "mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (ssize_t r = 1; buf && r > 0;) {
+        if (n + 1 == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        r = read(fd, buf + n, cap - 1 - n);
+        if (r > 0)
+            n += (size_t)r;
+        else if (r < 0 && errno == EINTR)
+            r = 1;
+    }
+    close(fd);
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    buf[n] = '\0';
+    size_t tl = strlen(top);
+    int whole = !strcmp(top, "/"), rc = 0;
+    for (char *line = buf; rc == 0 && *line;) {
+        char *end = strchr(line, '\n');
+        if (end)
+            *end = '\0';
+        /* "id parent major:minor root mountpoint ...": the fifth field, octal-escaped */
+        char *f = line;
+        for (int i = 0; i < 4 && f; i++)
+            f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
+        char mp[PATH_MAX];
+        size_t m = 0;
+        for (; f && *f && *f != ' ' && m + 1 < sizeof mp; f++) {
+            if (f[0] == '\\' && f[1] >= '0' && f[1] <= '3' && f[2] && f[3]) {
+                mp[m++] = (char)((f[1] - '0') * 64 + (f[2] - '0') * 8 + (f[3] - '0'));
+                f += 3;
+            } else {
+                mp[m++] = *f;
+            }
+        }
+        mp[m] = '\0';
+        if (m && (whole || (!strncmp(mp, top, tl) && (mp[tl] == '\0' || mp[tl] == '/'))))
+            rc = sbx_remount(mp, ro);
+        line = end ? end + 1 : line + strlen(line);
+    }
+    int e = errno;
+    free(buf);
+    errno = e;
+    return rc;
+}
+
+/* Makes the mount at path (and with recursive, every mount under it) read-only or
+ * read-write again, touching no other flag. */
+static int sbx_set_ro(const char *path, int recursive, int ro)
+{
+    if (!sbx_no_setattr) {
+        struct mount_attr a;
+        memset(&a, 0, sizeof a);
+        if (ro)
+            a.attr_set = MOUNT_ATTR_RDONLY;
+        else
+            a.attr_clr = MOUNT_ATTR_RDONLY;
+        if (!syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &a,
+                     sizeof a))
+            return 0;
+        if (errno != ENOSYS)
+            return -1;
+    }
+    return recursive ? sbx_remount_tree(path, ro) : sbx_remount(path, ro);
+}
+
+/* mkdir -p in the new root. Every directory it makes is on the root's own tmpfs or its
+ * /tmp (kept paths never nest, so none lands inside a read-write bind of the host's);
+ * inside a read-only bind an existing directory is EEXIST, a missing one EROFS. */
+static int sbx_mkdirs(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *s = buf + 1;; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return -1;
+        *s = c;
+        if (!c)
+            return 0;
+    }
+}
+
+/* An empty file to bind a file onto (a device, a kept file). */
+static int sbx_mkfile(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (sbx_mkdirs(dir))
+            return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+/* Binds src (in the host's tree, under SBX_OLD) at dst with what is mounted below it,
+ * read-only unless a kept path. */
+static aos_err sbx_bind(const char *src, const char *dst, int dir, int ro, char *why,
+                        size_t whylen)
+{
+    if (dir ? sbx_mkdirs(dst) : sbx_mkfile(dst))
+        return sbx_sys(why, whylen, "making the mount point %s", dst);
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL))
+        return sbx_sys(why, whylen, "binding %s on %s", src + strlen(SBX_OLD), dst);
+    if (ro && sbx_set_ro(dst, 1, 1))
+        return sbx_sys(why, whylen, "making %s read-only", dst);
+    return AOS_ERR_OK;
+}
+
+/* A /proc of our own: with hidepid=invisible (5.8; older kernels know only "2") the
+ * server sees no process but its own once it dropped to its uid. A user namespace may
+ * not mount one without a pid namespace of its own: then the host's, read-only. */
+static aos_err sbx_proc(sbx_report *rep, char *why, size_t whylen)
+{
+    if (mkdir("/proc", 0555))
+        return sbx_sys(why, whylen, "making /proc");
+    static const char *const opts[] = {"hidepid=invisible", "hidepid=2"};
+    int e = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        if (!mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts[i])) {
+            rep->proc = 1;
+            if (i)
+                sbx_note(rep, "proc: hidepid=2, not invisible");
+            return AOS_ERR_OK;
+        }
+        if ((e = errno) != EINVAL)
+            break;
+    }
+    if (!mount(SBX_OLD "/proc", "/proc", NULL, MS_BIND | MS_REC, NULL)) {
+        if (sbx_set_ro("/proc", 1, 1))
+            return sbx_sys(why, whylen, "making the bound /proc read-only");
+        rep->proc = 1;
+        sbx_note(rep, "proc: the host's, read-only (a new one: %s)", sbx_ename(e));
+        return AOS_ERR_OK;
+    }
+    sbx_note(rep, "proc: none (a new one: %s, a bind: %s)", sbx_ename(e), sbx_ename(errno));
+    return AOS_ERR_OK;
+}
+
+/* The host's directories a server's binaries need: the program and its libraries (/usr,
+ * and the top-level names merged-/usr makes symlinks into it) and /etc (passwd, hosts,
+ * resolv.conf, ssl). Nothing else of the host is visible. */
+static const char *const sbx_sys_dirs[] = {"usr", "etc"};
+static const char *const sbx_top_links[] = {"bin", "sbin", "lib", "lib64", "lib32"};
+/* The devices libraries open: null and zero for redirections and mappings, full for
+ * completeness, random and urandom for libraries that predate getrandom. */
+static const char *const sbx_devs[] = {"null", "zero", "full", "random", "urandom"};
+
+static aos_err sbx_minimal(const sbx_keep *k, size_t nk, sbx_report *rep, char *why,
+                           size_t whylen)
+{
+    aos_err e;
+    char src[PATH_MAX + sizeof SBX_OLD], dst[64];
+    struct stat st;
+    /* The new root sits on the host's /tmp only until pivot_root makes it /: any
+     * directory would do, and every system has this one. */
+    if (mount("aos-root", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, SBX_ROOT_TMPFS))
+        return sbx_sys(why, whylen, "mounting the new root's tmpfs");
+    if (mkdir("/tmp" SBX_OLD, 0700))
+        return sbx_sys(why, whylen, "making %s", SBX_OLD);
+    if (syscall(SYS_pivot_root, "/tmp", "/tmp" SBX_OLD))
+        return sbx_sys(why, whylen, "pivot_root into the new root");
+    if (chdir("/"))
+        return sbx_sys(why, whylen, "chdir into the new root");
+    for (size_t i = 0; i < sizeof sbx_sys_dirs / sizeof sbx_sys_dirs[0]; i++) {
+        snprintf(src, sizeof src, SBX_OLD "/%s", sbx_sys_dirs[i]);
+        snprintf(dst, sizeof dst, "/%s", sbx_sys_dirs[i]);
+        if (stat(src, &st) || !S_ISDIR(st.st_mode)) {
+            snprintf(why, whylen, "the host has no directory %s", dst);
+            return AOS_ERR_INTERNAL;
+        }
+        if ((e = sbx_bind(src, dst, 1, 1, why, whylen)))
+            return e;
+    }
+    for (size_t i = 0; i < sizeof sbx_top_links / sizeof sbx_top_links[0]; i++) {
+        snprintf(src, sizeof src, SBX_OLD "/%s", sbx_top_links[i]);
+        snprintf(dst, sizeof dst, "/%s", sbx_top_links[i]);
+        if (lstat(src, &st))
+            continue;   /* lib32 and lib64 exist on some systems only */
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t n = readlink(src, target, sizeof target - 1);
+            if (n < 0)
+                return sbx_sys(why, whylen, "reading the link %s", dst);
+            target[n] = '\0';
+            if (symlink(target, dst))
+                return sbx_sys(why, whylen, "making the link %s", dst);
+        } else if (S_ISDIR(st.st_mode) && (e = sbx_bind(src, dst, 1, 1, why, whylen))) {
+            return e;
+        }
+    }
+    if (mkdir("/dev", 0755))
+        return sbx_sys(why, whylen, "making /dev");
+    for (size_t i = 0; i < sizeof sbx_devs / sizeof sbx_devs[0]; i++) {
+        snprintf(src, sizeof src, SBX_OLD "/dev/%s", sbx_devs[i]);
+        snprintf(dst, sizeof dst, "/dev/%s", sbx_devs[i]);
+        if (!lstat(src, &st) && (e = sbx_bind(src, dst, 0, 1, why, whylen)))
+            return e;
+    }
+    if (mkdir("/tmp", 01777) ||
+        mount("aos-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, SBX_TMP_TMPFS))
+        return sbx_sys(why, whylen, "mounting /tmp");
+    if ((e = sbx_proc(rep, why, whylen)))
+        return e;
+    /* Last, so that a kept path under /usr, /dev or /tmp lands on top of those. */
+    for (size_t i = 0; i < nk; i++) {
+        snprintf(src, sizeof src, SBX_OLD "%s", k[i].real);
+        if ((e = sbx_bind(src, k[i].path, k[i].dir, 0, why, whylen)))
+            return e;
+    }
+    if (umount2(SBX_OLD, MNT_DETACH))
+        return sbx_sys(why, whylen, "detaching the host's tree");
+    if (rmdir(SBX_OLD))
+        return sbx_sys(why, whylen, "removing %s", SBX_OLD);
+    if (sbx_set_ro("/", 0, 1))
+        return sbx_sys(why, whylen, "making the new root read-only");
+    snprintf(rep->root, sizeof rep->root, "minimal");
+    return AOS_ERR_OK;
+}
+
+/* tool's root: the host's whole tree, read-only, the kept paths read-write on top. */
+static aos_err sbx_readonly(const sbx_keep *k, size_t nk, sbx_report *rep, char *why,
+                            size_t whylen)
+{
+    if (sbx_set_ro("/", 1, 1))
+        return sbx_sys(why, whylen, "making / read-only");
+    for (size_t i = 0; i < nk; i++) {
+        /* a bind of a read-only mount starts read-only: clear it on the new one only */
+        if (mount(k[i].real, k[i].real, NULL, MS_BIND | MS_REC, NULL))
+            return sbx_sys(why, whylen, "binding %s on itself", k[i].real);
+        if (sbx_set_ro(k[i].real, 1, 0))
+            return sbx_sys(why, whylen, "making %s read-write", k[i].real);
+    }
+    rep->proc = 1;
+    snprintf(rep->root, sizeof rep->root, "readonly");
+    return AOS_ERR_OK;
+}
+
+/* Not root: a user namespace in which we keep our own uid and gid and hold the
+ * capabilities the other namespaces need. *in says whether we got one. */
+static aos_err sbx_userns(sbx_report *rep, int *in, char *why, size_t whylen)
+{
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    *in = 0;
+    if (unshare(CLONE_NEWUSER)) {
+        if (!sbx_refused(errno))
+            return sbx_sys(why, whylen, "unshare(CLONE_NEWUSER)");
+        sbx_note(rep, "user ns: %s, so no mount ns, net ns or bounding set",
+                 sbx_ename(errno));
+        return AOS_ERR_OK;
+    }
+    /* From here a failure is fatal: a user namespace without a map makes us the
+     * overflow uid, which libpq would take for our user name. */
+    aos_err e;
+    char map[64];
+    /* setgroups must be denied before an unprivileged gid_map (3.19); older: absent */
+    int fd = openat(sbx_self, "setgroups", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    if (fd >= 0 && (e = sbx_write_file(sbx_self, "setgroups", "deny\n", why, whylen)))
+        return e;
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)uid, (unsigned)uid);
+    if ((e = sbx_write_file(sbx_self, "uid_map", map, why, whylen)))
+        return e;
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)gid, (unsigned)gid);
+    if ((e = sbx_write_file(sbx_self, "gid_map", map, why, whylen)))
+        return e;
+    rep->user_ns = 1;
+    *in = 1;
+    return AOS_ERR_OK;
+}
+
+/* Empties the bounding set (per thread: threads made later copy this one's), then checks
+ * it: no execve can give a capability back, whatever file capabilities say. */
+static aos_err sbx_bounding(int last, sbx_report *rep, char *why, size_t whylen)
+{
+    for (int c = 0; c <= last; c++)
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0)) {
+            if (errno == EPERM) {
+                sbx_note(rep, "bounding set: kept (no CAP_SETPCAP)");
+                return AOS_ERR_OK;
+            }
+            if (errno != EINVAL)
+                return sbx_sys(why, whylen, "dropping capability %d from the bounding set", c);
+        }
+    for (int c = 0; c <= last; c++)
+        if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) > 0) {
+            snprintf(why, whylen, "capability %d still in the bounding set", c);
+            return AOS_ERR_INTERNAL;
+        }
+    /* ambient capabilities (4.3) would survive an execve too */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) && errno != EINVAL)
+        return sbx_sys(why, whylen, "clearing the ambient capabilities");
+    return AOS_ERR_OK;
+}
+
+static aos_err sbx_enter_ns(const sbx_opts *o, const sbx_profile *p, const sbx_keep *k,
+                            size_t nk, int last, sbx_report *rep, char *why, size_t whylen)
+{
+    aos_err e;
+    int root = geteuid() == 0, can = 1;
+    if (!root && (e = sbx_userns(rep, &can, why, whylen)))
+        return e;
+    /* The network namespace first: refusing it leaves nothing half-done. Inside it the
+     * server has only a loopback that is down; path-named Unix sockets (the link, the
+     * database) still connect across namespaces. */
+    if (can && o->pg_local) {
+        if (!unshare(CLONE_NEWNET))
+            rep->net_ns = 1;
+        else if (sbx_refused(errno))
+            sbx_note(rep, "net ns: %s", sbx_ename(errno));
+        else
+            return sbx_sys(why, whylen, "unshare(CLONE_NEWNET)");
+    }
+    rep->proc = 1;  /* the host's, until a root of our own says otherwise */
+    if (can && unshare(CLONE_NEWNS)) {
+        if (!sbx_refused(errno))
+            return sbx_sys(why, whylen, "unshare(CLONE_NEWNS)");
+        sbx_note(rep, "mount ns: %s, the host's tree as it is", sbx_ename(errno));
+    } else if (can) {
+        rep->mount_ns = 1;
+        rep->proc = 0;
+        /* From here any failure is fatal: never serve from a half-built root. Private
+         * first, so that nothing we mount reaches the host, and pivot_root accepts. */
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+            return sbx_sys(why, whylen, "making our mounts private");
+        if ((e = p->host_tree ? sbx_readonly(k, nk, rep, why, whylen)
+                              : sbx_minimal(k, nk, rep, why, whylen)))
+            return e;
+    }
+    if (chdir("/"))
+        return sbx_sys(why, whylen, "chdir /");
+    if (root || can) {
+        if ((e = sbx_bounding(last, rep, why, whylen)))
+            return e;
+    } else {
+        sbx_note(rep, "bounding set: kept (no CAP_SETPCAP)");
+    }
+    /* In our user namespace we held every capability; threads made from now on copy
+     * this thread's empty sets. */
+    if (!root) {
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+        memset(d, 0, sizeof d);
+        if (syscall(SYS_capset, &h, d))
+            return sbx_sys(why, whylen, "clearing our capabilities");
+    }
+    return AOS_ERR_OK;
+}
+
+aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
+{
+    const sbx_profile *p;
+    aos_err e = sbx_check_opts(o, rep, &p, why, whylen);
+    if (e)
+        return e;
+    memset(rep, 0, sizeof *rep);
+    snprintf(rep->root, sizeof rep->root, "host");
+    sbx_keep keeps[SBX_KEEP_MAX];
+    size_t nk = 0;
+    if ((e = sbx_keeps(o, keeps, &nk, why, whylen)))
+        return e;
+    sbx_self = open("/proc/self", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sbx_self < 0)
+        return sbx_sys(why, whylen, "opening /proc/self");
+    long threads = sbx_threads(sbx_self);
+    if (threads != 1) {
+        close(sbx_self);
+        sbx_self = -1;
+        if (threads < 0)
+            snprintf(why, whylen, "cannot count our threads in /proc/self: refusing, since "
+                                  "namespaces would hold only one of them");
+        else
+            snprintf(why, whylen, "%ld threads: the namespaces would hold only one of them; "
+                                  "sbx_enter must come before any thread (nng starts its "
+                                  "own with the first socket)", threads);
+        return AOS_ERR_REFUSED;
+    }
+    int last = sbx_last_cap();
+    /* Directories of the new root are for every uid to cross, whatever aosd's umask. */
+    mode_t mask = umask(022);
+    e = sbx_enter_ns(o, p, keeps, nk, last, rep, why, whylen);
+    umask(mask);
+    close(sbx_self);
+    sbx_self = -1;
+    return e;
 }

@@ -1,5 +1,5 @@
-/* Each server's sandbox, applied once after it opened its resources: privilege drop,
- * parent-death signal, rlimits, no_new_privs, and a seccomp allow-list of its own. */
+/* Each server's sandbox, in two steps: namespaces and a minimal root while the process is
+ * still single-threaded, then privilege drop, rlimits, no_new_privs and seccomp. */
 #ifndef AOS_SANDBOX_H
 #define AOS_SANDBOX_H
 
@@ -8,12 +8,42 @@
 
 #include "aos/err.h"
 
-/* Apply the sandbox of server `name` ("memory", "storage", "tool", "llm", "audit").
- * user: the unprivileged account to drop to when running as root (NULL: stay as is).
- * parent: aosd's pid, checked again after the drop (the death signal is cleared by a
- * uid change, so it is set after it). Any syscall outside the list kills the process
- * (SIGSYS); AOS_SECCOMP_TRAP=1 in the environment reports the syscall number instead. */
-aos_err sbx_apply(const char *name, const char *user, pid_t parent, char *why, size_t whylen);
+#define SBX_KEEP_MAX 8
+
+/* What aosd decided for this server (from its command line). */
+typedef struct sbx_opts {
+    const char *name;          /* "memory", "storage", "tool", "llm", "audit", "api" */
+    const char *user;          /* the server's own account to drop to when root; NULL: stay */
+    pid_t parent;              /* aosd's pid: checked again after the drop */
+    int pg_local;              /* its database is on a Unix socket (the embedded cluster):
+                                * AF_UNIX only and a network namespace of its own */
+    const char *keep[SBX_KEEP_MAX]; /* absolute paths to keep visible read-write inside
+                                * the minimal root (the link's run dir, PostgreSQL's socket
+                                * dir, the server's state dir); NULL-terminated */
+} sbx_opts;
+
+/* What was applied; sent to aosd in READY (SandboxReport) and shown by aosctl status. */
+typedef struct sbx_report {
+    char root[16];             /* "minimal", "readonly" or "host" */
+    int mount_ns, net_ns, user_ns, proc, inet;
+    unsigned long long rlimit_as, rlimit_nproc, rlimit_memlock; /* 0: not set */
+    char notes[256];           /* why a layer is off; "" when all are on */
+} sbx_report;
+
+/* Step 1, the first thing a server does, while it has no thread but main: a mount
+ * namespace with / read-only and only the server's own paths visible (pivot_root into a
+ * tmpfs of read-only binds; aos-tool keeps the host's tree read-only instead, for
+ * bubblewrap), a network namespace when pg_local, chdir("/"), an empty capability
+ * bounding set. Not root: an unprivileged user namespace gives the same layers. A layer
+ * the kernel refuses is written to rep->notes and is not fatal; a half-done one is. */
+aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
+
+/* Step 2, after the server opened its resources and started its threads: privilege drop
+ * (setgroups/setresgid/setresuid reach every thread), parent-death signal, rlimits
+ * (CORE 0, NOFILE, FSIZE, AS, NPROC, MEMLOCK), no_new_privs, and the server's seccomp
+ * allow-list (AF_INET only where its profile says why and not pg_local). Any syscall
+ * outside the list kills the process (SIGSYS); AOS_SECCOMP_TRAP=1 names the syscall. */
+aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
 
 /* Look up user's uid and gid (before the sandbox: it reads /etc/passwd). */
 aos_err sbx_lookup_user(const char *user, uid_t *uid, gid_t *gid, char *why, size_t whylen);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "aos.pb-c.h"
+#include "aos/aos.h"
 #include "aos/log.h"
 #include "idem.h"
 #include "sandbox.h"
@@ -66,6 +68,7 @@ struct srv {
     job *head, *tail;
     size_t queued;
     int stop_asked;
+    int sandboxed;           /* sbx_apply is done: workers may connect to the database */
 
     srv_pg *dbs[WORKERS_MAX];     /* each worker's connection, for the stats */
     atomic_int ndbs;
@@ -78,6 +81,7 @@ static __thread srv_pg *tls_db;
 void *srv_state(srv *s) { return s->state; }
 void srv_set_state(srv *s, void *state) { s->state = state; }
 const char *srv_name(srv *s) { return s->def->name; }
+const char *srv_pg_dsn(srv *s) { return s->pg_dsn; }
 srv_pg *srv_db(srv *s) { (void)s; return tls_db; }
 
 aos_err srv_reply_pb(srv_reply *rep, const ProtobufCMessage *m)
@@ -451,6 +455,12 @@ static void open_db(srv *s)
 static void *worker_main(void *arg)
 {
     srv *s = arg;
+    /* no database connection before the privilege drop: as root we would be refused (peer
+     * authentication maps root to no server's role), and should be */
+    pthread_mutex_lock(&s->mu);
+    while (!s->sandboxed)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     open_db(s);
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -472,6 +482,29 @@ static void *worker_main(void *arg)
 
 /* ---- start-up ----------------------------------------------------------------------- */
 
+#define DSN_MAX 4096
+#define EX_TEMPFAIL 75 /* a migrator that could not reach the database: aosd tries again */
+
+/* The link's peer must be aosd itself: the pid that started us, as root or as aosd's own
+ * uid. Checked before a single byte of ours goes out; anything else is an impostor on a
+ * swapped socket, and we leave rather than talk to it. */
+static pid_t link_parent;
+static uid_t link_uid;
+
+static void on_link_add(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)ev; (void)arg;
+    uint64_t uid = UINT64_MAX, pid = 0;
+    int r1 = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid);
+    int r2 = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid);
+    if (r1 || r2 || (uid != 0 && uid != link_uid) || pid != (uint64_t)link_parent) {
+        aos_error("the link's peer is not aosd (uid %llu pid %llu; expected uid 0 or %u, "
+                  "pid %d): refusing to talk to it", (unsigned long long)uid,
+                  (unsigned long long)pid, (unsigned)link_uid, (int)link_parent);
+        _exit(1);
+    }
+}
+
 static void on_link_gone(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     (void)p; (void)ev; (void)arg;
@@ -479,11 +512,159 @@ static void on_link_gone(nng_pipe p, nng_pipe_ev ev, void *arg)
     _exit(0);
 }
 
+/* Every directory from / down to the socket must belong to root or aosd's uid and be
+ * writable by no one else (a sticky /tmp is fine: nobody can replace our entries there),
+ * so nobody else can have put a socket of theirs where aosd's should be. */
+static aos_err check_link_path(const char *url, char *why, size_t whylen)
+{
+    if (strncmp(url, "ipc://", 6) || url[6] != '/') {
+        snprintf(why, whylen, "link %s refused: only ipc:// links to an absolute path "
+                 "(a network link needs an authenticated transport, which aos has not yet)",
+                 url);
+        return AOS_ERR_REFUSED;
+    }
+    char path[AOS_PATH_MAX];
+    if (snprintf(path, sizeof path, "%s", url + 6) >= (int)sizeof path) {
+        snprintf(why, whylen, "link path too long");
+        return AOS_ERR_USAGE;
+    }
+    for (char *c = path + 1;; c++) {
+        int last = *c == 0;
+        if (*c != '/' && !last)
+            continue;
+        *c = 0;
+        struct stat st;
+        if (lstat(path, &st) != 0) {
+            snprintf(why, whylen, "link path %s: %s", path, strerror(errno));
+            return AOS_ERR_UNAVAILABLE;
+        }
+        int ok_owner = st.st_uid == 0 || st.st_uid == link_uid;
+        int ok_type = last ? S_ISSOCK(st.st_mode) : S_ISDIR(st.st_mode);
+        int ok_mode = last || !(st.st_mode & 022) || (st.st_mode & S_ISVTX);
+        if (!ok_owner || !ok_type || !ok_mode) {
+            snprintf(why, whylen, "link path %s is unsafe (uid %u, mode %o): it must be a %s "
+                     "owned by root or uid %u that nobody else can write", path,
+                     (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                     last ? "socket" : "directory", (unsigned)link_uid);
+            return AOS_ERR_REFUSED;
+        }
+        if (last)
+            return AOS_OK;
+        *c = '/';
+    }
+}
+
+/* Read a secret handed over on an inherited fd (a memfd aosd wrote), then close it: the
+ * environment would leave it readable in /proc/<pid>/environ for the process's life. */
+static aos_err read_fd_secret(int fd, char *out, size_t cap, char *why, size_t whylen)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, out + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(why, whylen, "reading the DSN from fd %d: %s", fd, strerror(errno));
+            close(fd);
+            return AOS_ERR_IO;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n == cap - 1) {
+            snprintf(why, whylen, "the DSN on fd %d is over %zu bytes", fd, cap - 1);
+            close(fd);
+            return AOS_ERR_TOO_BIG;
+        }
+    }
+    close(fd);
+    out[n] = 0;
+    return AOS_OK;
+}
+
+/* Where the database is, from the server's DSN: the socket directories to keep visible in
+ * its minimal root, and whether it is reached over Unix sockets alone (then the server gets
+ * no network at all). libpq's default with no host is Debian's socket directory. */
+static void dsn_places(const char *dsn, sbx_opts *so, int *nkeep)
+{
+    static char dirs[SBX_KEEP_MAX][AOS_PATH_MAX];
+    char *err = NULL;
+    PQconninfoOption *o = PQconninfoParse(dsn, &err);
+    PQfreemem(err);
+    if (!o)
+        return; /* libpq will say what is wrong with it when it connects */
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *p = o; p->keyword; p++) {
+        if (!strcmp(p->keyword, "host"))
+            host = p->val;
+        else if (!strcmp(p->keyword, "hostaddr"))
+            hostaddr = p->val;
+    }
+    int local = !(hostaddr && *hostaddr);
+    const char *h = host && *host ? host : "/var/run/postgresql";
+    while (*h) {
+        size_t n = strcspn(h, ",");
+        if (h[0] == '/' && n < AOS_PATH_MAX && *nkeep < SBX_KEEP_MAX - 1) {
+            memcpy(dirs[*nkeep], h, n);
+            dirs[*nkeep][n] = 0;
+            so->keep[*nkeep] = dirs[*nkeep];
+            (*nkeep)++;
+        } else if (h[0] != '/') {
+            local = 0;
+        }
+        h += n + (h[n] == ',');
+    }
+    so->pg_local = so->pg_local || local;
+    PQconninfoFree(o);
+}
+
 static int usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--test-hooks]\n"
-                    "(servers are started by aosd, not by hand)\n", prog);
+    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] "
+                    "[--pg-local] [--keep PATH]... [--test-hooks]\n"
+                    "       %s --migrate --name NAME --dsn-fd N\n"
+                    "(servers are started by aosd, not by hand)\n", prog, prog);
     return 2;
+}
+
+/* One-shot: apply the schema's migrations with the admin DSN, then exit. aosd runs this
+ * as PostgreSQL's own uid before the server's first start; servers never migrate. */
+static int migrate_main(const srv_def *def, const char *dsn)
+{
+    char why[512] = "";
+    if (!def->schema) {
+        aos_info("no schema to migrate");
+        return 0;
+    }
+    aos_err e = srv_pg_migrate(dsn, def->schema, why, sizeof why);
+    if (e == AOS_OK)
+        return 0;
+    aos_error("migrations of schema %s: %s", def->schema->schema, why);
+    return e == AOS_ERR_UNAVAILABLE ? EX_TEMPFAIL : 1;
+}
+
+static void send_ready(srv *s, const sbx_report *r)
+{
+    Aos__SandboxReport m = AOS__SANDBOX_REPORT__INIT;
+    m.root = (char *)r->root;
+    m.mount_ns = r->mount_ns;
+    m.net_ns = r->net_ns;
+    m.user_ns = r->user_ns;
+    m.proc = r->proc;
+    m.inet = r->inet;
+    m.rlimit_as = r->rlimit_as;
+    m.rlimit_nproc = r->rlimit_nproc;
+    m.rlimit_memlock = r->rlimit_memlock;
+    m.notes = (char *)r->notes;
+    uint8_t buf[1024];
+    aos_env ready;
+    aos_env_init(&ready, AOS_KIND_READY);
+    snprintf(ready.method, sizeof ready.method, "%s.ready", s->def->name);
+    if (aos__sandbox_report__get_packed_size(&m) <= sizeof buf) {
+        ready.payload = buf;
+        ready.payload_len = aos__sandbox_report__pack(&m, buf);
+    }
+    send_env(s, &ready);
 }
 
 int srv_main(const srv_def *def, int argc, char **argv)
@@ -494,57 +675,85 @@ int srv_main(const srv_def *def, int argc, char **argv)
     /* a pipe write to a dead peer must be an error, not a silent death */
     signal(SIGPIPE, SIG_IGN);
 
-    const char *link = NULL, *name = NULL, *user = NULL;
-    int test_hooks = 0;
+    const char *link = NULL, *name = NULL;
+    int test_hooks = 0, migrate = 0, dsn_fd = -1, nkeep = 0;
+    sbx_opts so = {.name = def->name};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--link") && i + 1 < argc)
             link = argv[++i];
         else if (!strcmp(argv[i], "--name") && i + 1 < argc)
             name = argv[++i];
         else if (!strcmp(argv[i], "--user") && i + 1 < argc)
-            user = argv[++i];
+            so.user = argv[++i];
+        else if (!strcmp(argv[i], "--dsn-fd") && i + 1 < argc)
+            dsn_fd = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--keep") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1)
+            so.keep[nkeep++] = argv[++i];
+        else if (!strcmp(argv[i], "--pg-local"))
+            so.pg_local = 1;
+        else if (!strcmp(argv[i], "--migrate"))
+            migrate = 1;
         else if (!strcmp(argv[i], "--test-hooks"))
             test_hooks = 1;
         else
             return usage(argv[0]);
     }
-    if (!link || !name || strcmp(name, def->name))
+    if (!name || strcmp(name, def->name) || (!migrate && !link) || (migrate && dsn_fd < 0) ||
+        dsn_fd == 0 || dsn_fd == 1 || dsn_fd == 2)
         return usage(argv[0]);
 
-    pid_t parent = getppid();
+    char why[512] = "";
+    static char dsn[DSN_MAX];
+    if (dsn_fd > 0 && read_fd_secret(dsn_fd, dsn, sizeof dsn, why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        return 1;
+    }
+    if (migrate)
+        return migrate_main(def, dsn);
+
     static srv S;
     srv *s = &S;
     s->def = def;
     s->test_hooks = test_hooks;
     s->started_ms = aos_mono_ms();
     s->idem = idem_new(IDEM_SLOTS, IDEM_PAYLOAD_CAP);
-    char why[512] = "";
+    if (!s->idem) {
+        aos_error("no memory for the replay table");
+        return 1;
+    }
+    if (def->schema) {
+        if (!dsn[0]) {
+            aos_error("no DSN on --dsn-fd: %s needs a database", prog);
+            return 1;
+        }
+        s->pg_dsn = dsn;
+        dsn_places(dsn, &so, &nkeep);
+    }
+    link_parent = so.parent = getppid();
+    link_uid = getuid();
     int rv;
 
-    /* 1. the link to aosd: first, so a dead link ends us whatever happens next */
+    /* 1. the link's path, then the namespaces and the minimal root while we are still
+     * one thread (nng starts its threads on the first socket) */
+    if (check_link_path(link, why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        return 1;
+    }
+    sbx_report rep = {0};
+    if (sbx_enter(&so, &rep, why, sizeof why) != AOS_OK) {
+        aos_error("sandbox: %s", why);
+        return 1;
+    }
+
+    /* 2. the link to aosd: early, so a dead link ends us whatever happens next */
     if ((rv = nng_pair1_open(&s->sock)) != 0 ||
         (rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
         (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, SENDBUF)) != 0 ||
+        (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, on_link_add, s)) != 0 ||
         (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, on_link_gone, s)) != 0 ||
         (rv = nng_dial(s->sock, link, NULL, 0)) != 0) {
         aos_error("cannot link to aosd at %s: %s", link, nng_strerror(rv));
         return 1;
-    }
-
-    /* 2. the database: migrations as the admin, then our own role */
-    if (def->schema) {
-        const char *admin = getenv("AOS_PG_ADMIN_DSN");
-        s->pg_dsn = getenv("AOS_PG_DSN");
-        if (!s->pg_dsn) {
-            aos_error("AOS_PG_DSN is not set: %s needs a database", prog);
-            return 1;
-        }
-        if (admin && srv_pg_migrate(admin, def->schema, why, sizeof why) != AOS_OK) {
-            aos_error("migrations of schema %s failed: %s", def->schema->schema, why);
-            return 1;
-        }
-        /* the admin DSN is not needed past this point: keep it out of reach */
-        unsetenv("AOS_PG_ADMIN_DSN");
     }
 
     /* 3. the server's own resources */
@@ -571,16 +780,18 @@ int srv_main(const srv_def *def, int argc, char **argv)
         }
 
     /* 5. privileges, rlimits, no_new_privs, seccomp */
-    if (sbx_apply(def->name, user, parent, why, sizeof why) != AOS_OK) {
+    if (sbx_apply(&so, &rep, why, sizeof why) != AOS_OK) {
         aos_error("sandbox: %s", why);
         return 1;
     }
 
+    pthread_mutex_lock(&s->mu);
+    s->sandboxed = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+
     /* 6. READY: aosd marks us running and re-sends what was in flight */
-    aos_env ready;
-    aos_env_init(&ready, AOS_KIND_READY);
-    snprintf(ready.method, sizeof ready.method, "%s.ready", def->name);
-    send_env(s, &ready);
+    send_ready(s, &rep);
     aos_debug("ready");
 
     /* 7. serve: receivers on nng's threads; this thread waits for STOP */

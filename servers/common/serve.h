@@ -41,8 +41,9 @@ typedef struct srv_def {
     const char *name;                    /* "storage": binary aos-storage, methods storage.* */
     const srv_method *methods;
     size_t n_methods;
-    /* Database: NULL when the server has none. Applied at start with the admin DSN
-     * (AOS_PG_ADMIN_DSN), before the sandbox; then the server connects as its own role. */
+    /* Database: NULL when the server has none. Its migrations run in a one-shot
+     * `--migrate` process aosd starts with the admin DSN; the server itself only ever
+     * connects as its own role. */
     const srv_schema *schema;
     /* Open what the server needs before the sandbox closes the door; may be NULL. */
     aos_err (*open)(srv *s, char *why, size_t whylen);
@@ -53,13 +54,17 @@ typedef struct srv_def {
 } srv_def;
 
 /* Run the server; returns the process exit code. argv: --link URL --name NAME
- * [--user USER] [--test-hooks]. Env: AOS_PG_DSN, AOS_PG_ADMIN_DSN, AOS_DATA_DIR. */
+ * [--user USER] [--dsn-fd N] [--pg-local] [--keep PATH]... [--test-hooks], or
+ * --migrate --name NAME --dsn-fd N (one-shot). The DSN comes on an inherited fd, never
+ * from the environment. */
 int srv_main(const srv_def *def, int argc, char **argv);
 
 /* The server's private state, set in open(). */
 void *srv_state(srv *s);
 void srv_set_state(srv *s, void *state);
 const char *srv_name(srv *s);
+/* The libpq conninfo of the server's own role (NULL without a database); static. */
+const char *srv_pg_dsn(srv *s);
 /* The calling worker thread's own database connection (NULL if the server has none, or
  * in an SRV_INLINE method). Each worker has one, so handlers need no locking around it. */
 srv_pg *srv_db(srv *s);

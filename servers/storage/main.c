@@ -103,7 +103,7 @@ static aos_err st_open(srv *s, char *why, size_t whylen)
     const char *bg = getenv("AOS_STORAGE_BATCH_GETS");
     if (bg && !strcmp(bg, "1"))
         st->gets = batcher_new(0, 2);
-    st->notify = notify_new(getenv("AOS_PG_DSN"));
+    st->notify = notify_new(srv_pg_dsn(s));
     if (!st->puts) {
         snprintf(why, whylen, "out of memory");
         free(st);

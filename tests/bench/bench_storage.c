@@ -171,7 +171,7 @@ int main(int argc, char **argv)
         return 2;
     }
     H = h_start(NULL);
-    snprintf(DSN, sizeof DSN, "host=%s port=5432 dbname=aos user=aos_admin", h_data_dir(H));
+    snprintf(DSN, sizeof DSN, "host=%s/pgsock port=5432 dbname=aos user=aos_admin", h_data_dir(H));
     PGconn *pg = PQconnectdb(DSN);
     PGresult *r = PQexec(pg,
         "CREATE SCHEMA IF NOT EXISTS bench; "

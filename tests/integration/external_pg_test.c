@@ -24,15 +24,16 @@
 static char dir[] = "/tmp/aos-ext-XXXXXX";
 static pid_t pg_pid;
 
-/* PostgreSQL refuses root: as root, run it as the service user, from a directory that
- * user can enter (ctest's working directory may be under a private home). */
+/* PostgreSQL refuses root: as root, run it as Debian's postgres user (not one of aos's:
+ * this cluster stands for someone else's server), from a directory that user can enter
+ * (ctest's working directory may be under a private home). */
 static void drop_if_root(void)
 {
     if (chdir(dir) != 0)
         _exit(125);
     if (geteuid() != 0)
         return;
-    struct passwd *pw = getpwnam("aos");
+    struct passwd *pw = getpwnam("postgres");
     if (!pw || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
         _exit(126);
 }
@@ -57,8 +58,9 @@ static int setup(void **st)
     (void)st;
     if (!mkdtemp(dir))
         return -1;
-    struct passwd *pw = geteuid() == 0 ? getpwnam("aos") : NULL;
-    if (pw && chown(dir, pw->pw_uid, pw->pw_gid) != 0)
+    struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
+    /* 0755: the servers, each under its own uid, reach the socket in here */
+    if ((pw && chown(dir, pw->pw_uid, pw->pw_gid) != 0) || chmod(dir, 0755) != 0)
         return -1;
     char data[128], sock[128];
     snprintf(data, sizeof data, "%s/data", dir);

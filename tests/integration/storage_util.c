@@ -13,7 +13,7 @@
 PGconn *su_admin_connect(h_aosd *h)
 {
     char dsn[512];
-    snprintf(dsn, sizeof dsn, "host=%s port=5432 dbname=aos user=aos_admin", h_data_dir(h));
+    snprintf(dsn, sizeof dsn, "host=%s/pgsock port=5432 dbname=aos user=aos_admin", h_data_dir(h));
     return PQconnectdb(dsn);
 }
 

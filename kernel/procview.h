@@ -1,0 +1,22 @@
+/* What aosd can see of a child's confinement from outside, in /proc/<pid>: its uid,
+ * capabilities, no_new_privs, seccomp, namespaces and cwd. Measured, not claimed. */
+#ifndef AOS_PROCVIEW_H
+#define AOS_PROCVIEW_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct pv_info {
+    int ok;                   /* 0: the process was gone or unreadable */
+    uid_t uid;                /* real uid */
+    uint64_t cap_bnd, cap_eff;
+    int no_new_privs;
+    int seccomp;              /* 0 off, 1 strict, 2 filter */
+    int mount_ns, net_ns, user_ns; /* 1: differs from aosd's own */
+    char cwd[256];
+} pv_info;
+
+/* Read pid's view. Never fails: out->ok says whether it could be read. */
+void pv_read(pid_t pid, pv_info *out);
+
+#endif

@@ -1,0 +1,54 @@
+/* fork+exec for every child aosd starts (see spawn.h): one place for the order of
+ * credentials, descriptors and the death signal, which matters for each of them. */
+#include "spawn.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+extern char **environ;
+
+pid_t spawn_child(const spawn_req *r)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* the child: only async-signal-safe calls until exec (nng's threads are not here) */
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0); /* a terminal's ^C goes to aosd alone, which then stops us in order */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0)
+        dup2(devnull, 0);
+    if (r->out_fd >= 0) {
+        dup2(r->out_fd, 1);
+        dup2(r->out_fd, 2);
+    }
+    /* passed fds: first out of the way (above any target), then into place */
+    int n = 0, moved[SPAWN_FDS_MAX];
+    for (; n < SPAWN_FDS_MAX && r->fds[n] >= 0; n++)
+        if ((moved[n] = fcntl(r->fds[n], F_DUPFD, 3 + SPAWN_FDS_MAX)) < 0)
+            _exit(126);
+    for (int i = 0; i < n; i++)
+        if (dup2(moved[i], 3 + i) < 0)
+            _exit(126);
+    close_range(3 + (unsigned)n, ~0u, 0);
+    if (chdir(r->cwd ? r->cwd : "/") != 0)
+        _exit(126);
+    if (r->uid != 0 && geteuid() == 0 &&
+        (setgroups(0, NULL) != 0 || setresgid(r->gid, r->gid, r->gid) != 0 ||
+         setresuid(r->uid, r->uid, r->uid) != 0))
+        _exit(126);
+    /* after the uid change, which clears it; then make sure the parent is still there */
+    if (r->deathsig && (prctl(PR_SET_PDEATHSIG, r->deathsig) != 0 || getppid() != parent))
+        _exit(125);
+    if (r->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        _exit(126);
+    execve(r->argv[0], r->argv, r->envp ? r->envp : environ);
+    _exit(127);
+}

@@ -1,0 +1,26 @@
+/* Starting a child: fork and exec (nng is not fork-safe, so nothing runs between them but
+ * async-signal-safe calls), credentials, inherited fds, cwd, parent-death signal. */
+#ifndef AOS_SPAWN_H
+#define AOS_SPAWN_H
+
+#include <sys/types.h>
+
+#define SPAWN_FDS_MAX 4
+
+typedef struct spawn_req {
+    char *const *argv;          /* argv[0] is the full path of the program */
+    char *const *envp;          /* NULL: aosd's own environment */
+    uid_t uid;                  /* switch to uid:gid (no supplementary groups) when root; */
+    gid_t gid;                  /* uid 0 means stay root (servers drop by themselves) */
+    int out_fd;                 /* stdout and stderr (-1: inherit) */
+    int fds[SPAWN_FDS_MAX];     /* fds[i] becomes fd 3+i in the child; -1 ends the list */
+    const char *cwd;            /* NULL: "/" */
+    int deathsig;               /* PR_SET_PDEATHSIG after the uid change; 0: none */
+    int no_new_privs;           /* PR_SET_NO_NEW_PRIVS before exec */
+} spawn_req;
+
+/* fork + exec r. Returns the pid, or -1 with errno from fork. A child that cannot reach
+ * exec exits 125 (parent gone), 126 (cannot switch user or directory) or 127 (exec). */
+pid_t spawn_child(const spawn_req *r);
+
+#endif
