@@ -185,11 +185,30 @@ int kcfg_load(kcfg *c, int argc, char **argv)
                         "give --data-dir\n");
         return 2;
     }
+    /* absolute: aosd works from / (no hold on whoever's directory started it), and the
+     * servers' sandboxes keep paths by their absolute names */
+    if (c->data_dir[0] != '/') {
+        char cwd[AOS_PATH_MAX], abs[AOS_PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd) ||
+            snprintf(abs, sizeof abs, "%s/%s", cwd, c->data_dir) >= (int)sizeof abs) {
+            fprintf(stderr, "aosd: cannot make the data dir %s absolute\n", c->data_dir);
+            return 2;
+        }
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", abs);
+    }
     /* unix socket paths are short: check the longest one we will create */
     if (strlen(c->data_dir) + sizeof "/run/storage.sock" > AOS_PATH_MAX - 8) {
         fprintf(stderr, "aosd: data dir path %s is too long for Unix sockets (max ~%d)\n",
                 c->data_dir, AOS_PATH_MAX - 30);
         return 2;
+    }
+    if (c->bin_dir[0] && c->bin_dir[0] != '/') {
+        char abs[PATH_MAX];
+        if (!realpath(c->bin_dir, abs) || strlen(abs) >= sizeof c->bin_dir) {
+            fprintf(stderr, "aosd: --bin-dir %s: %s\n", c->bin_dir, strerror(errno));
+            return 2;
+        }
+        snprintf(c->bin_dir, sizeof c->bin_dir, "%s", abs);
     }
     if (!c->bin_dir[0]) {
         char self[4096];

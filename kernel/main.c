@@ -47,6 +47,8 @@ int main(int argc, char **argv)
     aos_log_init("aosd");
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    if (chdir("/") != 0)
+        return 1;
     /* orphans of our children come to us, to be reaped and, if alive, killed */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     char why[1024] = "";
