@@ -768,7 +768,7 @@ int sup_stopped(void)
 klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
 {
     child *k = find(server);
-    klink *l = k && !k->kind == KIND_PG ? k->link : NULL;
+    klink *l = k && k->kind != KIND_PG ? k->link : NULL;
     *failed = 0;
     if (atomic_load(&shutting_down)) {
         *failed = 1;

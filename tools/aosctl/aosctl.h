@@ -1,9 +1,10 @@
-/* aosctl's command framework: each command group lives in its own file and exports a
- * table; main.c parses the global flags, dispatches, and owns --json, --desc and exits. */
+/* aosctl's command framework: each command group lives in its own file and exports a table
+ * of commands, each with one table of its arguments that drives the parser, --help and --desc. */
 #ifndef AOSCTL_H
 #define AOSCTL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
@@ -18,16 +19,58 @@ typedef struct ctl_ctx {
     aos_conn *conn;           /* connected on first use by ctl_call; closed by main.c */
 } ctl_ctx;
 
-/* One command. path is its words ("server kill"); argv given to run() holds only what
- * follows the path (options of the command included). run returns the exit code. */
+/* ---- argument tables ---------------------------------------------------------------- */
+
+typedef enum ctl_type {
+    CTL_STRING,
+    CTL_INTEGER,
+    CTL_BOOL, /* flags only: present or not, takes no value */
+} ctl_type;
+
+/* A value check beyond type and range (an agent id, a server name). Returns 0, or -1 with
+ * why filled: the message the user sees, so it names the value and what is wanted. */
+typedef int (*ctl_check_fn)(const char *val, char *why, size_t whylen);
+
+/* One argument. A name starting with '-' is a flag ("--limit", given as "--limit 5" or
+ * "--limit=5" anywhere after the command); any other name is a positional, filled in table
+ * order. Everything --help and --desc say about an argument comes from here. */
+typedef struct ctl_arg {
+    const char *name;
+    char short_name;            /* 'n' for "-n 5" / "-n5"; 0 for none */
+    ctl_type type;
+    const char *value;          /* what a flag's value is called in usage ("N", "MS") */
+    int required;               /* positionals: must be given (flags are never required) */
+    int64_t min, max;           /* CTL_INTEGER: the accepted range, inclusive */
+    const char *def;            /* the default, as it would be typed; NULL for none */
+    const char *const *choices; /* NULL-terminated: --desc "enum" (check enforces it) */
+    const char *pattern;        /* --desc "pattern" (check enforces it) */
+    ctl_check_fn check;
+    const char *summary;
+} ctl_arg;
+
+#define CTL_ARGS_MAX 8
+
+/* The parsed values of one command line, indexed like the command's table. */
+typedef struct ctl_vals {
+    const struct ctl_cmd *cmd;
+    const char *str[CTL_ARGS_MAX]; /* as typed, or the default; NULL when neither */
+    int64_t num[CTL_ARGS_MAX];     /* CTL_INTEGER: the value; CTL_BOOL: 1 when given */
+    unsigned char given[CTL_ARGS_MAX];
+} ctl_vals;
+
+/* One command. path is its words ("server kill"). run gets the values its table parsed
+ * and checked, and returns the exit code. */
 typedef struct ctl_cmd {
     const char *path;
-    const char *usage;          /* "NAME [-n N]" */
     const char *summary;        /* one line for people */
-    const char *args_json;      /* JSON array describing the arguments, for --desc */
+    const ctl_arg *args;
+    size_t nargs;
     const char *output_schema;  /* JSON Schema (a JSON text) of the --json output */
-    int (*run)(ctl_ctx *c, int argc, char **argv);
+    int (*run)(ctl_ctx *c, const ctl_vals *v);
 } ctl_cmd;
+
+/* args, nargs of a ctl_cmd from a static array. */
+#define CTL_ARGS(a) (a), (sizeof(a) / sizeof((a)[0]))
 
 typedef struct ctl_group {
     const ctl_cmd *cmds;
@@ -38,8 +81,34 @@ typedef struct ctl_group {
 extern const ctl_group ctl_group_kernel;   /* status, server kill|restart, ping */
 extern const ctl_group ctl_group_storage;  /* kv, queue, checkpoint */
 
+/* Values by the name in the table. Asking for a name the command does not have is a bug in
+ * aosctl: it aborts, so the contract test, which runs every command, finds it. */
+const char *ctl_str(const ctl_vals *v, const char *name); /* NULL: absent, no default */
+int64_t ctl_int(const ctl_vals *v, const char *name);     /* the default when absent */
+int ctl_given(const ctl_vals *v, const char *name);       /* typed on the line */
+
+/* ---- the table machinery (args.c) ---------------------------------------------------- */
+
+/* The flag of table a that token names: "--limit" or "-n" (name is the part before any
+ * "=", namelen its length). NULL when none. */
+const ctl_arg *ctl_flag_find(const ctl_arg *a, size_t n, const char *name, size_t namelen);
+/* Checks text against arg (type, range, check) and stores it in slot i of v. Returns 0, or
+ * -1 with why filled. */
+int ctl_value_set(const ctl_arg *arg, const char *text, ctl_vals *v, size_t i, char *why,
+                  size_t whylen);
+/* Fills v's defaults and checks the required positionals are there; -1 with why if not. */
+int ctl_vals_finish(const ctl_cmd *cmd, ctl_vals *v, char *why, size_t whylen);
+/* "AGENT [PREFIX] [--limit N]" for a table. */
+void ctl_usage(const ctl_arg *a, size_t n, char *out, size_t cap);
+/* The --desc entry of one argument; NULL when out of memory. */
+json_t *ctl_arg_desc(const ctl_arg *a);
+/* The human help lines of a table ("  --limit N    at most N keys (default 1000)"). */
+void ctl_args_help(FILE *f, const ctl_arg *a, size_t n, int flags);
+
+/* ---- output, calls --------------------------------------------------------------------- */
+
 /* Print the error (people: "aosctl: message" on stderr; --json: {"error":{"code":N,
- * "name":"NOT_FOUND","message":"..."}} on stdout) and return the exit code for err. */
+ * "name":"NOT_FOUND","exit_code":3,"message":"..."}} on stdout) and return the exit code. */
 int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Print doc as the one JSON document (takes the reference) and return 0. */
 int ctl_print_json(ctl_ctx *c, json_t *doc);

@@ -2,7 +2,6 @@
  * Each decodes and checks the reply before printing it for people or as one JSON doc. */
 #include "aosctl.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +10,6 @@
 #include <unistd.h>
 
 #include "aos.pb-c.h"
-
-/* In main.c; belongs in aosctl.h: connect before timing a call. */
 
 #define PING_MAX 1000000u
 #define PING_PROGRESS_MIN 10000u
@@ -55,12 +52,62 @@ static int fail_reply(ctl_ctx *c, aos_reply *r)
 
 /* ---- status --------------------------------------------------------------------- */
 
-#define STATUS_COLS 7
+#define STATUS_COLS 8
+
+/* Appends word to the blank-separated list in out (cap); what does not fit is dropped. */
+static void add_word(char *out, size_t cap, const char *word)
+{
+    size_t used = strlen(out), n = strlen(word) + (used ? 1 : 0);
+    if (used + n + 1 > cap)
+        return;
+    if (used)
+        out[used++] = ' ';
+    memcpy(out + used, word, strlen(word) + 1);
+}
+
+/* "uid 998 nnp seccomp capbnd=0 mnt net root=minimal": the layers that are on, as aosd
+ * measured them (and the root the server says it pivoted into); "-" when not known. */
+static void layers(const Aos__ChildStatus *ch, char *out, size_t cap)
+{
+    char w[64];
+    out[0] = 0;
+    if (ch->pid > 0) {
+        snprintf(w, sizeof w, "uid %u", ch->uid);
+        add_word(out, cap, w);
+    }
+    const Aos__SandboxStatus *sb = ch->sandbox;
+    if (sb) {
+        const Aos__SandboxReport *r = sb->report;
+        if (sb->no_new_privs)
+            add_word(out, cap, "nnp");
+        if (sb->seccomp)
+            add_word(out, cap, sb->seccomp == 2 ? "seccomp" : "seccomp=strict");
+        if (sb->cap_bnd_empty)
+            add_word(out, cap, "capbnd=0");
+        else if (sb->cap_eff_empty)
+            add_word(out, cap, "capeff=0");
+        if (sb->user_ns)
+            add_word(out, cap, "user");
+        if (sb->mount_ns)
+            add_word(out, cap, "mnt");
+        if (sb->net_ns)
+            add_word(out, cap, "net");
+        if (r && r->root && r->root[0]) {
+            char root[32];
+            clean(root, sizeof root, r->root);
+            snprintf(w, sizeof w, "root=%s", root);
+            add_word(out, cap, w);
+        }
+    }
+    if (!out[0])
+        snprintf(out, cap, "-");
+}
 
 static void print_status(const Aos__StatusReply *s)
 {
-    static const char *const head[STATUS_COLS] = {"NAME", "STATE", "PID", "RESTARTS",
-                                                  "UPTIME", "LAST-EXIT", "REASON"};
+    static const char *const head[STATUS_COLS] = {"NAME",      "STATE",   "PID",
+                                                  "RESTARTS",  "UPTIME",  "LAST-EXIT",
+                                                  "SANDBOX",   "REASON"};
     char up[32], v[64], dd[512], pg[32];
     human_ms(s->aosd_uptime_ms, up, sizeof up);
     clean(v, sizeof v, s->version);
@@ -72,7 +119,7 @@ static void print_status(const Aos__StatusReply *s)
            s->routed, s->bad_messages);
 
     size_t n = s->n_children;
-    char (*cells)[STATUS_COLS][160] = calloc(n ? n : 1, sizeof *cells);
+    char (*cells)[STATUS_COLS][256] = calloc(n ? n : 1, sizeof *cells);
     if (!cells) {
         printf("(%zu children; no memory to print them)\n", n);
         return;
@@ -82,7 +129,7 @@ static void print_status(const Aos__StatusReply *s)
         w[k] = strlen(head[k]);
     for (size_t i = 0; i < n; i++) {
         const Aos__ChildStatus *ch = s->children[i];
-        char (*row)[160] = cells[i];
+        char (*row)[256] = cells[i];
         clean(row[0], sizeof row[0], ch->name);
         clean(row[1], sizeof row[1], ch->state);
         if (ch->pid > 0)
@@ -95,7 +142,20 @@ static void print_status(const Aos__StatusReply *s)
         else
             snprintf(row[4], sizeof row[4], "-");
         clean(row[5], sizeof row[5], ch->last_exit && *ch->last_exit ? ch->last_exit : "-");
-        clean(row[6], sizeof row[6], ch->reason && *ch->reason ? ch->reason : "-");
+        layers(ch, row[6], sizeof row[6]);
+        /* health only when it says something: "ok" on every line would hide the one that
+         * is not */
+        char reason[256], health[200];
+        int has_reason = ch->reason && *ch->reason;
+        int sick = ch->health && *ch->health && strcmp(ch->health, "ok") != 0;
+        clean(reason, sizeof reason, has_reason ? ch->reason : "-");
+        clean(health, sizeof health, sick ? ch->health : "");
+        if (sick && has_reason)
+            snprintf(row[7], sizeof row[7], "%.120s; health: %.120s", reason, health);
+        else if (sick)
+            snprintf(row[7], sizeof row[7], "health: %.200s", health);
+        else
+            snprintf(row[7], sizeof row[7], "%s", reason);
         for (int k = 0; k < STATUS_COLS; k++)
             if (strlen(row[k]) > w[k])
                 w[k] = strlen(row[k]);
@@ -114,16 +174,45 @@ static void print_status(const Aos__StatusReply *s)
     free(cells);
 }
 
+/* A uint64 as JSON: null past int64 (an rlimit of RLIM_INFINITY), which JSON readers
+ * would otherwise see wrapped to a negative number. */
+static json_t *u64_json(uint64_t v)
+{
+    return v > INT64_MAX ? json_null() : json_integer((json_int_t)v);
+}
+
+static json_t *sandbox_json(const Aos__SandboxStatus *sb)
+{
+    if (!sb)
+        return json_null();
+    const Aos__SandboxReport *r = sb->report;
+    json_t *rep = !r ? json_null()
+                     : json_pack("{s:s,s:b,s:b,s:b,s:b,s:o,s:o,s:o,s:s,s:b}", "root", r->root,
+                                 "mount_ns", r->mount_ns, "net_ns", r->net_ns, "user_ns",
+                                 r->user_ns, "proc", r->proc, "rlimit_as",
+                                 u64_json(r->rlimit_as), "rlimit_nproc",
+                                 u64_json(r->rlimit_nproc), "rlimit_memlock",
+                                 u64_json(r->rlimit_memlock), "notes", r->notes, "inet",
+                                 r->inet);
+    return json_pack("{s:b,s:i,s:b,s:b,s:b,s:b,s:b,s:s,s:o}", "no_new_privs",
+                     sb->no_new_privs, "seccomp", (int)sb->seccomp, "cap_bnd_empty",
+                     sb->cap_bnd_empty, "cap_eff_empty", sb->cap_eff_empty, "mount_ns",
+                     sb->mount_ns, "net_ns", sb->net_ns, "user_ns", sb->user_ns, "cwd",
+                     sb->cwd, "report", rep);
+}
+
 static json_t *status_json(const Aos__StatusReply *s)
 {
     json_t *kids = json_array();
     for (size_t i = 0; kids && i < s->n_children; i++) {
         const Aos__ChildStatus *ch = s->children[i];
         if (json_array_append_new(kids, json_pack(
-                "{s:s,s:s,s:i,s:I,s:I,s:s,s:s,s:I}", "name", ch->name, "state", ch->state,
-                "pid", (int)ch->pid, "restarts", (json_int_t)ch->restarts, "uptime_ms",
-                (json_int_t)ch->uptime_ms, "last_exit", ch->last_exit, "reason", ch->reason,
-                "next_start_ms", (json_int_t)ch->next_start_ms)) != 0) {
+                "{s:s,s:s,s:i,s:I,s:I,s:s,s:s,s:I,s:I,s:s,s:o}", "name", ch->name, "state",
+                ch->state, "pid", (int)ch->pid, "restarts", (json_int_t)ch->restarts,
+                "uptime_ms", (json_int_t)ch->uptime_ms, "last_exit", ch->last_exit, "reason",
+                ch->reason, "next_start_ms", (json_int_t)ch->next_start_ms, "uid",
+                (json_int_t)ch->uid, "health", ch->health, "sandbox",
+                sandbox_json(ch->sandbox))) != 0) {
             json_decref(kids);
             return NULL;
         }
@@ -137,11 +226,10 @@ static json_t *status_json(const Aos__StatusReply *s)
                      (json_int_t)s->routed, "children", kids);
 }
 
-static int cmd_status(ctl_ctx *c, int argc, char **argv)
+static int cmd_status(ctl_ctx *c, const ctl_vals *v)
 {
+    (void)v;
     aos_reply r;
-    if (argc > 0)
-        return ctl_fail(c, AOS_ERR_USAGE, "status takes no arguments (got \"%s\")", argv[0]);
     if (ctl_call(c, NULL, "kernel.status", NULL, &r) != AOS_OK)
         return fail_reply(c, &r);
     Aos__StatusReply *s = aos__status_reply__unpack(NULL, r.payload_len, r.payload);
@@ -170,16 +258,9 @@ static int cmd_status(ctl_ctx *c, int argc, char **argv)
 
 /* ---- server kill | restart ------------------------------------------------------ */
 
-static int server_op(ctl_ctx *c, int argc, char **argv, const char *op, int allow_pg)
+static int server_op(ctl_ctx *c, const ctl_vals *v, const char *op, int allow_pg)
 {
-    const char *valid = allow_pg ? SERVER_NAMES ", postgres" : SERVER_NAMES;
-    if (argc != 1 || argv[0][0] == '-')
-        return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl server %s NAME (NAME: %s)", op,
-                        valid);
-    const char *name = ctl_server_name(argv[0], allow_pg);
-    if (!name)
-        return ctl_fail(c, AOS_ERR_USAGE, "unknown server \"%s\"; valid names: %s", argv[0],
-                        valid);
+    const char *name = ctl_server_name(ctl_str(v, "NAME"), allow_pg);
     char method[AOS_METHOD_MAX + 1];
     snprintf(method, sizeof method, "kernel.server.%s", op);
     Aos__ServerRequest req = AOS__SERVER_REQUEST__INIT;
@@ -195,14 +276,14 @@ static int server_op(ctl_ctx *c, int argc, char **argv, const char *op, int allo
     return 0;
 }
 
-static int cmd_kill(ctl_ctx *c, int argc, char **argv)
+static int cmd_kill(ctl_ctx *c, const ctl_vals *v)
 {
-    return server_op(c, argc, argv, "kill", 1);
+    return server_op(c, v, "kill", 1);
 }
 
-static int cmd_restart(ctl_ctx *c, int argc, char **argv)
+static int cmd_restart(ctl_ctx *c, const ctl_vals *v)
 {
-    return server_op(c, argc, argv, "restart", 0);
+    return server_op(c, v, "restart", 0);
 }
 
 /* ---- ping ----------------------------------------------------------------------- */
@@ -225,19 +306,6 @@ static uint64_t pct(const uint64_t *v, size_t n, unsigned p)
 {
     size_t rank = (n * p + 99) / 100;
     return v[rank ? rank - 1 : 0];
-}
-
-static int parse_count(const char *s, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || *s < '0' || *s > '9')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v == 0 || v > PING_MAX)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
 }
 
 /* One ping: sends data, checks the echo. r holds the outcome (status and message). */
@@ -266,34 +334,10 @@ static aos_err ping_once(ctl_ctx *c, const char *method, uint8_t data[16], uint3
     return err;
 }
 
-static int cmd_ping(ctl_ctx *c, int argc, char **argv)
+static int cmd_ping(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *server = NULL;
-    uint32_t n = 1;
-    int opts = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (opts && strcmp(a, "--") == 0) {
-            opts = 0;
-        } else if (opts && strncmp(a, "-n", 2) == 0) {
-            const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (parse_count(v, &n) != 0)
-                return ctl_fail(c, AOS_ERR_USAGE, "-n needs a count from 1 to %u", PING_MAX);
-        } else if (opts && a[0] == '-') {
-            return ctl_fail(c, AOS_ERR_USAGE, "ping: unknown option \"%s\"", a);
-        } else if (server) {
-            return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl ping SERVER [-n N]");
-        } else {
-            server = a;
-        }
-    }
-    if (!server)
-        return ctl_fail(c, AOS_ERR_USAGE, "usage: aosctl ping SERVER [-n N] (SERVER: %s)",
-                        SERVER_NAMES);
-    const char *name = ctl_server_name(server, 0);
-    if (!name)
-        return ctl_fail(c, AOS_ERR_USAGE, "unknown server \"%s\"; valid names: %s", server,
-                        SERVER_NAMES);
+    const char *name = ctl_server_name(ctl_str(v, "SERVER"), 0);
+    uint32_t n = (uint32_t)ctl_int(v, "--count");
 
     aos_reply r;
     memset(&r, 0, sizeof r);
@@ -373,7 +417,8 @@ static const char status_out[] =
     "refused as malformed\"},\"routed\":{\"type\":\"integer\",\"minimum\":0,"
     "\"description\":\"requests routed to servers\"}}},"
     "\"children\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\","
-    "\"state\",\"pid\",\"restarts\",\"uptime_ms\",\"last_exit\",\"reason\"],\"properties\":{"
+    "\"state\",\"pid\",\"restarts\",\"uptime_ms\",\"last_exit\",\"reason\",\"next_start_ms\","
+    "\"uid\",\"health\",\"sandbox\"],\"properties\":{"
     "\"name\":{\"type\":\"string\"},\"state\":{\"type\":\"string\",\"enum\":[\"stopped\","
     "\"starting\",\"running\",\"backoff\",\"stopping\",\"failed\",\"done\"]},"
     "\"pid\":{\"type\":\"integer\",\"description\":\"0 when not running\"},"
@@ -382,7 +427,36 @@ static const char status_out[] =
     "\"last_exit\":{\"type\":\"string\",\"description\":\"e.g. exit 3, signal 9 (Killed), "
     "heartbeat timeout; empty if none\"},"
     "\"reason\":{\"type\":\"string\",\"description\":\"why it is failed or in backoff\"},"
-    "\"next_start_ms\":{\"type\":\"integer\",\"minimum\":0}}}}}}";
+    "\"next_start_ms\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"uid\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"the uid it runs as, "
+    "measured by aosd from /proc\"},"
+    "\"health\":{\"type\":\"string\",\"description\":\"ok, or why a running child is not "
+    "answering; empty when aosd has not probed it\"},"
+    "\"sandbox\":{\"type\":[\"object\",\"null\"],\"description\":\"its confinement, measured "
+    "by aosd from /proc; null when none (postgres)\",\"required\":[\"no_new_privs\","
+    "\"seccomp\",\"cap_bnd_empty\",\"cap_eff_empty\",\"mount_ns\",\"net_ns\",\"user_ns\","
+    "\"cwd\",\"report\"],\"properties\":{"
+    "\"no_new_privs\":{\"type\":\"boolean\"},"
+    "\"seccomp\":{\"type\":\"integer\",\"enum\":[0,1,2],\"description\":\"0 off, 1 strict, "
+    "2 filter\"},"
+    "\"cap_bnd_empty\":{\"type\":\"boolean\"},\"cap_eff_empty\":{\"type\":\"boolean\"},"
+    "\"mount_ns\":{\"type\":\"boolean\",\"description\":\"its mount namespace differs from "
+    "aosd's\"},\"net_ns\":{\"type\":\"boolean\"},\"user_ns\":{\"type\":\"boolean\"},"
+    "\"cwd\":{\"type\":\"string\"},"
+    "\"report\":{\"type\":[\"object\",\"null\"],\"description\":\"what the server says it "
+    "applied (its READY message): a description, not a measurement\",\"required\":[\"root\","
+    "\"mount_ns\",\"net_ns\",\"user_ns\",\"proc\",\"rlimit_as\",\"rlimit_nproc\","
+    "\"rlimit_memlock\",\"notes\",\"inet\"],\"properties\":{"
+    "\"root\":{\"type\":\"string\",\"description\":\"minimal, readonly or host\"},"
+    "\"mount_ns\":{\"type\":\"boolean\"},\"net_ns\":{\"type\":\"boolean\"},"
+    "\"user_ns\":{\"type\":\"boolean\"},\"proc\":{\"type\":\"boolean\"},"
+    "\"rlimit_as\":{\"type\":[\"integer\",\"null\"],\"minimum\":0,\"description\":\"bytes; "
+    "0 not set, null unlimited\"},"
+    "\"rlimit_nproc\":{\"type\":[\"integer\",\"null\"],\"minimum\":0},"
+    "\"rlimit_memlock\":{\"type\":[\"integer\",\"null\"],\"minimum\":0},"
+    "\"notes\":{\"type\":\"string\",\"description\":\"why a layer is off\"},"
+    "\"inet\":{\"type\":\"boolean\",\"description\":\"its seccomp list allows AF_INET "
+    "sockets\"}}}}}}}}}}";
 
 static const char server_out[] =
     "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
@@ -404,28 +478,52 @@ static const char ping_out[] =
     "\"properties\":{\"code\":{\"type\":\"integer\"},\"name\":{\"type\":\"string\"},"
     "\"message\":{\"type\":\"string\"}}}}}";
 
+/* The checks name the valid values, so a typo's message says what would have worked. */
+static int check_server(const char *val, char *why, size_t whylen)
+{
+    if (ctl_server_name(val, 0))
+        return 0;
+    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s", val, SERVER_NAMES);
+    return -1;
+}
+
+static int check_server_pg(const char *val, char *why, size_t whylen)
+{
+    if (ctl_server_name(val, 1))
+        return 0;
+    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s, postgres", val,
+             SERVER_NAMES);
+    return -1;
+}
+
+static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit", NULL};
+static const char *const servers_pg[] = {"memory", "storage", "tool", "llm", "audit",
+                                         "postgres", NULL};
+
+static const ctl_arg kill_args[] = {
+    {.name = "NAME", .required = 1, .choices = servers_pg, .check = check_server_pg,
+     .summary = "the server; the aos- prefix is accepted (aos-storage)"},
+};
+static const ctl_arg restart_args[] = {
+    {.name = "NAME", .required = 1, .choices = servers, .check = check_server,
+     .summary = "the server; the aos- prefix is accepted (aos-storage)"},
+};
+static const ctl_arg ping_args[] = {
+    {.name = "SERVER", .required = 1, .choices = servers, .check = check_server,
+     .summary = "the server; the aos- prefix is accepted"},
+    {.name = "--count", .short_name = 'n', .type = CTL_INTEGER, .value = "N", .min = 1,
+     .max = PING_MAX, .def = "1", .summary = "number of pings"},
+};
+
 static const ctl_cmd kernel_cmds[] = {
-    {"status", "", "show aosd and every server it supervises",
-     "[]", status_out, cmd_status},
-    {"server kill", "NAME", "kill a server at once; aosd restarts it under its restart policy",
-     "[{\"name\":\"NAME\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
-     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\",\"postgres\"],"
-     "\"summary\":\"the server; the aos- prefix is accepted (aos-storage)\"}]",
-     server_out, cmd_kill},
-    {"server restart", "NAME", "stop a server gracefully and start it again",
-     "[{\"name\":\"NAME\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
-     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\"],"
-     "\"summary\":\"the server; the aos- prefix is accepted (aos-storage)\"}]",
+    {"status", "show aosd and every server it supervises, with its sandbox layers", NULL, 0,
+     status_out, cmd_status},
+    {"server kill", "kill a server at once; aosd restarts it under its restart policy",
+     CTL_ARGS(kill_args), server_out, cmd_kill},
+    {"server restart", "stop a server gracefully and start it again", CTL_ARGS(restart_args),
      server_out, cmd_restart},
-    {"ping", "SERVER [-n N]", "ping a server through aosd N times, one at a time; "
-     "report latency",
-     "[{\"name\":\"SERVER\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","
-     "\"enum\":[\"memory\",\"storage\",\"tool\",\"llm\",\"audit\"],"
-     "\"summary\":\"the server; the aos- prefix is accepted\"},"
-     "{\"name\":\"-n\",\"kind\":\"option\",\"value\":\"N\",\"required\":false,"
-     "\"type\":\"integer\",\"minimum\":1,\"maximum\":1000000,\"default\":1,"
-     "\"summary\":\"number of pings\"}]",
-     ping_out, cmd_ping},
+    {"ping", "ping a server through aosd N times, one at a time; report latency",
+     CTL_ARGS(ping_args), ping_out, cmd_ping},
 };
 
 const ctl_group ctl_group_kernel = {kernel_cmds, sizeof kernel_cmds / sizeof kernel_cmds[0]};

@@ -12,71 +12,31 @@
 
 #include "aos/storage.h"
 
-#define LS_DEFAULT 1000u
 #define LS_MAX 100000u
 #define STDIN_MAX (4u << 20)
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    char *end;
-    if (!s || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* A command's words: positionals into pos[], "--name VALUE" options into their slots.
- * Returns 0, or the exit code after printing the usage error. */
-typedef struct opt {
-    const char *name;
-    const char **val;
-} opt;
-
-static int parse_args(ctl_ctx *c, int argc, char **argv, const opt *opts, size_t nopts,
-                      const char **pos, int minpos, int maxpos, const char *usage)
-{
-    int n = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] == '-' && a[1] == '-' && a[2]) {
-            size_t k = 0;
-            for (; k < nopts; k++)
-                if (!strcmp(a, opts[k].name))
-                    break;
-            if (k == nopts)
-                return ctl_fail(c, AOS_ERR_USAGE, "unknown option %s; usage: aosctl %s", a,
-                                usage);
-            if (i + 1 >= argc)
-                return ctl_fail(c, AOS_ERR_USAGE, "%s needs a value; usage: aosctl %s", a,
-                                usage);
-            *opts[k].val = argv[++i];
-        } else {
-            if (n == maxpos)
-                return ctl_fail(c, AOS_ERR_USAGE, "too many arguments (\"%s\"); usage: aosctl "
-                                "%s", a, usage);
-            pos[n++] = a;
-        }
-    }
-    if (n < minpos)
-        return ctl_fail(c, AOS_ERR_USAGE, "missing arguments; usage: aosctl %s", usage);
-    for (int i = n; i < maxpos; i++)
-        pos[i] = NULL;
-    return 0;
-}
-
 /* The agent argument: the same charset aosd enforces, checked before any call. */
-static int agent_ok(ctl_ctx *c, const char *agent)
+static int check_agent(const char *agent, char *why, size_t whylen)
 {
-    if (!aos_agent_id_valid(agent, strlen(agent)))
-        return ctl_fail(c, AOS_ERR_USAGE, "\"%s\" is not an agent id (1 to %d of A-Z a-z 0-9 "
-                        "_ . : -)", agent, AOS_AGENT_ID_MAX);
-    return 0;
+    if (aos_agent_id_valid(agent, strlen(agent)))
+        return 0;
+    snprintf(why, whylen, "\"%s\" is not an agent id (1 to %d of A-Z a-z 0-9 _ . : -)", agent,
+             AOS_AGENT_ID_MAX);
+    return -1;
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n);
+
+static int check_receipt(const char *val, char *why, size_t whylen)
+{
+    uint8_t r[AOS_RECEIPT_LEN];
+    if (unhex(val, r, sizeof r) == 0)
+        return 0;
+    snprintf(why, whylen, "RECEIPT wants the %d hex digits queue recv printed",
+             2 * AOS_RECEIPT_LEN);
+    return -1;
 }
 
 /* Connect, and fill the call options for agent. Returns 0 or the exit code. */
@@ -205,24 +165,14 @@ static int begin_value(ctl_ctx *c, const char *agent, const char *arg, uint8_t *
 
 /* ---- kv ---------------------------------------------------------------------------- */
 
-static int cmd_kv_put(ctl_ctx *c, int argc, char **argv)
+static int cmd_kv_put(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[3], *ifv = NULL, *ttl = NULL;
-    const opt opts[] = {{"--if-version", &ifv}, {"--ttl", &ttl}};
-    const char *usage = "kv put AGENT KEY VALUE [--if-version N] [--ttl MS]";
-    int rc = parse_args(c, argc, argv, opts, 2, pos, 3, 3, usage);
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
+    const char *pos[3] = {ctl_str(v, "AGENT"), ctl_str(v, "KEY"), ctl_str(v, "VALUE")};
     aos_kv_put_opts po = {0};
-    if (ifv) {
-        po.cas = 1;
-        if (parse_u64(ifv, INT64_MAX, &po.if_version))
-            return ctl_fail(c, AOS_ERR_USAGE, "--if-version wants a version number (0: the key "
-                            "must not exist), not \"%s\"", ifv);
-    }
-    if (ttl && (parse_u64(ttl, INT64_MAX, &po.ttl_ms) || !po.ttl_ms))
-        return ctl_fail(c, AOS_ERR_USAGE, "--ttl wants milliseconds (at least 1), not \"%s\"",
-                        ttl);
+    po.cas = ctl_given(v, "--if-version");
+    po.if_version = (uint64_t)ctl_int(v, "--if-version");
+    po.ttl_ms = (uint64_t)ctl_int(v, "--ttl");
+    int rc;
     uint8_t *in;
     const uint8_t *val;
     size_t len;
@@ -243,12 +193,10 @@ static int cmd_kv_put(ctl_ctx *c, int argc, char **argv)
     return 0;
 }
 
-static int cmd_kv_get(ctl_ctx *c, int argc, char **argv)
+static int cmd_kv_get(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[2];
-    int rc = parse_args(c, argc, argv, NULL, 0, pos, 2, 2, "kv get AGENT KEY");
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "KEY")};
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
@@ -277,16 +225,11 @@ static int cmd_kv_get(ctl_ctx *c, int argc, char **argv)
     return 0;
 }
 
-static int cmd_kv_ls(ctl_ctx *c, int argc, char **argv)
+static int cmd_kv_ls(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[2], *lim = NULL;
-    const opt opts[] = {{"--limit", &lim}};
-    int rc = parse_args(c, argc, argv, opts, 1, pos, 1, 2, "kv ls AGENT [PREFIX] [--limit N]");
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
-    uint64_t limit = LS_DEFAULT;
-    if (lim && (parse_u64(lim, LS_MAX, &limit) || !limit))
-        return ctl_fail(c, AOS_ERR_USAGE, "--limit wants 1 to %u, not \"%s\"", LS_MAX, lim);
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "PREFIX")};
+    uint64_t limit = (uint64_t)ctl_int(v, "--limit");
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
@@ -334,22 +277,17 @@ static int cmd_kv_ls(ctl_ctx *c, int argc, char **argv)
     return 0;
 }
 
-static int cmd_kv_rm(ctl_ctx *c, int argc, char **argv)
+static int cmd_kv_rm(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[2], *ifv = NULL;
-    const opt opts[] = {{"--if-version", &ifv}};
-    int rc = parse_args(c, argc, argv, opts, 1, pos, 2, 2, "kv rm AGENT KEY [--if-version N]");
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
-    uint64_t v;
-    if (ifv && (parse_u64(ifv, INT64_MAX, &v) || !v))
-        return ctl_fail(c, AOS_ERR_USAGE, "--if-version wants a version number, not \"%s\"",
-                        ifv);
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "KEY")};
+    int ifv = ctl_given(v, "--if-version");
+    uint64_t version = (uint64_t)ctl_int(v, "--if-version");
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
     char why[AOS_ERRMSG_MAX + 1];
-    aos_err e = aos_kv_delete(c->conn, &o, pos[1], ifv ? &v : NULL, why, sizeof why);
+    aos_err e = aos_kv_delete(c->conn, &o, pos[1], ifv ? &version : NULL, why, sizeof why);
     if (e)
         return ctl_fail(c, e, "%s", why);
     if (c->json)
@@ -360,23 +298,15 @@ static int cmd_kv_rm(ctl_ctx *c, int argc, char **argv)
 
 /* ---- queues ----------------------------------------------------------------------------- */
 
-static int cmd_queue_send(ctl_ctx *c, int argc, char **argv)
+static int cmd_queue_send(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[3], *delay = NULL, *tries = NULL, *to = NULL;
-    const opt opts[] = {{"--delay", &delay}, {"--max-tries", &tries}, {"--to", &to}};
-    const char *usage = "queue send AGENT QUEUE BODY [--delay MS] [--max-tries N] [--to AGENT]";
-    int rc = parse_args(c, argc, argv, opts, 3, pos, 3, 3, usage);
-    if (rc || (rc = agent_ok(c, pos[0])) || (to && (rc = agent_ok(c, to))))
-        return rc;
+    const char *pos[3] = {ctl_str(v, "AGENT"), ctl_str(v, "QUEUE"), ctl_str(v, "BODY")};
+    const char *to = ctl_str(v, "--to");
     aos_queue_send_opts so = {.to_agent = to};
-    uint64_t v;
-    if (delay && parse_u64(delay, INT64_MAX, &so.delay_ms))
-        return ctl_fail(c, AOS_ERR_USAGE, "--delay wants milliseconds, not \"%s\"", delay);
-    if (tries) {
-        if (parse_u64(tries, 1000, &v) || !v)
-            return ctl_fail(c, AOS_ERR_USAGE, "--max-tries wants 1 to 1000, not \"%s\"", tries);
-        so.max_tries = (uint32_t)v;
-    }
+    so.delay_ms = (uint64_t)ctl_int(v, "--delay");
+    /* 0 leaves the server's default, which --desc states */
+    so.max_tries = ctl_given(v, "--max-tries") ? (uint32_t)ctl_int(v, "--max-tries") : 0;
+    int rc;
     uint8_t *in;
     const uint8_t *val;
     size_t len;
@@ -397,28 +327,19 @@ static int cmd_queue_send(ctl_ctx *c, int argc, char **argv)
     return 0;
 }
 
-static int cmd_queue_recv(ctl_ctx *c, int argc, char **argv)
+static int cmd_queue_recv(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[2], *max = NULL, *wait = NULL, *vis = NULL;
-    const opt opts[] = {{"--max", &max}, {"--wait", &wait}, {"--visibility", &vis}};
-    const char *usage = "queue recv AGENT QUEUE [--max N] [--wait MS] [--visibility MS]";
-    int rc = parse_args(c, argc, argv, opts, 3, pos, 2, 2, usage);
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
-    uint64_t m = 1, w = 0, v = 0;
-    if (max && (parse_u64(max, 100, &m) || !m))
-        return ctl_fail(c, AOS_ERR_USAGE, "--max wants 1 to 100, not \"%s\"", max);
-    if (wait && parse_u64(wait, 600000, &w))
-        return ctl_fail(c, AOS_ERR_USAGE, "--wait wants 0 to 600000 ms, not \"%s\"", wait);
-    if (vis && (parse_u64(vis, 12u * 3600 * 1000, &v) || !v))
-        return ctl_fail(c, AOS_ERR_USAGE, "--visibility wants 1 to 43200000 ms, not \"%s\"",
-                        vis);
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "QUEUE")};
+    uint64_t m = (uint64_t)ctl_int(v, "--max"), w = (uint64_t)ctl_int(v, "--wait");
+    /* 0 leaves the server's default, which --desc states */
+    uint64_t vis = ctl_given(v, "--visibility") ? (uint64_t)ctl_int(v, "--visibility") : 0;
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
     char why[AOS_ERRMSG_MAX + 1];
     aos_queue_msgs *ms;
-    aos_err e = aos_queue_recv(c->conn, &o, pos[1], (uint32_t)m, (uint32_t)v, (uint32_t)w, &ms,
+    aos_err e = aos_queue_recv(c->conn, &o, pos[1], (uint32_t)m, (uint32_t)vis, (uint32_t)w, &ms,
                                why, sizeof why);
     if (e)
         return ctl_fail(c, e, "%s", why);
@@ -449,24 +370,14 @@ static int cmd_queue_recv(ctl_ctx *c, int argc, char **argv)
     return 0;
 }
 
-static int ack_common(ctl_ctx *c, int argc, char **argv, int nack)
+static int ack_common(ctl_ctx *c, const ctl_vals *v, int nack)
 {
-    const char *pos[4], *delay = NULL;
-    const opt opts[] = {{"--delay", &delay}};
-    const char *usage = nack ? "queue nack AGENT QUEUE ID RECEIPT [--delay MS]"
-                             : "queue ack AGENT QUEUE ID RECEIPT";
-    int rc = parse_args(c, argc, argv, opts, nack ? 1 : 0, pos, 4, 4, usage);
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
-    uint64_t id, d = 0;
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "QUEUE")};
+    uint64_t id = (uint64_t)ctl_int(v, "ID"), d = nack ? (uint64_t)ctl_int(v, "--delay") : 0;
     uint8_t receipt[AOS_RECEIPT_LEN];
-    if (parse_u64(pos[2], INT64_MAX, &id) || !id)
-        return ctl_fail(c, AOS_ERR_USAGE, "ID wants a message id, not \"%s\"", pos[2]);
-    if (unhex(pos[3], receipt, sizeof receipt))
-        return ctl_fail(c, AOS_ERR_USAGE, "RECEIPT wants the %d hex digits queue recv printed",
-                        2 * AOS_RECEIPT_LEN);
-    if (delay && parse_u64(delay, 12u * 3600 * 1000, &d))
-        return ctl_fail(c, AOS_ERR_USAGE, "--delay wants 0 to 43200000 ms, not \"%s\"", delay);
+    int rc;
+    if (unhex(ctl_str(v, "RECEIPT"), receipt, sizeof receipt)) /* checked by the table */
+        return ctl_fail(c, AOS_ERR_INTERNAL, "RECEIPT passed its check but is not hex");
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
@@ -489,22 +400,20 @@ static int ack_common(ctl_ctx *c, int argc, char **argv, int nack)
     return 0;
 }
 
-static int cmd_queue_ack(ctl_ctx *c, int argc, char **argv)
+static int cmd_queue_ack(ctl_ctx *c, const ctl_vals *v)
 {
-    return ack_common(c, argc, argv, 0);
+    return ack_common(c, v, 0);
 }
 
-static int cmd_queue_nack(ctl_ctx *c, int argc, char **argv)
+static int cmd_queue_nack(ctl_ctx *c, const ctl_vals *v)
 {
-    return ack_common(c, argc, argv, 1);
+    return ack_common(c, v, 1);
 }
 
-static int cmd_queue_ls(ctl_ctx *c, int argc, char **argv)
+static int cmd_queue_ls(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[1];
-    int rc = parse_args(c, argc, argv, NULL, 0, pos, 1, 1, "queue ls AGENT");
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
+    const char *pos[1] = {ctl_str(v, "AGENT")};
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
@@ -534,17 +443,11 @@ static int cmd_queue_ls(ctl_ctx *c, int argc, char **argv)
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
 
-static int cmd_checkpoint_ls(ctl_ctx *c, int argc, char **argv)
+static int cmd_checkpoint_ls(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *pos[2], *lim = NULL;
-    const opt opts[] = {{"--limit", &lim}};
-    int rc = parse_args(c, argc, argv, opts, 1, pos, 1, 2,
-                        "checkpoint ls AGENT [NAME] [--limit N]");
-    if (rc || (rc = agent_ok(c, pos[0])))
-        return rc;
-    uint64_t limit = 100;
-    if (lim && (parse_u64(lim, 1000, &limit) || !limit))
-        return ctl_fail(c, AOS_ERR_USAGE, "--limit wants 1 to 1000, not \"%s\"", lim);
+    const char *pos[2] = {ctl_str(v, "AGENT"), ctl_str(v, "NAME")};
+    uint64_t limit = (uint64_t)ctl_int(v, "--limit");
+    int rc;
     aos_call_opts o;
     if ((rc = begin(c, pos[0], &o)))
         return rc;
@@ -589,25 +492,6 @@ static int cmd_checkpoint_ls(ctl_ctx *c, int argc, char **argv)
 /* ---- the table ---------------------------------------------------------------------------- */
 
 #define SCHEMA "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
-#define A_AGENT                                                                            \
-    "{\"name\":\"AGENT\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","     \
-    "\"pattern\":\"^[A-Za-z0-9_.:-]{1,64}$\",\"summary\":\"the agent whose namespace to "  \
-    "use\"}"
-#define A_KEY                                                                              \
-    "{\"name\":\"KEY\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","       \
-    "\"maxLength\":512,\"summary\":\"UTF-8 without control characters\"}"
-#define A_QUEUE                                                                            \
-    "{\"name\":\"QUEUE\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","     \
-    "\"pattern\":\"^[A-Za-z0-9_.:-]{1,128}$\"}"
-#define A_ID_RECEIPT                                                                       \
-    "{\"name\":\"ID\",\"kind\":\"positional\",\"required\":true,\"type\":\"integer\","      \
-    "\"minimum\":1,\"summary\":\"the message id queue recv printed\"},"                    \
-    "{\"name\":\"RECEIPT\",\"kind\":\"positional\",\"required\":true,\"type\":\"string\","   \
-    "\"pattern\":\"^[0-9a-f]{32}$\",\"summary\":\"the receipt of that delivery\"}"
-#define O(name, val, type, summary)                                                        \
-    "{\"name\":\"" name "\",\"kind\":\"option\",\"value\":\"" val "\",\"required\":false,"  \
-    "\"type\":\"" type "\",\"summary\":\"" summary "\"}"
-
 static const char kv_put_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"agent\",\"key\",\"version\"],\"properties\":{"
     "\"agent\":{\"type\":\"string\"},\"key\":{\"type\":\"string\"},"
@@ -663,54 +547,101 @@ static const char ck_ls_out[] = SCHEMA
     "\"size\":{\"type\":\"integer\"},\"created_ms\":{\"type\":\"integer\"},"
     "\"meta\":{\"description\":\"the checkpoint's JSON metadata\"}}}}}}";
 
+/* The arguments most commands share; a designated initializer each, so a table reads as the
+ * usage line does. */
+#define A_AGENT                                                                            \
+    {.name = "AGENT", .required = 1, .pattern = "^[A-Za-z0-9_.:-]{1,64}$",                 \
+     .check = check_agent, .summary = "the agent whose namespace to use"}
+#define A_KEY                                                                              \
+    {.name = "KEY", .required = 1, .summary = "UTF-8 without control characters, at most " \
+     "512 bytes"}
+#define A_QUEUE                                                                            \
+    {.name = "QUEUE", .required = 1, .pattern = "^[A-Za-z0-9_.:-]{1,128}$",                \
+     .summary = "the queue's name"}
+#define A_ID_RECEIPT                                                                       \
+    {.name = "ID", .required = 1, .type = CTL_INTEGER, .min = 1, .max = INT64_MAX,         \
+     .summary = "the message id queue recv printed"},                                      \
+    {.name = "RECEIPT", .required = 1, .pattern = "^[0-9a-fA-F]{32}$",                     \
+     .check = check_receipt, .summary = "the receipt of that delivery"}
+#define F_INT(nm, val, lo, hi, dflt, sum)                                                  \
+    {.name = nm, .type = CTL_INTEGER, .value = val, .min = lo, .max = hi, .def = dflt,     \
+     .summary = sum}
+
+_Static_assert(AOS_RECEIPT_LEN == 16, "RECEIPT's pattern says 32 hex digits");
+#define MS_12H (12 * 3600 * 1000)
+
+static const ctl_arg kv_put_args[] = {
+    A_AGENT,
+    A_KEY,
+    {.name = "VALUE", .required = 1, .summary = "the bytes to store, - for standard input"},
+    F_INT("--if-version", "N", 0, INT64_MAX, NULL,
+          "compare-and-set: only if the key is at version N (0: only if it does not exist)"),
+    F_INT("--ttl", "MS", 1, INT64_MAX, NULL, "the key expires after MS milliseconds"),
+};
+static const ctl_arg kv_get_args[] = {A_AGENT, A_KEY};
+static const ctl_arg kv_ls_args[] = {
+    A_AGENT,
+    {.name = "PREFIX", .summary = "only keys starting with it"},
+    F_INT("--limit", "N", 1, LS_MAX, "1000", "at most N keys"),
+};
+static const ctl_arg kv_rm_args[] = {
+    A_AGENT,
+    A_KEY,
+    F_INT("--if-version", "N", 1, INT64_MAX, NULL,
+          "only if the key is at version N (else exit 5)"),
+};
+static const ctl_arg q_send_args[] = {
+    A_AGENT,
+    A_QUEUE,
+    {.name = "BODY", .required = 1, .summary = "the message, - for standard input"},
+    F_INT("--delay", "MS", 0, INT64_MAX, "0", "invisible for MS milliseconds first"),
+    F_INT("--max-tries", "N", 1, 1000, "5", "deliveries before it moves to QUEUE.dead"),
+    {.name = "--to", .value = "AGENT", .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
+     .check = check_agent,
+     .summary = "mail: into that agent's queue inbox (QUEUE must be inbox)"},
+};
+static const ctl_arg q_recv_args[] = {
+    A_AGENT,
+    A_QUEUE,
+    F_INT("--max", "N", 1, 100, "1", "up to N messages"),
+    F_INT("--wait", "MS", 0, 600000, "0", "wait up to MS for a message to arrive"),
+    F_INT("--visibility", "MS", 1, MS_12H, "30000", "hidden from others for MS"),
+};
+static const ctl_arg q_ack_args[] = {A_AGENT, A_QUEUE, A_ID_RECEIPT};
+static const ctl_arg q_nack_args[] = {
+    A_AGENT,
+    A_QUEUE,
+    A_ID_RECEIPT,
+    F_INT("--delay", "MS", 0, MS_12H, "0", "visible again after MS"),
+};
+static const ctl_arg q_ls_args[] = {A_AGENT};
+static const ctl_arg ck_ls_args[] = {
+    A_AGENT,
+    {.name = "NAME", .summary = "only this checkpoint name"},
+    F_INT("--limit", "N", 1, 1000, "100", "at most N"),
+};
+
 static const ctl_cmd storage_cmds[] = {
-    {"kv put", "AGENT KEY VALUE [--if-version N] [--ttl MS]",
-     "store VALUE under KEY (VALUE - reads standard input); exit 5 on a version conflict",
-     "[" A_AGENT "," A_KEY ",{\"name\":\"VALUE\",\"kind\":\"positional\",\"required\":true,"
-     "\"type\":\"string\",\"summary\":\"the bytes to store, - for standard input\"},"
-     O("--if-version", "N", "integer", "compare-and-set: only if the key is at version N "
-       "(0: only if it does not exist)") ","
-     O("--ttl", "MS", "integer", "the key expires after MS milliseconds") "]",
-     kv_put_out, cmd_kv_put},
-    {"kv get", "AGENT KEY", "print the value of KEY alone; exit 3 if there is none",
-     "[" A_AGENT "," A_KEY "]", kv_get_out, cmd_kv_get},
-    {"kv ls", "AGENT [PREFIX] [--limit N]", "list the keys starting with PREFIX, in order",
-     "[" A_AGENT ",{\"name\":\"PREFIX\",\"kind\":\"positional\",\"required\":false,"
-     "\"type\":\"string\"}," O("--limit", "N", "integer", "at most N keys (default 1000)") "]",
-     kv_ls_out, cmd_kv_ls},
-    {"kv rm", "AGENT KEY [--if-version N]", "delete KEY; exit 3 if there is none",
-     "[" A_AGENT "," A_KEY ","
-     O("--if-version", "N", "integer", "only if the key is at version N (else exit 5)") "]",
-     kv_rm_out, cmd_kv_rm},
-    {"queue send", "AGENT QUEUE BODY [--delay MS] [--max-tries N] [--to AGENT]",
-     "append a message (BODY - reads standard input); prints its id",
-     "[" A_AGENT "," A_QUEUE ",{\"name\":\"BODY\",\"kind\":\"positional\",\"required\":true,"
-     "\"type\":\"string\"}," O("--delay", "MS", "integer", "invisible for MS milliseconds first")
-     "," O("--max-tries", "N", "integer", "deliveries before it moves to QUEUE.dead (default "
-           "5)") ","
-     O("--to", "AGENT", "string", "mail: into that agent's queue inbox (QUEUE must be inbox)")
-     "]", q_send_out, cmd_queue_send},
-    {"queue recv", "AGENT QUEUE [--max N] [--wait MS] [--visibility MS]",
-     "receive messages (ID TRIES RECEIPT BODY per line); ack them before the visibility ends",
-     "[" A_AGENT "," A_QUEUE "," O("--max", "N", "integer", "up to N messages (default 1)") ","
-     O("--wait", "MS", "integer", "wait up to MS for a message to arrive (default 0)") ","
-     O("--visibility", "MS", "integer", "hidden from others for MS (default 30000)") "]",
-     q_recv_out, cmd_queue_recv},
-    {"queue ack", "AGENT QUEUE ID RECEIPT",
-     "done with a received message; exit 3 if that delivery is no longer current",
-     "[" A_AGENT "," A_QUEUE "," A_ID_RECEIPT "]", q_ack_out, cmd_queue_ack},
-    {"queue nack", "AGENT QUEUE ID RECEIPT [--delay MS]",
-     "give a received message back; past its last try it moves to QUEUE.dead",
-     "[" A_AGENT "," A_QUEUE "," A_ID_RECEIPT ","
-     O("--delay", "MS", "integer", "visible again after MS") "]", q_ack_out, cmd_queue_nack},
-    {"queue ls", "AGENT", "the agent's queues with ready, in-flight and delayed counts",
-     "[" A_AGENT "]", q_ls_out, cmd_queue_ls},
-    {"checkpoint ls", "AGENT [NAME] [--limit N]",
-     "the agent's checkpoints, newest version first",
-     "[" A_AGENT ",{\"name\":\"NAME\",\"kind\":\"positional\",\"required\":false,"
-     "\"type\":\"string\",\"summary\":\"only this checkpoint name\"},"
-     O("--limit", "N", "integer", "at most N (default 100)") "]", ck_ls_out,
-     cmd_checkpoint_ls},
+    {"kv put", "store VALUE under KEY (VALUE - reads standard input); exit 5 on a version "
+     "conflict", CTL_ARGS(kv_put_args), kv_put_out, cmd_kv_put},
+    {"kv get", "print the value of KEY alone; exit 3 if there is none", CTL_ARGS(kv_get_args),
+     kv_get_out, cmd_kv_get},
+    {"kv ls", "list the keys starting with PREFIX, in order", CTL_ARGS(kv_ls_args), kv_ls_out,
+     cmd_kv_ls},
+    {"kv rm", "delete KEY; exit 3 if there is none", CTL_ARGS(kv_rm_args), kv_rm_out,
+     cmd_kv_rm},
+    {"queue send", "append a message (BODY - reads standard input); prints its id",
+     CTL_ARGS(q_send_args), q_send_out, cmd_queue_send},
+    {"queue recv", "receive messages (ID TRIES RECEIPT BODY per line); ack them before the "
+     "visibility ends", CTL_ARGS(q_recv_args), q_recv_out, cmd_queue_recv},
+    {"queue ack", "done with a received message; exit 3 if that delivery is no longer current",
+     CTL_ARGS(q_ack_args), q_ack_out, cmd_queue_ack},
+    {"queue nack", "give a received message back; past its last try it moves to QUEUE.dead",
+     CTL_ARGS(q_nack_args), q_ack_out, cmd_queue_nack},
+    {"queue ls", "the agent's queues with ready, in-flight and delayed counts",
+     CTL_ARGS(q_ls_args), q_ls_out, cmd_queue_ls},
+    {"checkpoint ls", "the agent's checkpoints, newest version first", CTL_ARGS(ck_ls_args),
+     ck_ls_out, cmd_checkpoint_ls},
 };
 
 const ctl_group ctl_group_storage = {storage_cmds, sizeof storage_cmds / sizeof storage_cmds[0]};

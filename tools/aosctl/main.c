@@ -1,7 +1,8 @@
-/* aosctl: parses the global flags, finds the command in the group tables and runs it;
- * owns --json (one document per run), --desc, --help, the connection and exit codes. */
+/* aosctl: one pass over the command line finds the command and its values from the tables,
+ * global flags anywhere; owns --json (one document per run, errors too), --desc, --help. */
 #include "aosctl.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -15,9 +16,6 @@
 #define AOS_VERSION "unknown"
 #endif
 
-/* Connects c on first use; r receives the reason on failure. Shared with the commands
- * that must connect before timing a call (ping); belongs in aosctl.h. */
-
 static const ctl_group *const groups[] = {
     &ctl_group_kernel,
     &ctl_group_storage,
@@ -29,20 +27,41 @@ static const ctl_group *const groups[] = {
 /* Set once the one JSON document of this run is out: a second one would break readers. */
 static int g_printed;
 
-static const char global_usage[] =
-    "aosctl [--data-dir DIR] [--json] [--timeout MS] COMMAND [ARGS]";
+static const char global_usage[] = "aosctl [global flags] COMMAND [ARGS] [FLAGS]";
 
-static const struct {
-    const char *flag, *value, *summary;
-} global_flags[] = {
-    {"--data-dir", "DIR", "aos data directory (default: $AOS_DATA_DIR, /var/lib/aos for "
-                          "root, else $XDG_DATA_HOME/aos or ~/.local/share/aos)"},
-    {"--json", NULL, "print exactly one JSON document on stdout, errors included"},
-    {"--timeout", "MS", "per-call timeout in milliseconds (default 30000)"},
-    {"--help", NULL, "print help; after a command: that command's usage"},
-    {"--desc", NULL, "after a command: its machine-readable description (JSON); alone: all"},
-    {"--version", NULL, "print the version"},
+static int check_dir(const char *v, char *why, size_t whylen)
+{
+    if (!*v)
+        snprintf(why, whylen, "--data-dir needs a directory");
+    else if (strlen(v) >= PATH_MAX)
+        snprintf(why, whylen, "--data-dir: path too long");
+    else
+        return 0;
+    return -1;
+}
+
+_Static_assert(AOS_DEFAULT_TIMEOUT_MS == 30000, "--timeout's default below says 30000");
+
+/* The flags every command takes, anywhere on the line; a command's own flags of the same
+ * name would shadow them, so none has one. */
+static const ctl_arg global_args[] = {
+    {.name = "--json", .type = CTL_BOOL,
+     .summary = "print exactly one JSON document on stdout, errors included"},
+    {.name = "--data-dir", .type = CTL_STRING, .value = "DIR", .check = check_dir,
+     .summary = "aos data directory (default: $AOS_DATA_DIR, /var/lib/aos for root, else "
+                "$XDG_DATA_HOME/aos or ~/.local/share/aos)"},
+    {.name = "--timeout", .type = CTL_INTEGER, .value = "MS", .min = 1, .max = INT32_MAX,
+     .def = "30000", .summary = "per-call timeout in milliseconds"},
+    {.name = "--help", .short_name = 'h', .type = CTL_BOOL,
+     .summary = "print help; with a command: that command's arguments and flags"},
+    {.name = "--desc", .type = CTL_BOOL,
+     .summary = "with a command: its machine-readable description (JSON); alone: all"},
+    {.name = "--version", .type = CTL_BOOL, .summary = "print the version"},
 };
+
+/* The global flags as a command, so the same machinery stores and looks them up. */
+static const ctl_cmd global_cmd = {"", "global flags", CTL_ARGS(global_args), NULL, NULL};
+_Static_assert(sizeof global_args / sizeof global_args[0] <= CTL_ARGS_MAX, "too many flags");
 
 /* Replaces bytes that are not UTF-8 with '?', so any message can become a JSON string. */
 static void utf8_fix(char *s)
@@ -200,6 +219,7 @@ aos_err ctl_call(ctl_ctx *c, const char *agent, const char *method,
     return err;
 }
 
+
 /* ---- command lookup ------------------------------------------------------------ */
 
 /* Splits path into words (pointers into buf). */
@@ -214,37 +234,194 @@ static size_t split_path(const char *path, char *buf, size_t cap, char **w)
 }
 
 /* How many leading words of argv match cmd's path; *full when all of the path did. */
-static size_t match_words(const ctl_cmd *cmd, int argc, char **argv, int *full)
+static size_t match_words(const ctl_cmd *cmd, size_t argc, char **argv, int *full)
 {
     char buf[256], *w[MAX_WORDS];
     size_t n = split_path(cmd->path, buf, sizeof buf, w), k = 0;
-    while (k < n && (int)k < argc && strcmp(w[k], argv[k]) == 0)
+    while (k < n && k < argc && strcmp(w[k], argv[k]) == 0)
         k++;
     *full = k == n;
     return k;
 }
 
-/* The command whose whole path starts argv, longest first; *depth gets the number of
- * leading words that match some command (for "did you mean"). */
-static const ctl_cmd *find_cmd(int argc, char **argv, size_t *depth, size_t *used)
+/* The command whose path is exactly the words (no path is a prefix of another: the
+ * contract test checks it); *depth gets the most leading words that start some command. */
+static const ctl_cmd *find_cmd(size_t n, char **words, size_t *depth)
 {
-    const ctl_cmd *best = NULL;
-    size_t best_n = 0, deepest = 0;
+    const ctl_cmd *hit = NULL;
+    *depth = 0;
     for (size_t g = 0; g < NGROUPS; g++) {
         for (size_t i = 0; i < groups[g]->n; i++) {
             int full;
-            size_t k = match_words(&groups[g]->cmds[i], argc, argv, &full);
-            if (k > deepest)
-                deepest = k;
-            if (full && k > best_n) {
-                best = &groups[g]->cmds[i];
-                best_n = k;
-            }
+            size_t k = match_words(&groups[g]->cmds[i], n, words, &full);
+            if (k > *depth)
+                *depth = k;
+            if (full && k == n)
+                hit = &groups[g]->cmds[i];
         }
     }
-    *depth = deepest;
-    *used = best_n;
-    return best;
+    return hit;
+}
+
+/* ---- the command line ---------------------------------------------------------- */
+
+/* What one pass over argv found. The pass never stops at an error: it goes on to the end so
+ * that a --json, --help or --desc after the mistake still decides how to answer. */
+typedef struct line {
+    ctl_vals g;                 /* the global flags */
+    const ctl_cmd *cmd;         /* NULL until the words name a command */
+    ctl_vals v;                 /* cmd's values */
+    char *words[MAX_WORDS];     /* the command's words as typed */
+    size_t nwords, depth;       /* depth: leading words that start some command */
+    int stuck;                  /* a word that no command starts with, or too many */
+    size_t npos;                /* positionals given to cmd */
+    char why[768];              /* the first usage error, "" when none */
+    int hint;                   /* add cmd's usage (or a pointer to --help) to why */
+} line;
+
+static void note(line *L, int hint, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(line *L, int hint, const char *fmt, ...)
+{
+    if (L->why[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(L->why, sizeof L->why, fmt, ap);
+    va_end(ap);
+    L->hint = hint;
+}
+
+/* "--x", "-n", "-n5" are flags; "-" (standard input) and "-5" are values. */
+static int is_flag_token(const char *t)
+{
+    if (t[0] != '-' || !t[1])
+        return 0;
+    return t[1] == '-' ? t[2] != 0 : isalpha((unsigned char)t[1]) != 0;
+}
+
+/* The flag of cmd or the global one that tok names, NULL when none; *into its values. */
+static const ctl_arg *lookup_flag(line *L, const char *tok, size_t namelen, ctl_vals **into)
+{
+    const ctl_arg *a = NULL;
+    *into = &L->v;
+    if (L->cmd && (a = ctl_flag_find(L->cmd->args, L->cmd->nargs, tok, namelen)))
+        return a;
+    *into = &L->g;
+    return ctl_flag_find(global_args, global_cmd.nargs, tok, namelen);
+}
+
+/* The length of a flag token's name: "--limit" of "--limit=5", "-n" of "-n5". */
+static size_t flag_name_len(const char *tok)
+{
+    if (tok[1] != '-')
+        return 2;
+    const char *eq = strchr(tok, '=');
+    return eq ? (size_t)(eq - tok) : strlen(tok);
+}
+
+/* One flag token at argv[*i] (its value may be the next token). */
+static void take_flag(line *L, int argc, char **argv, int *i)
+{
+    const char *tok = argv[*i], *attached = NULL;
+    size_t namelen = flag_name_len(tok);
+    if (tok[1] == '-')
+        attached = tok[namelen] == '=' ? tok + namelen + 1 : NULL;
+    else
+        attached = tok[2] ? tok + 2 + (tok[2] == '=') : NULL;
+    ctl_vals *into, *other;
+    const ctl_arg *a = lookup_flag(L, tok, namelen, &into);
+    if (!a) {
+        if (L->stuck)
+            return; /* already wrong; only the global flags still matter */
+        if (L->cmd)
+            note(L, 1, "unknown flag \"%.*s\" for %s", (int)namelen, tok, L->cmd->path);
+        else if (L->nwords == 0)
+            note(L, 1, "unknown flag \"%.*s\"", (int)namelen, tok);
+        else
+            note(L, 1, "unknown flag \"%.*s\" (a command's flags go after its name)",
+                 (int)namelen, tok);
+        return;
+    }
+    const char *val = attached;
+    if (a->type == CTL_BOOL) {
+        if (attached) /* still taken: "--json=1" wants JSON, also for this error */
+            note(L, 1, "%s takes no value (got \"%s\")", a->name, tok);
+        val = "true";
+    } else if (!val) {
+        /* "-n --json" is a forgotten count, not a count of "--json": the flag stays a flag
+         * (a value that looks like one is given as --flag=VALUE) */
+        const char *next = *i + 1 < argc ? argv[*i + 1] : NULL;
+        if (!next || (is_flag_token(next) && lookup_flag(L, next, flag_name_len(next), &other))) {
+            note(L, 1, "%.*s needs a value (%s)", (int)namelen, tok,
+                 a->value ? a->value : "VALUE");
+            return;
+        }
+        val = argv[++*i];
+    }
+    char why[512];
+    if (ctl_value_set(a, val, into, (size_t)(a - (into == &L->g ? global_args : L->cmd->args)),
+                      why, sizeof why) != 0)
+        note(L, 0, "%s", why);
+}
+
+/* A word: the next word of the command until it is named, then its next positional. */
+static void take_word(line *L, char *tok)
+{
+    if (L->stuck)
+        return;
+    if (!L->cmd) {
+        if (L->nwords == MAX_WORDS) {
+            L->stuck = 1;
+            return;
+        }
+        L->words[L->nwords++] = tok;
+        L->cmd = find_cmd(L->nwords, L->words, &L->depth);
+        if (L->cmd)
+            L->v.cmd = L->cmd;
+        else if (L->depth < L->nwords)
+            L->stuck = 1; /* reported after the pass, with what could follow */
+        return;
+    }
+    size_t seen = 0;
+    for (size_t k = 0; k < L->cmd->nargs; k++) {
+        if (L->cmd->args[k].name[0] == '-')
+            continue;
+        if (seen++ == L->npos) {
+            char why[512];
+            L->npos++;
+            if (ctl_value_set(&L->cmd->args[k], tok, &L->v, k, why, sizeof why) != 0)
+                note(L, 0, "%s", why);
+            return;
+        }
+    }
+    note(L, 1, "too many arguments (\"%s\")", tok);
+}
+
+/* "-abc" that is no short flag here is a value, as it was before short flags existed
+ * ("kv put A K -x" stores "-x"); a long "--abc" is always a flag, so typos are caught. */
+static int short_value(line *L, const char *tok)
+{
+    ctl_vals *into;
+    return tok[1] != '-' && !lookup_flag(L, tok, 2, &into);
+}
+
+static void parse_line(line *L, int argc, char **argv)
+{
+    memset(L, 0, sizeof *L);
+    L->g.cmd = &global_cmd;
+    int dashdash = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!dashdash && strcmp(argv[i], "--") == 0)
+            dashdash = 1; /* what follows is values, also when it starts with '-' */
+        else if (!dashdash && is_flag_token(argv[i]) && !short_value(L, argv[i]))
+            take_flag(L, argc, argv, &i);
+        else
+            take_word(L, argv[i]);
+    }
+    char why[512];
+    if (L->cmd && ctl_vals_finish(L->cmd, &L->v, why, sizeof why) != 0)
+        note(L, 1, "%s", why);
+    ctl_vals_finish(&global_cmd, &L->g, why, sizeof why);
 }
 
 /* ---- descriptions and help ------------------------------------------------------ */
@@ -263,84 +440,144 @@ static json_t *exit_codes_json(void)
     return o;
 }
 
+/* The JSON Schema of the error document, from the error table itself. */
+static json_t *error_schema(void)
+{
+    json_t *names = json_array(), *codes = json_array(), *exits = json_array();
+    for (int e = 1; names && codes && exits && e < 256; e++) {
+        if (!aos_err_valid(e))
+            continue;
+        json_array_append_new(names, json_string(aos_err_name(e)));
+        json_array_append_new(codes, json_integer(e));
+        json_t *x = json_integer(aos_err_exit_code(e));
+        size_t i;
+        json_t *have;
+        int dup = 0;
+        json_array_foreach(exits, i, have)
+            dup |= json_equal(have, x);
+        if (dup)
+            json_decref(x);
+        else
+            json_array_append_new(exits, x);
+    }
+    return json_pack(
+        "{s:s,s:s,s:[s],s:{s:{s:s,s:[s,s,s,s],s:{s:{s:s,s:o},s:{s:s,s:o},s:{s:s,s:o},"
+        "s:{s:s}}}}}",
+        "$schema", "https://json-schema.org/draft/2020-12/schema", "type", "object",
+        "required", "error", "properties", "error", "type", "object", "required", "code",
+        "name", "exit_code", "message", "properties", "code", "type", "integer", "enum", codes,
+        "name", "type", "string", "enum", names, "exit_code", "type", "integer", "enum", exits,
+        "message", "type", "string");
+}
+
+static json_t *args_desc(const ctl_cmd *cmd, int flags)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < cmd->nargs; i++) {
+        if ((cmd->args[i].name[0] == '-') != flags)
+            continue;
+        if (json_array_append_new(arr, ctl_arg_desc(&cmd->args[i])) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
 /* A command's description, or NULL with why filled (a bad table entry is our bug). */
 static json_t *cmd_desc(const ctl_cmd *cmd, char *why, size_t whylen)
 {
     json_error_t je;
-    json_t *args = cmd->args_json ? json_loads(cmd->args_json, 0, &je) : json_array();
-    if (!args) {
-        snprintf(why, whylen, "command \"%s\": bad arguments description: %s (col %d)",
-                 cmd->path, je.text, je.column);
-        return NULL;
-    }
     json_t *out = cmd->output_schema ? json_loads(cmd->output_schema, 0, &je) : json_null();
     if (!out) {
-        json_decref(args);
         snprintf(why, whylen, "command \"%s\": bad output schema: %s (col %d)", cmd->path,
                  je.text, je.column);
         return NULL;
     }
-    char usage[512];
-    snprintf(usage, sizeof usage, "aosctl %s%s%s", cmd->path, cmd->usage && *cmd->usage ?
-             " " : "", cmd->usage ? cmd->usage : "");
-    json_t *d = json_pack("{s:s,s:s,s:s,s:o,s:o,s:o}", "command", cmd->path, "usage", usage,
-                          "summary", cmd->summary ? cmd->summary : "", "arguments", args,
+    char usage[512], buf[256], *w[MAX_WORDS];
+    ctl_usage(cmd->args, cmd->nargs, buf, sizeof buf);
+    snprintf(usage, sizeof usage, "aosctl %s%s%s", cmd->path, buf[0] ? " " : "", buf);
+    size_t nw = split_path(cmd->path, buf, sizeof buf, w);
+    json_t *words = json_array();
+    for (size_t i = 0; words && i < nw; i++)
+        json_array_append_new(words, json_string(w[i]));
+    json_t *d = json_pack("{s:s,s:o,s:s,s:s,s:o,s:o,s:o,s:o}", "name", cmd->path, "words",
+                          words, "usage", usage, "summary", cmd->summary ? cmd->summary : "",
+                          "arguments", args_desc(cmd, 0), "flags", args_desc(cmd, 1),
                           "output", out, "exit_codes", exit_codes_json());
     if (!d)
         snprintf(why, whylen, "out of memory");
     return d;
 }
 
-/* Every command whose path starts with the given words (all when nwords is 0). */
-static json_t *list_desc(int nwords, char **words, char *why, size_t whylen)
+static json_t *global_flags_desc(void)
 {
-    json_t *cmds = json_array(), *flags = json_array(), *doc = NULL;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < global_cmd.nargs; i++)
+        if (json_array_append_new(arr, ctl_arg_desc(&global_args[i])) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    return arr;
+}
+
+/* One command alone: its description plus what every command shares. */
+static json_t *one_desc(const ctl_cmd *cmd, char *why, size_t whylen)
+{
+    json_t *d = cmd_desc(cmd, why, whylen);
+    if (d && (json_object_set_new(d, "global_flags", global_flags_desc()) != 0 ||
+              json_object_set_new(d, "error_output", error_schema()) != 0)) {
+        json_decref(d);
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    return d;
+}
+
+/* Every command whose path starts with the given words (all when nwords is 0). */
+static json_t *list_desc(size_t nwords, char **words, char *why, size_t whylen)
+{
+    json_t *cmds = json_array(), *doc = NULL;
     snprintf(why, whylen, "out of memory");
-    if (!cmds || !flags)
+    if (!cmds)
         goto out;
     for (size_t g = 0; g < NGROUPS; g++) {
         for (size_t i = 0; i < groups[g]->n; i++) {
             int full;
-            if ((int)match_words(&groups[g]->cmds[i], nwords, words, &full) < nwords)
+            if (match_words(&groups[g]->cmds[i], nwords, words, &full) < nwords)
                 continue;
             json_t *d = cmd_desc(&groups[g]->cmds[i], why, whylen);
             if (!d || json_array_append_new(cmds, d) != 0)
                 goto out;
         }
     }
-    for (size_t i = 0; i < sizeof global_flags / sizeof global_flags[0]; i++)
-        if (json_array_append_new(flags, json_pack("{s:s,s:s?,s:s}", "name",
-                                                   global_flags[i].flag, "value",
-                                                   global_flags[i].value, "summary",
-                                                   global_flags[i].summary)) != 0)
-            goto out;
-    doc = json_pack("{s:s,s:s,s:s,s:O,s:O,s:o}", "program", "aosctl", "version",
-                    AOS_VERSION, "usage", global_usage, "global_flags", flags, "commands",
-                    cmds, "exit_codes", exit_codes_json());
+    doc = json_pack("{s:s,s:s,s:s,s:o,s:O,s:o,s:o}", "program", "aosctl", "version",
+                    AOS_VERSION, "usage", global_usage, "global_flags", global_flags_desc(),
+                    "commands", cmds, "exit_codes", exit_codes_json(), "error_output",
+                    error_schema());
 out:
     json_decref(cmds);
-    json_decref(flags);
     return doc;
 }
 
 static void print_help(FILE *f)
 {
-    fprintf(f, "usage: %s\n       aosctl COMMAND... --desc   describe a command as JSON "
-            "(alone: every command)\n\nglobal flags (before the command):\n", global_usage);
-    for (size_t i = 0; i < sizeof global_flags / sizeof global_flags[0]; i++) {
-        char left[32];
-        snprintf(left, sizeof left, "%s%s%s", global_flags[i].flag,
-                 global_flags[i].value ? " " : "",
-                 global_flags[i].value ? global_flags[i].value : "");
-        fprintf(f, "  %-16s %s\n", left, global_flags[i].summary);
-    }
+    fprintf(f, "usage: %s\n       aosctl [COMMAND...] --desc   describe commands as JSON\n\n"
+            "global flags (anywhere on the line; --flag=VALUE or --flag VALUE):\n",
+            global_usage);
+    ctl_args_help(f, global_args, global_cmd.nargs, 1);
     fprintf(f, "\ncommands:\n");
     for (size_t g = 0; g < NGROUPS; g++) {
         for (size_t i = 0; i < groups[g]->n; i++) {
             const ctl_cmd *cmd = &groups[g]->cmds[i];
-            char left[128];
-            snprintf(left, sizeof left, "%s %s", cmd->path, cmd->usage ? cmd->usage : "");
-            fprintf(f, "  %-30s %s\n", left, cmd->summary ? cmd->summary : "");
+            char left[192], u[160];
+            ctl_usage(cmd->args, cmd->nargs, u, sizeof u);
+            snprintf(left, sizeof left, "%s %s", cmd->path, u);
+            /* a long usage gets its own line rather than a ragged summary column */
+            if (strlen(left) > 30)
+                fprintf(f, "  %s\n  %-30s %s\n", left, "", cmd->summary ? cmd->summary : "");
+            else
+                fprintf(f, "  %-30s %s\n", left, cmd->summary ? cmd->summary : "");
         }
     }
     fprintf(f, "\nexit codes:\n");
@@ -354,14 +591,28 @@ static void print_help(FILE *f)
 
 static void print_cmd_help(const ctl_cmd *cmd)
 {
-    printf("usage: aosctl [global flags] %s %s\n%s\n", cmd->path,
-           cmd->usage ? cmd->usage : "", cmd->summary ? cmd->summary : "");
-    printf("aosctl %s --desc prints its arguments, output schema and exit codes as JSON.\n",
+    char u[256];
+    int pos = 0, flags = 0;
+    for (size_t i = 0; i < cmd->nargs; i++)
+        cmd->args[i].name[0] == '-' ? flags++ : pos++;
+    ctl_usage(cmd->args, cmd->nargs, u, sizeof u);
+    printf("usage: aosctl [global flags] %s%s%s\n%s\n", cmd->path, u[0] ? " " : "", u,
+           cmd->summary ? cmd->summary : "");
+    if (pos) {
+        printf("\narguments:\n");
+        ctl_args_help(stdout, cmd->args, cmd->nargs, 0);
+    }
+    if (flags) {
+        printf("\nflags (--flag=VALUE or --flag VALUE, anywhere after the command):\n");
+        ctl_args_help(stdout, cmd->args, cmd->nargs, 1);
+    }
+    printf("\nglobal flags: --json --data-dir DIR --timeout MS --help --desc (aosctl --help)\n"
+           "aosctl %s --desc prints its arguments, output schema and exit codes as JSON.\n",
            cmd->path);
 }
 
 /* "server kill NAME, server restart NAME" for the commands under the given words. */
-static void list_matching(int nwords, char **words, char *out, size_t cap)
+static void list_matching(size_t nwords, char **words, char *out, size_t cap)
 {
     size_t used = 0;
     out[0] = 0;
@@ -369,10 +620,12 @@ static void list_matching(int nwords, char **words, char *out, size_t cap)
         for (size_t i = 0; i < groups[g]->n; i++) {
             int full;
             const ctl_cmd *cmd = &groups[g]->cmds[i];
-            if ((int)match_words(cmd, nwords, words, &full) < nwords)
+            if (match_words(cmd, nwords, words, &full) < nwords)
                 continue;
+            char u[160];
+            ctl_usage(cmd->args, cmd->nargs, u, sizeof u);
             int w = snprintf(out + used, cap - used, "%s%s%s%s", used ? ", " : "", cmd->path,
-                             cmd->usage && *cmd->usage ? " " : "", cmd->usage ? cmd->usage : "");
+                             u[0] ? " " : "", u);
             if (w < 0 || (size_t)w >= cap - used)
                 return;
             used += (size_t)w;
@@ -380,11 +633,11 @@ static void list_matching(int nwords, char **words, char *out, size_t cap)
     }
 }
 
-static void join_words(int n, char **w, char *out, size_t cap)
+static void join_words(size_t n, char **w, char *out, size_t cap)
 {
     size_t used = 0;
     out[0] = 0;
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         int k = snprintf(out + used, cap - used, "%s%s", i ? " " : "", w[i]);
         if (k < 0 || (size_t)k >= cap - used)
             return;
@@ -394,126 +647,81 @@ static void join_words(int n, char **w, char *out, size_t cap)
 
 /* ---- main ------------------------------------------------------------------------ */
 
-static int parse_timeout(const char *s, uint32_t *out)
+static int print_desc(ctl_ctx *c, json_t *d, const char *why)
 {
-    char *end;
-    errno = 0;
-    if (!s || *s < '0' || *s > '9')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v == 0 || v > INT32_MAX)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* Index of the first of "--desc"/"--help"/"-h" in argv before a "--", or -1. */
-static int find_flag(int argc, char **argv, int help)
-{
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0)
-            return -1;
-        if (help ? (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-                 : strcmp(argv[i], "--desc") == 0)
-            return i;
-    }
-    return -1;
+    return d ? ctl_print_json(c, d) : ctl_fail(c, AOS_ERR_INTERNAL, "%s", why);
 }
 
 static int run_main(ctl_ctx *c, int argc, char **argv)
 {
-    int help = 0, desc = 0, i = 1;
+    line L;
     char why[512];
+    /* ctl_vals has CTL_ARGS_MAX slots: a longer table is aosctl's bug, caught on any run */
+    for (size_t g = 0; g < NGROUPS; g++)
+        for (size_t i = 0; i < groups[g]->n; i++)
+            if (groups[g]->cmds[i].nargs > CTL_ARGS_MAX)
+                return ctl_fail(c, AOS_ERR_INTERNAL, "command \"%s\" has more than %d "
+                                "arguments", groups[g]->cmds[i].path, CTL_ARGS_MAX);
+    parse_line(&L, argc, argv);
+    c->json = (int)ctl_int(&L.g, "--json");
+    c->data_dir = ctl_str(&L.g, "--data-dir");
+    c->timeout_ms = (uint32_t)ctl_int(&L.g, "--timeout");
+    int help = (int)ctl_int(&L.g, "--help"), desc = (int)ctl_int(&L.g, "--desc");
 
-    /* --json first, so that an error in the other flags already prints JSON */
-    for (int k = 1; k < argc && argv[k][0] == '-' && strcmp(argv[k], "--"); k++)
-        if (strcmp(argv[k], "--json") == 0)
-            c->json = 1;
-
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            i++;
-            break;
-        } else if (strcmp(a, "--json") == 0) {
-            c->json = 1;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            help = 1;
-        } else if (strcmp(a, "--desc") == 0) {
-            desc = 1;
-        } else if (strcmp(a, "--version") == 0) {
-            if (c->json)
-                return ctl_print_json(c, json_pack("{s:s}", "version", AOS_VERSION));
-            printf("aosctl %s\n", AOS_VERSION);
-            return 0;
-        } else if (strcmp(a, "--data-dir") == 0 || strncmp(a, "--data-dir=", 11) == 0) {
-            const char *v = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || !*v)
-                return ctl_fail(c, AOS_ERR_USAGE, "--data-dir needs a directory");
-            if (strlen(v) >= PATH_MAX)
-                return ctl_fail(c, AOS_ERR_USAGE, "--data-dir: path too long");
-            c->data_dir = v;
-        } else if (strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0) {
-            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
-            if (parse_timeout(v, &c->timeout_ms) != 0)
-                return ctl_fail(c, AOS_ERR_USAGE, "--timeout needs milliseconds, 1 to %d",
-                                INT32_MAX);
-        } else {
-            return ctl_fail(c, AOS_ERR_USAGE, "unknown global flag \"%s\" (global flags go "
-                            "before the command; see aosctl --help)", a);
-        }
+    if (ctl_int(&L.g, "--version")) {
+        if (c->json)
+            return ctl_print_json(c, json_pack("{s:s}", "version", AOS_VERSION));
+        printf("aosctl %s\n", AOS_VERSION);
+        return 0;
     }
-    int rest = argc - i;
-    char **words = argv + i;
-
-    if (rest == 0) {
-        if (desc || (help && c->json)) {
-            json_t *d = list_desc(0, NULL, why, sizeof why);
-            return d ? ctl_print_json(c, d) : ctl_fail(c, AOS_ERR_INTERNAL, "%s", why);
+    /* with --json, --help is for a program too: it gets the description */
+    if (desc || (help && c->json)) {
+        if (L.cmd)
+            return print_desc(c, one_desc(L.cmd, why, sizeof why), why);
+        if (L.depth > 0 || L.nwords == 0)
+            return print_desc(c, list_desc(L.depth, L.words, why, sizeof why), why);
+    } else if (help) {
+        if (L.cmd) {
+            print_cmd_help(L.cmd);
+            return 0;
         }
-        if (help) {
+        if (L.nwords == 0) {
             print_help(stdout);
             return 0;
         }
-        if (!c->json)
-            print_help(stderr);
-        return ctl_fail(c, AOS_ERR_USAGE, "no command given");
-    }
-
-    size_t depth, used;
-    const ctl_cmd *cmd = find_cmd(rest, words, &depth, &used);
-    if (!cmd) {
-        char list[1024], typed[256];
-        if (depth == 0)
-            return ctl_fail(c, AOS_ERR_USAGE, "unknown command \"%s\" (see aosctl --help)",
-                            words[0]);
-        /* "server" alone or "server frob": describe or list what can follow the words */
-        int tail_desc = find_flag(rest - (int)depth, words + depth, 0) >= 0;
-        int tail_help = find_flag(rest - (int)depth, words + depth, 1) >= 0;
-        if (desc || tail_desc || (c->json && (help || tail_help))) {
-            json_t *d = list_desc((int)depth, words, why, sizeof why);
-            return d ? ctl_print_json(c, d) : ctl_fail(c, AOS_ERR_INTERNAL, "%s", why);
-        }
-        list_matching((int)depth, words, list, sizeof list);
-        if (help || tail_help) {
+        if (L.depth > 0) {
+            char list[1024];
+            list_matching(L.depth, L.words, list, sizeof list);
             printf("commands: %s\n", list);
             return 0;
         }
-        join_words((int)depth + ((size_t)rest > depth), words, typed, sizeof typed);
+    }
+    if (L.nwords == 0) {
+        if (L.why[0])
+            return ctl_fail(c, AOS_ERR_USAGE, "%s%s", L.why, L.hint ? "; see aosctl --help" : "");
+        if (!c->json)
+            print_help(stderr);
+        return ctl_fail(c, AOS_ERR_USAGE, "no command given (see aosctl --help)");
+    }
+    if (!L.cmd) {
+        char list[1024], typed[256];
+        if (L.depth == 0)
+            return ctl_fail(c, AOS_ERR_USAGE, "unknown command \"%s\" (see aosctl --help)",
+                            L.words[0]);
+        list_matching(L.depth, L.words, list, sizeof list);
+        join_words(L.depth + (L.nwords > L.depth), L.words, typed, sizeof typed);
         return ctl_fail(c, AOS_ERR_USAGE, "%s command \"%s\"; one of: %s",
-                        (size_t)rest > depth ? "unknown" : "incomplete", typed, list);
+                        L.nwords > L.depth ? "unknown" : "incomplete", typed, list);
     }
-    int after_desc = find_flag(rest - (int)used, words + used, 0);
-    int after_help = find_flag(rest - (int)used, words + used, 1);
-    if (desc || after_desc >= 0 || (c->json && (help || after_help >= 0))) {
-        json_t *d = cmd_desc(cmd, why, sizeof why);
-        return d ? ctl_print_json(c, d) : ctl_fail(c, AOS_ERR_INTERNAL, "%s", why);
+    if (L.why[0]) {
+        char u[256];
+        ctl_usage(L.cmd->args, L.cmd->nargs, u, sizeof u);
+        if (!L.hint)
+            return ctl_fail(c, AOS_ERR_USAGE, "%s", L.why);
+        return ctl_fail(c, AOS_ERR_USAGE, "%s; usage: aosctl %s%s%s", L.why, L.cmd->path,
+                        u[0] ? " " : "", u);
     }
-    if (help || after_help >= 0) {
-        print_cmd_help(cmd);
-        return 0;
-    }
-    return cmd->run(c, rest - (int)used, words + used);
+    return L.cmd->run(c, &L.v);
 }
 
 int main(int argc, char **argv)

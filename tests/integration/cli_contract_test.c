@@ -1,0 +1,804 @@
+/* aosctl's contract with the programs that call it, checked against a real aosd: every command
+ * aosctl --desc lists runs with --json and its output validates against the schema it publishes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <regex.h>
+#include <setjmp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "aos/storage.h"
+#include "harness.h"
+
+extern char **environ;
+
+static h_aosd *H;
+static json_t *DESC; /* aosctl --desc, read once */
+
+#define OUT_MAX (1u << 20)
+#define ARGV_MAX 48
+#define AGENT "contract-agent"
+#define CTL_POS_MAX 8
+
+/* ---- running aosctl ------------------------------------------------------------------ */
+
+typedef struct run {
+    int rc;
+    char out[OUT_MAX], err[64 * 1024];
+} run;
+
+/* Reads both pipes to their end, so aosctl never blocks on a full one; keeps what fits. */
+static void drain(int fo, int fe, run *r)
+{
+    size_t used[2] = {0, 0}, cap[2] = {sizeof r->out - 1, sizeof r->err - 1};
+    char *buf[2] = {r->out, r->err}, sink[4096];
+    struct pollfd p[2] = {{.fd = fo, .events = POLLIN}, {.fd = fe, .events = POLLIN}};
+    int open_n = 2;
+    while (open_n > 0) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fail_msg("poll: %s", strerror(errno));
+        }
+        for (int k = 0; k < 2; k++) {
+            if (p[k].fd < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            int room = used[k] < cap[k];
+            ssize_t n = read(p[k].fd, room ? buf[k] + used[k] : sink,
+                             room ? cap[k] - used[k] : sizeof sink);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                close(p[k].fd);
+                p[k].fd = -1;
+                open_n--;
+            } else if (room) {
+                used[k] += (size_t)n;
+            }
+        }
+    }
+    r->out[used[0]] = 0;
+    r->err[used[1]] = 0;
+}
+
+/* aosctl ARGV... exactly as given (no --data-dir added: where it goes is under test). */
+static void ctl_argv(run *r, const char *const *argv)
+{
+    const char *args[ARGV_MAX + 2];
+    size_t n = 0;
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s", h_bin("aosctl"));
+    args[n++] = exe;
+    for (size_t i = 0; argv[i]; i++) {
+        if (n > ARGV_MAX)
+            fail_msg("ctl: more than %d arguments", ARGV_MAX);
+        args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    int po[2], pe[2];
+    if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, exe, &fa, NULL, (char *const *)args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(po[1]);
+    close(pe[1]);
+    if (rc != 0)
+        fail_msg("spawn %s: %s", exe, strerror(rc));
+    drain(po[0], pe[0], r);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            fail_msg("waitpid: %s", strerror(errno));
+    r->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* aosctl ARGS... from a NULL-terminated list. */
+#define CTL(r, ...) ctl_argv((r), (const char *const[]){__VA_ARGS__, NULL})
+
+/* The one JSON document on stdout (jansson refuses anything after it), or the test fails. */
+static json_t *doc_of(const run *r, const char *what)
+{
+    json_error_t je;
+    json_t *d = json_loads(r->out, 0, &je);
+    if (!d)
+        fail_msg("%s: stdout is not one JSON document (%s at %d): rc %d, out \"%.400s\", "
+                 "err \"%.400s\"", what, je.text, je.position, r->rc, r->out, r->err);
+    return d;
+}
+
+/* ---- a JSON Schema subset: what aosctl's schemas use -------------------------------- */
+
+static int fail_at(char *why, size_t cap, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(char *why, size_t cap, const char *path, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(why, cap, "%s: %s", path[0] ? path : "$", msg);
+    return -1;
+}
+
+static int type_is(const char *t, const json_t *v)
+{
+    if (!strcmp(t, "object"))
+        return json_is_object(v);
+    if (!strcmp(t, "array"))
+        return json_is_array(v);
+    if (!strcmp(t, "string"))
+        return json_is_string(v);
+    if (!strcmp(t, "integer"))
+        return json_is_integer(v);
+    if (!strcmp(t, "number"))
+        return json_is_number(v);
+    if (!strcmp(t, "boolean"))
+        return json_is_boolean(v);
+    if (!strcmp(t, "null"))
+        return json_is_null(v);
+    return -1;
+}
+
+/* Validates v against schema s; -1 with why (path and reason) when it does not. A keyword
+ * this checker does not know fails too, so a schema never passes by being misunderstood. */
+static int check(const json_t *s, const json_t *v, const char *path, char *why, size_t cap)
+{
+    static const char *const notes[] = {"$schema", "description", "title", "default", NULL};
+    const char *kw;
+    json_t *arg;
+    if (!json_is_object(s))
+        return fail_at(why, cap, path, "the schema is not an object");
+    json_object_foreach((json_t *)s, kw, arg) {
+        int known = 0;
+        for (size_t i = 0; notes[i]; i++)
+            known |= !strcmp(kw, notes[i]);
+        if (known)
+            continue;
+        if (!strcmp(kw, "type")) {
+            int ok = 0;
+            if (json_is_string(arg)) {
+                ok = type_is(json_string_value(arg), v);
+            } else if (json_is_array(arg)) {
+                size_t i;
+                json_t *t;
+                json_array_foreach(arg, i, t) {
+                    int m = type_is(json_string_value(t), v);
+                    if (m < 0)
+                        return fail_at(why, cap, path, "unknown type in the schema");
+                    ok |= m;
+                }
+            }
+            if (ok < 0)
+                return fail_at(why, cap, path, "unknown type in the schema");
+            if (!ok) {
+                char t[128];
+                size_t n = json_dumpb(arg, t, sizeof t - 1, JSON_ENCODE_ANY);
+                t[n < sizeof t ? n : sizeof t - 1] = 0;
+                return fail_at(why, cap, path, "not of type %s", t);
+            }
+        } else if (!strcmp(kw, "required")) {
+            size_t i;
+            json_t *k;
+            if (!json_is_object(v))
+                continue; /* "required" only constrains objects */
+            json_array_foreach(arg, i, k)
+                if (!json_object_get(v, json_string_value(k)))
+                    return fail_at(why, cap, path, "required \"%s\" is missing",
+                                   json_string_value(k));
+        } else if (!strcmp(kw, "properties")) {
+            const char *name;
+            json_t *sub;
+            if (!json_is_object(v))
+                continue;
+            json_object_foreach(arg, name, sub) {
+                json_t *pv = json_object_get(v, name);
+                char p[512];
+                snprintf(p, sizeof p, "%s.%s", path, name);
+                if (pv && check(sub, pv, p, why, cap) != 0)
+                    return -1;
+            }
+        } else if (!strcmp(kw, "items")) {
+            size_t i;
+            json_t *item;
+            if (!json_is_array(v))
+                continue;
+            json_array_foreach(v, i, item) {
+                char p[512];
+                snprintf(p, sizeof p, "%s[%zu]", path, i);
+                if (check(arg, item, p, why, cap) != 0)
+                    return -1;
+            }
+        } else if (!strcmp(kw, "enum")) {
+            size_t i;
+            json_t *e;
+            int hit = 0;
+            json_array_foreach(arg, i, e)
+                hit |= json_equal(e, (json_t *)v);
+            if (!hit)
+                return fail_at(why, cap, path, "not one of the enum");
+        } else if (!strcmp(kw, "const")) {
+            if (!json_equal(arg, (json_t *)v))
+                return fail_at(why, cap, path, "not the const value");
+        } else if (!strcmp(kw, "minimum") || !strcmp(kw, "maximum")) {
+            if (!json_is_number(v))
+                continue;
+            double x = json_number_value(v), lim = json_number_value(arg);
+            if (kw[1] == 'i' ? x < lim : x > lim)
+                return fail_at(why, cap, path, "%g is past the %s %g", x, kw, lim);
+        } else if (!strcmp(kw, "pattern")) {
+            if (!json_is_string(v))
+                continue;
+            regex_t re;
+            if (regcomp(&re, json_string_value(arg), REG_EXTENDED | REG_NOSUB) != 0)
+                return fail_at(why, cap, path, "the pattern does not compile");
+            int m = regexec(&re, json_string_value(v), 0, NULL, 0);
+            regfree(&re);
+            if (m != 0)
+                return fail_at(why, cap, path, "\"%s\" does not match %s",
+                               json_string_value(v), json_string_value(arg));
+        } else {
+            return fail_at(why, cap, path, "keyword \"%s\" is not implemented by the checker",
+                           kw);
+        }
+    }
+    return 0;
+}
+
+static void assert_valid(const json_t *schema, const json_t *v, const char *what)
+{
+    char why[1024];
+    if (check(schema, v, "", why, sizeof why) != 0) {
+        static char text[4096];
+        size_t n = json_dumpb(v, text, sizeof text - 1, JSON_COMPACT);
+        text[n < sizeof text ? n : sizeof text - 1] = 0;
+        fail_msg("%s: output does not match its schema: %s\noutput: %s", what, why, text);
+    }
+}
+
+/* The checker checks: a document that breaks a schema is caught. */
+static void the_schema_checker_rejects_what_it_should(void **st)
+{
+    (void)st;
+    json_t *s = json_loads("{\"type\":\"object\",\"required\":[\"a\"],\"properties\":{\"a\":"
+                           "{\"type\":\"array\",\"items\":{\"type\":\"integer\",\"minimum\":1,"
+                           "\"enum\":[1,2]}},\"b\":{\"type\":[\"string\",\"null\"],"
+                           "\"pattern\":\"^x+$\"},\"c\":{\"const\":true}}}", 0, NULL);
+    assert_non_null(s);
+    const char *good[] = {"{\"a\":[1,2]}", "{\"a\":[],\"b\":null,\"c\":true}",
+                          "{\"a\":[2],\"b\":\"xx\"}"};
+    const char *bad[] = {"[]", "{}", "{\"a\":[3]}", "{\"a\":[0]}", "{\"a\":[\"1\"]}",
+                         "{\"a\":[],\"b\":1}", "{\"a\":[],\"b\":\"xy\"}", "{\"a\":[],\"c\":1}"};
+    char why[512];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        json_t *v = json_loads(good[i], 0, NULL);
+        assert_int_equal(check(s, v, "", why, sizeof why), 0);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *v = json_loads(bad[i], 0, NULL);
+        assert_int_equal(check(s, v, "", why, sizeof why), -1);
+        json_decref(v);
+    }
+    json_t *odd = json_loads("{\"oneOf\":[]}", 0, NULL), *v = json_integer(1);
+    assert_int_equal(check(odd, v, "", why, sizeof why), -1);
+    json_decref(odd);
+    json_decref(v);
+    json_decref(s);
+}
+
+/* ---- the sample arguments ----------------------------------------------------------- */
+
+/* Arguments per command, run in this order: later ones use what earlier ones made ("{id0}"
+ * and "{rc0}" are the first message's id and receipt from queue recv). The flags are given
+ * in both forms and after the positionals on purpose. Every command of --desc must be here. */
+static const struct sample {
+    const char *cmd;
+    const char *args[8];
+} samples[] = {
+    {"status", {NULL}},
+    {"ping", {"storage", "--count=3"}},
+    {"ping", {"-n", "2", "aos-tool"}},
+    {"kv put", {AGENT, "k1", "v1", "--ttl", "600000"}},
+    {"kv put", {AGENT, "k2", "v2", "--if-version=0"}},
+    {"kv get", {AGENT, "k1"}},
+    {"kv ls", {AGENT, "--limit=5"}},
+    {"kv ls", {"--limit", "1", AGENT, "k"}},
+    {"kv rm", {AGENT, "k2", "--if-version=1"}},
+    {"queue send", {AGENT, "cq", "m1"}},
+    {"queue send", {AGENT, "cq", "m2", "--max-tries=3", "--delay", "0"}},
+    {"queue recv", {AGENT, "cq", "--max=2", "--visibility", "60000", "--wait=1000"}},
+    {"queue ack", {AGENT, "cq", "{id0}", "{rc0}"}},
+    {"queue nack", {AGENT, "cq", "{id1}", "{rc1}", "--delay=0"}},
+    {"queue ls", {AGENT}},
+    {"checkpoint ls", {AGENT, "--limit=10"}},
+    {"checkpoint ls", {AGENT, "default"}},
+    {"server restart", {"audit"}},
+    {"server kill", {"aos-audit"}},
+};
+#define NSAMPLES (sizeof samples / sizeof samples[0])
+
+static char ids[2][32], receipts[2][64];
+
+/* A sample argument with its placeholder filled (or a stand-in when none was recorded). */
+static const char *fill(const char *a)
+{
+    for (int k = 0; k < 2; k++) {
+        char ph[8];
+        snprintf(ph, sizeof ph, "{id%d}", k);
+        if (!strcmp(a, ph))
+            return ids[k][0] ? ids[k] : "1";
+        snprintf(ph, sizeof ph, "{rc%d}", k);
+        if (!strcmp(a, ph))
+            return receipts[k][0] ? receipts[k] : "00000000000000000000000000000000";
+    }
+    return a;
+}
+
+static const struct sample *sample_of(const char *cmd)
+{
+    for (size_t i = 0; i < NSAMPLES; i++)
+        if (!strcmp(samples[i].cmd, cmd))
+            return &samples[i];
+    return NULL;
+}
+
+/* argv = the command's words, then extra before, the sample's arguments, extra after. */
+static size_t build(const char **argv, const json_t *cmd, const struct sample *s,
+                    const char *const *pre, const char *const *post)
+{
+    size_t n = 0, i;
+    json_t *w;
+    json_array_foreach(json_object_get(cmd, "words"), i, w)
+        argv[n++] = json_string_value(w);
+    for (i = 0; pre && pre[i]; i++)
+        argv[n++] = pre[i];
+    for (i = 0; s && s->args[i]; i++)
+        argv[n++] = fill(s->args[i]);
+    for (i = 0; post && post[i]; i++)
+        argv[n++] = post[i];
+    argv[n] = NULL;
+    return n;
+}
+
+static json_t *desc_cmd(const char *name)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(DESC, "commands"), i, c)
+        if (!strcmp(json_string_value(json_object_get(c, "name")), name))
+            return c;
+    fail_msg("aosctl --desc has no command \"%s\"", name);
+    return NULL;
+}
+
+/* ---- the tests ------------------------------------------------------------------------ */
+
+/* The description is complete and says the same alone as in the whole. */
+static void the_description_covers_every_command(void **st)
+{
+    (void)st;
+    assert_non_null(json_object_get(DESC, "global_flags"));
+    assert_true(json_is_object(json_object_get(DESC, "error_output")));
+    assert_true(json_is_object(json_object_get(DESC, "exit_codes")));
+    json_t *cmds = json_object_get(DESC, "commands");
+    assert_true(json_array_size(cmds) >= 14);
+    size_t i, j;
+    json_t *c, *d;
+    json_array_foreach(cmds, i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        assert_non_null(name);
+        print_message("command: %s\n", name);
+        assert_true(json_is_string(json_object_get(c, "summary")));
+        assert_true(json_is_string(json_object_get(c, "usage")));
+        assert_true(json_is_array(json_object_get(c, "arguments")));
+        assert_true(json_is_array(json_object_get(c, "flags")));
+        assert_true(json_is_object(json_object_get(c, "output")));
+        assert_true(json_is_object(json_object_get(c, "exit_codes")));
+        if (!sample_of(name))
+            fail_msg("command \"%s\" has no sample arguments in this test: add them", name);
+        json_t *a;
+        json_array_foreach(json_object_get(c, "flags"), j, a) {
+            const char *t = json_string_value(json_object_get(a, "type"));
+            assert_non_null(t);
+            assert_true(strncmp(json_string_value(json_object_get(a, "name")), "--", 2) == 0);
+            if (!strcmp(t, "integer")) {
+                assert_true(json_is_integer(json_object_get(a, "minimum")));
+                assert_true(json_is_integer(json_object_get(a, "maximum")));
+            }
+            json_t *def = json_object_get(a, "default");
+            if (def && !strcmp(t, "integer"))
+                assert_true(json_is_integer(def));
+        }
+        /* no command's words start another's: the parser takes the first full match */
+        const char *mine = name;
+        json_array_foreach(cmds, j, d) {
+            const char *other = json_string_value(json_object_get(d, "name"));
+            size_t n = strlen(mine);
+            if (j != i && !strncmp(other, mine, n) && other[n] == ' ')
+                fail_msg("\"%s\" is a prefix of \"%s\"", mine, other);
+        }
+        /* aosctl CMD --desc is the same entry, plus what every command shares */
+        const char *argv[ARGV_MAX];
+        const char *post[] = {"--desc", NULL};
+        build(argv, c, NULL, NULL, post);
+        static run r;
+        ctl_argv(&r, argv);
+        assert_int_equal(r.rc, 0);
+        json_t *one = doc_of(&r, name);
+        assert_true(json_is_array(json_object_get(one, "global_flags")));
+        assert_true(json_equal(json_object_get(one, "error_output"),
+                               json_object_get(DESC, "error_output")));
+        json_object_del(one, "global_flags");
+        json_object_del(one, "error_output");
+        assert_true(json_equal(one, c));
+        json_decref(one);
+    }
+    for (i = 0; i < NSAMPLES; i++)
+        desc_cmd(samples[i].cmd); /* a sample for a command that is gone fails here */
+}
+
+/* Remembers the ids and receipts queue recv gave, for ack and nack. */
+static void keep_receipts(const json_t *out)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(out, "messages"), i, m) {
+        if (i >= 2)
+            break;
+        snprintf(ids[i], sizeof ids[i], "%lld",
+                 (long long)json_integer_value(json_object_get(m, "id")));
+        snprintf(receipts[i], sizeof receipts[i], "%s",
+                 json_string_value(json_object_get(m, "receipt")));
+    }
+}
+
+/* Every command, with --json at the end of the line, prints what its schema says. */
+static void every_command_prints_what_its_schema_says(void **st)
+{
+    (void)st;
+    char why[AOS_ERRMSG_MAX + 1];
+    aos_call_opts o = {.agent_id = AGENT, .timeout_ms = 20000};
+    assert_int_equal(aos_ckpt_save(h_conn(H), &o, NULL, "state", 5, "{\"step\":1}", NULL, why,
+                                   sizeof why), AOS_OK);
+    for (size_t i = 0; i < NSAMPLES; i++) {
+        json_t *c = desc_cmd(samples[i].cmd);
+        const char *argv[ARGV_MAX];
+        const char *pre[] = {"--data-dir", h_data_dir(H), NULL}, *post[] = {"--json", NULL};
+        /* the global --data-dir goes between the command's words and its arguments */
+        build(argv, c, &samples[i], pre, post);
+        static run r;
+        /* a server command finds audit running, and leaves it running again as another pid */
+        int server = !strncmp(samples[i].cmd, "server ", 7);
+        pid_t old = server ? h_wait_running(H, "audit", 0, 30000) : 0;
+        if (server)
+            assert_true(old > 0);
+        ctl_argv(&r, argv);
+        if (server)
+            assert_true(h_wait_running(H, "audit", old, 30000) > 0);
+        if (r.rc != 0)
+            fail_msg("%s: exit %d: %s%s", samples[i].cmd, r.rc, r.out, r.err);
+        json_t *out = doc_of(&r, samples[i].cmd);
+        assert_valid(json_object_get(c, "output"), out, samples[i].cmd);
+        if (!strcmp(samples[i].cmd, "queue recv")) {
+            assert_int_equal(json_array_size(json_object_get(out, "messages")), 2);
+            keep_receipts(out);
+        }
+        if (!strcmp(samples[i].cmd, "checkpoint ls"))
+            assert_true(json_array_size(json_object_get(out, "checkpoints")) >= 1);
+        if (!strcmp(samples[i].cmd, "status")) {
+            json_t *kids = json_object_get(out, "children");
+            assert_true(json_array_size(kids) >= 6);
+        }
+        json_decref(out);
+    }
+}
+
+static void assert_usage_doc(const run *r, const json_t *schema, const char *what)
+{
+    if (r->rc != 2)
+        fail_msg("%s: exit %d, not 2: %s%s", what, r->rc, r->out, r->err);
+    json_t *d = doc_of(r, what);
+    assert_valid(schema, d, what);
+    json_t *e = json_object_get(d, "error");
+    assert_int_equal(json_integer_value(json_object_get(e, "code")), AOS_ERR_USAGE);
+    assert_string_equal(json_string_value(json_object_get(e, "name")), "USAGE");
+    assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 2);
+    if (r->err[0])
+        fail_msg("%s: with --json nothing goes to stderr, got \"%s\"", what, r->err);
+    json_decref(d);
+}
+
+/* With --json anywhere, a usage error is the error document and exit 2, for every command. */
+static void usage_errors_are_json_documents_with_exit_2(void **st)
+{
+    (void)st;
+    const json_t *err_schema = json_object_get(DESC, "error_output");
+    static run r;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(DESC, "commands"), i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const struct sample *s = sample_of(name);
+        const char *argv[ARGV_MAX];
+        char what[256];
+
+        const char *unknown[] = {"--no-such-flag", "--json", NULL};
+        build(argv, c, s, NULL, unknown);
+        ctl_argv(&r, argv);
+        snprintf(what, sizeof what, "%s --no-such-flag", name);
+        assert_usage_doc(&r, err_schema, what);
+
+        /* --json first, the mistake later: one word more than the command has positionals */
+        const char *first[] = {"--json", NULL}, *extra[CTL_POS_MAX + 2];
+        size_t npos = json_array_size(json_object_get(c, "arguments"));
+        assert_true(npos <= CTL_POS_MAX);
+        for (size_t k = 0; k <= npos; k++)
+            extra[k] = "one-too-many";
+        extra[npos + 1] = NULL;
+        const char *args2[ARGV_MAX];
+        size_t n = build(args2, c, s, NULL, extra);
+        memmove(args2 + 1, args2, (n + 1) * sizeof *args2);
+        args2[0] = first[0];
+        ctl_argv(&r, args2);
+        snprintf(what, sizeof what, "--json %s ... one-too-many", name);
+        assert_usage_doc(&r, err_schema, what);
+
+        json_t *a;
+        size_t j, required = 0;
+        json_array_foreach(json_object_get(c, "arguments"), j, a)
+            required += json_is_true(json_object_get(a, "required"));
+        if (required) {
+            build(argv, c, NULL, NULL, first);
+            ctl_argv(&r, argv);
+            snprintf(what, sizeof what, "%s with no arguments", name);
+            assert_usage_doc(&r, err_schema, what);
+        }
+        json_array_foreach(json_object_get(c, "flags"), j, a) {
+            const char *fl = json_string_value(json_object_get(a, "name"));
+            if (strcmp(json_string_value(json_object_get(a, "type")), "integer"))
+                continue;
+            char bad[96];
+            snprintf(bad, sizeof bad, "%s=not-a-number", fl);
+            const char *post[] = {bad, "--json", NULL};
+            build(argv, c, s, NULL, post);
+            ctl_argv(&r, argv);
+            snprintf(what, sizeof what, "%s %s", name, bad);
+            assert_usage_doc(&r, err_schema, what);
+            /* past the maximum the table gives */
+            json_int_t max = json_integer_value(json_object_get(a, "maximum"));
+            if (max < INT64_MAX) {
+                snprintf(bad, sizeof bad, "%s=%lld", fl, (long long)max + 1);
+                build(argv, c, s, NULL, post);
+                ctl_argv(&r, argv);
+                snprintf(what, sizeof what, "%s %s", name, bad);
+                assert_usage_doc(&r, err_schema, what);
+            }
+            /* a flag left without its value does not eat the --json after it */
+            const char *novalue[] = {fl, "--json", NULL};
+            build(argv, c, s, NULL, novalue);
+            ctl_argv(&r, argv);
+            snprintf(what, sizeof what, "%s %s (no value)", name, fl);
+            assert_usage_doc(&r, err_schema, what);
+        }
+        json_array_foreach(json_object_get(c, "arguments"), j, a) {
+            if (!json_object_get(a, "enum"))
+                continue;
+            const char *post[] = {"not-a-server", "--json", NULL};
+            build(argv, c, NULL, NULL, post);
+            ctl_argv(&r, argv);
+            snprintf(what, sizeof what, "%s not-a-server", name);
+            assert_usage_doc(&r, err_schema, what);
+        }
+    }
+    /* and the line as a whole */
+    CTL(&r, "--json");
+    assert_usage_doc(&r, err_schema, "--json alone");
+    CTL(&r, "frob", "--json");
+    assert_usage_doc(&r, err_schema, "frob");
+    CTL(&r, "server", "--json");
+    assert_usage_doc(&r, err_schema, "server (incomplete)");
+    CTL(&r, "--timeout=0", "status", "--json");
+    assert_usage_doc(&r, err_schema, "--timeout=0");
+    CTL(&r, "status", "--json=yes");
+    assert_usage_doc(&r, err_schema, "--json=yes");
+    CTL(&r, "--json", "--bogus", "status");
+    assert_usage_doc(&r, err_schema, "--bogus before the command");
+}
+
+/* Errors that are not usage errors are the same document, with their own exit codes. */
+static void other_errors_are_json_documents_too(void **st)
+{
+    (void)st;
+    const json_t *err_schema = json_object_get(DESC, "error_output");
+    static run r;
+    const char *dir = h_data_dir(H);
+    struct {
+        int rc;
+        const char *argv[12];
+    } cases[] = {
+        {3, {"kv", "get", AGENT, "absent", "--data-dir", dir, "--json"}},
+        {5, {"--json", "kv", "put", AGENT, "k1", "x", "--if-version=99", "--data-dir", dir}},
+        {6, {"status", "--json", "--data-dir=/nonexistent/aos"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ctl_argv(&r, cases[i].argv);
+        assert_int_equal(r.rc, cases[i].rc);
+        json_t *d = doc_of(&r, cases[i].argv[1]);
+        assert_valid(err_schema, d, cases[i].argv[1]);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(d, "error"),
+                                                            "exit_code")), cases[i].rc);
+        json_decref(d);
+        assert_string_equal(r.err, "");
+    }
+}
+
+/* --flag=value and --flag value, short aliases, flags before and after positionals, global
+ * flags anywhere: the same line means the same thing in every spelling. */
+static void flags_mean_the_same_in_every_spelling(void **st)
+{
+    (void)st;
+    static run r;
+    static char first[OUT_MAX];
+    const char *dir = h_data_dir(H);
+    char dd[PATH_MAX + 16];
+    snprintf(dd, sizeof dd, "--data-dir=%s", dir);
+
+    CTL(&r, "--data-dir", dir, "kv", "put", AGENT, "s1", "a");
+    assert_int_equal(r.rc, 0);
+    CTL(&r, "kv", "put", AGENT, "s2", "b", dd);
+    assert_int_equal(r.rc, 0);
+    const char *const forms[][8] = {
+        {"--data-dir", dir, "--json", "kv", "ls", AGENT, "s", "--limit=1"},
+        {"kv", "ls", AGENT, "s", "--limit", "1", "--json", dd},
+        {"kv", "--json", "ls", "--limit", "1", AGENT, dd, "s"},
+        {dd, "kv", "ls", "--limit=1", "--json", AGENT, "s"},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        const char *argv[10];
+        memcpy(argv, forms[i], sizeof forms[i]);
+        argv[8] = NULL;
+        ctl_argv(&r, argv);
+        assert_int_equal(r.rc, 0);
+        json_t *d = doc_of(&r, "kv ls");
+        assert_int_equal(json_array_size(json_object_get(d, "keys")), 1);
+        assert_true(json_is_true(json_object_get(d, "truncated")));
+        json_decref(d);
+        if (i == 0)
+            snprintf(first, sizeof first, "%s", r.out);
+        else
+            assert_string_equal(r.out, first);
+    }
+    /* the storage commands' --limit=5, refused before */
+    CTL(&r, "kv", "ls", AGENT, "--limit=5", dd);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "k1\ns1\ns2\n");
+
+    /* ping's short alias in each form */
+    const char *const pings[][4] = {{"-n", "2", NULL}, {"-n2", NULL}, {"--count=2", NULL},
+                                    {"--count", "2", NULL}};
+    for (size_t i = 0; i < sizeof pings / sizeof pings[0]; i++) {
+        const char *argv[10] = {"ping", "storage", "--json", dd};
+        for (size_t k = 0; pings[i][k]; k++)
+            argv[4 + k] = pings[i][k];
+        ctl_argv(&r, argv);
+        assert_int_equal(r.rc, 0);
+        json_t *d = doc_of(&r, "ping");
+        assert_int_equal(json_integer_value(json_object_get(d, "count")), 2);
+        assert_int_equal(json_integer_value(json_object_get(d, "errors")), 0);
+        json_decref(d);
+    }
+    /* after "--", a word that looks like a flag is a value */
+    CTL(&r, "kv", "put", dd, AGENT, "dash", "--", "--json");
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "version 1"));
+    CTL(&r, "kv", "get", AGENT, "dash", dd);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "--json");
+
+    /* the complaint: status --json, the flag after the command */
+    CTL(&r, "status", "--json", dd);
+    assert_int_equal(r.rc, 0);
+    json_t *d = doc_of(&r, "status --json");
+    assert_valid(json_object_get(desc_cmd("status"), "output"), d, "status --json");
+    json_decref(d);
+}
+
+/* People get one line per child with its sandbox layers, and help from the same table. */
+static void people_get_the_table_and_help(void **st)
+{
+    (void)st;
+    static run r;
+    char dd[PATH_MAX + 16];
+    snprintf(dd, sizeof dd, "--data-dir=%s", h_data_dir(H));
+    CTL(&r, "status", dd);
+    assert_int_equal(r.rc, 0);
+    print_message("%s", r.out);
+    char *head = strstr(r.out, "\nNAME ");
+    assert_non_null(head);
+    char *eol = strchr(head + 1, '\n');
+    assert_non_null(eol);
+    *eol = 0;
+    assert_non_null(strstr(head, "SANDBOX"));
+    assert_non_null(strstr(head, "REASON"));
+    const char *names[] = {"memory", "storage", "tool", "llm", "audit", "postgres"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char line[32];
+        snprintf(line, sizeof line, "\n%s ", names[i]);
+        if (!strstr(eol + 1, line) && strncmp(eol + 1, line + 1, strlen(line + 1)))
+            fail_msg("no status line for %s", names[i]);
+    }
+    CTL(&r, "--help");
+    assert_int_equal(r.rc, 0);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(DESC, "commands"), i, c) {
+        const char *usage = json_string_value(json_object_get(c, "usage")) + strlen("aosctl ");
+        assert_non_null(strstr(r.out, usage)); /* the overview lists it as --desc does */
+    }
+    json_array_foreach(json_object_get(DESC, "commands"), i, c) {
+        const char *argv[ARGV_MAX], *post[] = {"--help", NULL};
+        build(argv, c, NULL, NULL, post);
+        static run h;
+        ctl_argv(&h, argv);
+        assert_int_equal(h.rc, 0);
+        const char *usage = json_string_value(json_object_get(c, "usage")) + strlen("aosctl ");
+        assert_non_null(strstr(h.out, usage));
+        size_t j;
+        json_t *a;
+        json_array_foreach(json_object_get(c, "flags"), j, a)
+            assert_non_null(strstr(h.out, json_string_value(json_object_get(a, "name"))));
+    }
+}
+
+static int setup(void **st)
+{
+    (void)st;
+    static run r;
+    CTL(&r, "--desc");
+    if (r.rc != 0)
+        return -1;
+    DESC = json_loads(r.out, 0, NULL);
+    if (!DESC)
+        return -1;
+    H = h_start(NULL);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    h_stop(H);
+    json_decref(DESC);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_schema_checker_rejects_what_it_should),
+        cmocka_unit_test(the_description_covers_every_command),
+        cmocka_unit_test(every_command_prints_what_its_schema_says),
+        cmocka_unit_test(usage_errors_are_json_documents_with_exit_2),
+        cmocka_unit_test(other_errors_are_json_documents_too),
+        cmocka_unit_test(flags_mean_the_same_in_every_spelling),
+        cmocka_unit_test(people_get_the_table_and_help),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
