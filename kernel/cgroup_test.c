@@ -371,8 +371,8 @@ static void delegates_on_this_host_or_says_why(void **st)
     if (nl) {
         *nl = '\0';
         char p[1100];
-        snprintf(p, sizeof p, "%s/aosd", base);
-        rmdir(p);
+        if (snprintf(p, sizeof p, "%.1000s/aosd", base) < (int)sizeof p)
+            rmdir(p);
         size_t bl = strlen(base);
         if (bl > 4 && strcmp(base + bl - 4, "/aos") == 0)
             rmdir(base);

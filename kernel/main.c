@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "aos/log.h"
+#include "cgroup.h"
 #include "childlog.h"
 #include "fsafe.h"
 #include "config.h"
@@ -75,6 +76,12 @@ int main(int argc, char **argv)
         dup2(lfd, 2);
         close(lfd);
     }
+
+    /* before any child: one left in aosd's cgroup keeps controllers from being enabled */
+    char cgwhy[256] = "";
+    cg_setup(cgwhy, sizeof cgwhy);
+    aos_info("cgroup: %s", cgwhy);
+    sup_set_cgroup(cgwhy);
 
     /* signals become events on the loop: nothing runs in a handler */
     sigset_t sigs;
@@ -142,6 +149,9 @@ int main(int argc, char **argv)
     }
     route_close(r);
     sup_fini();
+    cg_teardown(cgwhy, sizeof cgwhy);
+    if (cgwhy[0])
+        aos_info("cgroup: %s", cgwhy);
     unlinkat(dd.dir, "control.sock", 0);
     aos_info("stopped");
     close(dd.lock);

@@ -56,5 +56,17 @@ void pv_read(pid_t pid, pv_info *out)
     snprintf(path, sizeof path, "/proc/%d/cwd", (int)pid);
     ssize_t l = readlink(path, out->cwd, sizeof out->cwd - 1);
     out->cwd[l > 0 ? l : 0] = 0;
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *v2 = !strncmp(buf, "0::", 3) ? buf : strstr(buf, "\n0::");
+    if (v2) {
+        v2 += v2 == buf ? 3 : 4;
+        size_t len = strcspn(v2, "\n");
+        snprintf(out->cgroup, sizeof out->cgroup, "%.*s", (int)len, v2);
+    }
     out->ok = 1;
 }

@@ -14,6 +14,7 @@ typedef struct pv_info {
     int seccomp;              /* 0 off, 1 strict, 2 filter */
     int mount_ns, net_ns, user_ns; /* 1: differs from aosd's own */
     char cwd[256];
+    char cgroup[256];         /* its cgroup v2 path ("0::" line of /proc/<pid>/cgroup) */
 } pv_info;
 
 /* Read pid's view. Never fails: out->ok says whether it could be read. */

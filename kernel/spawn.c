@@ -22,6 +22,12 @@ pid_t spawn_child(const spawn_req *r)
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0); /* a terminal's ^C goes to aosd alone, which then stops us in order */
+    /* join the delegated cgroup while still root (older kernels check the writer's
+     * rights on the source cgroup too); failure shows in status, which reads /proc */
+    if (r->cgroup_fd > 0) {
+        ssize_t w = write(r->cgroup_fd, "0", 1);
+        (void)w;
+    }
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull >= 0)
         dup2(devnull, 0);

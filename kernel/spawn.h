@@ -17,6 +17,7 @@ typedef struct spawn_req {
     const char *cwd;            /* NULL: "/" */
     int deathsig;               /* PR_SET_PDEATHSIG after the uid change; 0: none */
     int no_new_privs;           /* PR_SET_NO_NEW_PRIVS before exec */
+    int cgroup_fd;              /* > 0: a cgroup.procs the child joins first (0: none) */
 } spawn_req;
 
 /* fork + exec r. Returns the pid, or -1 with errno from fork. A child that cannot reach

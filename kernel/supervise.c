@@ -20,6 +20,7 @@
 
 #include "aos.pb-c.h"
 #include "aos/log.h"
+#include "cgroup.h"
 #include "childlog.h"
 #include "fsafe.h"
 #include "pgembed.h"
@@ -79,6 +80,7 @@ typedef struct child {
     const char *user;     /* its own OS account when aosd is root */
     const char *role;     /* PostgreSQL role, NULL: no database */
     ckind kind;
+    int cgroup;           /* gets a delegated cgroup subtree (aos-tool: per-run cgroups) */
     int enabled;
     uid_t uid;
     gid_t gid;
@@ -95,6 +97,7 @@ typedef struct child {
     char pending_why[96]; /* why aosd itself killed it (heartbeat) */
     char reason[192];
     char health[128];
+    char cgroup_why[256];
     uint8_t report[REPORT_MAX]; /* its READY payload (a SandboxReport), untrusted */
     size_t report_len;
     sup_track track;
@@ -107,7 +110,7 @@ static child kids[] = {
     {.name = "postgres", .user = "aos-pg", .kind = KIND_PG},
     {.name = "memory", .user = "aos-memory", .role = "aos_memory", .kind = KIND_SERVER},
     {.name = "storage", .user = "aos-storage", .role = "aos_storage", .kind = KIND_SERVER},
-    {.name = "tool", .user = "aos-tool", .kind = KIND_SERVER},
+    {.name = "tool", .user = "aos-tool", .kind = KIND_SERVER, .cgroup = 1},
     {.name = "llm", .user = "aos-llm", .kind = KIND_SERVER},
     {.name = "audit", .user = "aos-audit", .role = "aos_audit", .kind = KIND_SERVER},
 };
@@ -208,6 +211,7 @@ static void start_child(child *k, uint64_t now)
 {
     char *argv[PGEM_ARGV_MAX];
     char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[4096], keep[AOS_PATH_MAX + 8], wk[32];
+    cg_deleg cg = {.procs_fd = -1};
     char *envp[ENV_MAX + 4];
     char dsn[2048];
     int n = 0;
@@ -254,6 +258,15 @@ static void start_child(child *k, uint64_t now)
             argv[n++] = "--dsn-fd";
             argv[n++] = "3";
         }
+        if (k->cgroup) {
+            cg_delegate(k->name, k->uid, k->gid, &cg);
+            snprintf(k->cgroup_why, sizeof k->cgroup_why, "%s", cg.why);
+            if (cg.procs_fd >= 0) {
+                r.cgroup_fd = cg.procs_fd;
+                argv[n++] = "--keep"; /* its own subtree stays writable in its root */
+                argv[n++] = cg.path;
+            }
+        }
         if (cfg->test_hooks)
             argv[n++] = "--test-hooks";
         argv[n] = NULL;
@@ -265,6 +278,8 @@ static void start_child(child *k, uint64_t now)
     int e = errno;
     if (r.fds[0] >= 0)
         close(r.fds[0]);
+    if (cg.procs_fd >= 0)
+        close(cg.procs_fd);
     if (k->kind != KIND_PG && r.out_fd >= 0)
         close(r.out_fd);
     if (pid < 0) {
@@ -691,8 +706,9 @@ void sup_reap(void)
         describe_exit(st, how, sizeof how);
         if (k->pending_why[0])
             snprintf(k->last_exit, sizeof k->last_exit, "%s", k->pending_why);
-        else
-            snprintf(k->last_exit, sizeof k->last_exit, "%s", how);
+        else /* postgres says why in its own log, not in ours */
+            snprintf(k->last_exit, sizeof k->last_exit, "%s%s", how,
+                     k->kind == KIND_PG ? " (see pg.log in the data dir)" : "");
         k->pid = 0;
         if (k->link)
             link_down(k->link);
@@ -783,6 +799,13 @@ klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
     return l;
 }
 
+static char cg_setup_why[256];
+
+void sup_set_cgroup(const char *why)
+{
+    snprintf(cg_setup_why, sizeof cg_setup_why, "%s", why);
+}
+
 aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t *len)
 {
     Aos__StatusReply r = AOS__STATUS_REPLY__INIT;
@@ -807,11 +830,13 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
         cs[n].last_exit = k->last_exit;
         cs[n].reason = k->reason;
         cs[n].health = k->state != ST_RUNNING ? "" : k->health[0] ? k->health : "ok";
+        cs[n].cgroup = k->cgroup_why;
         if (k->state == ST_BACKOFF && k->next_start > now)
             cs[n].next_start_ms = k->next_start - now;
         pv_read(k->pid, &pv[n]);
         if (pv[n].ok) {
             cs[n].uid = pv[n].uid;
+            cs[n].cgroup_now = pv[n].cgroup;
             aos__sandbox_status__init(&sb[n]);
             sb[n].no_new_privs = pv[n].no_new_privs;
             sb[n].seccomp = (uint32_t)pv[n].seccomp;
@@ -848,6 +873,7 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
         if (kids[i].link)
             r.bad_messages += link_bad_messages(kids[i].link);
     r.routed = routed;
+    r.cgroup = cg_setup_why;
     *len = aos__status_reply__get_packed_size(&r);
     *out = malloc(*len ? *len : 1);
     if (*out)

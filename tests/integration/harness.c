@@ -704,3 +704,363 @@ int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv)
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+/* ---- privilege separation: restarts on a kept dir, acting as a service user ---------- */
+
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+
+int h_privsep_skip_reason(char *why, size_t cap)
+{
+    static const char *const users[] = {"aos-pg",  "aos-storage", "aos-memory", "aos-audit",
+                                        "aos-llm", "aos-tool"};
+    if (geteuid() != 0) {
+        snprintf(why, cap, "not root: the per-server uids exist only when aosd runs as root");
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof users / sizeof users[0]; i++) {
+        uid_t u;
+        gid_t g;
+        if (!h_user(users[i], &u, &g)) {
+            snprintf(why, cap, "user %s does not exist: run tools/deps.sh as root", users[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int h_user(const char *user, uid_t *uid, gid_t *gid)
+{
+    char buf[4096];
+    struct passwd pw, *res = NULL;
+    if (getpwnam_r(user, &pw, buf, sizeof buf, &res) != 0 || !res)
+        return 0;
+    *uid = pw.pw_uid;
+    *gid = pw.pw_gid;
+    return 1;
+}
+
+const char *h_log_path(const h_aosd *h)
+{
+    return h->log;
+}
+
+void h_stop_keep(h_aosd *h, char *dir, size_t cap)
+{
+    int st;
+    snprintf(dir, cap, "%s", h->dir);
+    if (kill(h->pid, SIGTERM) != 0)
+        h_fail(h, "h_stop_keep: kill %d: %s", (int)h->pid, strerror(errno));
+    if (!wait_exit(h->pid, &st, H_STOP_MS)) {
+        kill(h->pid, SIGKILL);
+        wait_exit(h->pid, &st, H_STOP_MS);
+        h_fail(h, "h_stop_keep: aosd (pid %d) did not exit within %u ms of SIGTERM",
+               (int)h->pid, H_STOP_MS);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        leftovers_after(h, H_ORPHAN_MS, "a failed stop");
+        h_fail(h, "h_stop_keep: aosd ended with %s %d, want exit 0",
+               WIFEXITED(st) ? "exit" : "signal",
+               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+    int n = leftovers_after(h, H_GRACE_MS, "SIGTERM and exit 0");
+    if (n)
+        h_fail(h, "h_stop_keep: %d process(es) of aosd outlived its exit 0", n);
+    h_free(h, 0);
+}
+
+/* The start-up wait of h_start, but a refusal is an answer, not a test failure: the caller
+ * checks what aosd said. Whatever aosd started is gone when this returns NULL. */
+h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,
+                   char *why, size_t whylen)
+{
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+        fail_msg("h_start_on: PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    why[0] = 0;
+    h_aosd *h = calloc(1, sizeof *h);
+    if (!h)
+        fail_msg("h_start_on: out of memory");
+    h->pg_embedded = 1;
+    if ((size_t)snprintf(h->dir, sizeof h->dir, "%s", dir) >= sizeof h->dir) {
+        free(h);
+        fail_msg("h_start_on: data dir %s is too long for the harness", dir);
+    }
+    snprintf(h->log, sizeof h->log, "%s/aosd.log", h->dir);
+    h->pid = spawn_aosd(h, extra_args);
+
+    char url[AOS_PATH_MAX + 16], sw[AOS_ERRMSG_MAX + 128] = "";
+    if (aos_control_url(h->dir, url, sizeof url) != AOS_OK)
+        h_fail(h, "h_start_on: no control URL for %s", h->dir);
+    uint64_t end = aos_mono_ms() + timeout_ms;
+    int st, ready = 0, exited = 0;
+    while (ready == 0) {
+        pid_t r = waitpid(h->pid, &st, WNOHANG);
+        if (r == h->pid) {
+            exited = 1;
+            snprintf(why, whylen, "aosd exited during start (%s %d)",
+                     WIFEXITED(st) ? "status" : "signal",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+            break;
+        }
+        if (aos_mono_ms() >= end)
+            break;
+        /* any refusal is retried: on a dir being migrated, what is at control.sock may
+         * still be the old (or a planted) file until aosd replaced it */
+        if (!h->conn && aos_connect(url, &h->conn, sw, sizeof sw) != AOS_OK)
+            h->conn = NULL;
+        if (h->conn) {
+            Aos__StatusReply *s = status(h, sw, sizeof sw);
+            if (s) {
+                ready = all_running(h, s, sw, sizeof sw);
+                aos__status_reply__free_unpacked(s, NULL);
+            }
+        }
+        if (ready == 0)
+            h_sleep_ms(100);
+    }
+    if (ready == 1)
+        return h;
+    if (!exited) {
+        snprintf(why, whylen, "aosd not ready%s: %s", ready < 0 ? "" : " in time", sw);
+        kill(h->pid, SIGTERM);
+        if (!wait_exit(h->pid, &st, H_STOP_MS)) {
+            kill(h->pid, SIGKILL);
+            wait_exit(h->pid, &st, H_STOP_MS);
+        }
+    }
+    if (leftovers_after(h, H_ORPHAN_MS, "a refused start"))
+        snprintf(why + strlen(why), whylen - strlen(why), "; and it left processes behind");
+    h_free(h, 0);
+    return NULL;
+}
+
+void h_remove_dir(const char *dir)
+{
+    /* FTW_PHYS: a planted symlink is removed, never followed */
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+struct Aos__StatusReply *h_status(h_aosd *h, char *why, size_t whylen)
+{
+    return status(h, why, whylen);
+}
+
+int h_run_as(const char *user, const char *const *argv, char *out, size_t cap,
+             uint32_t timeout_ms)
+{
+    const char *args[H_ARGS_MAX + 8];
+    char ru[128], rg[128];
+    size_t n = 0;
+    if (user) {
+        snprintf(ru, sizeof ru, "--reuid=%s", user);
+        snprintf(rg, sizeof rg, "--regid=%s", user);
+        args[n++] = "/usr/bin/setpriv";
+        args[n++] = ru;
+        args[n++] = rg;
+        args[n++] = "--clear-groups";
+        args[n++] = "--";
+    }
+    for (size_t i = 0; argv[i]; i++) {
+        if (n >= H_ARGS_MAX + 7)
+            fail_msg("h_run_as: more than %d arguments", H_ARGS_MAX);
+        args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    /* a fixed environment: nothing of ours (a DSN, a PGPASSWORD) helps the service user */
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent", "LC_ALL=C",
+                    "PGCONNECT_TIMEOUT=5", NULL};
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        fail_msg("h_run_as: pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, args[0], &fa, NULL, (char *const *)args, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0) {
+        close(p[0]);
+        fail_msg("h_run_as: %s: %s", args[0], strerror(rc));
+    }
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    size_t used = 0;
+    uint64_t end = aos_mono_ms() + timeout_ms;
+    int timed_out = 0, eof = 0;
+    while (!eof) {
+        uint64_t now = aos_mono_ms();
+        if (now >= end) {
+            timed_out = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        if (poll(&pf, 1, (int)(end - now)) < 0 && errno != EINTR)
+            break;
+        char sink[4096];
+        for (;;) {
+            char *dst = out && used + 1 < cap ? out + used : sink;
+            size_t room = out && used + 1 < cap ? cap - 1 - used : sizeof sink;
+            ssize_t r = read(p[0], dst, room);
+            if (r > 0) {
+                if (dst != sink)
+                    used += (size_t)r;
+                continue;
+            }
+            if (r == 0)
+                eof = 1;
+            break;
+        }
+    }
+    close(p[0]);
+    if (out && cap)
+        out[used] = 0;
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            fail_msg("h_run_as: waitpid: %s", strerror(errno));
+    if (timed_out)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int h_as_user(const char *user, int (*fn)(void *arg), void *arg)
+{
+    uid_t u;
+    gid_t g;
+    if (!h_user(user, &u, &g))
+        fail_msg("h_as_user: no user %s", user);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("h_as_user: fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* only system calls from here on: the parent may have threads */
+        if (setgroups(0, NULL) != 0 || setresgid(g, g, g) != 0 || setresuid(u, u, u) != 0)
+            _exit(255);
+        _exit(fn(arg) & 0xff);
+    }
+    int st;
+    if (!wait_exit(pid, &st, 10000)) {
+        kill(pid, SIGKILL);
+        wait_exit(pid, &st, 10000);
+        fail_msg("h_as_user: the child acting as %s did not finish in 10 s", user);
+    }
+    if (!WIFEXITED(st))
+        fail_msg("h_as_user: the child acting as %s died of signal %d", user, WTERMSIG(st));
+    if (WEXITSTATUS(st) == 255)
+        fail_msg("h_as_user: could not become %s", user);
+    return WEXITSTATUS(st);
+}
+
+/* ---- bounded nng close, aosd's fds and log (appended for the listener limits) --------- */
+
+#include <pthread.h>
+
+typedef struct h_closer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, refs;
+    nng_socket s;
+} h_closer;
+
+static void h_closer_rele(h_closer *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int last = --k->refs == 0;
+    pthread_mutex_unlock(&k->mu);
+    if (last) {
+        pthread_cond_destroy(&k->cv);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+    }
+}
+
+static void *h_closer_run(void *arg)
+{
+    h_closer *k = arg;
+    nng_close(k->s);
+    pthread_mutex_lock(&k->mu);
+    k->done = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    h_closer_rele(k);
+    return NULL;
+}
+
+int h_nng_close(nng_socket s, unsigned ms)
+{
+    h_closer *k = calloc(1, sizeof *k);
+    pthread_condattr_t ca;
+    pthread_attr_t ta;
+    pthread_t t;
+    if (!k)
+        return 0;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    k->refs = 2;
+    k->s = s;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    int rv = pthread_create(&t, &ta, h_closer_run, k);
+    pthread_attr_destroy(&ta);
+    if (rv != 0) {
+        k->refs = 1;
+        h_closer_rele(k);
+        return 0; /* left open: a leak in a test beats a hang */
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&k->mu);
+    while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
+        ;
+    int done = k->done;
+    pthread_mutex_unlock(&k->mu);
+    h_closer_rele(k);
+    if (!done)
+        fprintf(stderr, "harness: nng_close did not return within %u ms: left to the exit\n",
+                ms);
+    return done;
+}
+
+int h_fd_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+int h_log_count(const h_aosd *h, const char *needle)
+{
+    FILE *f = fopen(h->log, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}

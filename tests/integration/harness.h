@@ -46,4 +46,47 @@ void h_dump_log(const h_aosd *h);
  * (cap bytes, NUL-terminated, may be NULL). Returns aosctl's exit code. */
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv);
 
+/* ---- privilege separation (privsep_test) -------------------------------------------- */
+
+struct Aos__StatusReply;
+
+/* 0 when the per-server uids can be tested (root, and the users of tools/deps.sh exist);
+ * else 1 with why filled in, for cmocka's skip(). */
+int h_privsep_skip_reason(char *why, size_t cap);
+/* uid and gid of a user; 0 when there is no such user. */
+int h_user(const char *user, uid_t *uid, gid_t *gid);
+/* aosd's log (its stdout and stderr, which carry the servers' lines too). */
+const char *h_log_path(const h_aosd *h);
+/* h_stop, but the data dir is kept: its path goes into dir (cap bytes). */
+void h_stop_keep(h_aosd *h, char *dir, size_t cap);
+/* Start aosd on an existing data dir and wait up to timeout_ms until everything runs.
+ * NULL when aosd exited or never got ready: why says which, the dir (and the log in it)
+ * is kept and nothing aosd started is left running. */
+h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,
+                   char *why, size_t whylen);
+/* Remove a data dir kept by h_stop_keep or h_start_on (symlinks removed, not followed). */
+void h_remove_dir(const char *dir);
+/* kernel.status decoded (free with aos__status_reply__free_unpacked); NULL with why. */
+struct Aos__StatusReply *h_status(h_aosd *h, char *why, size_t whylen);
+/* Run argv (argv[0] an absolute path) as user (setpriv --reuid --regid --clear-groups;
+ * NULL: as we are) with a minimal environment; stdout and stderr into out (cap bytes,
+ * NUL-terminated, may be NULL). Returns the exit code, 128+signal, -1 after timeout_ms
+ * (the process is killed). */
+int h_run_as(const char *user, const char *const *argv, char *out, size_t cap,
+             uint32_t timeout_ms);
+/* fork, become user (groups cleared), return fn(arg)'s result (0..254) as the exit code.
+ * fn runs in a child of a possibly threaded process: system calls only, no malloc. */
+int h_as_user(const char *user, int (*fn)(void *arg), void *arg);
+
 #endif
+
+/* Appended for the listener limits (issue 13, finding 6; issue 14, section 0). */
+#include <nng/nng.h>
+/* nng_close(s) on a detached thread, waiting at most ms: nng 1.5.2's close can wait for
+ * ever after the peer cut a connection mid-send. 1 when it returned in time; else the
+ * socket is left to the process exit (a line on stderr says so). */
+int h_nng_close(nng_socket s, unsigned ms);
+/* Open fds of pid (from /proc/<pid>/fd), -1 when it cannot be read. */
+int h_fd_count(pid_t pid);
+/* Lines of aosd's log that contain needle, -1 when the log cannot be read. */
+int h_log_count(const h_aosd *h, const char *needle);
