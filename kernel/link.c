@@ -13,6 +13,7 @@
 #include <nng/protocol/pair1/pair.h>
 
 #include "aos/log.h"
+#include "listen.h"
 
 #define LINK_PENDING_MAX 8192  /* requests kept per server; beyond: unavailable */
 #define LINK_BUCKETS 1024
@@ -20,6 +21,10 @@
 /* A request in hand when its server died this many times is a poison pill: answered
  * with an error instead of being re-sent to crash the next incarnation too. */
 #define LINK_MAX_DEATHS 2
+/* PAIR1 holds one peer; a few more may be in ADD_PRE or being reaped (a dead
+ * incarnation's pipe, an intruder being refused). Beyond: refused before the pid check. */
+#define LINK_MAX_PIPES 8u
+#define LINK_PAIR1_HDR 4u      /* nng's pair1 prepends a 32-bit hop count to each message */
 #define LINK_RECEIVERS 4       /* replies decoded in parallel on nng's threads (so streamed
                                   * parts will need a sequence number to stay in order) */
 
@@ -43,7 +48,7 @@ struct klink {
     char name[16];
     int idx;
     nng_socket sock;
-    nng_listener lst;
+    lsn *lst;
     receiver rx[LINK_RECEIVERS];
     pthread_mutex_t mu;
     pid_t expect;              /* only this pid may connect */
@@ -184,7 +189,7 @@ static void on_recv(void *arg)
         }
         pthread_mutex_unlock(&l->mu);
         if (pid)
-            l->on_ready(l->arg, l->idx, pid);
+            l->on_ready(l->arg, l->idx, pid, e.payload, e.payload_len);
         break;
     }
     default:
@@ -199,21 +204,30 @@ next:
     nng_recv_aio(l->sock, rx->aio);
 }
 
-static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+/* ADD_PRE, through the bounded listener: only the incarnation aosd started may join. The
+ * refusal line is the listener's (rate-limited: a refused intruder re-dials at once). */
+static int admit(void *arg, nng_pipe p, char *why, size_t whylen)
+{
+    klink *l = arg;
+    uint64_t pid = 0;
+    int ok;
+    pthread_mutex_lock(&l->mu);
+    ok = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) == 0 && l->expect > 0 &&
+         pid == (uint64_t)l->expect;
+    if (ok)
+        l->pipe = p;
+    else
+        snprintf(why, whylen, "refused a connection from pid %llu (expected %d)",
+                 (unsigned long long)pid, (int)l->expect);
+    pthread_mutex_unlock(&l->mu);
+    return ok ? 0 : -1;
+}
+
+static void on_pipe(void *arg, nng_pipe p, nng_pipe_ev ev)
 {
     klink *l = arg;
     pthread_mutex_lock(&l->mu);
-    if (ev == NNG_PIPE_EV_ADD_PRE) {
-        uint64_t pid = 0;
-        if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
-            pid != (uint64_t)l->expect) {
-            aos_warn("%s link: refused a connection from pid %llu (expected %d)", l->name,
-                     (unsigned long long)pid, (int)l->expect);
-            nng_pipe_close(p);
-        } else {
-            l->pipe = p;
-        }
-    } else if (ev == NNG_PIPE_EV_ADD_POST) {
+    if (ev == NNG_PIPE_EV_ADD_POST) {
         l->attached = p;
     } else if (ev == NNG_PIPE_EV_REM_POST) {
         if (nng_pipe_id(p) == nng_pipe_id(l->attached))
@@ -240,20 +254,33 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
     l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
     pthread_mutex_init(&l->mu, NULL);
     int rv;
-    if ((rv = nng_pair1_open(&l->sock)) != 0 ||
-        (rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
-        (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, LINK_SENDBUF)) != 0 ||
-        (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, LINK_SENDBUF)) != 0 ||
-        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_PRE, on_pipe, l)) != 0 ||
-        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_POST, on_pipe, l)) != 0 ||
-        (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe, l)) != 0 ||
-        (rv = nng_listener_create(&l->lst, l->sock, url)) != 0 ||
-        (rv = nng_listener_set_int(l->lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0 ||
-        (rv = nng_listener_start(l->lst, 0)) != 0) {
+    if ((rv = nng_pair1_open(&l->sock)) != 0) {
         snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
-        nng_close(l->sock);
+        pthread_mutex_destroy(&l->mu);
         free(l);
         return AOS_ERR_IO;
+    }
+    char what[40];
+    snprintf(what, sizeof what, "%s link", l->name);
+    /* no first-message deadline here: admit lets in only the expected pid, which may take
+     * long to say READY (a database to wait for); an impostor is refused at ADD_PRE and
+     * before that is bounded by nng's own 10 s negotiation timer (listen.h) */
+    lsn_opts lo = {.what = what, .max_pipes = LINK_MAX_PIPES, .mode = 0600, .admit = admit,
+                   .on_event = on_pipe, .arg = l};
+    aos_err rc = AOS_OK;
+    if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
+        (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, LINK_SENDBUF)) != 0 ||
+        (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, LINK_SENDBUF)) != 0) {
+        snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
+        rc = AOS_ERR_IO;
+    } else {
+        rc = lsn_open(&l->lst, l->sock, url, &lo, why, whylen);
+    }
+    if (rc != AOS_OK) {
+        nng_close(l->sock); /* never had a pipe: this close cannot hang */
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return rc;
     }
     for (int i = 0; i < LINK_RECEIVERS; i++) {
         l->rx[i].l = l;
@@ -272,7 +299,7 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
  * reference after heavy use (seen on REP and PAIR1 alike), and aosd is leaving anyway. */
 void link_close(klink *l)
 {
-    nng_listener_close(l->lst);
+    lsn_close(l->lst);
     for (int i = 0; i < LINK_RECEIVERS; i++)
         nng_aio_stop(l->rx[i].aio); /* waits for running callbacks; none re-arms */
     link_fail_all(l, AOS_ERR_UNAVAILABLE, "aosd is shutting down");
@@ -337,6 +364,14 @@ aos_err link_forward(klink *l, const aos_env *req, uint64_t deadline_mono, link_
     if (rc != AOS_OK) {
         free(p);
         return rc;
+    }
+    /* the server's NNG_OPT_RECVMAXSZ counts PAIR1's 4-byte hop count too: one byte over
+     * and its transport cuts the link, the server dies holding the request, and twice
+     * makes it a poison pill. Refused here instead. */
+    if (nng_msg_len(p->msg) + LINK_PAIR1_HDR > AOS_MSG_MAX) {
+        nng_msg_free(p->msg);
+        free(p);
+        return AOS_ERR_TOO_BIG;
     }
     p->id = e.link_id;
     p->deadline = deadline_mono;

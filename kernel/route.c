@@ -15,11 +15,20 @@
 #include "aos/envelope.h"
 #include "aos/log.h"
 #include "link.h"
+#include "listen.h"
 #include "supervise.h"
 
 #define ROUTE_CTX 256                   /* requests in flight on the control socket */
 #define DEFAULT_DEADLINE_MS 30000u
 #define MAX_DEADLINE_MS (10u * 60u * 1000u)
+/* Bounds of the control socket (see listen.h for what nng 1.5.2 bounds by itself). Only
+ * root or aosd's own uid gets past ADD_PRE, so the caps are against a runaway admin client,
+ * not against other users: room for the benchmarks' 64 clients many times over. */
+#define ROUTE_MAX_PIPES 1024u
+#define ROUTE_MAX_SILENT 128u           /* connected, nothing sent yet */
+#define ROUTE_SILENT_MS 10000u          /* a pipe's first request must come within this:
+                                         * libaos's REQ dialer redials a pipe closed for
+                                         * idling, so an idle client only reconnects */
 
 /* What aosd does with a method before it forwards it. Only READ and CONTROL exist yet:
  * EFFECTFUL (wait for the audit record), LLM (the scheduler's queue) and the agents'
@@ -36,7 +45,7 @@ typedef struct rctx {
 
 struct route {
     nng_socket sock;
-    nng_listener lst;
+    lsn *lst;
     rctx ctxs[ROUTE_CTX];
     atomic_ullong bad, routed;
     atomic_int closing;
@@ -137,6 +146,7 @@ static void handle(rctx *c, nng_msg *m)
     route *r = c->r;
     aos_env req;
     char why[AOS_ERRMSG_MAX];
+    lsn_heard(r->lst, nng_msg_get_pipe(m));
     aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &req, why, sizeof why);
     nng_msg_free(m);
     if (rc != AOS_OK) {
@@ -191,9 +201,12 @@ static void handle(rctx *c, nng_msg *m)
     c->hdr.payload_len = 0;
     rc = link_forward(l, &req, mono + (req.deadline_ms - now), on_done, c);
     if (rc != AOS_OK) {
-        answer(c, &req, rc, rc == AOS_ERR_UNAVAILABLE ? "too many requests waiting for this "
-                                                        "server; retry later"
-                                                      : "cannot forward",
+        answer(c, &req, rc,
+               rc == AOS_ERR_UNAVAILABLE ? "too many requests waiting for this server; retry "
+                                           "later"
+               : rc == AOS_ERR_TOO_BIG   ? "the request does not fit the server link's message "
+                                           "cap once aosd adds its link id"
+                                         : "cannot forward",
                NULL, 0);
         goto out;
     }
@@ -228,16 +241,30 @@ static void on_aio(void *arg)
 
 /* Only our own user (or root) may use the control socket: the file mode says so, and
  * the peer's credentials are checked as well. */
-static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+static int admit(void *arg, nng_pipe p, char *why, size_t whylen)
 {
-    (void)ev;
     (void)arg;
     uint64_t uid = 0;
     if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
         (uid != (uint64_t)geteuid() && uid != 0)) {
-        aos_warn("control socket: refused a client with uid %llu", (unsigned long long)uid);
-        nng_pipe_close(p);
+        snprintf(why, whylen, "refused a client with uid %llu", (unsigned long long)uid);
+        return -1;
     }
+    return 0;
+}
+
+/* Stops what was started of r; nothing had connected yet (the listener starts last), so
+ * closing the socket here cannot meet nng 1.5.2's hang on a pipe torn down mid-send. */
+static void route_undo(route *r)
+{
+    atomic_store(&r->closing, 1); /* on_aio re-arms nothing from here on */
+    for (int i = 0; i < ROUTE_CTX; i++)
+        if (r->ctxs[i].aio) {
+            nng_aio_stop(r->ctxs[i].aio);
+            nng_aio_free(r->ctxs[i].aio);
+        }
+    nng_close(r->sock);
+    free(r);
 }
 
 aos_err route_open(route **out, const char *url, char *why, size_t whylen)
@@ -246,26 +273,37 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
     if (!r)
         return AOS_ERR_NOMEM;
     int rv;
-    if ((rv = nng_rep0_open(&r->sock)) != 0 ||
-        (rv = nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
-        (rv = nng_pipe_notify(r->sock, NNG_PIPE_EV_ADD_PRE, on_pipe, r)) != 0 ||
-        (rv = nng_listener_create(&r->lst, r->sock, url)) != 0 ||
-        (rv = nng_listener_set_int(r->lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0 ||
-        (rv = nng_listener_start(r->lst, 0)) != 0) {
+    if ((rv = nng_rep0_open(&r->sock)) != 0) {
         snprintf(why, whylen, "control socket %s: %s", url, nng_strerror(rv));
-        nng_close(r->sock);
         free(r);
         return AOS_ERR_IO;
     }
+    if ((rv = nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0) {
+        snprintf(why, whylen, "control socket %s: %s", url, nng_strerror(rv));
+        route_undo(r);
+        return AOS_ERR_IO;
+    }
+    /* the contexts before the listener: a client that connects finds them receiving */
     for (int i = 0; i < ROUTE_CTX; i++) {
         rctx *c = &r->ctxs[i];
         c->r = r;
         if ((rv = nng_ctx_open(&c->ctx, r->sock)) != 0 ||
             (rv = nng_aio_alloc(&c->aio, on_aio, c)) != 0) {
             snprintf(why, whylen, "control socket contexts: %s", nng_strerror(rv));
-            return AOS_ERR_INTERNAL;
+            route_undo(r);
+            return rv == NNG_ENOMEM ? AOS_ERR_NOMEM : AOS_ERR_INTERNAL;
         }
-        arm_recv(c);
+    }
+    /* armed only now: route_undo stops each aio, so none can run on a freed route */
+    for (int i = 0; i < ROUTE_CTX; i++)
+        arm_recv(&r->ctxs[i]);
+    lsn_opts lo = {.what = "control socket", .max_pipes = ROUTE_MAX_PIPES,
+                   .max_silent = ROUTE_MAX_SILENT, .silent_ms = ROUTE_SILENT_MS,
+                   .mode = 0600, .admit = admit, .arg = r};
+    aos_err rc = lsn_open(&r->lst, r->sock, url, &lo, why, whylen);
+    if (rc != AOS_OK) {
+        route_undo(r);
+        return rc;
     }
     *out = r;
     return AOS_OK;
@@ -278,7 +316,7 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
 void route_close(route *r)
 {
     atomic_store(&r->closing, 1);
-    nng_listener_close(r->lst);
+    lsn_close(r->lst);
     for (int i = 0; i < ROUTE_CTX; i++)
         if (r->ctxs[i].aio)
             nng_aio_stop(r->ctxs[i].aio);

@@ -11,7 +11,9 @@
 typedef struct route route;
 
 /* Listen on url (ipc://DIR/control.sock, mode 0600, callers must have our uid or be
- * root). Lives until the process exits (route_close stops it). */
+ * root) through a bounded listener (listen.h): at most 1024 connections, a connection
+ * that sends no request within 10 s is closed. Lives until the process exits (route_close
+ * stops it). */
 aos_err route_open(route **out, const char *url, char *why, size_t whylen);
 void route_close(route *r);
 uint64_t route_bad_messages(const route *r);

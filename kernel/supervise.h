@@ -47,6 +47,8 @@ uid_t sup_pg_uid(gid_t *gid);
 /* d: the data dir, opened by dd_open; both live until sup_fini. */
 aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen);
 void sup_fini(void);
+/* What aosd's cgroup set-up achieved, for kernel.status. */
+void sup_set_cgroup(const char *why);
 /* Timers: start what is due, heartbeats, stop escalation, readiness, deadlines. Returns
  * the monotonic time it wants to be called again by. */
 uint64_t sup_tick(uint64_t now_mono);

@@ -13,12 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
 #define IPC_PREFIX "ipc://"
+/* The largest request envelope sent. aosd's NNG_OPT_RECVMAXSZ (AOS_MSG_MAX) counts nng's
+ * 4-byte REQ header as well, and aosd adds its link id and PAIR1's hop count on the way to
+ * the server: an envelope at AOS_MSG_MAX itself would be cut off at the transport, which a
+ * caller sees as a lost connection (or, when it retries, as a hang). Refused before. */
+#define REQ_ENV_MAX (AOS_MSG_MAX - 256u)
+/* How long aos_close waits for nng_close: nng 1.5.2's close can wait for ever for a pipe
+ * whose peer cut the connection mid-send, and a caller must never hang in a close. */
+#define CLOSE_WAIT_MS 2000u
 #define URL_MAX (sizeof IPC_PREFIX + AOS_PATH_MAX)
 
 /* Idle (context, aio) pairs kept for the next call: opening and freeing them per call
@@ -188,6 +197,96 @@ static aos_err dial_err(int rv, const char *url, char *why, size_t whylen)
     }
 }
 
+/* ---- bounded close -------------------------------------------------------------------
+ * The teardown of a connection runs on a detached thread; the caller waits CLOSE_WAIT_MS
+ * for it. When nng hangs, the caller goes on and the thread, the socket and the aos_conn
+ * (its pipe callback's argument, so it must outlive any callback) are left to the process
+ * exit: a bounded leak instead of an unbounded wait. */
+typedef struct closer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, refs;
+    struct aos_conn *c;
+} closer;
+
+static void closer_rele(closer *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int last = --k->refs == 0;
+    pthread_mutex_unlock(&k->mu);
+    if (last) {
+        pthread_cond_destroy(&k->cv);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+    }
+}
+
+/* Everything nng holds for c, then c itself. May block inside nng. */
+static void conn_teardown(struct aos_conn *c)
+{
+    for (int i = 0; i < c->npool; i++) {
+        nng_aio_free(c->pool[i].aio);
+        nng_ctx_close(c->pool[i].ctx);
+    }
+    nng_close(c->sock);
+    pthread_mutex_destroy(&c->pool_mu);
+    free(c);
+}
+
+static void *closer_run(void *arg)
+{
+    closer *k = arg;
+    conn_teardown(k->c);
+    pthread_mutex_lock(&k->mu);
+    k->done = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    closer_rele(k);
+    return NULL;
+}
+
+/* 1 when c was torn down within CLOSE_WAIT_MS, 0 when it was left to the exit. */
+static int conn_close_bounded(struct aos_conn *c)
+{
+    closer *k = calloc(1, sizeof *k);
+    pthread_condattr_t ca;
+    pthread_attr_t ta;
+    pthread_t t;
+    if (!k)
+        return 0; /* no memory for the thread's state: leaking beats hanging */
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    k->refs = 2;
+    k->c = c;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    int rv = pthread_create(&t, &ta, closer_run, k);
+    pthread_attr_destroy(&ta);
+    if (rv != 0) {
+        k->refs = 1;
+        closer_rele(k);
+        return 0; /* as above: c is left, never closed inline where it could hang */
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += CLOSE_WAIT_MS / 1000;
+    until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&k->mu);
+    while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
+        ;
+    int done = k->done;
+    pthread_mutex_unlock(&k->mu);
+    closer_rele(k);
+    return done;
+}
+
 aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
 {
     aos_err err = AOS_OK;
@@ -249,23 +348,19 @@ aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)
     *out = c;
     return AOS_OK;
 out:
-    if (opened)
-        nng_close(c->sock);
-    free(c);
+    if (opened) /* a pipe may exist (a peer of another uid): bounded, like aos_close */
+        conn_close_bounded(c);
+    else {
+        pthread_mutex_destroy(&c->pool_mu);
+        free(c);
+    }
     return err;
 }
 
 void aos_close(aos_conn *c)
 {
-    if (!c)
-        return;
-    for (int i = 0; i < c->npool; i++) {
-        nng_aio_free(c->pool[i].aio);
-        nng_ctx_close(c->pool[i].ctx);
-    }
-    nng_close(c->sock);
-    pthread_mutex_destroy(&c->pool_mu);
-    free(c);
+    if (c)
+        conn_close_bounded(c);
 }
 
 /* A context and aio for one call: from the pool, or new. */
@@ -419,9 +514,6 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
                     "[a-z0-9_.-]{1,64} with a dot", method ? method : "(null)");
     if (len && !payload)
         return fail(reply, AOS_ERR_USAGE, "%s: %zu-byte payload without data", method, len);
-    if (len > AOS_MSG_MAX)
-        return fail(reply, AOS_ERR_TOO_BIG, "%s: payload of %zu bytes exceeds the %u byte "
-                    "cap", method, len, AOS_MSG_MAX);
     const char *agent = opts ? opts->agent_id : NULL;
     if (agent && !aos_agent_id_valid(agent, strlen(agent)))
         return fail(reply, AOS_ERR_USAGE, "%s: invalid agent id: want [A-Za-z0-9_.:-]{1,64}",
@@ -443,9 +535,19 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
     env.deadline_ms = aos_now_ms() + ms;
     env.payload = payload;
     env.payload_len = len;
+    if (len > REQ_ENV_MAX)
+        return fail(reply, AOS_ERR_TOO_BIG, "%s: payload of %zu bytes does not fit a request "
+                    "(at most %u bytes with the envelope; nothing was sent)", method, len,
+                    REQ_ENV_MAX);
     if ((err = aos_env_encode(&env, &m)) != AOS_OK)
         return fail(reply, err, "%s: cannot encode the request: %s", method,
                     aos_strerror(err));
+    if (nng_msg_len(m) > REQ_ENV_MAX) {
+        size_t n = nng_msg_len(m);
+        nng_msg_free(m);
+        return fail(reply, AOS_ERR_TOO_BIG, "%s: request of %zu bytes with its envelope is "
+                    "over the %u byte cap (nothing was sent)", method, n, REQ_ENV_MAX);
+    }
 
     call_slot sl;
     if ((rv = slot_take(c, &sl)) != 0) {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "aos/log.h"
+#include "db.h"
 
 /* Every server's migrations take this one lock, so concurrent starts never race on
  * CREATE ROLE or GRANT (which fail with "tuple concurrently updated"). "aos_migr". */
@@ -17,8 +18,13 @@
  * because a worker waits on it while a request is pending. */
 #define PG_CONNECT_TIMEOUT "2"
 #define PG_DSN_MAX 4096
-#define PG_BACKOFF_MIN_MS 50u
-#define PG_BACKOFF_MAX_MS 2000u
+/* Reconnect attempts: short steps, because a request waits on them (db_run) and a
+ * restarted PostgreSQL is usually back within a few hundred ms; capped low enough that a
+ * caller with time left sees it soon, high enough that 16 workers do not hammer it. */
+#define PG_BACKOFF_MIN_MS 20u
+#define PG_BACKOFF_MAX_MS 200u
+/* A connection that lived this long broke by accident, not by a refusal after login. */
+#define PG_STABLE_MS 2000u
 
 struct srv_pg {
     char *dsn;
@@ -106,13 +112,13 @@ static aos_err pg_exec(PGconn *c, const char *sql, int nparams, const char *cons
         PQclear(r);
         return AOS_ERR_OK;
     }
+    /* the code from the one SQLSTATE table (db.c): a missing grant is REFUSED, a crash
+     * UNAVAILABLE, a bad migration INTERNAL */
     char m[512];
-    pg_msg(m, sizeof m, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    if (!*m)
-        pg_msg(m, sizeof m, PQerrorMessage(c));
+    aos_err e = db_error(c, r, m, sizeof m);
     snprintf(why, whylen, "%s: %s", what, m);
     PQclear(r);
-    return PQstatus(c) == CONNECTION_OK ? AOS_ERR_INTERNAL : AOS_ERR_UNAVAILABLE;
+    return e;
 }
 
 /* The target database is missing (or unreachable): connect to "postgres" with the same
@@ -385,7 +391,7 @@ static void pg_drop(srv_pg *p)
     PQfinish(p->conn);
     p->conn = NULL;
     p->connected = 0;
-    if (now - p->up_since_ms >= PG_BACKOFF_MAX_MS) {
+    if (now - p->up_since_ms >= PG_STABLE_MS) {
         p->backoff_ms = 0;
         p->next_try_ms = 0;
     } else {
@@ -439,6 +445,37 @@ PGconn *srv_pg_conn(srv_pg *p, char *why, size_t whylen)
     pg_backoff(p, pg_now_ms());
     snprintf(why, whylen, "PostgreSQL unreachable: %s", p->last_err);
     return NULL;
+}
+
+PGconn *srv_pg_wait(srv_pg *p, uint32_t max_wait_ms, char *why, size_t whylen)
+{
+    uint64_t end = pg_now_ms() + max_wait_ms;
+    for (;;) {
+        PGconn *c = srv_pg_conn(p, why, whylen);
+        if (c)
+            return c;
+        uint64_t now = pg_now_ms();
+        if (now >= end)
+            return NULL;
+        /* sleep until the next attempt is due (the backoff step), not past the end */
+        uint64_t until = p->next_try_ms > now ? p->next_try_ms : now + PG_BACKOFF_MIN_MS;
+        if (until > end)
+            until = end;
+        uint64_t ms = until - now;
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void srv_pg_reset(srv_pg *p)
+{
+    if (!p->conn)
+        return;
+    snprintf(p->last_err, sizeof p->last_err, "connection lost: %s",
+             PQstatus(p->conn) == CONNECTION_OK ? "the server ended the session"
+                                                 : PQerrorMessage(p->conn));
+    pg_msg(p->last_err, sizeof p->last_err, p->last_err);
+    pg_drop(p);
 }
 
 void srv_pg_check(srv_pg *p)

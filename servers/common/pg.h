@@ -4,6 +4,7 @@
 #define AOS_PG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <libpq-fe.h>
 
 #include "aos/err.h"
@@ -37,11 +38,18 @@ aos_err srv_pg_open(const char *dsn, srv_pg **out, char *why, size_t whylen);
 void srv_pg_close(srv_pg *p);
 
 /* The live connection, reconnecting when it is broken, at most once per backoff step
- * (50 ms doubling to 2 s). NULL when PostgreSQL is unreachable: why says so and the
- * caller answers AOS_ERR_UNAVAILABLE. Not thread-safe: one srv_pg per thread. */
+ * (20 ms doubling to 200 ms). NULL when PostgreSQL is unreachable: why says so and the
+ * caller waits (srv_pg_wait, db_run) or answers AOS_ERR_UNAVAILABLE. Not thread-safe: one
+ * srv_pg per thread. */
 PGconn *srv_pg_conn(srv_pg *p, char *why, size_t whylen);
+/* srv_pg_conn, waiting up to max_wait_ms for PostgreSQL to come back (one attempt per
+ * backoff step). NULL when it did not: why says why. */
+PGconn *srv_pg_wait(srv_pg *p, uint32_t max_wait_ms, char *why, size_t whylen);
 /* After a failed query: marks the connection for a reconnect if it is broken. */
 void srv_pg_check(srv_pg *p);
+/* Drop the connection whatever libpq thinks of it: the server said the session is over
+ * (57P01 and the like) and the next use must reconnect. */
+void srv_pg_reset(srv_pg *p);
 /* 1 when the last use found the connection up. */
 int srv_pg_connected(const srv_pg *p);
 /* How many times it has (re)connected. */

@@ -2,6 +2,8 @@
  * transaction, record its reply there, replay it when the same request comes again. */
 #include "pidem.h"
 
+#include "db.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,22 +20,14 @@ static int schema_ok(const char *s)
     return 1;
 }
 
+/* The shared SQLSTATE table (db.c) decides the code and the retry verdict; we only say
+ * which step of the protocol failed. */
 static aos_err fail_res(PGconn *c, PGresult *r, const char *what, char *why, size_t whylen)
 {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    snprintf(why, whylen, "idempotency record (%s): %s", what,
-             r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    size_t n = strlen(why);
-    while (n > 0 && why[n - 1] == '\n')
-        why[--n] = 0;
-    if (!r || PQstatus(c) == CONNECTION_BAD || (state && (!strncmp(state, "08", 2) ||
-                                                         !strncmp(state, "57P", 3) ||
-                                                         !strcmp(state, "40001") ||
-                                                         !strcmp(state, "40P01"))))
-        return AOS_ERR_UNAVAILABLE;
-    if (state && !strcmp(state, "57014"))
-        return AOS_ERR_TIMEOUT;
-    return AOS_ERR_INTERNAL;
+    char m[AOS_ERRMSG_MAX];
+    aos_err e = db_error(c, r, m, sizeof m);
+    snprintf(why, whylen, "idempotency record (%s): %s", what, m);
+    return e;
 }
 
 void pidem_prior_clear(pidem_prior *p)
@@ -83,6 +77,10 @@ aos_err pidem_claim(PGconn *c, const pidem_key *k, pidem_prior *prior, char *why
         memcpy(&st, PQgetvalue(r, 0, 0), 4);
         snprintf(why, whylen, "%.*s", PQgetlength(r, 0, 2), PQgetvalue(r, 0, 2));
         e = (aos_err)ntohl(st);
+        /* held by a transaction that is gone, or still committing: the next run finds
+         * the record or the claim free */
+        if (e == AOS_ERR_UNAVAILABLE)
+            db_retry_note(DB_AGAIN);
     }
     PQclear(r);
     return e;

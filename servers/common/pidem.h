@@ -16,8 +16,8 @@
  * the key also carries the method and a fingerprint of the request, and a request id
  * reused for a different request is refused (AOS_ERR_CONFLICT). A claim made by a
  * concurrent transaction (the original still committing while aosd's resend arrives)
- * makes pidem_claim wait for it, then see its record. Depends on libpq and aos/err.h only,
- * so any server can use it. */
+ * makes pidem_claim wait for it, then see its record. Its errors come from the shared
+ * SQLSTATE table (db.h), with their retry verdict, so any server can use it in db_run. */
 #ifndef AOS_PIDEM_H
 #define AOS_PIDEM_H
 

@@ -14,6 +14,7 @@ typedef struct item {
     stg_job *job;
     aos_err status;
     int answered;        /* status is final: written by the leader alone */
+    db_retry retry;      /* the failure's verdict (db.h), handed to the owner's thread */
     int done;            /* under the mutex: the owner may go */
     struct item *next;
 } item;
@@ -56,9 +57,12 @@ static aos_err run_one(PGconn *db, item *it)
         return stg_fail(c, AOS_ERR_TIMEOUT, "deadline passed before storage.%s ran", c->op);
     PGresult *r;
     aos_err e = db_exec(db, it->job->stmt, &it->job->p, &r, why, sizeof why);
-    if (e == AOS_ERR_CONFLICT && it->job->unique_is_retry)
+    if (e == AOS_ERR_CONFLICT && it->job->unique_is_retry) {
+        /* the other run commits or rolls back soon: the next run finds its record */
+        db_retry_note(DB_AGAIN);
         return stg_fail(c, AOS_ERR_UNAVAILABLE, "storage.%s: the same request is being run "
                         "concurrently, retry: %s", c->op, why);
+    }
     if (e)
         return stg_fail(c, e, "storage.%s: %s", c->op, why);
     e = it->job->finish(c, r, it->job->arg);
@@ -66,13 +70,16 @@ static aos_err run_one(PGconn *db, item *it)
     return e;
 }
 
-/* Answer every item not answered yet with e and "storage.<op>: <what><why>". */
-static void fail_all(item **its, int n, aos_err e, const char *what, const char *why)
+/* Answer every item not answered yet with e and "storage.<op>: <what><why>", and the
+ * verdict retry for its owner's db_run. */
+static void fail_all(item **its, int n, aos_err e, db_retry retry, const char *what,
+                     const char *why)
 {
     for (int i = 0; i < n; i++)
         if (!its[i]->answered) {
             its[i]->status = stg_fail(its[i]->c, e, "storage.%s: %s%s", its[i]->c->op, what,
                                       why);
+            its[i]->retry = retry;
             its[i]->answered = 1;
         }
 }
@@ -118,12 +125,13 @@ static int run_pipeline(stg_batcher *b, PGconn *db, item **its, int n)
     for (int i = 0; i < n; i++) {
         aos_err e = db_prepare(db, its[i]->job->stmt, why, sizeof why);
         if (e) {
-            fail_all(its, n, e, "", why);
+            fail_all(its, n, e, db_retry_take(), "", why);
             return 0;
         }
     }
     if (!PQenterPipelineMode(db)) {
-        fail_all(its, n, AOS_ERR_UNAVAILABLE, "", PQerrorMessage(db));
+        fail_all(its, n, AOS_ERR_UNAVAILABLE,
+                 PQstatus(db) == CONNECTION_BAD ? DB_WAIT : DB_FINAL, "", PQerrorMessage(db));
         return 0;
     }
     int ok = 1;
@@ -161,11 +169,12 @@ static int run_pipeline(stg_batcher *b, PGconn *db, item **its, int n)
         if (!fine) {
             /* The commit itself failed: the outcome of every item is unknown. Their
              * request ids make a retry safe; we must not claim success. */
-            snprintf(why, sizeof why, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(db));
+            aos_err e = db_error(db, r, why, sizeof why);
+            db_retry v = db_retry_take();
             PQclear(r);
             drain(db);
             PQexitPipelineMode(db);
-            fail_all(its, n, AOS_ERR_UNAVAILABLE,
+            fail_all(its, n, e == AOS_ERR_INTERNAL ? AOS_ERR_UNAVAILABLE : e, v,
                      "commit failed, outcome unknown (retry with the same request id): ", why);
             rc = 0;
             goto out;
@@ -203,7 +212,7 @@ lost:
         while (l > 0 && why[l - 1] == '\n')
             why[--l] = 0;
     }
-    fail_all(its, n, AOS_ERR_UNAVAILABLE, "database connection lost: ", why);
+    fail_all(its, n, AOS_ERR_UNAVAILABLE, DB_WAIT, "database connection lost: ", why);
     rc = 0;
 out:
     for (int i = 0; i < n; i++)
@@ -226,12 +235,15 @@ static void run_batch(stg_batcher *b, stg_call *leader, item **its, int n)
     }
     if (m == 0)
         return;
+    /* The leader's thread notes verdicts for every item now: start from none. */
+    (void)db_retry_take();
     atomic_fetch_add(&leader->st->n_batches, 1);
     atomic_fetch_add(&leader->st->n_batched, (uint64_t)m);
     if (m > 1 && run_pipeline(b, leader->db, live, m) == 0)
         return;
     for (int i = 0; i < m; i++) {
         live[i]->status = run_one(leader->db, live[i]);
+        live[i]->retry = db_retry_take();
         live[i]->answered = 1;
     }
 }
@@ -273,5 +285,7 @@ aos_err batcher_run(stg_batcher *b, stg_call *c, stg_job *job)
         }
     }
     pthread_mutex_unlock(&b->mu);
+    /* what the leader found for us becomes ours, for the db_run around this call */
+    db_retry_note(me.retry);
     return me.status;
 }

@@ -14,8 +14,24 @@
 
 static stg_cfg cfg;
 
-/* Every method goes through here: the worker's connection (or UNAVAILABLE when the
- * database is down), the handler, then reconnect bookkeeping and the periodic sweep. */
+/* One attempt of a method on the connection db_run hands out. */
+typedef struct attempt_arg {
+    stg_call *c;
+    stg_fn fn;
+} attempt_arg;
+
+static aos_err attempt(PGconn *db, void *arg, srv_reply *rep)
+{
+    attempt_arg *a = arg;
+    (void)rep;   /* the same as a->c->rep */
+    a->c->db = db;
+    return a->fn(a->c);
+}
+
+/* Every method goes through here: db_run gives the handler the worker's connection,
+ * waits for the database when it is away, and runs the handler again when the database
+ * went away under it (safe: reads have no effect, and a mutation that did commit is
+ * answered from its idempotency record), until the deadline is near. */
 static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *op, stg_fn fn)
 {
     stg *st = srv_state(s);
@@ -31,35 +47,23 @@ static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *
     };
     atomic_fetch_add(&st->n_calls, 1);
     srv_pg *pg = srv_db(s);
-    char why[256] = "no connection";
-    c.db = pg ? srv_pg_conn(pg, why, sizeof why) : NULL;
-    if (!c.db) {
+    if (!pg) {
         atomic_fetch_add(&st->n_errors, 1);
-        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "storage.%s: database unavailable: %s", op,
-                        why);
+        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "storage.%s: no database connection", op);
     }
-    aos_err e = fn(&c);
-    if (e == AOS_ERR_UNAVAILABLE && PQstatus(c.db) != CONNECTION_OK) {
-        /* The connection broke (PostgreSQL restarted since this worker last used it):
-         * reconnect and run the request once more. Safe: reads have no effect, and a
-         * mutation that did commit is answered from its idempotency record. */
-        srv_pg_check(pg);
-        PGconn *again = srv_pg_conn(pg, why, sizeof why);
-        if (again) {
-            free(rep->payload);
-            rep->payload = NULL;
-            rep->len = 0;
-            rep->error[0] = 0;
-            c.db = again;
-            e = fn(&c);
-        }
-    }
-    if (e) {
+    char what[64];
+    snprintf(what, sizeof what, "storage.%s", op);
+    attempt_arg a = {&c, fn};
+    db_run_info info = {0};
+    aos_err e = db_run(pg, c.deadline_ms, what, rep, attempt, &a, &info);
+    if (info.attempts > 1)
+        atomic_fetch_add(&st->n_reruns, info.attempts - 1);
+    if (info.waited_ms > 0)
+        atomic_fetch_add(&st->n_waited_ms, info.waited_ms);
+    if (e)
         atomic_fetch_add(&st->n_errors, 1);
-        srv_pg_check(pg);
-    } else {
+    else
         stg_sweep(&c);
-    }
     return e;
 }
 
@@ -126,6 +130,10 @@ static void st_stats(srv *s, srv_stats *out)
     srv_stat(out, "storage_errors", (int64_t)atomic_load(&st->n_errors), NULL);
     srv_stat(out, "durable_replays", (int64_t)atomic_load(&st->n_replays),
              "retried requests answered from their idempotency record");
+    srv_stat(out, "db_reruns", (int64_t)atomic_load(&st->n_reruns),
+             "transactions run again after the database went away or a race was lost");
+    srv_stat(out, "db_waited_ms", (int64_t)atomic_load(&st->n_waited_ms),
+             "time requests spent waiting for the database to come back");
     srv_stat(out, "batches", (int64_t)b, "group commits and read pipelines");
     srv_stat(out, "batched", (int64_t)n, "requests carried by them");
     srv_stat(out, "value_max", (int64_t)st->cfg.value_max, NULL);

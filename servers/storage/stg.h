@@ -1,5 +1,5 @@
 /* aos-storage's internal interface: the per-call context every handler gets, the
- * configuration, validation of client input, and the small libpq layer the handlers share. */
+ * configuration, validation of client input, and the database helpers the handlers share. */
 #ifndef STG_H
 #define STG_H
 
@@ -11,6 +11,7 @@
 
 #include "aos/envelope.h"
 #include "aos/err.h"
+#include "db.h"
 #include "serve.h"
 
 #define STG_KEY_MAX 512            /* bytes of a kv key or a document id */
@@ -43,6 +44,7 @@ typedef struct stg {
     stg_batcher *gets;             /* pipelined kv.get; NULL: each worker reads alone */
     stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
     atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
+    atomic_uint_fast64_t n_reruns, n_waited_ms;   /* db_run's, see db.h */
     atomic_uint_fast64_t last_sweep_ms;
     /* queue receivers waiting now, and how many may: each holds a worker, and a server
      * whose workers all wait cannot answer aosd's heartbeat */
@@ -107,54 +109,9 @@ aos_err stg_valid_limit(uint32_t v, uint32_t dflt, uint32_t max, const char *wha
  * returns its length, 0 when there is none (p empty or all 0xff). */
 size_t stg_prefix_end(const uint8_t *p, size_t n, uint8_t *out);
 
-/* ---- the libpq layer (db.c) -------------------------------------------------------- */
+/* ---- the database-call layer: servers/common/db.h (db_stmt, dp_*, db_exec, the
+ * SQLSTATE table); below, its use with a call's reply ------------------------------- */
 
-#define DB_MAX_PARAMS 12
-
-/* A prepared statement: prepared lazily on each connection that first runs it. */
-typedef struct db_stmt {
-    const char *name;              /* "stg_kv_get" */
-    const char *sql;
-    int nparams;
-} db_stmt;
-
-/* Parameters of one execution. Values are borrowed: they must outlive the call. */
-typedef struct db_params {
-    int n;
-    const char *v[DB_MAX_PARAMS];
-    int len[DB_MAX_PARAMS];
-    int fmt[DB_MAX_PARAMS];
-    char num[DB_MAX_PARAMS][8];
-} db_params;
-
-void dp_init(db_params *p);
-void dp_text(db_params *p, const char *s);                 /* NUL-terminated text */
-void dp_bytes(db_params *p, const void *b, size_t n);      /* bytea, or text as raw UTF-8 */
-void dp_i64(db_params *p, int64_t v);                      /* $n must be bigint */
-void dp_i32(db_params *p, int32_t v);                      /* $n must be integer */
-void dp_bool(db_params *p, int v);                         /* $n must be boolean */
-void dp_null(db_params *p);
-
-/* Make sure st is prepared on c (tracked per connection and thread). */
-aos_err db_prepare(PGconn *c, const db_stmt *st, char *why, size_t whylen);
-/* Run st with binary results. On success *out holds the result (PQclear it): TUPLES_OK
- * or COMMAND_OK. On failure the mapped error (db_error) and NULL. */
-aos_err db_exec(PGconn *c, const db_stmt *st, const db_params *p, PGresult **out, char *why,
-                size_t whylen);
-/* Run a fixed command (BEGIN, COMMIT, SET LOCAL ...). */
-aos_err db_cmd(PGconn *c, const char *sql, char *why, size_t whylen);
-/* Map a failed result (or a broken connection when r is NULL) to an aos_err and a message:
- * connection trouble -> UNAVAILABLE, statement timeout -> TIMEOUT, data exceptions ->
- * USAGE, unique violations -> CONFLICT, program limits -> TOO_BIG, the rest INTERNAL. */
-aos_err db_error(PGconn *c, const PGresult *r, char *why, size_t whylen);
-
-/* Binary result columns. */
-int64_t db_i64(const PGresult *r, int row, int col);
-int32_t db_i32(const PGresult *r, int row, int col);
-int db_bool(const PGresult *r, int row, int col);
-const uint8_t *db_bytes(const PGresult *r, int row, int col, size_t *len);
-/* A jsonb column in binary format: skips its version byte. */
-const uint8_t *db_jsonb(const PGresult *r, int row, int col, size_t *len);
 /* db_exec on the call's connection (util.c): on failure the call fails with the op's name
  * ("storage.<op>: ...") and *r is NULL; on success the caller owns *r and PQclears it. */
 aos_err stg_exec(stg_call *c, const db_stmt *st, const db_params *p, PGresult **r);

@@ -207,11 +207,13 @@ static json_t *status_json(const Aos__StatusReply *s)
     for (size_t i = 0; kids && i < s->n_children; i++) {
         const Aos__ChildStatus *ch = s->children[i];
         if (json_array_append_new(kids, json_pack(
-                "{s:s,s:s,s:i,s:I,s:I,s:s,s:s,s:I,s:I,s:s,s:o}", "name", ch->name, "state",
+                "{s:s,s:s,s:i,s:I,s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o}", "name", ch->name,
+                "state",
                 ch->state, "pid", (int)ch->pid, "restarts", (json_int_t)ch->restarts,
                 "uptime_ms", (json_int_t)ch->uptime_ms, "last_exit", ch->last_exit, "reason",
                 ch->reason, "next_start_ms", (json_int_t)ch->next_start_ms, "uid",
-                (json_int_t)ch->uid, "health", ch->health, "sandbox",
+                (json_int_t)ch->uid, "health", ch->health, "cgroup", ch->cgroup, "cgroup_now",
+                ch->cgroup_now, "sandbox",
                 sandbox_json(ch->sandbox))) != 0) {
             json_decref(kids);
             return NULL;
@@ -219,11 +221,11 @@ static json_t *status_json(const Aos__StatusReply *s)
     }
     if (!kids)
         return NULL;
-    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I},s:o}", "aosd", "pid",
+    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I,s:s},s:o}", "aosd", "pid",
                      (int)s->aosd_pid, "uptime_ms", (json_int_t)s->aosd_uptime_ms, "version",
                      s->version, "data_dir", s->data_dir, "pg_mode", s->pg_mode,
                      "bad_messages", (json_int_t)s->bad_messages, "routed",
-                     (json_int_t)s->routed, "children", kids);
+                     (json_int_t)s->routed, "cgroup", s->cgroup, "children", kids);
 }
 
 static int cmd_status(ctl_ctx *c, const ctl_vals *v)
@@ -415,12 +417,14 @@ static const char status_out[] =
     "\"pg_mode\":{\"type\":\"string\",\"description\":\"embedded or external\"},"
     "\"bad_messages\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"envelopes aosd "
     "refused as malformed\"},\"routed\":{\"type\":\"integer\",\"minimum\":0,"
-    "\"description\":\"requests routed to servers\"}}},"
+    "\"description\":\"requests routed to servers\"},\"cgroup\":{\"type\":\"string\","
+    "\"description\":\"what aosd's cgroup v2 set-up achieved, or why not\"}}},"
     "\"children\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\","
     "\"state\",\"pid\",\"restarts\",\"uptime_ms\",\"last_exit\",\"reason\",\"next_start_ms\","
     "\"uid\",\"health\",\"sandbox\"],\"properties\":{"
     "\"name\":{\"type\":\"string\"},\"state\":{\"type\":\"string\",\"enum\":[\"stopped\","
-    "\"starting\",\"running\",\"backoff\",\"stopping\",\"failed\",\"done\"]},"
+    "\"starting\",\"running\",\"backoff\",\"stopping\",\"failed\",\"done\","
+    "\"migrating\"]},"
     "\"pid\":{\"type\":\"integer\",\"description\":\"0 when not running\"},"
     "\"restarts\":{\"type\":\"integer\",\"minimum\":0},"
     "\"uptime_ms\":{\"type\":\"integer\",\"minimum\":0},"
@@ -432,6 +436,10 @@ static const char status_out[] =
     "measured by aosd from /proc\"},"
     "\"health\":{\"type\":\"string\",\"description\":\"ok, or why a running child is not "
     "answering; empty when aosd has not probed it\"},"
+    "\"cgroup\":{\"type\":\"string\",\"description\":\"the cgroup subtree delegated to "
+    "it, or why none; empty when it gets none\"},"
+    "\"cgroup_now\":{\"type\":\"string\",\"description\":\"its cgroup v2 path, measured "
+    "from /proc\"},"
     "\"sandbox\":{\"type\":[\"object\",\"null\"],\"description\":\"its confinement, measured "
     "by aosd from /proc; null when none (postgres)\",\"required\":[\"no_new_privs\","
     "\"seccomp\",\"cap_bnd_empty\",\"cap_eff_empty\",\"mount_ns\",\"net_ns\",\"user_ns\","
