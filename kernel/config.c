@@ -103,7 +103,7 @@ int kcfg_load(kcfg *c, int argc, char **argv)
     c->intensity = 5;
     c->period_ms = 30000;
     c->stable_ms = 1000;
-    c->backoff_max_ms = 5000;
+    c->backoff_max_ms = 1000; /* the long tail of recovery is this cap: keep it short */
     c->heartbeat_ms = 1000;
     c->heartbeat_timeout_ms = 5000;
     c->stop_timeout_ms = 5000;

@@ -468,6 +468,8 @@ void sup_fini(void)
     clog_flush_all();
 }
 
+static int orphans_left(void);
+
 static void send_stop(child *k, uint64_t now)
 {
     k->state = ST_STOPPING;
@@ -497,7 +499,12 @@ uint64_t sup_tick(uint64_t now)
         case ST_BACKOFF:
             if (shutting_down)
                 k->state = ST_STOPPED;
-            else if (now >= k->next_start && (k->kind == KIND_PG || !k->role || pg_running()))
+            else if (k->kind == KIND_PG && now >= k->next_start && orphans_left()) {
+                snprintf(k->reason, sizeof k->reason, "waiting for the old backends to exit");
+                if (now + 5 < wake)
+                    wake = now + 5;
+            } else if (now >= k->next_start &&
+                       (k->kind == KIND_PG || !k->role || pg_running()))
                 start_when_link_free(k, now, &wake);
             else if (k->next_start > now && k->next_start < wake)
                 wake = k->next_start;
@@ -601,11 +608,12 @@ static void describe_exit(int st, char *out, size_t cap)
  * a postmaster's backends (each in its own session, so a group kill misses them, and
  * alive they keep its shared memory from a new postmaster), a server's helpers. Such
  * an orphan has no place in the table: it is killed. */
-static void kill_orphans(void)
+static int kill_orphans(void)
 {
+    int alive = 0;
     DIR *d = opendir("/proc");
     if (!d)
-        return;
+        return 0;
     pid_t self = getpid();
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -631,11 +639,25 @@ static void kill_orphans(void)
         for (size_t i = 0; i < NKIDS; i++)
             known |= kids[i].pid == (pid_t)pid || kids[i].mig_pid == (pid_t)pid;
         if (!known) {
+            /* a zombie is dead already: only its reaping is left (sup_reap) */
+            char state = 0;
+            if (sscanf(rp + 1, " %c", &state) == 1 && state == 'Z')
+                continue;
             aos_warn("killing orphan pid %ld left by a dead child", pid);
             kill((pid_t)pid, SIGKILL);
+            alive++;
         }
     }
     closedir(d);
+    return alive;
+}
+
+/* The orphans a dead postmaster left (its backends) are killed at once, but until they
+ * are gone they hold its shared memory, and a new postmaster would exit with
+ * "pre-existing shared memory block is still in use". */
+static int orphans_left(void)
+{
+    return kill_orphans() > 0;
 }
 
 /* A migrator ended: the server starts on success; an unreachable database (exit 75)
