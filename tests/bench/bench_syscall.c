@@ -146,8 +146,9 @@ static void *client_main(void *arg)
     }
     if (conn)
         aos_close(conn);
-    else
-        nng_close(s);
+    /* the raw socket is left to the exit: nng 1.5.2's nng_close can hang for good after a
+     * peer cut a send, and a benchmark must never wait on it */
+    (void)s;
     return NULL;
 }
 
