@@ -191,8 +191,8 @@ static void handle(rctx *c, nng_msg *m)
         answer(c, &req, AOS_ERR_NOT_FOUND, "no server for this method", NULL, 0);
         goto out;
     }
-    if (failed) {
-        answer(c, &req, AOS_ERR_UNAVAILABLE, why, NULL, 0);
+    if (failed) { /* the status sup_link chose: FAILED (an operator must act) or UNAVAILABLE */
+        answer(c, &req, failed, why, NULL, 0);
         goto out;
     }
     c->hdr = req;

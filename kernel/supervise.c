@@ -730,7 +730,8 @@ void sup_reap(void)
             snprintf(k->last_exit, sizeof k->last_exit, "%s", k->pending_why);
         else /* postgres says why in its own log, not in ours */
             snprintf(k->last_exit, sizeof k->last_exit, "%s%s", how,
-                     k->kind == KIND_PG ? " (see pg.log in the data dir)" : "");
+                     k->kind == KIND_PG && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+                         ? " (see pg.log in the data dir)" : "");
         k->pid = 0;
         if (k->link)
             link_down(k->link);
@@ -809,11 +810,12 @@ klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
     klink *l = k && k->kind != KIND_PG ? k->link : NULL;
     *failed = 0;
     if (atomic_load(&shutting_down)) {
-        *failed = 1;
+        *failed = AOS_ERR_UNAVAILABLE;
         snprintf(why, whylen, "aosd is shutting down");
     } else if (l && atomic_load(&k->failed)) {
         pthread_mutex_lock(&mu);
-        *failed = 1;
+        /* the same answer the calls queued when it failed got: retrying cannot help */
+        *failed = AOS_ERR_FAILED;
         snprintf(why, whylen, "server %s is failed: %s (last exit: %s); aosctl server restart "
                               "%s", server, k->reason, k->last_exit, server);
         pthread_mutex_unlock(&mu);

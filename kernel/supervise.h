@@ -58,7 +58,9 @@ void sup_reap(void);
 void sup_shutdown(void);
 int sup_stopped(void);
 
-/* For the router. The link of a server by bare name, NULL if unknown. */
+/* For the router. The link of a server by bare name, NULL if unknown. *failed: 0, or the
+ * status to answer with (AOS_ERR_FAILED: marked failed, an operator must act;
+ * AOS_ERR_UNAVAILABLE: aosd is stopping), why the message. */
 klink *sup_link(const char *server, int *failed, char *why, size_t whylen);
 /* kernel.status: a packed StatusReply, malloc'd into *out (caller frees). */
 aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t *len);

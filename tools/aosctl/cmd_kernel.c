@@ -285,7 +285,7 @@ static int cmd_kill(ctl_ctx *c, const ctl_vals *v)
 
 static int cmd_restart(ctl_ctx *c, const ctl_vals *v)
 {
-    return server_op(c, v, "restart", 0);
+    return server_op(c, v, "restart", 1);
 }
 
 /* ---- ping ----------------------------------------------------------------------- */
@@ -513,7 +513,7 @@ static const ctl_arg kill_args[] = {
      .summary = "the server; the aos- prefix is accepted (aos-storage)"},
 };
 static const ctl_arg restart_args[] = {
-    {.name = "NAME", .required = 1, .choices = servers, .check = check_server,
+    {.name = "NAME", .required = 1, .choices = servers_pg, .check = check_server_pg,
      .summary = "the server; the aos- prefix is accepted (aos-storage)"},
 };
 static const ctl_arg ping_args[] = {
