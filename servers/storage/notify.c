@@ -116,6 +116,11 @@ static void *listener(void *arg)
     int backoff = 50;
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *vals[] = {n->dsn, "5", "aos-storage-listen", NULL};
+    /* started in open(), before the sandbox drops root: as root, peer authentication
+     * refuses us (root maps to no server's role), so wait for the drop */
+    while (geteuid() == 0 && !__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE))
+        if (nap(n, 5))
+            return NULL;
     while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
         PGconn *pg = PQconnectdbParams(keys, vals, 1);
         if (pg && PQstatus(pg) == CONNECTION_OK) {
