@@ -1,6 +1,7 @@
 /* The libaos client: finds the data dir, connects to aosd over nng REQ and makes calls,
  * one nng context per call so any number of threads share one connection. */
 #include "aos/aos.h"
+#include "aos/bounded.h"
 #include "say.h"
 
 #include <errno.h>
@@ -202,28 +203,10 @@ static aos_err dial_err(int rv, const char *url, char *why, size_t whylen)
  * for it. When nng hangs, the caller goes on and the thread, the socket and the aos_conn
  * (its pipe callback's argument, so it must outlive any callback) are left to the process
  * exit: a bounded leak instead of an unbounded wait. */
-typedef struct closer {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, refs;
-    struct aos_conn *c;
-} closer;
-
-static void closer_rele(closer *k)
-{
-    pthread_mutex_lock(&k->mu);
-    int last = --k->refs == 0;
-    pthread_mutex_unlock(&k->mu);
-    if (last) {
-        pthread_cond_destroy(&k->cv);
-        pthread_mutex_destroy(&k->mu);
-        free(k);
-    }
-}
-
 /* Everything nng holds for c, then c itself. May block inside nng. */
-static void conn_teardown(struct aos_conn *c)
+static void conn_teardown(void *arg)
 {
+    struct aos_conn *c = arg;
     for (int i = 0; i < c->npool; i++) {
         nng_aio_free(c->pool[i].aio);
         nng_ctx_close(c->pool[i].ctx);
@@ -233,58 +216,10 @@ static void conn_teardown(struct aos_conn *c)
     free(c);
 }
 
-static void *closer_run(void *arg)
-{
-    closer *k = arg;
-    conn_teardown(k->c);
-    pthread_mutex_lock(&k->mu);
-    k->done = 1;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-    closer_rele(k);
-    return NULL;
-}
-
 /* 1 when c was torn down within CLOSE_WAIT_MS, 0 when it was left to the exit. */
 static int conn_close_bounded(struct aos_conn *c)
 {
-    closer *k = calloc(1, sizeof *k);
-    pthread_condattr_t ca;
-    pthread_attr_t ta;
-    pthread_t t;
-    if (!k)
-        return 0; /* no memory for the thread's state: leaking beats hanging */
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    k->refs = 2;
-    k->c = c;
-    pthread_attr_init(&ta);
-    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
-    int rv = pthread_create(&t, &ta, closer_run, k);
-    pthread_attr_destroy(&ta);
-    if (rv != 0) {
-        k->refs = 1;
-        closer_rele(k);
-        return 0; /* as above: c is left, never closed inline where it could hang */
-    }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += CLOSE_WAIT_MS / 1000;
-    until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&k->mu);
-    while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
-        ;
-    int done = k->done;
-    pthread_mutex_unlock(&k->mu);
-    closer_rele(k);
-    return done;
+    return aos_run_bounded(conn_teardown, c, CLOSE_WAIT_MS);
 }
 
 aos_err aos_connect(const char *url, aos_conn **out, char *why, size_t whylen)

@@ -1,6 +1,7 @@
 /* The integration harness: runs a real aosd on a fresh data dir, asks it for status, stops
  * or kills it, and proves that no process it started (postgres included) is left behind. */
 #include "harness.h"
+#include "aos/bounded.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -960,79 +961,19 @@ int h_as_user(const char *user, int (*fn)(void *arg), void *arg)
 
 #include <pthread.h>
 
-typedef struct h_closer {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, refs;
-    nng_socket s;
-} h_closer;
-
-static void h_closer_rele(h_closer *k)
+static void h_close_sock(void *arg)
 {
-    pthread_mutex_lock(&k->mu);
-    int last = --k->refs == 0;
-    pthread_mutex_unlock(&k->mu);
-    if (last) {
-        pthread_cond_destroy(&k->cv);
-        pthread_mutex_destroy(&k->mu);
-        free(k);
-    }
-}
-
-static void *h_closer_run(void *arg)
-{
-    h_closer *k = arg;
-    nng_close(k->s);
-    pthread_mutex_lock(&k->mu);
-    k->done = 1;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-    h_closer_rele(k);
-    return NULL;
+    nng_close(*(nng_socket *)arg);
+    free(arg);
 }
 
 int h_nng_close(nng_socket s, unsigned ms)
 {
-    h_closer *k = calloc(1, sizeof *k);
-    pthread_condattr_t ca;
-    pthread_attr_t ta;
-    pthread_t t;
-    if (!k)
-        return 0;
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    k->refs = 2;
-    k->s = s;
-    pthread_attr_init(&ta);
-    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
-    int rv = pthread_create(&t, &ta, h_closer_run, k);
-    pthread_attr_destroy(&ta);
-    if (rv != 0) {
-        k->refs = 1;
-        h_closer_rele(k);
+    nng_socket *p = malloc(sizeof *p);
+    if (!p)
         return 0; /* left open: a leak in a test beats a hang */
-    }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&k->mu);
-    while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
-        ;
-    int done = k->done;
-    pthread_mutex_unlock(&k->mu);
-    h_closer_rele(k);
-    if (!done)
-        fprintf(stderr, "harness: nng_close did not return within %u ms: left to the exit\n",
-                ms);
-    return done;
+    *p = s;
+    return aos_run_bounded(h_close_sock, p, ms);
 }
 
 int h_fd_count(pid_t pid)
