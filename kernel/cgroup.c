@@ -343,6 +343,10 @@ static int cg_mkdir(int dirfd, const char *name, int *err)
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         *err = errno == ELOOP ? ENOTDIR : errno;
+    /* 0755 whatever aosd's umask (077): the delegated child must be able to walk down to
+     * its own cgroup */
+    else if (fchmod(fd, 0755) != 0)
+        *err = errno;
     return fd;
 }
 

@@ -307,11 +307,14 @@ static void start_migrator(child *k, uint64_t now)
     char bin[4200], dsn[2048], wk[32], logname[32];
     char *envp[ENV_MAX + 4];
     snprintf(bin, sizeof bin, "%s/aos-%s", cfg->bin_dir, k->name);
-    char *argv[] = {bin, "--migrate", "--name", (char *)k->name, "--dsn-fd", "3", NULL};
+    /* it starts as root and drops to PostgreSQL's uid itself: its binary may sit where
+     * only root can reach (a build tree under /root) */
+    char *argv[] = {bin, "--migrate", "--name", (char *)k->name, "--dsn-fd", "3",
+                    geteuid() == 0 ? "--user" : NULL, (char *)PG->user, NULL};
     pgem_admin_dsn(cfg, dsn, sizeof dsn);
     child_env(envp, wk, sizeof wk);
     snprintf(logname, sizeof logname, "migrate-%s", k->name);
-    spawn_req r = {.argv = argv, .envp = envp, .uid = PG->uid, .gid = PG->gid,
+    spawn_req r = {.argv = argv, .envp = envp,
                    .out_fd = clog_pipe(logname), .fds = {secret_fd(dsn), -1},
                    .deathsig = SIGKILL, .no_new_privs = 1};
     pid_t pid = r.fds[0] >= 0 ? spawn_child(&r) : -1;

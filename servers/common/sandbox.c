@@ -1158,3 +1158,8 @@ aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
     sbx_self = -1;
     return e;
 }
+
+aos_err sbx_drop_to(const char *user, char *why, size_t whylen)
+{
+    return sbx_drop(user, why, whylen);
+}

@@ -45,6 +45,11 @@ aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
  * outside the list kills the process (SIGSYS); AOS_SECCOMP_TRAP=1 names the syscall. */
 aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
 
+/* Only the privilege drop of sbx_apply (checked, root unrecoverable): for one-shot
+ * helpers such as the migrator, which exec as root (their binary may sit where only root
+ * can reach) and need nothing else of the sandbox. */
+aos_err sbx_drop_to(const char *user, char *why, size_t whylen);
+
 /* Look up user's uid and gid (before the sandbox: it reads /etc/passwd). */
 aos_err sbx_lookup_user(const char *user, uid_t *uid, gid_t *gid, char *why, size_t whylen);
 

@@ -622,16 +622,20 @@ static int usage(const char *prog)
 {
     fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] "
                     "[--pg-local] [--keep PATH]... [--test-hooks]\n"
-                    "       %s --migrate --name NAME --dsn-fd N\n"
+                    "       %s --migrate --name NAME --dsn-fd N [--user USER]\n"
                     "(servers are started by aosd, not by hand)\n", prog, prog);
     return 2;
 }
 
 /* One-shot: apply the schema's migrations with the admin DSN, then exit. aosd runs this
  * as PostgreSQL's own uid before the server's first start; servers never migrate. */
-static int migrate_main(const srv_def *def, const char *dsn)
+static int migrate_main(const srv_def *def, const char *dsn, const char *user)
 {
     char why[512] = "";
+    if (user && geteuid() == 0 && sbx_drop_to(user, why, sizeof why) != AOS_OK) {
+        aos_error("migrator: %s", why);
+        return 1;
+    }
     if (!def->schema) {
         aos_info("no schema to migrate");
         return 0;
@@ -709,7 +713,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
     if (migrate)
-        return migrate_main(def, dsn);
+        return migrate_main(def, dsn, so.user);
 
     static srv S;
     srv *s = &S;

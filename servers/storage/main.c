@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sodium.h>
 
 #include "aos/log.h"
@@ -107,7 +108,7 @@ static aos_err st_open(srv *s, char *why, size_t whylen)
     const char *bg = getenv("AOS_STORAGE_BATCH_GETS");
     if (bg && !strcmp(bg, "1"))
         st->gets = batcher_new(0, 2);
-    st->notify = notify_new(srv_pg_dsn(s));
+    st->notify = notify_new(srv_pg_dsn(s), geteuid() == 0);
     if (!st->puts) {
         snprintf(why, whylen, "out of memory");
         free(st);

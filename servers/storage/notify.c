@@ -19,6 +19,7 @@ struct stg_notify {
     pthread_cond_t cv;          /* CLOCK_MONOTONIC */
     notify_waiter *waiters;
     int started, stop, listening;
+    int after_drop;             /* wait for the uid change before connecting */
     pthread_t th;
     int wake[2];                /* a pipe: wakes the listener's poll to stop */
     uint64_t count;
@@ -26,7 +27,7 @@ struct stg_notify {
 
 static void *listener(void *arg);
 
-stg_notify *notify_new(const char *dsn)
+stg_notify *notify_new(const char *dsn, int after_drop)
 {
     if (!dsn || !*dsn)
         return NULL;
@@ -34,6 +35,7 @@ stg_notify *notify_new(const char *dsn)
     if (!n)
         return NULL;
     n->dsn = strdup(dsn);
+    n->after_drop = after_drop;
     if (!n->dsn || pipe2(n->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         free(n->dsn);
         free(n);
@@ -118,7 +120,7 @@ static void *listener(void *arg)
     const char *vals[] = {n->dsn, "5", "aos-storage-listen", NULL};
     /* started in open(), before the sandbox drops root: as root, peer authentication
      * refuses us (root maps to no server's role), so wait for the drop */
-    while (geteuid() == 0 && !__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE))
+    while (n->after_drop && geteuid() == 0 && !__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE))
         if (nap(n, 5))
             return NULL;
     while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {

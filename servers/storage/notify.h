@@ -19,7 +19,9 @@ typedef struct notify_waiter {
 /* dsn: the server role's conninfo; the listener thread starts now and connects on its
  * own, reconnecting with backoff. Caller owns the result; NULL on failure (receivers then
  * look again every 250 ms). */
-stg_notify *notify_new(const char *dsn);
+/* after_drop: the process is root now and drops to its own user later (a server under
+ * aosd): the listener connects only after that, as peer authentication wants. */
+stg_notify *notify_new(const char *dsn, int after_drop);
 /* Stop the listener and release every waiter (they see notify_wait return -1). The
  * structure stays valid for workers still inside it; the process is about to exit. */
 void notify_stop(stg_notify *n);

@@ -71,7 +71,7 @@ static int setup(void **state)
     t->st.max_waiting = 4;
     t->st.puts = batcher_new(1, 1);
     t->st.gets = batcher_new(0, 2);
-    t->st.notify = notify_new(t->dsn);
+    t->st.notify = notify_new(t->dsn, 0);
     T_ = t;
     *state = t;
     return 0;

@@ -543,6 +543,8 @@ h_aosd *h_start(const char *const *extra_args)
 void h_stop(h_aosd *h)
 {
     int st;
+    if (!h) /* a teardown after a start that failed */
+        return;
     if (kill(h->pid, SIGTERM) != 0)
         h_fail(h, "h_stop: kill %d: %s", (int)h->pid, strerror(errno));
     if (!wait_exit(h->pid, &st, H_STOP_MS)) {
