@@ -566,7 +566,7 @@ void h_stop(h_aosd *h)
     h_free(h, 1);
 }
 
-void h_kill9(h_aosd *h)
+static void kill9(h_aosd *h, int remove_dir)
 {
     int st;
     if (kill(h->pid, SIGKILL) != 0)
@@ -576,7 +576,18 @@ void h_kill9(h_aosd *h)
     int n = leftovers_after(h, H_ORPHAN_MS, "kill -9 of aosd");
     if (n)
         h_fail(h, "h_kill9: %d process(es) outlived aosd by %u ms", n, H_ORPHAN_MS);
-    h_free(h, 1);
+    h_free(h, remove_dir);
+}
+
+void h_kill9(h_aosd *h)
+{
+    kill9(h, 1);
+}
+
+void h_kill9_keep(h_aosd *h, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "%s", h->dir);
+    kill9(h, 0);
 }
 
 const char *h_data_dir(const h_aosd *h)

@@ -64,6 +64,8 @@ void h_stop_keep(h_aosd *h, char *dir, size_t cap);
  * is kept and nothing aosd started is left running. */
 h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,
                    char *why, size_t whylen);
+/* h_kill9, but the data dir is kept: its path goes into dir (cap bytes). */
+void h_kill9_keep(h_aosd *h, char *dir, size_t cap);
 /* Remove a data dir kept by h_stop_keep or h_start_on (symlinks removed, not followed). */
 void h_remove_dir(const char *dir);
 /* kernel.status decoded (free with aos__status_reply__free_unpacked); NULL with why. */

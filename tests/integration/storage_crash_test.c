@@ -450,11 +450,55 @@ static void test_postgres_restarts_fail_nothing(void **st)
     h_stop(H);
 }
 
+/* kill -9 of aosd itself, then a new aosd on the same data dir: every child comes back,
+ * what was acknowledged is there, and a client retrying with the same request id gets the
+ * recorded reply (the increment is applied once). */
+static void test_aosd_kill9_and_restart(void **state)
+{
+    (void)state;
+    h_aosd *h = h_start(NULL);
+    char why[AOS_ERRMSG_MAX + 1], dir[256];
+    uint8_t rid[AOS_ID_LEN];
+    aos_id_random(rid);
+    aos_call_opts o = {.agent_id = AGENT, .request_id = rid, .timeout_ms = 10000};
+    int64_t v1 = 0, v2 = 0;
+    assert_int_equal(aos_kv_put(h_conn(h), &(aos_call_opts){.agent_id = AGENT}, "kept", "yes",
+                                3, NULL, NULL, why, sizeof why), AOS_OK);
+    assert_int_equal(aos_kv_incr(h_conn(h), &o, "once", 1, &v1, why, sizeof why), AOS_OK);
+    assert_int_equal(v1, 1);
+    h_kill9_keep(h, dir, sizeof dir);
+
+    h = h_start_on(dir, NULL, 60000, why, sizeof why);
+    if (!h) {
+        h_remove_dir(dir);
+        fail_msg("aosd did not come back on %s: %s", dir, why);
+    }
+    const char *names[] = {"postgres", "memory", "storage", "tool", "llm", "audit"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_true(h_child(h, names[i], NULL) > 0);
+    /* the same request id: the recorded reply, not a second increment */
+    assert_int_equal(aos_kv_incr(h_conn(h), &o, "once", 1, &v2, why, sizeof why), AOS_OK);
+    assert_int_equal(v2, 1);
+    uint8_t *val = NULL;
+    size_t len = 0;
+    assert_int_equal(aos_kv_get(h_conn(h), &(aos_call_opts){.agent_id = AGENT}, "kept", &val,
+                                &len, NULL, why, sizeof why), AOS_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(val, "yes", 3);
+    free(val);
+    /* a fresh id is a new increment */
+    assert_int_equal(aos_kv_incr(h_conn(h), &(aos_call_opts){.agent_id = AGENT}, "once", 1,
+                                 &v2, why, sizeof why), AOS_OK);
+    assert_int_equal(v2, 2);
+    h_stop(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crash_under_load),
         cmocka_unit_test(test_postgres_restarts_fail_nothing),
+        cmocka_unit_test(test_aosd_kill9_and_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
