@@ -893,6 +893,8 @@ int h_run_as(const char *user, const char *const *argv, char *out, size_t cap,
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
     posix_spawn_file_actions_adddup2(&fa, p[1], 2);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    /* from /: ctest's directory may be under a home the service user cannot enter */
+    posix_spawn_file_actions_addchdir_np(&fa, "/");
     pid_t pid;
     int rc = posix_spawn(&pid, args[0], &fa, NULL, (char *const *)args, envp);
     posix_spawn_file_actions_destroy(&fa);
