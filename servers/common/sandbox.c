@@ -103,6 +103,7 @@ static const sbx_call sbx_sanitizer[] = {
     {"readlink", SBX_ALLOW, 0},        /* /proc/self/exe and libraries' real names */
     {"fcntl", SBX_ALLOW, 0},           /* libbacktrace sets FD_CLOEXEC */
     {"ioctl", SBX_ARG1, TCGETS},       /* isatty(2): colours in the report or not */
+    {"sched_yield", SBX_ALLOW, 0},     /* the sanitizers' spin locks yield under contention */
     SBX_END,
 };
 

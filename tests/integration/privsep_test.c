@@ -775,8 +775,10 @@ static int wait_server_by_hand(pid_t pid, int out_fd, char *err, size_t cap)
         kill(pid, SIGKILL);
         waitpid(pid, &st, 0);
     }
-    ssize_t n = read(out_fd, err, cap - 1);
-    err[n > 0 ? n : 0] = 0;
+    size_t used = 0; /* all it wrote: the reason of a failure is often its last line */
+    for (ssize_t n; used + 1 < cap && (n = read(out_fd, err + used, cap - 1 - used)) > 0;)
+        used += (size_t)n;
+    err[used] = 0;
     close(out_fd);
     if (!done)
         return -1;
