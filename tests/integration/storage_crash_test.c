@@ -94,6 +94,19 @@ static int incr_once(aos_conn *c)
     }
 }
 
+/* The value of agent's key "counter", read straight from the database. */
+static long read_counter(PGconn *pg, const char *agent)
+{
+    const char *p[1] = {agent};
+    PGresult *r = PQexecParams(pg, "SELECT convert_from(value, 'UTF8') FROM storage.kv "
+                                   "WHERE agent = $1 AND key = 'counter'::bytea",
+                               1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQntuples(r), 1);
+    long counter = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return counter;
+}
+
 static void *writer(void *arg)
 {
     int w = (int)(intptr_t)arg;
@@ -194,13 +207,7 @@ static void test_crash_under_load(void **st)
         free(seen);
         PQclear(r);
     }
-    const char *p[1] = {AGENT};
-    PGresult *r = PQexecParams(pg, "SELECT convert_from(value, 'UTF8') FROM storage.kv "
-                                   "WHERE agent = $1 AND key = 'counter'::bytea",
-                               1, NULL, p, NULL, NULL, 0);
-    assert_int_equal(PQntuples(r), 1);
-    long counter = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    long counter = read_counter(pg, AGENT);
     PQfinish(pg);
     fprintf(stderr, "crash test: %ld keys checked, counter %ld, %ld increments acknowledged, "
             "%ld retries\n", checked, counter, atomic_load(&acked_incrs),
@@ -391,13 +398,7 @@ static void test_postgres_restarts_fail_nothing(void **st)
         free(seen);
         PQclear(r);
     }
-    const char *p[1] = {R_AGENT};
-    PGresult *r = PQexecParams(pg, "SELECT convert_from(value, 'UTF8') FROM storage.kv "
-                                   "WHERE agent = $1 AND key = 'counter'::bytea",
-                               1, NULL, p, NULL, NULL, 0);
-    assert_int_equal(PQntuples(r), 1);
-    long counter = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    long counter = read_counter(pg, R_AGENT);
     PQfinish(pg);
     fprintf(stderr, "restart test: %d kills of postgres (longest outage %llu ms): %ld "
             "requests acknowledged, %ld failed, %ld acknowledged puts checked, %ld lost, "
