@@ -509,7 +509,10 @@ uint64_t sup_tick(uint64_t now)
             } else if (now >= k->next_start &&
                        (k->kind == KIND_PG || !k->role || pg_running()))
                 start_when_link_free(k, now, &wake);
-            else if (k->next_start > now && k->next_start < wake)
+            else if (now >= k->next_start) /* due, but its database is not there: say so */
+                snprintf(k->reason, sizeof k->reason, "waiting for postgres (%s)",
+                         state_names[PG->state]);
+            else if (k->next_start < wake)
                 wake = k->next_start;
             break;
         case ST_STARTING:
