@@ -15,6 +15,8 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "aos/readall.h"
+
 #define CG_NAMES_MAX 16
 #define CG_DEPTH_MAX 32
 
@@ -50,40 +52,16 @@ static void cat(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A whole /proc file: these have no size, so read until EOF. Caller frees. */
+/* A whole /proc file (8 MiB at most). Caller frees. */
 static char *read_proc(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    size_t cap = 16384, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = cap < (8u << 20) ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        if (r == 0) {
-            buf[n] = '\0';
-            break;
-        }
-        n += (size_t)r;
-    }
+    char *buf = aos_read_all(fd, 8u << 20, NULL);
+    int e = errno;
     close(fd);
+    errno = e;
     return buf;
 }
 

@@ -26,6 +26,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "aos/readall.h"
+
 /* How a listed syscall is allowed. Most are plain; a few are narrowed by argument so the
  * list cannot be turned into a way around the sandbox (a fork, a signal to aosd). */
 typedef enum {
@@ -749,31 +751,13 @@ static int sbx_remount_tree(const char *top, int ro)
     int fd = openat(sbx_self, "mountinfo", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (ssize_t r = 1; buf && r > 0;) {
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        r = read(fd, buf + n, cap - 1 - n);
-        if (r > 0)
-            n += (size_t)r;
-        else if (r < 0 && errno == EINTR)
-            r = 1;
-    }
+    char *buf = aos_read_all(fd, 8u << 20, NULL);
+    int read_errno = errno;
     close(fd);
     if (!buf) {
-        errno = ENOMEM;
+        errno = read_errno;
         return -1;
     }
-    buf[n] = '\0';
     size_t tl = strlen(top);
     int whole = !strcmp(top, "/"), rc = 0;
     for (char *line = buf; rc == 0 && *line;) {
