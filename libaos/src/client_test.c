@@ -607,7 +607,9 @@ static void test_call_over_the_cap_is_refused_before_sending(void **state)
         uint64_t took = mono_ms() - t0;
         print_message("%zu bytes -> %s (%llu ms)\n", sizes[i], rep.error,
                       (unsigned long long)took);
-        assert_true(took < 500);
+        /* "at once": far below the 20 s deadline it would otherwise wait for (a loose
+         * bound: a loaded sanitizer build is slow, and this is no benchmark) */
+        assert_true(took < 5000);
         assert_int_equal(rep.status, AOS_ERR_TOO_BIG);
         assert_non_null(strstr(rep.error, "test.echo"));
         assert_non_null(strstr(rep.error, "nothing was sent"));
@@ -655,7 +657,7 @@ static void test_close_after_a_cut_mid_send_is_bounded(void **state)
     aos_close(c);
     uint64_t took = mono_ms() - t0;
     print_message("aos_close took %llu ms\n", (unsigned long long)took);
-    assert_true(took < 3000);
+    assert_true(took < 10000); /* bounded (2 s wait), not forever; loose for loaded hosts */
     /* The responder's socket is left to the exit, on purpose: after this cut nng 1.5.2's
      * single reaper thread can stay blocked on the client's half-sent pipe (seen here, in
      * gdb: "nng:reap2" in a condition wait, aos_close's thread inside nng_close), and then
