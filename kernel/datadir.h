@@ -11,7 +11,7 @@
 
 typedef struct datadir {
     int dir;        /* DATA (root 0755 when root) */
-    int run;        /* DATA/run: control and link sockets' directory... link sockets */
+    int run;        /* DATA/run: the server links' sockets */
     int etc;        /* DATA/etc: PostgreSQL's auth files */
     int pg;         /* DATA/pg, owned by PostgreSQL's uid (-1 with an external one) */
     int lock;       /* DATA/aosd.lock, flock'd for our lifetime */

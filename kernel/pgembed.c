@@ -155,14 +155,14 @@ void pgem_role_dsn(const kcfg *c, const char *role, char *out, size_t cap)
 /* ---- the probe ---------------------------------------------------------------------- */
 
 static int probe_fd = -1;
-static uint64_t probe_sent, probe_last_ok, probe_next;
+static uint64_t probe_last_ok, probe_next;
 
 void pgem_probe_reset(void)
 {
     if (probe_fd >= 0)
         close(probe_fd);
     probe_fd = -1;
-    probe_sent = probe_last_ok = probe_next = 0;
+    probe_last_ok = probe_next = 0;
 }
 
 /* Connecting to a socket in a directory PostgreSQL's uid can write could be pointed
@@ -204,7 +204,6 @@ int pgem_probe(const kcfg *c, uint64_t now, uint64_t interval_ms, uint64_t timeo
     }
     if (probe_fd < 0 && now >= probe_next) {
         probe_next = now + interval_ms;
-        probe_sent = now;
         probe_fd = probe_send(c);
     }
     if (now - probe_last_ok > timeout_ms) {
@@ -214,6 +213,5 @@ int pgem_probe(const kcfg *c, uint64_t now, uint64_t interval_ms, uint64_t timeo
         return 0;
     }
     snprintf(health, cap, "ok");
-    (void)probe_sent;
     return 1;
 }
