@@ -1,5 +1,5 @@
-/* libFuzzer target for the envelope codec: decode anything; what decodes must re-encode and
- * decode to the same fields, and what is refused must come with a reason and leave nothing. */
+/* libFuzzer target for the envelope codec and the link's batch frames: decode anything; what
+ * decodes must re-encode and decode to the same fields, what is refused must say why. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "aos.pb-c.h"
+#include "aos/batch.h"
 #include "aos/envelope.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -39,7 +40,7 @@ static void compare(const aos_env *a, const aos_env *b)
                           memcmp(a->span_id, b->span_id, AOS_SPAN_LEN))))
         broken("trace changed");
     if (a->deadline_ms != b->deadline_ms || a->link_id != b->link_id ||
-        a->status != b->status)
+        a->status != b->status || a->seq != b->seq)
         broken("number field changed");
     if (strcmp(a->method, b->method) || strcmp(a->agent_id, b->agent_id) ||
         strcmp(a->error, b->error))
@@ -63,9 +64,38 @@ static void walk_payload(const aos_env *e)
         (void)aos_pb_strings_valid(&st->base);
         aos__stats_reply__free_unpacked(st, NULL);
     }
+    Aos__StreamChunk *sc = aos__stream_chunk__unpack(NULL, e->payload_len, e->payload);
+    if (sc)
+        aos__stream_chunk__free_unpacked(sc, NULL);
+}
+
+static int one_envelope(const uint8_t *data, size_t size);
+
+/* A batch frame: every record is an envelope of its own; a malformed frame says why. */
+static int batch(const uint8_t *data, size_t size)
+{
+    size_t off = 0, len;
+    const uint8_t *rec;
+    char why[128] = "";
+    aos_err err;
+    while ((err = aos_batch_next(data, size, &off, &rec, &len, why, sizeof why)) == AOS_OK) {
+        if (rec < data || rec + len > data + size || off > size)
+            broken("a batch record points outside its frame");
+        one_envelope(rec, len);
+    }
+    if (err != AOS_ERR_NOT_FOUND && (err != AOS_ERR_PROTO || !why[0]))
+        broken("batch walk failed without a reason");
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (aos_batch_is(data, size))
+        return batch(data, size);
+    return one_envelope(data, size);
+}
+
+static int one_envelope(const uint8_t *data, size_t size)
 {
     aos_env e, d;
     char why[256] = "";

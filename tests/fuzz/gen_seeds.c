@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "aos.pb-c.h"
+#include "aos/batch.h"
 #include "aos/envelope.h"
 
 static int n_written;
@@ -145,6 +146,43 @@ int main(int argc, char **argv)
         aos_env_init(&e, kinds[i]);
         e.link_id = i + 1;
         rc |= emit(dir, &e);
+    }
+
+    /* a streamed part, a chunk of two parts to a client, and a batch frame of three */
+    aos_env_init(&e, AOS_KIND_REPLY_PART);
+    e.link_id = 12;
+    e.seq = 3;
+    e.payload = (const uint8_t *)"delta";
+    e.payload_len = 5;
+    rc |= emit(dir, &e);
+    ProtobufCBinaryData parts[2] = {{3, (uint8_t *)"abc"}, {0, NULL}};
+    Aos__StreamChunk ch = AOS__STREAM_CHUNK__INIT;
+    ch.first_seq = 7;
+    ch.n_parts = 2;
+    ch.parts = parts;
+    request(&e, "storage.test.stream", NULL, 0);
+    aos_env_reply_to(&r, &e, AOS_OK, NULL);
+    r.kind = AOS_KIND_REPLY_PART;
+    r.seq = 7;
+    r.payload = pbuf;
+    r.payload_len = aos__stream_chunk__pack(&ch, pbuf);
+    rc |= emit(dir, &r);
+    aos_batch b;
+    aos_batch_init(&b, AOS_MSG_MAX);
+    for (int i = 0; i < 3; i++) {
+        nng_msg *m = NULL;
+        request(&e, "storage.ping", qbuf, qlen);
+        e.link_id = 100u + (unsigned)i;
+        if (aos_env_encode(&e, &m) != AOS_OK ||
+            aos_batch_add(&b, nng_msg_body(m), nng_msg_len(m)) != AOS_OK)
+            rc = 1;
+        if (m)
+            nng_msg_free(m);
+    }
+    nng_msg *bm = aos_batch_take(&b);
+    if (bm) {
+        rc |= write_file(dir, nng_msg_body(bm), nng_msg_len(bm));
+        nng_msg_free(bm);
     }
     return rc ? 1 : 0;
 }

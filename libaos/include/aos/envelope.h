@@ -17,6 +17,10 @@
 #define AOS_METHOD_MAX 64
 #define AOS_AGENT_ID_MAX 64
 #define AOS_ERRMSG_MAX 1024
+/* The largest part of a streamed reply: a part travels in one envelope on the link and in
+ * a chunk of several to the client, both under AOS_MSG_MAX. */
+#define AOS_PART_MAX (1u << 20)
+_Static_assert(AOS_PART_MAX + 64u * 1024u <= AOS_MSG_MAX, "a part and its envelope fit a message");
 
 /* Envelope kinds; the values are those of aos.Kind on the wire. */
 enum {
@@ -41,6 +45,7 @@ typedef struct aos_env {
     uint64_t deadline_ms;
     uint64_t link_id;
     int32_t status;
+    uint32_t seq;   /* REPLY_PART: the part's index; REPLY: the number of parts before it */
     char method[AOS_METHOD_MAX + 1];
     char agent_id[AOS_AGENT_ID_MAX + 1];
     char error[AOS_ERRMSG_MAX + 1];
