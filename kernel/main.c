@@ -122,6 +122,7 @@ int main(int argc, char **argv)
     for (;;) {
         uint64_t now = aos_mono_ms();
         uint64_t wake = sup_tick(now);
+        route_tick(r, now);
         if (stopping && sup_stopped())
             break;
         int timeout = wake > now ? (int)(wake - now) : 0;

@@ -1,7 +1,9 @@
-/* Control-socket routing: a pool of REP contexts; each takes a request, validates it,
- * applies its method class's hook, and answers from the kernel or via a server link. */
+/* Routing: the control socket's pool of REP contexts, and requests servers make on their
+ * links; each is looked up in the method table, answered by the kernel or forwarded. */
 #include "route.h"
 
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "aos/log.h"
 #include "link.h"
 #include "listen.h"
+#include "methods.h"
 #include "supervise.h"
 
 #define ROUTE_CTX 256                   /* requests in flight on the control socket */
@@ -29,19 +32,62 @@
 #define ROUTE_SILENT_MS 10000u          /* a pipe's first request must come within this:
                                          * libaos's REQ dialer redials a pipe closed for
                                          * idling, so an idle client only reconnects */
-
-/* What aosd does with a method before it forwards it. Only READ and CONTROL exist yet:
- * EFFECTFUL (wait for the audit record), LLM (the scheduler's queue) and the agents'
- * rights check hook in here as those servers arrive. */
-typedef enum { CLASS_CONTROL, CLASS_READ } mclass;
+/* Streamed replies wait in aosd until their reader pulls them (README, "Streamed
+ * replies"). A reader that lags past these caps fails its request and the server is told
+ * to stop: aosd never buffers without bound for a slow reader. */
+#define HOLD_PER_CALL (8u << 20)
+#define HOLD_PER_CONN (32u << 20)
+#define HOLD_ALL (256u << 20)
+#define CHUNK_MAX (AOS_MSG_MAX - (64u << 10)) /* parts in one answer to a pull */
+#define STREAM_IDLE_MS 30000u           /* a finished stream nobody pulls any more */
+#define STREAM_BUCKETS 1024u
 
 typedef struct rctx {
     route *r;
     nng_ctx ctx;
     nng_aio *aio;
     int sending;
-    aos_env hdr;   /* the request's ids, to answer for the server on a deadline */
 } rctx;
+
+typedef struct part {
+    struct part *next;
+    uint32_t seq;
+    size_t len;
+    uint8_t data[];
+} part;
+
+/* A connection's share of what aosd holds for its streams. */
+typedef struct pconn {
+    uint32_t pipe;
+    size_t held;
+    unsigned calls;
+    struct pconn *next;
+} pconn;
+
+/* One forwarded request, from the control socket or from a server's link. Lives from the
+ * forward until its final answer was handed on (or it was cancelled): the link calls
+ * on_part/on_done until done, then never again; everything else is under r->mu. */
+typedef struct rcall {
+    route *r;
+    rctx *waiter;            /* the context that answers this call next; NULL: none waits */
+    aos_env hdr;             /* its ids, for answers aosd writes (no payload) */
+    uint32_t pipe;           /* the client's connection (0: a server's call) */
+    pconn *conn;
+    klink *l;                /* where it went */
+    uint64_t link_id;
+    klink *caller;           /* a server's call: the link its answer goes back on */
+    int streaming;           /* a part came: in the stream table, found by pulls */
+    int finished;            /* the link's done came; the final answer is below */
+    int cancelled;
+    int final_status;
+    char final_err[AOS_ERRMSG_MAX + 1];
+    nng_msg *final_msg;      /* the server's REPLY as it came, or NULL */
+    part *parts;             /* held, in seq order */
+    uint32_t next_out;       /* the index of the next part for the reader */
+    size_t held;
+    uint64_t touched;        /* monotonic ms of the last pull */
+    struct rcall *prev, *next, *hnext;
+} rcall;
 
 struct route {
     nng_socket sock;
@@ -49,7 +95,14 @@ struct route {
     rctx ctxs[ROUTE_CTX];
     atomic_ullong bad, routed;
     atomic_int closing;
+    pthread_mutex_t mu;
+    rcall *calls;            /* every call in flight */
+    rcall *streams[STREAM_BUCKETS];
+    pconn *conns;
+    size_t held;
 };
+
+/* ---- answering on a context ---------------------------------------------------------- */
 
 static void arm_recv(rctx *c)
 {
@@ -57,6 +110,7 @@ static void arm_recv(rctx *c)
     nng_ctx_recv(c->ctx, c->aio);
 }
 
+/* Non-blocking (the aio completes on an nng thread), so it may run under r->mu. */
 static void send_msg(rctx *c, nng_msg *m)
 {
     c->sending = 1;
@@ -64,8 +118,8 @@ static void send_msg(rctx *c, nng_msg *m)
     nng_ctx_send(c->ctx, c->aio);
 }
 
-static void answer(rctx *c, const aos_env *req, int status, const char *err,
-                   const uint8_t *payload, size_t len)
+static void answer(rctx *c, const aos_env *req, int kind, int status, const char *err,
+                   uint32_t seq, const uint8_t *payload, size_t len)
 {
     aos_env rep;
     nng_msg *m;
@@ -76,6 +130,8 @@ static void answer(rctx *c, const aos_env *req, int status, const char *err,
         rep.status = status;
         snprintf(rep.error, sizeof rep.error, "%s", err ? err : "");
     }
+    rep.kind = kind;
+    rep.seq = seq;
     rep.link_id = 0;
     rep.payload = payload;
     rep.payload_len = len;
@@ -86,134 +142,599 @@ static void answer(rctx *c, const aos_env *req, int status, const char *err,
     send_msg(c, m);
 }
 
-/* A server's answer (or aosd's on its behalf) for the request context arg. */
+/* ---- calls and streams (r->mu held) ---------------------------------------------------- */
+
+static unsigned bucket(const uint8_t id[AOS_ID_LEN])
+{
+    unsigned h;
+    memcpy(&h, id, sizeof h); /* a random id: any four bytes hash it */
+    return h % STREAM_BUCKETS;
+}
+
+static rcall *stream_find(route *r, const uint8_t id[AOS_ID_LEN], uint32_t pipe)
+{
+    rcall *any = NULL;
+    for (rcall *c = r->streams[bucket(id)]; c; c = c->hnext)
+        if (!memcmp(c->hdr.request_id, id, AOS_ID_LEN)) {
+            if (c->pipe == pipe)
+                return c;
+            any = c;
+        }
+    return any;
+}
+
+static pconn *conn_of(route *r, uint32_t pipe)
+{
+    for (pconn *p = r->conns; p; p = p->next)
+        if (p->pipe == pipe)
+            return p;
+    pconn *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->pipe = pipe;
+    p->next = r->conns;
+    r->conns = p;
+    return p;
+}
+
+static void conn_put(route *r, pconn *p)
+{
+    if (!p || --p->calls)
+        return;
+    for (pconn **pp = &r->conns; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            free(p);
+            return;
+        }
+}
+
+static void drop_parts(route *r, rcall *c)
+{
+    for (part *p = c->parts, *n; p; p = n) {
+        n = p->next;
+        free(p);
+    }
+    c->parts = NULL;
+    r->held -= c->held;
+    if (c->conn)
+        c->conn->held -= c->held;
+    c->held = 0;
+}
+
+/* The call leaves the router. The link is done with it (finished), or never had it. */
+static void call_free(route *r, rcall *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->streaming)
+        for (rcall **pp = &r->streams[bucket(c->hdr.request_id)]; *pp; pp = &(*pp)->hnext)
+            if (*pp == c) {
+                *pp = c->hnext;
+                break;
+            }
+    drop_parts(r, c);
+    conn_put(r, c->conn);
+    if (c->final_msg)
+        nng_msg_free(c->final_msg);
+    free(c);
+}
+
+/* The next answer for the context waiting on c, if there is one to give: parts in order
+ * from next_out, else the final answer (then c is freed). */
+static void flush(route *r, rcall *c)
+{
+    rctx *w = c->waiter;
+    if (!w)
+        return;
+    size_t bytes = 0, n = 0;
+    for (part *p = c->parts; p && p->seq == c->next_out + n; p = p->next) {
+        if (n && bytes + p->len + 16 > CHUNK_MAX)
+            break;
+        bytes += p->len + 16;
+        n++;
+    }
+    if (n) {
+        ProtobufCBinaryData *bins = calloc(n, sizeof *bins);
+        if (!bins)
+            return; /* tried again at the next part or the final */
+        part *p = c->parts;
+        for (size_t i = 0; i < n; i++, p = p->next)
+            bins[i] = (ProtobufCBinaryData){.len = p->len, .data = p->data};
+        Aos__StreamChunk ch = AOS__STREAM_CHUNK__INIT;
+        ch.first_seq = c->next_out;
+        ch.n_parts = n;
+        ch.parts = bins;
+        size_t plen = aos__stream_chunk__get_packed_size(&ch);
+        uint8_t *pl = malloc(plen ? plen : 1);
+        if (!pl) {
+            free(bins);
+            return;
+        }
+        aos__stream_chunk__pack(&ch, pl);
+        free(bins);
+        c->waiter = NULL;
+        answer(w, &c->hdr, AOS_KIND_REPLY_PART, AOS_OK, NULL, c->next_out, pl, plen);
+        free(pl);
+        for (size_t i = 0; i < n; i++) {
+            part *q = c->parts;
+            c->parts = q->next;
+            c->held -= q->len;
+            r->held -= q->len;
+            if (c->conn)
+                c->conn->held -= q->len;
+            free(q);
+        }
+        c->next_out += (uint32_t)n;
+        return;
+    }
+    if (!c->finished)
+        return;
+    /* parts that never came (a gap) are not waited for: the final's seq tells the reader */
+    c->waiter = NULL;
+    if (c->final_msg) { /* the server's bytes as they are: validated by the link already */
+        send_msg(w, c->final_msg);
+        c->final_msg = NULL;
+    } else {
+        answer(w, &c->hdr, AOS_KIND_REPLY, c->final_status,
+               c->final_err[0] ? c->final_err : NULL, c->next_out, NULL, 0);
+    }
+    call_free(r, c);
+}
+
+/* ---- the link's callbacks ---------------------------------------------------------- */
+
+static aos_err on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len, char *why,
+                       size_t whylen)
+{
+    rcall *c = arg;
+    route *r = c->r;
+    aos_err rc = AOS_OK;
+    pthread_mutex_lock(&r->mu);
+    if (c->cancelled) {
+        snprintf(why, whylen, "cancelled");
+        rc = AOS_ERR_CANCELLED;
+    } else if (seq < c->next_out) {
+        snprintf(why, whylen, "part %u came twice", seq);
+        rc = AOS_ERR_PROTO;
+    } else if (c->held + len > HOLD_PER_CALL || (c->conn && c->conn->held + len >
+                                                  HOLD_PER_CONN) || r->held + len > HOLD_ALL) {
+        snprintf(why, whylen, "the reader fell behind: %u parts (%zu bytes) of this stream "
+                 "waited in aosd, over its cap (%u MiB per request, %u MiB per connection, "
+                 "%u MiB in all); the server was told to stop", seq - c->next_out, c->held,
+                 HOLD_PER_CALL >> 20, HOLD_PER_CONN >> 20, HOLD_ALL >> 20);
+        drop_parts(r, c);
+        rc = AOS_ERR_QUOTA;
+    } else {
+        part *p = malloc(sizeof *p + len);
+        if (!p) {
+            snprintf(why, whylen, "aosd has no memory for a part of %zu bytes", len);
+            rc = AOS_ERR_NOMEM;
+        } else {
+            p->seq = seq;
+            p->len = len;
+            if (len)
+                memcpy(p->data, data, len);
+            part **pp = &c->parts; /* in order: receivers may pass each other */
+            while (*pp && (*pp)->seq < seq)
+                pp = &(*pp)->next;
+            if (*pp && (*pp)->seq == seq) {
+                free(p);
+                snprintf(why, whylen, "part %u came twice", seq);
+                rc = AOS_ERR_PROTO;
+            } else {
+                p->next = *pp;
+                *pp = p;
+                c->held += len;
+                r->held += len;
+                if (c->conn)
+                    c->conn->held += len;
+                if (!c->streaming) {
+                    c->streaming = 1;
+                    c->touched = aos_mono_ms();
+                    unsigned b = bucket(c->hdr.request_id);
+                    c->hnext = r->streams[b];
+                    r->streams[b] = c;
+                }
+                flush(r, c);
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* A server's call: its answer goes back on its link, as it came or written here. */
+static void answer_server(rcall *c, nng_msg *reply, int status, const char *err)
+{
+    if (!reply) {
+        aos_env rep;
+        aos_env_reply_to(&rep, &c->hdr, status, err ? "%s" : NULL, err);
+        rep.link_id = 0;
+        if (aos_env_encode(&rep, &reply) != AOS_OK)
+            return;
+    }
+    link_send(c->caller, reply);
+}
+
 static void on_done(void *arg, nng_msg *reply, int status, const char *err)
 {
-    rctx *c = arg;
-    if (reply) {
-        /* forward the server's bytes as they are: validated by the link already */
-        send_msg(c, reply);
-        return;
-    }
-    answer(c, &c->hdr, status, err, NULL, 0);
-}
-
-static aos_err kernel_call(route *r, const aos_env *req, uint8_t **out, size_t *len, char *why,
-                           size_t whylen)
-{
-    *out = NULL;
-    *len = 0;
-    if (!strcmp(req->method, "kernel.status"))
-        return sup_status(r->bad, r->routed, out, len);
-    if (!strcmp(req->method, "kernel.ping")) { /* aosd alone: the router's own cost */
-        Aos__PingRequest *in = aos__ping_request__unpack(NULL, req->payload_len, req->payload);
-        if (!in || in->data.len > 65536) {
-            if (in)
-                aos__ping_request__free_unpacked(in, NULL);
-            snprintf(why, whylen, "kernel.ping: payload is not a PingRequest of <= 64 KiB");
-            return AOS_ERR_PROTO;
-        }
-        Aos__PingReply pr = AOS__PING_REPLY__INIT;
-        pr.data = in->data;
-        pr.pid = getpid();
-        *len = aos__ping_reply__get_packed_size(&pr);
-        *out = malloc(*len ? *len : 1);
-        if (*out)
-            aos__ping_reply__pack(&pr, *out);
-        aos__ping_request__free_unpacked(in, NULL);
-        return *out ? AOS_OK : AOS_ERR_NOMEM;
-    }
-    int kill = !strcmp(req->method, "kernel.server.kill");
-    if (kill || !strcmp(req->method, "kernel.server.restart")) {
-        Aos__ServerRequest *sr =
-            aos__server_request__unpack(NULL, req->payload_len, req->payload);
-        if (!sr || !aos_pb_strings_valid(&sr->base) || !sr->name[0]) {
-            if (sr)
-                aos__server_request__free_unpacked(sr, NULL);
-            snprintf(why, whylen, "%s: payload is not a ServerRequest with a name", req->method);
-            return AOS_ERR_USAGE;
-        }
-        aos_err rc = kill ? sup_kill(sr->name, why, whylen) : sup_restart(sr->name, why, whylen);
-        aos__server_request__free_unpacked(sr, NULL);
-        return rc;
-    }
-    snprintf(why, whylen, "unknown kernel method %s", req->method);
-    return AOS_ERR_NOT_FOUND;
-}
-
-static void handle(rctx *c, nng_msg *m)
-{
+    rcall *c = arg;
     route *r = c->r;
-    aos_env req;
-    char why[AOS_ERRMSG_MAX];
-    lsn_heard(r->lst, nng_msg_get_pipe(m));
-    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &req, why, sizeof why);
-    nng_msg_free(m);
-    if (rc != AOS_OK) {
-        r->bad++;
-        answer(c, NULL, rc, why, NULL, 0);
+    if (c->caller) {
+        answer_server(c, reply, status, err);
+        pthread_mutex_lock(&r->mu);
+        call_free(r, c);
+        pthread_mutex_unlock(&r->mu);
         return;
     }
-    if (req.kind != AOS_KIND_REQUEST) {
-        r->bad++;
-        answer(c, &req, AOS_ERR_PROTO, "only requests are accepted here", NULL, 0);
-        goto out;
+    pthread_mutex_lock(&r->mu);
+    c->finished = 1;
+    c->final_status = status;
+    c->final_msg = reply;
+    snprintf(c->final_err, sizeof c->final_err, "%s", err ? err : "");
+    if (c->cancelled) {
+        if (c->waiter) { /* its connection is gone: this answer only frees the context */
+            rctx *w = c->waiter;
+            c->waiter = NULL;
+            answer(w, &c->hdr, AOS_KIND_REPLY, AOS_ERR_CANCELLED, "cancelled", c->next_out,
+                   NULL, 0);
+        }
+        call_free(r, c);
+    } else {
+        flush(r, c);
     }
-    /* deadlines: absolute on the wire; aosd applies a default and a ceiling */
-    uint64_t now = aos_now_ms(), mono = aos_mono_ms();
-    if (!req.deadline_ms)
-        req.deadline_ms = now + DEFAULT_DEADLINE_MS;
-    if (req.deadline_ms > now + MAX_DEADLINE_MS)
-        req.deadline_ms = now + MAX_DEADLINE_MS;
-    if (req.deadline_ms <= now) {
-        answer(c, &req, AOS_ERR_TIMEOUT, "deadline already passed", NULL, 0);
-        goto out;
-    }
-    /* the control socket is the admin's: the agent id it names is honoured. Agents'
-     * links will overwrite it with the identity aosd gave them at spawn. */
-    char server[AOS_METHOD_MAX + 1];
-    size_t dot = strcspn(req.method, ".");
-    memcpy(server, req.method, dot);
-    server[dot] = 0;
-    mclass cls = !strcmp(server, "kernel") ? CLASS_CONTROL : CLASS_READ;
-    if (cls == CLASS_CONTROL) {
-        uint8_t *out;
-        size_t len;
-        why[0] = 0;
-        rc = kernel_call(r, &req, &out, &len, why, sizeof why);
-        answer(c, &req, rc, why[0] ? why : NULL, out, len);
-        free(out);
-        goto out;
-    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+/* The monotonic deadline of an absolute wall-clock one (already clamped). */
+static uint64_t mono_deadline(uint64_t deadline_ms)
+{
+    uint64_t now = aos_now_ms();
+    return aos_mono_ms() + (deadline_ms > now ? deadline_ms - now : 0);
+}
+
+static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t pipe)
+{
+    char why[AOS_ERRMSG_MAX];
     int failed = 0;
-    klink *l = sup_link(server, &failed, why, sizeof why);
+    klink *l = sup_link(km->server, &failed, why, sizeof why);
     if (!l) {
-        answer(c, &req, AOS_ERR_NOT_FOUND, "no server for this method", NULL, 0);
-        goto out;
+        answer(w, req, AOS_KIND_REPLY, AOS_ERR_NOT_FOUND, "no server for this method", 0, NULL,
+               0);
+        return;
     }
-    if (failed) { /* the status sup_link chose: FAILED (an operator must act) or UNAVAILABLE */
-        answer(c, &req, failed, why, NULL, 0);
-        goto out;
+    if (failed) { /* the status sup_link chose: FAILED (an operator must act) */
+        answer(w, req, AOS_KIND_REPLY, failed, why, 0, NULL, 0);
+        return;
     }
-    c->hdr = req;
+    rcall *c = calloc(1, sizeof *c);
+    if (!c) {
+        answer(w, req, AOS_KIND_REPLY, AOS_ERR_NOMEM, "aosd is out of memory", 0, NULL, 0);
+        return;
+    }
+    c->r = r;
+    c->waiter = w;
+    c->hdr = *req;
     c->hdr.pb_ = NULL;
     c->hdr.payload = NULL;
     c->hdr.payload_len = 0;
-    rc = link_forward(l, &req, mono + (req.deadline_ms - now), on_done, c);
+    c->pipe = pipe;
+    c->l = l;
+    pthread_mutex_lock(&r->mu);
+    c->conn = conn_of(r, pipe);
+    if (c->conn)
+        c->conn->calls++;
+    c->next = r->calls;
+    if (r->calls)
+        r->calls->prev = c;
+    r->calls = c;
+    pthread_mutex_unlock(&r->mu);
+    link_fwd f = {.deadline = mono_deadline(req->deadline_ms), .done = on_done,
+                  .part = on_part, .arg = c};
+    aos_err rc = link_forward(l, req, &f, &c->link_id);
     if (rc != AOS_OK) {
-        answer(c, &req, rc,
+        pthread_mutex_lock(&r->mu);
+        call_free(r, c);
+        pthread_mutex_unlock(&r->mu);
+        answer(w, req, AOS_KIND_REPLY, rc,
                rc == AOS_ERR_UNAVAILABLE ? "too many requests waiting for this server; retry "
                                            "later"
                : rc == AOS_ERR_TOO_BIG   ? "the request does not fit the server link's message "
                                            "cap once aosd adds its link id"
                                          : "cannot forward",
+               0, NULL, 0);
+        return;
+    }
+    r->routed++;
+}
+
+/* kernel.stream.next: the reader took every part below next_seq and wants more. */
+static void pull(rctx *w, route *r, const aos_env *req, uint32_t pipe)
+{
+    Aos__StreamNext *sn = aos__stream_next__unpack(NULL, req->payload_len, req->payload);
+    if (!sn) {
+        answer(w, req, AOS_KIND_REPLY, AOS_ERR_PROTO, "kernel.stream.next: payload is not a "
+               "StreamNext", 0, NULL, 0);
+        return;
+    }
+    uint32_t next = sn->next_seq;
+    aos__stream_next__free_unpacked(sn, NULL);
+    char why[160] = "";
+    int st = AOS_OK;
+    pthread_mutex_lock(&r->mu);
+    rcall *c = stream_find(r, req->request_id, pipe);
+    if (!c) {
+        st = AOS_ERR_NOT_FOUND;
+        snprintf(why, sizeof why, "no stream for this request id (it finished, was cancelled, "
+                 "or never streamed)");
+    } else if (c->pipe != pipe) {
+        st = AOS_ERR_REFUSED;
+        snprintf(why, sizeof why, "this stream belongs to another connection");
+    } else if (c->waiter) {
+        st = AOS_ERR_PROTO;
+        snprintf(why, sizeof why, "a pull for this stream is already waiting");
+    } else if (next != c->next_out) {
+        st = AOS_ERR_PROTO;
+        snprintf(why, sizeof why, "the reader says it has %u parts; aosd handed out %u", next,
+                 c->next_out);
+    } else {
+        c->waiter = w;
+        c->touched = aos_mono_ms();
+        flush(r, c);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (st != AOS_OK)
+        answer(w, req, AOS_KIND_REPLY, st, why, 0, NULL, 0);
+}
+
+/* Marks c cancelled; returns 1 when the link still has it (the caller cancels it there,
+ * outside r->mu), 0 when c was freed here. r->mu held. */
+static int cancel_locked(route *r, rcall *c)
+{
+    c->cancelled = 1;
+    if (!c->finished)
+        return 1;
+    if (c->waiter) {
+        rctx *w = c->waiter;
+        c->waiter = NULL;
+        answer(w, &c->hdr, AOS_KIND_REPLY, AOS_ERR_CANCELLED, "cancelled", c->next_out, NULL,
+               0);
+    }
+    call_free(r, c);
+    return 0;
+}
+
+/* kernel.stream.cancel: the reader gives up; the server is told to stop. */
+static void stop_stream(rctx *w, route *r, const aos_env *req, uint32_t pipe)
+{
+    klink *l = NULL;
+    uint64_t id = 0;
+    int st = AOS_OK;
+    pthread_mutex_lock(&r->mu);
+    rcall *c = stream_find(r, req->request_id, pipe);
+    if (!c)
+        st = AOS_ERR_NOT_FOUND;
+    else if (c->pipe != pipe)
+        st = AOS_ERR_REFUSED;
+    else if (cancel_locked(r, c)) {
+        l = c->l;
+        id = c->link_id;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (l)
+        link_cancel(l, id, AOS_ERR_CANCELLED, "cancelled by the caller");
+    answer(w, req, AOS_KIND_REPLY, st,
+           st == AOS_ERR_NOT_FOUND ? "no stream for this request id"
+           : st == AOS_ERR_REFUSED ? "this stream belongs to another connection"
+                                   : NULL,
+           0, NULL, 0);
+}
+
+/* A client's connection is gone: whatever it still had in flight is cancelled, so an LLM
+ * call stops paying for tokens and a tool run is killed. */
+static void pipe_gone(route *r, uint32_t pipe)
+{
+    for (;;) {
+        klink *l = NULL;
+        uint64_t id = 0;
+        pthread_mutex_lock(&r->mu);
+        for (rcall *c = r->calls, *n; c; c = n) {
+            n = c->next;
+            if (c->pipe != pipe || c->cancelled || c->caller)
+                continue;
+            if (cancel_locked(r, c)) {
+                l = c->l;
+                id = c->link_id;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!l)
+            return;
+        link_cancel(l, id, AOS_ERR_CANCELLED, "the caller's connection closed");
+    }
+}
+
+static void handle(rctx *w, nng_msg *m)
+{
+    route *r = w->r;
+    aos_env req;
+    char why[AOS_ERRMSG_MAX];
+    nng_pipe p = nng_msg_get_pipe(m);
+    uint32_t pipe = (uint32_t)nng_pipe_id(p);
+    lsn_heard(r->lst, p);
+    aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &req, why, sizeof why);
+    nng_msg_free(m);
+    if (rc != AOS_OK) {
+        r->bad++;
+        answer(w, NULL, AOS_KIND_REPLY, rc, why, 0, NULL, 0);
+        return;
+    }
+    if (req.kind != AOS_KIND_REQUEST) {
+        r->bad++;
+        answer(w, &req, AOS_KIND_REPLY, AOS_ERR_PROTO, "only requests are accepted here", 0,
                NULL, 0);
         goto out;
     }
-    r->routed++;
+    /* deadlines: absolute on the wire; aosd applies a default and a ceiling */
+    uint64_t now = aos_now_ms();
+    if (!req.deadline_ms)
+        req.deadline_ms = now + DEFAULT_DEADLINE_MS;
+    if (req.deadline_ms > now + MAX_DEADLINE_MS)
+        req.deadline_ms = now + MAX_DEADLINE_MS;
+    if (req.deadline_ms <= now) {
+        answer(w, &req, AOS_KIND_REPLY, AOS_ERR_TIMEOUT, "deadline already passed", 0, NULL, 0);
+        goto out;
+    }
+    /* the control socket is the admin's: the agent id it names is honoured. Agents'
+     * links will overwrite it with the identity aosd gave them at spawn. */
+    const kmethod *km = km_find(req.method);
+    if (!km) {
+        snprintf(why, sizeof why, "no method %s in aos", req.method);
+        answer(w, &req, AOS_KIND_REPLY, AOS_ERR_NOT_FOUND, why, 0, NULL, 0);
+        goto out;
+    }
+    if (!km_allowed(km, KM_ADMIN)) {
+        snprintf(why, sizeof why, "%s may not be called from the control socket", req.method);
+        answer(w, &req, AOS_KIND_REPLY, AOS_ERR_REFUSED, why, 0, NULL, 0);
+        goto out;
+    }
+    if (req.payload_len > km->payload_max) {
+        snprintf(why, sizeof why, "%s takes at most %u bytes of payload, not %zu", req.method,
+                 km->payload_max, req.payload_len);
+        answer(w, &req, AOS_KIND_REPLY, AOS_ERR_TOO_BIG, why, 0, NULL, 0);
+        goto out;
+    }
+    switch (km->kind) {
+    case KM_KERNEL: {
+        uint8_t *out = NULL;
+        size_t len = 0;
+        km_env k = {.bad_messages = r->bad, .routed = r->routed};
+        why[0] = 0;
+        rc = km->fn(&req, &k, &out, &len, why, sizeof why);
+        answer(w, &req, AOS_KIND_REPLY, rc, why[0] ? why : NULL, 0, out, len);
+        free(out);
+        break;
+    }
+    case KM_PULL:
+        pull(w, r, &req, pipe);
+        break;
+    case KM_STOP_STREAM:
+        stop_stream(w, r, &req, pipe);
+        break;
+    case KM_FORWARD:
+        forward(w, r, km, &req, pipe);
+        break;
+    }
 out:
     aos_env_clear(&req);
 }
+
+/* ---- servers calling servers ----------------------------------------------------------- */
+
+static void server_answer(klink *to, const aos_env *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void server_answer(klink *to, const aos_env *req, int status, const char *fmt, ...)
+{
+    char err[AOS_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, sizeof err, fmt, ap);
+    va_end(ap);
+    aos_env rep;
+    nng_msg *m;
+    aos_env_reply_to(&rep, req, status, "%s", err);
+    rep.link_id = 0;
+    if (aos_env_encode(&rep, &m) == AOS_OK)
+        link_send(to, m);
+}
+
+/* A request a server sent on its link. The caller is that server (the link says so, not
+ * the message); it inherits the deadline and call path of the request it works for. */
+static void on_server_request(void *arg, klink *from, const aos_env *in,
+                              uint64_t parent_deadline, uint32_t chain,
+                              const char *parent_agent)
+{
+    route *r = arg;
+    aos_env req = *in;
+    req.pb_ = NULL;
+    const kmethod *km = km_find(req.method);
+    if (!km || km->kind != KM_FORWARD) {
+        server_answer(from, &req, AOS_ERR_NOT_FOUND, "no method %s for servers", req.method);
+        return;
+    }
+    if (!km_allowed(km, KM_SERVER)) {
+        server_answer(from, &req, AOS_ERR_REFUSED, "%s may not be called by a server",
+                      req.method);
+        return;
+    }
+    if (req.payload_len > km->payload_max) {
+        server_answer(from, &req, AOS_ERR_TOO_BIG, "%s takes at most %u bytes of payload",
+                      req.method, km->payload_max);
+        return;
+    }
+    char why[AOS_ERRMSG_MAX];
+    int failed = 0;
+    klink *to = sup_link(km->server, &failed, why, sizeof why);
+    if (!to || failed) {
+        server_answer(from, &req, to ? failed : AOS_ERR_NOT_FOUND, "%s",
+                      to ? why : "no server for this method");
+        return;
+    }
+    if (chain & (1u << link_idx(to))) {
+        server_answer(from, &req, AOS_ERR_REFUSED, "call cycle: %s calls %s, which is already "
+                      "in this request's path", link_name(from), req.method);
+        return;
+    }
+    uint64_t now = aos_now_ms();
+    if (!req.deadline_ms || req.deadline_ms > now + MAX_DEADLINE_MS)
+        req.deadline_ms = now + (req.deadline_ms ? MAX_DEADLINE_MS : DEFAULT_DEADLINE_MS);
+    uint64_t dl = mono_deadline(req.deadline_ms);
+    if (parent_deadline && parent_deadline < dl)
+        dl = parent_deadline;
+    if (dl <= aos_mono_ms()) {
+        server_answer(from, &req, AOS_ERR_TIMEOUT, "deadline already passed");
+        return;
+    }
+    snprintf(req.agent_id, sizeof req.agent_id, "%s", parent_agent);
+    rcall *c = calloc(1, sizeof *c);
+    if (!c) {
+        server_answer(from, &req, AOS_ERR_NOMEM, "aosd is out of memory");
+        return;
+    }
+    c->r = r;
+    c->hdr = req;
+    c->hdr.payload = NULL;
+    c->hdr.payload_len = 0;
+    c->caller = from;
+    c->l = to;
+    pthread_mutex_lock(&r->mu);
+    c->next = r->calls;
+    if (r->calls)
+        r->calls->prev = c;
+    r->calls = c;
+    pthread_mutex_unlock(&r->mu);
+    /* no parts: a server's call gets its final answer only */
+    link_fwd f = {.deadline = dl, .chain = chain, .done = on_done, .arg = c};
+    aos_err rc = link_forward(to, &req, &f, &c->link_id);
+    if (rc != AOS_OK) {
+        pthread_mutex_lock(&r->mu);
+        call_free(r, c);
+        pthread_mutex_unlock(&r->mu);
+        server_answer(from, &req, rc, "cannot forward to %s", km->server);
+        return;
+    }
+    r->routed++;
+}
+
+/* ---- the socket ---------------------------------------------------------------------- */
 
 static void on_aio(void *arg)
 {
@@ -253,17 +774,27 @@ static int admit(void *arg, nng_pipe p, char *why, size_t whylen)
     return 0;
 }
 
+static void on_pipe(void *arg, nng_pipe p, nng_pipe_ev ev)
+{
+    if (ev == NNG_PIPE_EV_REM_POST)
+        pipe_gone(arg, (uint32_t)nng_pipe_id(p));
+}
+
 /* Stops what was started of r; nothing had connected yet (the listener starts last), so
  * closing the socket here cannot meet nng 1.5.2's hang on a pipe torn down mid-send. */
 static void route_undo(route *r)
 {
     atomic_store(&r->closing, 1); /* on_aio re-arms nothing from here on */
-    for (int i = 0; i < ROUTE_CTX; i++)
+    for (int i = 0; i < ROUTE_CTX; i++) {
         if (r->ctxs[i].aio) {
             nng_aio_stop(r->ctxs[i].aio);
             nng_aio_free(r->ctxs[i].aio);
         }
+        if (nng_ctx_id(r->ctxs[i].ctx) > 0)
+            nng_ctx_close(r->ctxs[i].ctx);
+    }
     nng_close(r->sock);
+    pthread_mutex_destroy(&r->mu);
     free(r);
 }
 
@@ -272,9 +803,11 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
     route *r = calloc(1, sizeof *r);
     if (!r)
         return AOS_ERR_NOMEM;
+    pthread_mutex_init(&r->mu, NULL);
     int rv;
     if ((rv = nng_rep0_open(&r->sock)) != 0) {
         snprintf(why, whylen, "control socket %s: %s", url, nng_strerror(rv));
+        pthread_mutex_destroy(&r->mu);
         free(r);
         return AOS_ERR_IO;
     }
@@ -294,12 +827,13 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
             return rv == NNG_ENOMEM ? AOS_ERR_NOMEM : AOS_ERR_INTERNAL;
         }
     }
+    link_set_request_handler(on_server_request, r);
     /* armed only now: route_undo stops each aio, so none can run on a freed route */
     for (int i = 0; i < ROUTE_CTX; i++)
         arm_recv(&r->ctxs[i]);
     lsn_opts lo = {.what = "control socket", .max_pipes = ROUTE_MAX_PIPES,
                    .max_silent = ROUTE_MAX_SILENT, .silent_ms = ROUTE_SILENT_MS,
-                   .mode = 0600, .admit = admit, .arg = r};
+                   .mode = 0600, .admit = admit, .on_event = on_pipe, .arg = r};
     aos_err rc = lsn_open(&r->lst, r->sock, url, &lo, why, whylen);
     if (rc != AOS_OK) {
         route_undo(r);
@@ -307,6 +841,18 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
     }
     *out = r;
     return AOS_OK;
+}
+
+/* A finished stream whose reader does not come back for its last parts is dropped. */
+void route_tick(route *r, uint64_t now)
+{
+    pthread_mutex_lock(&r->mu);
+    for (rcall *c = r->calls, *n; c; c = n) {
+        n = c->next;
+        if (c->streaming && c->finished && !c->waiter && now - c->touched > STREAM_IDLE_MS)
+            call_free(r, c);
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* Called once, at exit. New connections stop first; every context's aio is stopped

@@ -16,6 +16,8 @@ typedef struct route route;
  * stops it). */
 aos_err route_open(route **out, const char *url, char *why, size_t whylen);
 void route_close(route *r);
+/* Housekeeping from the main loop: drops finished streams nobody pulls any more. */
+void route_tick(route *r, uint64_t now_mono);
 uint64_t route_bad_messages(const route *r);
 uint64_t route_routed(const route *r);
 

@@ -1,0 +1,156 @@
+/* The method table and the kernel's own methods (status, ping, server control). The
+ * router looks every request up here once; a method not listed does not exist. */
+#include "methods.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aos.pb-c.h"
+#include "supervise.h"
+
+#define PING_MAX (64u << 10)
+#define SMALL (64u << 10)        /* a request of names, keys and numbers */
+#define WHOLE (AOS_MSG_MAX)      /* one that carries data (a value, a document, a blob chunk) */
+
+static aos_err k_status(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                        char *why, size_t whylen)
+{
+    (void)req; (void)why; (void)whylen;
+    return sup_status(k->bad_messages, k->routed, out, len);
+}
+
+/* aosd alone: the router's own cost, for the benchmarks */
+static aos_err k_ping(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                      char *why, size_t whylen)
+{
+    (void)k;
+    Aos__PingRequest *in = aos__ping_request__unpack(NULL, req->payload_len, req->payload);
+    if (!in || in->data.len > PING_MAX) {
+        if (in)
+            aos__ping_request__free_unpacked(in, NULL);
+        snprintf(why, whylen, "kernel.ping: payload is not a PingRequest of <= 64 KiB");
+        return AOS_ERR_PROTO;
+    }
+    Aos__PingReply pr = AOS__PING_REPLY__INIT;
+    pr.data = in->data;
+    pr.pid = getpid();
+    *len = aos__ping_reply__get_packed_size(&pr);
+    *out = malloc(*len ? *len : 1);
+    if (*out)
+        aos__ping_reply__pack(&pr, *out);
+    aos__ping_request__free_unpacked(in, NULL);
+    return *out ? AOS_OK : AOS_ERR_NOMEM;
+}
+
+static aos_err k_server(const aos_env *req, int kill, char *why, size_t whylen)
+{
+    Aos__ServerRequest *sr = aos__server_request__unpack(NULL, req->payload_len, req->payload);
+    if (!sr || !aos_pb_strings_valid(&sr->base) || !sr->name[0]) {
+        if (sr)
+            aos__server_request__free_unpacked(sr, NULL);
+        snprintf(why, whylen, "%s: payload is not a ServerRequest with a name", req->method);
+        return AOS_ERR_USAGE;
+    }
+    aos_err rc = kill ? sup_kill(sr->name, why, whylen) : sup_restart(sr->name, why, whylen);
+    aos__server_request__free_unpacked(sr, NULL);
+    return rc;
+}
+
+static aos_err k_kill(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                      char *why, size_t whylen)
+{
+    (void)k; (void)out; (void)len;
+    return k_server(req, 1, why, whylen);
+}
+
+static aos_err k_restart(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                         char *why, size_t whylen)
+{
+    (void)k; (void)out; (void)len;
+    return k_server(req, 0, why, whylen);
+}
+
+#define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
+#define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, cap, w, 0}
+#define FWD(n, c, srv, cap, w) {n, c, KM_FORWARD, srv, NULL, cap, w, 0}
+#define HOOK(n, srv) {n, KM_CONTROL, KM_FORWARD, srv, NULL, WHOLE, ALL, 1}
+/* Every server answers ping and stats (servers/common/serve.c) and, with --test-hooks,
+ * test.* (the tests drive streams, async replies and server-to-server calls with them). */
+#define SERVER_COMMON(s)                                                                  \
+    FWD(s ".ping", KM_READ, s, PING_MAX + 64, ALL),                                       \
+    FWD(s ".stats", KM_READ, s, SMALL, KM_ADMIN | KM_SERVER),                             \
+    HOOK(s ".test.*", s)
+
+static const kmethod table[] = {
+    KERNEL("kernel.status", k_status, SMALL, KM_ADMIN),
+    KERNEL("kernel.ping", k_ping, PING_MAX + 64, KM_ADMIN | KM_AGENT),
+    KERNEL("kernel.server.kill", k_kill, SMALL, KM_ADMIN),
+    KERNEL("kernel.server.restart", k_restart, SMALL, KM_ADMIN),
+    {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT, 0},
+    {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, SMALL,
+     KM_ADMIN | KM_AGENT, 0},
+
+    SERVER_COMMON("storage"),
+    FWD("storage.kv.put", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.kv.get", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.kv.list", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.kv.delete", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.kv.incr", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.doc.put", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.doc.get", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.doc.query", KM_READ, "storage", WHOLE, ALL),
+    FWD("storage.doc.delete", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.blob.write", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.blob.commit", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.blob.read", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.blob.delete", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.blob.list", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.checkpoint.save", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.checkpoint.load", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.checkpoint.list", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.checkpoint.prune", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.step.append", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.step.read", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.queue.send", KM_WRITE, "storage", WHOLE, ALL),
+    FWD("storage.queue.recv", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.queue.ack", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.queue.nack", KM_WRITE, "storage", SMALL, ALL),
+    FWD("storage.queue.list", KM_READ, "storage", SMALL, ALL),
+
+    /* the other servers answer their common methods until their own arrive */
+    SERVER_COMMON("memory"),
+    SERVER_COMMON("tool"),
+    SERVER_COMMON("llm"),
+    SERVER_COMMON("audit"),
+};
+#define NTABLE (sizeof table / sizeof table[0])
+
+static int matches(const char *pat, const char *method)
+{
+    size_t n = strlen(pat);
+    if (n >= 2 && pat[n - 1] == '*' && pat[n - 2] == '.')
+        return !strncmp(pat, method, n - 1) && method[n - 1] != 0;
+    return !strcmp(pat, method);
+}
+
+const kmethod *km_find(const char *method)
+{
+    /* a linear scan of ~50 short strings costs less than the envelope decode before it */
+    for (size_t i = 0; i < NTABLE; i++)
+        if (matches(table[i].name, method))
+            return &table[i];
+    return NULL;
+}
+
+const char *km_class_name(km_class c)
+{
+    static const char *const names[] = {"control", "read", "write", "effect", "llm"};
+    return (unsigned)c < sizeof names / sizeof names[0] ? names[c] : "?";
+}
+
+int km_allowed(const kmethod *m, unsigned caller)
+{
+    return (m->who & caller) != 0;
+}
