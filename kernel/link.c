@@ -696,7 +696,8 @@ void link_expire(klink *l, uint64_t now)
     pthread_mutex_lock(&l->mu);
     for (pending *p = l->head, *n; p; p = n) {
         n = p->next;
-        if (p->final && now - p->final_at >= LINK_FINAL_WAIT_MS) {
+        /* now was read before the tick: a receiver may have stamped final_at after it */
+        if (p->final && now > p->final_at && now - p->final_at >= LINK_FINAL_WAIT_MS) {
             unhook(l, p);
             p->next = NULL;
             *ftail = p;

@@ -849,7 +849,9 @@ void route_tick(route *r, uint64_t now)
     pthread_mutex_lock(&r->mu);
     for (rcall *c = r->calls, *n; c; c = n) {
         n = c->next;
-        if (c->streaming && c->finished && !c->waiter && now - c->touched > STREAM_IDLE_MS)
+        /* now was read before the tick: a pull may have stamped touched after it */
+        if (c->streaming && c->finished && !c->waiter && now > c->touched &&
+            now - c->touched > STREAM_IDLE_MS)
             call_free(r, c);
     }
     pthread_mutex_unlock(&r->mu);

@@ -1,7 +1,8 @@
-/* The libaos client: finds the data dir, connects to aosd over nng REQ and makes calls,
- * one nng context per call so any number of threads share one connection. */
+/* The libaos client: finds the data dir, connects to aosd over nng REQ and makes calls (a
+ * streamed answer pulled chunk by chunk), one nng context per call so threads share one. */
 #include "aos/aos.h"
 #include "aos/bounded.h"
+#include "aos.pb-c.h"
 #include "say.h"
 
 #include <errno.h>
@@ -30,6 +31,12 @@
  * whose peer cut the connection mid-send, and a caller must never hang in a close. */
 #define CLOSE_WAIT_MS 2000u
 #define URL_MAX (sizeof IPC_PREFIX + AOS_PATH_MAX)
+/* A stream's pulls and its cancel, answered by aosd itself. The cancel's answer is awaited
+ * this long at most: it only tells us aosd has it, and aosd cancels at the deadline or
+ * when the connection closes anyway. */
+#define M_NEXT "kernel.stream.next"
+#define M_CANCEL "kernel.stream.cancel"
+#define CANCEL_WAIT_MS 1000u
 
 /* Idle (context, aio) pairs kept for the next call: opening and freeing them per call
  * cost as much as the round trip's own work. */
@@ -388,56 +395,188 @@ static aos_err call_err(aos_reply *r, int rv, int sent, const char *method, uint
     }
 }
 
-/* Decodes and checks the reply in m (not freed here) into r. */
-static aos_err take_reply(aos_reply *r, nng_msg *m, const uint8_t id[AOS_ID_LEN],
-                          const char *method)
+/* ---- calls and pulled streams ----------------------------------------------------------
+ * A REQ/REP exchange answers once, so a streamed answer is pulled: the reply to the request
+ * is either the final REPLY or a REPLY_PART holding a StreamChunk, and each
+ * kernel.stream.next on the same context (same request id, same deadline) fetches the next
+ * chunk until the final. aosd answers a pull with the parts it holds; a reader that lags
+ * past aosd's cap on held bytes gets the cap error (QUOTA) as its final. */
+
+/* One call in progress: what every request of its stream repeats, and its context. */
+typedef struct call {
+    call_slot sl;
+    const char *method;        /* the caller's method, for every message about the call */
+    uint8_t id[AOS_ID_LEN];
+    const char *agent;         /* NULL: none */
+    uint64_t deadline_ms;      /* wall clock, sent with each request of the call */
+    uint64_t end;              /* the same deadline on the monotonic clock */
+    uint32_t ms;
+    int idle;                  /* no request of ours is out on the context: it may be reused */
+} call;
+
+/* Encodes one request of call k into a new message (the caller owns *out). */
+static aos_err call_encode(const call *k, const char *method, const void *payload, size_t len,
+                           nng_msg **out)
 {
     aos_env env;
-    char why[256];
-    aos_err err = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &env, why, sizeof why);
-    if (err != AOS_OK)
-        return fail(r, AOS_ERR_PROTO, "%s: malformed reply from aosd: %s", method, why);
-    if (env.kind != AOS_KIND_REPLY) {
-        err = fail(r, AOS_ERR_PROTO, "%s: aosd answered with an envelope of kind %d, not a "
-                   "reply", method, env.kind);
+    aos_env_init(&env, AOS_KIND_REQUEST);
+    memcpy(env.request_id, k->id, AOS_ID_LEN);
+    env.has_request_id = 1;
+    snprintf(env.method, sizeof env.method, "%s", method);
+    if (k->agent)
+        snprintf(env.agent_id, sizeof env.agent_id, "%s", k->agent);
+    env.deadline_ms = k->deadline_ms;
+    env.payload = payload;
+    env.payload_len = len;
+    return aos_env_encode(&env, out);
+}
+
+/* Sends m (always taken) on k's context and waits for its reply (*out, caller owns it),
+ * within the call's deadline and, when cap_ms is not 0, within cap_ms. Returns an nng
+ * error; *sent says whether m left us. nng 1.5.2 has no nng_ctx_sendmsg/recvmsg: one
+ * synchronous aio does both halves on one budget, since the wait to be sent counts
+ * against the deadline too. */
+static int round_trip(call *k, nng_msg *m, uint32_t cap_ms, nng_msg **out, int *sent)
+{
+    nng_aio *aio = k->sl.aio;
+    *out = NULL;
+    *sent = 0;
+    uint64_t now = aos_mono_ms();
+    if (now >= k->end) {
+        nng_msg_free(m);
+        return NNG_ETIMEDOUT;
+    }
+    uint64_t left = k->end - now;
+    if (cap_ms && cap_ms < left)
+        left = cap_ms;
+    nng_aio_set_msg(aio, m);
+    nng_aio_set_timeout(aio, (nng_duration)left);
+    k->idle = 0; /* from here a reply may be on its way to this context */
+    nng_ctx_send(k->sl.ctx, aio);
+    nng_aio_wait(aio);
+    int rv = nng_aio_result(aio);
+    if (rv != 0) {
+        nng_msg_free(nng_aio_get_msg(aio)); /* a failed send leaves the message with us */
+        nng_aio_set_msg(aio, NULL);
+        return rv;
+    }
+    *sent = 1;
+    now = aos_mono_ms();
+    left = now >= k->end ? 1 : k->end - now;
+    if (cap_ms && cap_ms < left)
+        left = cap_ms;
+    nng_aio_set_timeout(aio, (nng_duration)left);
+    nng_ctx_recv(k->sl.ctx, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0)
+        return rv;
+    *out = nng_aio_get_msg(aio);
+    nng_aio_set_msg(aio, NULL);
+    k->idle = 1;
+    return 0;
+}
+
+/* Tells aosd the caller gives up on the stream, and waits (CANCEL_WAIT_MS at most, never
+ * past the deadline) for its answer, which says nothing we need. Past the deadline aosd
+ * expires the request itself, so nothing is sent then. */
+static void stream_cancel(call *k)
+{
+    nng_msg *m, *rep;
+    int sent;
+    uint64_t now = aos_mono_ms();
+    if (now >= k->end || call_encode(k, M_CANCEL, NULL, 0, &m) != AOS_OK)
+        return;
+    if (round_trip(k, m, CANCEL_WAIT_MS, &rep, &sent) == 0)
+        nng_msg_free(rep);
+}
+
+/* Adds how far a stream had got to a failed call's message. */
+static void note_parts(aos_reply *r, int streaming)
+{
+    size_t n = strlen(r->error);
+    if (streaming && n < sizeof r->error)
+        snprintf(r->error + n, sizeof r->error - n, " (the stream stopped after %u parts)",
+                 r->parts);
+}
+
+/* The final REPLY env into r. An OK final must count exactly the parts that arrived:
+ * anything else means parts were lost or repeated on the way. */
+static aos_err take_final(aos_reply *r, const aos_env *env, const char *method)
+{
+    r->parts_total = env->seq;
+    if (env->status == AOS_OK && env->seq != r->parts)
+        return fail(r, AOS_ERR_PROTO, "%s: the final reply counts %u parts but %u arrived",
+                    method, env->seq, r->parts);
+    if (env->payload_len) {
+        r->payload = malloc(env->payload_len);
+        if (!r->payload)
+            return fail(r, AOS_ERR_NOMEM, "%s: no memory for a %zu-byte reply", method,
+                        env->payload_len);
+        memcpy(r->payload, env->payload, env->payload_len);
+        r->payload_len = env->payload_len;
+    }
+    r->status = env->status;
+    if (env->status != AOS_OK) {
+        if (env->error[0])
+            memcpy(r->error, env->error, sizeof r->error);
+        else
+            snprintf(r->error, sizeof r->error, "%s: %s", method, aos_strerror(env->status));
+    }
+    return env->status;
+}
+
+/* Checks the whole chunk in env (a REPLY_PART) before handing any of its parts on, in
+ * order, to fn. *stop is set when fn gave up; r->parts counts the parts fn got. */
+static aos_err take_chunk(aos_reply *r, const aos_env *env, const char *method,
+                          aos_part_fn fn, void *arg, int *stop)
+{
+    aos_err err = AOS_OK;
+    Aos__StreamChunk *ch = aos__stream_chunk__unpack(NULL, env->payload_len, env->payload);
+    if (!ch)
+        return fail(r, AOS_ERR_PROTO, "%s: a streamed part from aosd is not a StreamChunk",
+                    method);
+    if (ch->first_seq != env->seq) {
+        err = fail(r, AOS_ERR_PROTO, "%s: a chunk that starts at part %u in an envelope of "
+                   "part %u", method, ch->first_seq, env->seq);
         goto out;
     }
-    if (!env.has_request_id || memcmp(env.request_id, id, AOS_ID_LEN) != 0) {
-        err = fail(r, AOS_ERR_PROTO, "%s: the reply is for another request", method);
+    if (ch->first_seq != r->parts) {
+        err = fail(r, AOS_ERR_PROTO, "%s: parts out of order: part %u came where part %u "
+                   "was due (%s)", method, ch->first_seq, r->parts,
+                   ch->first_seq > r->parts ? "a gap" : "a repeat");
         goto out;
     }
-    if (env.payload_len) {
-        r->payload = malloc(env.payload_len);
-        if (!r->payload) {
-            err = fail(r, AOS_ERR_NOMEM, "%s: no memory for a %zu-byte reply", method,
-                       env.payload_len);
+    if ((uint64_t)ch->first_seq + ch->n_parts > UINT32_MAX) {
+        err = fail(r, AOS_ERR_PROTO, "%s: a chunk of %zu parts from part %u overflows the "
+                   "part count", method, ch->n_parts, ch->first_seq);
+        goto out;
+    }
+    for (size_t i = 0; i < ch->n_parts; i++)
+        if (ch->parts[i].len > AOS_PART_MAX) {
+            err = fail(r, AOS_ERR_PROTO, "%s: part %u is %zu bytes, over the %u-byte cap",
+                       method, ch->first_seq + (uint32_t)i, ch->parts[i].len, AOS_PART_MAX);
             goto out;
         }
-        memcpy(r->payload, env.payload, env.payload_len);
-        r->payload_len = env.payload_len;
+    for (size_t i = 0; i < ch->n_parts && !*stop; i++) {
+        const ProtobufCBinaryData *p = &ch->parts[i];
+        if (fn && fn(arg, r->parts, p->len ? p->data : NULL, p->len) != 0)
+            *stop = 1;
+        r->parts++;
     }
-    r->status = env.status;
-    if (env.status != AOS_OK) {
-        if (env.error[0])
-            memcpy(r->error, env.error, sizeof r->error);
-        else
-            snprintf(r->error, sizeof r->error, "%s: %s", method, aos_strerror(env.status));
-    }
-    err = env.status;
 out:
-    aos_env_clear(&env);
+    aos__stream_chunk__free_unpacked(ch, NULL);
     return err;
 }
 
-aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
-                 const void *payload, size_t len, aos_reply *reply)
+static aos_err call_run(aos_conn *c, const aos_call_opts *opts, const char *method,
+                        const void *payload, size_t len, aos_part_fn fn, void *arg,
+                        aos_reply *reply)
 {
-    nng_ctx ctx;
-    nng_aio *aio = NULL;
     nng_msg *m = NULL;
     aos_env env;
     aos_err err;
-    int rv, have_ctx = 0;
+    int rv, sent, have_ctx = 0, streaming = 0;
+    call k = {.method = method};
 
     if (!reply)
         return AOS_ERR_USAGE;
@@ -449,32 +588,25 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
                     "[a-z0-9_.-]{1,64} with a dot", method ? method : "(null)");
     if (len && !payload)
         return fail(reply, AOS_ERR_USAGE, "%s: %zu-byte payload without data", method, len);
-    const char *agent = opts ? opts->agent_id : NULL;
-    if (agent && !aos_agent_id_valid(agent, strlen(agent)))
+    k.agent = opts ? opts->agent_id : NULL;
+    if (k.agent && !aos_agent_id_valid(k.agent, strlen(k.agent)))
         return fail(reply, AOS_ERR_USAGE, "%s: invalid agent id: want [A-Za-z0-9_.:-]{1,64}",
                     method);
-    uint32_t ms = opts && opts->timeout_ms ? opts->timeout_ms : AOS_DEFAULT_TIMEOUT_MS;
-    if (ms > INT32_MAX)
+    k.ms = opts && opts->timeout_ms ? opts->timeout_ms : AOS_DEFAULT_TIMEOUT_MS;
+    if (k.ms > INT32_MAX)
         return fail(reply, AOS_ERR_USAGE, "%s: timeout of %u ms is too long (max %d)", method,
-                    ms, INT32_MAX);
-
-    aos_env_init(&env, AOS_KIND_REQUEST);
-    if (opts && opts->request_id)
-        memcpy(env.request_id, opts->request_id, AOS_ID_LEN);
-    else
-        aos_id_random(env.request_id);
-    env.has_request_id = 1;
-    snprintf(env.method, sizeof env.method, "%s", method);
-    if (agent)
-        snprintf(env.agent_id, sizeof env.agent_id, "%s", agent);
-    env.deadline_ms = aos_now_ms() + ms;
-    env.payload = payload;
-    env.payload_len = len;
+                    k.ms, INT32_MAX);
     if (len > REQ_ENV_MAX)
         return fail(reply, AOS_ERR_TOO_BIG, "%s: payload of %zu bytes does not fit a request "
                     "(at most %u bytes with the envelope; nothing was sent)", method, len,
                     REQ_ENV_MAX);
-    if ((err = aos_env_encode(&env, &m)) != AOS_OK)
+    if (opts && opts->request_id)
+        memcpy(k.id, opts->request_id, AOS_ID_LEN);
+    else
+        aos_id_random(k.id);
+    k.deadline_ms = aos_now_ms() + k.ms;
+    k.end = aos_mono_ms() + k.ms;
+    if ((err = call_encode(&k, method, payload, len, &m)) != AOS_OK)
         return fail(reply, err, "%s: cannot encode the request: %s", method,
                     aos_strerror(err));
     if (nng_msg_len(m) > REQ_ENV_MAX) {
@@ -484,43 +616,80 @@ aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
                     "over the %u byte cap (nothing was sent)", method, n, REQ_ENV_MAX);
     }
 
-    call_slot sl;
-    if ((rv = slot_take(c, &sl)) != 0) {
-        err = call_err(reply, rv, 0, method, ms, c);
-        goto out;
+    if ((rv = slot_take(c, &k.sl)) != 0) {
+        nng_msg_free(m);
+        return call_err(reply, rv, 0, method, k.ms, c);
     }
     have_ctx = 1;
-    ctx = sl.ctx;
-    aio = sl.aio;
-    /* nng 1.5.2 has no nng_ctx_sendmsg/recvmsg: one synchronous aio does both halves, on
-     * one budget, since the wait to be sent counts against the deadline too */
-    uint64_t start = aos_mono_ms();
-    nng_aio_set_msg(aio, m);
-    nng_aio_set_timeout(aio, (nng_duration)ms);
-    nng_ctx_send(ctx, aio);
-    nng_aio_wait(aio);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        m = nng_aio_get_msg(aio); /* a failed send leaves the message with us */
-        nng_aio_set_msg(aio, NULL);
-        err = call_err(reply, rv, 0, method, ms, c);
-        goto out;
+    k.idle = 1;
+    rv = round_trip(&k, m, 0, &m, &sent);
+    for (;;) {
+        if (rv != 0) {
+            /* once the stream runs, the request is aosd's: a lost pull is a timeout or a
+             * lost connection, never "not sent, safe to retry" */
+            err = call_err(reply, rv, sent || streaming, method, k.ms, c);
+            note_parts(reply, streaming);
+            goto out;
+        }
+        char why[256];
+        err = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &env, why, sizeof why);
+        nng_msg_free(m);
+        m = NULL;
+        if (err != AOS_OK) {
+            err = fail(reply, AOS_ERR_PROTO, "%s: malformed reply from aosd: %s", method, why);
+            break;
+        }
+        if (!env.has_request_id || memcmp(env.request_id, k.id, AOS_ID_LEN) != 0) {
+            err = fail(reply, AOS_ERR_PROTO, "%s: the reply is for another request", method);
+        } else if (env.kind == AOS_KIND_REPLY) {
+            err = take_final(reply, &env, method);
+            aos_env_clear(&env);
+            goto out; /* the stream, if any, is over on aosd's side too */
+        } else if (env.kind != AOS_KIND_REPLY_PART) {
+            err = fail(reply, AOS_ERR_PROTO, "%s: aosd answered with an envelope of kind %d, "
+                       "not a reply", method, env.kind);
+        } else {
+            int stop = 0;
+            streaming = 1;
+            err = take_chunk(reply, &env, method, fn, arg, &stop);
+            if (err == AOS_OK && stop)
+                err = fail(reply, AOS_ERR_CANCELLED, "%s: cancelled by the caller after %u "
+                           "parts", method, reply->parts);
+        }
+        aos_env_clear(&env);
+        if (err != AOS_OK)
+            break;
+        Aos__StreamNext nx = AOS__STREAM_NEXT__INIT;
+        uint8_t buf[16];
+        nx.next_seq = reply->parts;
+        size_t n = aos__stream_next__pack(&nx, buf);
+        if ((err = call_encode(&k, M_NEXT, buf, n, &m)) != AOS_OK) {
+            fail(reply, err, "%s: cannot encode %s: %s", method, M_NEXT, aos_strerror(err));
+            break;
+        }
+        rv = round_trip(&k, m, 0, &m, &sent);
     }
-    m = NULL;
-    uint64_t spent = aos_mono_ms() - start;
-    nng_aio_set_timeout(aio, spent >= ms ? 1 : (nng_duration)(ms - spent));
-    nng_ctx_recv(ctx, aio);
-    nng_aio_wait(aio);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        err = call_err(reply, rv, 1, method, ms, c);
-        goto out;
-    }
-    m = nng_aio_get_msg(aio);
-    nng_aio_set_msg(aio, NULL);
-    err = take_reply(reply, m, env.request_id, method);
+    /* a failure inside a running stream: aosd still holds it for us until told */
+    if (streaming)
+        stream_cancel(&k);
 out:
     if (m)
         nng_msg_free(m);
     if (have_ctx)
-        slot_give(c, &sl, err == AOS_OK || rv == 0);
+        slot_give(c, &k.sl, k.idle);
+    reply->status = err;
     return err;
+}
+
+aos_err aos_call(aos_conn *c, const aos_call_opts *opts, const char *method,
+                 const void *payload, size_t len, aos_reply *reply)
+{
+    return call_run(c, opts, method, payload, len, NULL, NULL, reply);
+}
+
+aos_err aos_call_stream(aos_conn *c, const aos_call_opts *opts, const char *method,
+                        const void *payload, size_t len, aos_part_fn on_part, void *arg,
+                        aos_reply *reply)
+{
+    return call_run(c, opts, method, payload, len, on_part, arg, reply);
 }

@@ -1,5 +1,5 @@
-/* Unit tests of the libaos client: data dir resolution, argument errors, and aos_call
- * against a small REP responder running in this process on an ipc:// socket. */
+/* Unit tests of the libaos client: data dir resolution, argument errors, and aos_call and
+ * aos_call_stream against a small REP responder (scripted streams too) in this process. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +23,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "aos.pb-c.h"
 #include "aos/aos.h"
 
 #define NOBODY 65534
@@ -34,9 +35,175 @@ typedef struct responder {
     nng_socket sock;
     pthread_t thr[WORKERS];
     atomic_int seen;            /* requests that reached the responder */
+    atomic_int nexts;           /* kernel.stream.next requests */
+    atomic_int cancels;         /* kernel.stream.cancel requests */
+    atomic_int bad_pulls;       /* pulls with another deadline or a wrong next_seq */
     char dir[64];
     char url[128];
 } responder;
+
+
+/* ---- scripted streams -----------------------------------------------------------------
+ * test.stream's payload is a script; the pulls (kernel.stream.next) carry only the request
+ * id, so the script is kept by request id, as aosd keeps its streams. */
+
+enum {
+    S_OK,          /* chunks of per parts, then the final */
+    S_GAP,         /* the second chunk skips a part */
+    S_REPEAT,      /* the second chunk starts one part early */
+    S_OVERSIZE,    /* part 1 is one byte over AOS_PART_MAX */
+    S_ENVSEQ,      /* the envelope's seq is not the chunk's first_seq */
+    S_BADFINAL,    /* an OK final that counts more parts than were sent */
+    S_GARBAGE,     /* the second "chunk" is no StreamChunk */
+    S_SILENT,      /* the first pull is never answered */
+};
+
+typedef struct script {
+    uint32_t parts, per, size, mode;
+    int32_t final_status;
+} script;
+
+#define STREAMS_MAX 64
+typedef struct stream_st {
+    int used;
+    uint8_t id[AOS_ID_LEN];
+    uint64_t deadline_ms;
+    uint32_t sent;             /* the parts sent so far: the next pull must ask for these */
+    uint32_t chunks;
+    script sc;
+} stream_st;
+
+static pthread_mutex_t streams_mu = PTHREAD_MUTEX_INITIALIZER;
+static stream_st streams[STREAMS_MAX];
+static responder *the_responder; /* for the counters; one responder at a time */
+
+static stream_st *stream_find(const uint8_t id[AOS_ID_LEN])
+{
+    for (int i = 0; i < STREAMS_MAX; i++)
+        if (streams[i].used && memcmp(streams[i].id, id, AOS_ID_LEN) == 0)
+            return &streams[i];
+    return NULL;
+}
+
+static nng_msg *encode_free(aos_env *rep, uint8_t *heap)
+{
+    nng_msg *out = NULL;
+    if (aos_env_encode(rep, &out) != AOS_OK)
+        out = NULL;
+    free(heap);
+    return out;
+}
+
+/* The final, or the next chunk from st->sent. Called with streams_mu held. */
+static nng_msg *stream_step(stream_st *st, const aos_env *req)
+{
+    aos_env rep;
+    const script *sc = &st->sc;
+    if (st->sent >= sc->parts) {
+        uint32_t count = sc->mode == S_BADFINAL ? sc->parts + 5 : sc->parts;
+        if (sc->final_status)
+            aos_env_reply_to(&rep, req, sc->final_status, "aos-test died mid-stream after %u "
+                             "parts; not re-sent", st->sent);
+        else
+            aos_env_reply_to(&rep, req, AOS_OK, NULL);
+        rep.seq = count;
+        rep.payload = (const uint8_t *)"done";
+        rep.payload_len = 4;
+        st->used = 0;
+        return encode_free(&rep, NULL);
+    }
+    uint32_t first = st->sent;
+    if (st->chunks == 1 && sc->mode == S_GAP)
+        first++;
+    if (st->chunks == 1 && sc->mode == S_REPEAT)
+        first--;
+    uint32_t n = sc->parts - st->sent < sc->per ? sc->parts - st->sent : sc->per;
+    Aos__StreamChunk ch = AOS__STREAM_CHUNK__INIT;
+    ProtobufCBinaryData parts[16];
+    uint8_t *bufs[16] = {0};
+    ch.first_seq = first;
+    ch.n_parts = n;
+    ch.parts = parts;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t seq = first + i;
+        size_t sz = sc->mode == S_OVERSIZE && seq == 1 ? AOS_PART_MAX + 1u : sc->size;
+        bufs[i] = malloc(sz ? sz : 1);
+        memset(bufs[i], (int)(seq & 0xff), sz);
+        parts[i].data = bufs[i];
+        parts[i].len = sz;
+    }
+    size_t plen = aos__stream_chunk__get_packed_size(&ch);
+    uint8_t *packed = malloc(plen ? plen : 1);
+    aos__stream_chunk__pack(&ch, packed);
+    for (uint32_t i = 0; i < n; i++)
+        free(bufs[i]);
+    if (st->chunks == 1 && sc->mode == S_GARBAGE)
+        memset(packed, 0xff, plen);
+    aos_env_reply_to(&rep, req, AOS_OK, NULL);
+    rep.kind = AOS_KIND_REPLY_PART;
+    rep.seq = sc->mode == S_ENVSEQ ? first + 1 : first;
+    rep.payload = packed;
+    rep.payload_len = plen;
+    st->sent = first + n;
+    st->chunks++;
+    return encode_free(&rep, packed);
+}
+
+static nng_msg *stream_answer(const aos_env *req)
+{
+    aos_env rep;
+    nng_msg *out = NULL;
+    pthread_mutex_lock(&streams_mu);
+    stream_st *st = stream_find(req->request_id);
+    if (strcmp(req->method, "test.stream") == 0) {
+        script sc;
+        if (req->payload_len != sizeof sc || st) {
+            aos_env_reply_to(&rep, req, AOS_ERR_USAGE, "bad script or request id in use");
+            out = encode_free(&rep, NULL);
+            goto out;
+        }
+        memcpy(&sc, req->payload, sizeof sc);
+        for (int i = 0; i < STREAMS_MAX && !st; i++)
+            if (!streams[i].used)
+                st = &streams[i];
+        if (!st || sc.per == 0 || sc.per > 16) {
+            aos_env_reply_to(&rep, req, AOS_ERR_USAGE, "no room or bad chunk size");
+            out = encode_free(&rep, NULL);
+            goto out;
+        }
+        memset(st, 0, sizeof *st);
+        st->used = 1;
+        memcpy(st->id, req->request_id, AOS_ID_LEN);
+        st->deadline_ms = req->deadline_ms;
+        st->sc = sc;
+        out = stream_step(st, req);
+    } else if (strcmp(req->method, "kernel.stream.next") == 0) {
+        atomic_fetch_add(&the_responder->nexts, 1);
+        Aos__StreamNext *nx = aos__stream_next__unpack(NULL, req->payload_len, req->payload);
+        if (!st || !nx) {
+            aos_env_reply_to(&rep, req, AOS_ERR_NOT_FOUND, "no such stream");
+            out = encode_free(&rep, NULL);
+        } else {
+            if (req->deadline_ms != st->deadline_ms || nx->next_seq != st->sent)
+                atomic_fetch_add(&the_responder->bad_pulls, 1);
+            if (st->sc.mode == S_SILENT)
+                out = NULL;
+            else
+                out = stream_step(st, req);
+        }
+        if (nx)
+            aos__stream_next__free_unpacked(nx, NULL);
+    } else { /* kernel.stream.cancel */
+        atomic_fetch_add(&the_responder->cancels, 1);
+        if (st)
+            st->used = 0;
+        aos_env_reply_to(&rep, req, st ? AOS_OK : AOS_ERR_NOT_FOUND, NULL);
+        out = encode_free(&rep, NULL);
+    }
+out:
+    pthread_mutex_unlock(&streams_mu);
+    return out;
+}
 
 /* Answers per method: echo, fail, bare (status without text), silent (never answers),
  * garbage (not an envelope), otherid (another request id), kind (a REQUEST back),
@@ -49,6 +216,8 @@ static nng_msg *answer(const aos_env *req)
 
     if (strcmp(m, "test.silent") == 0)
         return NULL;
+    if (strcmp(m, "test.stream") == 0 || strncmp(m, "kernel.stream.", 14) == 0)
+        return stream_answer(req);
     if (strcmp(m, "test.garbage") == 0) {
         if (nng_msg_alloc(&out, 0) == 0)
             nng_msg_append(out, "\xff\xfe not an envelope", 19);
@@ -132,6 +301,11 @@ static void *worker(void *arg)
 static void responder_start_max(responder *r, size_t recvmax)
 {
     atomic_init(&r->seen, 0);
+    atomic_init(&r->nexts, 0);
+    atomic_init(&r->cancels, 0);
+    atomic_init(&r->bad_pulls, 0);
+    the_responder = r;
+    memset(streams, 0, sizeof streams);
     snprintf(r->dir, sizeof r->dir, "/tmp/aos-client-test-XXXXXX");
     assert_non_null(mkdtemp(r->dir));
     snprintf(r->url, sizeof r->url, "ipc://%s/control.sock", r->dir);
@@ -577,6 +751,275 @@ static void test_call_many_threads(void **state)
     responder_stop(&r);
 }
 
+/* ---- streamed replies ------------------------------------------------------------------ */
+
+/* What a stream's callback saw: every part checked for its index and its bytes. */
+typedef struct seen_parts {
+    uint32_t n, size, bad;
+    uint32_t stop_after;       /* 0: never give up */
+    int null_data;             /* a 0-byte part came with data NULL */
+} seen_parts;
+
+static int on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len)
+{
+    seen_parts *s = arg;
+    if (seq != s->n || len != s->size)
+        s->bad++;
+    for (size_t i = 0; i < len; i++)
+        if (data[i] != (uint8_t)(seq & 0xff)) {
+            s->bad++;
+            break;
+        }
+    if (len == 0 && data == NULL)
+        s->null_data++;
+    s->n++;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static aos_err stream(aos_conn *c, uint32_t timeout_ms, script sc, seen_parts *sp,
+                      aos_reply *rep)
+{
+    aos_call_opts o = {.timeout_ms = timeout_ms};
+    sp->size = sc.size;
+    return aos_call_stream(c, &o, "test.stream", &sc, sizeof sc, on_part, sp, rep);
+}
+
+static void test_stream_argument_errors(void **state)
+{
+    responder r;
+    aos_reply rep;
+    seen_parts sp = {0};
+    (void)state;
+    responder_start(&r);
+    aos_conn *c = connect_to(&r);
+    assert_int_equal(aos_call(c, NULL, "test.echo", "x", 1, &rep), AOS_OK);
+    aos_reply_clear(&rep);
+
+    assert_int_equal(aos_call_stream(c, NULL, "test.echo", NULL, 0, on_part, &sp, NULL),
+                     AOS_ERR_USAGE);
+    assert_int_equal(aos_call_stream(NULL, NULL, "test.echo", NULL, 0, on_part, &sp, &rep),
+                     AOS_ERR_USAGE);
+    assert_true(rep.error[0] != 0);
+    assert_int_equal(aos_call_stream(c, NULL, "nodot", NULL, 0, on_part, &sp, &rep),
+                     AOS_ERR_USAGE);
+    assert_int_equal(aos_call_stream(c, NULL, "test.echo", NULL, 3, on_part, &sp, &rep),
+                     AOS_ERR_USAGE);
+    assert_int_equal(rep.parts, 0);
+    assert_int_equal(sp.n, 0);
+    assert_int_equal(atomic_load(&r.seen), 1);
+    /* a plain answer through aos_call_stream: no parts, the callback never runs */
+    assert_int_equal(aos_call_stream(c, NULL, "test.echo", "ab", 2, on_part, &sp, &rep),
+                     AOS_OK);
+    assert_int_equal(rep.payload_len, 2);
+    assert_int_equal(rep.parts, 0);
+    assert_int_equal(rep.parts_total, 0);
+    assert_int_equal(sp.n, 0);
+    aos_reply_clear(&rep);
+    /* on_part may be NULL: the parts are dropped, and counted */
+    script sc = {.parts = 9, .per = 4, .size = 2};
+    assert_int_equal(aos_call_stream(c, NULL, "test.stream", &sc, sizeof sc, NULL, NULL, &rep),
+                     AOS_OK);
+    assert_int_equal(rep.parts, 9);
+    aos_reply_clear(&rep);
+    aos_close(c);
+    responder_stop(&r);
+}
+
+static void test_stream_parts_arrive_in_order(void **state)
+{
+    responder r;
+    aos_reply rep;
+    (void)state;
+    responder_start(&r);
+    aos_conn *c = connect_to(&r);
+
+    /* 100 parts in chunks of 7: 15 chunks, so 15 pulls (the last one gets the final) */
+    seen_parts sp = {0};
+    script sc = {.parts = 100, .per = 7, .size = 3};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_OK);
+    assert_int_equal(sp.n, 100);
+    assert_int_equal(sp.bad, 0);
+    assert_int_equal(rep.parts, 100);
+    assert_int_equal(rep.parts_total, 100);
+    assert_int_equal(rep.payload_len, 4);
+    assert_memory_equal(rep.payload, "done", 4);
+    assert_int_equal(atomic_load(&r.nexts), 15);
+    assert_int_equal(atomic_load(&r.bad_pulls), 0); /* same deadline, right next_seq */
+    assert_int_equal(atomic_load(&r.cancels), 0);
+    aos_reply_clear(&rep);
+
+    /* no parts at all: the first answer is the final */
+    sp = (seen_parts){0};
+    sc = (script){.parts = 0, .per = 1, .size = 3};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_OK);
+    assert_int_equal(sp.n, 0);
+    assert_int_equal(rep.parts_total, 0);
+    aos_reply_clear(&rep);
+
+    /* parts of 0 bytes reach the callback as (NULL, 0) */
+    sp = (seen_parts){0};
+    sc = (script){.parts = 5, .per = 2, .size = 0};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_OK);
+    assert_int_equal(sp.n, 5);
+    assert_int_equal(sp.bad, 0);
+    assert_int_equal(sp.null_data, 5);
+    aos_reply_clear(&rep);
+
+    /* parts of AOS_PART_MAX bytes, one per chunk and three in one */
+    for (uint32_t per = 1; per <= 3; per += 2) {
+        sp = (seen_parts){0};
+        sc = (script){.parts = 3, .per = per, .size = AOS_PART_MAX};
+        assert_int_equal(stream(c, 10000, sc, &sp, &rep), AOS_OK);
+        assert_int_equal(sp.n, 3);
+        assert_int_equal(sp.bad, 0);
+        aos_reply_clear(&rep);
+    }
+
+    /* aos_call pulls a streamed answer to its end too: old callers keep working */
+    sc = (script){.parts = 50, .per = 16, .size = 10};
+    assert_int_equal(aos_call(c, NULL, "test.stream", &sc, sizeof sc, &rep), AOS_OK);
+    assert_int_equal(rep.parts, 50);
+    assert_int_equal(rep.parts_total, 50);
+    assert_memory_equal(rep.payload, "done", 4);
+    aos_reply_clear(&rep);
+    assert_int_equal(atomic_load(&r.bad_pulls), 0);
+
+    aos_close(c);
+    responder_stop(&r);
+}
+
+/* Each broken stream fails with PROTO and is cancelled; the connection goes on working. */
+static void test_stream_broken_chunks_are_refused(void **state)
+{
+    responder r;
+    aos_reply rep;
+    (void)state;
+    responder_start(&r);
+    aos_conn *c = connect_to(&r);
+    const struct {
+        uint32_t mode, parts_after, cancels;
+        const char *says;
+    } cases[] = {
+        {S_GAP, 4, 1, "a gap"},
+        {S_REPEAT, 4, 1, "a repeat"},
+        {S_OVERSIZE, 0, 1, "over the"},
+        {S_ENVSEQ, 0, 1, "in an envelope of part"},
+        {S_GARBAGE, 4, 1, "not a StreamChunk"},
+        {S_BADFINAL, 10, 0, "counts 15 parts but 10 arrived"}, /* the stream is over */
+    };
+    int cancels = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        seen_parts sp = {0};
+        script sc = {.parts = 10, .per = 4, .size = 2, .mode = cases[i].mode};
+        assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_ERR_PROTO);
+        print_message("mode %u -> %s\n", cases[i].mode, rep.error);
+        assert_int_equal(rep.status, AOS_ERR_PROTO);
+        assert_non_null(strstr(rep.error, cases[i].says));
+        assert_non_null(strstr(rep.error, "test.stream"));
+        assert_int_equal(sp.n, cases[i].parts_after);
+        assert_int_equal(sp.bad, 0);
+        assert_int_equal(rep.parts, cases[i].parts_after);
+        assert_null(rep.payload);
+        cancels += (int)cases[i].cancels;
+        assert_int_equal(atomic_load(&r.cancels), cancels);
+        aos_reply_clear(&rep);
+    }
+    assert_int_equal(aos_call(c, NULL, "test.echo", "a", 1, &rep), AOS_OK);
+    aos_reply_clear(&rep);
+    aos_close(c);
+    responder_stop(&r);
+}
+
+static void test_stream_cancel_timeout_and_error_final(void **state)
+{
+    responder r;
+    aos_reply rep;
+    (void)state;
+    responder_start(&r);
+    aos_conn *c = connect_to(&r);
+
+    /* the caller gives up after 10 parts: one cancel, CANCELLED, nothing more delivered */
+    seen_parts sp = {.stop_after = 10};
+    script sc = {.parts = 1000, .per = 3, .size = 1};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_ERR_CANCELLED);
+    assert_int_equal(sp.n, 10);
+    assert_int_equal(rep.parts, 10);
+    assert_non_null(strstr(rep.error, "cancelled by the caller after 10 parts"));
+    assert_int_equal(atomic_load(&r.cancels), 1);
+    aos_reply_clear(&rep);
+
+    /* a pull never answered: TIMEOUT at the call's deadline, saying how far it got */
+    sp = (seen_parts){0};
+    sc = (script){.parts = 10, .per = 4, .size = 1, .mode = S_SILENT};
+    uint64_t t0 = aos_mono_ms();
+    assert_int_equal(stream(c, 300, sc, &sp, &rep), AOS_ERR_TIMEOUT);
+    uint64_t took = aos_mono_ms() - t0;
+    print_message("silent pull -> %s (%llu ms)\n", rep.error, (unsigned long long)took);
+    assert_true(took >= 250 && took < 5000);
+    assert_int_equal(sp.n, 4);
+    assert_non_null(strstr(rep.error, "stopped after 4 parts"));
+    aos_reply_clear(&rep);
+
+    /* an error final passes through with its text and the parts before it */
+    sp = (seen_parts){0};
+    sc = (script){.parts = 3, .per = 2, .size = 5, .final_status = AOS_ERR_UNAVAILABLE};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_ERR_UNAVAILABLE);
+    assert_string_equal(rep.error, "aos-test died mid-stream after 3 parts; not re-sent");
+    assert_int_equal(rep.parts, 3);
+    assert_int_equal(rep.parts_total, 3);
+    aos_reply_clear(&rep);
+
+    /* the connection still serves streams */
+    sp = (seen_parts){0};
+    sc = (script){.parts = 20, .per = 5, .size = 1};
+    assert_int_equal(stream(c, 5000, sc, &sp, &rep), AOS_OK);
+    assert_int_equal(sp.n, 20);
+    aos_reply_clear(&rep);
+    aos_close(c);
+    responder_stop(&r);
+}
+
+#define STREAM_THREADS 8
+#define STREAMS_EACH 20
+
+static void *streamer(void *p)
+{
+    thread_arg *a = p;
+    for (int i = 0; i < STREAMS_EACH; i++) {
+        seen_parts sp = {0};
+        script sc = {.parts = 40 + (uint32_t)a->id, .per = 1 + (uint32_t)(i % 16),
+                     .size = (uint32_t)(a->id * 13 + i)};
+        aos_reply rep;
+        aos_err err = stream(a->c, 10000, sc, &sp, &rep);
+        if (err != AOS_OK || sp.bad || sp.n != sc.parts || rep.parts != sc.parts)
+            atomic_fetch_add(a->bad, 1);
+        aos_reply_clear(&rep);
+    }
+    return NULL;
+}
+
+static void test_stream_many_threads(void **state)
+{
+    responder r;
+    pthread_t t[STREAM_THREADS];
+    thread_arg a[STREAM_THREADS];
+    atomic_int bad;
+    (void)state;
+    atomic_init(&bad, 0);
+    responder_start(&r);
+    aos_conn *c = connect_to(&r);
+    for (int i = 0; i < STREAM_THREADS; i++) {
+        a[i] = (thread_arg){.c = c, .id = i, .bad = &bad};
+        assert_int_equal(pthread_create(&t[i], NULL, streamer, &a[i]), 0);
+    }
+    for (int i = 0; i < STREAM_THREADS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&bad), 0);
+    assert_int_equal(atomic_load(&r.bad_pulls), 0);
+    aos_close(c);
+    responder_stop(&r);
+}
+
 /* ---- the message cap and the bounded close ---------------------------------------- */
 
 static uint64_t mono_ms(void)
@@ -682,6 +1125,11 @@ int main(void)
         cmocka_unit_test(test_call_timeout),
         cmocka_unit_test(test_call_bad_replies),
         cmocka_unit_test(test_call_many_threads),
+        cmocka_unit_test(test_stream_argument_errors),
+        cmocka_unit_test(test_stream_parts_arrive_in_order),
+        cmocka_unit_test(test_stream_broken_chunks_are_refused),
+        cmocka_unit_test(test_stream_cancel_timeout_and_error_final),
+        cmocka_unit_test(test_stream_many_threads),
         cmocka_unit_test(test_call_over_the_cap_is_refused_before_sending),
         cmocka_unit_test(test_close_after_a_cut_mid_send_is_bounded), /* last: see it */
     };
