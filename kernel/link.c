@@ -26,8 +26,8 @@
  * on another receiver) before it completes anyway: a replayed reply, whose parts are not
  * kept, or a server that miscounts must not leave the caller waiting to its deadline. */
 #define LINK_FINAL_WAIT_MS 200
-/* A request in hand when its server died this many times is a poison pill: answered
- * with an error instead of being re-sent to crash the next incarnation too. */
+/* A request in hand when its server ended itself this many times is a poison pill:
+ * answered with an error instead of being re-sent to crash the next incarnation too. */
 #define LINK_MAX_DEATHS 2
 /* PAIR1 holds one peer; a few more may be in ADD_PRE or being reaped (a dead
  * incarnation's pipe, an intruder being refused). Beyond: refused before the pid check. */
@@ -554,7 +554,7 @@ void link_expect(klink *l, pid_t pid)
     pthread_mutex_unlock(&l->mu);
 }
 
-void link_down(klink *l)
+void link_down(klink *l, int own)
 {
     pending *poison = NULL, **tail = &poison, *cut = NULL, **ctail = &cut;
     pthread_mutex_lock(&l->mu);
@@ -572,7 +572,7 @@ void link_down(klink *l)
             ctail = &q->next;
             continue;
         }
-        if (q->sent && ++q->deaths >= LINK_MAX_DEATHS) {
+        if (q->sent && own && ++q->deaths >= LINK_MAX_DEATHS) {
             unhook(l, q);
             q->next = NULL;
             *tail = q;

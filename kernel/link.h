@@ -43,8 +43,11 @@ void link_close(klink *l);
 
 /* A new incarnation is starting: only pid may connect; not ready until it says READY. */
 void link_expect(klink *l, pid_t pid);
-/* The incarnation is gone: close its pipe, keep the requests for the next one. */
-void link_down(klink *l);
+/* The incarnation is gone: close its pipe, keep the requests for the next one. own: it
+ * ended itself (an exit, a fault signal, a hang aosd killed it for); only such deaths
+ * count towards a request's poison-pill limit — a kill from outside, e.g. while its
+ * database restarts, is not the request's fault. */
+void link_down(klink *l, int own);
 
 /* 1 while PAIR1 still holds a pipe, e.g. of an incarnation that just died: PAIR1 takes
  * one peer at a time and turns a new one away until nng has let go of the old (seen

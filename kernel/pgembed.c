@@ -84,6 +84,21 @@ aos_err pgem_init(const kcfg *c, int etcfd, int pgfd, uid_t uid, gid_t gid, int 
     return AOS_OK;
 }
 
+/* The cluster's major version (DATA/pg/PG_VERSION), 0 when unknown. */
+static int cluster_major(void)
+{
+    char why[160], buf[16];
+    if (pg_dirfd < 0)
+        return 0;
+    int fd = fs_open_owned_by(pg_dirfd, "PG_VERSION", pg_uid, why, sizeof why);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    return atoi(buf);
+}
+
 aos_err pgem_argv(const kcfg *c, char *buf, size_t cap, char *argv[PGEM_ARGV_MAX])
 {
     const char *d = c->data_dir;
@@ -94,6 +109,13 @@ aos_err pgem_argv(const kcfg *c, char *buf, size_t cap, char *argv[PGEM_ARGV_MAX
                      "-c%cident_file=%s/etc/pg_ident.conf%c",
                      c->pg_bin_dir, 0, 0, d, 0, 0, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, d, 0, 0,
                      d, 0);
+    /* After a crash, postgres syncs its whole data dir before recovery; one file at a time
+     * that was most of a restart (150-480 ms of 250-1200 ms measured under a kill
+     * campaign). syncfs (PostgreSQL 14+) syncs the file system in one call: as durable,
+     * and the data dir is ours alone. */
+    if (n >= 0 && (size_t)n < cap && cluster_major() >= 14)
+        n += snprintf(buf + n, cap - (size_t)n, "-c%crecovery_init_sync_method=syncfs%c", 0,
+                      0);
     if (n < 0 || (size_t)n >= cap)
         return AOS_ERR_TOO_BIG;
     char *p = buf;

@@ -20,6 +20,7 @@
 
 #include "aos.pb-c.h"
 #include "aos/log.h"
+#include "aos/servers.h"
 #include "cgroup.h"
 #include "childlog.h"
 #include "fsafe.h"
@@ -29,29 +30,67 @@
 
 extern char **environ;
 
-/* ---- policy ------------------------------------------------------------------------- */
+/* ---- policy (the why is in supervise.h) ---------------------------------------------- */
 
-sup_action sup_decide(sup_track *t, const sup_policy *p, int clean, uint64_t ran_ms,
-                      uint64_t now_ms, uint64_t *delay_ms, char *reason, size_t reason_len)
+static unsigned charged_within(const sup_track *t, uint64_t now_ms, uint64_t period_ms)
+{
+    unsigned recent = 0, have = t->n < SUP_HIST ? t->n : SUP_HIST;
+    for (unsigned i = 0; i < have; i++)
+        if (now_ms - t->at[i] <= period_ms)
+            recent++;
+    return recent;
+}
+
+int sup_own_end(int st)
+{
+    if (WIFEXITED(st))
+        return 1;
+    if (!WIFSIGNALED(st))
+        return 0;
+    switch (WTERMSIG(st)) {
+    case SIGSEGV: case SIGBUS: case SIGILL: case SIGFPE: case SIGABRT: case SIGSYS:
+    case SIGTRAP: case SIGXCPU: case SIGXFSZ:
+        return 1; /* its own fault, or its own rlimit */
+    default:
+        return 0; /* SIGKILL, SIGTERM, ...: anyone may have sent it */
+    }
+}
+
+sup_action sup_decide(sup_track *t, const sup_policy *p, const sup_exit *x, uint64_t now_ms,
+                      uint64_t *delay_ms, char *reason, size_t reason_len)
 {
     *delay_ms = 0;
     if (reason_len)
         reason[0] = 0;
-    if (!p->permanent && clean)
+    if (!p->permanent && x->clean)
         return SUP_ACT_DONE;
-    t->at[t->n % SUP_HIST] = now_ms;
-    t->n++;
-    unsigned recent = 0, have = t->n < SUP_HIST ? t->n : SUP_HIST;
-    for (unsigned i = 0; i < have; i++)
-        if (now_ms - t->at[i] <= p->period_ms)
-            recent++;
-    if (recent > p->intensity) {
-        snprintf(reason, reason_len, "%u restarts in %llu s (limit %u/%llu s)", recent,
-                 (unsigned long long)(p->period_ms / 1000), p->intensity,
-                 (unsigned long long)(p->period_ms / 1000));
-        return SUP_ACT_FAIL;
+    unsigned long long secs = (unsigned long long)(p->period_ms / 1000);
+    int stable = x->ran_ms >= p->stable_ms;
+    int got_going = x->ran_ms >= p->loop_ms && x->ran_ms > 0;
+    int self = x->own || x->hung;
+    if (x->excused && !x->hung) {
+        t->not_charged++;
+        snprintf(reason, reason_len, "not counted: its database was away");
+    } else if (got_going && !self) {
+        if (stable)
+            t->n = 0; /* it got going: whatever looked like a loop before is over */
+        t->not_charged++;
+        snprintf(reason, reason_len, "not counted: killed after it ran %llu ms",
+                 (unsigned long long)x->ran_ms);
+    } else {
+        t->at[t->n % SUP_HIST] = now_ms;
+        t->n++;
+        unsigned recent = charged_within(t, now_ms, p->period_ms);
+        if (recent > p->intensity) {
+            snprintf(reason, reason_len, "%u restarts in %llu s (limit %u/%llu s) after "
+                     "exits of its own, hangs or kills within %llu ms of READY: a crash loop",
+                     recent, secs, p->intensity, secs, (unsigned long long)p->loop_ms);
+            return SUP_ACT_FAIL;
+        }
+        snprintf(reason, reason_len, "counted: %u of %u in %llu s", recent, p->intensity,
+                 secs);
     }
-    if (ran_ms >= p->stable_ms)
+    if (stable)
         t->streak = 0;
     if (t->streak > 0) {
         uint64_t d = p->backoff_min_ms;
@@ -95,7 +134,7 @@ typedef struct child {
     unsigned restarts;
     char last_exit[128];
     char pending_why[96]; /* why aosd itself killed it (heartbeat) */
-    char reason[192];
+    char reason[400];
     char health[128];
     char cgroup_why[256];
     uint8_t report[REPORT_MAX]; /* its READY payload (a SandboxReport), untrusted */
@@ -105,16 +144,18 @@ typedef struct child {
     atomic_int failed;    /* state == ST_FAILED, readable without the lock by the router */
 } child;
 
-/* Start order is table order; stop order is the reverse. PostgreSQL first. */
+/* Start order is table order; stop order is the reverse. PostgreSQL first, then the
+ * servers of the one list (aos/servers.h), each with the account and role named after it. */
+#define KID(n, flags)                                                                     \
+    {.name = #n, .user = "aos-" #n, .role = ((flags) & AOS_SRV_DB) ? "aos_" #n : NULL,      \
+     .kind = KIND_SERVER, .cgroup = ((flags) & AOS_SRV_CGROUP) != 0},
 static child kids[] = {
-    {.name = "postgres", .user = "aos-pg", .kind = KIND_PG},
-    {.name = "memory", .user = "aos-memory", .role = "aos_memory", .kind = KIND_SERVER},
-    {.name = "storage", .user = "aos-storage", .role = "aos_storage", .kind = KIND_SERVER},
-    {.name = "tool", .user = "aos-tool", .kind = KIND_SERVER, .cgroup = 1},
-    {.name = "llm", .user = "aos-llm", .kind = KIND_SERVER},
-    {.name = "audit", .user = "aos-audit", .role = "aos_audit", .kind = KIND_SERVER},
+    {.name = AOS_CHILD_PG, .user = "aos-pg", .kind = KIND_PG},
+    AOS_SERVERS(KID)
 };
+#undef KID
 #define NKIDS (sizeof kids / sizeof kids[0])
+_Static_assert(NKIDS == 1 + AOS_SRV_COUNT, "postgres and every server of aos/servers.h");
 #define PG (&kids[0])
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -136,6 +177,22 @@ static child *find(const char *name)
 static int pg_running(void)
 {
     return !PG->enabled || PG->state == ST_RUNNING;
+}
+
+/* Only a migrator needs the database to start: a server whose schema is migrated starts
+ * without it, says it is waiting for it (kernel.status) and serves once it is back, so its
+ * recovery never queues behind postgres'. */
+static int waits_for_pg(const child *k)
+{
+    return k->kind != KIND_PG && k->role && !k->migrated && !pg_running();
+}
+
+/* An exit of k at now is the database's fault, not k's (see SUP_DEP_GRACE_MS). Only the
+ * embedded postgres is watched: an external one's outages are not aosd's to see. */
+static int dep_away(const child *k, uint64_t now)
+{
+    return k->kind != KIND_PG && k->role && PG->enabled &&
+           (PG->state != ST_RUNNING || now - PG->ready_at < SUP_DEP_GRACE_MS);
 }
 
 /* The environment a child gets: ours, filtered: no DSN and no secret ever travels here
@@ -292,7 +349,9 @@ static void start_child(child *k, uint64_t now)
     k->pid = pid;
     k->state = ST_STARTING;
     k->started = now;
-    k->reason[0] = 0;
+    snprintf(k->reason, sizeof k->reason, k->kind == KIND_PG
+             ? "started (pid %d): waiting until it accepts connections"
+             : "started (pid %d): waiting for its READY", (int)pid);
     if (k->link)
         link_expect(k->link, pid);
     aos_info("started %s (pid %d)", k->name, (int)pid);
@@ -351,6 +410,9 @@ static void start_when_link_free(child *k, uint64_t now, uint64_t *wake)
             k->link_wait_since = now;
         int force = now - k->link_wait_since >= LINK_WAIT_MAX_MS;
         if (link_busy(k->link, force) && !force) {
+            snprintf(k->reason, sizeof k->reason, "due to start: waiting %llu ms so far for "
+                     "the old incarnation's link to be let go",
+                     (unsigned long long)(now - k->link_wait_since));
             if (now + 5 < *wake)
                 *wake = now + 5;
             return;
@@ -370,6 +432,7 @@ static void on_ready(void *arg, int idx, pid_t pid, const uint8_t *payload, size
     child *k = &kids[idx];
     if (k->pid == pid && k->state == ST_STARTING) {
         k->state = ST_RUNNING;
+        k->reason[0] = 0;
         k->ready_at = aos_mono_ms();
         k->report_len = len <= sizeof k->report ? len : 0;
         if (k->report_len)
@@ -411,6 +474,7 @@ aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen)
     policy = (sup_policy){.permanent = 1,
                           .intensity = c->intensity,
                           .period_ms = c->period_ms,
+                          .loop_ms = c->stable_ms < SUP_LOOP_MS ? c->stable_ms : SUP_LOOP_MS,
                           .stable_ms = c->stable_ms,
                           .backoff_min_ms = 100,
                           .backoff_max_ms = c->backoff_max_ms};
@@ -436,6 +500,8 @@ aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen)
         if (rc != AOS_OK)
             return rc;
     }
+    for (size_t i = 0; i < NKIDS; i++)
+        snprintf(kids[i].reason, sizeof kids[i].reason, "not started yet");
     for (size_t i = 1; i < NKIDS; i++) {
         kids[i].enabled = 1;
         char url[AOS_PATH_MAX + 32];
@@ -478,6 +544,9 @@ static void send_stop(child *k, uint64_t now)
     k->state = ST_STOPPING;
     k->stop_step = 0;
     k->stop_step_at = now;
+    snprintf(k->reason, sizeof k->reason, "%s: asked to finish (%s)",
+             k->restart_after_stop ? "restarting on request" : "stopping",
+             k->kind == KIND_PG ? "SIGINT, fast shutdown" : "STOP on its link");
     if (k->kind == KIND_PG)
         kill(k->pid, SIGINT); /* fast shutdown: aborts open transactions, exits cleanly */
     else
@@ -494,31 +563,39 @@ uint64_t sup_tick(uint64_t now)
             continue;
         switch (k->state) {
         case ST_STOPPED:
-            if (!shutting_down && (k->kind == KIND_PG || !k->role || pg_running()))
+            if (shutting_down)
+                break;
+            if (waits_for_pg(k))
+                snprintf(k->reason, sizeof k->reason, "waiting for postgres (%s): its schema "
+                         "migration needs the database", state_names[PG->state]);
+            else
                 start_when_link_free(k, now, &wake);
-            else if (!shutting_down)
-                snprintf(k->reason, sizeof k->reason, "waiting for postgres");
             break;
         case ST_BACKOFF:
-            if (shutting_down)
+            if (shutting_down) {
                 k->state = ST_STOPPED;
-            else if (k->kind == KIND_PG && now >= k->next_start && orphans_left()) {
-                snprintf(k->reason, sizeof k->reason, "waiting for the old backends to exit");
+                snprintf(k->reason, sizeof k->reason, "not restarted: aosd is stopping");
+            } else if (now < k->next_start) {
+                if (k->next_start < wake)
+                    wake = k->next_start;
+            } else if (k->kind == KIND_PG && orphans_left()) {
+                snprintf(k->reason, sizeof k->reason, "due to start: waiting for the old "
+                         "postmaster's backends to exit (they hold its shared memory)");
                 if (now + 5 < wake)
                     wake = now + 5;
-            } else if (now >= k->next_start &&
-                       (k->kind == KIND_PG || !k->role || pg_running()))
-                start_when_link_free(k, now, &wake);
-            else if (now >= k->next_start) /* due, but its database is not there: say so */
-                snprintf(k->reason, sizeof k->reason, "waiting for postgres (%s)",
+            } else if (waits_for_pg(k)) {
+                snprintf(k->reason, sizeof k->reason, "due to start: waiting for postgres "
+                         "(%s): its schema migration needs the database",
                          state_names[PG->state]);
-            else if (k->next_start < wake)
-                wake = k->next_start;
+            } else {
+                start_when_link_free(k, now, &wake);
+            }
             break;
         case ST_STARTING:
             if (k->kind == KIND_PG) {
                 if (pgem_ready(k->pid)) {
                     k->state = ST_RUNNING;
+                    k->reason[0] = 0;
                     k->ready_at = now;
                     aos_info("postgres is ready (pid %d, %llu ms)", (int)k->pid,
                              (unsigned long long)(now - k->started));
@@ -528,6 +605,12 @@ uint64_t sup_tick(uint64_t now)
             }
             break;
         case ST_RUNNING:
+            /* a running server whose database is away is up but cannot serve: say so */
+            if (k->role && !pg_running())
+                snprintf(k->reason, sizeof k->reason, "running; its database is away "
+                         "(postgres %s): requests wait for it", state_names[PG->state]);
+            else
+                k->reason[0] = 0;
             if (k->link) {
                 if (now - k->hb_sent >= cfg->heartbeat_ms) {
                     link_heartbeat(k->link);
@@ -558,6 +641,10 @@ uint64_t sup_tick(uint64_t now)
                 k->stop_step_at = now;
                 int sig = k->stop_step == 1 ? (k->kind == KIND_PG ? SIGQUIT : SIGTERM) : SIGKILL;
                 aos_warn("%s did not stop in time: signal %d", k->name, sig);
+                snprintf(k->reason, sizeof k->reason, "%s: did not finish in %llu ms, sent %s",
+                         k->restart_after_stop ? "restarting on request" : "stopping",
+                         (unsigned long long)cfg->stop_timeout_ms,
+                         sig == SIGKILL ? "SIGKILL" : sig == SIGQUIT ? "SIGQUIT" : "SIGTERM");
                 kill(k->pid, sig);
             }
             break;
@@ -577,6 +664,8 @@ uint64_t sup_tick(uint64_t now)
                     k->state = ST_STOPPING;
                     k->stop_step = 1;
                     k->stop_step_at = now;
+                    snprintf(k->reason, sizeof k->reason, "stopping: SIGTERM (it was still "
+                             "starting, no link to ask on)");
                     kill(k->pid, SIGTERM);
                 } else {
                     send_stop(k, now);
@@ -616,6 +705,9 @@ static void describe_exit(int st, char *out, size_t cap)
  * an orphan has no place in the table: it is killed. */
 static int kill_orphans(void)
 {
+    /* one log line per orphan, not one per scan while it takes its time to die */
+    static pid_t told[64];
+    static unsigned ntold;
     int alive = 0;
     DIR *d = opendir("/proc");
     if (!d)
@@ -649,7 +741,13 @@ static int kill_orphans(void)
             char state = 0;
             if (sscanf(rp + 1, " %c", &state) == 1 && state == 'Z')
                 continue;
-            aos_warn("killing orphan pid %ld left by a dead child", pid);
+            int seen = 0;
+            for (unsigned i = 0; i < sizeof told / sizeof told[0]; i++)
+                seen |= told[i] == (pid_t)pid;
+            if (!seen) {
+                aos_warn("killing orphan pid %ld left by a dead child", pid);
+                told[ntold++ % (sizeof told / sizeof told[0])] = (pid_t)pid;
+            }
             kill((pid_t)pid, SIGKILL);
             alive++;
         }
@@ -666,9 +764,46 @@ static int orphans_left(void)
     return kill_orphans() > 0;
 }
 
+/* After an exit (of k or of its migrator, x says how): failed, done, or a restart after
+ * the policy's delay; the reason says which, and whether the exit counted. */
+static void apply_policy(child *k, const sup_exit *x, uint64_t now, uint64_t min_delay)
+{
+    uint64_t delay;
+    char note[200];
+    sup_action a = sup_decide(&k->track, &policy, x, now, &delay, note, sizeof note);
+    if (a == SUP_ACT_FAIL) {
+        k->state = ST_FAILED;
+        atomic_store(&k->failed, 1);
+        snprintf(k->reason, sizeof k->reason, "%s; aosctl server restart %s starts it again",
+                 note, k->name);
+        aos_error("%s failed: %s; last exit: %s", k->name, note, k->last_exit);
+        if (k->link)
+            link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
+        return;
+    }
+    if (a == SUP_ACT_DONE) {
+        k->state = ST_STOPPED;
+        snprintf(k->reason, sizeof k->reason, "exited cleanly; transient: not restarted");
+        return;
+    }
+    if (delay < min_delay)
+        delay = min_delay;
+    k->restarts++;
+    aos_warn("%s exited (%s); restart in %llu ms (%s)", k->name, k->last_exit,
+             (unsigned long long)delay, note);
+    /* started by the next tick (at once when delay is 0), once the old link is free */
+    k->state = ST_BACKOFF;
+    k->next_start = now + delay;
+    if (delay)
+        snprintf(k->reason, sizeof k->reason, "backoff %llu ms after %s (%s)",
+                 (unsigned long long)delay, k->last_exit, note);
+    else
+        snprintf(k->reason, sizeof k->reason, "restarting after %s (%s)", k->last_exit, note);
+}
+
 /* A migrator ended: the server starts on success; an unreachable database (exit 75)
  * is waited for without counting against the server; anything else is the server's
- * failure, under its restart policy. */
+ * failure, under its restart policy (excused while the database is away). */
 static void migrator_exited(child *k, int st, uint64_t now)
 {
     char how[80];
@@ -676,34 +811,25 @@ static void migrator_exited(child *k, int st, uint64_t now)
     k->mig_pid = migrating_pid = 0;
     if (shutting_down) {
         k->state = ST_STOPPED;
+        snprintf(k->reason, sizeof k->reason, "not started: aosd is stopping");
         return;
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         k->migrated = 1;
         k->state = ST_STOPPED; /* the next tick starts it */
-        k->reason[0] = 0;
+        snprintf(k->reason, sizeof k->reason, "schema migrated: starting");
         return;
     }
     k->state = ST_BACKOFF;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 75) {
         k->next_start = now + 250;
-        snprintf(k->reason, sizeof k->reason, "waiting for the database (its migrations "
-                 "could not connect)");
+        snprintf(k->reason, sizeof k->reason, "waiting for the database (its schema "
+                 "migration could not connect; again in 250 ms)");
         return;
     }
     snprintf(k->last_exit, sizeof k->last_exit, "schema migration %s (see aosd's log)", how);
-    uint64_t delay;
-    if (sup_decide(&k->track, &policy, 0, 0, now, &delay, k->reason, sizeof k->reason) ==
-        SUP_ACT_FAIL) {
-        k->state = ST_FAILED;
-        atomic_store(&k->failed, 1);
-        aos_error("%s failed: %s; last exit: %s", k->name, k->reason, k->last_exit);
-        if (k->link)
-            link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
-        return;
-    }
-    k->next_start = now + (delay ? delay : 100);
-    snprintf(k->reason, sizeof k->reason, "retrying after %s", k->last_exit);
+    sup_exit x = {.own = 1, .excused = dep_away(k, now)};
+    apply_policy(k, &x, now, 100);
 }
 
 void sup_reap(void)
@@ -739,11 +865,12 @@ void sup_reap(void)
                      k->kind == KIND_PG && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)
                          ? " (see pg.log in the data dir)" : "");
         k->pid = 0;
-        if (k->link)
-            link_down(k->link);
+        if (k->link) /* a poison pill is a request in hand when it ended itself */
+            link_down(k->link, sup_own_end(st) || k->pending_why[0] != 0);
         int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
         if (shutting_down) {
             k->state = ST_STOPPED;
+            snprintf(k->reason, sizeof k->reason, "stopped: aosd is stopping");
             aos_info("%s stopped (%s)", k->name, how);
         } else if (k->state == ST_STOPPING && k->restart_after_stop) {
             k->restart_after_stop = 0;
@@ -751,31 +878,14 @@ void sup_reap(void)
             aos_info("%s stopped for a restart (%s)", k->name, how);
             k->state = ST_BACKOFF; /* started by the next tick, right after this */
             k->next_start = now;
+            snprintf(k->reason, sizeof k->reason, "restarting on request (it ended: %s)", how);
         } else {
-            uint64_t delay;
-            uint64_t ran = k->ready_at >= k->started && k->ready_at ? now - k->ready_at : 0;
-            sup_action a = sup_decide(&k->track, &policy, clean, ran, now, &delay, k->reason,
-                                      sizeof k->reason);
-            if (a == SUP_ACT_FAIL) {
-                k->state = ST_FAILED;
-                atomic_store(&k->failed, 1);
-                aos_error("%s failed: %s; last exit: %s", k->name, k->reason, k->last_exit);
-                if (k->link)
-                    link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
-            } else if (a == SUP_ACT_DONE) {
-                k->state = ST_STOPPED;
-            } else {
-                k->restarts++;
-                aos_warn("%s exited (%s); restart in %llu ms", k->name, k->last_exit,
-                         (unsigned long long)delay);
-                /* started by the next tick (at once when delay is 0), once the old
-                 * link is free */
-                k->state = ST_BACKOFF;
-                k->next_start = now + delay;
-                if (delay)
-                    snprintf(k->reason, sizeof k->reason, "backoff %llu ms after %s",
-                             (unsigned long long)delay, k->last_exit);
-            }
+            sup_exit x = {.clean = clean, .own = sup_own_end(st),
+                          .hung = k->pending_why[0] != 0,
+                          .ran_ms = k->ready_at >= k->started && k->ready_at
+                                        ? now - k->ready_at : 0,
+                          .excused = dep_away(k, now)};
+            apply_policy(k, &x, now, 0);
         }
         k->ready_at = 0;
         pthread_mutex_unlock(&mu);
@@ -822,8 +932,8 @@ klink *sup_link(const char *server, int *failed, char *why, size_t whylen)
         pthread_mutex_lock(&mu);
         /* the same answer the calls queued when it failed got: retrying cannot help */
         *failed = AOS_ERR_FAILED;
-        snprintf(why, whylen, "server %s is failed: %s (last exit: %s); aosctl server restart "
-                              "%s", server, k->reason, k->last_exit, server);
+        snprintf(why, whylen, "server %s is failed: %s (last exit: %s)", server, k->reason,
+                 k->last_exit);
         pthread_mutex_unlock(&mu);
     }
     return l;
@@ -957,11 +1067,15 @@ aos_err sup_restart(const char *name, char *why, size_t whylen)
         k->stop_step = 1;
         k->stop_step_at = now;
         kill(k->pid, SIGTERM);
+    } else if (k->state == ST_MIGRATING) { /* its migrator's exit moves it on */
+        memset(&k->track, 0, sizeof k->track);
     } else { /* failed, backoff or waiting: start afresh, history forgotten */
         memset(&k->track, 0, sizeof k->track);
-        k->state = ST_STOPPED;
+        /* through backoff, due now: postgres still waits there for the old backends */
+        k->state = ST_BACKOFF;
+        k->next_start = now;
         atomic_store(&k->failed, 0);
-        k->reason[0] = 0;
+        snprintf(k->reason, sizeof k->reason, "restarting on request");
     }
     pthread_mutex_unlock(&mu);
     return rc;

@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include "aos.pb-c.h"
+#include "aos/servers.h"
 
 #define PING_MAX 1000000u
 #define PING_PROGRESS_MIN 10000u
-#define SERVER_NAMES "memory, storage, tool, llm, audit"
 
 /* Text from aosd goes to a terminal: control characters could move the cursor. */
 static void clean(char *dst, size_t cap, const char *src)
@@ -491,7 +491,7 @@ static int check_server(const char *val, char *why, size_t whylen)
 {
     if (ctl_server_name(val, 0))
         return 0;
-    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s", val, SERVER_NAMES);
+    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s", val, AOS_SRV_NAMES_TEXT);
     return -1;
 }
 
@@ -499,14 +499,15 @@ static int check_server_pg(const char *val, char *why, size_t whylen)
 {
     if (ctl_server_name(val, 1))
         return 0;
-    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s, postgres", val,
-             SERVER_NAMES);
+    snprintf(why, whylen, "unknown server \"%s\"; valid names: %s, " AOS_CHILD_PG, val,
+             AOS_SRV_NAMES_TEXT);
     return -1;
 }
 
-static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit", NULL};
-static const char *const servers_pg[] = {"memory", "storage", "tool", "llm", "audit",
-                                         "postgres", NULL};
+static const char *const servers[] = {AOS_SRV_NAMES NULL};
+static const char *const servers_pg[] = {AOS_SRV_NAMES AOS_CHILD_PG, NULL};
+_Static_assert(sizeof servers_pg / sizeof servers_pg[0] == AOS_SRV_COUNT + 2,
+               "every server, postgres and the NULL");
 
 static const ctl_arg kill_args[] = {
     {.name = "NAME", .required = 1, .choices = servers_pg, .check = check_server_pg,

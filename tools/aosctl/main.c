@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "aos/servers.h"
+
 #ifndef AOS_VERSION
 #define AOS_VERSION "unknown"
 #endif
@@ -142,7 +144,8 @@ int ctl_print_json(ctl_ctx *c, json_t *doc)
 
 const char *ctl_server_name(const char *arg, int allow_pg)
 {
-    static const char *const names[] = {"memory", "storage", "tool", "llm", "audit"};
+    static const char *const names[] = {AOS_SRV_NAMES};
+    _Static_assert(sizeof names / sizeof names[0] == AOS_SRV_COUNT, "one name per server");
     if (!arg)
         return NULL;
     if (strncmp(arg, "aos-", 4) == 0)
@@ -150,8 +153,8 @@ const char *ctl_server_name(const char *arg, int allow_pg)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(arg, names[i]) == 0)
             return names[i];
-    if (allow_pg && strcmp(arg, "postgres") == 0)
-        return "postgres";
+    if (allow_pg && strcmp(arg, AOS_CHILD_PG) == 0)
+        return AOS_CHILD_PG;
     return NULL;
 }
 
