@@ -25,7 +25,7 @@
  *   before READY or within loop_ms of it, where a child that cannot get going dies;
  *   later it is not, so kill -9s at any rate never make a child failed. A request that
  *   kills every incarnation it reaches is the link's to stop (answered FAILED after two
- *   deaths), not this count's;
+ *   deaths the server caused itself), not this count's;
  * - a dependency: an exit at a moment when the database the child needs was not running
  *   or had come back less than SUP_DEP_GRACE_MS ago is not charged (a hang excepted):
  *   the outage is the database's, counted once, against postgres.
