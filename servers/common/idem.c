@@ -15,6 +15,7 @@ typedef struct {
     char *err;
     uint8_t *payload;
     size_t len;
+    uint32_t parts;
     int has_payload;
 } slot;
 
@@ -88,7 +89,7 @@ static slot *find(idem *t, const uint8_t *id, int make)
 }
 
 int idem_begin(idem *t, const uint8_t id[AOS_ID_LEN], int *status, char *err, size_t cap,
-               uint8_t **payload, size_t *len)
+               uint8_t **payload, size_t *len, uint32_t *parts)
 {
     int r = IDEM_NEW;
     pthread_mutex_lock(&t->mu);
@@ -100,6 +101,7 @@ int idem_begin(idem *t, const uint8_t id[AOS_ID_LEN], int *status, char *err, si
         snprintf(err, cap, "%s", s->err ? s->err : "");
         *payload = NULL;
         *len = s->len;
+        *parts = s->parts;
         if (s->len) {
             *payload = malloc(s->len);
             if (*payload)
@@ -121,7 +123,7 @@ int idem_begin(idem *t, const uint8_t id[AOS_ID_LEN], int *status, char *err, si
 }
 
 void idem_end(idem *t, const uint8_t id[AOS_ID_LEN], int status, const char *err,
-              const uint8_t *payload, size_t len)
+              const uint8_t *payload, size_t len, uint32_t parts)
 {
     pthread_mutex_lock(&t->mu);
     slot *s = find(t, id, 0);
@@ -129,6 +131,7 @@ void idem_end(idem *t, const uint8_t id[AOS_ID_LEN], int status, const char *err
         s->state = IDEM_DONE;
         s->status = status;
         s->age = ++t->clock;
+        s->parts = parts;
         /* a failure that may pass (unavailable, timeout) is not recorded: a retry runs */
         if (status == AOS_ERR_UNAVAILABLE || status == AOS_ERR_TIMEOUT ||
             status == AOS_ERR_CANCELLED) {

@@ -1,5 +1,5 @@
 /* The serve loop of every aos server: link to aosd, migrate, open, sandbox, READY, then
- * receive in nng callbacks: quick methods answer there, the rest go to a worker pool. */
+ * serve calls (inline, on workers, or async), stream their parts and batch the link. */
 #include "serve.h"
 
 #include <errno.h>
@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,29 +19,110 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "aos.pb-c.h"
-#include "aos/aos.h"
+#include "aos/batch.h"
 #include "aos/log.h"
+#include "hooks.h"
 #include "idem.h"
+#include "monotime.h"
+#include "outbox.h"
 #include "sandbox.h"
 
 #define WORKERS_MAX 64
 #define RECEIVERS 4          /* receive aios: messages decoded in parallel on nng's threads */
 #define QUEUE_MAX 4096       /* requests waiting for a worker; beyond: unavailable */
-#define SENDBUF 256          /* replies nng buffers, so a send from a callback never waits */
+#define CALLS_MAX 8192       /* calls in hand (queued, running, async); beyond: unavailable */
+#define CALL_LINKS 5         /* a request's own link and up to 4 retries waiting on its run */
+#define CALL_BUCKETS 8192    /* hash buckets by link id and by request id */
+#define EARLY_CANCELS 256    /* CANCELs that overtook their request on another receiver */
 #define STOP_DRAIN_MS 10000  /* on STOP, wait this long for requests in hand to finish */
+#define STOP_FLUSH_MS 2000   /* then this long for the outbox to empty */
+#define TICK_MS 50           /* the deadline tick: cancels overdue calls, fails overdue
+                              * outbound requests */
+#define IDEM_SLOTS 4096
+#define IDEM_PAYLOAD_CAP (16u << 10)
+/* A final reply's payload: the envelope around it (ids, method, 1 KiB of error text) must
+ * still fit a message. */
+#define FINAL_MAX (AOS_MSG_MAX - 4096u)
+#define OUTREQ_MAX 1024      /* outbound requests waiting for their reply */
+#define OUTREQ_BUCKETS 256
+#define OUTREQ_DEFAULT_MS 30000u
 
-typedef struct job {
-    aos_env env;
+/* ---- calls ---------------------------------------------------------------------------
+ * Lifetime of a srv_call, the one rule every path follows:
+ *  - The receive thread creates it with one reference, the owner's: whoever must answer
+ *    (the workers' queue, then a worker; the inline runner; an async handler). The owner
+ *    gives it back in call_finish (srv_call_done), after the final reply.
+ *  - Everyone else (CANCEL by link id, the deadline tick, a retry of its request id)
+ *    finds it only under s->cmu, in the tables, and takes a reference before letting go
+ *    of cmu; call_finish takes it out of the tables under cmu, after which nobody new can
+ *    find it. The last reference frees it.
+ *  - c->mu decides between cancel and finish: the cancel fn is taken (and cleared) under
+ *    it, finished is set under it, and a finish waits while a cancel fn runs on another
+ *    thread. So the fn runs at most once and never after srv_call_done returned, and no
+ *    cancel fn is started once finished is set.
+ * Lock order: s->cmu and c->mu are never held together; c->mu may be held while pushing
+ * into the outbox (a part goes in in seq order), and the outbox calls nothing of ours. */
+
+typedef struct call_link {
+    uint64_t id;              /* aosd's link id */
+    int used;
+    uint64_t deadline_ms;     /* that request's deadline (wall clock), 0: none */
+    srv_call *c;
+    struct call_link *hnext;  /* the link-id hash chain */
+} call_link;
+
+struct srv_call {
+    srv *s;
     const srv_method *m;
-    struct job *next;
-} job;
+    aos_env env;              /* owns the decoded request */
+    atomic_int refs;
+    atomic_int cancelled;
+    _Atomic uint64_t target;  /* the link parts and the final go to: links[primary].id */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;        /* a cancel fn returned */
+    int finished;
+    uint32_t nparts;
+    void (*cancel_fn)(srv_call *, void *);
+    void *cancel_arg;
+    int cancel_running;       /* cancel fns running now (each on a thread whose
+                               * tls_cancel_of is this call) */
+
+    /* under s->cmu */
+    call_link links[CALL_LINKS];
+    int nlinks, primary;
+    srv_call *rnext;          /* the request-id hash chain */
+    srv_call *prev, *next;    /* every call in hand, for the tick */
+    /* under s->mu */
+    srv_call *qnext;          /* the workers' queue */
+};
+
+/* A request this server sent through aosd, waiting for its reply. */
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    aos_reply *out;
+    /* copied from the outreq before it is registered: the reply may complete (and free)
+     * it before outreq_send even returns */
+    uint8_t id[AOS_ID_LEN];
+    uint64_t deadline_ms;
+} sync_wait;
+
+typedef struct outreq {
+    uint8_t id[AOS_ID_LEN];
+    uint64_t deadline_ms;     /* wall clock */
+    char method[AOS_METHOD_MAX + 1];
+    void (*done)(void *, const aos_reply *);
+    void *arg;
+    sync_wait *w;             /* srv_request: the reply is handed over, not copied */
+    struct outreq *next;
+} outreq;
 
 typedef struct receiver {
     srv *s;
     nng_aio *aio;
 } receiver;
-#define IDEM_SLOTS 4096
-#define IDEM_PAYLOAD_CAP (16u << 10)
 
 struct srv_stats {
     Aos__Stat **items;
@@ -65,18 +145,39 @@ struct srv {
 
     pthread_mutex_t mu;      /* the queue to the workers, and the stop request */
     pthread_cond_t cv, stop_cv;
-    job *head, *tail;
+    srv_call *head, *tail;
     size_t queued;
     int stop_asked;
     int sandboxed;           /* sbx_apply is done: workers may connect to the database */
 
+    /* calls in hand: see "Lifetime of a srv_call" */
+    pthread_mutex_t cmu;
+    call_link *by_link[CALL_BUCKETS];
+    srv_call *by_rid[CALL_BUCKETS];
+    srv_call *calls;
+    size_t ncalls;
+    uint64_t early[EARLY_CANCELS];
+    unsigned early_next;
+
+    outbox *ob;              /* to aosd: see outbox.h */
+
+    /* outbound requests */
+    pthread_mutex_t rmu;
+    outreq *out_by_id[OUTREQ_BUCKETS];
+    size_t nout;
+
     srv_pg *dbs[WORKERS_MAX];     /* each worker's connection, for the stats */
     atomic_int ndbs;
-    atomic_ullong requests, errors, bad_messages, replays, refused;
+    atomic_ullong requests, errors, bad_messages, replays, refused, cancels, retries_joined;
+    atomic_ullong frames_in, parts_out;
+    atomic_ullong out_requests, out_timeouts, late_replies;
     atomic_int in_flight;
 };
 
 static __thread srv_pg *tls_db;
+/* The call whose cancel fn this thread is running, so that a fn that finishes its own call
+ * does not wait for itself. */
+static __thread srv_call *tls_cancel_of;
 
 void *srv_state(srv *s) { return s->state; }
 void srv_set_state(srv *s, void *state) { s->state = state; }
@@ -87,7 +188,7 @@ srv_pg *srv_db(srv *s) { (void)s; return tls_db; }
 aos_err srv_reply_pb(srv_reply *rep, const ProtobufCMessage *m)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
-    if (n > AOS_MSG_MAX - 4096)
+    if (n > FINAL_MAX)
         return srv_fail(rep, AOS_ERR_TOO_BIG, "reply of %zu bytes is over the message cap", n);
     free(rep->payload);
     rep->payload = malloc(n ? n : 1);
@@ -144,30 +245,622 @@ static void stats_free(srv_stats *st)
 
 /* ---- sending ------------------------------------------------------------------------ */
 
-/* nng_sendmsg on a PAIR1 socket is safe from any thread; it blocks while aosd's buffer is
- * full, which is the back-pressure we want. */
-static void send_env(srv *s, const aos_env *e)
+static void send_env(srv *s, const aos_env *e, int mode)
 {
     nng_msg *m;
     if (aos_env_encode(e, &m) != AOS_OK) {
-        aos_error("cannot encode a reply to %s", e->method);
+        aos_error("cannot encode a message for %s", e->method);
         return;
     }
-    int rv = nng_sendmsg(s->sock, m, 0);
-    if (rv != 0) {
-        nng_msg_free(m);
-        aos_warn("send to aosd failed: %s", nng_strerror(rv));
-    }
+    ob_push(s->ob, m, mode);
 }
 
-static void reply(srv *s, const aos_env *req, int status, const char *err,
-                  const uint8_t *payload, size_t len)
+/* A reply that is no call's (refusals, replays): to req's own link. */
+static void reply_env(srv *s, const aos_env *req, int status, const char *err,
+                      const uint8_t *payload, size_t len, uint32_t seq)
 {
     aos_env r;
     aos_env_reply_to(&r, req, status, err && *err ? "%s" : NULL, err);
     r.payload = payload;
     r.payload_len = len;
-    send_env(s, &r);
+    r.seq = seq;
+    send_env(s, &r, OB_DROPPABLE);
+}
+
+/* ---- the calls' tables (under s->cmu) ----------------------------------------------- */
+
+static size_t link_bucket(uint64_t id) { return (size_t)(id * 0x9E3779B97F4A7C15ull >> 51); }
+
+static size_t rid_bucket(const uint8_t *id)
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h); /* random ids: their first bytes are a good hash */
+    return (size_t)(h % CALL_BUCKETS);
+}
+_Static_assert(CALL_BUCKETS == 1u << 13, "link_bucket keeps the top 13 bits");
+
+static call_link *link_find(srv *s, uint64_t id)
+{
+    for (call_link *l = s->by_link[link_bucket(id)]; l; l = l->hnext)
+        if (l->id == id && l->used)
+            return l;
+    return NULL;
+}
+
+static srv_call *rid_find(srv *s, const uint8_t *id)
+{
+    for (srv_call *c = s->by_rid[rid_bucket(id)]; c; c = c->rnext)
+        if (!memcmp(c->env.request_id, id, AOS_ID_LEN))
+            return c;
+    return NULL;
+}
+
+static int link_add(srv *s, srv_call *c, uint64_t id, uint64_t deadline_ms)
+{
+    for (int i = 0; i < CALL_LINKS; i++)
+        if (c->links[i].used && c->links[i].id == id)
+            return 1; /* the same link again: nothing more to answer */
+    for (int i = 0; i < CALL_LINKS; i++) {
+        call_link *l = &c->links[i];
+        if (l->used)
+            continue;
+        l->used = 1;
+        l->id = id;
+        l->deadline_ms = deadline_ms;
+        l->c = c;
+        size_t b = link_bucket(id);
+        l->hnext = s->by_link[b];
+        s->by_link[b] = l;
+        if (c->nlinks++ == 0) {
+            c->primary = i;
+            atomic_store(&c->target, id);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Drop one link of c; if it was the one parts go to, another takes its place. */
+static void link_drop(srv *s, srv_call *c, int i)
+{
+    call_link *l = &c->links[i];
+    call_link **pp = &s->by_link[link_bucket(l->id)];
+    while (*pp != l)
+        pp = &(*pp)->hnext;
+    *pp = l->hnext;
+    l->used = 0;
+    l->id = 0;
+    l->hnext = NULL;
+    c->nlinks--;
+    if (i == c->primary && c->nlinks > 0)
+        for (int j = 0; j < CALL_LINKS; j++)
+            if (c->links[j].used) {
+                c->primary = j;
+                atomic_store(&c->target, c->links[j].id);
+                break;
+            }
+}
+
+static void call_insert(srv *s, srv_call *c)
+{
+    link_add(s, c, c->env.link_id, c->env.deadline_ms);
+    size_t b = rid_bucket(c->env.request_id);
+    c->rnext = s->by_rid[b];
+    s->by_rid[b] = c;
+    c->next = s->calls;
+    if (s->calls)
+        s->calls->prev = c;
+    s->calls = c;
+    s->ncalls++;
+}
+
+/* Out of every table; the link ids it was answering go to out (primary first). */
+static int call_remove(srv *s, srv_call *c, uint64_t out[CALL_LINKS])
+{
+    int n = 0;
+    if (c->nlinks)
+        out[n++] = c->links[c->primary].id;
+    for (int i = 0; i < CALL_LINKS; i++)
+        if (c->links[i].used && i != c->primary)
+            out[n++] = c->links[i].id;
+    for (int i = 0; i < CALL_LINKS; i++)
+        if (c->links[i].used)
+            link_drop(s, c, i);
+    srv_call **pp = &s->by_rid[rid_bucket(c->env.request_id)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->rnext;
+    if (*pp)
+        *pp = c->rnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    s->ncalls--;
+    return n;
+}
+
+static int early_cancelled(srv *s, uint64_t link_id)
+{
+    for (unsigned i = 0; i < EARLY_CANCELS; i++)
+        if (s->early[i] == link_id) {
+            s->early[i] = 0;
+            return 1;
+        }
+    return 0;
+}
+
+/* ---- calls -------------------------------------------------------------------------- */
+
+/* Takes over the decoded request e (e is left empty). */
+static srv_call *call_new(srv *s, const srv_method *m, aos_env *e)
+{
+    srv_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->m = m;
+    c->env = *e;
+    e->pb_ = NULL; /* moved: the payload now belongs to c->env */
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    return c;
+}
+
+static void call_ref(srv_call *c) { atomic_fetch_add(&c->refs, 1); }
+
+static void call_unref(srv_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    aos_env_clear(&c->env);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+/* Run a cancel fn taken from c under c->mu (which counted it in cancel_running); the
+ * caller holds a reference, since fn may finish c. */
+static void cancel_run(srv_call *c, void (*fn)(srv_call *, void *), void *arg)
+{
+    srv_call *outer = tls_cancel_of;
+    tls_cancel_of = c;
+    fn(c, arg);
+    tls_cancel_of = outer;
+    pthread_mutex_lock(&c->mu);
+    c->cancel_running--;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Cancel c (the caller holds a reference): set the flag, wake a producer waiting for room
+ * in the outbox, run the cancel fn once. Nothing is sent: the handler answers. */
+static void call_cancel(srv_call *c)
+{
+    srv *s = c->s;
+    pthread_mutex_lock(&c->mu);
+    if (c->finished || atomic_load(&c->cancelled)) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    atomic_store(&c->cancelled, 1);
+    void (*fn)(srv_call *, void *) = c->cancel_fn;
+    void *arg = c->cancel_arg;
+    c->cancel_fn = NULL;
+    if (fn)
+        c->cancel_running++;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&s->cancels, 1);
+    ob_wake(s->ob); /* a part's producer waiting for room returns CANCELLED */
+    if (fn)
+        cancel_run(c, fn, arg);
+}
+
+/* The final reply of c to every link waiting on it, recorded for retries; gives back the
+ * owner's reference. */
+static void call_finish(srv_call *c, int status, const char *err, const void *payload,
+                        size_t len)
+{
+    srv *s = c->s;
+    pthread_mutex_lock(&c->mu);
+    /* no cancel fn may run after this returns, but one may finish its own call */
+    while (c->cancel_running > (tls_cancel_of == c))
+        pthread_cond_wait(&c->cv, &c->mu);
+    int again = c->finished;
+    c->finished = 1;
+    c->cancel_fn = NULL;
+    uint32_t nparts = c->nparts;
+    pthread_mutex_unlock(&c->mu);
+    if (again) { /* a handler bug; the reference it gave back already is not ours */
+        aos_error("%s: a second final reply for one call, dropped", c->env.method);
+        return;
+    }
+    char buf[160];
+    if (!aos_err_valid(status)) {
+        snprintf(buf, sizeof buf, "%s answered with status %d, which is no aos_err",
+                 c->env.method, status);
+        status = AOS_ERR_INTERNAL;
+        err = buf;
+        payload = NULL;
+        len = 0;
+    } else if (len > FINAL_MAX) {
+        snprintf(buf, sizeof buf, "%s: reply of %zu bytes is over the message cap",
+                 c->env.method, len);
+        status = AOS_ERR_TOO_BIG;
+        err = buf;
+        payload = NULL;
+        len = 0;
+    }
+    if (status != AOS_OK) { /* an error carries its text, not a half-built payload */
+        atomic_fetch_add(&s->errors, 1);
+        if (!err || !*err)
+            err = aos_strerror(status);
+        payload = NULL;
+        len = 0;
+    }
+    aos_env r;
+    aos_env_reply_to(&r, &c->env, status, err && *err ? "%s" : NULL, err);
+    r.seq = nparts;
+    r.payload = payload;
+    r.payload_len = len;
+    uint64_t links[CALL_LINKS];
+    pthread_mutex_lock(&s->cmu);
+    idem_end(s->idem, c->env.request_id, status, r.error, payload, len, nparts);
+    int n = call_remove(s, c, links);
+    pthread_mutex_unlock(&s->cmu);
+    for (int i = 0; i < n; i++) {
+        r.link_id = links[i];
+        send_env(s, &r, OB_DROPPABLE);
+    }
+    atomic_fetch_sub(&s->in_flight, 1);
+    call_unref(c);
+}
+
+const aos_env *srv_call_env(const srv_call *c) { return &c->env; }
+srv *srv_call_srv(const srv_call *c) { return c->s; }
+int srv_call_cancelled(const srv_call *c) { return atomic_load(&c->cancelled); }
+
+void srv_call_done(srv_call *c, aos_err status, const char *err, const void *payload,
+                   size_t len)
+{
+    if (c)
+        call_finish(c, status, err, payload, len);
+}
+
+void srv_call_on_cancel(srv_call *c, void (*fn)(srv_call *, void *), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!atomic_load(&c->cancelled) || c->finished || !fn) {
+        c->cancel_fn = fn;
+        c->cancel_arg = arg;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->cancel_running++; /* already cancelled: now, on this thread */
+    call_ref(c);
+    pthread_mutex_unlock(&c->mu);
+    cancel_run(c, fn, arg);
+    call_unref(c);
+}
+
+aos_err srv_call_part(srv_call *c, const void *data, size_t len)
+{
+    if (!c)
+        return AOS_ERR_USAGE;
+    if (len > AOS_PART_MAX)
+        return AOS_ERR_TOO_BIG;
+    srv *s = c->s;
+    aos_err rc = ob_wait_room(s->ob, &c->cancelled, c->env.deadline_ms);
+    if (rc)
+        return rc;
+    aos_env p;
+    aos_env_reply_to(&p, &c->env, AOS_OK, NULL);
+    p.kind = AOS_KIND_REPLY_PART;
+    p.payload = data;
+    p.payload_len = len;
+    nng_msg *m;
+    /* under c->mu from the index to the queue, so parts leave in index order */
+    pthread_mutex_lock(&c->mu);
+    if (c->finished)
+        rc = AOS_ERR_USAGE;
+    else if (atomic_load(&c->cancelled))
+        rc = AOS_ERR_CANCELLED;
+    if (!rc) {
+        p.seq = c->nparts;
+        p.link_id = atomic_load(&c->target);
+        rc = aos_env_encode(&p, &m);
+    }
+    if (!rc) {
+        ob_push(s->ob, m, OB_KEEP);
+        c->nparts++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!rc)
+        atomic_fetch_add(&s->parts_out, 1);
+    return rc;
+}
+
+/* ---- outbound requests -------------------------------------------------------------- */
+
+static size_t out_bucket(const uint8_t *id)
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    return (size_t)(h % OUTREQ_BUCKETS);
+}
+
+/* Take the request with id out of the table (NULL: not there: answered or timed out). */
+static outreq *outreq_take(srv *s, const uint8_t *id)
+{
+    pthread_mutex_lock(&s->rmu);
+    outreq **pp = &s->out_by_id[out_bucket(id)];
+    while (*pp && memcmp((*pp)->id, id, AOS_ID_LEN))
+        pp = &(*pp)->next;
+    outreq *o = *pp;
+    if (o) {
+        *pp = o->next;
+        s->nout--;
+    }
+    pthread_mutex_unlock(&s->rmu);
+    return o;
+}
+
+/* Hand r (owned: its payload moves to a srv_request caller, else is freed) to o's waiter,
+ * then free o. */
+static void outreq_complete(outreq *o, aos_reply *r)
+{
+    if (o->w) {
+        sync_wait *w = o->w;
+        pthread_mutex_lock(&w->mu);
+        *w->out = *r;
+        r->payload = NULL;
+        w->done = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu); /* w is the waiter's again: not touched after this */
+    } else {
+        o->done(o->arg, r);
+        aos_reply_clear(r);
+    }
+    free(o);
+}
+
+static void outreq_fail(outreq *o, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void outreq_fail(outreq *o, int status, const char *fmt, ...)
+{
+    aos_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r.error, sizeof r.error, fmt, ap);
+    va_end(ap);
+    outreq_complete(o, &r);
+}
+
+/* A REPLY from aosd to one of our requests (on a receive thread). */
+static void on_reply(srv *s, const aos_env *e)
+{
+    outreq *o = e->has_request_id ? outreq_take(s, e->request_id) : NULL;
+    if (!o) { /* after its deadline, or to nothing we asked: nobody waits for it */
+        atomic_fetch_add(&s->late_replies, 1);
+        return;
+    }
+    aos_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = e->status;
+    snprintf(r.error, sizeof r.error, "%s", e->error);
+    if (e->payload_len) {
+        r.payload = malloc(e->payload_len);
+        if (r.payload) {
+            memcpy(r.payload, e->payload, e->payload_len);
+            r.payload_len = e->payload_len;
+        } else {
+            r.status = AOS_ERR_NOMEM;
+            snprintf(r.error, sizeof r.error, "no memory for a %zu byte reply from %s",
+                     e->payload_len, o->method);
+        }
+    }
+    outreq_complete(o, &r);
+}
+
+/* Build, register and send one outbound request; o is filled in by the caller but for
+ * its id and deadline. */
+static aos_err outreq_send(srv *s, const srv_call *parent, const char *method,
+                           const void *payload, size_t len, uint32_t timeout_ms, outreq *o,
+                           char *why, size_t whylen)
+{
+    if (!method || !aos_method_valid(method, strlen(method))) {
+        snprintf(why, whylen, "invalid method name for an outbound request");
+        return AOS_ERR_USAGE;
+    }
+    if (len > FINAL_MAX || (len && !payload)) {
+        snprintf(why, whylen, "%s: a payload of %zu bytes is over the message cap", method,
+                 len);
+        return len > FINAL_MAX ? AOS_ERR_TOO_BIG : AOS_ERR_USAGE;
+    }
+    uint64_t now = aos_now_ms(), pdl = parent ? parent->env.deadline_ms : 0;
+    if (pdl && pdl <= now) {
+        snprintf(why, whylen, "%s: the deadline of %s has passed", method, parent->env.method);
+        return AOS_ERR_TIMEOUT;
+    }
+    uint64_t dl = timeout_ms ? now + timeout_ms : pdl ? pdl : now + OUTREQ_DEFAULT_MS;
+    if (pdl && dl > pdl)
+        dl = pdl;
+    aos_env e;
+    aos_env_init(&e, AOS_KIND_REQUEST);
+    aos_id_random(e.request_id);
+    e.has_request_id = 1;
+    snprintf(e.method, sizeof e.method, "%s", method);
+    e.deadline_ms = dl;
+    e.payload = payload;
+    e.payload_len = len;
+    if (parent) {
+        e.link_id = atomic_load(&parent->target);
+        if (parent->env.has_trace) {
+            e.has_trace = 1;
+            memcpy(e.trace_id, parent->env.trace_id, AOS_ID_LEN);
+            memcpy(e.span_id, parent->env.span_id, AOS_SPAN_LEN);
+        }
+    }
+    nng_msg *m;
+    aos_err rc = aos_env_encode(&e, &m);
+    if (rc) {
+        snprintf(why, whylen, "%s: cannot encode the request", method);
+        return rc;
+    }
+    memcpy(o->id, e.request_id, AOS_ID_LEN);
+    o->deadline_ms = dl;
+    snprintf(o->method, sizeof o->method, "%s", method);
+    if (o->w) {
+        memcpy(o->w->id, o->id, AOS_ID_LEN);
+        o->w->deadline_ms = dl;
+    }
+    pthread_mutex_lock(&s->rmu);
+    if (s->nout >= OUTREQ_MAX) {
+        pthread_mutex_unlock(&s->rmu);
+        nng_msg_free(m);
+        snprintf(why, whylen, "%s: %u outbound requests already wait for replies", method,
+                 OUTREQ_MAX);
+        return AOS_ERR_UNAVAILABLE;
+    }
+    size_t b = out_bucket(o->id);
+    o->next = s->out_by_id[b];
+    s->out_by_id[b] = o;
+    s->nout++;
+    pthread_mutex_unlock(&s->rmu);
+    atomic_fetch_add(&s->out_requests, 1);
+    /* registered first: the reply may come back before out_push returns */
+    ob_push(s->ob, m, OB_KEEP);
+    return AOS_OK;
+}
+
+aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
+                          const void *payload, size_t len, uint32_t timeout_ms,
+                          void (*done)(void *arg, const aos_reply *r), void *arg)
+{
+    char why[160];
+    if (!done)
+        return AOS_ERR_USAGE;
+    outreq *o = calloc(1, sizeof *o);
+    if (!o)
+        return AOS_ERR_NOMEM;
+    o->done = done;
+    o->arg = arg;
+    aos_err rc = outreq_send(s, parent, method, payload, len, timeout_ms, o, why, sizeof why);
+    if (rc) {
+        aos_debug("outbound request refused: %s", why);
+        free(o);
+    }
+    return rc;
+}
+
+aos_err srv_request(srv *s, const srv_call *parent, const char *method, const void *payload,
+                    size_t len, uint32_t timeout_ms, aos_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    outreq *o = calloc(1, sizeof *o);
+    if (!o) {
+        out->status = AOS_ERR_NOMEM;
+        snprintf(out->error, sizeof out->error, "no memory for an outbound request");
+        return AOS_ERR_NOMEM;
+    }
+    sync_wait w = {.out = out};
+    pthread_mutex_init(&w.mu, NULL);
+    mt_cond_init(&w.cv);
+    o->w = &w;
+    aos_err rc = outreq_send(s, parent, method, payload, len, timeout_ms, o, out->error,
+                             sizeof out->error);
+    if (rc) {
+        free(o);
+        out->status = rc;
+        goto out;
+    }
+    /* o belongs to whoever completes it now: not touched again here */
+    uint64_t dl = w.deadline_ms, now = aos_now_ms();
+    /* the tick fails it at its deadline; the margin only guards against a stuck tick */
+    struct timespec ts = mt_in_us(((dl > now ? dl - now : 0) + 2000u) * 1000u);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) == ETIMEDOUT)
+            break;
+    int done = w.done;
+    pthread_mutex_unlock(&w.mu);
+    if (!done) {
+        outreq *mine = outreq_take(s, w.id);
+        if (mine) {
+            atomic_fetch_add(&s->out_timeouts, 1);
+            outreq_fail(mine, AOS_ERR_TIMEOUT, "no reply from %s by its deadline", method);
+        }
+        /* else someone is completing it right now: wait for that */
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    rc = out->status;
+out:
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+/* ---- the deadline tick (the main thread, every TICK_MS) ----------------------------- */
+
+static void tick(srv *s)
+{
+    static srv_call *due[CALLS_MAX]; /* only the main thread ticks */
+    size_t n = 0;
+    uint64_t now = aos_now_ms();
+    pthread_mutex_lock(&s->cmu);
+    for (srv_call *c = s->calls; c; c = c->next) {
+        if (atomic_load(&c->cancelled))
+            continue;
+        for (int i = 0; i < CALL_LINKS; i++) {
+            call_link *l = &c->links[i];
+            if (!l->used || !l->deadline_ms || now <= l->deadline_ms)
+                continue;
+            if (c->nlinks > 1) { /* a retry still waits: aosd answered this one itself */
+                link_drop(s, c, i);
+                continue;
+            }
+            if (n < CALLS_MAX) {
+                call_ref(c);
+                due[n++] = c;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->cmu);
+    for (size_t i = 0; i < n; i++) {
+        call_cancel(due[i]);
+        call_unref(due[i]);
+    }
+
+    outreq *late = NULL;
+    pthread_mutex_lock(&s->rmu);
+    for (size_t b = 0; b < OUTREQ_BUCKETS; b++)
+        for (outreq **pp = &s->out_by_id[b]; *pp;) {
+            outreq *o = *pp;
+            if (now < o->deadline_ms) {
+                pp = &o->next;
+                continue;
+            }
+            *pp = o->next;
+            s->nout--;
+            o->next = late;
+            late = o;
+        }
+    pthread_mutex_unlock(&s->rmu);
+    while (late) {
+        outreq *o = late;
+        late = o->next;
+        atomic_fetch_add(&s->out_timeouts, 1);
+        outreq_fail(o, AOS_ERR_TIMEOUT, "no reply from %s by its deadline", o->method);
+    }
 }
 
 /* ---- built-in methods --------------------------------------------------------------- */
@@ -200,9 +893,27 @@ static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
     srv_stat(&st, "errors", (int64_t)s->errors, NULL);
     srv_stat(&st, "bad_messages", (int64_t)s->bad_messages, NULL);
     srv_stat(&st, "replays", (int64_t)s->replays, NULL);
+    srv_stat(&st, "retries_joined", (int64_t)s->retries_joined,
+             "retries that waited for the run in hand");
     srv_stat(&st, "refused", (int64_t)s->refused, "stopping or queue full");
+    srv_stat(&st, "cancels", (int64_t)s->cancels, "calls cancelled (CANCEL or deadline)");
     srv_stat(&st, "in_flight", s->in_flight, NULL);
     srv_stat(&st, "workers", s->nworkers, NULL);
+    srv_stat(&st, "parts_sent", (int64_t)s->parts_out, NULL);
+    srv_stat(&st, "frames_in", (int64_t)s->frames_in, "batch frames received");
+    ob_stats os;
+    ob_get_stats(s->ob, &os);
+    srv_stat(&st, "frames_out", (int64_t)os.frames, "batch frames sent");
+    srv_stat(&st, "messages_out", (int64_t)os.msgs, "nng messages sent");
+    srv_stat(&st, "outbox_bytes", (int64_t)os.bytes, NULL);
+    srv_stat(&st, "outbox_peak_bytes", (int64_t)os.peak, NULL);
+    srv_stat(&st, "outbox_waits", (int64_t)os.waits, "parts that waited for room");
+    srv_stat(&st, "outbox_dropped", (int64_t)os.dropped, "replies over the hard cap");
+    srv_stat(&st, "out_requests", (int64_t)s->out_requests, "requests to other servers");
+    srv_stat(&st, "out_timeouts", (int64_t)s->out_timeouts, NULL);
+    srv_stat(&st, "late_replies", (int64_t)s->late_replies, NULL);
+    if (s->test_hooks)
+        hooks_stats(&st);
     if (s->def->schema) {
         char why[256] = "";
         PGconn *c = tls_db ? srv_pg_conn(tls_db, why, sizeof why) : NULL;
@@ -235,32 +946,11 @@ static aos_err do_stats(srv *s, const aos_env *req, srv_reply *rep)
     return rc;
 }
 
-/* Test hooks exist only with --test-hooks (aosd passes it when started with it): they let
- * the integration tests make a server break in the ways a real one might. */
-static aos_err do_test_forbidden(srv *s, const aos_env *req, srv_reply *rep)
-{
-    (void)s; (void)req;
-    /* not in any allow-list: the kernel kills us with SIGSYS before this returns */
-    long r = syscall(SYS_ptrace, 0L, 0L, 0L, 0L);
-    return srv_fail(rep, AOS_ERR_INTERNAL, "ptrace returned %ld: the sandbox is not on", r);
-}
-
-static aos_err do_test_exit(srv *s, const aos_env *req, srv_reply *rep)
-{
-    (void)s; (void)req; (void)rep;
-    _exit(3);
-}
-
 /* The built-in methods every server answers, before its own. */
 static const srv_method builtins[] = {
-    {"ping", do_ping, SRV_INLINE},
-    {"stats", do_stats, 0}, /* probes the database */
+    {"ping", do_ping, SRV_INLINE, NULL},
+    {"stats", do_stats, 0, NULL}, /* probes the database */
 };
-static const srv_method hook_methods[] = {
-    {"test.forbidden", do_test_forbidden, 0},
-    {"test.exit", do_test_exit, 0},
-};
-
 static const srv_method *find_in(const srv_method *t, size_t n, const char *op)
 {
     for (size_t i = 0; i < n; i++)
@@ -277,118 +967,196 @@ static const srv_method *lookup(srv *s, const char *method)
         return NULL;
     const char *op = method + nl + 1;
     const srv_method *m = find_in(builtins, sizeof builtins / sizeof builtins[0], op);
-    if (!m && s->test_hooks)
-        m = find_in(hook_methods, sizeof hook_methods / sizeof hook_methods[0], op);
+    if (!m && s->test_hooks) {
+        size_t n;
+        const srv_method *t = hooks_methods(&n);
+        m = find_in(t, n, op);
+    }
     return m ? m : find_in(s->def->methods, s->def->n_methods, op);
 }
 
-/* ---- workers ------------------------------------------------------------------------ */
+/* ---- running calls ------------------------------------------------------------------ */
 
-/* Run one request (m NULL: not served here), or replay its recorded answer. */
-static void run_request(srv *s, const srv_method *m, const aos_env *req)
+/* A srv_fn's call, on a worker or inline: run it (unless already cancelled or late) and
+ * send what it returned. */
+static void run_sync(srv_call *c)
 {
-    srv_reply rep = {0};
+    srv *s = c->s;
+    srv_reply rep = {.call = c};
     int status;
-    uint8_t *pl = NULL;
-    size_t pll = 0;
-    char err[AOS_ERRMSG_MAX + 1];
-
-    int seen = idem_begin(s->idem, req->request_id, &status, err, sizeof err, &pl, &pll);
-    if (seen == IDEM_RUNNING) /* a resend of what a worker is doing now: it will answer */
-        return;
-    if (seen == IDEM_DONE) {
-        s->replays++;
-        reply(s, req, status, err, pl, pll);
-        free(pl);
-        return;
-    }
-    if (req->deadline_ms && aos_now_ms() > req->deadline_ms)
+    if (atomic_load(&c->cancelled))
+        status = srv_fail(&rep, AOS_ERR_CANCELLED, "%s was cancelled before it ran",
+                          c->env.method);
+    else if (c->env.deadline_ms && aos_now_ms() > c->env.deadline_ms)
         status = srv_fail(&rep, AOS_ERR_TIMEOUT, "deadline passed before %s ran",
-                          req->method);
-    else if (!m)
-        status = srv_fail(&rep, AOS_ERR_NOT_FOUND, "method %s is not served by %s",
-                          req->method, s->def->name);
+                          c->env.method);
     else
-        status = m->fn(s, req, &rep);
-    if (status != AOS_OK) {
-        s->errors++;
-        free(rep.payload);
-        rep.payload = NULL;
-        rep.len = 0;
-        if (!rep.error[0])
-            snprintf(rep.error, sizeof rep.error, "%s", aos_strerror(status));
-    }
-    idem_end(s->idem, req->request_id, status, rep.error, rep.payload, rep.len);
-    reply(s, req, status, rep.error, rep.payload, rep.len);
+        status = c->m->fn(s, &c->env, &rep);
+    call_finish(c, status, rep.error, rep.payload, rep.len);
     free(rep.payload);
 }
 
-
-/* STOP: refuse new work, let requests in hand finish, then leave. Their replies are
- * queued on the link by then; aosd re-sends anything unanswered to the next one. */
-static void stop_now(srv *s)
+/* Hand a call to the workers (the owner's reference goes with it). */
+static void enqueue(srv *s, srv_call *c)
 {
-    for (int waited = 0; (atomic_load(&s->in_flight) > 0 || s->queued) && waited < STOP_DRAIN_MS;
-         waited++)
-        nng_msleep(1);
-    if (s->def->close)
-        s->def->close(s);
-    nng_msleep(20); /* nng has no linger: give the last replies a moment on the wire */
-    aos_debug("stopped");
-    _exit(0);
-}
-
-/* Hand a request to the workers. The job takes over the decoded envelope (and its
- * storage); e is left empty. */
-static void enqueue(srv *s, const srv_method *m, aos_env *e)
-{
-    job *j = malloc(sizeof *j);
-    if (!j) {
-        reply(s, e, AOS_ERR_NOMEM, "server out of memory", NULL, 0);
-        return;
-    }
-    j->env = *e;
-    j->m = m;
-    j->next = NULL;
-    e->pb_ = NULL; /* moved */
     pthread_mutex_lock(&s->mu);
     if (s->queued >= QUEUE_MAX) {
         pthread_mutex_unlock(&s->mu);
-        s->refused++;
-        reply(s, &j->env, AOS_ERR_UNAVAILABLE, "server busy: too many requests queued",
-              NULL, 0);
-        aos_env_clear(&j->env);
-        free(j);
+        atomic_fetch_add(&s->refused, 1);
+        call_finish(c, AOS_ERR_UNAVAILABLE, "server busy: too many requests queued", NULL, 0);
         return;
     }
+    c->qnext = NULL;
     if (s->tail)
-        s->tail->next = j;
+        s->tail->qnext = c;
     else
-        s->head = j;
-    s->tail = j;
+        s->head = c;
+    s->tail = c;
     s->queued++;
-    atomic_fetch_add(&s->in_flight, 1);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
 
-/* One message off the link, on an nng thread: never block here. Heartbeats and quick
- * methods are answered on the spot, with nothing allocated beyond the decode. */
-static void handle(srv *s, nng_msg *msg)
+/* A REQUEST (on a receive thread: never blocks). A retry of a request id in hand waits
+ * for that run; one already answered gets the recorded answer; otherwise a new call. */
+static void on_request(srv *s, aos_env *e)
 {
-    aos_env e;
-    char why[160];
-    aos_err rc = aos_env_decode(nng_msg_body(msg), nng_msg_len(msg), &e, why, sizeof why);
-    nng_msg_free(msg);
-    if (rc != AOS_OK) {
-        /* aosd validates before forwarding, so this is a broken peer: count and drop */
-        s->bad_messages++;
-        aos_warn("malformed envelope from aosd: %s", why);
+    atomic_fetch_add(&s->requests, 1);
+    if (atomic_load(&s->stopping)) {
+        atomic_fetch_add(&s->refused, 1);
+        reply_env(s, e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0, 0);
         return;
     }
-    switch (e.kind) {
+    const srv_method *m = lookup(s, e->method);
+    int status = 0;
+    char err[AOS_ERRMSG_MAX + 1];
+    uint8_t *pl = NULL;
+    size_t pll = 0;
+    uint32_t parts = 0;
+    const char *refuse = NULL;
+
+    pthread_mutex_lock(&s->cmu);
+    srv_call *run = rid_find(s, e->request_id);
+    if (run) {
+        int ok = link_add(s, run, e->link_id, e->deadline_ms);
+        pthread_mutex_unlock(&s->cmu);
+        if (ok)
+            atomic_fetch_add(&s->retries_joined, 1);
+        else
+            reply_env(s, e, AOS_ERR_UNAVAILABLE, "too many retries wait for this request "
+                      "in hand", NULL, 0, 0);
+        return;
+    }
+    if (s->ncalls >= CALLS_MAX) {
+        pthread_mutex_unlock(&s->cmu);
+        atomic_fetch_add(&s->refused, 1);
+        reply_env(s, e, AOS_ERR_UNAVAILABLE, "server busy: too many requests in hand",
+                  NULL, 0, 0);
+        return;
+    }
+    int seen = idem_begin(s->idem, e->request_id, &status, err, sizeof err, &pl, &pll, &parts);
+    srv_call *c = NULL;
+    int early = 0;
+    if (seen == IDEM_NEW) {
+        c = call_new(s, m, e);
+        if (c) {
+            call_insert(s, c);
+            atomic_fetch_add(&s->in_flight, 1);
+            early = c->env.link_id && early_cancelled(s, c->env.link_id);
+        } else {
+            idem_end(s->idem, e->request_id, AOS_ERR_UNAVAILABLE, NULL, NULL, 0, 0);
+            refuse = "server out of memory";
+        }
+    } else if (seen == IDEM_RUNNING) {
+        refuse = "request in hand but not found"; /* cannot be: both change under cmu */
+    }
+    pthread_mutex_unlock(&s->cmu);
+
+    if (seen == IDEM_DONE) {
+        atomic_fetch_add(&s->replays, 1);
+        reply_env(s, e, status, err, pl, pll, parts);
+        free(pl);
+        return;
+    }
+    if (refuse) {
+        reply_env(s, e, AOS_ERR_UNAVAILABLE, refuse, NULL, 0, 0);
+        return;
+    }
+    if (early) /* its CANCEL came first, on another receiver */
+        atomic_store(&c->cancelled, 1);
+    if (!m) { /* answered here: nothing to wait for */
+        char why[160];
+        snprintf(why, sizeof why, "method %s is not served by %s", c->env.method,
+                 s->def->name);
+        call_finish(c, AOS_ERR_NOT_FOUND, why, NULL, 0);
+    } else if (m->afn) {
+        if (c->env.deadline_ms && aos_now_ms() > c->env.deadline_ms)
+            call_finish(c, AOS_ERR_TIMEOUT, "deadline passed before it ran", NULL, 0);
+        else if (atomic_load(&c->cancelled))
+            call_finish(c, AOS_ERR_CANCELLED, "cancelled before it ran", NULL, 0);
+        else
+            m->afn(s, c);
+    } else if (m->flags & SRV_INLINE) {
+        run_sync(c);
+    } else {
+        enqueue(s, c);
+    }
+}
+
+/* A CANCEL: stop the call on that link, or, when a retry waits on the same run, only stop
+ * answering this link. One that overtook its request is remembered for it. */
+static void on_cancel(srv *s, uint64_t link_id)
+{
+    if (!link_id)
+        return;
+    pthread_mutex_lock(&s->cmu);
+    call_link *l = link_find(s, link_id);
+    srv_call *c = l ? l->c : NULL;
+    if (!c) {
+        s->early[s->early_next++ % EARLY_CANCELS] = link_id;
+    } else if (c->nlinks > 1) {
+        link_drop(s, c, (int)(l - c->links));
+        c = NULL;
+    } else {
+        call_ref(c);
+    }
+    pthread_mutex_unlock(&s->cmu);
+    if (c) {
+        call_cancel(c);
+        call_unref(c);
+    }
+}
+
+/* STOP: refuse new work, let requests in hand finish (async ones too, with the tick still
+ * cancelling the overdue), flush the outbox, then leave. aosd re-sends anything
+ * unanswered to the next incarnation. */
+static void stop_now(srv *s)
+{
+    uint64_t t0 = aos_mono_ms(), last = t0;
+    while (atomic_load(&s->in_flight) > 0 && aos_mono_ms() - t0 < STOP_DRAIN_MS) {
+        nng_msleep(1);
+        if (aos_mono_ms() - last >= TICK_MS) {
+            tick(s);
+            last = aos_mono_ms();
+        }
+    }
+    for (uint64_t t1 = aos_mono_ms(); aos_mono_ms() - t1 < STOP_FLUSH_MS;) {
+        if (ob_idle(s->ob))
+            break;
+        nng_msleep(1);
+    }
+    if (s->def->close)
+        s->def->close(s);
+    nng_msleep(20); /* nng has no linger: give the last message a moment on the wire */
+    aos_debug("stopped");
+    _exit(0);
+}
+
+static void on_env(srv *s, aos_env *e)
+{
+    switch (e->kind) {
     case AOS_KIND_HEARTBEAT:
-        send_env(s, &e); /* echoed as is: proves the receive path is alive */
+        send_env(s, e, OB_DROPPABLE); /* echoed as is: proves the receive path is alive */
         break;
     case AOS_KIND_STOP:
         atomic_store(&s->stopping, 1);
@@ -398,31 +1166,69 @@ static void handle(srv *s, nng_msg *msg)
         pthread_mutex_unlock(&s->mu);
         break;
     case AOS_KIND_CANCEL:
-        break; /* handlers are short for now; streamed methods will check for it */
-    case AOS_KIND_REQUEST: {
-        s->requests++;
-        if (atomic_load(&s->stopping)) {
-            s->refused++;
-            reply(s, &e, AOS_ERR_UNAVAILABLE, "server is stopping", NULL, 0);
-            break;
-        }
-        /* an unknown method is answered here too: nothing to wait for */
-        const srv_method *m = lookup(s, e.method);
-        if (m && !(m->flags & SRV_INLINE)) {
-            enqueue(s, m, &e);
-            break;
-        }
-        atomic_fetch_add(&s->in_flight, 1);
-        run_request(s, m, &e);
-        atomic_fetch_sub(&s->in_flight, 1);
+        on_cancel(s, e->link_id);
         break;
-    }
+    case AOS_KIND_REQUEST:
+        on_request(s, e);
+        break;
+    case AOS_KIND_REPLY:
+        on_reply(s, e);
+        break;
+    case AOS_KIND_REPLY_PART:
+        break; /* our outbound calls take final replies only */
     default:
-        s->bad_messages++;
-        aos_warn("unexpected envelope kind %d from aosd", e.kind);
+        atomic_fetch_add(&s->bad_messages, 1);
+        aos_warn("unexpected envelope kind %d from aosd", e->kind);
         break;
     }
+}
+
+static void take_one(srv *s, const uint8_t *buf, size_t len)
+{
+    aos_env e;
+    char why[160];
+    if (aos_env_decode(buf, len, &e, why, sizeof why) != AOS_OK) {
+        /* aosd validates before forwarding, so this is a broken peer: count and drop */
+        atomic_fetch_add(&s->bad_messages, 1);
+        aos_warn("malformed envelope from aosd: %s", why);
+        return;
+    }
+    on_env(s, &e);
     aos_env_clear(&e);
+}
+
+/* One message off the link, on an nng thread: never block here. A batch frame is checked
+ * whole before any of it is served, so a malformed one is dropped whole. */
+static void handle(srv *s, nng_msg *msg)
+{
+    const uint8_t *buf = nng_msg_body(msg);
+    size_t len = nng_msg_len(msg);
+    if (!aos_batch_is(buf, len)) {
+        take_one(s, buf, len);
+        nng_msg_free(msg);
+        return;
+    }
+    size_t off = 0, rl, n = 0;
+    const uint8_t *rec;
+    char why[128] = "";
+    aos_err rc;
+    while ((rc = aos_batch_next(buf, len, &off, &rec, &rl, why, sizeof why)) == AOS_OK)
+        if (++n > AOS_BATCH_MAX) {
+            snprintf(why, sizeof why, "over %u records", AOS_BATCH_MAX);
+            rc = AOS_ERR_PROTO;
+            break;
+        }
+    if (rc != AOS_ERR_NOT_FOUND) {
+        atomic_fetch_add(&s->bad_messages, 1);
+        aos_warn("malformed batch frame from aosd (%s): dropped", why);
+        nng_msg_free(msg);
+        return;
+    }
+    atomic_fetch_add(&s->frames_in, 1);
+    off = 0;
+    while (aos_batch_next(buf, len, &off, &rec, &rl, NULL, 0) == AOS_OK)
+        take_one(s, rec, rl);
+    nng_msg_free(msg);
 }
 
 static void on_receive(void *arg)
@@ -466,16 +1272,13 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&s->mu);
         while (!s->head)
             pthread_cond_wait(&s->cv, &s->mu);
-        job *j = s->head;
-        s->head = j->next;
+        srv_call *c = s->head;
+        s->head = c->qnext;
         if (!s->head)
             s->tail = NULL;
         s->queued--;
         pthread_mutex_unlock(&s->mu);
-        run_request(s, j->m, &j->env);
-        atomic_fetch_sub(&s->in_flight, 1);
-        aos_env_clear(&j->env);
-        free(j);
+        run_sync(c);
     }
     return NULL;
 }
@@ -668,7 +1471,7 @@ static void send_ready(srv *s, const sbx_report *r)
         ready.payload = buf;
         ready.payload_len = aos__sandbox_report__pack(&m, buf);
     }
-    send_env(s, &ready);
+    send_env(s, &ready, OB_KEEP);
 }
 
 int srv_main(const srv_def *def, int argc, char **argv)
@@ -678,6 +1481,10 @@ int srv_main(const srv_def *def, int argc, char **argv)
     aos_log_init(prog);
     /* a pipe write to a dead peer must be an error, not a silent death */
     signal(SIGPIPE, SIG_IGN);
+    /* glibc loads the time zone on the first gmtime_r (aos_log's): do it now, while files
+     * may be read. After the sandbox a sanitized build may open /etc/localtime but not
+     * lseek it, and the first warning a server logs killed it with SIGSYS. */
+    tzset();
 
     const char *link = NULL, *name = NULL;
     int test_hooks = 0, migrate = 0, dsn_fd = -1, nkeep = 0;
@@ -715,12 +1522,23 @@ int srv_main(const srv_def *def, int argc, char **argv)
     if (migrate)
         return migrate_main(def, dsn, so.user);
 
+    for (size_t i = 0; i < def->n_methods; i++)
+        if (!def->methods[i].fn == !def->methods[i].afn) {
+            aos_error("method %s.%s needs exactly one of fn and afn", def->name,
+                      def->methods[i].op);
+            return 1;
+        }
     static srv S;
     srv *s = &S;
     s->def = def;
     s->test_hooks = test_hooks;
     s->started_ms = aos_mono_ms();
     s->idem = idem_new(IDEM_SLOTS, IDEM_PAYLOAD_CAP);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    mt_cond_init(&s->stop_cv);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
     if (!s->idem) {
         aos_error("no memory for the replay table");
         return 1;
@@ -752,11 +1570,16 @@ int srv_main(const srv_def *def, int argc, char **argv)
     /* 2. the link to aosd: early, so a dead link ends us whatever happens next */
     if ((rv = nng_pair1_open(&s->sock)) != 0 ||
         (rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
-        (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, SENDBUF)) != 0 ||
+        /* 0: a send completes when the pipe takes the message (see the outbox) */
+        (rv = nng_socket_set_int(s->sock, NNG_OPT_SENDBUF, 0)) != 0 ||
         (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, on_link_add, s)) != 0 ||
         (rv = nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, on_link_gone, s)) != 0 ||
         (rv = nng_dial(s->sock, link, NULL, 0)) != 0) {
         aos_error("cannot link to aosd at %s: %s", link, nng_strerror(rv));
+        return 1;
+    }
+    if (ob_new(s->sock, &s->ob) != AOS_OK) {
+        aos_error("no memory for the outbox");
         return 1;
     }
 
@@ -766,22 +1589,25 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
 
-    /* 4. workers (before the sandbox: clone is not in the allow-lists); they take
-     * requests only once the receivers start, after the sandbox */
+    /* 4. threads (before the sandbox: clone is not in the allow-lists once it is on):
+     * workers, which take requests only once the receivers start, after the sandbox; the
+     * test hooks' pacer; nng's own, started with the socket. The main thread becomes the
+     * deadline tick. def->open started the server's own. */
     s->nworkers = def->workers ? def->workers : 4;
     const char *w = getenv("AOS_WORKERS");
     if (w && atoi(w) > 0)
         s->nworkers = (unsigned)atoi(w);
     if (s->nworkers > WORKERS_MAX)
         s->nworkers = WORKERS_MAX;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    pthread_cond_init(&s->stop_cv, NULL);
     for (unsigned i = 0; i < s->nworkers; i++)
         if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0) {
             aos_error("cannot start worker %u", i);
             return 1;
         }
+    if (s->test_hooks && hooks_start(why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        return 1;
+    }
 
     /* 5. privileges, rlimits, no_new_privs, seccomp */
     if (sbx_apply(&so, &rep, why, sizeof why) != AOS_OK) {
@@ -798,7 +1624,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     send_ready(s, &rep);
     aos_debug("ready");
 
-    /* 7. serve: receivers on nng's threads; this thread waits for STOP */
+    /* 7. serve: receivers on nng's threads; this thread ticks until STOP */
     for (int i = 0; i < RECEIVERS; i++) {
         s->rx[i].s = s;
         if ((rv = nng_aio_alloc(&s->rx[i].aio, on_receive, &s->rx[i])) != 0) {
@@ -807,10 +1633,18 @@ int srv_main(const srv_def *def, int argc, char **argv)
         }
         nng_recv_aio(s->sock, s->rx[i].aio);
     }
-    pthread_mutex_lock(&s->mu);
-    while (!s->stop_asked)
-        pthread_cond_wait(&s->stop_cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (!s->stop_asked) {
+            struct timespec ts = mt_in_us(TICK_MS * 1000u);
+            pthread_cond_timedwait(&s->stop_cv, &s->mu, &ts);
+        }
+        int stop = s->stop_asked;
+        pthread_mutex_unlock(&s->mu);
+        tick(s);
+        if (stop)
+            break;
+    }
     stop_now(s);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* The serve loop every aos server runs: dial aosd's link, open resources, apply the
- * sandbox, report READY, then serve many requests in flight on a pool of workers. */
+ * sandbox, report READY, then serve many requests in flight, streamed and async ones too. */
 #ifndef AOS_SERVE_H
 #define AOS_SERVE_H
 
@@ -7,19 +7,29 @@
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "aos/aos.h"
 #include "aos/envelope.h"
 #include "aos/err.h"
 #include "pg.h"
 
 typedef struct srv srv;               /* a running server; owned by srv_main */
 typedef struct srv_stats srv_stats;   /* a stats reply being built */
+/* One request in hand, from its arrival to its final reply. Owned by the serve loop: a
+ * handler borrows it from the moment it is called until it calls srv_call_done (an async
+ * handler) or returns (a srv_fn, whose reply the loop sends); after that the pointer is
+ * dead. CANCEL, deadlines, retries of the same request id and the STOP drain all work on
+ * calls, whatever kind of handler serves them. */
+typedef struct srv_call srv_call;
 
 /* What a handler fills in. payload is malloc'd by the handler (srv_reply_pb does it) and
- * owned by the serve loop once the handler returns, success or not. */
+ * owned by the serve loop once the handler returns, success or not. call is the request
+ * being served, so that a srv_fn can stream parts (srv_call_part) before it returns; NULL
+ * when the handler runs outside the serve loop (a unit test calling it directly). */
 typedef struct srv_reply {
     uint8_t *payload;
     size_t len;
     char error[AOS_ERRMSG_MAX + 1];
+    srv_call *call;
 } srv_reply;
 
 /* A method handler, called on a worker thread with a validated request envelope (the
@@ -27,14 +37,22 @@ typedef struct srv_reply {
  * Returns the status for the reply; on error, rep->error holds the detailed message. */
 typedef aos_err (*srv_fn)(srv *s, const aos_env *req, srv_reply *rep);
 
+/* An asynchronous handler: called on the thread that received the request (one of nng's),
+ * so it must not block. It takes the call over and answers later from any thread with
+ * srv_call_part (any number of times) and then srv_call_done (exactly once). Work that
+ * waits belongs on the server's own threads, which def->open starts (see srv_def). */
+typedef void (*srv_async_fn)(srv *s, srv_call *call);
+
 /* A method that never blocks (no database, no I/O, bounded work) may run on the thread
- * that received it, saving the hand-off to a worker. Others run on the worker pool. */
+ * that received it, saving the hand-off to a worker. Others run on the worker pool.
+ * Meaningful for fn only: an afn always runs on the receiving thread. */
 #define SRV_INLINE 1u
 
 typedef struct srv_method {
     const char *op;       /* "kv.put": served as "<server>.kv.put" */
-    srv_fn fn;
+    srv_fn fn;            /* exactly one of fn and afn */
     unsigned flags;       /* SRV_INLINE or 0 */
+    srv_async_fn afn;
 } srv_method;
 
 typedef struct srv_def {
@@ -45,7 +63,10 @@ typedef struct srv_def {
      * `--migrate` process aosd starts with the admin DSN; the server itself only ever
      * connects as its own role. */
     const srv_schema *schema;
-    /* Open what the server needs before the sandbox closes the door; may be NULL. */
+    /* Open what the server needs before the sandbox closes the door; may be NULL. This is
+     * also where a server starts its own threads (an event loop, timers for async
+     * handlers): the seccomp allow-list forbids clone() once the sandbox is on, so a
+     * thread started later kills the process. open runs before any request arrives. */
     aos_err (*open)(srv *s, char *why, size_t whylen);
     /* Add server-specific figures to a stats reply; may be NULL. */
     void (*add_stats)(srv *s, srv_stats *st);
@@ -76,5 +97,67 @@ aos_err srv_fail(srv_reply *rep, aos_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Add one figure to a stats reply (text may be NULL). */
 void srv_stat(srv_stats *st, const char *name, int64_t value, const char *text);
+
+/* ---- calls: streaming, async answers, cancellation ---------------------------------- */
+
+/* The request as it arrived (decoded and validated; the payload is still raw bytes to
+ * check). Owned by the call: valid until srv_call_done (or the srv_fn's return). */
+const aos_env *srv_call_env(const srv_call *c);
+srv *srv_call_srv(const srv_call *c);
+
+/* Send one part of a streamed reply: a REPLY_PART with the next index (0, 1, ...). data is
+ * copied. Any thread, any time before srv_call_done; parts of one call leave in the order
+ * of these calls. Blocks while the server's outbox is over its cap (the link is slower
+ * than the handler: that is the back-pressure a streaming handler feels), at most until
+ * the request's deadline. Returns AOS_OK; TOO_BIG for len over AOS_PART_MAX (nothing
+ * sent); CANCELLED once the call was cancelled (the caller went away, aosd sent CANCEL, or
+ * the deadline passed): stop the work and call srv_call_done; TIMEOUT when the deadline
+ * passed while waiting for room; USAGE for a NULL call (a handler run outside the loop). */
+aos_err srv_call_part(srv_call *c, const void *data, size_t len);
+
+/* The final reply: exactly once per call, from any thread (an async handler only: for a
+ * srv_fn the loop sends the reply when it returns). Copies payload (dropped when status
+ * is not AOS_OK, as for srv_fn; err may be NULL: the code's own text is sent). The reply's
+ * seq says how many parts were sent. The outcome is recorded for retries of the same
+ * request id: one arriving later gets this final reply again (not its parts: the seq
+ * still says how many there were), and one that arrived while the call ran gets it too.
+ * Frees the call: c is dead when this returns. If an on_cancel function is running on
+ * another thread this waits for it to return, so none runs after srv_call_done. */
+void srv_call_done(srv_call *c, aos_err status, const char *err, const void *payload,
+                   size_t len);
+
+/* 1 once the call was cancelled (CANCEL from aosd, or its deadline passed). */
+int srv_call_cancelled(const srv_call *c);
+
+/* Have fn(c, arg) run once when the call is cancelled: on the receive thread when CANCEL
+ * arrives or on the serve loop's deadline tick, or at once on this thread if it already
+ * was. It must not block nor take a lock held around srv_call_done or srv_call_part (it
+ * may run while those wait for it); it may call srv_call_done itself. Replaces an earlier
+ * fn; never runs after srv_call_done. */
+void srv_call_on_cancel(srv_call *c, void (*fn)(srv_call *c, void *arg), void *arg);
+
+/* ---- outbound calls: this server calling another one's method, through aosd ---------- */
+
+/* Call method (another server's, "storage.kv.get") with payload, as part of the work for
+ * parent (NULL: none), and wait for its final reply. aosd routes it, checks this server's
+ * right to call it, refuses call cycles and holds the deadline to the parent's: the
+ * deadline sent is now + timeout_ms (0: the parent's remaining time, or 30 s without a
+ * parent), never later than the parent's. Streamed parts of the answer are not delivered:
+ * only the final reply. Returns out->status; out->payload is malloc'd and the caller owns
+ * it (aos_reply_clear). Blocks: for workers and the server's own threads, never an afn, an
+ * SRV_INLINE handler or an on_cancel function (they run on the receive threads that the
+ * reply comes in on). TIMEOUT when no reply came by the deadline. */
+aos_err srv_request(srv *s, const srv_call *parent, const char *method, const void *payload,
+                    size_t len, uint32_t timeout_ms, aos_reply *out);
+
+/* The same without waiting. AOS_OK: done(arg, r) will run exactly once, on a receive
+ * thread when the reply arrives or on the deadline tick (status TIMEOUT). Any other
+ * return (USAGE for a bad method name, TOO_BIG, TIMEOUT when the parent's deadline has
+ * passed, UNAVAILABLE when too many requests wait already): nothing was sent and done
+ * never runs. r and its payload belong to the serve loop and are valid only during done;
+ * done must not block (it may start another request). */
+aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
+                          const void *payload, size_t len, uint32_t timeout_ms,
+                          void (*done)(void *arg, const aos_reply *r), void *arg);
 
 #endif
