@@ -287,6 +287,12 @@ static void fail_campaign(const char *fmt, ...)
     fail_msg("%s", msg);
 }
 
+/* What writer *(int *)arg wrote under key k. */
+static void campaign_want(char *out, size_t cap, long k, void *arg)
+{
+    snprintf(out, cap, "campaign value of writer %d, key %ld", *(int *)arg, k);
+}
+
 static void test_kill_campaign_at_default_intensity(void **st)
 {
     (void)st;
@@ -418,43 +424,13 @@ static void test_kill_campaign_at_default_intensity(void **st)
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
     long checked = 0, lost = 0;
     for (int w = 0; w < WRITERS; w++) {
-        char prefix[16];
+        char prefix[16], bad[256];
         snprintf(prefix, sizeof prefix, "c%d/", w);
-        const char *p[2] = {AGENT, prefix};
-        PGresult *r = PQexecParams(pg,
-            "SELECT convert_from(key, 'UTF8'), convert_from(value, 'UTF8'), version "
-            "FROM storage.kv WHERE agent = $1 AND starts_with(convert_from(key, 'UTF8'), $2)",
-            2, NULL, p, NULL, NULL, 0);
-        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-        long n = atomic_load(&acked[w]);
-        char *seen = calloc((size_t)n + 1, 1);
-        assert_non_null(seen);
-        for (int i = 0; i < PQntuples(r); i++) {
-            long k = atol(PQgetvalue(r, i, 0) + strlen(prefix));
-            char want[96];
-            snprintf(want, sizeof want, "campaign value of writer %d, key %ld", w, k);
-            if (strcmp(PQgetvalue(r, i, 1), want))
-                fail_campaign("%s holds \"%s\"", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
-            if (strcmp(PQgetvalue(r, i, 2), "1"))
-                fail_campaign("%s was applied %s times", PQgetvalue(r, i, 0),
-                              PQgetvalue(r, i, 2));
-            if (k >= 0 && k < n)
-                seen[k] = 1;
-        }
-        for (long k = 0; k < n; k++)
-            if (put_ok[w][k]) {
-                checked++;
-                lost += !seen[k];
-            }
-        free(seen);
-        PQclear(r);
+        if (su_check_puts(pg, AGENT, prefix, atomic_load(&acked[w]), put_ok[w], campaign_want, &w,
+                          &checked, &lost, bad, sizeof bad))
+            fail_campaign("%s", bad);
     }
-    PGresult *r = PQexecParams(pg, "SELECT convert_from(value, 'UTF8') FROM storage.kv "
-                                   "WHERE agent = $1 AND key = 'counter'::bytea",
-                               1, NULL, (const char *const[]){AGENT}, NULL, NULL, 0);
-    assert_int_equal(PQntuples(r), 1);
-    long counter = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    long counter = su_counter(pg, AGENT);
     PQfinish(pg);
     /* and through aos-storage too: the last acknowledged key of each writer */
     for (int w = 0; w < WRITERS; w++) {

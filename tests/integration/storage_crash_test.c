@@ -94,19 +94,6 @@ static int incr_once(aos_conn *c)
     }
 }
 
-/* The value of agent's key "counter", read straight from the database. */
-static long read_counter(PGconn *pg, const char *agent)
-{
-    const char *p[1] = {agent};
-    PGresult *r = PQexecParams(pg, "SELECT convert_from(value, 'UTF8') FROM storage.kv "
-                                   "WHERE agent = $1 AND key = 'counter'::bytea",
-                               1, NULL, p, NULL, NULL, 0);
-    assert_int_equal(PQntuples(r), 1);
-    long counter = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return counter;
-}
-
 static void *writer(void *arg)
 {
     int w = (int)(intptr_t)arg;
@@ -207,7 +194,7 @@ static void test_crash_under_load(void **st)
         free(seen);
         PQclear(r);
     }
-    long counter = read_counter(pg, AGENT);
+    long counter = su_counter(pg, AGENT);
     PQfinish(pg);
     fprintf(stderr, "crash test: %ld keys checked, counter %ld, %ld increments acknowledged, "
             "%ld retries\n", checked, counter, atomic_load(&acked_incrs),
@@ -334,6 +321,12 @@ static int pg_tree(pid_t root, pid_t *out, int cap)
     return n;
 }
 
+/* What restart writer *(int *)arg wrote under key k. */
+static void restart_want(char *out, size_t cap, long k, void *arg)
+{
+    snprintf(out, cap, "restart value %d/%ld", *(int *)arg, k);
+}
+
 static void test_postgres_restarts_fail_nothing(void **st)
 {
     (void)st;
@@ -368,37 +361,13 @@ static void test_postgres_restarts_fail_nothing(void **st)
     assert_int_equal(PQstatus(pg), CONNECTION_OK);
     long checked = 0, lost = 0;
     for (int w = 0; w < WRITERS; w++) {
-        char prefix[16];
+        char prefix[16], bad[256];
         snprintf(prefix, sizeof prefix, "r%d/", w);
-        const char *p[2] = {R_AGENT, prefix};
-        PGresult *r = PQexecParams(pg,
-            "SELECT convert_from(key, 'UTF8'), convert_from(value, 'UTF8'), version "
-            "FROM storage.kv WHERE agent = $1 AND starts_with(convert_from(key, 'UTF8'), $2)",
-            2, NULL, p, NULL, NULL, 0);
-        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-        long n = atomic_load(&r_puts[w]);
-        char *seen = calloc((size_t)n + 1, 1);
-        for (int i = 0; i < PQntuples(r); i++) {
-            long k = atol(PQgetvalue(r, i, 0) + strlen(prefix));
-            char want[64];
-            snprintf(want, sizeof want, "restart value %d/%ld", w, k);
-            if (strcmp(PQgetvalue(r, i, 1), want))
-                fail_msg("%s holds \"%s\"", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
-            if (strcmp(PQgetvalue(r, i, 2), "1"))
-                fail_msg("%s was applied %s times", PQgetvalue(r, i, 0), PQgetvalue(r, i, 2));
-            if (k >= 0 && k < n)
-                seen[k] = 1;
-        }
-        for (long k = 0; k < n; k++) {
-            if (r_acked[w][k]) {
-                checked++;
-                lost += !seen[k];
-            }
-        }
-        free(seen);
-        PQclear(r);
+        if (su_check_puts(pg, R_AGENT, prefix, atomic_load(&r_puts[w]), r_acked[w],
+                          restart_want, &w, &checked, &lost, bad, sizeof bad))
+            fail_msg("%s", bad);
     }
-    long counter = read_counter(pg, R_AGENT);
+    long counter = su_counter(pg, R_AGENT);
     PQfinish(pg);
     fprintf(stderr, "restart test: %d kills of postgres (longest outage %llu ms): %ld "
             "requests acknowledged, %ld failed, %ld acknowledged puts checked, %ld lost, "

@@ -15,4 +15,15 @@ PGconn *su_admin_connect(h_aosd *h);
  * fails the calling cmocka test. */
 long long su_count(PGconn *pg, const char *sql);
 
+/* The writers' check after a crash test: every key "<prefix><k>" of agent must hold
+ * want(k) and have been applied once (version 1); acked[k] (k < n) says which puts were
+ * acknowledged. Adds to *checked the acknowledged ones and to *lost those not found.
+ * Returns 0, or -1 with why (a wrong value, a put applied twice). */
+typedef void (*su_want_fn)(char *out, size_t cap, long k, void *arg);
+int su_check_puts(PGconn *pg, const char *agent, const char *prefix, long n,
+                  const unsigned char *acked, su_want_fn want, void *arg, long *checked,
+                  long *lost, char *why, size_t whylen);
+/* The integer value of key "counter" of agent (fails the calling test if absent). */
+long su_counter(PGconn *pg, const char *agent);
+
 #endif
