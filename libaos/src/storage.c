@@ -11,6 +11,8 @@
 
 #define BLOB_CHUNK (256u << 10)
 #define BLOB_READ (1u << 20)
+/* a chunk the server refuses would make every blob over the lowest usual cap unstorable */
+_Static_assert(BLOB_CHUNK <= AOS_VALUE_MAX_DEFAULT, "a blob chunk is within the value cap");
 
 static aos_err say(char *why, size_t whylen, aos_err e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

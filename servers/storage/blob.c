@@ -8,8 +8,8 @@
 #include "ops.h"
 #include "storage.pb-c.h"
 
-#define SHA_LEN 32
-#define UPLOAD_LEN 16
+_Static_assert(crypto_hash_sha256_BYTES == AOS_SHA256_LEN, "a blob's address is its SHA-256");
+
 
 /* Blob changes of one agent take this lock, so that two uploads cannot both pass the quota
  * check. The second key keeps clear of other advisory locks. */
@@ -88,7 +88,7 @@ static aos_err write_tx(stg_call *c, void *arg)
     dp_text(&p, c->agent);
     if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
-    dp_bytes(&p, rq->upload.data, UPLOAD_LEN);
+    dp_bytes(&p, rq->upload.data, AOS_ID_LEN);
     if ((e = stg_exec(c, &st_usage, &p, &r)))
         return e;
     uint64_t staged = (uint64_t)db_i64(r, 0, 0), used = (uint64_t)db_i64(r, 0, 1);
@@ -121,7 +121,7 @@ aos_err op_blob_write(stg_call *c)
         stg_decode(c, &aos__storage__blob_write_request__descriptor);
     if (!rq)
         return AOS_ERR_PROTO;
-    if ((e = stg_valid_id(rq->upload, UPLOAD_LEN, "upload", why, sizeof why)))
+    if ((e = stg_valid_id(rq->upload, AOS_ID_LEN, "upload", why, sizeof why)))
         e = stg_fail(c, e, "%s", why);
     else if (rq->data.len == 0)
         e = stg_fail(c, AOS_ERR_USAGE, "a chunk needs at least one byte");
@@ -142,7 +142,7 @@ static aos_err info_reply(stg_call *c, const uint8_t *sha)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    dp_bytes(&p, sha, SHA_LEN);
+    dp_bytes(&p, sha, AOS_SHA256_LEN);
     aos_err e = stg_exec(c, &st_info, &p, &r);
     if (e)
         return e;
@@ -153,7 +153,7 @@ static aos_err info_reply(stg_call *c, const uint8_t *sha)
     Aos__Storage__BlobInfo bi = AOS__STORAGE__BLOB_INFO__INIT;
     Aos__Storage__BlobCommitReply rp = AOS__STORAGE__BLOB_COMMIT_REPLY__INIT;
     bi.sha256.data = (uint8_t *)sha;
-    bi.sha256.len = SHA_LEN;
+    bi.sha256.len = AOS_SHA256_LEN;
     bi.size = (uint64_t)db_i64(r, 0, 0);
     bi.created_ms = (uint64_t)db_i64(r, 0, 1);
     rp.blob = &bi;
@@ -171,7 +171,7 @@ static aos_err commit_tx(stg_call *c, void *arg)
     dp_text(&p, c->agent);
     if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
-    dp_bytes(&p, rq->upload.data, UPLOAD_LEN);
+    dp_bytes(&p, rq->upload.data, AOS_ID_LEN);
     if ((e = stg_exec(c, &st_chunks, &p, &r)))
         return e;
     int n = PQntuples(r);
@@ -206,18 +206,18 @@ static aos_err commit_tx(stg_call *c, void *arg)
         PQclear(cr);
     }
     PQclear(r);
-    uint8_t sha[SHA_LEN];
+    uint8_t sha[AOS_SHA256_LEN];
     crypto_hash_sha256_final(&h, sha);
-    if (rq->sha256.len && memcmp(sha, rq->sha256.data, SHA_LEN)) {
-        char got[2 * SHA_LEN + 1], want[2 * SHA_LEN + 1];
-        hex(sha, SHA_LEN, got);
-        hex(rq->sha256.data, SHA_LEN, want);
+    if (rq->sha256.len && memcmp(sha, rq->sha256.data, AOS_SHA256_LEN)) {
+        char got[2 * AOS_SHA256_LEN + 1], want[2 * AOS_SHA256_LEN + 1];
+        hex(sha, AOS_SHA256_LEN, got);
+        hex(rq->sha256.data, AOS_SHA256_LEN, want);
         return stg_fail(c, AOS_ERR_CONFLICT, "content hash mismatch: the upload hashes to %s, "
                         "not %s", got, want);
     }
     db_params s;
     dp_init(&s);
-    dp_bytes(&s, sha, SHA_LEN);
+    dp_bytes(&s, sha, AOS_SHA256_LEN);
     /* The content row, once (dedup); then hold it locked while we add our reference, so
      * that a concurrent last delete cannot drop it under us. */
     for (int tries = 0;; tries++) {
@@ -229,7 +229,7 @@ static aos_err commit_tx(stg_call *c, void *arg)
         PQclear(r);
         if (fresh) {
             q = p;
-            dp_bytes(&q, sha, SHA_LEN);
+            dp_bytes(&q, sha, AOS_SHA256_LEN);
             if ((e = stg_exec_void(c, &st_copy, &q)))
                 return e;
         }
@@ -245,7 +245,7 @@ static aos_err commit_tx(stg_call *c, void *arg)
     db_params q;
     dp_init(&q);
     dp_text(&q, c->agent);
-    dp_bytes(&q, sha, SHA_LEN);
+    dp_bytes(&q, sha, AOS_SHA256_LEN);
     dp_i64(&q, (int64_t)size);
     if ((e = stg_exec(c, &st_ref, &q, &r)))
         return e;
@@ -268,8 +268,8 @@ aos_err op_blob_commit(stg_call *c)
         stg_decode(c, &aos__storage__blob_commit_request__descriptor);
     if (!rq)
         return AOS_ERR_PROTO;
-    if ((e = stg_valid_id(rq->upload, UPLOAD_LEN, "upload", why, sizeof why)) ||
-        (rq->sha256.len && (e = stg_valid_id(rq->sha256, SHA_LEN, "sha256", why, sizeof why))))
+    if ((e = stg_valid_id(rq->upload, AOS_ID_LEN, "upload", why, sizeof why)) ||
+        (rq->sha256.len && (e = stg_valid_id(rq->sha256, AOS_SHA256_LEN, "sha256", why, sizeof why))))
         e = stg_fail(c, e, "%s", why);
     else
         e = stg_tx(c, commit_tx, rq);
@@ -291,13 +291,13 @@ static aos_err read_tx(stg_call *c, void *arg)
     db_params p;
     dp_init(&p);
     dp_text(&p, c->agent);
-    dp_bytes(&p, rq->sha256.data, SHA_LEN);
+    dp_bytes(&p, rq->sha256.data, AOS_SHA256_LEN);
     if ((e = stg_exec(c, &st_info, &p, &r)))
         return e;
     if (PQntuples(r) == 0) {
         PQclear(r);
-        char h[2 * SHA_LEN + 1];
-        hex(rq->sha256.data, SHA_LEN, h);
+        char h[2 * AOS_SHA256_LEN + 1];
+        hex(rq->sha256.data, AOS_SHA256_LEN, h);
         return stg_fail(c, AOS_ERR_NOT_FOUND, "no blob %s", h);
     }
     uint64_t size = (uint64_t)db_i64(r, 0, 0);
@@ -309,7 +309,7 @@ static aos_err read_tx(stg_call *c, void *arg)
         return stg_fail(c, AOS_ERR_NOMEM, "out of memory");
     db_params q;
     dp_init(&q);
-    dp_bytes(&q, rq->sha256.data, SHA_LEN);
+    dp_bytes(&q, rq->sha256.data, AOS_SHA256_LEN);
     dp_i64(&q, (int64_t)from);
     dp_i64(&q, (int64_t)to);
     if ((e = stg_exec(c, &st_read, &q, &r))) {
@@ -354,7 +354,7 @@ aos_err op_blob_read(stg_call *c)
     read_arg a = {rq, rq->length};
     if (!a.len || a.len > c->st->cfg.value_max)
         a.len = (uint32_t)c->st->cfg.value_max;
-    if ((e = stg_valid_id(rq->sha256, SHA_LEN, "sha256", why, sizeof why)))
+    if ((e = stg_valid_id(rq->sha256, AOS_SHA256_LEN, "sha256", why, sizeof why)))
         e = stg_fail(c, e, "%s", why);
     else if (rq->offset > (UINT64_C(1) << 50))
         e = stg_fail(c, AOS_ERR_USAGE, "offset is out of range");
@@ -374,19 +374,19 @@ static aos_err delete_tx(stg_call *c, void *arg)
     dp_text(&p, c->agent);
     if ((e = stg_exec_void(c, &st_lock, &p)))
         return e;
-    dp_bytes(&p, rq->sha256.data, SHA_LEN);
+    dp_bytes(&p, rq->sha256.data, AOS_SHA256_LEN);
     if ((e = stg_exec(c, &st_unref, &p, &r)))
         return e;
     int had = PQntuples(r) == 1;
     PQclear(r);
     if (!had) {
-        char h[2 * SHA_LEN + 1];
-        hex(rq->sha256.data, SHA_LEN, h);
+        char h[2 * AOS_SHA256_LEN + 1];
+        hex(rq->sha256.data, AOS_SHA256_LEN, h);
         return stg_fail(c, AOS_ERR_NOT_FOUND, "no blob %s", h);
     }
     db_params s;
     dp_init(&s);
-    dp_bytes(&s, rq->sha256.data, SHA_LEN);
+    dp_bytes(&s, rq->sha256.data, AOS_SHA256_LEN);
     if ((e = stg_exec(c, &st_refs_down, &s, &r)))
         return e;
     int last = PQntuples(r) == 1 && db_i32(r, 0, 0) <= 0;
@@ -407,7 +407,7 @@ aos_err op_blob_delete(stg_call *c)
         stg_decode(c, &aos__storage__blob_delete_request__descriptor);
     if (!rq)
         return AOS_ERR_PROTO;
-    if ((e = stg_valid_id(rq->sha256, SHA_LEN, "sha256", why, sizeof why)))
+    if ((e = stg_valid_id(rq->sha256, AOS_SHA256_LEN, "sha256", why, sizeof why)))
         e = stg_fail(c, e, "%s", why);
     else
         e = stg_tx(c, delete_tx, rq);
@@ -455,9 +455,9 @@ static aos_err list_tx(stg_call *c, void *arg)
     }
     rp.n_blobs = (size_t)n;
     rp.blobs = bp;
-    uint8_t none[UPLOAD_LEN] = {0};
+    uint8_t none[AOS_ID_LEN] = {0};
     p.n = 1;
-    dp_bytes(&p, none, UPLOAD_LEN);
+    dp_bytes(&p, none, AOS_ID_LEN);
     if ((e = stg_exec(c, &st_usage, &p, &u)))
         goto out;
     rp.used = (uint64_t)db_i64(u, 0, 1);
@@ -482,8 +482,8 @@ aos_err op_blob_list(stg_call *c)
     if (!rq)
         return AOS_ERR_PROTO;
     list_arg a = {.rq = rq};
-    if ((rq->after.len && (e = stg_valid_id(rq->after, SHA_LEN, "after", why, sizeof why))) ||
-        (e = stg_valid_limit(rq->limit, STG_LIST_DEFAULT, STG_LIST_MAX, "limit", &a.limit, why,
+    if ((rq->after.len && (e = stg_valid_id(rq->after, AOS_SHA256_LEN, "after", why, sizeof why))) ||
+        (e = stg_valid_limit(rq->limit, AOS_LIST_DEFAULT, AOS_LIST_MAX, "limit", &a.limit, why,
                              sizeof why)))
         e = stg_fail(c, e, "%s", why);
     else

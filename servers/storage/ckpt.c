@@ -79,7 +79,7 @@ static aos_err save_tx(stg_call *c, void *arg)
 
 aos_err op_ckpt_save(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], name[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], name[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -120,7 +120,7 @@ out:
 
 aos_err op_ckpt_load(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], name[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], name[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -168,7 +168,7 @@ out:
 
 aos_err op_ckpt_list(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], name[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], name[AOS_NAME_MAX + 1];
     aos_err e;
     PGresult *r = NULL;
     Aos__Storage__CheckpointInfo *ci = NULL, **cp = NULL;
@@ -181,7 +181,7 @@ aos_err op_ckpt_list(stg_call *c)
     uint32_t limit;
     if ((rq->name.len &&
          (e = stg_valid_name(rq->name, "checkpoint name", NULL, name, why, sizeof why))) ||
-        (e = stg_valid_limit(rq->limit, STG_LIST_DEFAULT, STG_LIST_MAX, "limit", &limit, why,
+        (e = stg_valid_limit(rq->limit, AOS_LIST_DEFAULT, AOS_LIST_MAX, "limit", &limit, why,
                              sizeof why))) {
         e = stg_fail(c, e, "%s", why);
         goto out;
@@ -244,7 +244,7 @@ static aos_err prune_tx(stg_call *c, void *arg)
 
 aos_err op_ckpt_prune(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], name[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], name[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;

@@ -98,7 +98,7 @@ static aos_err put_tx(stg_call *c, void *arg)
 
 aos_err op_doc_put(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], coll[STG_NAME_MAX + 1], id[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], coll[AOS_NAME_MAX + 1], id[AOS_KEY_MAX + 1];
     aos_err e;
     uint8_t *body = NULL;
     if ((e = stg_need_agent(c)))
@@ -136,7 +136,7 @@ out:
 
 aos_err op_doc_get(stg_call *c)
 {
-    char coll[STG_NAME_MAX + 1], id[STG_KEY_MAX + 1];
+    char coll[AOS_NAME_MAX + 1], id[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -230,7 +230,7 @@ out:
 
 aos_err op_doc_query(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], coll[STG_NAME_MAX + 1], tmp[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], coll[AOS_NAME_MAX + 1], tmp[AOS_KEY_MAX + 1];
     aos_err e;
     uint8_t *filter = NULL;
     if ((e = stg_need_agent(c)))
@@ -245,7 +245,7 @@ aos_err op_doc_query(stg_call *c)
     if ((e = coll_id(c, rq->collection, rq->after, coll, NULL)))
         goto out;
     if ((rq->after.len && (e = stg_valid_key(rq->after, "after", tmp, why, sizeof why))) ||
-        (e = stg_valid_limit(rq->limit, STG_LIST_DEFAULT, STG_LIST_MAX, "limit", &a.limit, why,
+        (e = stg_valid_limit(rq->limit, AOS_LIST_DEFAULT, AOS_LIST_MAX, "limit", &a.limit, why,
                              sizeof why))) {
         e = stg_fail(c, e, "%s", why);
         goto out;
@@ -300,7 +300,7 @@ static aos_err delete_tx(stg_call *c, void *arg)
 
 aos_err op_doc_delete(stg_call *c)
 {
-    char coll[STG_NAME_MAX + 1], id[STG_KEY_MAX + 1];
+    char coll[AOS_NAME_MAX + 1], id[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;

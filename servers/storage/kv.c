@@ -17,11 +17,22 @@ static const db_stmt st_put = {
 static const db_stmt st_incr = {
     "stg_kv_incr",
     "SELECT status, result, message, replayed FROM storage.kv_incr($1, $2, $3, $4, $5)", 5};
+/* expires_at comes as it is (stg_ts_ms): converting it in SQL was a tenth of the query. */
 static const db_stmt st_get = {
     "stg_kv_get",
-    "SELECT value, version, coalesce(floor(extract(epoch FROM expires_at) * 1000)::bigint, 0) "
-    "FROM storage.kv WHERE agent = $1 AND key = $2 "
+    "SELECT value, version, expires_at FROM storage.kv WHERE agent = $1 AND key = $2 "
     "AND (expires_at IS NULL OR expires_at > now())", 2};
+/* Concurrent gets as one statement: the (agent, key) pairs of every waiting get, each
+ * answered by its place in the arrays. Pairs, not key = ANY($2) under one agent, because
+ * the gets that wait together come from many agents; each row still matches its own
+ * agent's key only. One index probe per pair (a nested loop over the primary key). */
+static const db_stmt st_get_group = {
+    "stg_kv_get_group",
+    "SELECT k.value, k.version, k.expires_at, q.i "
+    "FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS q(agent, key, i) "
+    "JOIN storage.kv k ON k.agent = q.agent AND k.key = q.key "
+    "WHERE k.expires_at IS NULL OR k.expires_at > now()", 2};
+static const stg_group get_group = {&st_get_group, {25, 17}};   /* text, bytea */
 /* Two forms of a page, so that a prefix is a bounded index range: with an upper bound and
  * without (an empty prefix, or one of 0xff bytes). */
 #define LIST_COLS                                                                          \
@@ -47,20 +58,21 @@ static const db_stmt st_version = {
 
 /* The row of kv_put / kv_incr: (status, result, message, replayed). The result of a success
  * (first run or replay) goes to *res (n bytes, big-endian int64s, borrowed from r). */
-static aos_err fn_row(stg_call *c, const PGresult *r, size_t want, const uint8_t **res)
+static aos_err fn_row(stg_call *c, const PGresult *r, int row, size_t want,
+                      const uint8_t **res)
 {
-    if (PQntuples(r) != 1 || PQnfields(r) != 4)
+    if (row < 0 || PQntuples(r) != 1 || PQnfields(r) != 4)
         return stg_fail(c, AOS_ERR_INTERNAL, "storage.%s: unexpected result shape", c->op);
-    int st = db_i32(r, 0, 0);
-    if (db_bool(r, 0, 3))
+    int st = db_i32(r, row, 0);
+    if (db_bool(r, row, 3))
         atomic_fetch_add(&c->st->n_replays, 1);
     size_t n;
     if (st != AOS_ERR_OK) {
-        const uint8_t *m = db_bytes(r, 0, 2, &n);
+        const uint8_t *m = db_bytes(r, row, 2, &n);
         return stg_fail(c, aos_err_valid(st) ? (aos_err)st : AOS_ERR_INTERNAL, "%.*s",
                         (int)n, (const char *)m);
     }
-    *res = db_bytes(r, 0, 1, &n);
+    *res = db_bytes(r, row, 1, &n);
     if (n != want)
         return stg_fail(c, AOS_ERR_INTERNAL, "storage.%s: recorded result of %zu bytes",
                         c->op, n);
@@ -75,11 +87,11 @@ static int64_t be64(const uint8_t *p)
     return (int64_t)v;
 }
 
-static aos_err put_finish(stg_call *c, const PGresult *r, void *arg)
+static aos_err put_finish(stg_call *c, const PGresult *r, int row, void *arg)
 {
     (void)arg;
     const uint8_t *res;
-    aos_err e = fn_row(c, r, 8, &res);
+    aos_err e = fn_row(c, r, row, 8, &res);
     if (e)
         return e;
     Aos__Storage__KvPutReply rp = AOS__STORAGE__KV_PUT_REPLY__INIT;
@@ -87,11 +99,11 @@ static aos_err put_finish(stg_call *c, const PGresult *r, void *arg)
     return stg_reply(c, &rp.base);
 }
 
-static aos_err incr_finish(stg_call *c, const PGresult *r, void *arg)
+static aos_err incr_finish(stg_call *c, const PGresult *r, int row, void *arg)
 {
     (void)arg;
     const uint8_t *res;
-    aos_err e = fn_row(c, r, 16, &res);
+    aos_err e = fn_row(c, r, row, 16, &res);
     if (e)
         return e;
     Aos__Storage__KvIncrReply rp = AOS__STORAGE__KV_INCR_REPLY__INIT;
@@ -114,7 +126,7 @@ static aos_err mutation_ok(stg_call *c)
 
 aos_err op_kv_put(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], key[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], key[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = mutation_ok(c)))
         return e;
@@ -140,7 +152,7 @@ aos_err op_kv_put(stg_call *c)
         e = stg_fail(c, AOS_ERR_USAGE, "if_version is out of range");
         goto out;
     }
-    uint8_t fp[32];
+    uint8_t fp[STG_FP_LEN];
     stg_fingerprint(c, fp);
     stg_job job = {.stmt = &st_put, .bytes = rq->value.len, .finish = put_finish,
                    .unique_is_retry = 1};
@@ -161,7 +173,7 @@ out:
 
 aos_err op_kv_incr(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], key[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], key[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = mutation_ok(c)))
         return e;
@@ -173,7 +185,7 @@ aos_err op_kv_incr(stg_call *c)
         e = stg_fail(c, e, "%s", why);
         goto out;
     }
-    uint8_t fp[32];
+    uint8_t fp[STG_FP_LEN];
     stg_fingerprint(c, fp);
     stg_job job = {.stmt = &st_incr, .bytes = 8, .finish = incr_finish,
                    .unique_is_retry = 1};
@@ -189,21 +201,27 @@ out:
     return e;
 }
 
-static aos_err get_finish(stg_call *c, const PGresult *r, void *arg)
+/* The reply of a get from its row (of st_get or of the group's statement). */
+static aos_err get_finish(stg_call *c, const PGresult *r, int row, void *arg)
 {
     const char *key = arg;
-    if (PQntuples(r) == 0)
+    if (row < 0)
         return stg_fail(c, AOS_ERR_NOT_FOUND, "no key \"%.200s\"", key);
     Aos__Storage__KvGetReply rp = AOS__STORAGE__KV_GET_REPLY__INIT;
-    rp.value.data = (uint8_t *)db_bytes(r, 0, 0, &rp.value.len);
-    rp.version = (uint64_t)db_i64(r, 0, 1);
-    rp.expires_at_ms = (uint64_t)db_i64(r, 0, 2);
+    rp.value.data = (uint8_t *)db_bytes(r, row, 0, &rp.value.len);
+    rp.version = (uint64_t)db_i64(r, row, 1);
+    rp.expires_at_ms = (uint64_t)stg_ts_ms(r, row, 2);
     return stg_reply(c, &rp.base);
+}
+
+stg_batcher *stg_get_batcher_new(unsigned max_leaders)
+{
+    return batcher_new_group(&get_group, max_leaders);
 }
 
 aos_err op_kv_get(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], key[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], key[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -214,7 +232,7 @@ aos_err op_kv_get(stg_call *c)
         e = stg_fail(c, e, "%s", why);
         goto out;
     }
-    stg_job job = {.stmt = &st_get, .bytes = 0, .finish = get_finish, .arg = key};
+    stg_job job = {.stmt = &st_get, .bytes = rq->key.len, .finish = get_finish, .arg = key};
     dp_init(&job.p);
     dp_text(&job.p, c->agent);
     dp_bytes(&job.p, rq->key.data, rq->key.len);
@@ -226,7 +244,7 @@ aos_err op_kv_get(stg_call *c)
             goto out;
         if ((e = stg_exec(c, &st_get, &job.p, &r)))
             goto out;
-        e = get_finish(c, r, key);
+        e = get_finish(c, r, PQntuples(r) > 0 ? 0 : -1, key);
         PQclear(r);
     }
 out:
@@ -236,7 +254,7 @@ out:
 
 aos_err op_kv_list(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], tmp[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], tmp[AOS_KEY_MAX + 1];
     aos_err e;
     PGresult *r = NULL;
     Aos__Storage__KvEntry *ents = NULL, **eptr = NULL;
@@ -249,14 +267,14 @@ aos_err op_kv_list(stg_call *c)
     uint32_t limit;
     if ((rq->prefix.len && (e = stg_valid_key(rq->prefix, "prefix", tmp, why, sizeof why))) ||
         (rq->after.len && (e = stg_valid_key(rq->after, "after", tmp, why, sizeof why))) ||
-        (e = stg_valid_limit(rq->limit, STG_LIST_DEFAULT, STG_LIST_MAX, "limit", &limit, why,
+        (e = stg_valid_limit(rq->limit, AOS_LIST_DEFAULT, AOS_LIST_MAX, "limit", &limit, why,
                              sizeof why))) {
         e = stg_fail(c, e, "%s", why);
         goto out;
     }
     if ((e = stg_check_deadline(c)))
         goto out;
-    uint8_t end[STG_KEY_MAX];
+    uint8_t end[AOS_KEY_MAX];
     size_t endlen = stg_prefix_end(rq->prefix.data, rq->prefix.len, end);
     db_params p;
     dp_init(&p);
@@ -348,7 +366,7 @@ static aos_err delete_tx(stg_call *c, void *arg)
 
 aos_err op_kv_delete(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], key[STG_KEY_MAX + 1];
+    char why[AOS_ERRMSG_MAX], key[AOS_KEY_MAX + 1];
     aos_err e;
     if ((e = mutation_ok(c)))
         return e;

@@ -76,7 +76,7 @@ static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *
 STG_OP_TABLE(WRAP)
 #undef WRAP
 
-#define METHOD(name, fn) {name, w_##fn, 0},
+#define METHOD(name, h) {.op = name, .fn = w_##h},
 static const srv_method methods[] = {STG_OP_TABLE(METHOD)};
 #undef METHOD
 
@@ -102,14 +102,15 @@ static aos_err st_open(srv *s, char *why, size_t whylen)
     /* One group commit at a time: a batch never waits for another's row locks, so batches
      * cannot deadlock, and the next batch gathers while this one commits. */
     st->puts = batcher_new(1, 1);
-    /* Reads are not batched by default: a read costs PostgreSQL little, and handing it to
-     * a leader thread costs two context switches, which measured dearer on 2 cores.
-     * AOS_STORAGE_BATCH_GETS=1 pipelines concurrent reads instead. */
-    const char *bg = getenv("AOS_STORAGE_BATCH_GETS");
-    if (bg && !strcmp(bg, "1"))
-        st->gets = batcher_new(0, 2);
+    /* Concurrent kv.gets become one statement: PostgreSQL's cost of a statement (executor
+     * set-up, a round trip, two wake-ups) is most of a key lookup's. */
+    if (cfg.get_leaders)
+        st->gets = stg_get_batcher_new(cfg.get_leaders);
     st->notify = notify_new(srv_pg_dsn(s), geteuid() == 0);
-    if (!st->puts) {
+    if (!st->puts || (cfg.get_leaders && !st->gets)) {
+        batcher_free(st->puts);
+        batcher_free(st->gets);
+        notify_free(st->notify);
         snprintf(why, whylen, "out of memory");
         free(st);
         return AOS_ERR_NOMEM;
@@ -135,8 +136,11 @@ static void st_stats(srv *s, srv_stats *out)
              "transactions run again after the database went away or a race was lost");
     srv_stat(out, "db_waited_ms", (int64_t)atomic_load(&st->n_waited_ms),
              "time requests spent waiting for the database to come back");
-    srv_stat(out, "batches", (int64_t)b, "group commits and read pipelines");
+    srv_stat(out, "batches", (int64_t)b, "group commits");
     srv_stat(out, "batched", (int64_t)n, "requests carried by them");
+    srv_stat(out, "get_groups", (int64_t)atomic_load(&st->n_groups),
+             "statements that answered concurrent kv.gets");
+    srv_stat(out, "get_grouped", (int64_t)atomic_load(&st->n_grouped), "kv.gets they answered");
     srv_stat(out, "value_max", (int64_t)st->cfg.value_max, NULL);
     srv_stat(out, "blob_quota", (int64_t)st->cfg.blob_quota, NULL);
     srv_stat(out, "queue_listening", notify_listening(st->notify),

@@ -11,6 +11,9 @@ aos_err op_kv_get(stg_call *c);
 aos_err op_kv_list(stg_call *c);
 aos_err op_kv_delete(stg_call *c);
 aos_err op_kv_incr(stg_call *c);
+/* The batcher that answers concurrent kv.gets with one statement (stg.gets); caller owns
+ * it: batcher_free. */
+stg_batcher *stg_get_batcher_new(unsigned max_leaders);
 /* doc.c */
 aos_err op_doc_put(stg_call *c);
 aos_err op_doc_get(stg_call *c);

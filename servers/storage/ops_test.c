@@ -70,7 +70,7 @@ static int setup(void **state)
     t->st.cfg.max_tries = 3;
     t->st.max_waiting = 4;
     t->st.puts = batcher_new(1, 1);
-    t->st.gets = batcher_new(0, 2);
+    t->st.gets = stg_get_batcher_new(1);
     t->st.notify = notify_new(t->dsn, 0);
     T_ = t;
     *state = t;
@@ -659,6 +659,178 @@ static void test_batch_concurrency(void **state)
     assert_int_equal(atoi(buf), WRITERS * WRITES);
     assert_int_equal(admin_count(t, "SELECT count(*) FROM storage.kv WHERE agent = 'batch'"),
                      WRITERS * WRITES + 1);
+}
+
+/* ---- concurrent gets as one statement ------------------------------------------ */
+
+typedef struct getter {
+    const char *agent, *key;
+    uint64_t deadline_ms;          /* 0: none */
+    PGconn *db;                    /* its own, as each worker has */
+    aos_err e;
+    db_retry retry;                /* what its db_run would have been told */
+    char value[64], error[AOS_ERRMSG_MAX + 1];
+    uint64_t version, expires_at_ms;
+    pthread_t th;
+} getter;
+
+static void *getter_main(void *arg)
+{
+    getter *g = arg;
+    T *t = T_;
+    Aos__Storage__KvGetRequest rq = AOS__STORAGE__KV_GET_REQUEST__INIT;
+    rq.key = S(g->key);
+    uint8_t buf[600];
+    srv_reply rep;
+    memset(&rep, 0, sizeof rep);
+    stg_call c = {.st = &t->st, .db = g->db, .agent = g->agent, .op = "kv.get",
+                  .deadline_ms = g->deadline_ms, .payload = buf,
+                  .len = protobuf_c_message_pack(&rq.base, buf), .rep = &rep};
+    (void)db_retry_take();
+    g->e = op_kv_get(&c);
+    g->retry = db_retry_take();
+    snprintf(g->error, sizeof g->error, "%s", rep.error);
+    if (!g->e) {
+        Aos__Storage__KvGetReply *rp =
+            aos__storage__kv_get_reply__unpack(NULL, rep.len, rep.payload);
+        if (rp) {
+            snprintf(g->value, sizeof g->value, "%.*s", (int)rp->value.len,
+                     (const char *)rp->value.data);
+            g->version = rp->version;
+            g->expires_at_ms = rp->expires_at_ms;
+            aos__storage__kv_get_reply__free_unpacked(rp, NULL);
+        }
+    }
+    done(&rep);
+    return NULL;
+}
+
+static void getter_start(T *t, getter *g, const char *agent, const char *key)
+{
+    memset(g, 0, sizeof *g);
+    g->agent = agent;
+    g->key = key;
+    g->db = PQconnectdb(t->dsn);
+    assert_int_equal(PQstatus(g->db), CONNECTION_OK);
+    pthread_create(&g->th, NULL, getter_main, g);
+}
+
+static void getter_join(getter *g)
+{
+    pthread_join(g->th, NULL);
+    PQfinish(g->db);
+}
+
+/* Until n of aos_storage's backends (but not_pid's) wait on a lock: the leader's statement
+ * stuck behind the test's LOCK TABLE. mon is outside the locking transaction, whose view
+ * of pg_stat_activity would not change. */
+#define LOCK_WAITERS "FROM pg_stat_activity WHERE usename = 'aos_storage' AND " \
+                     "wait_event_type = 'Lock' AND pid <> $1::int"
+static void wait_lock_waiters(PGconn *mon, int n, int not_pid)
+{
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", not_pid);
+    const char *v[1] = {pid};
+    for (int i = 0; i < 500; i++) {
+        PGresult *r = PQexecParams(mon, "SELECT count(*) " LOCK_WAITERS, 1, NULL, v, NULL,
+                                   NULL, 0);
+        int got = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+        PQclear(r);
+        if (got == n)
+            return;
+        nap_ms(10);
+    }
+    fail_msg("%d gets did not come to wait on the lock", n);
+}
+
+static void test_get_group(void **state)
+{
+    NEED_PG(state);
+    PGresult *r = PQexec(t->admin,
+        "INSERT INTO storage.kv (agent, key, value, version, expires_at) VALUES "
+        "('g0', 'k', 'v0', 1, NULL), ('g1', 'k', 'v1', 3, '2100-01-01 00:00:00+00'), "
+        "('g5', 'k', '', 1, NULL), ('g6', 'k', 'old', 1, now() - interval '1 s')");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    uint64_t groups0 = atomic_load(&t->st.n_groups), grouped0 = atomic_load(&t->st.n_grouped);
+    PGconn *mon = PQconnectdb(testpg_dsn(t->pg, "aos_admin"));
+    assert_int_equal(PQstatus(mon), CONNECTION_OK);
+
+    /* The first get leads at once, and is held in PostgreSQL behind a table lock; the
+     * gets that come meanwhile wait, and go together as one statement once it is done. */
+    r = PQexec(t->admin, "BEGIN; LOCK TABLE storage.kv IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    getter g[9];
+    getter_start(t, &g[0], "g0", "k");
+    wait_lock_waiters(mon, 1, 0);
+    getter_start(t, &g[1], "g1", "k");      /* found, with a version and an expiry */
+    getter_start(t, &g[2], "g2", "k");      /* missing: NOT_FOUND to it alone */
+    getter_start(t, &g[3], "h", "k");       /* g0 has "k", h does not: its own namespace */
+    getter_start(t, &g[4], "g0", "k");      /* the same key twice in one group */
+    getter_start(t, &g[5], "g5", "k");      /* an empty value */
+    getter_start(t, &g[6], "g6", "k");      /* expired: absent */
+    getter_start(t, &g[7], "g7", "bad\x01key");   /* refused before it is queued */
+    memset(&g[8], 0, sizeof g[8]);
+    g[8].agent = "g1";
+    g[8].key = "k";
+    g[8].deadline_ms = aos_now_ms() + 100;  /* passes while it waits: TIMEOUT */
+    g[8].db = PQconnectdb(t->dsn);
+    pthread_create(&g[8].th, NULL, getter_main, &g[8]);
+    nap_ms(300);
+    r = PQexec(t->admin, "COMMIT");
+    PQclear(r);
+    for (int i = 0; i < 9; i++)
+        getter_join(&g[i]);
+
+    assert_int_equal(g[0].e, AOS_ERR_OK);
+    assert_string_equal(g[0].value, "v0");
+    assert_int_equal(g[1].e, AOS_ERR_OK);
+    assert_string_equal(g[1].value, "v1");
+    assert_int_equal(g[1].version, 3);
+    assert_int_equal(g[1].expires_at_ms, UINT64_C(4102444800000));
+    assert_int_equal(g[2].e, AOS_ERR_NOT_FOUND);
+    assert_non_null(strstr(g[2].error, "no key \"k\""));
+    assert_int_equal(g[3].e, AOS_ERR_NOT_FOUND);
+    assert_int_equal(g[4].e, AOS_ERR_OK);
+    assert_string_equal(g[4].value, "v0");
+    assert_int_equal(g[4].expires_at_ms, 0);
+    assert_int_equal(g[5].e, AOS_ERR_OK);
+    assert_string_equal(g[5].value, "");
+    assert_int_equal(g[6].e, AOS_ERR_NOT_FOUND);
+    assert_int_equal(g[7].e, AOS_ERR_USAGE);
+    assert_int_equal(g[8].e, AOS_ERR_TIMEOUT);
+    /* the leader alone, then the six live ones in one statement */
+    assert_int_equal(atomic_load(&t->st.n_groups) - groups0, 2);
+    assert_int_equal(atomic_load(&t->st.n_grouped) - grouped0, 7);
+
+    /* The connection of a group's leader dies under it: every get of the group fails
+     * with UNAVAILABLE and the verdict "wait for the database and run again", none OK. */
+    r = PQexec(t->admin, "BEGIN; LOCK TABLE storage.kv IN ACCESS EXCLUSIVE MODE");
+    PQclear(r);
+    getter_start(t, &g[0], "g0", "k");
+    wait_lock_waiters(mon, 1, 0);
+    for (int i = 1; i < 5; i++)
+        getter_start(t, &g[i], "g1", "k");
+    nap_ms(300);
+    /* the first leader goes; the group's leader takes its place behind the lock */
+    char pid0[16];
+    snprintf(pid0, sizeof pid0, "%d", PQbackendPID(g[0].db));
+    const char *v[1] = {pid0};
+    PQclear(PQexecParams(mon, "SELECT pg_terminate_backend($1::int)", 1, NULL, v, NULL, NULL,
+                         0));
+    wait_lock_waiters(mon, 1, PQbackendPID(g[0].db));
+    PQclear(PQexecParams(mon, "SELECT pg_terminate_backend(pid) " LOCK_WAITERS, 1, NULL, v,
+                         NULL, NULL, 0));
+    for (int i = 0; i < 5; i++)
+        getter_join(&g[i]);
+    r = PQexec(t->admin, "COMMIT");
+    PQclear(r);
+    PQfinish(mon);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(g[i].e, AOS_ERR_UNAVAILABLE);
+        assert_int_equal(g[i].retry, DB_WAIT);
+    }
 }
 
 /* ---- documents --------------------------------------------------------------------- */
@@ -1357,6 +1529,7 @@ int main(void)
         cmocka_unit_test(test_isolation),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_batch_concurrency),
+        cmocka_unit_test(test_get_group),
         cmocka_unit_test(test_docs),
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_checkpoints),

@@ -9,11 +9,13 @@
 #include "ops.h"
 #include "storage.pb-c.h"
 
-#define RECV_MAX 100
 #define VIS_DEFAULT_MS 30000u
 #define VIS_MAX_MS (12u * 3600 * 1000)
 #define DELAY_MAX_MS (UINT64_C(7) * 24 * 3600 * 1000)
 #define DEAD_SUFFIX ".dead"
+_Static_assert(sizeof DEAD_SUFFIX - 1 < AOS_NAME_MAX, "a queue has room for its dead letters' name");
+/* receipts are PostgreSQL uuids, handed to clients as they are */
+_Static_assert(AOS_RECEIPT_LEN == 16, "a receipt is a uuid's 16 bytes");
 #define INBOX "inbox"
 
 static const db_stmt st_send = {
@@ -94,10 +96,10 @@ static aos_err queue_name(stg_call *c, ProtobufCBinaryData b, char *out)
     aos_err e = stg_valid_name(b, "queue", NULL, out, why, sizeof why);
     if (e)
         return stg_fail(c, e, "%s", why);
-    if (!is_dead_queue(out) && strlen(out) > STG_NAME_MAX - strlen(DEAD_SUFFIX))
+    if (!is_dead_queue(out) && strlen(out) > AOS_NAME_MAX - strlen(DEAD_SUFFIX))
         return stg_fail(c, AOS_ERR_TOO_BIG, "queue name is %zu bytes, at most %zu allowed "
                         "(room for \"" DEAD_SUFFIX "\")", strlen(out),
-                        STG_NAME_MAX - strlen(DEAD_SUFFIX));
+                        AOS_NAME_MAX - strlen(DEAD_SUFFIX));
     return AOS_ERR_OK;
 }
 
@@ -133,7 +135,7 @@ static aos_err send_tx(stg_call *c, void *arg)
 
 aos_err op_queue_send(stg_call *c)
 {
-    char queue[STG_NAME_MAX + 1], to[AOS_AGENT_ID_MAX + 1];
+    char queue[AOS_NAME_MAX + 1], to[AOS_AGENT_ID_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -165,8 +167,9 @@ aos_err op_queue_send(stg_call *c)
                      "(AOS_STORAGE_VALUE_MAX)", rq->body.len, c->st->cfg.value_max);
     } else if (rq->delay_ms > DELAY_MAX_MS) {
         e = stg_fail(c, AOS_ERR_USAGE, "delay_ms is more than seven days");
-    } else if (a.max_tries > 1000) {
-        e = stg_fail(c, AOS_ERR_USAGE, "max_tries is %u, at most 1000 allowed", a.max_tries);
+    } else if (a.max_tries > STG_TRIES_MAX) {
+        e = stg_fail(c, AOS_ERR_USAGE, "max_tries is %u, at most %u allowed", a.max_tries,
+                     STG_TRIES_MAX);
     } else {
         e = stg_tx(c, send_tx, &a);
     }
@@ -286,7 +289,7 @@ static uint64_t next_visible(stg_call *c, const char *queue)
 
 aos_err op_queue_recv(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], queue[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], queue[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -297,7 +300,7 @@ aos_err op_queue_recv(stg_call *c)
     recv_arg a = {.queue = queue, .vis = rq->visibility_ms ? rq->visibility_ms : VIS_DEFAULT_MS};
     if ((e = queue_name(c, rq->queue, queue)))
         goto out;
-    if ((e = stg_valid_limit(rq->max, 1, RECV_MAX, "max", &a.max, why, sizeof why))) {
+    if ((e = stg_valid_limit(rq->max, 1, AOS_QUEUE_RECV_MAX, "max", &a.max, why, sizeof why))) {
         e = stg_fail(c, e, "%s", why);
         goto out;
     }
@@ -419,11 +422,11 @@ static aos_err nack_tx(stg_call *c, void *arg)
 static aos_err ack_common(stg_call *c, ProtobufCBinaryData qb, uint64_t id,
                           ProtobufCBinaryData receipt, uint32_t delay, stg_tx_fn fn)
 {
-    char why[AOS_ERRMSG_MAX], queue[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], queue[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = queue_name(c, qb, queue)))
         return e;
-    if ((e = stg_valid_id(receipt, 16, "receipt", why, sizeof why)))
+    if ((e = stg_valid_id(receipt, AOS_RECEIPT_LEN, "receipt", why, sizeof why)))
         return stg_fail(c, e, "%s", why);
     if (id == 0 || id > INT64_MAX)
         return stg_fail(c, AOS_ERR_USAGE, "message id is out of range");

@@ -74,7 +74,7 @@ static aos_err append_tx(stg_call *c, void *arg)
 
 aos_err op_step_append(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], run[STG_NAME_MAX + 1], kind[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], run[AOS_NAME_MAX + 1], kind[AOS_NAME_MAX + 1];
     aos_err e;
     if ((e = stg_need_agent(c)))
         return e;
@@ -100,7 +100,7 @@ aos_err op_step_append(stg_call *c)
 
 aos_err op_step_read(stg_call *c)
 {
-    char why[AOS_ERRMSG_MAX], run[STG_NAME_MAX + 1];
+    char why[AOS_ERRMSG_MAX], run[AOS_NAME_MAX + 1];
     aos_err e;
     PGresult *r = NULL, *l = NULL;
     Aos__Storage__Step *steps = NULL, **sp = NULL;
@@ -112,7 +112,7 @@ aos_err op_step_read(stg_call *c)
         return AOS_ERR_PROTO;
     uint32_t limit;
     if ((e = stg_valid_name(rq->run, "run", NULL, run, why, sizeof why)) ||
-        (e = stg_valid_limit(rq->limit, STG_LIST_DEFAULT, STG_LIST_MAX, "limit", &limit, why,
+        (e = stg_valid_limit(rq->limit, AOS_LIST_DEFAULT, AOS_LIST_MAX, "limit", &limit, why,
                              sizeof why))) {
         e = stg_fail(c, e, "%s", why);
         goto out;

@@ -11,16 +11,24 @@
 
 #include "aos/envelope.h"
 #include "aos/err.h"
+#include "aos/storage.h"
 #include "db.h"
 #include "serve.h"
 
-#define STG_KEY_MAX 512            /* bytes of a kv key or a document id */
-#define STG_NAME_MAX 128           /* collections, queues, runs, checkpoint names */
-#define STG_VALUE_MAX_DEFAULT (1u << 20)
-#define STG_VALUE_MAX_CEIL (3u << 20)  /* the envelope (AOS_MSG_MAX 4 MiB) must still fit */
+/* The limits clients see (keys, names, pages, values, receipts) are libaos's, defined once
+ * in aos/storage.h; below only what is the server's own. */
+#define STG_VALUE_MAX_CEIL (3u << 20)  /* highest AOS_STORAGE_VALUE_MAX */
 #define STG_PAGE_BYTES (2u << 20)  /* values carried by one list/read reply */
-#define STG_LIST_DEFAULT 100
-#define STG_LIST_MAX 1000
+#define STG_TRIES_MAX 1000         /* deliveries of a queue message before "dead" */
+#define STG_FP_LEN 32              /* a request's fingerprint: SHA-256 */
+/* What a reply or request carries besides its value: the envelope, a key, names. */
+#define STG_ENVELOPE_SLACK (64u << 10)
+_Static_assert(AOS_VALUE_MAX_DEFAULT <= STG_VALUE_MAX_CEIL, "the default cap is allowed");
+_Static_assert(STG_VALUE_MAX_CEIL + STG_ENVELOPE_SLACK <= AOS_MSG_MAX,
+               "a value at the highest cap fits one message with its envelope");
+_Static_assert(STG_PAGE_BYTES + (AOS_LIST_MAX + 1) * (AOS_KEY_MAX + 32) + STG_ENVELOPE_SLACK
+                   <= AOS_MSG_MAX,
+               "a full page of entries (keys, sizes, values up to the page cap) fits one message");
 #define STG_BATCH_MAX 64           /* requests one group commit or pipeline carries */
 
 typedef struct stg_cfg {
@@ -29,6 +37,8 @@ typedef struct stg_cfg {
     uint32_t max_tries;            /* AOS_STORAGE_MAX_TRIES: queue deliveries before dead */
     uint64_t idem_ttl_ms;          /* AOS_STORAGE_IDEM_TTL_MS: how long results are kept */
     unsigned workers;              /* AOS_STORAGE_WORKERS */
+    unsigned get_leaders;          /* AOS_STORAGE_GET_LEADERS: kv.get groups running at
+                                    * once; 0: no grouping, each worker reads alone */
 } stg_cfg;
 
 /* Read the configuration from the environment; why says which variable is wrong. */
@@ -41,9 +51,10 @@ typedef struct stg_notify stg_notify;     /* notify.c */
 typedef struct stg {
     stg_cfg cfg;
     stg_batcher *puts;             /* group commit of kv.put / kv.incr */
-    stg_batcher *gets;             /* pipelined kv.get; NULL: each worker reads alone */
+    stg_batcher *gets;             /* grouped kv.get; NULL: each worker reads alone */
     stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
     atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
+    atomic_uint_fast64_t n_groups, n_grouped;     /* kv.get statements, and gets they answered */
     atomic_uint_fast64_t n_reruns, n_waited_ms;   /* db_run's, see db.h */
     atomic_uint_fast64_t last_sweep_ms;
     /* queue receivers waiting now, and how many may: each holds a worker, and a server
@@ -87,11 +98,11 @@ void stg_free(void *m);
 
 /* ---- validation (valid.c); each writes a message naming `what` --------------------- */
 
-/* 1..STG_KEY_MAX bytes of UTF-8 without control characters; copied NUL-terminated into
- * out (STG_KEY_MAX + 1 bytes). */
+/* 1..AOS_KEY_MAX bytes of UTF-8 without control characters; copied NUL-terminated into
+ * out (AOS_KEY_MAX + 1 bytes). */
 aos_err stg_valid_key(ProtobufCBinaryData b, const char *what, char *out, char *why,
                       size_t whylen);
-/* [A-Za-z0-9_.:-]{1,STG_NAME_MAX}; copied into out (STG_NAME_MAX + 1). An empty b gives
+/* [A-Za-z0-9_.:-]{1,AOS_NAME_MAX}; copied into out (AOS_NAME_MAX + 1). An empty b gives
  * dflt when dflt is not NULL. */
 aos_err stg_valid_name(ProtobufCBinaryData b, const char *what, const char *dflt, char *out,
                        char *why, size_t whylen);
@@ -117,6 +128,10 @@ size_t stg_prefix_end(const uint8_t *p, size_t n, uint8_t *out);
 aos_err stg_exec(stg_call *c, const db_stmt *st, const db_params *p, PGresult **r);
 /* stg_exec for a statement whose rows nobody reads. */
 aos_err stg_exec_void(stg_call *c, const db_stmt *st, const db_params *p);
+/* A timestamptz column (binary: microseconds since 2000-01-01) as epoch milliseconds,
+ * rounded down; 0 when NULL. Cheaper than asking PostgreSQL for extract(epoch ...), whose
+ * numeric expression costs more to set up on each execution than the lookup itself. */
+int64_t stg_ts_ms(const PGresult *r, int row, int col);
 /* stg_exec for one number: *v is the first column of the first row, 0 when there is no row
  * (a version lookup that finds nothing). */
 aos_err stg_exec_i64(stg_call *c, const db_stmt *st, const db_params *p, int64_t *v);
@@ -136,7 +151,7 @@ aos_err stg_tx(stg_call *c, stg_tx_fn fn, void *arg);
 aos_err stg_read_tx(stg_call *c, stg_tx_fn fn, void *arg);
 
 /* The fingerprint of a request: SHA-256 of op, a NUL and the payload. */
-void stg_fingerprint(const stg_call *c, uint8_t out[32]);
+void stg_fingerprint(const stg_call *c, uint8_t out[STG_FP_LEN]);
 
 /* Expired keys, old idempotency records and abandoned uploads, at most once per 10 s. */
 void stg_sweep(stg_call *c);

@@ -7,6 +7,9 @@
 #include "pidem.h"
 #include "stg.h"
 
+/* stg_fingerprint fills the record's fingerprint */
+_Static_assert(PIDEM_FP_LEN == STG_FP_LEN, "fingerprints agree with pidem's records");
+
 static void rollback(stg_call *c)
 {
     /* Best effort: on a broken connection the transaction is gone with it. */

@@ -64,6 +64,15 @@ aos_err stg_exec_void(stg_call *c, const db_stmt *st, const db_params *p)
     return e;
 }
 
+int64_t stg_ts_ms(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    int64_t us = db_i64(r, row, col);
+    int64_t ms = us / 1000 - (us % 1000 < 0);   /* floor, also before 2000 */
+    return ms + INT64_C(946684800000);           /* 2000-01-01 in epoch ms */
+}
+
 aos_err stg_exec_i64(stg_call *c, const db_stmt *st, const db_params *p, int64_t *v)
 {
     PGresult *r;
@@ -112,7 +121,9 @@ void stg_free(void *m)
         protobuf_c_message_free_unpacked(m, NULL);
 }
 
-void stg_fingerprint(const stg_call *c, uint8_t out[32])
+_Static_assert(crypto_hash_sha256_BYTES == STG_FP_LEN, "a fingerprint is a SHA-256");
+
+void stg_fingerprint(const stg_call *c, uint8_t out[STG_FP_LEN])
 {
     crypto_hash_sha256_state h;
     crypto_hash_sha256_init(&h);
@@ -142,20 +153,22 @@ static aos_err env_u64(const char *name, uint64_t lo, uint64_t hi, uint64_t *out
 
 aos_err stg_cfg_load(stg_cfg *cfg, char *why, size_t whylen)
 {
-    uint64_t vmax = STG_VALUE_MAX_DEFAULT, quota = 1ull << 30, tries = 5,
-             idem_ttl = 24ull * 3600 * 1000, workers = 16;
+    uint64_t vmax = AOS_VALUE_MAX_DEFAULT, quota = 1ull << 30, tries = 5,
+             idem_ttl = 24ull * 3600 * 1000, workers = 16, get_leaders = 1;
     aos_err e;
     if ((e = env_u64("AOS_STORAGE_VALUE_MAX", 1, STG_VALUE_MAX_CEIL, &vmax, why, whylen)) ||
         (e = env_u64("AOS_STORAGE_BLOB_QUOTA", 0, UINT64_C(1) << 50, &quota, why, whylen)) ||
-        (e = env_u64("AOS_STORAGE_MAX_TRIES", 1, 1000, &tries, why, whylen)) ||
+        (e = env_u64("AOS_STORAGE_MAX_TRIES", 1, STG_TRIES_MAX, &tries, why, whylen)) ||
         (e = env_u64("AOS_STORAGE_IDEM_TTL_MS", 60000, UINT64_C(1) << 40, &idem_ttl, why,
                      whylen)) ||
-        (e = env_u64("AOS_STORAGE_WORKERS", 1, 64, &workers, why, whylen)))
+        (e = env_u64("AOS_STORAGE_WORKERS", 1, 64, &workers, why, whylen)) ||
+        (e = env_u64("AOS_STORAGE_GET_LEADERS", 0, 8, &get_leaders, why, whylen)))
         return e;
     cfg->value_max = (size_t)vmax;
     cfg->blob_quota = quota;
     cfg->max_tries = (uint32_t)tries;
     cfg->idem_ttl_ms = idem_ttl;
     cfg->workers = (unsigned)workers;
+    cfg->get_leaders = (unsigned)get_leaders;
     return AOS_ERR_OK;
 }

@@ -13,8 +13,8 @@ aos_err stg_valid_key(ProtobufCBinaryData b, const char *what, char *out, char *
         snprintf(why, whylen, "%s is empty", what);
         return AOS_ERR_USAGE;
     }
-    if (b.len > STG_KEY_MAX) {
-        snprintf(why, whylen, "%s is %zu bytes, at most %d allowed", what, b.len, STG_KEY_MAX);
+    if (b.len > AOS_KEY_MAX) {
+        snprintf(why, whylen, "%s is %zu bytes, at most %d allowed", what, b.len, AOS_KEY_MAX);
         return AOS_ERR_TOO_BIG;
     }
     if (!aos_utf8_valid(b.data, b.len)) {
@@ -40,16 +40,16 @@ aos_err stg_valid_name(ProtobufCBinaryData b, const char *what, const char *dflt
                        char *why, size_t whylen)
 {
     if (b.len == 0 && dflt) {
-        snprintf(out, STG_NAME_MAX + 1, "%s", dflt);
+        snprintf(out, AOS_NAME_MAX + 1, "%s", dflt);
         return AOS_ERR_OK;
     }
     if (b.len == 0) {
         snprintf(why, whylen, "%s is empty", what);
         return AOS_ERR_USAGE;
     }
-    if (b.len > STG_NAME_MAX) {
+    if (b.len > AOS_NAME_MAX) {
         snprintf(why, whylen, "%s is %zu bytes, at most %d allowed", what, b.len,
-                 STG_NAME_MAX);
+                 AOS_NAME_MAX);
         return AOS_ERR_TOO_BIG;
     }
     for (size_t i = 0; i < b.len; i++) {

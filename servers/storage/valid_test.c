@@ -20,7 +20,7 @@ static ProtobufCBinaryData bin(const char *s, size_t n)
 static void test_keys(void **state)
 {
     (void)state;
-    char out[STG_KEY_MAX + 1], why[256];
+    char out[AOS_KEY_MAX + 1], why[256];
     assert_int_equal(stg_valid_key(B("a/b c.d"), "key", out, why, sizeof why), AOS_ERR_OK);
     assert_string_equal(out, "a/b c.d");
     /* SQL metacharacters are just bytes of a key */
@@ -42,11 +42,11 @@ static void test_keys(void **state)
     assert_int_equal(stg_valid_key(B("c1\xc2\x9b"), "key", out, why, sizeof why),
                      AOS_ERR_USAGE);
     assert_int_equal(stg_valid_key(B("del\x7f"), "key", out, why, sizeof why), AOS_ERR_USAGE);
-    char big[STG_KEY_MAX + 1];
+    char big[AOS_KEY_MAX + 1];
     memset(big, 'k', sizeof big);
-    assert_int_equal(stg_valid_key(bin(big, STG_KEY_MAX), "key", out, why, sizeof why),
+    assert_int_equal(stg_valid_key(bin(big, AOS_KEY_MAX), "key", out, why, sizeof why),
                      AOS_ERR_OK);
-    assert_int_equal(stg_valid_key(bin(big, STG_KEY_MAX + 1), "key", out, why, sizeof why),
+    assert_int_equal(stg_valid_key(bin(big, AOS_KEY_MAX + 1), "key", out, why, sizeof why),
                      AOS_ERR_TOO_BIG);
     assert_non_null(strstr(why, "at most 512"));
 }
@@ -54,7 +54,7 @@ static void test_keys(void **state)
 static void test_names(void **state)
 {
     (void)state;
-    char out[STG_NAME_MAX + 1], why[256];
+    char out[AOS_NAME_MAX + 1], why[256];
     assert_int_equal(stg_valid_name(B("jobs.high-prio_2:x"), "queue", NULL, out, why,
                                     sizeof why), AOS_ERR_OK);
     assert_string_equal(out, "jobs.high-prio_2:x");
@@ -69,9 +69,9 @@ static void test_names(void **state)
                                         sizeof why), AOS_ERR_USAGE);
         assert_non_null(strstr(why, "only letters"));
     }
-    char big[STG_NAME_MAX + 1];
+    char big[AOS_NAME_MAX + 1];
     memset(big, 'n', sizeof big);
-    assert_int_equal(stg_valid_name(bin(big, STG_NAME_MAX + 1), "queue", NULL, out, why,
+    assert_int_equal(stg_valid_name(bin(big, AOS_NAME_MAX + 1), "queue", NULL, out, why,
                                     sizeof why), AOS_ERR_TOO_BIG);
 }
 
@@ -154,6 +154,17 @@ static void test_cfg(void **state)
     setenv("AOS_STORAGE_VALUE_MAX", "12abc", 1);
     assert_int_equal(stg_cfg_load(&c, why, sizeof why), AOS_ERR_USAGE);
     unsetenv("AOS_STORAGE_VALUE_MAX");
+    /* kv.gets are grouped unless told otherwise */
+    unsetenv("AOS_STORAGE_GET_LEADERS");
+    assert_int_equal(stg_cfg_load(&c, why, sizeof why), AOS_ERR_OK);
+    assert_int_equal(c.get_leaders, 1);
+    setenv("AOS_STORAGE_GET_LEADERS", "0", 1);
+    assert_int_equal(stg_cfg_load(&c, why, sizeof why), AOS_ERR_OK);
+    assert_int_equal(c.get_leaders, 0);
+    setenv("AOS_STORAGE_GET_LEADERS", "9", 1);
+    assert_int_equal(stg_cfg_load(&c, why, sizeof why), AOS_ERR_USAGE);
+    assert_non_null(strstr(why, "AOS_STORAGE_GET_LEADERS"));
+    unsetenv("AOS_STORAGE_GET_LEADERS");
 }
 
 /* The call layer: no agent, malformed payloads, and the fingerprint. */

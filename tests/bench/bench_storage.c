@@ -214,21 +214,25 @@ int main(int argc, char **argv)
         get_a = phase(n, GET, 0);
         phase(n, PING, 0);
     }
-    /* how many puts a group commit carried on average */
+    /* how many puts a group commit carried on average, and gets a grouped statement */
     aos_reply rep;
     if (aos_call(h_conn(H), NULL, "storage.stats", NULL, 0, &rep) == AOS_OK) {
         Aos__StatsReply *sr = aos__stats_reply__unpack(NULL, rep.payload_len, rep.payload);
-        double b = 0, n = 0;
+        double b = 0, n = 0, g = 0, gn = 0;
         for (size_t i = 0; sr && i < sr->n_stats; i++) {
-            if (!strcmp(sr->stats[i]->name, "batches"))
-                b = (double)sr->stats[i]->value;
-            if (!strcmp(sr->stats[i]->name, "batched"))
-                n = (double)sr->stats[i]->value;
+            const char *s = sr->stats[i]->name;
+            double v = (double)sr->stats[i]->value;
+            b = !strcmp(s, "batches") ? v : b;
+            n = !strcmp(s, "batched") ? v : n;
+            g = !strcmp(s, "get_groups") ? v : g;
+            gn = !strcmp(s, "get_grouped") ? v : gn;
         }
         if (sr)
             aos__stats_reply__free_unpacked(sr, NULL);
         if (b > 0)
             printf("put_batch_avg: %.1f\n", n / b);
+        if (g > 0)
+            printf("get_group_avg: %.1f\n", gn / g);
     }
     aos_reply_clear(&rep);
     printf("put_ratio: %.0f\n", put_d > 0 ? 100.0 * put_a / put_d : 0.0);

@@ -20,10 +20,16 @@
 
 #include "aos/aos.h"
 
+/* The limits of storage, here once: libaos checks arguments against them before a call,
+ * and aos-storage validates requests against the same definitions. */
 #define AOS_KEY_MAX 512           /* bytes of a key or document id */
 #define AOS_NAME_MAX 128          /* collections, queues, runs, checkpoint names */
-#define AOS_SHA256_LEN 32
-#define AOS_RECEIPT_LEN 16
+#define AOS_SHA256_LEN 32         /* a blob's address */
+#define AOS_RECEIPT_LEN 16        /* a queue delivery's receipt (a uuid) */
+#define AOS_VALUE_MAX_DEFAULT (1u << 20)   /* the value cap unless AOS_STORAGE_VALUE_MAX */
+#define AOS_LIST_DEFAULT 100      /* a page when limit is 0 */
+#define AOS_LIST_MAX 1000         /* the largest page a limit may ask for */
+#define AOS_QUEUE_RECV_MAX 100    /* messages one aos_queue_recv may take */
 
 /* ---- key/value ----------------------------------------------------------------------- */
 
@@ -57,7 +63,8 @@ typedef struct aos_kv_page {
 } aos_kv_page;
 
 /* One page of keys starting with prefix (NULL or "": all), after `after` (NULL: from the
- * start), at most limit (0: 100, max 1000), with their values if values != 0. Caller owns
+ * start), at most limit (0: AOS_LIST_DEFAULT, max AOS_LIST_MAX), with their values if
+ * values != 0. Caller owns
  * *out: aos_kv_page_free. */
 aos_err aos_kv_list(aos_conn *c, const aos_call_opts *o, const char *prefix, const char *after,
                     uint32_t limit, int values, aos_kv_page **out, char *why, size_t whylen);
@@ -138,7 +145,7 @@ aos_err aos_ckpt_save(aos_conn *c, const aos_call_opts *o, const char *name, con
 aos_err aos_ckpt_load(aos_conn *c, const aos_call_opts *o, const char *name, uint64_t version,
                       uint8_t **data, size_t *len, aos_ckpt_info *info, char *why,
                       size_t whylen);
-/* Checkpoints of name (NULL: every name), newest first, at most limit (0: 100). */
+/* Checkpoints of name (NULL: every name), newest first, at most limit (0: AOS_LIST_DEFAULT). */
 aos_err aos_ckpt_list(aos_conn *c, const aos_call_opts *o, const char *name, uint32_t limit,
                       aos_ckpt_page **out, char *why, size_t whylen);
 /* Keep the newest `keep` (>= 1) versions of name; *deleted counts the others removed. */
@@ -168,7 +175,7 @@ typedef struct aos_step_page {
     uint64_t last_step;                      /* the run's last step, 0: none */
 } aos_step_page;
 
-/* Steps of run from from_step on, at most limit (0: 100). */
+/* Steps of run from from_step on, at most limit (0: AOS_LIST_DEFAULT). */
 aos_err aos_step_read(aos_conn *c, const aos_call_opts *o, const char *run, uint64_t from_step,
                       uint32_t limit, aos_step_page **out, char *why, size_t whylen);
 void aos_step_page_free(aos_step_page *l);
@@ -199,7 +206,7 @@ typedef struct aos_queue_msgs {
     size_t n;
 } aos_queue_msgs;
 
-/* Receive up to max (0: 1) messages, hidden for visibility_ms (0: 30 s) until acked;
+/* Receive up to max (0: 1; at most AOS_QUEUE_RECV_MAX) messages, hidden for visibility_ms (0: 30 s) until acked;
  * wait_ms > 0 waits that long for one to arrive (woken by NOTIFY, not polling). An empty
  * *out (n = 0) means nothing came. Caller owns *out: aos_queue_msgs_free. */
 aos_err aos_queue_recv(aos_conn *c, const aos_call_opts *o, const char *queue, uint32_t max,
