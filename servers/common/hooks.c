@@ -144,7 +144,11 @@ static int pace_step(pace_item *it)
         return 0;
     }
     if (rc) {
-        srv_call_done(c, rc, "test.stream: a part was refused", NULL, 0);
+        char why[160];
+        snprintf(why, sizeof why, "test.stream: part %u of %u bytes refused: %s (parts are at "
+                 "most %u bytes)", (unsigned)it->sent, (unsigned)it->size, aos_strerror(rc),
+                 AOS_PART_MAX);
+        srv_call_done(c, rc, why, NULL, 0);
         return 0;
     }
     it->sent++;
