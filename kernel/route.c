@@ -295,6 +295,13 @@ static aos_err on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len,
     route *r = c->r;
     aos_err rc = AOS_OK;
     pthread_mutex_lock(&r->mu);
+    if (!c->streaming && !c->conn && c->pipe) {
+        /* the connection's share is counted from its first part on: most calls never
+         * stream, and the routed path should not pay for a lookup it does not need */
+        c->conn = conn_of(r, c->pipe);
+        if (c->conn)
+            c->conn->calls++;
+    }
     if (c->cancelled) {
         snprintf(why, whylen, "cancelled");
         rc = AOS_ERR_CANCELLED;
@@ -428,9 +435,6 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
     c->pipe = pipe;
     c->l = l;
     pthread_mutex_lock(&r->mu);
-    c->conn = conn_of(r, pipe);
-    if (c->conn)
-        c->conn->calls++;
     c->next = r->calls;
     if (r->calls)
         r->calls->prev = c;
