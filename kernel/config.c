@@ -1,9 +1,8 @@
-/* aosd's flags, environment and optional JSON config file (jansson), resolved once.
- * Precedence: flag > environment > config file > default. */
+/* aosd's flags, environment and aos.yaml (read by conf.c), resolved once.
+ * Precedence: flag > environment > configuration file > default. */
 #include "config.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,11 @@ static int usage(FILE *f)
             "DIR/control.sock. DIR: --data-dir, $AOS_DATA_DIR, /var/lib/aos for root, else\n"
             "$XDG_DATA_HOME/aos or ~/.local/share/aos. R/T: R restarts in T seconds, then\n"
             "the child is marked failed (default 5/30). --log: after start-up checks, write\n"
-            "the log to DIR/aosd.log (opened safely by aosd itself) instead of stderr.\n");
+            "the log to DIR/aosd.log (opened safely by aosd itself) instead of stderr.\n"
+            "--config FILE: the YAML configuration (default DIR/aos.yaml; without it, the\n"
+            "built-in defaults: the sim LLM provider only); its keys are the flags' names\n"
+            "with _ (restart_intensity: 5/30) and llm: (see tools/aos.example.yaml).\n"
+            "Precedence: flag > environment > file > default.\n");
     return f == stdout ? -1 : 2;
 }
 
@@ -64,37 +67,93 @@ static int set_intensity(kcfg *c, const char *v)
     return 0;
 }
 
-/* The JSON file holds the same settings as the flags, by the same names. */
-static int load_file(kcfg *c, const char *path)
+/* The options that take a value: the first pass over argv needs to know them. */
+static const char *const value_opts[] = {
+    "--data-dir", "--config", "--pg-dsn", "--bin-dir", "--restart-intensity", "--stable-ms",
+    "--heartbeat-ms", "--heartbeat-timeout-ms", "--stop-timeout-ms", "--workers", NULL};
+
+static int takes_value(const char *a)
 {
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        fprintf(stderr, "aosd: config %s:%d: %s\n", path, je.line, je.text);
+    for (int i = 0; value_opts[i]; i++)
+        if (!strcmp(a, value_opts[i]))
+            return 1;
+    return 0;
+}
+
+/* Reachable from here until the exit (kcfg holds a const view of it). */
+static conf *loaded;
+
+/* The file's settings, under the environment's and the flags' that are applied after. */
+static int load_file(kcfg *c, const char *file)
+{
+    char path[AOS_PATH_MAX + 16], why[1024];
+    if (!file && conf_default_path(c->data_dir, path, sizeof path) != AOS_OK) {
+        fprintf(stderr, "aosd: data dir path %s is too long\n", c->data_dir);
         return 2;
     }
-    int rc = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
-        if (!strcmp(key, "pg_dsn") && json_is_string(v))
-            rc = set_str(c->pg_dsn, sizeof c->pg_dsn, json_string_value(v), "pg_dsn");
-        else if (!strcmp(key, "restart_intensity") && json_is_string(v))
-            rc = set_intensity(c, json_string_value(v));
-        else if (!strcmp(key, "heartbeat_ms") && json_is_integer(v) && json_integer_value(v) > 0)
-            c->heartbeat_ms = (uint64_t)json_integer_value(v);
-        else if (!strcmp(key, "heartbeat_timeout_ms") && json_is_integer(v) &&
-                 json_integer_value(v) > 0)
-            c->heartbeat_timeout_ms = (uint64_t)json_integer_value(v);
-        else {
-            fprintf(stderr, "aosd: config %s: unknown or mistyped key '%s'\n", path, key);
-            rc = 2;
-        }
-        if (rc)
-            break;
+    conf *cf;
+    aos_err err = conf_load(file ? file : path, file != NULL, &cf, why, sizeof why);
+    if (err != AOS_OK) {
+        fprintf(stderr, "aosd: %s\n", why);
+        return err == AOS_ERR_USAGE || err == AOS_ERR_TOO_BIG ? 2 : 1;
     }
-    json_decref(root);
-    return rc;
+    for (size_t i = 0; i < conf_nwarnings(cf); i++)
+        fprintf(stderr, "aosd: warning: %s: %s\n", conf_path(cf), conf_warning(cf, i));
+    const conf_kernel *k = conf_kernel_settings(cf);
+    _Static_assert(sizeof c->pg_dsn == sizeof k->pg_dsn && sizeof c->bin_dir == sizeof
+                   k->bin_dir && sizeof c->pg_bin_dir == sizeof k->pg_bin_dir, "same caps");
+    if (k->has_pg_dsn)
+        snprintf(c->pg_dsn, sizeof c->pg_dsn, "%s", k->pg_dsn);
+    if (k->has_bin_dir)
+        snprintf(c->bin_dir, sizeof c->bin_dir, "%s", k->bin_dir);
+    if (k->has_pg_bin_dir)
+        snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "%s", k->pg_bin_dir);
+    if (k->has_restart_intensity) {
+        c->intensity = k->intensity;
+        c->period_ms = k->period_ms;
+    }
+    if (k->has_stable_ms)
+        c->stable_ms = k->stable_ms;
+    if (k->has_heartbeat_ms)
+        c->heartbeat_ms = k->heartbeat_ms;
+    if (k->has_heartbeat_timeout_ms)
+        c->heartbeat_timeout_ms = k->heartbeat_timeout_ms;
+    if (k->has_stop_timeout_ms)
+        c->stop_timeout_ms = k->stop_timeout_ms;
+    if (k->has_workers)
+        c->workers = k->workers;
+    if (k->has_log)
+        c->log_to_file = k->log;
+    conf_free(loaded);
+    loaded = cf;
+    c->cf = cf;
+    return 0;
+}
+
+/* Absolute (aosd works from /, and the servers' sandboxes keep paths by their absolute
+ * names) and short enough for the Unix sockets made in it. */
+static int resolve_data_dir(kcfg *c, const char *dir)
+{
+    if (aos_data_dir(dir, c->data_dir, sizeof c->data_dir) != AOS_OK) {
+        fprintf(stderr, "aosd: cannot determine the data dir (too long, or no $HOME); "
+                        "give --data-dir\n");
+        return 2;
+    }
+    if (c->data_dir[0] != '/') {
+        char cwd[AOS_PATH_MAX], abs[AOS_PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd) ||
+            snprintf(abs, sizeof abs, "%s/%s", cwd, c->data_dir) >= (int)sizeof abs) {
+            fprintf(stderr, "aosd: cannot make the data dir %s absolute\n", c->data_dir);
+            return 2;
+        }
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", abs);
+    }
+    if (strlen(c->data_dir) + sizeof "/run/storage.sock" > AOS_PATH_MAX - 8) {
+        fprintf(stderr, "aosd: data dir path %s is too long for Unix sockets (max ~%d)\n",
+                c->data_dir, AOS_PATH_MAX - 30);
+        return 2;
+    }
+    return 0;
 }
 
 int kcfg_load(kcfg *c, int argc, char **argv)
@@ -107,28 +166,49 @@ int kcfg_load(kcfg *c, int argc, char **argv)
     c->heartbeat_ms = 1000;
     c->heartbeat_timeout_ms = 5000;
     c->stop_timeout_ms = 5000;
+    snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "/usr/lib/postgresql/15/bin");
     const char *dir = NULL, *file = NULL;
     int rc = 0;
 
-    /* the config file first, so flags override it */
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--config"))
-            file = argv[i + 1];
-    if (file && (rc = load_file(c, file)))
-        return rc;
-    const char *env = getenv("AOS_PG_DSN");
-    if (env && *env && (rc = set_str(c->pg_dsn, sizeof c->pg_dsn, env, "AOS_PG_DSN")))
-        return rc;
-
-    for (int i = 1; i < argc && !rc; i++) {
+    /* first the line's shape, --help and the two flags that find the file: --help works
+     * whatever the file says, and the data dir names the default file */
+    for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage(stdout);
         if (!strcmp(a, "--version")) {
             printf("aosd %s\n", AOS_VERSION);
             return -1;
         }
+        if (!strcmp(a, "--test-hooks") || !strcmp(a, "--log"))
+            continue;
+        if (!takes_value(a)) {
+            fprintf(stderr, "aosd: unknown option: %s\n", a);
+            return usage(stderr);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "aosd: %s needs a value\n", a);
+            return usage(stderr);
+        }
+        if (!strcmp(a, "--data-dir"))
+            dir = argv[i + 1];
+        else if (!strcmp(a, "--config"))
+            file = argv[i + 1];
+        i++;
+    }
+    if ((rc = resolve_data_dir(c, dir)) || (rc = load_file(c, file)))
+        return rc;
+
+    const char *env = getenv("AOS_PG_DSN");
+    if (env && *env && (rc = set_str(c->pg_dsn, sizeof c->pg_dsn, env, "AOS_PG_DSN")))
+        return rc;
+    const char *pgb = getenv("AOS_PG_BINDIR");
+    if (pgb && *pgb && (rc = set_str(c->pg_bin_dir, sizeof c->pg_bin_dir, pgb,
+                                     "AOS_PG_BINDIR")))
+        return rc;
+
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i];
         if (!strcmp(a, "--test-hooks")) {
             c->test_hooks = 1;
             continue;
@@ -137,14 +217,8 @@ int kcfg_load(kcfg *c, int argc, char **argv)
             c->log_to_file = 1;
             continue;
         }
-        if (!v) {
-            fprintf(stderr, "aosd: unknown option or missing value: %s\n", a);
-            return usage(stderr);
-        }
-        i++;
-        if (!strcmp(a, "--data-dir"))
-            dir = v;
-        else if (!strcmp(a, "--config"))
+        const char *v = argv[++i]; /* the first pass saw that every option has its value */
+        if (!strcmp(a, "--data-dir") || !strcmp(a, "--config"))
             ;
         else if (!strcmp(a, "--pg-dsn"))
             rc = set_str(c->pg_dsn, sizeof c->pg_dsn, v, "--pg-dsn");
@@ -168,38 +242,12 @@ int kcfg_load(kcfg *c, int argc, char **argv)
                 rc = 2;
             }
             c->workers = (unsigned)w;
-        } else {
-            fprintf(stderr, "aosd: unknown option: %s\n", a);
-            return usage(stderr);
         }
     }
     if (rc)
         return rc;
     if (c->heartbeat_ms == 0 || c->heartbeat_timeout_ms <= c->heartbeat_ms) {
         fprintf(stderr, "aosd: the heartbeat timeout must be longer than its interval\n");
-        return 2;
-    }
-
-    if (aos_data_dir(dir, c->data_dir, sizeof c->data_dir) != AOS_OK) {
-        fprintf(stderr, "aosd: cannot determine the data dir (too long, or no $HOME); "
-                        "give --data-dir\n");
-        return 2;
-    }
-    /* absolute: aosd works from / (no hold on whoever's directory started it), and the
-     * servers' sandboxes keep paths by their absolute names */
-    if (c->data_dir[0] != '/') {
-        char cwd[AOS_PATH_MAX], abs[AOS_PATH_MAX];
-        if (!getcwd(cwd, sizeof cwd) ||
-            snprintf(abs, sizeof abs, "%s/%s", cwd, c->data_dir) >= (int)sizeof abs) {
-            fprintf(stderr, "aosd: cannot make the data dir %s absolute\n", c->data_dir);
-            return 2;
-        }
-        snprintf(c->data_dir, sizeof c->data_dir, "%s", abs);
-    }
-    /* unix socket paths are short: check the longest one we will create */
-    if (strlen(c->data_dir) + sizeof "/run/storage.sock" > AOS_PATH_MAX - 8) {
-        fprintf(stderr, "aosd: data dir path %s is too long for Unix sockets (max ~%d)\n",
-                c->data_dir, AOS_PATH_MAX - 30);
         return 2;
     }
     if (c->bin_dir[0] && c->bin_dir[0] != '/') {
@@ -222,9 +270,5 @@ int kcfg_load(kcfg *c, int argc, char **argv)
         *slash = 0;
         snprintf(c->bin_dir, sizeof c->bin_dir, "%s", self);
     }
-    const char *pgb = getenv("AOS_PG_BINDIR");
-    snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "%s",
-             pgb && *pgb ? pgb : "/usr/lib/postgresql/15/bin");
-
     return 0;
 }

@@ -1,5 +1,5 @@
-/* aosd's configuration: flags, environment and an optional JSON file, resolved once at
- * start into one read-only struct that every kernel module reads. */
+/* aosd's configuration: flags, environment and <data-dir>/aos.yaml, resolved once at start
+ * into one read-only struct that every kernel module reads. */
 #ifndef AOS_KCONFIG_H
 #define AOS_KCONFIG_H
 
@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "aos/aos.h"
+#include "conf.h"
 
 typedef struct kcfg {
     char data_dir[AOS_PATH_MAX];
@@ -23,10 +24,15 @@ typedef struct kcfg {
     uint64_t heartbeat_timeout_ms;
     uint64_t stop_timeout_ms;    /* STOP -> SIGTERM -> SIGKILL steps */
     unsigned workers;            /* passed to servers (0: their default) */
+    const conf *cf;              /* aos.yaml as loaded (or the built-in defaults): the LLM
+                                  * gateway's part is handed to aos-llm; kept to the exit */
 } kcfg;
 
-/* Parse argv and the environment; on error prints why and returns 2 (usage) or 1. Returns
- * 0 and fills c, or -1 when --help/--version was handled (exit 0). */
+/* Parse argv, the environment and the configuration file (--config FILE, else
+ * <data-dir>/aos.yaml if it is there); precedence flag > environment > file > default. On
+ * error prints why and returns 2 (usage) or 1. Returns 0 and fills c, or -1 when
+ * --help/--version was handled (exit 0). c->cf is owned by this module and lives until the
+ * process exits (a second kcfg_load frees the first one's). */
 int kcfg_load(kcfg *c, int argc, char **argv);
 
 #endif

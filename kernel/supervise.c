@@ -222,18 +222,48 @@ static void child_env(char **envp, char *wk, size_t wkcap)
     envp[e] = NULL;
 }
 
-/* A secret for a child: a sealed memfd it inherits as fd 3 and reads once. */
-static int secret_fd(const char *text)
+/* A secret for a child: a sealed memfd it inherits and reads once, from offset 0 to EOF. */
+static int sealed_fd(const char *name, const void *buf, size_t len)
 {
-    int fd = memfd_create("aos-dsn", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -1;
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0 ||
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) != 0 ||
         fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL)) {
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+static int secret_fd(const char *text)
+{
+    return sealed_fd("aos-dsn", text, strlen(text));
+}
+
+/* aos-llm's part of aos.yaml, API keys included: packed into a sealed memfd, never argv or
+ * the environment (both readable in /proc for the child's whole life). */
+static int llm_config_fd(void)
+{
+    const Aos__Llm__Config *lc = conf_llm(cfg->cf);
+    size_t len = aos__llm__config__get_packed_size(lc);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -1;
+    aos__llm__config__pack(lc, buf);
+    int fd = sealed_fd("aos-llm-config", buf, len);
+    int e = errno;
+    explicit_bzero(buf, len); /* the keys leave no copy in freed memory */
+    free(buf);
+    errno = e;
     return fd;
 }
 
@@ -270,9 +300,10 @@ static void start_child(child *k, uint64_t now)
     char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[4096], keep[AOS_PATH_MAX + 8], wk[32];
     cg_deleg cg = {.procs_fd = -1};
     char *envp[ENV_MAX + 4];
-    char dsn[2048];
+    char dsn[2048], cfgfd[8];
     int n = 0;
-    spawn_req r = {.argv = argv, .fds = {-1, -1}, .deathsig = SIGKILL};
+    spawn_req r = {.argv = argv, .fds = {-1, -1, -1, -1}, .deathsig = SIGKILL};
+    _Static_assert(SPAWN_FDS_MAX == 4, "every slot -1: the first -1 ends the list");
 
     k->pending_why[0] = 0;
     k->report_len = 0;
@@ -315,6 +346,19 @@ static void start_child(child *k, uint64_t now)
             argv[n++] = "--dsn-fd";
             argv[n++] = "3";
         }
+        if (!strcmp(k->name, "llm") && cfg->cf) {
+            /* the next free slot: r.fds[i] is fd 3 + i in the child (spawn.c) */
+            int slot = r.fds[0] >= 0 ? 1 : 0;
+            if ((r.fds[slot] = llm_config_fd()) < 0) {
+                if (r.fds[0] >= 0)
+                    close(r.fds[0]);
+                start_failed(k, now, "memfd for the LLM configuration");
+                return;
+            }
+            snprintf(cfgfd, sizeof cfgfd, "%d", 3 + slot);
+            argv[n++] = "--config-fd";
+            argv[n++] = cfgfd;
+        }
         if (k->cgroup) {
             cg_delegate(k->name, k->uid, k->gid, &cg);
             snprintf(k->cgroup_why, sizeof k->cgroup_why, "%s", cg.why);
@@ -333,8 +377,8 @@ static void start_child(child *k, uint64_t now)
     }
     pid_t pid = spawn_child(&r);
     int e = errno;
-    if (r.fds[0] >= 0)
-        close(r.fds[0]);
+    for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
+        close(r.fds[i]);
     if (cg.procs_fd >= 0)
         close(cg.procs_fd);
     if (k->kind != KIND_PG && r.out_fd >= 0)

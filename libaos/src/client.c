@@ -504,6 +504,8 @@ static void note_parts(aos_reply *r, int streaming)
 static aos_err take_final(aos_reply *r, const aos_env *env, const char *method)
 {
     r->parts_total = env->seq;
+    /* a hint, capped at a day: a hostile or broken server cannot park a caller forever */
+    r->retry_after_ms = env->retry_after_ms < 86400000u ? env->retry_after_ms : 86400000u;
     if (env->status == AOS_OK && env->seq != r->parts)
         return fail(r, AOS_ERR_PROTO, "%s: the final reply counts %u parts but %u arrived",
                     method, env->seq, r->parts);

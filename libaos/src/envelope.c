@@ -210,6 +210,7 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
     e->link_id = pb->link_id;
     e->status = pb->status;
     e->seq = pb->seq;
+    e->retry_after_ms = pb->retry_after_ms;
     if (pb->method.len)
         memcpy(e->method, pb->method.data, pb->method.len);
     if (pb->agent_id.len)
@@ -241,6 +242,7 @@ aos_err aos_env_encode(const aos_env *e, nng_msg **out)
     pb.link_id = e->link_id;
     pb.status = e->status;
     pb.seq = e->seq;
+    pb.retry_after_ms = e->retry_after_ms;
     pb.method = bin(e->method, strnlen(e->method, sizeof e->method));
     pb.agent_id = bin(e->agent_id, strnlen(e->agent_id, sizeof e->agent_id));
     pb.error = bin(e->error, strnlen(e->error, sizeof e->error));

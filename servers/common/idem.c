@@ -132,9 +132,9 @@ void idem_end(idem *t, const uint8_t id[AOS_ID_LEN], int status, const char *err
         s->status = status;
         s->age = ++t->clock;
         s->parts = parts;
-        /* a failure that may pass (unavailable, timeout) is not recorded: a retry runs */
+        /* a failure that may pass (unavailable, timeout, rate limited) is not recorded: a retry runs */
         if (status == AOS_ERR_UNAVAILABLE || status == AOS_ERR_TIMEOUT ||
-            status == AOS_ERR_CANCELLED) {
+            status == AOS_ERR_CANCELLED || status == AOS_ERR_RATE_LIMITED) {
             slot_reset(s);
         } else if (len <= t->cap) {
             s->err = err && *err ? strdup(err) : NULL;

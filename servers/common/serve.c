@@ -77,6 +77,7 @@ struct srv_call {
     aos_env env;              /* owns the decoded request */
     atomic_int refs;
     atomic_int cancelled;
+    _Atomic uint64_t retry_after_ms; /* the error reply's hint (srv_call_retry_after) */
     _Atomic uint64_t target;  /* the link parts and the final go to: links[primary].id */
 
     pthread_mutex_t mu;
@@ -137,6 +138,8 @@ struct srv {
     int test_hooks;
     uint64_t started_ms;
     const char *pg_dsn;
+    const uint8_t *config;    /* what aosd handed on --config-fd (NULL: nothing) */
+    size_t config_len;
 
     atomic_int stopping;
     unsigned nworkers;
@@ -183,6 +186,11 @@ void *srv_state(srv *s) { return s->state; }
 void srv_set_state(srv *s, void *state) { s->state = state; }
 const char *srv_name(srv *s) { return s->def->name; }
 const char *srv_pg_dsn(srv *s) { return s->pg_dsn; }
+const uint8_t *srv_config(srv *s, size_t *len)
+{
+    *len = s->config_len;
+    return s->config;
+}
 srv_pg *srv_db(srv *s) { (void)s; return tls_db; }
 
 aos_err srv_reply_pb(srv_reply *rep, const ProtobufCMessage *m)
@@ -504,6 +512,7 @@ static void call_finish(srv_call *c, int status, const char *err, const void *pa
     aos_env r;
     aos_env_reply_to(&r, &c->env, status, err && *err ? "%s" : NULL, err);
     r.seq = nparts;
+    r.retry_after_ms = status != AOS_OK ? atomic_load(&c->retry_after_ms) : 0;
     r.payload = payload;
     r.payload_len = len;
     uint64_t links[CALL_LINKS];
@@ -522,6 +531,11 @@ static void call_finish(srv_call *c, int status, const char *err, const void *pa
 const aos_env *srv_call_env(const srv_call *c) { return &c->env; }
 srv *srv_call_srv(const srv_call *c) { return c->s; }
 int srv_call_cancelled(const srv_call *c) { return atomic_load(&c->cancelled); }
+void srv_call_retry_after(srv_call *c, uint64_t ms)
+{
+    if (c)
+        atomic_store(&c->retry_after_ms, ms);
+}
 
 void srv_call_done(srv_call *c, aos_err status, const char *err, const void *payload,
                    size_t len)
@@ -1359,29 +1373,61 @@ static aos_err check_link_path(const char *url, char *why, size_t whylen)
 
 /* Read a secret handed over on an inherited fd (a memfd aosd wrote), then close it: the
  * environment would leave it readable in /proc/<pid>/environ for the process's life. */
-static aos_err read_fd_secret(int fd, char *out, size_t cap, char *why, size_t whylen)
+/* Everything on an inherited fd (a memfd aosd filled: the DSN, the configuration), into a
+ * malloc'd buffer the caller owns, NUL-terminated for text; over cap bytes is refused.
+ * The fd is closed either way: a secret stays in no fd the server keeps. */
+static aos_err read_fd_all(int fd, const char *what, size_t cap, uint8_t **out, size_t *len,
+                           char *why, size_t whylen)
 {
-    size_t n = 0;
+    size_t n = 0, have = 4096;
+    uint8_t *buf = malloc(have);
+    aos_err rc = AOS_OK;
+    if (!buf) {
+        rc = AOS_ERR_NOMEM;
+        snprintf(why, whylen, "no memory for the %s", what);
+        goto out;
+    }
     for (;;) {
-        ssize_t r = read(fd, out + n, cap - 1 - n);
+        if (n + 1 == have) {
+            if (have > cap) {
+                rc = AOS_ERR_TOO_BIG;
+                snprintf(why, whylen, "the %s on fd %d is over %zu bytes", what, fd, cap);
+                goto out;
+            }
+            uint8_t *b = realloc(buf, have * 2);
+            if (!b) {
+                rc = AOS_ERR_NOMEM;
+                snprintf(why, whylen, "no memory for the %s", what);
+                goto out;
+            }
+            buf = b;
+            have *= 2;
+        }
+        ssize_t r = read(fd, buf + n, have - 1 - n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            snprintf(why, whylen, "reading the DSN from fd %d: %s", fd, strerror(errno));
-            close(fd);
-            return AOS_ERR_IO;
+            rc = AOS_ERR_IO;
+            snprintf(why, whylen, "reading the %s from fd %d: %s", what, fd, strerror(errno));
+            goto out;
         }
         if (r == 0)
             break;
         n += (size_t)r;
-        if (n == cap - 1) {
-            snprintf(why, whylen, "the DSN on fd %d is over %zu bytes", fd, cap - 1);
-            close(fd);
-            return AOS_ERR_TOO_BIG;
-        }
     }
+    if (n > cap) {
+        rc = AOS_ERR_TOO_BIG;
+        snprintf(why, whylen, "the %s on fd %d is over %zu bytes", what, fd, cap);
+    }
+out:
     close(fd);
-    out[n] = 0;
+    if (rc != AOS_OK) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
     return AOS_OK;
 }
 
@@ -1423,7 +1469,7 @@ static void dsn_places(const char *dsn, sbx_opts *so, int *nkeep)
 
 static int usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] "
+    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] [--config-fd N] "
                     "[--pg-local] [--keep PATH]... [--test-hooks]\n"
                     "       %s --migrate --name NAME --dsn-fd N [--user USER]\n"
                     "(servers are started by aosd, not by hand)\n", prog, prog);
@@ -1487,7 +1533,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     tzset();
 
     const char *link = NULL, *name = NULL;
-    int test_hooks = 0, migrate = 0, dsn_fd = -1, nkeep = 0;
+    int test_hooks = 0, migrate = 0, dsn_fd = -1, config_fd = -1, nkeep = 0;
     sbx_opts so = {.name = def->name};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--link") && i + 1 < argc)
@@ -1498,6 +1544,8 @@ int srv_main(const srv_def *def, int argc, char **argv)
             so.user = argv[++i];
         else if (!strcmp(argv[i], "--dsn-fd") && i + 1 < argc)
             dsn_fd = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--config-fd") && i + 1 < argc)
+            config_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1)
             so.keep[nkeep++] = argv[++i];
         else if (!strcmp(argv[i], "--pg-local"))
@@ -1510,12 +1558,26 @@ int srv_main(const srv_def *def, int argc, char **argv)
             return usage(argv[0]);
     }
     if (!name || strcmp(name, def->name) || (!migrate && !link) || (migrate && dsn_fd < 0) ||
-        dsn_fd == 0 || dsn_fd == 1 || dsn_fd == 2)
+        (dsn_fd >= 0 && dsn_fd <= 2) || (config_fd >= 0 && config_fd <= 2))
         return usage(argv[0]);
 
     char why[512] = "";
     static char dsn[DSN_MAX];
-    if (dsn_fd > 0 && read_fd_secret(dsn_fd, dsn, sizeof dsn, why, sizeof why) != AOS_OK) {
+    if (dsn_fd > 0) {
+        uint8_t *d = NULL;
+        size_t dlen = 0;
+        if (read_fd_all(dsn_fd, "DSN", sizeof dsn - 1, &d, &dlen, why, sizeof why) != AOS_OK) {
+            aos_error("%s", why);
+            return 1;
+        }
+        memcpy(dsn, d, dlen + 1);
+        explicit_bzero(d, dlen);
+        free(d);
+    }
+    uint8_t *config = NULL;
+    size_t config_len = 0;
+    if (config_fd > 0 && read_fd_all(config_fd, "configuration", SRV_CONFIG_MAX, &config,
+                                     &config_len, why, sizeof why) != AOS_OK) {
         aos_error("%s", why);
         return 1;
     }
@@ -1532,6 +1594,8 @@ int srv_main(const srv_def *def, int argc, char **argv)
     srv *s = &S;
     s->def = def;
     s->test_hooks = test_hooks;
+    s->config = config;
+    s->config_len = config_len;
     s->started_ms = aos_mono_ms();
     s->idem = idem_new(IDEM_SLOTS, IDEM_PAYLOAD_CAP);
     pthread_mutex_init(&s->mu, NULL);

@@ -75,7 +75,7 @@ typedef struct srv_def {
 } srv_def;
 
 /* Run the server; returns the process exit code. argv: --link URL --name NAME
- * [--user USER] [--dsn-fd N] [--pg-local] [--keep PATH]... [--test-hooks], or
+ * [--user USER] [--dsn-fd N] [--config-fd N] [--pg-local] [--keep PATH]... [--test-hooks], or
  * --migrate --name NAME --dsn-fd N (one-shot). The DSN comes on an inherited fd, never
  * from the environment. */
 int srv_main(const srv_def *def, int argc, char **argv);
@@ -86,6 +86,11 @@ void srv_set_state(srv *s, void *state);
 const char *srv_name(srv *s);
 /* The libpq conninfo of the server's own role (NULL without a database); static. */
 const char *srv_pg_dsn(srv *s);
+/* What aosd handed this server on --config-fd (its part of aos.yaml, packed as the
+ * server's own protobuf message; it may hold secrets such as API keys): NULL and *len 0
+ * when nothing came. Owned by the serve loop, valid for the process's life. */
+const uint8_t *srv_config(srv *s, size_t *len);
+#define SRV_CONFIG_MAX (4u << 20)
 /* The calling worker thread's own database connection (NULL if the server has none, or
  * in an SRV_INLINE method). Each worker has one, so handlers need no locking around it. */
 srv_pg *srv_db(srv *s);
@@ -125,6 +130,11 @@ aos_err srv_call_part(srv_call *c, const void *data, size_t len);
  * another thread this waits for it to return, so none runs after srv_call_done. */
 void srv_call_done(srv_call *c, aos_err status, const char *err, const void *payload,
                    size_t len);
+
+/* The hint an error reply carries (the envelope's retry_after_ms): when a retry may
+ * succeed, ms from the reply; a RATE_LIMITED answer should always give one. Set it before
+ * srv_call_done (a srv_fn: before it returns); ignored on a successful reply. */
+void srv_call_retry_after(srv_call *c, uint64_t ms);
 
 /* 1 once the call was cancelled (CANCEL from aosd, or its deadline passed). */
 int srv_call_cancelled(const srv_call *c);

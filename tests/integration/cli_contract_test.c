@@ -313,6 +313,7 @@ static const struct sample {
     const char *args[8];
 } samples[] = {
     {"status", {NULL}},
+    {"config check", {NULL}},
     {"ping", {"storage", "--count=3"}},
     {"ping", {"-n", "2", "aos-tool"}},
     {"kv put", {AGENT, "k1", "v1", "--ttl", "600000"}},

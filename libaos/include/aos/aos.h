@@ -40,6 +40,8 @@ typedef struct aos_reply {
     uint32_t parts;             /* streamed parts that arrived (and were handed on) */
     uint32_t parts_total;       /* the final reply's count of the parts the server made
                                    (its seq); 0 when no final reply came */
+    uint64_t retry_after_ms;    /* on an error (RATE_LIMITED above all): the server's word on
+                                   when a retry may succeed, ms from the reply; 0: none */
 } aos_reply;
 
 /* One syscall: send method with payload, wait for the final reply or the deadline.

@@ -46,6 +46,7 @@ typedef struct aos_env {
     uint64_t link_id;
     int32_t status;
     uint32_t seq;   /* REPLY_PART: the part's index; REPLY: the number of parts before it */
+    uint64_t retry_after_ms; /* an error reply's hint: a retry may succeed this much later */
     char method[AOS_METHOD_MAX + 1];
     char agent_id[AOS_AGENT_ID_MAX + 1];
     char error[AOS_ERRMSG_MAX + 1];

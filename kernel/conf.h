@@ -1,0 +1,72 @@
+/* aos.yaml, the one configuration file (libyaml): the kernel's settings and the LLM gateway's
+ * providers, checked whole at load time, for aosd and `aosctl config check` alike. */
+#ifndef AOS_CONF_H
+#define AOS_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aos/err.h"
+#include "llm.pb-c.h"
+
+#define CONF_FILE_MAX (1u << 20)   /* aos.yaml and a sim script, each */
+#define CONF_PROVIDERS_MAX 64u
+#define CONF_MODELS_MAX 256u       /* per provider */
+#define CONF_TURNS_MAX 1000u       /* per sim script */
+#define CONF_DSN_MAX 1024u         /* with the NUL, like kcfg's */
+#define CONF_PATH_MAX 4096u        /* with the NUL */
+#define CONF_KEY_MAX 8192u         /* an API key's bytes */
+#define CONF_LLM_PACKED_MAX (4u << 20) /* conf_llm packed: what aos-llm reads off its fd
+                                        * (SRV_CONFIG_MAX of servers/common/serve.h) */
+#define CONF_FILE_NAME "aos.yaml"
+
+/* The top-level keys of the old JSON file, which keep their names in aos.yaml. */
+#define CONF_JSON_KEYS "restart_intensity, heartbeat_ms, heartbeat_timeout_ms, pg_dsn"
+
+typedef struct conf conf;
+
+/* The kernel's settings as the file gave them: has_X says the key was there (the caller
+ * applies flag > environment > file > default). Paths are absolute: a relative one in the
+ * file is taken from the file's directory. */
+typedef struct conf_kernel {
+    int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
+        has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log;
+    char pg_dsn[CONF_DSN_MAX];
+    char bin_dir[CONF_PATH_MAX];
+    char pg_bin_dir[CONF_PATH_MAX];
+    unsigned intensity;       /* restart_intensity "R/T": R restarts ... */
+    uint64_t period_ms;       /* ... in T seconds */
+    uint64_t stable_ms, heartbeat_ms, heartbeat_timeout_ms, stop_timeout_ms;
+    unsigned workers;
+    int log;                  /* log: true, as --log */
+} conf_kernel;
+
+/* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose
+ * absence gives the built-in defaults (the sim provider only); an explicit path must exist.
+ * A provider's api_key_env is read with getenv now: an unset variable is a warning, not an
+ * error. On AOS_OK the caller owns *out and frees it with conf_free. Otherwise *out is NULL
+ * and why says "FILE:LINE:COLUMN: where: what" (AOS_ERR_USAGE for a bad file, _TOO_BIG for
+ * one past a cap, _NOMEM); no message ever holds an API key's value. */
+aos_err conf_load(const char *path, int path_given, conf **out, char *why, size_t whylen);
+/* NULL is fine. */
+void conf_free(conf *c);
+
+/* DATA_DIR/aos.yaml into out; AOS_ERR_TOO_BIG when it does not fit. */
+aos_err conf_default_path(const char *data_dir, char *out, size_t cap);
+
+/* The file as named to conf_load; whether it was read (0: the built-in defaults). */
+const char *conf_path(const conf *c);
+int conf_from_file(const conf *c);
+/* Owned by c, valid until conf_free. */
+const conf_kernel *conf_kernel_settings(const conf *c);
+/* Owned by c (never NULL, at least one provider), valid until conf_free. It holds the API
+ * keys: pack it only for aos-llm's inherited fd, never print it. Every provider has limits
+ * and at least one model, a sim one has sim; 0 and empty fields are the proto's defaults.
+ * Here (not once unpacked) the bytes fields are also NUL-terminated. */
+const Aos__Llm__Config *conf_llm(const conf *c);
+/* What the load found worth saying but not refusing ("$OPENAI_API_KEY is not set ..."),
+ * owned by c; i < conf_nwarnings. */
+size_t conf_nwarnings(const conf *c);
+const char *conf_warning(const conf *c, size_t i);
+
+#endif
