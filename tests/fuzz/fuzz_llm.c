@@ -1,5 +1,5 @@
-/* libFuzzer target for aos-llm's OpenAI wire format: the input as a stream and as a body
- * (whole and split), as an embeddings body, an error body, and as a request to encode. */
+/* libFuzzer target for aos-llm's wire formats, built once per format (FUZZ_ANTHROPIC or not):
+ * the input as a stream and a body (whole and split), an error body, a request to encode. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,8 +14,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#ifdef FUZZ_ANTHROPIC
+#define FUZZ_KIND WIRE_ANTHROPIC
+#define FUZZ_NAME "fuzz_llm_anthropic"
+#else /* OpenAI: also its embeddings */
 #define FUZZ_KIND WIRE_OPENAI
 #define FUZZ_NAME "fuzz_llm_openai"
+#endif
 
 static void broken(const char *what)
 {
@@ -242,6 +247,7 @@ static void error_line(const char *s, size_t n, size_t cap)
             broken("an error line with a control character");
 }
 
+#ifndef FUZZ_ANTHROPIC
 static void embed(const char *s, size_t n)
 {
     Aos__Llm__EmbedReply *e = NULL;
@@ -260,6 +266,7 @@ static void embed(const char *s, size_t n)
             broken("vectors of different dimensions");
     wire_embed_free(e);
 }
+#endif
 
 static void check_body(aos_err err, char *out, size_t len, const char *why)
 {
@@ -286,10 +293,16 @@ static void encode(const uint8_t *s, size_t n, int stream)
     size_t len = 0;
     Aos__Llm__ChatRequest *r = aos__llm__chat_request__unpack(NULL, n, s);
     if (r) {
+#ifdef FUZZ_ANTHROPIC
+        aos_err err = wire_anthropic_chat_body(r, "claude-x", stream, &out, &len, why,
+                                               sizeof why);
+#else
         aos_err err = wire_openai_chat_body(r, "gpt-x", stream, &out, &len, why, sizeof why);
+#endif
         check_body(err, out, len, why);
         aos__llm__chat_request__free_unpacked(r, NULL);
     }
+#ifndef FUZZ_ANTHROPIC
     Aos__Llm__EmbedRequest *q = aos__llm__embed_request__unpack(NULL, n, s);
     if (q) {
         out = NULL;
@@ -297,6 +310,7 @@ static void encode(const uint8_t *s, size_t n, int stream)
         check_body(err, out, len, why);
         aos__llm__embed_request__free_unpacked(q, NULL);
     }
+#endif
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -309,7 +323,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max = (sel & 0x80) ? 512 : (1u << 20); /* a small cap now and then */
     size_t cut = n ? ((size_t)sel * 2654435761u) % (n + 1) : 0;
     decode(s, n, max, cut);
+#ifndef FUZZ_ANTHROPIC
     embed(s, n);
+#endif
     error_line(s, n, 1 + sel % 64);
     error_line(s, n, 256);
     encode(data + 1, n, sel & 1);
