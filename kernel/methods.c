@@ -123,6 +123,11 @@ static const kmethod table[] = {
     SERVER_COMMON("memory"),
     SERVER_COMMON("tool"),
     SERVER_COMMON("llm"),
+    /* the gateway: a chat is the LLM class (the scheduler issue queues it here) */
+    FWD("llm.chat", KM_LLM, "llm", WHOLE, ALL),
+    FWD("llm.embed", KM_LLM, "llm", WHOLE, ALL),
+    FWD("llm.providers", KM_READ, "llm", SMALL, KM_ADMIN | KM_SERVER),
+    FWD("llm.usage", KM_READ, "llm", SMALL, KM_ADMIN | KM_SERVER),
     SERVER_COMMON("audit"),
 };
 #define NTABLE (sizeof table / sizeof table[0])

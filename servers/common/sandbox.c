@@ -154,24 +154,44 @@ static const sbx_call sbx_api[] = {
 
 typedef struct sbx_profile {
     const char *server;
-    const sbx_call *lists[2];   /* the base, then the server's own (may be NULL) */
+    const sbx_call *lists[3];   /* the base, then the server's own (NULL-ended, may be none) */
     const char *inet;           /* why its socket() may make AF_INET/AF_INET6 sockets (never
-                                 * when pg_local); NULL: AF_UNIX only */
+                                 * when pg_local, unless host_net); NULL: AF_UNIX only */
     int host_tree;              /* the host's tree read-only instead of a minimal root */
+    int host_net;               /* the host's network even when its database is local: the
+                                 * server's own work is on the network (no net namespace) */
 } sbx_profile;
+
+/* What the LLM gateway adds to the database's list: libcurl's connections to the
+ * providers over TCP and TLS, its threaded resolver (a thread and a socketpair per
+ * lookup, /etc/hosts, /etc/resolv.conf, nsswitch) and OpenSSL reading the CA bundle and
+ * openssl.cnf on a new connection. Found by strace -f on aos-llm streaming from a local
+ * endpoint over HTTP and HTTPS, by name and by address. */
+static const sbx_call sbx_llm[] = {
+    {"getpeername", SBX_ALLOW, 0},     /* curl records the connection's peer address */
+    {"recvmsg", SBX_ALLOW, 0},         /* the resolver reads DNS answers (and netlink) */
+    {"socketpair", SBX_NET, 0},        /* the threaded resolver wakes curl through one */
+    {"pipe2", SBX_ALLOW, 0},           /* the same where socketpair is not used */
+    {"eventfd2", SBX_ALLOW, 0},        /* curl_multi_wakeup on newer libcurl */
+    {"fstat", SBX_ALLOW, 0},           /* stdio and OpenSSL size the files they read */
+    {"bind", SBX_ALLOW, 0},            /* the resolver's UDP socket (port 0) */
+    {"uname", SBX_ALLOW, 0},           /* OpenSSL and the resolver read the host name */
+    {"sysinfo", SBX_ALLOW, 0},         /* glibc's qsort sizes its buffer (getaddrinfo sorts) */
+    {"ioctl", SBX_ARG1, FIONREAD},     /* the resolver asks how big a DNS answer is */
+    SBX_END,
+};
 
 /* One allow-list per server. tool's issue will add what starting a sandboxed tool takes
  * (a fork-style clone, pipes, wait4, kill of its own children; execve stays in the child,
- * after the tool's own filter); llm's adds libcurl's network and TLS calls (socket,
- * connect, poll, DNS through /etc/resolv.conf and /etc/hosts). */
+ * after the tool's own filter). */
 static const sbx_profile sbx_profiles[] = {
-    {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
-    {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
-    {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0},
+    {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
+    {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
+    {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
     /* bubblewrap, later, binds parts of the host's tree into each tool's own root */
-    {"tool", {sbx_base, NULL}, NULL, 1},
-    {"llm", {sbx_base, NULL}, "the model providers' HTTPS APIs", 0},
-    {"api", {sbx_base, sbx_api}, "the HTTP front door listens on TCP", 0},
+    {"tool", {sbx_base}, NULL, 1, 0},
+    {"llm", {sbx_base, sbx_db, sbx_llm}, "the model providers' HTTPS APIs", 0, 1},
+    {"api", {sbx_base, sbx_api}, "the HTTP front door listens on TCP", 0, 0},
 };
 
 #if defined(AOS_SANITIZE) || defined(__SANITIZE_ADDRESS__)
@@ -367,12 +387,11 @@ static void sbx_sigsys(int sig, siginfo_t *si, void *uctx)
 }
 
 /* The lists a profile is made of, in order: base, the server's own, the sanitizer's. */
-static size_t sbx_lists(const sbx_profile *p, const sbx_call *out[3])
+static size_t sbx_lists(const sbx_profile *p, const sbx_call *out[4])
 {
     size_t n = 0;
-    out[n++] = p->lists[0];
-    if (p->lists[1])
-        out[n++] = p->lists[1];
+    for (size_t i = 0; i < 3 && p->lists[i]; i++)
+        out[n++] = p->lists[i];
     if (SBX_SANITIZED)
         out[n++] = sbx_sanitizer;
     return n;
@@ -398,7 +417,7 @@ static int sbx_skip(const sbx_call *const *lists, size_t n, size_t li, const sbx
  * why, and never for a server whose database is on a Unix socket (pg_local). */
 static int sbx_inet(const sbx_profile *p, int pg_local)
 {
-    return p->inet && !pg_local;
+    return p->inet && (!pg_local || p->host_net);
 }
 
 static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, int inet, char *why,
@@ -455,7 +474,7 @@ static aos_err sbx_add(scmp_filter_ctx ctx, const sbx_call *c, int inet, char *w
  * a socket can actually be made). */
 static int sbx_has_socket(const sbx_profile *p)
 {
-    const sbx_call *lists[3];
+    const sbx_call *lists[4];
     size_t n = sbx_lists(p, lists);
     for (size_t l = 0; l < n; l++)
         for (const sbx_call *c = lists[l]; c->name; c++)
@@ -480,7 +499,7 @@ static aos_err sbx_seccomp(const sbx_profile *p, int inet, char *why, size_t why
         snprintf(why, whylen, "seccomp thread sync: %s", strerror(-rc));
         goto out;
     }
-    const sbx_call *lists[3];
+    const sbx_call *lists[4];
     size_t n = sbx_lists(p, lists);
     for (size_t l = 0; l < n; l++)
         for (const sbx_call *c = lists[l]; c->name; c++)
@@ -1062,7 +1081,7 @@ static aos_err sbx_enter_ns(const sbx_opts *o, const sbx_profile *p, const sbx_k
     /* The network namespace first: refusing it leaves nothing half-done. Inside it the
      * server has only a loopback that is down; path-named Unix sockets (the link, the
      * database) still connect across namespaces. */
-    if (can && o->pg_local) {
+    if (can && o->pg_local && !p->host_net) {
         if (!unshare(CLONE_NEWNET))
             rep->net_ns = 1;
         else if (sbx_refused(errno))

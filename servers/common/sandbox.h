@@ -16,7 +16,8 @@ typedef struct sbx_opts {
     const char *user;          /* the server's own account to drop to when root; NULL: stay */
     pid_t parent;              /* aosd's pid: checked again after the drop */
     int pg_local;              /* its database is on a Unix socket (the embedded cluster):
-                                * AF_UNIX only and a network namespace of its own */
+                                * AF_UNIX only and a network namespace of its own,
+                                * unless its own work is on the network (llm) */
     const char *keep[SBX_KEEP_MAX]; /* absolute paths to keep visible read-write inside
                                 * the minimal root (the link's run dir, PostgreSQL's socket
                                 * dir, the server's state dir); NULL-terminated */

@@ -13,7 +13,7 @@
     X(memory, AOS_SRV_DB)         \
     X(storage, AOS_SRV_DB)        \
     X(tool, AOS_SRV_CGROUP)       \
-    X(llm, 0u)                    \
+    X(llm, AOS_SRV_DB)            \
     X(audit, AOS_SRV_DB)
 
 /* The embedded PostgreSQL's name as a child of aosd ("aosctl server restart postgres"). */
