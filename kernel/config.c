@@ -99,6 +99,20 @@ static int load_file(kcfg *c, const char *file)
     }
     for (size_t i = 0; i < conf_nwarnings(cf); i++)
         fprintf(stderr, "aosd: warning: %s: %s\n", conf_path(cf), conf_warning(cf, i));
+    /* The keys are in the llm configuration now, which only aos-llm gets (on a sealed
+     * memfd); out of the environment they go, so that no child (postgres, initdb, a
+     * server, and later a tool) can inherit one, whatever its variable is called. Done
+     * here, while aosd is still one thread. */
+    const Aos__Llm__Config *lc = conf_llm(cf);
+    for (size_t i = 0; lc && i < lc->n_providers; i++) {
+        const ProtobufCBinaryData *v = &lc->providers[i]->api_key_env;
+        char name[256];
+        if (v->len && v->len < sizeof name) {
+            memcpy(name, v->data, v->len);
+            name[v->len] = 0;
+            unsetenv(name);
+        }
+    }
     const conf_kernel *k = conf_kernel_settings(cf);
     _Static_assert(sizeof c->pg_dsn == sizeof k->pg_dsn && sizeof c->bin_dir == sizeof
                    k->bin_dir && sizeof c->pg_bin_dir == sizeof k->pg_bin_dir, "same caps");

@@ -8,10 +8,41 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <string.h>
+
 extern char **environ;
+
+/* What any program needs of aosd's environment: its search path, its locale, its time
+ * zone, and the sanitizers' options in a test build. Nothing else: aosd's environment
+ * holds the providers' API keys and maybe a DSN, and a child's /proc/<pid>/environ stays
+ * readable for its whole life. */
+static int spawn_keep_env(const char *e, int aos_vars)
+{
+    static const char *const keep[] = {"PATH=", "LANG=", "LC_ALL=", "TZ=", "ASAN_OPTIONS=",
+                                       "UBSAN_OPTIONS=", "LSAN_OPTIONS=", NULL};
+    for (int i = 0; keep[i]; i++)
+        if (!strncmp(e, keep[i], strlen(keep[i])))
+            return 1;
+    return aos_vars && !strncmp(e, "AOS_", 4) && strncmp(e, "AOS_PG_DSN=", 11) &&
+           strncmp(e, "AOS_PG_ADMIN_DSN=", 17) && strncmp(e, "AOS_DATA_DIR=", 13);
+}
+
+size_t spawn_env(char **out, size_t cap, int aos_vars)
+{
+    size_t n = 0;
+    for (char **p = environ; *p && n + 1 < cap; p++)
+        if (spawn_keep_env(*p, aos_vars))
+            out[n++] = *p;
+    out[n] = NULL;
+    return n;
+}
 
 pid_t spawn_child(const spawn_req *r)
 {
+    /* before the fork: the child may not allocate, and this takes no lock */
+    char *minimal[SPAWN_ENV_MAX + 1];
+    if (!r->envp)
+        spawn_env(minimal, sizeof minimal / sizeof minimal[0], 0);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
@@ -55,6 +86,6 @@ pid_t spawn_child(const spawn_req *r)
         _exit(125);
     if (r->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         _exit(126);
-    execve(r->argv[0], r->argv, r->envp ? r->envp : environ);
+    execve(r->argv[0], r->argv, r->envp ? r->envp : minimal);
     _exit(127);
 }

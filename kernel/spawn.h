@@ -9,7 +9,8 @@
 
 typedef struct spawn_req {
     char *const *argv;          /* argv[0] is the full path of the program */
-    char *const *envp;          /* NULL: aosd's own environment */
+    char *const *envp;          /* NULL: spawn_env's minimal one (never aosd's whole:
+                                 * it holds API keys) */
     uid_t uid;                  /* switch to uid:gid (no supplementary groups) when root; */
     gid_t gid;                  /* uid 0 means stay root (servers drop by themselves) */
     int out_fd;                 /* stdout and stderr (-1: inherit) */
@@ -19,6 +20,13 @@ typedef struct spawn_req {
     int no_new_privs;           /* PR_SET_NO_NEW_PRIVS before exec */
     int cgroup_fd;              /* > 0: a cgroup.procs the child joins first (0: none) */
 } spawn_req;
+
+/* The environment for a child, filtered out of aosd's into out (cap pointers, the last
+ * one NULL; the strings are aosd's own): PATH, the locale, TZ, the sanitizer options, and
+ * with aos_vars the AOS_* settings servers read (never AOS_PG_DSN, AOS_PG_ADMIN_DSN).
+ * Returns the count. */
+#define SPAWN_ENV_MAX 60
+size_t spawn_env(char **out, size_t cap, int aos_vars);
 
 /* fork + exec r. Returns the pid, or -1 with errno from fork. A child that cannot reach
  * exec exits 125 (parent gone), 126 (cannot switch user or directory) or 127 (exec). */

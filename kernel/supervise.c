@@ -28,7 +28,6 @@
 #include "procview.h"
 #include "spawn.h"
 
-extern char **environ;
 
 /* ---- policy (the why is in supervise.h) ---------------------------------------------- */
 
@@ -195,26 +194,12 @@ static int dep_away(const child *k, uint64_t now)
            (PG->state != ST_RUNNING || now - PG->ready_at < SUP_DEP_GRACE_MS);
 }
 
-/* The environment a child gets: ours, filtered: no DSN and no secret ever travels here
- * (/proc/<pid>/environ stays readable for the process's whole life). */
-#define ENV_MAX 60
-static int keep_env(const char *e)
-{
-    static const char *const keep[] = {"PATH=", "LANG=", "LC_ALL=", "TZ=", "ASAN_OPTIONS=",
-                                       "UBSAN_OPTIONS=", "LSAN_OPTIONS=", NULL};
-    for (int i = 0; keep[i]; i++)
-        if (!strncmp(e, keep[i], strlen(keep[i])))
-            return 1;
-    return !strncmp(e, "AOS_", 4) && strncmp(e, "AOS_PG_DSN=", 11) &&
-           strncmp(e, "AOS_PG_ADMIN_DSN=", 17) && strncmp(e, "AOS_DATA_DIR=", 13);
-}
-
+/* The environment a server gets: the minimal one and the AOS_* settings; no DSN and no
+ * secret ever travels here (/proc/<pid>/environ stays readable for its whole life). */
+#define ENV_MAX SPAWN_ENV_MAX
 static void child_env(char **envp, char *wk, size_t wkcap)
 {
-    int e = 0;
-    for (char **p = environ; *p && e < ENV_MAX; p++)
-        if (keep_env(*p))
-            envp[e++] = *p;
+    size_t e = spawn_env(envp, ENV_MAX, 1);
     if (cfg->workers) {
         snprintf(wk, wkcap, "AOS_WORKERS=%u", cfg->workers);
         envp[e++] = wk;

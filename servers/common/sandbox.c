@@ -76,6 +76,7 @@ static const sbx_call sbx_base[] = {
     {"madvise", SBX_ALLOW, 0},         /* glibc frees dead threads' stacks, trims arenas */
     {"mmap", SBX_ALLOW, 0},            /* malloc arenas, thread stacks */
     {"munmap", SBX_ALLOW, 0},          /* malloc, thread stacks */
+    {"mremap", SBX_ALLOW, 0},          /* realloc of a block malloc mmapped (over 128 KiB) */
     {"mprotect", SBX_ALLOW, 0},        /* malloc arenas grow, thread stack guards */
     {"brk", SBX_ALLOW, 0},             /* malloc's main heap */
     {"openat", SBX_EACCES, 0},         /* malloc reads /proc/sys/vm/overcommit_memory */
