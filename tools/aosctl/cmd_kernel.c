@@ -1,4 +1,4 @@
-/* aosctl's kernel commands: status, server kill|restart NAME, ping SERVER [-n N].
+/* aosctl's kernel commands: status, server kill|restart|stats NAME, ping SERVER [-n N].
  * Each decodes and checks the reply before printing it for people or as one JSON doc. */
 #include "aosctl.h"
 
@@ -288,6 +288,45 @@ static int cmd_restart(ctl_ctx *c, const ctl_vals *v)
     return server_op(c, v, "restart", 1);
 }
 
+/* ---- server stats ---------------------------------------------------------------- */
+
+static int cmd_stats(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *name = ctl_server_name(ctl_str(v, "NAME"), 0);
+    char method[AOS_METHOD_MAX + 1];
+    snprintf(method, sizeof method, "%s.stats", name);
+    aos_reply r;
+    if (ctl_call(c, NULL, method, NULL, &r) != AOS_OK)
+        return fail_reply(c, &r);
+    Aos__StatsReply *s = aos__stats_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!s || !aos_pb_strings_valid(&s->base)) {
+        if (s)
+            aos__stats_reply__free_unpacked(s, NULL);
+        return ctl_fail(c, AOS_ERR_PROTO, "%s: the server sent a malformed StatsReply", method);
+    }
+    int rc = 0;
+    if (c->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->n_stats; i++) {
+            const Aos__Stat *st = s->stats[i];
+            json_t *o = json_pack("{s:s,s:I}", "name", st->name, "value", (json_int_t)st->value);
+            if (o && st->text && st->text[0])
+                json_object_set_new(o, "text", json_string(st->text));
+            json_array_append_new(a, o);
+        }
+        rc = ctl_print_json(c, json_pack("{s:s,s:o}", "server", name, "stats", a));
+    } else {
+        for (size_t i = 0; i < s->n_stats; i++) {
+            const Aos__Stat *st = s->stats[i];
+            printf("%-36s %14lld%s%s\n", st->name, (long long)st->value,
+                   st->text && st->text[0] ? "  " : "", st->text ? st->text : "");
+        }
+    }
+    aos__stats_reply__free_unpacked(s, NULL);
+    return rc;
+}
+
 /* ---- ping ----------------------------------------------------------------------- */
 
 static uint64_t mono_us(void)
@@ -486,6 +525,14 @@ static const char ping_out[] =
     "\"properties\":{\"code\":{\"type\":\"integer\"},\"name\":{\"type\":\"string\"},"
     "\"message\":{\"type\":\"string\"}}}}}";
 
+static const char stats_out[] =
+    "{\"type\":\"object\",\"required\":[\"server\",\"stats\"],\"properties\":{"
+    "\"server\":{\"type\":\"string\"},"
+    "\"stats\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+    "\"required\":[\"name\",\"value\"],\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"value\":{\"type\":\"integer\"},\"text\":{\"type\":\"string\","
+    "\"description\":\"what the figure counts, when the server says\"}}}}}}";
+
 /* The checks name the valid values, so a typo's message says what would have worked. */
 static int check_server(const char *val, char *why, size_t whylen)
 {
@@ -517,6 +564,10 @@ static const ctl_arg restart_args[] = {
     {.name = "NAME", .required = 1, .choices = servers_pg, .check = check_server_pg,
      .summary = "the server; the aos- prefix is accepted (aos-storage)"},
 };
+static const ctl_arg stats_args[] = {
+    {.name = "NAME", .required = 1, .choices = servers, .check = check_server,
+     .summary = "the server; the aos- prefix is accepted"},
+};
 static const ctl_arg ping_args[] = {
     {.name = "SERVER", .required = 1, .choices = servers, .check = check_server,
      .summary = "the server; the aos- prefix is accepted"},
@@ -531,6 +582,8 @@ static const ctl_cmd kernel_cmds[] = {
      CTL_ARGS(kill_args), server_out, cmd_kill},
     {"server restart", "stop a server gracefully and start it again", CTL_ARGS(restart_args),
      server_out, cmd_restart},
+    {"server stats", "a server's own figures (calls, errors, what its work counts)",
+     CTL_ARGS(stats_args), stats_out, cmd_stats},
     {"ping", "ping a server through aosd N times, one at a time; report latency",
      CTL_ARGS(ping_args), ping_out, cmd_ping},
 };
