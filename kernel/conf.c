@@ -1163,6 +1163,19 @@ static aos_err llm_section(ctx *x, const yaml_node_t *n, Aos__Llm__Config *cfg)
             return rc;
         if (set_cstr(&cfg->ca_bundle, path))
             return nomem(x);
+        /* read here: aos-llm runs in a root that shows /etc and /usr, not this path */
+        char *pem, rwhy[600];
+        size_t len;
+        int absent;
+        if ((rc = read_file(path, 0, &pem, &len, &absent, rwhy, sizeof rwhy)))
+            return rc == AOS_ERR_NOMEM ? nomem(x) : fail(x, v[3], "llm.ca_bundle", "%s", rwhy);
+        int is_pem = len && memmem(pem, len, "-----BEGIN CERTIFICATE-----", 27) != NULL;
+        int bad = !is_pem || set_bytes(&cfg->ca_pem, pem, len);
+        free(pem);
+        if (bad)
+            return is_pem ? nomem(x)
+                          : fail(x, v[3], "llm.ca_bundle", "%s holds no PEM certificate "
+                                 "(-----BEGIN CERTIFICATE-----)", path);
     }
     if (!v[4])
         return fail(x, n, "llm", "needs providers: (at least one)");

@@ -57,7 +57,7 @@ static const char good[] =
     "  default_model: openai/gpt-4o-mini\n"
     "  honour_retry_after: true\n"
     "  max_body_bytes: 16777216\n"
-    "  ca_bundle: /etc/ssl/certs/ca-certificates.crt\n"
+    "  ca_bundle: ca.pem\n"
     "  providers:\n"
     "    - name: openai\n"
     "      kind: openai\n"
@@ -100,6 +100,8 @@ static void a_good_file_round_trips_into_the_protobuf(void **st)
     (void)st;
     char path[512], why[1024] = "";
     put("script.yaml", script, path, sizeof path);
+    put("ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", path,
+        sizeof path);
     setenv(KEYVAR, KEY, 1);
     conf *c;
     assert_int_equal(load_text(good, &c, why, sizeof why), AOS_OK);
@@ -131,7 +133,10 @@ static void a_good_file_round_trips_into_the_protobuf(void **st)
     assert_bytes(u->default_model, "openai/gpt-4o-mini");
     assert_true(u->honour_retry_after);
     assert_int_equal(u->max_body_bytes, 16777216);
-    assert_bytes(u->ca_bundle, "/etc/ssl/certs/ca-certificates.crt");
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    assert_bytes(u->ca_bundle, ca);
+    assert_true(u->ca_pem.len > 27 && !memcmp(u->ca_pem.data, "-----BEGIN CERTIFICATE-----", 27));
     assert_int_equal(u->n_providers, 3);
 
     const Aos__Llm__Provider *p = u->providers[0];

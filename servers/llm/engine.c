@@ -798,9 +798,9 @@ static void http_start(job *j)
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     /* no Accept-Encoding: a compressed body would let a provider grow memory past the cap
      * we count on the wire */
-    if (e->cfg->ca_bundle.len) {
-        char ca[1024];
-        curl_easy_setopt(h, CURLOPT_CAINFO, bstr(e->cfg->ca_bundle, ca, sizeof ca));
+    if (e->cfg->ca_pem.len) { /* aosd read the file: our root may not show its path */
+        struct curl_blob ca = {e->cfg->ca_pem.data, e->cfg->ca_pem.len, CURL_BLOB_NOCOPY};
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
     }
     CURLMcode mc = curl_multi_add_handle(e->multi, h);
     if (mc != CURLM_OK) {
