@@ -212,7 +212,7 @@ static const db_stmt st_usage = {
     " coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,"
     " coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint,"
     " coalesce(sum(cost_micro_usd), 0)::bigint "
-    "FROM llm.calls WHERE ($1 = '' OR agent = $1) AND started_at >= to_timestamp($2 / 1000.0) "
+    "FROM llm.calls WHERE ($1 = '' OR agent = $1) AND started_at >= to_timestamp($2::bigint / 1000.0) "
     "GROUP BY agent, provider, model ORDER BY agent, provider, model LIMIT 10001",
     2};
 
@@ -298,7 +298,8 @@ static aos_err m_usage(srv *s, const aos_env *req, srv_reply *rep)
     else if (!srv_db(s))
         rc = srv_fail(rep, AOS_ERR_UNAVAILABLE, "llm.usage: no database connection");
     if (!rc) {
-        memcpy(u.agent, q->agent.data, q->agent.len);
+        if (q->agent.len) /* data is NULL when empty: memcpy's arguments must not be */
+            memcpy(u.agent, q->agent.data, q->agent.len);
         rc = db_run(srv_db(s), req->deadline_ms, "llm.usage", rep, usage_attempt, &u, NULL);
     }
     aos__llm__usage_request__free_unpacked(q, NULL);

@@ -314,6 +314,8 @@ static const struct sample {
 } samples[] = {
     {"status", {NULL}},
     {"config check", {NULL}},
+    {"server stats", {"storage"}},
+    {"server stats", {"aos-llm"}},
     {"ping", {"storage", "--count=3"}},
     {"ping", {"-n", "2", "aos-tool"}},
     {"kv put", {AGENT, "k1", "v1", "--ttl", "600000"}},
@@ -330,6 +332,12 @@ static const struct sample {
     {"queue ls", {AGENT}},
     {"checkpoint ls", {AGENT, "--limit=10"}},
     {"checkpoint ls", {AGENT, "default"}},
+    {"llm providers", {NULL}},
+    {"llm test", {"sim", "hello", "--max-tokens=50", "--temperature", "0.5", "--system", "be"}},
+    {"llm test", {"--temperature=0", "sim/sim-1", "hi"}},
+    {"llm usage", {NULL}},
+    /* --since other than 0 waits on aos-llm's llm.usage taking a bigint $2 (see the report) */
+    {"llm usage", {"--since=0", "--agent", AGENT}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };
@@ -486,7 +494,8 @@ static void every_command_prints_what_its_schema_says(void **st)
         build(argv, c, &samples[i], pre, post);
         static run r;
         /* a server command finds audit running, and leaves it running again as another pid */
-        int server = !strncmp(samples[i].cmd, "server ", 7);
+        int server = !strcmp(samples[i].cmd, "server kill") ||
+                     !strcmp(samples[i].cmd, "server restart");
         pid_t old = server ? h_wait_running(H, "audit", 0, 30000) : 0;
         if (server)
             assert_true(old > 0);
@@ -500,6 +509,30 @@ static void every_command_prints_what_its_schema_says(void **st)
         if (!strcmp(samples[i].cmd, "queue recv")) {
             assert_int_equal(json_array_size(json_object_get(out, "messages")), 2);
             keep_receipts(out);
+        }
+        if (!strcmp(samples[i].cmd, "llm providers")) {
+            /* no aos.yaml: the simulator alone, always reachable, its models listed */
+            json_t *p = json_array_get(json_object_get(out, "providers"), 0);
+            assert_string_equal(json_string_value(json_object_get(p, "name")), "sim");
+            assert_true(json_is_true(json_object_get(p, "reachable")));
+            assert_true(json_array_size(json_object_get(p, "models")) >= 1);
+        }
+        if (!strcmp(samples[i].cmd, "llm test")) {
+            /* a bare provider resolved to its chat model, and the answer came in parts */
+            assert_string_equal(json_string_value(json_object_get(out, "model")), "sim-1");
+            assert_true(json_integer_value(json_object_get(out, "parts")) >= 1);
+            assert_non_null(strstr(json_string_value(json_object_get(out, "text")), "sim"));
+        }
+        if (!strcmp(samples[i].cmd, "llm usage")) {
+            /* the two llm test calls are on the books, totals the sum of the rows */
+            json_t *tot = json_object_get(out, "totals"), *row;
+            size_t k;
+            json_int_t calls = 0;
+            json_array_foreach(json_object_get(out, "rows"), k, row)
+                calls += json_integer_value(json_object_get(row, "calls"));
+            assert_int_equal(calls, json_integer_value(json_object_get(tot, "calls")));
+            if (!json_string_length(json_object_get(out, "agent")))
+                assert_true(calls >= 2);
         }
         if (!strcmp(samples[i].cmd, "checkpoint ls"))
             assert_true(json_array_size(json_object_get(out, "checkpoints")) >= 1);
@@ -650,6 +683,65 @@ static void other_errors_are_json_documents_too(void **st)
     }
 }
 
+/* llm's values are checked before any call: a bad one is a usage error naming what works. */
+static void llm_values_are_checked_before_any_call(void **st)
+{
+    (void)st;
+    static run r;
+    const char *dir = h_data_dir(H);
+    const char *const bad[][8] = {
+        {"llm", "usage", "--since", "2023-02-29"},       /* no such day */
+        {"llm", "usage", "--since", "2024-01-01T24:00"}, /* no such hour */
+        {"llm", "usage", "--since=1969-12-31"},
+        {"llm", "usage", "--since=999999999d"},          /* before 1970 */
+        {"llm", "usage", "--since=10w"},
+        {"llm", "usage", "--since=-5m"},
+        {"llm", "usage", "--since=99999999999999999999"},
+        {"llm", "usage", "--agent", "no spaces"},
+        {"llm", "test", "sim", "hi", "--temperature=2.5"},
+        {"llm", "test", "sim", "hi", "--temperature", "1e0"},
+        {"llm", "test", "sim", "hi", "--temperature=nan"},
+        {"llm", "test", "sim/", "hi"},
+        {"llm", "test", "/sim-1", "hi"},
+        {"llm", "test", "sim", ""},
+        {"llm", "test", "sim", "hi", "--max-tokens=0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[12];
+        size_t n = 0;
+        for (; n < 8 && bad[i][n]; n++)
+            argv[n] = bad[i][n];
+        argv[n++] = "--data-dir";
+        argv[n++] = dir;
+        argv[n++] = "--json";
+        argv[n] = NULL;
+        ctl_argv(&r, argv);
+        char what[256];
+        snprintf(what, sizeof what, "llm %s %s %s", bad[i][1], bad[i][2],
+                 bad[i][3] ? bad[i][3] : "");
+        assert_usage_doc(&r, json_object_get(DESC, "error_output"), what);
+    }
+    /* what is accepted: the since forms, a bare model name, a temperature of 0 and of 2 */
+    const char *const good[][8] = {
+        {"llm", "usage", "--since=0"},
+        {"llm", "test", "sim-1", "hi", "--temperature=2"},
+        {"llm", "test", "sim", "hi", "--temperature=0.0"},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        const char *argv[12];
+        size_t n = 0;
+        for (; n < 8 && good[i][n]; n++)
+            argv[n] = good[i][n];
+        argv[n++] = "--data-dir";
+        argv[n++] = dir;
+        argv[n++] = "--json";
+        argv[n] = NULL;
+        ctl_argv(&r, argv);
+        if (r.rc != 0)
+            fail_msg("%s %s: exit %d: %s%s", good[i][1], good[i][2], r.rc, r.out, r.err);
+    }
+}
+
 /* --flag=value and --flag value, short aliases, flags before and after positionals, global
  * flags anywhere: the same line means the same thing in every spelling. */
 static void flags_mean_the_same_in_every_spelling(void **st)
@@ -745,6 +837,25 @@ static void people_get_the_table_and_help(void **st)
         if (!strstr(eol + 1, line) && strncmp(eol + 1, line + 1, strlen(line + 1)))
             fail_msg("no status line for %s", names[i]);
     }
+    /* llm: a table of providers; test's answer alone on stdout, its summary on stderr */
+    CTL(&r, "llm", "providers", dd);
+    assert_int_equal(r.rc, 0);
+    assert_true(!strncmp(r.out, "NAME  KIND  MODELS", 18));
+    assert_non_null(strstr(r.out, "\nsim "));
+    assert_non_null(strstr(r.out, " yes\n"));
+    CTL(&r, "llm", "test", "sim", "hello", dd);
+    assert_int_equal(r.rc, 0);
+    assert_true(!strncmp(r.out, "sim: ", 5));
+    assert_non_null(strstr(r.err, "-- end_turn; tokens in "));
+    assert_non_null(strstr(r.err, "sim/sim-1"));
+    CTL(&r, "llm", "usage", dd);
+    assert_int_equal(r.rc, 0);
+    assert_true(!strncmp(r.out, "AGENT  PROVIDER  MODEL", 22));
+    assert_non_null(strstr(r.out, "\nTOTAL "));
+    CTL(&r, "llm", "test", "no-such-provider", "hello", dd);
+    assert_int_equal(r.rc, 3);
+    assert_non_null(strstr(r.err, "providers: sim"));
+
     CTL(&r, "--help");
     assert_int_equal(r.rc, 0);
     size_t i;
@@ -798,6 +909,7 @@ int main(void)
         cmocka_unit_test(every_command_prints_what_its_schema_says),
         cmocka_unit_test(usage_errors_are_json_documents_with_exit_2),
         cmocka_unit_test(other_errors_are_json_documents_too),
+        cmocka_unit_test(llm_values_are_checked_before_any_call),
         cmocka_unit_test(flags_mean_the_same_in_every_spelling),
         cmocka_unit_test(people_get_the_table_and_help),
     };

@@ -22,6 +22,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_kernel,
     &ctl_group_storage,
     &ctl_group_config,
+    &ctl_group_llm,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
