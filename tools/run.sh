@@ -38,9 +38,19 @@ fi
 aosctl=(build/bin/aosctl --data-dir "$dir")
 
 log=$dir/aosd.log
+# One answer streamed through the whole stack: aosctl -> aosd -> aos-llm (the offline sim
+# provider unless aos.yaml names another default) and back, part by part.
+llm_hello() {
+    echo
+    echo "\$ aosctl llm test sim \"hello\""
+    "${aosctl[@]}" llm test sim "hello" || echo "run.sh: the LLM gateway did not answer" >&2
+}
+
 if "${aosctl[@]}" status >/dev/null 2>&1; then
     echo "aosd is already running on $dir"
-    exec "${aosctl[@]}" status
+    "${aosctl[@]}" status
+    llm_hello
+    exit 0
 fi
 
 # aosd opens its log itself (--log), once it has made sure nobody else can plant a link
@@ -58,13 +68,14 @@ show_settled() {
     rm -f "$early"
     for _ in $(seq 1 60); do
         json=$("${aosctl[@]}" --json status 2>/dev/null) || break
-        grep -Eq '"state": *"(starting|backoff)"' <<<"$json" || break
+        grep -Eq '"state": *"(starting|backoff|migrating)"|waiting for another schema migration' <<<"$json" || break
         sleep 0.5
     done
     "${aosctl[@]}" status
     if grep -Eq '"state": *"failed"' <<<"$json"; then
         echo "run.sh: some servers failed; see $log and \`aosctl status\`" >&2
     fi
+    llm_hello
     exit 0
 }
 
