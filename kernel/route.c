@@ -21,7 +21,9 @@
 #include "methods.h"
 #include "supervise.h"
 
-#define ROUTE_CTX 256                   /* requests in flight on the control socket */
+#define ROUTE_CTX 1024                  /* requests in flight on the control socket: a stream
+                                         * waiting for its next part holds one (500 agents
+                                         * streaming from the LLM at once) */
 #define DEFAULT_DEADLINE_MS 30000u
 #define MAX_DEADLINE_MS (10u * 60u * 1000u)
 /* Bounds of the control socket (see listen.h for what nng 1.5.2 bounds by itself). Only
