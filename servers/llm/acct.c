@@ -48,10 +48,15 @@ const srv_schema llm_schema = {
     .n_migrations = sizeof llm_migrations / sizeof llm_migrations[0],
 };
 
+/* resent: the provider was asked this same request before (a crash of aos-llm, or a
+ * caller retrying after an error) and this is a second paid call; one it refused with a
+ * 429 (status 15, RATE_LIMITED) was never served, so a retry after it is not resent. */
+_Static_assert(AOS_ERR_RATE_LIMITED == 15, "llm_begin's SQL names RATE_LIMITED as 15");
 static const db_stmt st_begin = {
     "llm_begin",
     "INSERT INTO llm.calls (request_id, agent, provider, model, resent) "
-    "VALUES ($1, $2, $3, $4, EXISTS (SELECT 1 FROM llm.calls WHERE request_id = $1)) "
+    "VALUES ($1, $2, $3, $4, EXISTS (SELECT 1 FROM llm.calls WHERE request_id = $1 "
+    "AND status IS DISTINCT FROM 15)) "
     "RETURNING id, resent",
     4};
 /* A row whose begin was lost (an asynchronous commit that a crash of PostgreSQL took

@@ -182,6 +182,16 @@ int wire_get_str(wire_dec *d, json_t *o, const char *key, const char *where,
 int wire_get_uint(wire_dec *d, json_t *o, const char *key, const char *where, uint64_t *v);
 int wire_get_obj(wire_dec *d, json_t *o, const char *key, const char *where, json_t **v);
 int wire_get_arr(wire_dec *d, json_t *o, const char *key, const char *where, json_t **v);
+/* One count of a usage object: its key, and where the value goes. */
+typedef struct {
+    const char *key;
+    uint64_t *v;
+} wire_count;
+/* o's "usage" object (where names o) and each of its counts in c[0..n) that is present;
+ * *u (may be NULL) gets the object. Returns as wire_get_obj does; -1 as well for a count
+ * that is not one, the counts before it read. */
+int wire_get_usage(wire_dec *d, json_t *o, const char *where, const wire_count *c, size_t n,
+                   json_t **u);
 /* Parses one JSON value (object or array) from provider bytes; NULL with PROTO on d. */
 json_t *wire_parse(wire_dec *d, const char *s, size_t n, const char *what);
 /* A provider's error object {"type","message"} (+ OpenAI's "code") → d's sticky error. */
@@ -226,17 +236,54 @@ json_t *wire_jobj(const ProtobufCBinaryData *b, const char *what, aos_err *err, 
                   size_t whylen);
 /* Dumps root (not freed) into *out and *len. */
 aos_err wire_dump(json_t *root, char **out, size_t *len, char *why, size_t whylen);
+/* What every request body checks first: r (have) and the outputs given, *out and *len
+ * cleared, the model's name. */
+aos_err wire_body_start(int have, const char *model, const char *kind, char **out,
+                        size_t *len, char *why, size_t whylen);
+/* wire_body_start, then a chat request's messages (some), tools and tool_choice, and a
+ * temperature within 0..max_temp. */
+aos_err wire_check_chat(const Aos__Llm__ChatRequest *r, const char *model, const char *kind,
+                        int max_temp, char **out, size_t *len, char *why, size_t whylen);
 /* Checks the tools (names, duplicates, schemas) and the tool_choice against them. */
 aos_err wire_check_tools(const Aos__Llm__ChatRequest *r, const char *kind, char *why,
                          size_t whylen);
+/* A tool call to send: it has an id and a well-formed name (where names it). */
+aos_err wire_check_call(const Aos__Llm__ToolCall *c, const char *kind, const char *where,
+                        char *why, size_t whylen);
 /* An image part's URL: https://, http:// or data:, valid UTF-8. */
 aos_err wire_check_url(const ProtobufCBinaryData *u, const char *what, char *why,
                        size_t whylen);
-/* Stop sequences (non-empty, UTF-8) as an array at root[key], when there are any. */
-aos_err wire_stop_array(const Aos__Llm__ChatRequest *r, const char *key, json_t *root,
-                        char *why, size_t whylen);
+/* An image part that may stand here (images: the message takes them; allowed says which
+ * do, for the message) with a URL wire_check_url takes. */
+aos_err wire_check_image(const Aos__Llm__ContentPart *p, const char *kind, const char *where,
+                         int images, const char *allowed, char *why, size_t whylen);
 /* Checks model is a non-empty UTF-8 C string. */
 aos_err wire_check_model(const char *model, const char *kind, char *why, size_t whylen);
+/* b holds exactly the C string s. */
+int wire_bin_is(const ProtobufCBinaryData *b, const char *s);
+/* A new {"type":"text","text":text} appended to arr: borrowed, or NULL with *err set. */
+json_t *wire_text_block(const ProtobufCBinaryData *text, const char *where, json_t *arr,
+                        aos_err *err, char *why, size_t whylen);
+/* Sets o's "type" to type and o[key] to a new object, returned borrowed: the providers'
+ * {"type":T,"K":{...}} wrappers (functions, images). NULL with *err NOMEM when out of memory. */
+json_t *wire_typed(json_t *o, const char *type, const char *key, aos_err *err, char *why,
+                   size_t whylen);
+/* Each tool's object, appended to root["tools"] and filled by fn; where names the tool's
+ * input_schema for fn's messages. */
+typedef aos_err (*wire_tool_fn)(const Aos__Llm__Tool *t, const char *where, json_t *o,
+                                char *why, size_t whylen);
+aos_err wire_tools(const Aos__Llm__ChatRequest *r, json_t *root, wire_tool_fn fn, char *why,
+                   size_t whylen);
+/* A tool's name, description (when it has one) and schema (at schema_key; an empty one is
+ * an object of no properties) set on o, in that order. */
+aos_err wire_tool_fields(const Aos__Llm__Tool *t, const char *where, json_t *o,
+                         const char *schema_key, char *why, size_t whylen);
+/* Non-empty UTF-8 strings v[0..n) as an array at root[key], when n > 0; name ("stop",
+ * "inputs") names them in messages. */
+aos_err wire_str_array(const ProtobufCBinaryData *v, size_t n, const char *name, json_t *root,
+                       const char *key, char *why, size_t whylen);
+/* The float on the wire is the decimal the caller meant (0.7, not 0.699999988). */
+double wire_decimal(float f);
 #endif
 
 #endif

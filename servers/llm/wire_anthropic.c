@@ -88,27 +88,16 @@ static aos_err an_part(const Aos__Llm__ContentPart *p, const char *where, int im
     aos_err err = AOS_OK;
     *made = NULL;
     if (p->kind == AOS__LLM__PART_KIND__TEXT) {
-        if (p->text.len == 0) /* Anthropic refuses empty text blocks */
-            goto out;
-        json_t *o = json_object();
-        WIRE_PUSH(arr, o);
-        WIRE_SET(o, "type", json_string("text"));
-        WIRE_SET(o, "text", wire_jstr(&p->text, where, &err, why, whylen));
-        *made = o;
+        if (p->text.len) /* Anthropic refuses empty text blocks */
+            *made = wire_text_block(&p->text, where, arr, &err, why, whylen);
     } else if (p->kind == AOS__LLM__PART_KIND__IMAGE_URL) {
-        if (!images) {
-            err = wire_usage(why, whylen, AN ": %s: images go in user messages and tool "
-                             "results only", where);
+        if ((err = wire_check_image(p, AN, where, images, "user messages and tool results",
+                                    why, whylen)))
             goto out;
-        }
-        if ((err = wire_check_url(&p->text, where, why, whylen)) != AOS_OK)
-            goto out;
-        json_t *o = json_object();
+        json_t *o = json_object(), *src;
         WIRE_PUSH(arr, o);
-        WIRE_SET(o, "type", json_string("image"));
-        json_t *src = json_object();
-        WIRE_SET(o, "source", src);
-        if ((err = an_source(&p->text, where, src, why, whylen)) != AOS_OK)
+        if (!(src = wire_typed(o, "image", "source", &err, why, whylen)) ||
+            (err = an_source(&p->text, where, src, why, whylen)) != AOS_OK)
             goto out;
         *made = o;
     } else {
@@ -172,11 +161,8 @@ static aos_err an_tool_uses(const Aos__Llm__Message *m, size_t i, json_t *arr, j
     for (size_t k = 0; k < m->n_tool_calls; k++) {
         const Aos__Llm__ToolCall *c = m->tool_calls[k];
         snprintf(where, sizeof where, "messages[%zu].tool_calls[%zu]", i, k);
-        if (c->id.len == 0)
-            return wire_usage(why, whylen, AN ": %s: the call has no id", where);
-        if (!wire_name_ok(&c->name))
-            return wire_usage(why, whylen, AN ": %s: the name must match "
-                              "[A-Za-z0-9_-]{1,64}", where);
+        if ((err = wire_check_call(c, AN, where, why, whylen)) != AOS_OK)
+            return err;
         json_t *o = json_object();
         WIRE_PUSH(arr, o);
         WIRE_SET(o, "type", json_string("tool_use"));
@@ -262,73 +248,42 @@ out:
     return err;
 }
 
+static aos_err an_tool(const Aos__Llm__Tool *t, const char *where, json_t *o, char *why,
+                       size_t whylen)
+{
+    return wire_tool_fields(t, where, o, "input_schema", why, whylen);
+}
+
 static aos_err an_tools(const Aos__Llm__ChatRequest *r, json_t *root, char *why,
                         size_t whylen)
 {
-    aos_err err = AOS_OK;
-    char where[64];
-    json_t *tools = json_array();
-    WIRE_SET(root, "tools", tools);
-    for (size_t i = 0; i < r->n_tools; i++) {
-        const Aos__Llm__Tool *t = r->tools[i];
-        snprintf(where, sizeof where, "tools[%zu].input_schema", i);
-        json_t *o = json_object();
-        WIRE_PUSH(tools, o);
-        WIRE_SET(o, "name", wire_jstr(&t->name, where, &err, why, whylen));
-        if (t->description.len)
-            WIRE_SET(o, "description", wire_jstr(&t->description, where, &err, why, whylen));
-        json_t *schema = wire_jobj(&t->input_schema, where, &err, why, whylen);
-        if (schema && t->input_schema.len == 0 &&
-            (json_object_set_new(schema, "type", json_string("object")) ||
-             json_object_set_new(schema, "properties", json_object()))) {
-            json_decref(schema);
-            schema = NULL;
-        }
-        WIRE_SET(o, "input_schema", schema);
-    }
+    /* the caller's word → Anthropic's tool_choice type; any other word names a tool */
+    static const char *const types[][2] = {{"auto", "auto"}, {"none", "none"},
+                                           {"required", "any"}};
+    aos_err err = wire_tools(r, root, an_tool, why, whylen);
     const ProtobufCBinaryData *c = &r->tool_choice;
-    if (c->len == 0)
+    if (err != AOS_OK || c->len == 0)
         goto out;
     json_t *tc = json_object();
     WIRE_SET(root, "tool_choice", tc);
-    if (c->len == 4 && !memcmp(c->data, "auto", 4)) {
-        WIRE_SET(tc, "type", json_string("auto"));
-    } else if (c->len == 4 && !memcmp(c->data, "none", 4)) {
-        WIRE_SET(tc, "type", json_string("none"));
-    } else if (c->len == 8 && !memcmp(c->data, "required", 8)) {
-        WIRE_SET(tc, "type", json_string("any"));
-    } else {
-        WIRE_SET(tc, "type", json_string("tool"));
-        WIRE_SET(tc, "name", json_stringn((const char *)c->data, c->len));
-    }
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (wire_bin_is(c, types[i][0])) {
+            WIRE_SET(tc, "type", json_string(types[i][1]));
+            goto out;
+        }
+    WIRE_SET(tc, "type", json_string("tool"));
+    WIRE_SET(tc, "name", json_stringn((const char *)c->data, c->len));
 out:
     return err;
-}
-
-static double an_decimal(float f)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%.6g", (double)f);
-    return strtod(b, NULL);
 }
 
 aos_err wire_anthropic_chat_body(const Aos__Llm__ChatRequest *r, const char *model,
                                  int stream, char **out, size_t *len, char *why,
                                  size_t whylen)
 {
-    if (!out || !len || !r)
-        return wire_usage(why, whylen, AN ": no request or output");
-    *out = NULL;
-    *len = 0;
-    aos_err err = wire_check_model(model, AN, why, whylen);
+    aos_err err = wire_check_chat(r, model, AN, 1, out, len, why, whylen);
     if (err != AOS_OK)
         return err;
-    if (r->n_messages == 0)
-        return wire_usage(why, whylen, AN ": the request has no messages");
-    if ((err = wire_check_tools(r, AN, why, whylen)) != AOS_OK)
-        return err;
-    if (r->has_temperature && !(r->temperature >= 0.0f && r->temperature <= 1.0f))
-        return wire_usage(why, whylen, AN ": the temperature must be within 0..1");
     an_enc e = {0};
     if (!(e.root = json_object()))
         return wire_nomem(why, whylen);
@@ -367,8 +322,9 @@ aos_err wire_anthropic_chat_body(const Aos__Llm__ChatRequest *r, const char *mod
     if (r->n_tools && (err = an_tools(r, root, why, whylen)) != AOS_OK)
         goto out;
     if (r->has_temperature)
-        WIRE_SET(root, "temperature", json_real(an_decimal(r->temperature)));
-    if ((err = wire_stop_array(r, "stop_sequences", root, why, whylen)) != AOS_OK)
+        WIRE_SET(root, "temperature", json_real(wire_decimal(r->temperature)));
+    if ((err = wire_str_array(r->stop, r->n_stop, "stop", root, "stop_sequences", why,
+                              whylen)) != AOS_OK)
         goto out;
     if (stream)
         WIRE_SET(root, "stream", json_true());
@@ -402,15 +358,12 @@ static Aos__Llm__StopReason an_stop(const char *s)
 /* Usage counts are cumulative: a later event's count replaces an earlier one. */
 static aos_err an_usage(wire_dec *d, json_t *o, const char *where)
 {
-    json_t *u = NULL;
-    if (wire_get_obj(d, o, "usage", where, &u) <= 0)
-        return d->err;
-    if (wire_get_uint(d, u, "input_tokens", "usage", &d->in) < 0 ||
-        wire_get_uint(d, u, "output_tokens", "usage", &d->out) < 0 ||
-        wire_get_uint(d, u, "cache_read_input_tokens", "usage", &d->cache_read) < 0 ||
-        wire_get_uint(d, u, "cache_creation_input_tokens", "usage", &d->cache_write) < 0)
-        return d->err;
-    return AOS_OK;
+    const wire_count counts[] = {{"input_tokens", &d->in},
+                                 {"output_tokens", &d->out},
+                                 {"cache_read_input_tokens", &d->cache_read},
+                                 {"cache_creation_input_tokens", &d->cache_write}};
+    wire_get_usage(d, o, where, counts, sizeof counts / sizeof *counts, NULL);
+    return d->err;
 }
 
 static aos_err an_stop_reason(wire_dec *d, json_t *o, const char *where)
@@ -425,7 +378,10 @@ static aos_err an_stop_reason(wire_dec *d, json_t *o, const char *where)
     return d->err;
 }
 
-static aos_err an_index(wire_dec *d, json_t *o, const char *type, int64_t *key)
+/* An event about one content block: its index, and its sub-object key (noun says what that
+ * is, for the message), both required. */
+static aos_err an_block_event(wire_dec *d, json_t *o, const char *type, const char *key,
+                              const char *noun, int64_t *idx, json_t **sub)
 {
     uint64_t v;
     int rc = wire_get_uint(d, o, "index", type, &v);
@@ -433,28 +389,42 @@ static aos_err an_index(wire_dec *d, json_t *o, const char *type, int64_t *key)
         return d->err;
     if (rc == 0)
         return wire_fail(d, AOS_ERR_PROTO, AN ": %s without an index", type);
-    *key = (int64_t)v;
+    *idx = (int64_t)v;
+    *sub = NULL;
+    if (wire_get_obj(d, o, key, type, sub) < 0)
+        return d->err;
+    if (!*sub)
+        return wire_fail(d, AOS_ERR_PROTO, AN ": %s without %s", type, noun);
     return AOS_OK;
+}
+
+/* b's type into *type ("" when it has none). A text one (of type text_type) has its text
+ * added to the reply, and so does its caller's work end: 1, the outcome in d->err; else 0,
+ * also when the type is not a string (d->err says it). */
+static int an_text(wire_dec *d, json_t *b, const char *where, const char *text_type,
+                   const char **type)
+{
+    const char *s = "";
+    size_t type_n = 0, n = 0;
+    *type = "";
+    if (wire_get_str(d, b, "type", where, type, &type_n) < 0)
+        return 1;
+    if (strcmp(*type, text_type) != 0)
+        return 0;
+    if (wire_get_str(d, b, "text", where, &s, &n) >= 0)
+        wire_add_text(d, s, n);
+    return 1;
 }
 
 static aos_err an_block_start(wire_dec *d, json_t *o)
 {
     int64_t key = 0;
     json_t *b = NULL;
-    const char *type = "", *s = "", *id = "", *name = "";
-    size_t type_n = 0, n = 0, id_n = 0, name_n = 0, ord;
-    if (an_index(d, o, "content_block_start", &key) != AOS_OK ||
-        wire_get_obj(d, o, "content_block", "content_block_start", &b) < 0)
+    const char *type, *id = "", *name = "";
+    size_t id_n = 0, name_n = 0, ord;
+    if (an_block_event(d, o, "content_block_start", "content_block", "a block", &key, &b) ||
+        an_text(d, b, "content_block", "text", &type))
         return d->err;
-    if (!b)
-        return wire_fail(d, AOS_ERR_PROTO, AN ": content_block_start without a block");
-    if (wire_get_str(d, b, "type", "content_block", &type, &type_n) < 0)
-        return d->err;
-    if (!strcmp(type, "text")) {
-        if (wire_get_str(d, b, "text", "content_block", &s, &n) < 0)
-            return d->err;
-        return wire_add_text(d, s, n);
-    }
     if (strcmp(type, "tool_use") != 0)
         return AOS_OK; /* thinking, server tools and newer kinds are not ours to run */
     if (wire_call_at(d, key, 0, &ord) == AOS_OK)
@@ -471,20 +441,11 @@ static aos_err an_block_delta(wire_dec *d, json_t *o)
 {
     int64_t key = 0;
     json_t *dl = NULL;
-    const char *type = "", *s = "";
-    size_t type_n = 0, n = 0, ord;
-    if (an_index(d, o, "content_block_delta", &key) != AOS_OK ||
-        wire_get_obj(d, o, "delta", "content_block_delta", &dl) < 0)
+    const char *type, *s = "";
+    size_t n = 0, ord;
+    if (an_block_event(d, o, "content_block_delta", "delta", "a delta", &key, &dl) ||
+        an_text(d, dl, "delta", "text_delta", &type))
         return d->err;
-    if (!dl)
-        return wire_fail(d, AOS_ERR_PROTO, AN ": content_block_delta without a delta");
-    if (wire_get_str(d, dl, "type", "delta", &type, &type_n) < 0)
-        return d->err;
-    if (!strcmp(type, "text_delta")) {
-        if (wire_get_str(d, dl, "text", "delta", &s, &n) < 0)
-            return d->err;
-        return wire_add_text(d, s, n);
-    }
     if (strcmp(type, "input_json_delta") != 0)
         return AOS_OK; /* thinking, signatures, citations */
     if (wire_get_str(d, dl, "partial_json", "delta", &s, &n) < 0)
@@ -540,18 +501,13 @@ aos_err wire_anthropic_event(wire_dec *d, const char *event, const char *data, s
 
 static aos_err an_body_block(wire_dec *d, json_t *b, size_t i)
 {
-    const char *type = "", *s = "", *id = "", *name = "";
-    size_t type_n = 0, n = 0, id_n = 0, name_n = 0, ord;
+    const char *type, *id = "", *name = "";
+    size_t id_n = 0, name_n = 0, ord;
     json_t *input = NULL;
     if (!json_is_object(b))
         return wire_fail(d, AOS_ERR_PROTO, AN ": content[%zu] is not an object", i);
-    if (wire_get_str(d, b, "type", "content[]", &type, &type_n) < 0)
+    if (an_text(d, b, "content[]", "text", &type))
         return d->err;
-    if (!strcmp(type, "text")) {
-        if (wire_get_str(d, b, "text", "content[]", &s, &n) < 0)
-            return d->err;
-        return wire_add_text(d, s, n);
-    }
     if (strcmp(type, "tool_use") != 0)
         return AOS_OK;
     if (wire_get_str(d, b, "id", "content[]", &id, &id_n) < 0 ||

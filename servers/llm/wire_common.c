@@ -178,11 +178,18 @@ static int wrong(wire_dec *d, const char *where, const char *key, const char *wa
     return -1;
 }
 
+/* o[key] when it is there and not null. */
+static json_t *field(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
 int wire_get_str(wire_dec *d, json_t *o, const char *key, const char *where, const char **s,
                  size_t *n)
 {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v))
+    json_t *v = field(o, key);
+    if (!v)
         return 0;
     if (!json_is_string(v))
         return wrong(d, where, key, "a string");
@@ -193,8 +200,8 @@ int wire_get_str(wire_dec *d, json_t *o, const char *key, const char *where, con
 
 int wire_get_uint(wire_dec *d, json_t *o, const char *key, const char *where, uint64_t *v)
 {
-    json_t *j = json_object_get(o, key);
-    if (!j || json_is_null(j))
+    json_t *j = field(o, key);
+    if (!j)
         return 0;
     if (!json_is_integer(j) || json_integer_value(j) < 0)
         return wrong(d, where, key, "a count");
@@ -202,26 +209,40 @@ int wire_get_uint(wire_dec *d, json_t *o, const char *key, const char *where, ui
     return 1;
 }
 
-int wire_get_obj(wire_dec *d, json_t *o, const char *key, const char *where, json_t **v)
+/* An object or an array member: type is JSON_OBJECT or JSON_ARRAY, want says it. */
+static int get_typed(wire_dec *d, json_t *o, const char *key, const char *where,
+                     json_type type, const char *want, json_t **v)
 {
-    json_t *j = json_object_get(o, key);
-    if (!j || json_is_null(j))
+    json_t *j = field(o, key);
+    if (!j)
         return 0;
-    if (!json_is_object(j))
-        return wrong(d, where, key, "an object");
+    if (json_typeof(j) != type)
+        return wrong(d, where, key, want);
     *v = j;
     return 1;
 }
 
+int wire_get_obj(wire_dec *d, json_t *o, const char *key, const char *where, json_t **v)
+{
+    return get_typed(d, o, key, where, JSON_OBJECT, "an object", v);
+}
+
 int wire_get_arr(wire_dec *d, json_t *o, const char *key, const char *where, json_t **v)
 {
-    json_t *j = json_object_get(o, key);
-    if (!j || json_is_null(j))
-        return 0;
-    if (!json_is_array(j))
-        return wrong(d, where, key, "an array");
-    *v = j;
-    return 1;
+    return get_typed(d, o, key, where, JSON_ARRAY, "an array", v);
+}
+
+int wire_get_usage(wire_dec *d, json_t *o, const char *where, const wire_count *c, size_t n,
+                   json_t **u)
+{
+    json_t *j = NULL;
+    int rc = wire_get_obj(d, o, "usage", where, &j);
+    if (u)
+        *u = j;
+    for (size_t i = 0; rc > 0 && i < n; i++)
+        if (wire_get_uint(d, j, c[i].key, "usage", c[i].v) < 0)
+            rc = -1;
+    return rc;
 }
 
 json_t *wire_parse(wire_dec *d, const char *s, size_t n, const char *what)
@@ -667,11 +688,144 @@ aos_err wire_dump(json_t *root, char **out, size_t *len, char *why, size_t whyle
     return AOS_OK;
 }
 
+double wire_decimal(float f)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.6g", (double)f);
+    return strtod(b, NULL);
+}
+
 #define WIRE_MAX_TOOLS 256u
 
-static int bin_is(const ProtobufCBinaryData *b, const char *s)
+int wire_bin_is(const ProtobufCBinaryData *b, const char *s)
 {
     return b->len == strlen(s) && memcmp(b->data, s, b->len) == 0;
+}
+
+aos_err wire_body_start(int have, const char *model, const char *kind, char **out,
+                        size_t *len, char *why, size_t whylen)
+{
+    if (!out || !len || !have)
+        return wire_usage(why, whylen, "%s: no request or output", kind);
+    *out = NULL;
+    *len = 0;
+    return wire_check_model(model, kind, why, whylen);
+}
+
+aos_err wire_check_chat(const Aos__Llm__ChatRequest *r, const char *model, const char *kind,
+                        int max_temp, char **out, size_t *len, char *why, size_t whylen)
+{
+    aos_err err = wire_body_start(r != NULL, model, kind, out, len, why, whylen);
+    if (err != AOS_OK)
+        return err;
+    if (r->n_messages == 0)
+        return wire_usage(why, whylen, "%s: the request has no messages", kind);
+    if ((err = wire_check_tools(r, kind, why, whylen)) != AOS_OK)
+        return err;
+    if (r->has_temperature && !(r->temperature >= 0.0f && r->temperature <= (float)max_temp))
+        return wire_usage(why, whylen, "%s: the temperature must be within 0..%d", kind,
+                          max_temp);
+    return AOS_OK;
+}
+
+aos_err wire_check_call(const Aos__Llm__ToolCall *c, const char *kind, const char *where,
+                        char *why, size_t whylen)
+{
+    if (c->id.len == 0)
+        return wire_usage(why, whylen, "%s: %s: the call has no id", kind, where);
+    if (!wire_name_ok(&c->name))
+        return wire_usage(why, whylen, "%s: %s: the name must match [A-Za-z0-9_-]{1,64}", kind,
+                          where);
+    return AOS_OK;
+}
+
+json_t *wire_text_block(const ProtobufCBinaryData *text, const char *where, json_t *arr,
+                        aos_err *err, char *why, size_t whylen)
+{
+    json_t *o = json_object(), *s;
+    if (!o || json_array_append_new(arr, o) ||
+        json_object_set_new(o, "type", json_string("text")))
+        goto nomem;
+    if (!(s = wire_jstr(text, where, err, why, whylen)))
+        return NULL;
+    if (json_object_set_new(o, "text", s))
+        goto nomem;
+    return o;
+nomem:
+    *err = wire_nomem(why, whylen);
+    return NULL;
+}
+
+json_t *wire_typed(json_t *o, const char *type, const char *key, aos_err *err, char *why,
+                   size_t whylen)
+{
+    json_t *in = json_object();
+    if (json_object_set_new(o, "type", json_string(type)) || !in ||
+        json_object_set(o, key, in)) {
+        json_decref(in);
+        *err = wire_nomem(why, whylen);
+        return NULL;
+    }
+    json_decref(in); /* o holds it */
+    return in;
+}
+
+aos_err wire_tools(const Aos__Llm__ChatRequest *r, json_t *root, wire_tool_fn fn, char *why,
+                   size_t whylen)
+{
+    aos_err err = AOS_OK;
+    char where[64];
+    json_t *tools = json_array();
+    WIRE_SET(root, "tools", tools);
+    for (size_t i = 0; i < r->n_tools; i++) {
+        snprintf(where, sizeof where, "tools[%zu].input_schema", i);
+        json_t *o = json_object();
+        WIRE_PUSH(tools, o);
+        if ((err = fn(r->tools[i], where, o, why, whylen)) != AOS_OK)
+            goto out;
+    }
+out:
+    return err;
+}
+
+aos_err wire_tool_fields(const Aos__Llm__Tool *t, const char *where, json_t *o,
+                         const char *schema_key, char *why, size_t whylen)
+{
+    aos_err err = AOS_OK;
+    WIRE_SET(o, "name", wire_jstr(&t->name, where, &err, why, whylen));
+    if (t->description.len)
+        WIRE_SET(o, "description", wire_jstr(&t->description, where, &err, why, whylen));
+    json_t *schema = wire_jobj(&t->input_schema, where, &err, why, whylen);
+    if (schema && t->input_schema.len == 0 &&
+        (json_object_set_new(schema, "type", json_string("object")) ||
+         json_object_set_new(schema, "properties", json_object()))) {
+        json_decref(schema);
+        schema = NULL;
+    }
+    WIRE_SET(o, schema_key, schema);
+out:
+    return err;
+}
+
+aos_err wire_str_array(const ProtobufCBinaryData *v, size_t n, const char *name, json_t *root,
+                       const char *key, char *why, size_t whylen)
+{
+    aos_err err = AOS_OK;
+    char where[48];
+    if (n == 0)
+        return AOS_OK;
+    json_t *a = json_array();
+    WIRE_SET(root, key, a);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(where, sizeof where, "%s[%zu]", name, i);
+        if (v[i].len == 0) {
+            err = wire_usage(why, whylen, "%s is empty", where);
+            goto out;
+        }
+        WIRE_PUSH(a, wire_jstr(&v[i], where, &err, why, whylen));
+    }
+out:
+    return err;
 }
 
 aos_err wire_check_tools(const Aos__Llm__ChatRequest *r, const char *kind, char *why,
@@ -695,12 +849,12 @@ aos_err wire_check_tools(const Aos__Llm__ChatRequest *r, const char *kind, char 
                               kind, i);
     }
     const ProtobufCBinaryData *c = &r->tool_choice;
-    if (c->len == 0 || bin_is(c, "auto") || bin_is(c, "none"))
+    if (c->len == 0 || wire_bin_is(c, "auto") || wire_bin_is(c, "none"))
         return AOS_OK;
     if (r->n_tools == 0)
         return wire_usage(why, whylen, "%s: tool_choice asks for a tool but none is offered",
                           kind);
-    if (bin_is(c, "required"))
+    if (wire_bin_is(c, "required"))
         return AOS_OK;
     for (size_t i = 0; i < r->n_tools; i++)
         if (c->len == r->tools[i]->name.len &&
@@ -725,6 +879,14 @@ aos_err wire_check_url(const ProtobufCBinaryData *u, const char *what, char *why
             return AOS_OK;
     }
     return wire_usage(why, whylen, "%s: the image URL must be https:, http: or data:", what);
+}
+
+aos_err wire_check_image(const Aos__Llm__ContentPart *p, const char *kind, const char *where,
+                         int images, const char *allowed, char *why, size_t whylen)
+{
+    if (!images)
+        return wire_usage(why, whylen, "%s: %s: images go in %s only", kind, where, allowed);
+    return wire_check_url(&p->text, where, why, whylen);
 }
 
 aos_err wire_check_model(const char *model, const char *kind, char *why, size_t whylen)

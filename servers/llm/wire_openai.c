@@ -34,22 +34,15 @@ static aos_err oa_part(const Aos__Llm__ContentPart *p, const char *where, int im
                        json_t *arr, char *why, size_t whylen)
 {
     aos_err err = AOS_OK;
-    json_t *o = json_object();
-    WIRE_PUSH(arr, o);
     if (p->kind == AOS__LLM__PART_KIND__TEXT) {
-        WIRE_SET(o, "type", json_string("text"));
-        WIRE_SET(o, "text", wire_jstr(&p->text, where, &err, why, whylen));
+        wire_text_block(&p->text, where, arr, &err, why, whylen);
     } else if (p->kind == AOS__LLM__PART_KIND__IMAGE_URL) {
-        if (!images) {
-            err = wire_usage(why, whylen, OA ": %s: images go in user messages only", where);
+        if ((err = wire_check_image(p, OA, where, images, "user messages", why, whylen)))
             goto out;
-        }
-        if ((err = wire_check_url(&p->text, where, why, whylen)) != AOS_OK)
-            goto out;
-        WIRE_SET(o, "type", json_string("image_url"));
-        json_t *img = json_object();
-        WIRE_SET(o, "image_url", img);
-        WIRE_SET(img, "url", wire_jstr(&p->text, where, &err, why, whylen));
+        json_t *o = json_object(), *img;
+        WIRE_PUSH(arr, o);
+        if ((img = wire_typed(o, "image_url", "image_url", &err, why, whylen)))
+            WIRE_SET(img, "url", wire_jstr(&p->text, where, &err, why, whylen));
     } else {
         err = wire_usage(why, whylen, OA ": %s: the part's kind is not set", where);
     }
@@ -67,15 +60,8 @@ static aos_err oa_calls(const Aos__Llm__Message *m, size_t i, json_t *msg, char 
     for (size_t k = 0; k < m->n_tool_calls; k++) {
         const Aos__Llm__ToolCall *c = m->tool_calls[k];
         snprintf(where, sizeof where, "messages[%zu].tool_calls[%zu]", i, k);
-        if (c->id.len == 0) {
-            err = wire_usage(why, whylen, OA ": %s: the call has no id", where);
+        if ((err = wire_check_call(c, OA, where, why, whylen)) != AOS_OK)
             goto out;
-        }
-        if (!wire_name_ok(&c->name)) {
-            err = wire_usage(why, whylen, OA ": %s: the name must match [A-Za-z0-9_-]{1,64}",
-                             where);
-            goto out;
-        }
         json_t *args = wire_jobj(&c->arguments, where, &err, why, whylen);
         if (!args)
             goto out;
@@ -83,9 +69,9 @@ static aos_err oa_calls(const Aos__Llm__Message *m, size_t i, json_t *msg, char 
         json_t *o = json_object();
         WIRE_PUSH(calls, o);
         WIRE_SET(o, "id", wire_jstr(&c->id, where, &err, why, whylen));
-        WIRE_SET(o, "type", json_string("function"));
-        json_t *fn = json_object();
-        WIRE_SET(o, "function", fn);
+        json_t *fn = wire_typed(o, "function", "function", &err, why, whylen);
+        if (!fn)
+            goto out;
         WIRE_SET(fn, "name", wire_jstr(&c->name, where, &err, why, whylen));
         if (c->arguments.len)
             WIRE_SET(fn, "arguments", wire_jstr(&c->arguments, where, &err, why, whylen));
@@ -143,76 +129,31 @@ out:
     return err;
 }
 
+/* {"type":"function","function":{name, description, parameters}} */
+static aos_err oa_tool(const Aos__Llm__Tool *t, const char *where, json_t *o, char *why,
+                       size_t whylen)
+{
+    aos_err err = AOS_OK;
+    json_t *fn = wire_typed(o, "function", "function", &err, why, whylen);
+    return fn ? wire_tool_fields(t, where, fn, "parameters", why, whylen) : err;
+}
+
 static aos_err oa_tools(const Aos__Llm__ChatRequest *r, json_t *root, char *why,
                         size_t whylen)
 {
-    aos_err err = AOS_OK;
-    char where[64];
-    json_t *tools = json_array();
-    WIRE_SET(root, "tools", tools);
-    for (size_t i = 0; i < r->n_tools; i++) {
-        const Aos__Llm__Tool *t = r->tools[i];
-        snprintf(where, sizeof where, "tools[%zu].input_schema", i);
-        json_t *o = json_object();
-        WIRE_PUSH(tools, o);
-        WIRE_SET(o, "type", json_string("function"));
-        json_t *fn = json_object();
-        WIRE_SET(o, "function", fn);
-        WIRE_SET(fn, "name", wire_jstr(&t->name, where, &err, why, whylen));
-        if (t->description.len)
-            WIRE_SET(fn, "description", wire_jstr(&t->description, where, &err, why, whylen));
-        json_t *schema = wire_jobj(&t->input_schema, where, &err, why, whylen);
-        if (schema && t->input_schema.len == 0 &&
-            (json_object_set_new(schema, "type", json_string("object")) ||
-             json_object_set_new(schema, "properties", json_object()))) {
-            json_decref(schema);
-            schema = NULL;
-        }
-        WIRE_SET(fn, "parameters", schema);
-    }
+    aos_err err = wire_tools(r, root, oa_tool, why, whylen);
     const ProtobufCBinaryData *c = &r->tool_choice;
-    if (c->len == 0)
+    if (err != AOS_OK || c->len == 0)
         goto out;
-    if ((c->len == 4 && !memcmp(c->data, "auto", 4)) ||
-        (c->len == 4 && !memcmp(c->data, "none", 4)) ||
-        (c->len == 8 && !memcmp(c->data, "required", 8))) {
+    if (wire_bin_is(c, "auto") || wire_bin_is(c, "none") || wire_bin_is(c, "required")) {
         WIRE_SET(root, "tool_choice", json_stringn((const char *)c->data, c->len));
     } else {
         json_t *o = json_object();
         WIRE_SET(root, "tool_choice", o);
-        WIRE_SET(o, "type", json_string("function"));
-        json_t *fn = json_object();
-        WIRE_SET(o, "function", fn);
-        WIRE_SET(fn, "name", json_stringn((const char *)c->data, c->len));
-    }
-out:
-    return err;
-}
-
-/* The float on the wire is the decimal the caller meant (0.7, not 0.699999988). */
-static double oa_decimal(float f)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%.6g", (double)f);
-    return strtod(b, NULL);
-}
-
-static aos_err oa_stop(const Aos__Llm__ChatRequest *r, const char *key, json_t *root,
-                       char *why, size_t whylen)
-{
-    aos_err err = AOS_OK;
-    char where[48];
-    if (r->n_stop == 0)
-        return AOS_OK;
-    json_t *a = json_array();
-    WIRE_SET(root, key, a);
-    for (size_t i = 0; i < r->n_stop; i++) {
-        snprintf(where, sizeof where, "stop[%zu]", i);
-        if (r->stop[i].len == 0) {
-            err = wire_usage(why, whylen, "%s is empty", where);
+        json_t *fn = wire_typed(o, "function", "function", &err, why, whylen);
+        if (!fn)
             goto out;
-        }
-        WIRE_PUSH(a, wire_jstr(&r->stop[i], where, &err, why, whylen));
+        WIRE_SET(fn, "name", json_stringn((const char *)c->data, c->len));
     }
 out:
     return err;
@@ -221,19 +162,9 @@ out:
 aos_err wire_openai_chat_body(const Aos__Llm__ChatRequest *r, const char *model, int stream,
                               char **out, size_t *len, char *why, size_t whylen)
 {
-    if (!out || !len || !r)
-        return wire_usage(why, whylen, OA ": no request or output");
-    *out = NULL;
-    *len = 0;
-    aos_err err = wire_check_model(model, OA, why, whylen);
+    aos_err err = wire_check_chat(r, model, OA, 2, out, len, why, whylen);
     if (err != AOS_OK)
         return err;
-    if (r->n_messages == 0)
-        return wire_usage(why, whylen, OA ": the request has no messages");
-    if ((err = wire_check_tools(r, OA, why, whylen)) != AOS_OK)
-        return err;
-    if (r->has_temperature && !(r->temperature >= 0.0f && r->temperature <= 2.0f))
-        return wire_usage(why, whylen, OA ": the temperature must be within 0..2");
     json_t *root = json_object();
     if (!root)
         return wire_nomem(why, whylen);
@@ -248,8 +179,8 @@ aos_err wire_openai_chat_body(const Aos__Llm__ChatRequest *r, const char *model,
     if (r->max_tokens > 0)
         WIRE_SET(root, "max_tokens", json_integer(r->max_tokens));
     if (r->has_temperature)
-        WIRE_SET(root, "temperature", json_real(oa_decimal(r->temperature)));
-    if ((err = oa_stop(r, "stop", root, why, whylen)) != AOS_OK)
+        WIRE_SET(root, "temperature", json_real(wire_decimal(r->temperature)));
+    if ((err = wire_str_array(r->stop, r->n_stop, "stop", root, "stop", why, whylen)))
         goto out;
     if (stream) {
         WIRE_SET(root, "stream", json_true());
@@ -263,20 +194,10 @@ out:
     return err;
 }
 
-aos_err wire_stop_array(const Aos__Llm__ChatRequest *r, const char *key, json_t *root,
-                        char *why, size_t whylen)
-{
-    return oa_stop(r, key, root, why, whylen);
-}
-
 aos_err wire_openai_embed_body(const Aos__Llm__EmbedRequest *r, const char *model,
                                char **out, size_t *len, char *why, size_t whylen)
 {
-    if (!out || !len || !r)
-        return wire_usage(why, whylen, OA ": no request or output");
-    *out = NULL;
-    *len = 0;
-    aos_err err = wire_check_model(model, OA, why, whylen);
+    aos_err err = wire_body_start(r != NULL, model, OA, out, len, why, whylen);
     if (err != AOS_OK)
         return err;
     if (r->n_inputs == 0 || r->n_inputs > WIRE_EMBED_MAX_INPUTS)
@@ -285,18 +206,9 @@ aos_err wire_openai_embed_body(const Aos__Llm__EmbedRequest *r, const char *mode
     json_t *root = json_object();
     if (!root)
         return wire_nomem(why, whylen);
-    char where[48];
     WIRE_SET(root, "model", json_string(model));
-    json_t *in = json_array();
-    WIRE_SET(root, "input", in);
-    for (size_t i = 0; i < r->n_inputs; i++) {
-        snprintf(where, sizeof where, "inputs[%zu]", i);
-        if (r->inputs[i].len == 0) {
-            err = wire_usage(why, whylen, "%s is empty", where);
-            goto out;
-        }
-        WIRE_PUSH(in, wire_jstr(&r->inputs[i], where, &err, why, whylen));
-    }
+    if ((err = wire_str_array(r->inputs, r->n_inputs, "inputs", root, "input", why, whylen)))
+        goto out;
     WIRE_SET(root, "encoding_format", json_string("float"));
     err = wire_dump(root, out, len, why, whylen);
 out:
@@ -321,12 +233,11 @@ static aos_err oa_usage(wire_dec *d, json_t *o)
 {
     json_t *u, *det;
     uint64_t p = 0, c = 0, cached = 0;
-    int rc = wire_get_obj(d, o, "usage", "chunk", &u);
+    const wire_count counts[] = {{"prompt_tokens", &p}, {"completion_tokens", &c}};
+    int rc = wire_get_usage(d, o, "chunk", counts, 2, &u);
     if (rc <= 0)
         return d->err;
-    if (wire_get_uint(d, u, "prompt_tokens", "usage", &p) < 0 ||
-        wire_get_uint(d, u, "completion_tokens", "usage", &c) < 0 ||
-        (rc = wire_get_obj(d, u, "prompt_tokens_details", "usage", &det)) < 0 ||
+    if ((rc = wire_get_obj(d, u, "prompt_tokens_details", "usage", &det)) < 0 ||
         (rc > 0 && wire_get_uint(d, det, "cached_tokens", "usage.prompt_tokens_details",
                                  &cached) < 0))
         return d->err;
@@ -500,7 +411,7 @@ aos_err wire_openai_embed_decode(const char *body, size_t len, Aos__Llm__EmbedRe
     wire_dec d;
     memset(&d, 0, sizeof d);
     d.kind = WIRE_OPENAI;
-    json_t *j = NULL, *data = NULL, *e, *u = NULL;
+    json_t *j = NULL, *data = NULL, *e;
     Aos__Llm__Embedding **vec = NULL;
     Aos__Llm__EmbedReply *r = NULL;
     size_t n = 0, dim = 0;
@@ -515,9 +426,9 @@ aos_err wire_openai_embed_decode(const char *body, size_t len, Aos__Llm__EmbedRe
         wire_provider_error(&d, e);
         goto out;
     }
+    const wire_count counts[] = {{"prompt_tokens", &prompt}};
     if (wire_get_arr(&d, j, "data", "body", &data) < 0 ||
-        wire_get_obj(&d, j, "usage", "body", &u) < 0 ||
-        (u && wire_get_uint(&d, u, "prompt_tokens", "usage", &prompt) < 0))
+        wire_get_usage(&d, j, "body", counts, 1, NULL) < 0)
         goto out;
     if (!data || (n = json_array_size(data)) == 0) {
         wire_fail(&d, AOS_ERR_PROTO, OA ": the embeddings body has no data");

@@ -107,24 +107,81 @@ static int sse_log(void *arg, const char *event, const char *data, size_t len)
     return r->stop_after && r->n == r->stop_after ? AOS_ERR_CANCELLED : 0;
 }
 
-/* Feeds s in pieces cut at the given offsets and returns the events as one string. */
-static aos_err sse_run(const char *s, size_t n, size_t max, const size_t *cuts, size_t ncuts,
-                       int stop_after, sbuf *log, char *why, size_t whylen)
+/* Feeds s (n bytes) to feed in pieces that end at cuts[0..ncuts) and at n, up to the first
+ * error, which it returns. */
+typedef aos_err (*feed_fn)(void *arg, const char *s, size_t n, char *why, size_t whylen);
+
+static aos_err feed_cuts(const char *s, size_t n, const size_t *cuts, size_t ncuts,
+                         feed_fn feed, void *arg, char *why, size_t whylen)
 {
-    sse *p = sse_new(max);
-    assert_non_null(p);
-    sse_rec r = {.stop_after = stop_after};
-    sb_add(&r.log, "", 0);
     size_t at = 0;
     aos_err err = AOS_OK;
     for (size_t i = 0; i <= ncuts && err == AOS_OK; i++) {
         size_t end = i < ncuts ? cuts[i] : n;
-        err = sse_feed(p, s + at, end - at, sse_log, &r, why, whylen);
+        err = feed(arg, s + at, end - at, why, whylen);
         at = end;
     }
-    sse_free(p);
+    return err;
+}
+
+/* Calls run for n bytes cut in two at every offset (what: split), then cut before every
+ * byte ("bytewise", cut 0): the cuts of every run that must give the same result. */
+typedef void (*cut_fn)(void *arg, const size_t *cuts, size_t ncuts, const char *what,
+                       size_t cut);
+
+static void every_cut(size_t n, const char *split, cut_fn run, void *arg)
+{
+    for (size_t cut = 0; cut <= n; cut++)
+        run(arg, &cut, 1, split, cut);
+    size_t *cuts = malloc((n + 1) * sizeof *cuts);
+    assert_non_null(cuts);
+    for (size_t i = 0; i < n; i++)
+        cuts[i] = i;
+    run(arg, cuts, n, "bytewise", 0);
+    free(cuts);
+}
+
+typedef struct {
+    sse *p;
+    sse_rec *r;
+} sse_feeder;
+
+static aos_err sse_feed_one(void *arg, const char *s, size_t n, char *why, size_t whylen)
+{
+    sse_feeder *f = arg;
+    return sse_feed(f->p, s, n, sse_log, f->r, why, whylen);
+}
+
+/* Feeds s in pieces cut at the given offsets and returns the events as one string. */
+static aos_err sse_run(const char *s, size_t n, size_t max, const size_t *cuts, size_t ncuts,
+                       int stop_after, sbuf *log, char *why, size_t whylen)
+{
+    sse_rec r = {.stop_after = stop_after};
+    sse_feeder f = {sse_new(max), &r};
+    assert_non_null(f.p);
+    sb_add(&r.log, "", 0);
+    aos_err err = feed_cuts(s, n, cuts, ncuts, sse_feed_one, &f, why, whylen);
+    sse_free(f.p);
     *log = r.log;
     return err;
+}
+
+typedef struct {
+    const char *s;
+    size_t n, max;
+    aos_err want_err;
+    const char *ref;
+} sse_case;
+
+static void sse_same(void *arg, const size_t *cuts, size_t ncuts, const char *what, size_t cut)
+{
+    const sse_case *c = arg;
+    char why[256];
+    sbuf got;
+    if (sse_run(c->s, c->n, c->max, cuts, ncuts, 0, &got, why, sizeof why) != c->want_err ||
+        strcmp(got.p, c->ref))
+        fail_msg("%s, cut at %zu: got '%s', want '%s'", what, cut, got.p, c->ref);
+    free(got.p);
 }
 
 static void sse_same_everywhere(const char *s, size_t n, size_t max, const char *want,
@@ -135,21 +192,8 @@ static void sse_same_everywhere(const char *s, size_t n, size_t max, const char 
     assert_int_equal(sse_run(s, n, max, NULL, 0, 0, &ref, why, sizeof why), want_err);
     if (want)
         assert_string_equal(ref.p, want);
-    for (size_t cut = 0; cut <= n; cut++) {
-        sbuf got;
-        assert_int_equal(sse_run(s, n, max, &cut, 1, 0, &got, why, sizeof why), want_err);
-        assert_string_equal(got.p, ref.p);
-        free(got.p);
-    }
-    size_t *cuts = malloc((n + 1) * sizeof *cuts);
-    assert_non_null(cuts);
-    for (size_t i = 0; i < n; i++)
-        cuts[i] = i;
-    sbuf got;
-    assert_int_equal(sse_run(s, n, max, cuts, n, 0, &got, why, sizeof why), want_err);
-    assert_string_equal(got.p, ref.p);
-    free(got.p);
-    free(cuts);
+    sse_case c = {s, n, max, want_err, ref.p};
+    every_cut(n, "split", sse_same, &c);
     free(ref.p);
 }
 
@@ -322,18 +366,18 @@ static void run_free(run_out *o)
     memset(o, 0, sizeof *o);
 }
 
+static aos_err dec_feed(void *d, const char *s, size_t n, char *why, size_t whylen)
+{
+    return wire_dec_feed(d, s, n, why, whylen);
+}
+
 static void run_dec(wire_kind k, int stream, size_t max, const char *s, size_t n,
                     const size_t *cuts, size_t ncuts, run_out *o)
 {
     memset(o, 0, sizeof *o);
     wire_dec *d = wire_dec_new(k, stream, max, dl_on, &o->dl);
     assert_non_null(d);
-    size_t at = 0;
-    for (size_t i = 0; i <= ncuts && o->feed_err == AOS_OK; i++) {
-        size_t end = i < ncuts ? cuts[i] : n;
-        o->feed_err = wire_dec_feed(d, s + at, end - at, o->why, sizeof o->why);
-        at = end;
-    }
+    o->feed_err = feed_cuts(s, n, cuts, ncuts, dec_feed, d, o->why, sizeof o->why);
     char why2[256] = "";
     o->err = wire_dec_finish(d, &o->reply, why2, sizeof why2);
     if (o->feed_err != AOS_OK) {
@@ -368,31 +412,40 @@ static void same_run(const run_out *a, const run_out *b, const char *what, size_
                  b->err, a->why, b->why);
 }
 
-/* Decodes s whole, split in two at every byte and one byte at a time, with \n, \r\n and
- * \r line ends; every run must give the same reply, error and deltas. ref gets the first. */
-static void replay_everywhere(wire_kind k, const char *s, size_t n, run_out *ref)
+typedef struct {
+    wire_kind k;
+    const char *s;
+    size_t n;
+    const run_out *ref;
+} replay_case;
+
+static void replay_same(void *arg, const size_t *cuts, size_t ncuts, const char *what,
+                        size_t cut)
+{
+    const replay_case *c = arg;
+    run_out o;
+    run_dec(c->k, 1, 0, c->s, c->n, cuts, ncuts, &o);
+    same_run(c->ref, &o, what, cut);
+    run_free(&o);
+}
+
+/* Decodes template tmpl (see unq) whole, split in two at every byte and one byte at a
+ * time, with \n, \r\n and \r line ends; every run must give the same reply, error and
+ * deltas. ref gets the first. */
+static void replay_everywhere(wire_kind k, const char *tmpl, run_out *ref)
 {
     static const char *const eols[] = {"\n", "\r\n", "\r"};
+    size_t n;
+    char *s = unq(tmpl, &n);
     run_dec(k, 1, 0, s, n, NULL, 0, ref);
     for (size_t e = 0; e < 3; e++) {
-        size_t tn;
-        char *t = with_eol(s, n, eols[e], &tn);
-        run_out o;
-        for (size_t cut = 0; cut <= tn; cut++) {
-            run_dec(k, 1, 0, t, tn, &cut, 1, &o);
-            same_run(ref, &o, eols[e][0] == '\r' && !eols[e][1] ? "cr" : "split", cut);
-            run_free(&o);
-        }
-        size_t *cuts = malloc((tn + 1) * sizeof *cuts);
-        assert_non_null(cuts);
-        for (size_t i = 0; i < tn; i++)
-            cuts[i] = i;
-        run_dec(k, 1, 0, t, tn, cuts, tn, &o);
-        same_run(ref, &o, "bytewise", 0);
-        run_free(&o);
-        free(cuts);
+        replay_case c = {k, NULL, 0, ref};
+        char *t = with_eol(s, n, eols[e], &c.n);
+        c.s = t;
+        every_cut(c.n, eols[e][0] == '\r' && !eols[e][1] ? "cr" : "split", replay_same, &c);
         free(t);
     }
+    free(s);
 }
 
 static const Aos__Llm__ToolCall *call_of(const run_out *o, size_t i)
@@ -400,6 +453,22 @@ static const Aos__Llm__ToolCall *call_of(const run_out *o, size_t i)
     assert_non_null(o->reply);
     assert_true(i < o->reply->message->n_tool_calls);
     return o->reply->message->tool_calls[i];
+}
+
+typedef struct {
+    const char *id, *name, *args;
+} call_want;
+
+/* The reply's tool calls are exactly these, in order. */
+static void calls_are(const run_out *o, const call_want *w, size_t n)
+{
+    assert_non_null(o->reply);
+    assert_int_equal(o->reply->message->n_tool_calls, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_bin(call_of(o, i)->id, w[i].id);
+        assert_bin(call_of(o, i)->name, w[i].name);
+        assert_bin(call_of(o, i)->arguments, w[i].args);
+    }
 }
 
 static void text_is(const run_out *o, const char *want)
@@ -413,6 +482,16 @@ static void text_is(const run_out *o, const char *want)
     assert_int_equal(m->n_content, 1);
     assert_int_equal(m->content[0]->kind, AOS__LLM__PART_KIND__TEXT);
     assert_bin(m->content[0]->text, want);
+}
+
+static void usage_is(const run_out *o, uint64_t in, uint64_t cache_read, uint64_t out,
+                     uint64_t cache_write)
+{
+    const Aos__Llm__Usage *u = o->reply->usage;
+    assert_int_equal(u->input_tokens, in);
+    assert_int_equal(u->cache_read_tokens, cache_read);
+    assert_int_equal(u->output_tokens, out);
+    assert_int_equal(u->cache_write_tokens, cache_write);
 }
 
 /* ---- OpenAI streams (as recorded from the API, ids shortened) ---------------------------- */
@@ -441,23 +520,20 @@ static const char oa_text_stream[] =
 static void openai_text(void **state)
 {
     (void)state;
-    size_t n;
-    char *s = unq(oa_text_stream, &n);
     run_out o;
-    replay_everywhere(WIRE_OPENAI, s, n, &o);
+    replay_everywhere(WIRE_OPENAI, oa_text_stream, &o);
     assert_int_equal(o.err, AOS_OK);
     text_is(&o, "Héllo, wörld — 日本語 🎉. \"Quoted\"\nnext line");
     assert_string_equal(o.dl.text.p, "Héllo, wörld — 日本語 🎉. \"Quoted\"\nnext line");
     assert_int_equal(o.parts, 3);
     assert_int_equal(o.reply->message->n_tool_calls, 0);
     assert_int_equal(o.reply->stop_reason, AOS__LLM__STOP_REASON__END_TURN);
-    assert_int_equal(o.reply->usage->input_tokens, 256);
-    assert_int_equal(o.reply->usage->cache_read_tokens, 1280);
-    assert_int_equal(o.reply->usage->output_tokens, 14);
-    assert_int_equal(o.reply->usage->cache_write_tokens, 0);
+    usage_is(&o, 256, 1280, 14, 0);
     run_free(&o);
 
     /* a multi-byte character split between two feeds reaches the reply whole */
+    size_t n;
+    char *s = unq(oa_text_stream, &n);
     const char *e = strstr(s, "日本");
     assert_non_null(e);
     size_t cut = (size_t)(e - s) + 1;
@@ -502,21 +578,16 @@ static const char oa_tools_stream[] =
 static void openai_tool_calls(void **state)
 {
     (void)state;
-    size_t n;
-    char *s = unq(oa_tools_stream, &n);
     run_out o;
-    replay_everywhere(WIRE_OPENAI, s, n, &o);
+    replay_everywhere(WIRE_OPENAI, oa_tools_stream, &o);
     assert_int_equal(o.err, AOS_OK);
     text_is(&o, "");
-    assert_int_equal(o.reply->message->n_tool_calls, 3);
-    assert_bin(call_of(&o, 0)->id, "call_Qm7sKd");
-    assert_bin(call_of(&o, 0)->name, "get_weather");
-    assert_bin(call_of(&o, 0)->arguments, "{\"city\": \"Paris, Île-de-France\"}");
-    assert_bin(call_of(&o, 1)->id, "call_Zr2pXa");
-    assert_bin(call_of(&o, 1)->name, "get_time");
-    assert_bin(call_of(&o, 1)->arguments, "{\"tz\": \"Europe/Paris\"}");
-    assert_bin(call_of(&o, 2)->name, "ping");
-    assert_bin(call_of(&o, 2)->arguments, "{}"); /* none streamed: {} */
+    static const call_want calls[] = {
+        {"call_Qm7sKd", "get_weather", "{\"city\": \"Paris, Île-de-France\"}"},
+        {"call_Zr2pXa", "get_time", "{\"tz\": \"Europe/Paris\"}"},
+        {"call_Np0", "ping", "{}"}, /* none streamed: {} */
+    };
+    calls_are(&o, calls, 3);
     /* the deltas carry the same, piece by piece */
     assert_string_equal(o.dl.args[0].p, "{\"city\": \"Paris, Île-de-France\"}");
     assert_string_equal(o.dl.args[1].p, "{\"tz\": \"Europe/Paris\"}");
@@ -524,10 +595,8 @@ static void openai_tool_calls(void **state)
     assert_string_equal(o.dl.names[2].p, "ping");
     assert_int_equal(o.parts, 10);
     assert_int_equal(o.reply->stop_reason, AOS__LLM__STOP_REASON__TOOL_USE);
-    assert_int_equal(o.reply->usage->input_tokens, 320);
-    assert_int_equal(o.reply->usage->output_tokens, 61);
+    usage_is(&o, 320, 0, 61, 0);
     run_free(&o);
-    free(s);
 }
 
 /* Deltas leave as their event completes, not at the end. */
@@ -567,77 +636,94 @@ static void expect_err(wire_kind k, int stream, size_t max, const char *tmpl, ao
     free(s);
 }
 
+typedef struct {
+    int stream;
+    size_t max;
+    const char *tmpl;
+    aos_err want;
+    const char *want_why;
+} err_case;
+
+static void expect_errs(wire_kind k, const err_case *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        expect_err(k, c[i].stream, c[i].max, c[i].tmpl, c[i].want, c[i].want_why);
+}
+
 static void openai_cut_and_bad(void **state)
 {
     (void)state;
     /* ends without [DONE] and without a finish_reason */
-    expect_err(WIRE_OPENAI, 1, 0,
-               OA_CH "[{'index':0,'delta':{'content':'a'}}]}\n\n"
-               OA_CH "[{'index':0,'delta':{'content':'b'}}]}\n\n"
-               OA_CH "[{'index':0,'delta':{'content':'c'}}]}\n\n"
-               OA_CH "[{'index':0,'delta':{'content':'d'",
-               AOS_ERR_UNAVAILABLE, "openai: stream cut after 3 parts");
-    /* a finish_reason without [DONE] is a whole answer */
-    expect_err(WIRE_OPENAI, 1, 0,
-               OA_CH "[{'index':0,'delta':{'content':'a'},'finish_reason':'length'}]}\n\n",
-               AOS_OK, NULL);
-    /* nothing at all */
-    expect_err(WIRE_OPENAI, 1, 0, "", AOS_ERR_UNAVAILABLE, "after 0 parts");
-    expect_err(WIRE_OPENAI, 1, 0, "data: {'choices':[{'index':0,'delta':{'content':'a'}}\n\n",
-               AOS_ERR_PROTO, "openai: a stream event is not valid JSON");
-    expect_err(WIRE_OPENAI, 1, 0, "data: not json\n\n", AOS_ERR_PROTO, "openai:");
-    expect_err(WIRE_OPENAI, 1, 0, "data: ['an array']\n\n", AOS_ERR_PROTO, "not a JSON object");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'content':'\xff\xfe'}}]}\n\n",
-               AOS_ERR_PROTO, "openai: a stream event is not valid JSON");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'content':'\xc3'}}]}\n\n",
-               AOS_ERR_PROTO, "openai:");
-    /* known fields of the wrong type */
-    expect_err(WIRE_OPENAI, 1, 0, "data: {'choices':[{'index':0,'delta':{'content':5}}]}\n\n",
-               AOS_ERR_PROTO, "delta.content is not a string");
-    expect_err(WIRE_OPENAI, 1, 0, "data: {'choices':{}}\n\n", AOS_ERR_PROTO, "not an array");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':-1}]}}]}\n\n",
-               AOS_ERR_PROTO, "index is not a count");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[],'usage':{'prompt_tokens':'12'}}\n\n", AOS_ERR_PROTO,
-               "usage.prompt_tokens");
-    /* unknown fields and null ones are nothing */
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'content':null,'audio':{'x':1},"
-               "'tool_calls':null},'finish_reason':'stop','new':[1,2]}],'usage':null}\n\n"
-               "data: [DONE]\n\n",
-               AOS_OK, NULL);
-    /* arguments that are not a JSON object */
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,'id':'c1',"
-               "'function':{'name':'f','arguments':'{`a`:'}}]},'finish_reason':'tool_calls'}]}"
-               "\n\n",
-               AOS_ERR_PROTO, "tool call 0 (f): the arguments are not a JSON object");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,'id':'c1',"
-               "'function':{'name':'f','arguments':'[1]'}}]},'finish_reason':'tool_calls'}]}"
-               "\n\n",
-               AOS_ERR_PROTO, "not a JSON object");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,"
-               "'function':{'arguments':'{}'}}]},'finish_reason':'tool_calls'}]}\n\n",
-               AOS_ERR_PROTO, "tool call 0 has no name");
-    /* the provider's own error, mid-stream */
-    expect_err(WIRE_OPENAI, 1, 0,
-               OA_CH "[{'index':0,'delta':{'content':'a'}}]}\n\n"
-               "data: {'error':{'message':'The server had an error while processing your "
-               "request.','type':'server_error','param':null,'code':null}}\n\n",
-               AOS_ERR_UNAVAILABLE,
-               "openai: server_error: The server had an error while processing your request.");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'error':{'message':'Rate limit reached','type':'requests',"
-               "'code':'rate_limit_exceeded'}}\n\n",
-               AOS_ERR_RATE_LIMITED, "openai: requests: Rate limit reached");
-    expect_err(WIRE_OPENAI, 1, 0,
-               "data: {'error':{'message':'bad','type':'invalid_request_error'}}\n\n",
-               AOS_ERR_INTERNAL, "openai: invalid_request_error: bad");
+    static const err_case cases[] = {
+        {1, 0,
+         OA_CH "[{'index':0,'delta':{'content':'a'}}]}\n\n"
+         OA_CH "[{'index':0,'delta':{'content':'b'}}]}\n\n"
+         OA_CH "[{'index':0,'delta':{'content':'c'}}]}\n\n"
+         OA_CH "[{'index':0,'delta':{'content':'d'",
+         AOS_ERR_UNAVAILABLE, "openai: stream cut after 3 parts"},
+        /* a finish_reason without [DONE] is a whole answer */
+        {1, 0,
+         OA_CH "[{'index':0,'delta':{'content':'a'},'finish_reason':'length'}]}\n\n",
+         AOS_OK, NULL},
+        /* nothing at all */
+        {1, 0, "", AOS_ERR_UNAVAILABLE, "after 0 parts"},
+        {1, 0, "data: {'choices':[{'index':0,'delta':{'content':'a'}}\n\n",
+         AOS_ERR_PROTO, "openai: a stream event is not valid JSON"},
+        {1, 0, "data: not json\n\n", AOS_ERR_PROTO, "openai:"},
+        {1, 0, "data: ['an array']\n\n", AOS_ERR_PROTO, "not a JSON object"},
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'content':'\xff\xfe'}}]}\n\n",
+         AOS_ERR_PROTO, "openai: a stream event is not valid JSON"},
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'content':'\xc3'}}]}\n\n",
+         AOS_ERR_PROTO, "openai:"},
+        /* known fields of the wrong type */
+        {1, 0, "data: {'choices':[{'index':0,'delta':{'content':5}}]}\n\n",
+         AOS_ERR_PROTO, "delta.content is not a string"},
+        {1, 0, "data: {'choices':{}}\n\n", AOS_ERR_PROTO, "not an array"},
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':-1}]}}]}\n\n",
+         AOS_ERR_PROTO, "index is not a count"},
+        {1, 0,
+         "data: {'choices':[],'usage':{'prompt_tokens':'12'}}\n\n", AOS_ERR_PROTO,
+         "usage.prompt_tokens"},
+        /* unknown fields and null ones are nothing */
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'content':null,'audio':{'x':1},"
+         "'tool_calls':null},'finish_reason':'stop','new':[1,2]}],'usage':null}\n\n"
+         "data: [DONE]\n\n",
+         AOS_OK, NULL},
+        /* arguments that are not a JSON object */
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,'id':'c1',"
+         "'function':{'name':'f','arguments':'{`a`:'}}]},'finish_reason':'tool_calls'}]}"
+         "\n\n",
+         AOS_ERR_PROTO, "tool call 0 (f): the arguments are not a JSON object"},
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,'id':'c1',"
+         "'function':{'name':'f','arguments':'[1]'}}]},'finish_reason':'tool_calls'}]}"
+         "\n\n",
+         AOS_ERR_PROTO, "not a JSON object"},
+        {1, 0,
+         "data: {'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,"
+         "'function':{'arguments':'{}'}}]},'finish_reason':'tool_calls'}]}\n\n",
+         AOS_ERR_PROTO, "tool call 0 has no name"},
+        /* the provider's own error, mid-stream */
+        {1, 0,
+         OA_CH "[{'index':0,'delta':{'content':'a'}}]}\n\n"
+         "data: {'error':{'message':'The server had an error while processing your "
+         "request.','type':'server_error','param':null,'code':null}}\n\n",
+         AOS_ERR_UNAVAILABLE,
+         "openai: server_error: The server had an error while processing your request."},
+        {1, 0,
+         "data: {'error':{'message':'Rate limit reached','type':'requests',"
+         "'code':'rate_limit_exceeded'}}\n\n",
+         AOS_ERR_RATE_LIMITED, "openai: requests: Rate limit reached"},
+        {1, 0,
+         "data: {'error':{'message':'bad','type':'invalid_request_error'}}\n\n",
+         AOS_ERR_INTERNAL, "openai: invalid_request_error: bad"},
+    };
+    expect_errs(WIRE_OPENAI, cases, sizeof cases / sizeof *cases);
 }
 
 static void openai_caps(void **state)
@@ -695,23 +781,26 @@ static void openai_body(void **state)
     assert_int_equal(o.err, AOS_OK);
     assert_int_equal(o.parts, 0);
     text_is(&o, "I will check.");
-    assert_int_equal(o.reply->message->n_tool_calls, 2);
-    assert_bin(call_of(&o, 0)->arguments, "{\"city\":\"Oslo\"}");
-    assert_bin(call_of(&o, 1)->id, "call_2");
-    assert_bin(call_of(&o, 1)->arguments, "{}");
+    static const call_want calls[] = {
+        {"call_1", "get_weather", "{\"city\":\"Oslo\"}"},
+        {"call_2", "get_time", "{}"},
+    };
+    calls_are(&o, calls, 2);
     assert_int_equal(o.reply->stop_reason, AOS__LLM__STOP_REASON__TOOL_USE);
-    assert_int_equal(o.reply->usage->input_tokens, 36);
-    assert_int_equal(o.reply->usage->cache_read_tokens, 64);
+    usage_is(&o, 36, 64, 20, 0);
     run_free(&o);
     free(s);
-    expect_err(WIRE_OPENAI, 0, 0, "{'choices':[{'index':0,'message':{'content':'ok'},"
-               "'finish_reason':'content_filter'}]}", AOS_OK, NULL);
-    expect_err(WIRE_OPENAI, 0, 0, "{'choices':[]}", AOS_ERR_PROTO, "no choice");
-    expect_err(WIRE_OPENAI, 0, 0, "", AOS_ERR_PROTO, "empty");
-    expect_err(WIRE_OPENAI, 0, 0, "{'choices':[{'message':{'content':'\xed\xa0\x80'}}]}",
-               AOS_ERR_PROTO, "openai: the response body is not valid JSON");
-    expect_err(WIRE_OPENAI, 0, 0, "{'error':{'message':'Overloaded','type':'server_error'}}",
-               AOS_ERR_UNAVAILABLE, "openai: server_error: Overloaded");
+    static const err_case cases[] = {
+        {0, 0, "{'choices':[{'index':0,'message':{'content':'ok'},"
+         "'finish_reason':'content_filter'}]}", AOS_OK, NULL},
+        {0, 0, "{'choices':[]}", AOS_ERR_PROTO, "no choice"},
+        {0, 0, "", AOS_ERR_PROTO, "empty"},
+        {0, 0, "{'choices':[{'message':{'content':'\xed\xa0\x80'}}]}",
+         AOS_ERR_PROTO, "openai: the response body is not valid JSON"},
+        {0, 0, "{'error':{'message':'Overloaded','type':'server_error'}}",
+         AOS_ERR_UNAVAILABLE, "openai: server_error: Overloaded"},
+    };
+    expect_errs(WIRE_OPENAI, cases, sizeof cases / sizeof *cases);
 }
 
 /* ---- Anthropic streams ------------------------------------------------------------------ */
@@ -774,18 +863,16 @@ static const char an_stream[] =
 static void anthropic_stream(void **state)
 {
     (void)state;
-    size_t n;
-    char *s = unq(an_stream, &n);
     run_out o;
-    replay_everywhere(WIRE_ANTHROPIC, s, n, &o);
+    replay_everywhere(WIRE_ANTHROPIC, an_stream, &o);
     assert_int_equal(o.err, AOS_OK);
     text_is(&o, "Let me look — ☀️ and 🕐.");
-    assert_int_equal(o.reply->message->n_tool_calls, 2);
-    assert_bin(call_of(&o, 0)->id, "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
-    assert_bin(call_of(&o, 0)->name, "get_weather");
-    assert_bin(call_of(&o, 0)->arguments,
-               "{\"location\": \"San Francisco, CA\", \"unit\": \"°F\"}");
-    assert_bin(call_of(&o, 1)->arguments, "{\"tz\":\"America/Los_Angeles\"}");
+    static const call_want calls[] = {
+        {"toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather",
+         "{\"location\": \"San Francisco, CA\", \"unit\": \"°F\"}"},
+        {"toolu_02", "get_time", "{\"tz\":\"America/Los_Angeles\"}"},
+    };
+    calls_are(&o, calls, 2);
     /* delta indexes count tool_use blocks (0, 1), not content blocks (1, 2) */
     assert_string_equal(o.dl.names[0].p, "get_weather");
     assert_string_equal(o.dl.names[1].p, "get_time");
@@ -793,12 +880,8 @@ static void anthropic_stream(void **state)
     assert_null(o.dl.names[2].p);
     assert_int_equal(o.parts, 8);
     assert_int_equal(o.reply->stop_reason, AOS__LLM__STOP_REASON__TOOL_USE);
-    assert_int_equal(o.reply->usage->input_tokens, 25);
-    assert_int_equal(o.reply->usage->cache_read_tokens, 2048);
-    assert_int_equal(o.reply->usage->cache_write_tokens, 112);
-    assert_int_equal(o.reply->usage->output_tokens, 89); /* the last count */
+    usage_is(&o, 25, 2048, 89, 112); /* output: the last count */
     run_free(&o);
-    free(s);
 }
 
 static const char an_err_stream[] =
@@ -822,76 +905,77 @@ static const char an_err_stream[] =
 static void anthropic_errors(void **state)
 {
     (void)state;
-    size_t n;
-    char *s = unq(an_err_stream, &n);
     run_out o;
-    replay_everywhere(WIRE_ANTHROPIC, s, n, &o);
+    replay_everywhere(WIRE_ANTHROPIC, an_err_stream, &o);
     assert_int_equal(o.feed_err, AOS_ERR_UNAVAILABLE);
     assert_string_equal(o.why, "anthropic: overloaded_error: Overloaded");
     assert_string_equal(o.dl.text.p, "Hi");
     assert_int_equal(o.parts, 1);
     run_free(&o);
-    free(s);
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: error\ndata: {'type':'error','error':{'type':'rate_limit_error',"
-               "'message':'Number of request tokens has exceeded your per-minute rate limit'}}"
-               "\n\n",
-               AOS_ERR_RATE_LIMITED, "anthropic: rate_limit_error: Number of request tokens");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: error\ndata: {'type':'error','error':{'type':'api_error',"
-               "'message':'Internal server error'}}\n\n",
-               AOS_ERR_UNAVAILABLE, "anthropic: api_error: Internal server error");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: error\ndata: {'type':'error','error':{'type':'invalid_request_error',"
-               "'message':'prompt is too long'}}\n\n",
-               AOS_ERR_INTERNAL, "anthropic: invalid_request_error: prompt is too long");
-    /* cut: no message_stop and no stop_reason */
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'text_delta','text':'a'}}\n\n"
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'text_delta','text':'b'}}\n\n",
-               AOS_ERR_UNAVAILABLE, "anthropic: stream cut after 2 parts");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'input_json_delta','partial_json':'{'}}\n\n",
-               AOS_ERR_PROTO, "not a tool_use block");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: content_block_delta\ndata: {'type':'content_block_delta',"
-               "'delta':{'type':'text_delta','text':'a'}}\n\n",
-               AOS_ERR_PROTO, "without an index");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: message_delta\ndata: {'type':'message_delta','delta':{'stop_reason':7}}"
-               "\n\n",
-               AOS_ERR_PROTO, "delta.stop_reason is not a string");
-    expect_err(WIRE_ANTHROPIC, 1, 0, "event: message_start\ndata: {'type':'message_start',"
-               "'message':{'usage':{'input_tokens':1.5}}}\n\n",
-               AOS_ERR_PROTO, "usage.input_tokens is not a count");
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'text_delta','text':'bad \xc0\xaf'}}\n\n",
-               AOS_ERR_PROTO, "anthropic: a stream event is not valid JSON");
-    /* unknown events, blocks and deltas are passed over */
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: brand_new\ndata: {'type':'brand_new','x':1}\n\n"
-               "event: content_block_start\ndata: {'type':'content_block_start','index':0,"
-               "'content_block':{'type':'thinking','thinking':''}}\n\n"
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'thinking_delta','thinking':'hmm'}}\n\n"
-               "event: message_stop\ndata: {'type':'message_stop'}\n\n",
-               AOS_OK, NULL);
-    /* a text block without its text (the type's length must not stand in for it) */
-    expect_err(WIRE_ANTHROPIC, 1, 0,
-               "event: content_block_start\ndata: {'type':'content_block_start','index':0,"
-               "'content_block':{'type':'text'}}\n\n"
-               "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
-               "'delta':{'type':'text_delta'}}\n\n"
-               "event: message_stop\ndata: {'type':'message_stop'}\n\n",
-               AOS_OK, NULL);
-    expect_err(WIRE_ANTHROPIC, 0, 0, "{'type':'message','content':[{'type':'text'}]}", AOS_OK,
-               NULL);
+    static const err_case cases[] = {
+        {1, 0,
+         "event: error\ndata: {'type':'error','error':{'type':'rate_limit_error',"
+         "'message':'Number of request tokens has exceeded your per-minute rate limit'}}"
+         "\n\n",
+         AOS_ERR_RATE_LIMITED, "anthropic: rate_limit_error: Number of request tokens"},
+        {1, 0,
+         "event: error\ndata: {'type':'error','error':{'type':'api_error',"
+         "'message':'Internal server error'}}\n\n",
+         AOS_ERR_UNAVAILABLE, "anthropic: api_error: Internal server error"},
+        {1, 0,
+         "event: error\ndata: {'type':'error','error':{'type':'invalid_request_error',"
+         "'message':'prompt is too long'}}\n\n",
+         AOS_ERR_INTERNAL, "anthropic: invalid_request_error: prompt is too long"},
+        /* cut: no message_stop and no stop_reason */
+        {1, 0,
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'text_delta','text':'a'}}\n\n"
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'text_delta','text':'b'}}\n\n",
+         AOS_ERR_UNAVAILABLE, "anthropic: stream cut after 2 parts"},
+        {1, 0,
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'input_json_delta','partial_json':'{'}}\n\n",
+         AOS_ERR_PROTO, "not a tool_use block"},
+        {1, 0,
+         "event: content_block_delta\ndata: {'type':'content_block_delta',"
+         "'delta':{'type':'text_delta','text':'a'}}\n\n",
+         AOS_ERR_PROTO, "without an index"},
+        {1, 0,
+         "event: message_delta\ndata: {'type':'message_delta','delta':{'stop_reason':7}}"
+         "\n\n",
+         AOS_ERR_PROTO, "delta.stop_reason is not a string"},
+        {1, 0, "event: message_start\ndata: {'type':'message_start',"
+         "'message':{'usage':{'input_tokens':1.5}}}\n\n",
+         AOS_ERR_PROTO, "usage.input_tokens is not a count"},
+        {1, 0,
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'text_delta','text':'bad \xc0\xaf'}}\n\n",
+         AOS_ERR_PROTO, "anthropic: a stream event is not valid JSON"},
+        /* unknown events, blocks and deltas are passed over */
+        {1, 0,
+         "event: brand_new\ndata: {'type':'brand_new','x':1}\n\n"
+         "event: content_block_start\ndata: {'type':'content_block_start','index':0,"
+         "'content_block':{'type':'thinking','thinking':''}}\n\n"
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'thinking_delta','thinking':'hmm'}}\n\n"
+         "event: message_stop\ndata: {'type':'message_stop'}\n\n",
+         AOS_OK, NULL},
+        /* a text block without its text (the type's length must not stand in for it) */
+        {1, 0,
+         "event: content_block_start\ndata: {'type':'content_block_start','index':0,"
+         "'content_block':{'type':'text'}}\n\n"
+         "event: content_block_delta\ndata: {'type':'content_block_delta','index':0,"
+         "'delta':{'type':'text_delta'}}\n\n"
+         "event: message_stop\ndata: {'type':'message_stop'}\n\n",
+         AOS_OK, NULL},
+        {0, 0, "{'type':'message','content':[{'type':'text'}]}", AOS_OK,
+         NULL},
+    };
+    expect_errs(WIRE_ANTHROPIC, cases, sizeof cases / sizeof *cases);
     /* a tool_use whose input never streamed is {} */
-    s = unq("event: content_block_start\ndata: {'type':'content_block_start','index':0,"
+    size_t n;
+    char *s = unq("event: content_block_start\ndata: {'type':'content_block_start','index':0,"
             "'content_block':{'type':'tool_use','id':'toolu_9','name':'noop','input':{}}}\n\n"
             "event: message_delta\ndata: {'type':'message_delta','delta':{'stop_reason':"
             "'max_tokens'}}\n\n",
@@ -919,22 +1003,25 @@ static void anthropic_body(void **state)
     run_dec(WIRE_ANTHROPIC, 0, 0, s, n, NULL, 0, &o);
     assert_int_equal(o.err, AOS_OK);
     text_is(&o, "Checking. Done.");
-    assert_bin(call_of(&o, 0)->arguments, "{\"city\":\"Zürich\",\"days\":3}");
-    assert_bin(call_of(&o, 0)->id, "toolu_1");
+    static const call_want calls[] = {
+        {"toolu_1", "get_weather", "{\"city\":\"Zürich\",\"days\":3}"}};
+    calls_are(&o, calls, 1);
     assert_int_equal(o.reply->stop_reason, AOS__LLM__STOP_REASON__STOP_SEQUENCE);
-    assert_int_equal(o.reply->usage->cache_write_tokens, 900);
-    assert_int_equal(o.reply->usage->output_tokens, 30);
+    usage_is(&o, 7, 0, 30, 900);
     run_free(&o);
     free(s);
-    expect_err(WIRE_ANTHROPIC, 0, 0, "{'type':'error','error':{'type':'overloaded_error',"
-               "'message':'Overloaded'}}", AOS_ERR_UNAVAILABLE,
-               "anthropic: overloaded_error: Overloaded");
-    expect_err(WIRE_ANTHROPIC, 0, 0, "{'type':'message','content':{}}", AOS_ERR_PROTO,
-               "body.content is not an array");
-    expect_err(WIRE_ANTHROPIC, 0, 0, "{'type':'message','content':[{'type':'tool_use',"
-               "'id':'t','name':'f','input':[1]}]}", AOS_ERR_PROTO, "not an object");
-    expect_err(WIRE_ANTHROPIC, 0, 0, "{'type':'message'", AOS_ERR_PROTO,
-               "anthropic: the response body is not valid JSON");
+    static const err_case cases[] = {
+        {0, 0, "{'type':'error','error':{'type':'overloaded_error',"
+         "'message':'Overloaded'}}", AOS_ERR_UNAVAILABLE,
+         "anthropic: overloaded_error: Overloaded"},
+        {0, 0, "{'type':'message','content':{}}", AOS_ERR_PROTO,
+         "body.content is not an array"},
+        {0, 0, "{'type':'message','content':[{'type':'tool_use',"
+         "'id':'t','name':'f','input':[1]}]}", AOS_ERR_PROTO, "not an object"},
+        {0, 0, "{'type':'message'", AOS_ERR_PROTO,
+         "anthropic: the response body is not valid JSON"},
+    };
+    expect_errs(WIRE_ANTHROPIC, cases, sizeof cases / sizeof *cases);
 }
 
 /* ---- request bodies ------------------------------------------------------------------------ */
@@ -948,6 +1035,13 @@ static void bset(ProtobufCBinaryData *d, const char *s)
         assert_non_null(d->data);
         memcpy(d->data, s, d->len);
     }
+}
+
+/* bset over a field that holds bytes already. */
+static void breset(ProtobufCBinaryData *d, const char *s)
+{
+    free(d->data);
+    bset(d, s);
 }
 
 static void *grow(void *arr, size_t n, size_t size)
@@ -1085,9 +1179,20 @@ static void jstr_is(json_t *root, const char *path, const char *want)
                  json_is_string(v) ? json_string_value(v) : "(not a string)", want);
 }
 
-static json_t *body_of(aos_err (*enc)(const Aos__Llm__ChatRequest *, const char *, int,
-                                      char **, size_t *, char *, size_t),
-                       const Aos__Llm__ChatRequest *r, int stream)
+typedef struct {
+    const char *path, *want;
+} jwant;
+
+static void jstrs_are(json_t *root, const jwant *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        jstr_is(root, w[i].path, w[i].want);
+}
+
+typedef aos_err (*chat_enc)(const Aos__Llm__ChatRequest *, const char *, int, char **,
+                           size_t *, char *, size_t);
+
+static json_t *body_of(chat_enc enc, const Aos__Llm__ChatRequest *r, int stream)
 {
     char *out = NULL, why[256] = "";
     size_t len = 0;
@@ -1109,28 +1214,31 @@ static void openai_request(void **state)
     json_t *j = body_of(wire_openai_chat_body, r, 1);
     jstr_is(j, "model", "model-x");
     assert_int_equal(json_array_size(jat(j, "messages")), 7);
-    jstr_is(j, "messages.0.role", "system");
-    jstr_is(j, "messages.0.content", "You are terse.");
-    jstr_is(j, "messages.1.role", "user");
-    jstr_is(j, "messages.1.content", "Weather in Paris and the time there?");
-    jstr_is(j, "messages.2.content.0.type", "text");
-    jstr_is(j, "messages.2.content.1.type", "image_url");
-    jstr_is(j, "messages.2.content.1.image_url.url", "https://example.com/sky.png");
-    jstr_is(j, "messages.3.role", "assistant");
-    jstr_is(j, "messages.3.content", "Checking both.");
-    jstr_is(j, "messages.3.tool_calls.0.id", "call_1");
-    jstr_is(j, "messages.3.tool_calls.0.type", "function");
-    jstr_is(j, "messages.3.tool_calls.0.function.name", "get_weather");
-    jstr_is(j, "messages.3.tool_calls.0.function.arguments", "{\"city\":\"Paris\"}");
-    jstr_is(j, "messages.3.tool_calls.1.function.arguments", "{}");
-    jstr_is(j, "messages.4.role", "tool");
-    jstr_is(j, "messages.4.tool_call_id", "call_1");
-    jstr_is(j, "messages.4.content", "18°C, cloudy");
-    jstr_is(j, "messages.5.tool_call_id", "call_2");
-    jstr_is(j, "tools.0.type", "function");
-    jstr_is(j, "tools.0.function.name", "get_weather");
-    jstr_is(j, "tools.0.function.description", "Current weather");
-    jstr_is(j, "tools.0.function.parameters.required.0", "city");
+    static const jwant want[] = {
+        {"messages.0.role", "system"},
+        {"messages.0.content", "You are terse."},
+        {"messages.1.role", "user"},
+        {"messages.1.content", "Weather in Paris and the time there?"},
+        {"messages.2.content.0.type", "text"},
+        {"messages.2.content.1.type", "image_url"},
+        {"messages.2.content.1.image_url.url", "https://example.com/sky.png"},
+        {"messages.3.role", "assistant"},
+        {"messages.3.content", "Checking both."},
+        {"messages.3.tool_calls.0.id", "call_1"},
+        {"messages.3.tool_calls.0.type", "function"},
+        {"messages.3.tool_calls.0.function.name", "get_weather"},
+        {"messages.3.tool_calls.0.function.arguments", "{\"city\":\"Paris\"}"},
+        {"messages.3.tool_calls.1.function.arguments", "{}"},
+        {"messages.4.role", "tool"},
+        {"messages.4.tool_call_id", "call_1"},
+        {"messages.4.content", "18°C, cloudy"},
+        {"messages.5.tool_call_id", "call_2"},
+        {"tools.0.type", "function"},
+        {"tools.0.function.name", "get_weather"},
+        {"tools.0.function.description", "Current weather"},
+        {"tools.0.function.parameters.required.0", "city"},
+    };
+    jstrs_are(j, want, sizeof want / sizeof *want);
     assert_null(jat(j, "tools.1.function.description"));
     jstr_is(j, "tools.1.function.parameters.type", "object");
     jstr_is(j, "tool_choice.type", "function");
@@ -1148,8 +1256,7 @@ static void openai_request(void **state)
     r->messages[3]->n_content = 0;
     r->max_tokens = 0;
     r->has_temperature = 0;
-    free(r->tool_choice.data);
-    bset(&r->tool_choice, "required");
+    breset(&r->tool_choice, "required");
     j = body_of(wire_openai_chat_body, r, 0);
     assert_true(json_is_null(jat(j, "messages.3.content")));
     assert_null(jat(j, "stream"));
@@ -1180,16 +1287,19 @@ static void anthropic_request(void **state)
     assert_int_equal(json_array_size(jat(j, "messages")), 3);
     jstr_is(j, "messages.0.role", "user");
     assert_int_equal(json_array_size(jat(j, "messages.0.content")), 3);
-    jstr_is(j, "messages.0.content.0.text", "Weather in Paris and the time there?");
-    jstr_is(j, "messages.0.content.2.type", "image");
-    jstr_is(j, "messages.0.content.2.source.type", "url");
-    jstr_is(j, "messages.0.content.2.source.url", "https://example.com/sky.png");
-    jstr_is(j, "messages.1.role", "assistant");
-    jstr_is(j, "messages.1.content.0.text", "Checking both.");
-    jstr_is(j, "messages.1.content.1.type", "tool_use");
-    jstr_is(j, "messages.1.content.1.id", "call_1");
-    jstr_is(j, "messages.1.content.1.name", "get_weather");
-    jstr_is(j, "messages.1.content.1.input.city", "Paris");
+    static const jwant want[] = {
+        {"messages.0.content.0.text", "Weather in Paris and the time there?"},
+        {"messages.0.content.2.type", "image"},
+        {"messages.0.content.2.source.type", "url"},
+        {"messages.0.content.2.source.url", "https://example.com/sky.png"},
+        {"messages.1.role", "assistant"},
+        {"messages.1.content.0.text", "Checking both."},
+        {"messages.1.content.1.type", "tool_use"},
+        {"messages.1.content.1.id", "call_1"},
+        {"messages.1.content.1.name", "get_weather"},
+        {"messages.1.content.1.input.city", "Paris"},
+    };
+    jstrs_are(j, want, sizeof want / sizeof *want);
     assert_true(json_is_object(jat(j, "messages.1.content.2.input")));
     assert_int_equal(json_object_size(jat(j, "messages.1.content.2.input")), 0);
     jstr_is(j, "messages.2.role", "user");
@@ -1200,22 +1310,28 @@ static void anthropic_request(void **state)
     assert_null(jat(j, "messages.2.content.0.is_error"));
     jstr_is(j, "messages.2.content.1.tool_use_id", "call_2");
     assert_true(json_is_true(jat(j, "messages.2.content.1.is_error")));
-    jstr_is(j, "messages.2.content.2.text", "Thanks; also: pack an umbrella?");
-    jstr_is(j, "messages.2.content.3.source.type", "base64");
-    jstr_is(j, "messages.2.content.3.source.media_type", "image/png");
-    jstr_is(j, "messages.2.content.3.source.data", "iVBORw0KGgo=");
-    /* the cache breakpoint, and only there */
-    jstr_is(j, "messages.2.content.1.cache_control.type", "ephemeral");
+    static const jwant want2[] = {
+        {"messages.2.content.2.text", "Thanks; also: pack an umbrella?"},
+        {"messages.2.content.3.source.type", "base64"},
+        {"messages.2.content.3.source.media_type", "image/png"},
+        {"messages.2.content.3.source.data", "iVBORw0KGgo="},
+        /* the cache breakpoint, and only there */
+        {"messages.2.content.1.cache_control.type", "ephemeral"},
+    };
+    jstrs_are(j, want2, sizeof want2 / sizeof *want2);
     char *dump = json_dumps(j, 0);
     const char *cc = strstr(dump, "cache_control");
     assert_non_null(cc);
     assert_null(strstr(cc + 1, "cache_control"));
     free(dump);
-    jstr_is(j, "tools.0.name", "get_weather");
-    jstr_is(j, "tools.0.input_schema.properties.city.type", "string");
-    jstr_is(j, "tools.1.input_schema.type", "object");
-    jstr_is(j, "tool_choice.type", "tool");
-    jstr_is(j, "tool_choice.name", "get_weather");
+    static const jwant want3[] = {
+        {"tools.0.name", "get_weather"},
+        {"tools.0.input_schema.properties.city.type", "string"},
+        {"tools.1.input_schema.type", "object"},
+        {"tool_choice.type", "tool"},
+        {"tool_choice.name", "get_weather"},
+    };
+    jstrs_are(j, want3, sizeof want3 / sizeof *want3);
     assert_true(json_real_value(jat(j, "temperature")) == 0.7);
     jstr_is(j, "stop_sequences.0", "END");
     assert_true(json_is_true(jat(j, "stream")));
@@ -1243,8 +1359,7 @@ static void anthropic_request(void **state)
 
     /* tool_choice and max_tokens defaults */
     r->max_tokens = 0;
-    free(r->tool_choice.data);
-    bset(&r->tool_choice, "required");
+    breset(&r->tool_choice, "required");
     j = body_of(wire_anthropic_chat_body, r, 0);
     assert_int_equal(json_integer_value(jat(j, "max_tokens")), 4096);
     jstr_is(j, "tool_choice.type", "any");
@@ -1254,19 +1369,18 @@ static void anthropic_request(void **state)
 
 static void expect_usage(const Aos__Llm__ChatRequest *r, int anthropic_too, const char *want)
 {
-    char *out = (char *)1, why[256] = "";
-    size_t len = 1;
-    aos_err err = wire_openai_chat_body(r, "m", 1, &out, &len, why, sizeof why);
-    if (err != AOS_ERR_USAGE || !strstr(why, want))
-        fail_msg("openai: got %s '%s', want '%s'", aos_err_name(err), why, want);
-    assert_null(out);
-    if (!anthropic_too)
-        return;
-    why[0] = 0;
-    err = wire_anthropic_chat_body(r, "m", 1, &out, &len, why, sizeof why);
-    if (err != AOS_ERR_USAGE || !strstr(why, want))
-        fail_msg("anthropic: got %s '%s', want '%s'", aos_err_name(err), why, want);
-    assert_null(out);
+    static const struct {
+        const char *name;
+        chat_enc enc;
+    } encs[] = {{"openai", wire_openai_chat_body}, {"anthropic", wire_anthropic_chat_body}};
+    for (size_t i = 0; i < (anthropic_too ? 2u : 1u); i++) {
+        char *out = (char *)1, why[256] = "";
+        size_t len = 1;
+        aos_err err = encs[i].enc(r, "m", 1, &out, &len, why, sizeof why);
+        if (err != AOS_ERR_USAGE || !strstr(why, want))
+            fail_msg("%s: got %s '%s', want '%s'", encs[i].name, aos_err_name(err), why, want);
+        assert_null(out);
+    }
 }
 
 static void request_validation(void **state)
@@ -1277,24 +1391,18 @@ static void request_validation(void **state)
     text(r, AOS__LLM__ROLE__USER, "hi");
     tool(r, "bad name", "", "");
     expect_usage(r, 1, "[A-Za-z0-9_-]{1,64}");
-    free(r->tools[0]->name.data);
-    bset(&r->tools[0]->name, "t");
+    breset(&r->tools[0]->name, "t");
     tool(r, "t", "", "");
     expect_usage(r, 1, "offered twice");
-    free(r->tools[1]->name.data);
-    bset(&r->tools[1]->name, "u");
-    free(r->tools[1]->input_schema.data);
-    bset(&r->tools[1]->input_schema, "[\"not an object\"]");
+    breset(&r->tools[1]->name, "u");
+    breset(&r->tools[1]->input_schema, "[\"not an object\"]");
     expect_usage(r, 1, "tools[1].input_schema is not a JSON object");
-    free(r->tools[1]->input_schema.data);
-    bset(&r->tools[1]->input_schema, "{\"type\":");
+    breset(&r->tools[1]->input_schema, "{\"type\":");
     expect_usage(r, 1, "tools[1].input_schema is not valid JSON");
-    free(r->tools[1]->input_schema.data);
-    bset(&r->tools[1]->input_schema, "{}");
+    breset(&r->tools[1]->input_schema, "{}");
     bset(&r->tool_choice, "v");
     expect_usage(r, 1, "names v, which is not offered");
-    free(r->tool_choice.data);
-    bset(&r->tool_choice, "u");
+    breset(&r->tool_choice, "u");
     r->has_temperature = 1;
     r->temperature = 1.5f;
     char *out = NULL, why[256];
@@ -1313,21 +1421,15 @@ static void request_validation(void **state)
     Aos__Llm__Message *a = text(r, AOS__LLM__ROLE__ASSISTANT, "ok");
     call(a, "c1", "t", "{\"a\":");
     expect_usage(r, 1, "messages[1].tool_calls[0] is not valid JSON");
-    free(a->tool_calls[0]->arguments.data);
-    bset(&a->tool_calls[0]->arguments, "[42]");
+    breset(&a->tool_calls[0]->arguments, "[42]");
     expect_usage(r, 1, "not a JSON object");
-    free(a->tool_calls[0]->arguments.data);
-    bset(&a->tool_calls[0]->arguments, "{}");
-    free(a->tool_calls[0]->name.data);
-    bset(&a->tool_calls[0]->name, "");
+    breset(&a->tool_calls[0]->arguments, "{}");
+    breset(&a->tool_calls[0]->name, "");
     expect_usage(r, 1, "[A-Za-z0-9_-]{1,64}");
-    free(a->tool_calls[0]->name.data);
-    bset(&a->tool_calls[0]->name, "t");
-    free(a->tool_calls[0]->id.data);
-    bset(&a->tool_calls[0]->id, "");
+    breset(&a->tool_calls[0]->name, "t");
+    breset(&a->tool_calls[0]->id, "");
     expect_usage(r, 1, "has no id");
-    free(a->tool_calls[0]->id.data);
-    bset(&a->tool_calls[0]->id, "c1");
+    breset(&a->tool_calls[0]->id, "c1");
     Aos__Llm__Message *t = result(r, "", "out", 0);
     expect_usage(r, 1, "names no call");
     bset(&t->tool_call_id, "c1");
@@ -1336,8 +1438,7 @@ static void request_validation(void **state)
 
     Aos__Llm__Message *u = text(r, AOS__LLM__ROLE__USER, "bad \xff utf-8");
     expect_usage(r, 1, "messages[3].content[0] is not valid UTF-8");
-    free(u->content[0]->text.data);
-    bset(&u->content[0]->text, "fine");
+    breset(&u->content[0]->text, "fine");
     part(a, AOS__LLM__PART_KIND__IMAGE_URL, "https://x/y.png");
     expect_usage(r, 1, "images go in user messages");
     a->content[1]->kind = AOS__LLM__PART_KIND__PART_UNSPECIFIED;
@@ -1345,13 +1446,11 @@ static void request_validation(void **state)
     a->content[1]->kind = AOS__LLM__PART_KIND__TEXT;
     part(u, AOS__LLM__PART_KIND__IMAGE_URL, "ftp://x/y.png");
     expect_usage(r, 1, "must be https:, http: or data:");
-    free(u->content[1]->text.data);
-    bset(&u->content[1]->text, "data:image/tiff;base64,AAAA");
+    breset(&u->content[1]->text, "data:image/tiff;base64,AAAA");
     assert_int_equal(wire_anthropic_chat_body(r, "m", 0, &out, &len, why, sizeof why),
                      AOS_ERR_USAGE);
     assert_non_null(strstr(why, "JPEG, PNG, GIF or WebP"));
-    free(u->content[1]->text.data);
-    bset(&u->content[1]->text, "data:image/png,rawbytes");
+    breset(&u->content[1]->text, "data:image/png,rawbytes");
     assert_int_equal(wire_anthropic_chat_body(r, "m", 0, &out, &len, why, sizeof why),
                      AOS_ERR_USAGE);
     assert_non_null(strstr(why, "data:TYPE;base64,DATA"));
@@ -1399,8 +1498,7 @@ static void embeddings(void **state)
     jstr_is(j, "encoding_format", "float");
     json_decref(j);
     free(out);
-    free(q->inputs[1].data);
-    bset(&q->inputs[1], "");
+    breset(&q->inputs[1], "");
     assert_int_equal(wire_openai_embed_body(q, "m", &out, &len, why, sizeof why),
                      AOS_ERR_USAGE);
     aos__llm__embed_request__free_unpacked(q, NULL);

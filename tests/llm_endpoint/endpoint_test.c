@@ -452,15 +452,28 @@ static void oa_summarise(const resp *r, oa_sum *s)
     free(ev);
 }
 
+/* One request to the endpoint's chat path of the dialect, built by oa_body / an_body. */
+static void oa_chat(const char *text, int stream, resp *r)
+{
+    char *b = oa_body(text, stream);
+    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, r);
+    free(b);
+}
+
+static void an_chat(const char *text, int stream, resp *r)
+{
+    char *b = an_body(text, stream);
+    exchange(P.port, "POST", "/v1/messages", AN_HDRS, b, r);
+    free(b);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void test_openai_stream(void **state)
 {
     (void)state;
-    char *b = oa_body("hello wide world", 1);
     resp r;
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("hello wide world", 1, &r);
     char v[128];
     assert_int_equal(r.status, 200);
     assert_true(r.chunked && r.complete);
@@ -481,10 +494,8 @@ static void test_openai_stream(void **state)
 static void test_openai_nonstream(void **state)
 {
     (void)state;
-    char *b = oa_body("[[chunks=3 text=ab cached=7]] x", 0);
     resp r;
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[chunks=3 text=ab cached=7]] x", 0, &r);
     assert_int_equal(r.status, 200);
     assert_false(r.chunked);
     json_t *j = json_loadb(r.body, r.len, 0, NULL);
@@ -600,10 +611,8 @@ static void test_status_then_success(void **state)
 static void test_cut(void **state)
 {
     (void)state;
-    char *b = oa_body("[[chunks=5 gap_ms=5 cut=2]] x", 1);
     resp r;
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[chunks=5 gap_ms=5 cut=2]] x", 1, &r);
     assert_int_equal(r.status, 200);
     assert_true(r.closed);
     assert_false(r.complete);
@@ -713,10 +722,8 @@ static void test_log_line(void **state)
 static void test_tools_and_splits(void **state)
 {
     (void)state;
-    char *b = oa_body("[[tools=2 split=mid crlf=1]] call", 1);
     resp r;
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[tools=2 split=mid crlf=1]] call", 1, &r);
     assert_int_equal(r.status, 200);
     assert_true(r.complete);
     assert_non_null(strstr(r.body, "\r\n\r\n"));
@@ -729,18 +736,14 @@ static void test_tools_and_splits(void **state)
     resp_free(&r);
 
     /* One byte per write and per HTTP chunk (1 ms apart), CRLF lines, a 3-byte character. */
-    b = oa_body("[[chunks=2 split=byte crlf=1]] call", 1);
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[chunks=2 split=byte crlf=1]] call", 1, &r);
     assert_true(r.complete);
     oa_summarise(&r, &s);
     assert_string_equal(s.text, "tok\xe2\x82\xac tok\xe2\x82\xac");
     assert_int_equal(s.done, 1);
     resp_free(&r);
 
-    b = an_body("[[tools=1 chunks=2 split=mid crlf=1]] call", 1);
-    exchange(P.port, "POST", "/v1/messages", AN_HDRS, b, &r);
-    free(b);
+    an_chat("[[tools=1 chunks=2 split=mid crlf=1]] call", 1, &r);
     assert_true(r.complete);
     sse_ev ev[128];
     size_t n = sse_parse(r.body, r.len, ev, 128);
@@ -778,40 +781,30 @@ static void test_misbehaviours(void **state)
     assert_null(json_loadb(r.body, r.len, 0, NULL));
     resp_free(&r);
 
-    b = oa_body("[[malformed=1 chunks=2]] x", 1);
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[malformed=1 chunks=2]] x", 1, &r);
     oa_sum s;
     oa_summarise(&r, &s);
     assert_int_equal(s.broken, 1);
     assert_int_equal(s.done, 1);
     resp_free(&r);
 
-    b = oa_body("[[badutf8=1 chunks=1]] x", 0);
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[badutf8=1 chunks=1]] x", 0, &r);
     assert_non_null(memchr(r.body, 0xff, r.len));
     assert_null(json_loadb(r.body, r.len, 0, NULL));
     resp_free(&r);
 
-    b = oa_body("[[big=300000]] x", 0);
-    exchange(P.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
-    free(b);
+    oa_chat("[[big=300000]] x", 0, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.len, 300000);
     assert_memory_equal(r.body, "{\"id\":", 6);
     resp_free(&r);
 
-    b = an_body("[[big=200000]] x", 1);
-    exchange(P.port, "POST", "/v1/messages", AN_HDRS, b, &r);
-    free(b);
+    an_chat("[[big=200000]] x", 1, &r);
     assert_true(r.complete);
     assert_true(r.len > 200000);
     resp_free(&r);
 
-    b = an_body("[[chunks=3 error_mid=1]] x", 1);
-    exchange(P.port, "POST", "/v1/messages", AN_HDRS, b, &r);
-    free(b);
+    an_chat("[[chunks=3 error_mid=1]] x", 1, &r);
     assert_true(r.complete);
     assert_non_null(strstr(r.body, "event: error\ndata: {\"type\":\"error\",\"error\":"
                                    "{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"));

@@ -3,6 +3,7 @@
 #include "ep_reply.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,19 +140,42 @@ static void directive_defaults(ep_directive *d)
     d->cut = -1;
 }
 
+enum { NUM_UNSIGNED, NUM_INT, NUM_U64 };
+
+/* The numeric keys: range, and the field (of the type) the value goes to. */
+#define NUM(key, min, max, field, type) {key, min, max, offsetof(ep_directive, field), type}
+static const struct {
+    const char *key;
+    uint64_t min, max;
+    size_t off;
+    int type;
+} nums[] = {
+    NUM("chunks", 0, MAX_SEGS, chunks, NUM_UNSIGNED),
+    NUM("gap_ms", 0, 600000, gap_ms, NUM_UNSIGNED),
+    NUM("first_ms", 0, 600000, first_ms, NUM_UNSIGNED),
+    NUM("spread_ms", 0, 600000, spread_ms, NUM_UNSIGNED),
+    NUM("tools", 0, MAX_TOOLS, tools, NUM_UNSIGNED),
+    NUM("crlf", 0, 1, crlf, NUM_INT),
+    NUM("status", 400, 599, status, NUM_INT),
+    NUM("count", 0, 1000000, count, NUM_UNSIGNED),
+    NUM("retry_after", 0, 86400, retry_after, NUM_INT),
+    NUM("cut", 0, MAX_SEGS, cut, NUM_INT),
+    NUM("hang", 0, 1, hang, NUM_INT),
+    NUM("malformed", 0, 1, malformed, NUM_INT),
+    NUM("big", 0, (uint64_t)1 << 40, big, NUM_U64),
+    NUM("badutf8", 0, 1, badutf8, NUM_INT),
+    NUM("cached", 0, 1000000000, cached, NUM_U64),
+    NUM("cache_write", 0, 1000000000, cache_write, NUM_U64),
+    NUM("ping", 0, 1, ping, NUM_INT),
+    NUM("error_mid", 0, 1, error_mid, NUM_INT),
+};
+#undef NUM
+
 /* One key=value; returns nonzero (with why) for an unknown key or a bad value. */
 static int directive_kv(ep_directive *d, const char *k, const char *v, char *why,
                         size_t whylen)
 {
     uint64_t x = 0;
-    struct { const char *key; uint64_t max; } nums[] = {
-        {"chunks", MAX_SEGS}, {"gap_ms", 600000}, {"first_ms", 600000},
-        {"spread_ms", 600000}, {"tools", MAX_TOOLS}, {"crlf", 1}, {"status", 599},
-        {"count", 1000000}, {"retry_after", 86400}, {"cut", MAX_SEGS}, {"hang", 1},
-        {"malformed", 1}, {"big", (uint64_t)1 << 40}, {"badutf8", 1},
-        {"cached", 1000000000}, {"cache_write", 1000000000}, {"ping", 1},
-        {"error_mid", 1},
-    };
     if (strcmp(k, "text") == 0) {
         size_t n = strlen(v);
         if (n == 0 || n >= sizeof d->text) {
@@ -183,48 +207,20 @@ static int directive_kv(ep_directive *d, const char *k, const char *v, char *why
                      (unsigned long long)nums[i].max);
             return -1;
         }
-        if (strcmp(k, "chunks") == 0) {
-            d->chunks = (unsigned)x;
-            d->has_chunks = 1;
-        } else if (strcmp(k, "gap_ms") == 0) {
-            d->gap_ms = (unsigned)x;
-        } else if (strcmp(k, "first_ms") == 0) {
-            d->first_ms = (unsigned)x;
-        } else if (strcmp(k, "spread_ms") == 0) {
-            d->spread_ms = (unsigned)x;
-        } else if (strcmp(k, "tools") == 0) {
-            d->tools = (unsigned)x;
-        } else if (strcmp(k, "crlf") == 0) {
-            d->crlf = (int)x;
-        } else if (strcmp(k, "status") == 0) {
-            if (x < 400) {
-                snprintf(why, whylen, "directive status= takes 400..599");
-                return -1;
-            }
-            d->status = (int)x;
-        } else if (strcmp(k, "count") == 0) {
-            d->count = (unsigned)x;
-        } else if (strcmp(k, "retry_after") == 0) {
-            d->retry_after = (int)x;
-        } else if (strcmp(k, "cut") == 0) {
-            d->cut = (int)x;
-        } else if (strcmp(k, "hang") == 0) {
-            d->hang = (int)x;
-        } else if (strcmp(k, "malformed") == 0) {
-            d->malformed = (int)x;
-        } else if (strcmp(k, "big") == 0) {
-            d->big = x;
-        } else if (strcmp(k, "badutf8") == 0) {
-            d->badutf8 = (int)x;
-        } else if (strcmp(k, "cached") == 0) {
-            d->cached = x;
-        } else if (strcmp(k, "cache_write") == 0) {
-            d->cache_write = x;
-        } else if (strcmp(k, "ping") == 0) {
-            d->ping = (int)x;
-        } else {
-            d->error_mid = (int)x;
+        if (x < nums[i].min) {
+            snprintf(why, whylen, "directive %.32s= takes %llu..%llu", k,
+                     (unsigned long long)nums[i].min, (unsigned long long)nums[i].max);
+            return -1;
         }
+        char *f = (char *)d + nums[i].off;
+        if (nums[i].type == NUM_UNSIGNED)
+            *(unsigned *)f = (unsigned)x;
+        else if (nums[i].type == NUM_INT)
+            *(int *)f = (int)x;
+        else
+            *(uint64_t *)f = x;
+        if (strcmp(k, "chunks") == 0)
+            d->has_chunks = 1;
         return 0;
     }
     snprintf(why, whylen, "unknown directive key %.40s", k);
@@ -621,28 +617,13 @@ static aos_err dump_into(ep_reply *r, json_t *j, ep_buf *out)
     return e;
 }
 
-/* The text of segment i as a JSON string (a control-character placeholder marks where
- * badutf8's raw bytes go). */
-static json_t *seg_json(ep_reply *r, uint32_t i)
-{
-    const ep_seg *g = &r->segs[i];
-    ep_buf t = {0};
-    json_t *j = NULL;
-    if ((g->lead && ep_buf_add(&t, " ", 1, OUT_MAX) != AOS_OK) ||
-        ep_buf_add(&t, r->text.p + g->off, g->len, OUT_MAX) != AOS_OK ||
-        (g->bad && ep_buf_add(&t, "\x01", 1, OUT_MAX) != AOS_OK))
-        goto out;
-    j = json_stringn(t.p ? t.p : "", t.len);
-out:
-    ep_buf_free(&t);
-    return j;
-}
-
-static json_t *full_text_json(ep_reply *r)
+/* The text of segments from..to-1 as one JSON string (a control-character placeholder
+ * marks where badutf8's raw bytes go). */
+static json_t *segs_json(ep_reply *r, uint32_t from, uint32_t to)
 {
     ep_buf t = {0};
     json_t *j = NULL;
-    for (uint32_t i = 0; i < r->nsegs; i++) {
+    for (uint32_t i = from; i < to; i++) {
         const ep_seg *g = &r->segs[i];
         if ((g->lead && ep_buf_add(&t, " ", 1, OUT_MAX) != AOS_OK) ||
             ep_buf_add(&t, r->text.p + g->off, g->len, OUT_MAX) != AOS_OK ||
@@ -677,16 +658,31 @@ static json_t *an_usage(const ep_reply *r, uint64_t output)
                      "output_tokens", (json_int_t)output);
 }
 
+/* A chat.completion.chunk of these choices; with "usage" last when usage is not NULL. */
+static json_t *oa_chunk_of(ep_reply *r, json_t *choices, json_t *usage)
+{
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o}", "id", r->id, "object",
+                          "chat.completion.chunk", "created", (json_int_t)r->created, "model",
+                          r->model, "system_fingerprint", "fp_aos_test", "choices", choices);
+    if (usage && json_object_set_new(j, "usage", usage) != 0) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
 static json_t *oa_chunk(ep_reply *r, json_t *delta, const char *finish)
 {
     json_t *choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs",
                                "finish_reason", finish ? json_string(finish) : json_null());
-    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s,s:[o]}", "id", r->id, "object",
-                          "chat.completion.chunk", "created", (json_int_t)r->created, "model",
-                          r->model, "system_fingerprint", "fp_aos_test", "choices", choice);
-    if (j && r->include_usage)
-        json_object_set_new(j, "usage", json_null());
-    return j;
+    return oa_chunk_of(r, json_pack("[o]", choice), r->include_usage ? json_null() : NULL);
+}
+
+/* An Anthropic content_block_delta of block blk: {"type":type, key: v}. */
+static json_t *an_delta(unsigned blk, const char *type, const char *key, json_t *v)
+{
+    return json_pack("{s:s,s:i,s:{s:s,s:o}}", "type", "content_block_delta", "index", (int)blk,
+                     "delta", "type", type, key, v);
 }
 
 static const char *eol(const ep_reply *r)
@@ -694,38 +690,40 @@ static const char *eol(const ep_reply *r)
     return r->crlf ? "\r\n" : "\n";
 }
 
-/* One SSE event: optional event: line, one data: line, the blank line. */
-static aos_err sse(ep_reply *r, const char *name, json_t *j, ep_buf *out)
+/* An event's first lines: event: when it has a name, and the start of its data: line. */
+static aos_err sse_head(ep_reply *r, const char *name, ep_buf *out)
 {
     aos_err e = AOS_OK;
     if (name)
         e = ep_buf_printf(out, OUT_MAX, "event: %s%s", name, eol(r));
-    if (e == AOS_OK)
-        e = ep_buf_add(out, "data: ", 6, OUT_MAX);
-    if (e == AOS_OK)
-        e = dump_into(r, j, out);
-    else
-        json_decref(j);
-    if (e == AOS_OK)
-        e = ep_buf_printf(out, OUT_MAX, "%s%s", eol(r), eol(r));
-    return e;
+    return e == AOS_OK ? ep_buf_add(out, "data: ", 6, OUT_MAX) : e;
 }
 
-/* A syntactically broken event: a valid one cut in half, blank line after it. */
-static aos_err sse_broken(ep_reply *r, const char *name, json_t *j, ep_buf *out)
+/* One SSE event: optional event: line, one data: line, the blank line; half: only the
+ * first half of the data, a syntactically broken event. */
+static aos_err sse_event(ep_reply *r, const char *name, json_t *j, int half, ep_buf *out)
 {
     ep_buf t = {0};
     aos_err e = dump_into(r, j, &t);
-    if (e == AOS_OK && name)
-        e = ep_buf_printf(out, OUT_MAX, "event: %s%s", name, eol(r));
     if (e == AOS_OK)
-        e = ep_buf_add(out, "data: ", 6, OUT_MAX);
+        e = sse_head(r, name, out);
     if (e == AOS_OK)
-        e = ep_buf_add(out, t.p, t.len / 2, OUT_MAX);
+        e = ep_buf_add(out, t.p, half ? t.len / 2 : t.len, OUT_MAX);
     if (e == AOS_OK)
         e = ep_buf_printf(out, OUT_MAX, "%s%s", eol(r), eol(r));
     ep_buf_free(&t);
     return e;
+}
+
+static aos_err sse(ep_reply *r, const char *name, json_t *j, ep_buf *out)
+{
+    return sse_event(r, name, j, 0, out);
+}
+
+/* A valid event cut in half, blank line after it. */
+static aos_err sse_broken(ep_reply *r, const char *name, json_t *j, ep_buf *out)
+{
+    return sse_event(r, name, j, 1, out);
 }
 
 static json_t *one_char(const ep_tool *t, uint32_t j)
@@ -746,7 +744,7 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
         return sse(r, NULL, oa_chunk(r, json_pack("{s:s,s:s,s:n}", "role", "assistant",
                                                   "content", "", "refusal"), NULL), out);
     case OA_TEXT:
-        return sse(r, NULL, oa_chunk(r, json_pack("{s:o}", "content", seg_json(r, ev->a)),
+        return sse(r, NULL, oa_chunk(r, json_pack("{s:o}", "content", segs_json(r, ev->a, ev->a + 1)),
                                      NULL), out);
     case OA_TOOL_START:
         return sse(r, NULL, oa_chunk(r, json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}",
@@ -762,12 +760,10 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
     case OA_FINISH:
         return sse(r, NULL, oa_chunk(r, json_object(), r->stop_tools ? "tool_calls" : "stop"),
                    out);
-    case OA_USAGE:
-        return sse(r, NULL, json_pack("{s:s,s:s,s:I,s:s,s:s,s:[],s:o}", "id", r->id,
-                                      "object", "chat.completion.chunk", "created",
-                                      (json_int_t)r->created, "model", r->model,
-                                      "system_fingerprint", "fp_aos_test", "choices",
-                                      "usage", oa_usage(r)), out);
+    case OA_USAGE: {
+        json_t *u = oa_usage(r);
+        return sse(r, NULL, u ? oa_chunk_of(r, json_array(), u) : NULL, out);
+    }
     case OA_DONE:
         return ep_buf_printf(out, OUT_MAX, "data: [DONE]%s%s", eol(r), eol(r));
     case OA_PING:
@@ -793,9 +789,8 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
                    out);
     case AN_TEXT:
         return sse(r, "content_block_delta",
-                   json_pack("{s:s,s:i,s:{s:s,s:o}}", "type", "content_block_delta", "index",
-                             (int)ev->blk, "delta", "type", "text_delta", "text",
-                             seg_json(r, ev->a)), out);
+                   an_delta(ev->blk, "text_delta", "text", segs_json(r, ev->a, ev->a + 1)),
+                   out);
     case AN_BLOCK_STOP:
         return sse(r, "content_block_stop",
                    json_pack("{s:s,s:i}", "type", "content_block_stop", "index", (int)ev->blk),
@@ -807,9 +802,8 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
                              t->id, "name", t->name, "input"), out);
     case AN_TOOL_ARG:
         return sse(r, "content_block_delta",
-                   json_pack("{s:s,s:i,s:{s:s,s:o}}", "type", "content_block_delta", "index",
-                             (int)ev->blk, "delta", "type", "input_json_delta",
-                             "partial_json", one_char(t, ev->b)), out);
+                   an_delta(ev->blk, "input_json_delta", "partial_json", one_char(t, ev->b)),
+                   out);
     case AN_MSG_DELTA:
         return sse(r, "message_delta",
                    json_pack("{s:s,s:{s:s,s:n},s:o}", "type", "message_delta", "delta",
@@ -823,9 +817,7 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
         return sse(r, "ping", json_pack("{s:s}", "type", "ping"), out);
     case AN_MALFORMED:
         return sse_broken(r, "content_block_delta",
-                          json_pack("{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta",
-                                    "index", 0, "delta", "type", "text_delta", "text",
-                                    "broken"), out);
+                          an_delta(0, "text_delta", "text", json_string("broken")), out);
     case AN_ERROR:
         return sse(r, "error", json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
                                          "overloaded_error", "message", "Overloaded"), out);
@@ -837,7 +829,7 @@ static aos_err render(ep_reply *r, const ep_ev *ev, ep_buf *out)
 /* The non-stream chat body, with the text placeholder where badutf8 goes. */
 static json_t *chat_body_json(ep_reply *r)
 {
-    json_t *text = r->nsegs || !r->ntools ? full_text_json(r) : json_null();
+    json_t *text = r->nsegs || !r->ntools ? segs_json(r, 0, r->nsegs) : json_null();
     if (!text)
         return NULL;
     if (r->dia == EP_OPENAI) {
@@ -894,8 +886,7 @@ static aos_err big_prefix(ep_reply *r, ep_buf *out)
         j = oa_chunk(r, json_pack("{s:s}", "content", "\x01"), NULL);
     else {
         name = "content_block_delta";
-        j = json_pack("{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index", 0,
-                      "delta", "type", "text_delta", "text", "\x01");
+        j = an_delta(0, "text_delta", "text", json_string("\x01"));
     }
     if (!j)
         return AOS_ERR_NOMEM;
@@ -905,10 +896,8 @@ static aos_err big_prefix(ep_reply *r, ep_buf *out)
         return AOS_ERR_NOMEM;
     const char *m = strstr(s, MARK);
     aos_err e = AOS_OK;
-    if (name)
-        e = ep_buf_printf(out, OUT_MAX, "event: %s%s", name, eol(r));
-    if (e == AOS_OK && r->stream)
-        e = ep_buf_add(out, "data: ", 6, OUT_MAX);
+    if (r->stream)
+        e = sse_head(r, name, out);
     if (e == AOS_OK)
         e = ep_buf_add(out, s, m ? (size_t)(m - s) : strlen(s), OUT_MAX);
     free(s);
@@ -1077,6 +1066,19 @@ static aos_err build_stream(ep_reply *r, const ep_directive *d, uint32_t n_text,
     return e;
 }
 
+/* A JSON body's two pieces, its head and itself, both due at ms after the start. */
+static aos_err head_and_body(ep_reply *r, int status, int retry_after, uint32_t at,
+                             const ep_ctx *ctx)
+{
+    aos_err e = make_head(r, status, "application/json", (long long)r->body.len, retry_after,
+                          ctx, ctx->seq);
+    if (e == AOS_OK)
+        e = add_ev(r, EV_HEAD, 0, 0, 0, 0, at);
+    if (e == AOS_OK)
+        e = add_ev(r, EV_BODY, 0, 0, 0, 0, at);
+    return e;
+}
+
 aos_err ep_reply_chat(const ep_ask *a, const ep_ctx *ctx, ep_reply **out, char *why,
                       size_t whylen)
 {
@@ -1123,12 +1125,7 @@ aos_err ep_reply_chat(const ep_ask *a, const ep_ctx *ctx, ep_reply **out, char *
         if (e == AOS_OK && d->malformed)
             r->body.len /= 2;
         if (e == AOS_OK)
-            e = make_head(r, 200, "application/json", (long long)r->body.len, -1, ctx,
-                          ctx->seq);
-        if (e == AOS_OK)
-            e = add_ev(r, EV_HEAD, 0, 0, 0, 0, end);
-        if (e == AOS_OK)
-            e = add_ev(r, EV_BODY, 0, 0, 0, 0, end);
+            e = head_and_body(r, 200, -1, end, ctx);
     }
 out:
     if (e != AOS_OK) {
@@ -1172,17 +1169,17 @@ static json_t *embedding(const char *s, size_t n, size_t dim)
     return a;
 }
 
-static aos_err finish_simple(ep_reply *r, int status, int retry_after, uint32_t at,
-                             const ep_ctx *ctx, ep_reply **out, char *why, size_t whylen)
+/* Ends a constructor of a one-body reply: e is how building its body (what) went. On
+ * AOS_OK *out is r; else r is freed and why says which step ran out of memory. */
+static aos_err finish_simple(ep_reply *r, aos_err e, const char *what, int status,
+                             int retry_after, uint32_t at, const ep_ctx *ctx, ep_reply **out,
+                             char *why, size_t whylen)
 {
-    aos_err e = make_head(r, status, "application/json", (long long)r->body.len, retry_after,
-                          ctx, ctx->seq);
-    if (e == AOS_OK)
-        e = add_ev(r, EV_HEAD, 0, 0, 0, 0, at);
-    if (e == AOS_OK)
-        e = add_ev(r, EV_BODY, 0, 0, 0, 0, at);
-    if (e != AOS_OK) {
+    if (e != AOS_OK)
+        snprintf(why, whylen, "building %s: out of memory", what);
+    else if ((e = head_and_body(r, status, retry_after, at, ctx)) != AOS_OK)
         snprintf(why, whylen, "building the reply: out of memory");
+    if (e != AOS_OK) {
         ep_reply_free(r);
         return e;
     }
@@ -1218,14 +1215,10 @@ aos_err ep_reply_embed(const ep_ask *a, const ep_ctx *ctx, ep_reply **out, char 
                                               "total_tokens", (json_int_t)a->words),
                                  &r->body)
                      : AOS_ERR_NOMEM;
-    if (e != AOS_OK) {
-        snprintf(why, whylen, "building the embeddings: out of memory");
-        ep_reply_free(r);
-        return e;
-    }
-    if (a->d.malformed)
+    if (e == AOS_OK && a->d.malformed)
         r->body.len /= 2;
-    return finish_simple(r, 200, -1, a->d.first_ms, ctx, out, why, whylen);
+    return finish_simple(r, e, "the embeddings", 200, -1, a->d.first_ms, ctx, out, why,
+                         whylen);
 }
 
 aos_err ep_reply_models(ep_dialect dia, const ep_ctx *ctx, ep_reply **out, char *why,
@@ -1245,13 +1238,8 @@ aos_err ep_reply_models(ep_dialect dia, const ep_ctx *ctx, ep_reply **out, char 
                                 "model", "id", "aos-test-1", "display_name", "AOS test 1",
                                 "created_at", "2024-01-01T00:00:00Z", "has_more", 0,
                                 "first_id", "aos-test-1", "last_id", "aos-test-1");
-    aos_err e = dump_into(r, j, &r->body);
-    if (e != AOS_OK) {
-        snprintf(why, whylen, "building the model list: out of memory");
-        ep_reply_free(r);
-        return e;
-    }
-    return finish_simple(r, 200, -1, 0, ctx, out, why, whylen);
+    return finish_simple(r, dump_into(r, j, &r->body), "the model list", 200, -1, 0, ctx, out,
+                         why, whylen);
 }
 
 aos_err ep_reply_error(ep_dialect dia, int status, const char *msg, int retry_after,
@@ -1286,13 +1274,8 @@ aos_err ep_reply_error(ep_dialect dia, int status, const char *msg, int retry_af
         j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type", type, "message",
                       msg);
     }
-    aos_err e = dump_into(r, j, &r->body);
-    if (e != AOS_OK) {
-        snprintf(why, whylen, "building the error body: out of memory");
-        ep_reply_free(r);
-        return e;
-    }
-    return finish_simple(r, status, retry_after, delay_ms, ctx, out, why, whylen);
+    return finish_simple(r, dump_into(r, j, &r->body), "the error body", status, retry_after,
+                         delay_ms, ctx, out, why, whylen);
 }
 
 int ep_reply_usage(const ep_reply *r, ep_usage *u)
@@ -1336,13 +1319,19 @@ static void compute_cuts(ep_reply *r)
             r->cuts[r->ncuts++] = c[i];
 }
 
-static aos_err frame(ep_reply *r, const char *p, size_t n, int chunk, ep_buf *piece)
+/* n bytes of the reply, from p, or n filler bytes (big=) when p is NULL; in a chunk of
+ * its own when chunk. */
+static aos_err frame(const char *p, size_t n, int chunk, ep_buf *piece)
 {
     aos_err e = AOS_OK;
     if (chunk)
         e = ep_buf_printf(piece, OUT_MAX, "%zx\r\n", n);
-    if (e == AOS_OK)
+    if (e == AOS_OK && p) {
         e = ep_buf_add(piece, p, n, OUT_MAX);
+    } else if (e == AOS_OK && (e = ep_buf_reserve(piece, n + 2, OUT_MAX)) == AOS_OK) {
+        memset(piece->p + piece->len, 'x', n);
+        piece->len += n;
+    }
     if (e == AOS_OK && chunk)
         e = ep_buf_add(piece, "\r\n", 2, OUT_MAX);
     return e;
@@ -1374,7 +1363,7 @@ aos_err ep_reply_next(ep_reply *r, ep_buf *piece, uint32_t *at_ms, int *separate
             }
             if (end - r->cur_off > PIECE_MAX)
                 end = r->cur_off + PIECE_MAX;
-            e = frame(r, r->cur.p + r->cur_off, end - r->cur_off,
+            e = frame(r->cur.p + r->cur_off, end - r->cur_off,
                       r->chunked && kind != EV_HEAD && kind != EV_END, piece);
             if (e != AOS_OK)
                 goto fail;
@@ -1394,18 +1383,7 @@ aos_err ep_reply_next(ep_reply *r, ep_buf *piece, uint32_t *at_ms, int *separate
         }
         if (r->big_left) {
             size_t n = r->big_left > PIECE_MAX ? PIECE_MAX : (size_t)r->big_left;
-            int chunk = r->chunked;
-            if (chunk)
-                e = ep_buf_printf(piece, OUT_MAX, "%zx\r\n", n);
-            if (e == AOS_OK)
-                e = ep_buf_reserve(piece, n + 2, OUT_MAX);
-            if (e != AOS_OK)
-                goto fail;
-            memset(piece->p + piece->len, 'x', n);
-            piece->len += n;
-            if (chunk)
-                e = ep_buf_add(piece, "\r\n", 2, OUT_MAX);
-            if (e != AOS_OK)
+            if ((e = frame(NULL, n, r->chunked, piece)) != AOS_OK)
                 goto fail;
             r->big_left -= n;
             *at_ms = r->cur_ev.at;
