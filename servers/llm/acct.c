@@ -100,6 +100,7 @@ struct acct {
     pthread_cond_t cv;
     op *head, *tail;
     int stop, orphans_done;
+    PGconn *async_conn;            /* the connection set to commit asynchronously */
     atomic_ullong begins, ends, batches, dropped, waits;
 };
 
@@ -204,9 +205,20 @@ static aos_err run_end(PGconn *c, op *o, char *why, size_t whylen)
  * a batch with an end commits durably, since its caller is answered after it. */
 static aos_err run_batch(acct *a, PGconn *c, op *ops, int has_end, char *why, size_t whylen)
 {
+    /* The session commits asynchronously (set once per connection: if a reconnect loses
+     * it, begins only get slower); an end's transaction asks for a durable commit. */
+    if (c != a->async_conn) {
+        aos_err rc = db_cmd(c, "SET synchronous_commit = off", why, whylen);
+        if (rc != AOS_OK)
+            return rc;
+        a->async_conn = c;
+    }
+    /* one begin alone is one statement, committed on its own: one round trip */
+    if (!has_end && a->orphans_done && ops && !ops->next)
+        return run_begin(c, ops, &ops->row, &ops->resent, why, whylen);
     aos_err rc = db_cmd(c, "BEGIN", why, whylen);
-    if (rc == AOS_OK && !has_end)
-        rc = db_cmd(c, "SET LOCAL synchronous_commit = off", why, whylen);
+    if (rc == AOS_OK && has_end)
+        rc = db_cmd(c, "SET LOCAL synchronous_commit = on", why, whylen);
     if (rc == AOS_OK && !a->orphans_done) {
         db_params p;
         dp_init(&p);
@@ -285,10 +297,39 @@ static op *expire(acct *a, op *ops, const char *why)
     return keep;
 }
 
+/* Take the ops of one kind (begins or ends) out of *ops, in order. */
+static op *take_kind(op **ops, int end)
+{
+    op *out = NULL, **ot = &out;
+    for (op **pp = ops; *pp;) {
+        op *o = *pp;
+        if (o->end != end) {
+            pp = &o->next;
+            continue;
+        }
+        *pp = o->next;
+        o->next = NULL;
+        *ot = o;
+        ot = &o->next;
+    }
+    return out;
+}
+
+static op *concat(op *a, op *b)
+{
+    if (!a)
+        return b;
+    op *t = a;
+    while (t->next)
+        t = t->next;
+    t->next = b;
+    return a;
+}
+
 static void *acct_main(void *arg)
 {
     acct *a = arg;
-    op *ops = NULL;
+    op *ops = NULL, *rest = NULL;
     for (;;) {
         pthread_mutex_lock(&a->mu);
         while (!a->head && !ops && !a->stop)
@@ -298,18 +339,23 @@ static void *acct_main(void *arg)
             return NULL;
         }
         /* what queued meanwhile joins the batch, in order */
-        op **t = &ops;
-        while (*t)
-            t = &(*t)->next;
-        *t = a->head;
+        ops = concat(ops, a->head);
         a->head = a->tail = NULL;
         pthread_mutex_unlock(&a->mu);
+        /* Begins go first and alone: they commit asynchronously, and a call waits for its
+         * begin before it is sent, so it must never wait behind an end's durable commit
+         * (an fsync). An end cannot depend on a begin of the same batch: it is queued
+         * only after its begin was answered. */
+        op *begins = take_kind(&ops, 0);
+        rest = ops;
+        ops = begins ? begins : take_kind(&rest, 1);
 
         char why[AOS_ERRMSG_MAX] = "";
         PGconn *c = srv_pg_wait(a->pg, 100, why, sizeof why);
         if (!c) {
             atomic_fetch_add(&a->waits, 1);
-            ops = expire(a, ops, why);
+            ops = expire(a, concat(ops, rest), why);
+            rest = NULL;
             continue;
         }
         int has_end = 0;
@@ -321,7 +367,8 @@ static void *acct_main(void *arg)
             srv_pg_check(a->pg);
             if (v != DB_FINAL) { /* the database went away or a race was lost: again */
                 atomic_fetch_add(&a->waits, 1);
-                ops = expire(a, ops, why);
+                ops = expire(a, concat(ops, rest), why);
+                rest = NULL;
                 continue;
             }
             /* a final error is a bug in the books, not in the call: say so for each */
@@ -333,6 +380,8 @@ static void *acct_main(void *arg)
                     atomic_fetch_add(&a->dropped, 1);
                 finish(a, o, AOS_ERR_INTERNAL, why);
             }
+            ops = rest;
+            rest = NULL;
             continue;
         }
         db_retry_take();
@@ -342,6 +391,8 @@ static void *acct_main(void *arg)
             ops = o->next;
             finish(a, o, AOS_OK, NULL);
         }
+        ops = rest; /* the ends, next round: the wait above does not block for them */
+        rest = NULL;
     }
 }
 
