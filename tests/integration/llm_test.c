@@ -2,6 +2,7 @@
  * wire formats (and the sim's script mode), asserting content, usage, retries and errors. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -445,6 +446,7 @@ static int setup(void **st)
              "        - {name: m1, price: {input: 1, output: 2, cache_read: 0.5, "
              "cache_write: 4}}\n"
              "        - {name: mk, price: {input: 1, output: 2}}\n"
+             "        - {name: e1, embedding: true, price: {input: 1}}\n"
              "    - name: an\n"
              "      kind: anthropic\n"
              "      base_url: http://127.0.0.1:%d\n"
@@ -461,8 +463,8 @@ static int setup(void **st)
              "      models: [{name: d1}]\n"
              "    - name: sim\n"
              "      kind: sim\n"
-             "      sim: {script: %s}\n"
-             "      models: [{name: sim-1}]\n",
+             "      sim: {script: %s, synonyms: [\"car automobile vehicle\"]}\n"
+             "      models: [{name: sim-1}, {name: sim-embed, embedding: true}]\n",
              EP_PORT, EP_PORT, DEAD_PORT, path);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     write_file(path, yaml);
@@ -1109,6 +1111,90 @@ static void sim_script_drives_five_turns(void **st)
 
 /* ---- the keys ------------------------------------------------------------------------------- */
 
+/* ---- llm.embed ------------------------------------------------------------------------ */
+
+/* One llm.embed call; the reply decoded (the caller frees it), NULL with rc on error. */
+static Aos__Llm__EmbedReply *embed(const char *model, const char *const *in, size_t n,
+                                   aos_err *rc, char *err, size_t errcap)
+{
+    Aos__Llm__EmbedRequest q = AOS__LLM__EMBED_REQUEST__INIT;
+    ProtobufCBinaryData b[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (ProtobufCBinaryData){strlen(in[i]), (uint8_t *)in[i]};
+    q.model = (ProtobufCBinaryData){strlen(model), (uint8_t *)model};
+    q.inputs = b;
+    q.n_inputs = n;
+    uint8_t buf[1024];
+    assert_true(aos__llm__embed_request__get_packed_size(&q) <= sizeof buf);
+    size_t len = aos__llm__embed_request__pack(&q, buf);
+    aos_reply rep;
+    aos_call_opts o = {.timeout_ms = 10000};
+    *rc = aos_call(h_conn(H), &o, "llm.embed", buf, len, &rep);
+    snprintf(err, errcap, "%s", rep.error);
+    Aos__Llm__EmbedReply *r = NULL;
+    if (*rc == AOS_OK) {
+        r = aos__llm__embed_reply__unpack(NULL, rep.payload_len, rep.payload);
+        assert_non_null(r);
+    }
+    aos_reply_clear(&rep);
+    return r;
+}
+
+static double cosine(const Aos__Llm__Embedding *a, const Aos__Llm__Embedding *b)
+{
+    assert_int_equal(a->n_values, b->n_values);
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < a->n_values; i++) {
+        ab += (double)a->values[i] * b->values[i];
+        aa += (double)a->values[i] * a->values[i];
+        bb += (double)b->values[i] * b->values[i];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
+}
+
+static void embeddings_over_openai_and_the_sim(void **st)
+{
+    (void)st;
+    char err[AOS_ERRMSG_MAX + 1];
+    aos_err rc;
+    /* the OpenAI wire: one vector per input, in order, the same text the same vector */
+    const char *in[] = {"the cat sat", "a dog ran", "the cat sat"};
+    Aos__Llm__EmbedReply *r = embed("oa/e1", in, 3, &rc, err, sizeof err);
+    if (!r)
+        fail_msg("llm.embed oa/e1: %s: %s", aos_err_name(rc), err);
+    assert_int_equal(r->n_vectors, 3);
+    assert_true(r->dim > 0);
+    assert_int_equal(r->vectors[0]->n_values, r->dim);
+    assert_true(cosine(r->vectors[0], r->vectors[2]) > 0.9999);
+    assert_true(cosine(r->vectors[0], r->vectors[1]) < 0.9999);
+    assert_non_null(r->usage);
+    assert_true(r->usage->input_tokens > 0);
+    assert_memory_equal(r->provider.data, "oa", 2);
+    aos__llm__embed_reply__free_unpacked(r, NULL);
+
+    /* the sim, offline: a synonym matches with no word in common, an unrelated text less */
+    const char *sin[] = {"buy a car", "purchase an automobile", "bake bread at home"};
+    r = embed("sim/sim-embed", sin, 3, &rc, err, sizeof err);
+    if (!r)
+        fail_msg("llm.embed sim/sim-embed: %s: %s", aos_err_name(rc), err);
+    assert_int_equal(r->n_vectors, 3);
+    double syn = cosine(r->vectors[0], r->vectors[1]);
+    double other = cosine(r->vectors[0], r->vectors[2]);
+    print_message("sim embeddings: synonym cosine %.3f, unrelated %.3f\n", syn, other);
+    assert_true(syn > other);
+    aos__llm__embed_reply__free_unpacked(r, NULL);
+
+    /* a chat model is not an embedding model; an anthropic provider has none */
+    assert_null(embed("oa/m1", in, 1, &rc, err, sizeof err));
+    assert_int_equal(rc, AOS_ERR_NOT_FOUND);
+    assert_null(embed("an/ak", in, 1, &rc, err, sizeof err));
+    assert_true(rc == AOS_ERR_NOT_FOUND || rc == AOS_ERR_USAGE);
+    const char *empty[] = {""};
+    assert_null(embed("oa/e1", empty, 1, &rc, err, sizeof err));
+    assert_int_equal(rc, AOS_ERR_USAGE);
+}
+
 static void the_api_keys_never_show(void **st)
 {
     (void)st;
@@ -1193,6 +1279,7 @@ int main(void)
         cmocka_unit_test(sim_script_drives_five_turns),
         cmocka_unit_test(kill9_of_aos_llm_under_50_streams_every_caller_answered_books_match),
         cmocka_unit_test(llm_usage_since_ms_filters_by_start_time),
+        cmocka_unit_test(embeddings_over_openai_and_the_sim),
         cmocka_unit_test(the_api_keys_never_show), /* last: the log holds everything above */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
