@@ -1267,10 +1267,13 @@ aos_err eng_providers(eng *e, Aos__Llm__ProvidersReply **out, char *why, size_t 
         Aos__Llm__ProviderInfo *pi = calloc(1, sizeof *pi);
         char *w = calloc(1, 256);
         ProtobufCBinaryData *ms = calloc(p->cfg->n_models ? p->cfg->n_models : 1, sizeof *ms);
-        if (!pi || !w || !ms) {
+        protobuf_c_boolean *emb =
+            calloc(p->cfg->n_models ? p->cfg->n_models : 1, sizeof *emb);
+        if (!pi || !w || !ms || !emb) {
             free(pi);
             free(w);
             free(ms);
+            free(emb);
             goto nomem;
         }
         aos__llm__provider_info__init(pi);
@@ -1279,10 +1282,14 @@ aos_err eng_providers(eng *e, Aos__Llm__ProvidersReply **out, char *why, size_t 
         pi->name = p->cfg->name;
         pi->kind = p->cfg->kind;
         pi->base_url = p->cfg->base_url;
-        for (size_t k = 0; k < p->cfg->n_models; k++)
+        for (size_t k = 0; k < p->cfg->n_models; k++) {
             ms[k] = p->cfg->models[k]->name;
+            emb[k] = p->cfg->models[k]->embedding;
+        }
         pi->models = ms;
         pi->n_models = p->cfg->n_models;
+        pi->embedding = emb;
+        pi->n_embedding = p->cfg->n_models;
         pi->limits = p->cfg->limits;
         pi->has_key = p->cfg->api_key.len > 0;
         pi->reachable = p->kind == P_SIM ? 1 : probe(p, w, 256);
@@ -1302,6 +1309,7 @@ void eng_providers_free(Aos__Llm__ProvidersReply *r)
         return;
     for (size_t i = 0; i < r->n_providers; i++) {
         free(r->providers[i]->models);
+        free(r->providers[i]->embedding);
         free(r->providers[i]->why.data);
         free(r->providers[i]);
     }

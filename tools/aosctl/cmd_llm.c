@@ -361,15 +361,16 @@ static int check_temperature(const char *val, char *why, size_t whylen)
     return -1;
 }
 
-/* For a bare PROVIDER, the model to ask: sim's chat model, else the first listed that does
- * not look like an embedding model (ProviderInfo does not say which are), else the first. */
+/* For a bare PROVIDER, the model to ask: its first chat model (an older aos-llm that does
+ * not say which models embed: the first whose name lacks "embed"), else the first. */
 static ProtobufCBinaryData pick_model(const Aos__Llm__ProviderInfo *pi)
 {
-    if (bytes_is(pi->kind, "sim"))
-        for (size_t k = 0; k < pi->n_models; k++)
-            if (bytes_is(pi->models[k], "sim-1"))
-                return pi->models[k];
     for (size_t k = 0; k < pi->n_models; k++) {
+        if (pi->n_embedding == pi->n_models) {
+            if (!pi->embedding[k])
+                return pi->models[k];
+            continue;
+        }
         char m[TARGET_MAX + 1];
         clean(m, sizeof m, pi->models[k].data, pi->models[k].len);
         if (!strstr(m, "embed"))
