@@ -92,28 +92,41 @@ typedef struct op {
     struct op *next;
 } op;
 
-struct acct {
-    srv *s;
+/* Begins and ends each have a lane: a thread with its own connection. A call waits for
+ * its begin before it is sent, so a begin must never queue behind an end's durable
+ * commit (an fsync, milliseconds on a slow disk); ends group-commit among themselves. */
+enum { LANE_BEGIN, LANE_END };
+
+typedef struct lane {
+    acct *a;
+    int end;                       /* LANE_END: its batches commit durably */
     srv_pg *pg;
     pthread_t th;
+    int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     op *head, *tail;
     int stop, orphans_done;
     PGconn *async_conn;            /* the connection set to commit asynchronously */
+} lane;
+
+struct acct {
+    srv *s;
+    lane lanes[2];
     atomic_ullong begins, ends, batches, dropped, waits;
 };
 
 static void push(acct *a, op *o)
 {
-    pthread_mutex_lock(&a->mu);
-    if (a->tail)
-        a->tail->next = o;
+    lane *l = &a->lanes[o->end ? LANE_END : LANE_BEGIN];
+    pthread_mutex_lock(&l->mu);
+    if (l->tail)
+        l->tail->next = o;
     else
-        a->head = o;
-    a->tail = o;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
+        l->head = o;
+    l->tail = o;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void acct_begin(acct *a, const uint8_t id[AOS_ID_LEN], const char *agent, const char *provider,
@@ -200,26 +213,27 @@ static aos_err run_end(PGconn *c, op *o, char *why, size_t whylen)
 }
 
 /* One batch in one transaction: a single commit for everything that queued meanwhile.
- * Begins alone commit asynchronously (a crash of aos-llm cannot lose them, only one of
+ * Begins commit asynchronously (a crash of aos-llm cannot lose them, only one of
  * PostgreSQL itself, and then st_end finds no row and the usage is still written);
- * a batch with an end commits durably, since its caller is answered after it. */
-static aos_err run_batch(acct *a, PGconn *c, op *ops, int has_end, char *why, size_t whylen)
+ * a batch of ends (the other lane) commits durably, since its callers are answered after
+ * it. */
+static aos_err run_batch(lane *l, PGconn *c, op *ops, int has_end, char *why, size_t whylen)
 {
     /* The session commits asynchronously (set once per connection: if a reconnect loses
      * it, begins only get slower); an end's transaction asks for a durable commit. */
-    if (c != a->async_conn) {
+    if (c != l->async_conn) {
         aos_err rc = db_cmd(c, "SET synchronous_commit = off", why, whylen);
         if (rc != AOS_OK)
             return rc;
-        a->async_conn = c;
+        l->async_conn = c;
     }
     /* one begin alone is one statement, committed on its own: one round trip */
-    if (!has_end && a->orphans_done && ops && !ops->next)
+    if (!has_end && l->orphans_done && ops && !ops->next)
         return run_begin(c, ops, &ops->row, &ops->resent, why, whylen);
     aos_err rc = db_cmd(c, "BEGIN", why, whylen);
     if (rc == AOS_OK && has_end)
         rc = db_cmd(c, "SET LOCAL synchronous_commit = on", why, whylen);
-    if (rc == AOS_OK && !a->orphans_done) {
+    if (rc == AOS_OK && !l->orphans_done) {
         db_params p;
         dp_init(&p);
         dp_i32(&p, AOS_ERR_UNAVAILABLE);
@@ -245,7 +259,7 @@ static aos_err run_batch(acct *a, PGconn *c, op *ops, int has_end, char *why, si
         db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
         return rc;
     }
-    a->orphans_done = 1;
+    l->orphans_done = 1;
     return AOS_OK;
 }
 
@@ -297,78 +311,49 @@ static op *expire(acct *a, op *ops, const char *why)
     return keep;
 }
 
-/* Take the ops of one kind (begins or ends) out of *ops, in order. */
-static op *take_kind(op **ops, int end)
+static op *concat(op *x, op *y)
 {
-    op *out = NULL, **ot = &out;
-    for (op **pp = ops; *pp;) {
-        op *o = *pp;
-        if (o->end != end) {
-            pp = &o->next;
-            continue;
-        }
-        *pp = o->next;
-        o->next = NULL;
-        *ot = o;
-        ot = &o->next;
-    }
-    return out;
-}
-
-static op *concat(op *a, op *b)
-{
-    if (!a)
-        return b;
-    op *t = a;
+    if (!x)
+        return y;
+    op *t = x;
     while (t->next)
         t = t->next;
-    t->next = b;
-    return a;
+    t->next = y;
+    return x;
 }
 
-static void *acct_main(void *arg)
+static void *lane_main(void *arg)
 {
-    acct *a = arg;
-    op *ops = NULL, *rest = NULL;
+    lane *l = arg;
+    acct *a = l->a;
+    op *ops = NULL;
     for (;;) {
-        pthread_mutex_lock(&a->mu);
-        while (!a->head && !ops && !a->stop)
-            pthread_cond_wait(&a->cv, &a->mu);
-        if (a->stop && !a->head && !ops) {
-            pthread_mutex_unlock(&a->mu);
+        pthread_mutex_lock(&l->mu);
+        while (!l->head && !ops && !l->stop)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop && !l->head && !ops) {
+            pthread_mutex_unlock(&l->mu);
             return NULL;
         }
         /* what queued meanwhile joins the batch, in order */
-        ops = concat(ops, a->head);
-        a->head = a->tail = NULL;
-        pthread_mutex_unlock(&a->mu);
-        /* Begins go first and alone: they commit asynchronously, and a call waits for its
-         * begin before it is sent, so it must never wait behind an end's durable commit
-         * (an fsync). An end cannot depend on a begin of the same batch: it is queued
-         * only after its begin was answered. */
-        op *begins = take_kind(&ops, 0);
-        rest = ops;
-        ops = begins ? begins : take_kind(&rest, 1);
+        ops = concat(ops, l->head);
+        l->head = l->tail = NULL;
+        pthread_mutex_unlock(&l->mu);
 
         char why[AOS_ERRMSG_MAX] = "";
-        PGconn *c = srv_pg_wait(a->pg, 100, why, sizeof why);
+        PGconn *c = srv_pg_wait(l->pg, 100, why, sizeof why);
         if (!c) {
             atomic_fetch_add(&a->waits, 1);
-            ops = expire(a, concat(ops, rest), why);
-            rest = NULL;
+            ops = expire(a, ops, why);
             continue;
         }
-        int has_end = 0;
-        for (op *o = ops; o; o = o->next)
-            has_end |= o->end;
-        aos_err rc = run_batch(a, c, ops, has_end, why, sizeof why);
+        aos_err rc = run_batch(l, c, ops, l->end, why, sizeof why);
         if (rc != AOS_OK) {
             db_retry v = db_retry_take();
-            srv_pg_check(a->pg);
+            srv_pg_check(l->pg);
             if (v != DB_FINAL) { /* the database went away or a race was lost: again */
                 atomic_fetch_add(&a->waits, 1);
-                ops = expire(a, concat(ops, rest), why);
-                rest = NULL;
+                ops = expire(a, ops, why);
                 continue;
             }
             /* a final error is a bug in the books, not in the call: say so for each */
@@ -380,8 +365,6 @@ static void *acct_main(void *arg)
                     atomic_fetch_add(&a->dropped, 1);
                 finish(a, o, AOS_ERR_INTERNAL, why);
             }
-            ops = rest;
-            rest = NULL;
             continue;
         }
         db_retry_take();
@@ -391,9 +374,21 @@ static void *acct_main(void *arg)
             ops = o->next;
             finish(a, o, AOS_OK, NULL);
         }
-        ops = rest; /* the ends, next round: the wait above does not block for them */
-        rest = NULL;
     }
+}
+
+static void lane_stop(lane *l)
+{
+    if (l->started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = 1;
+        pthread_cond_signal(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->th, NULL);
+    }
+    srv_pg_close(l->pg);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
 }
 
 aos_err acct_start(srv *s, acct **out, char *why, size_t whylen)
@@ -404,18 +399,28 @@ aos_err acct_start(srv *s, acct **out, char *why, size_t whylen)
         return AOS_ERR_NOMEM;
     }
     a->s = s;
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
-    aos_err rc = srv_pg_open(srv_pg_dsn(s), &a->pg, why, whylen);
+    aos_err rc = AOS_OK;
+    int n = 0;
+    for (; n < 2 && rc == AOS_OK; n++) {
+        lane *l = &a->lanes[n];
+        l->a = a;
+        l->end = n == LANE_END;
+        /* orphans are closed once, by the begins' first batch, before any row of ours */
+        l->orphans_done = l->end;
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+        rc = srv_pg_open(srv_pg_dsn(s), &l->pg, why, whylen);
+        if (rc == AOS_OK && pthread_create(&l->th, NULL, lane_main, l)) {
+            snprintf(why, whylen, "cannot start the accounting thread");
+            rc = AOS_ERR_INTERNAL;
+        }
+        l->started = rc == AOS_OK;
+    }
     if (rc != AOS_OK) {
+        for (int i = 0; i < n; i++)
+            lane_stop(&a->lanes[i]);
         free(a);
         return rc;
-    }
-    if (pthread_create(&a->th, NULL, acct_main, a)) {
-        srv_pg_close(a->pg);
-        free(a);
-        snprintf(why, whylen, "cannot start the accounting thread");
-        return AOS_ERR_INTERNAL;
     }
     *out = a;
     return AOS_OK;
@@ -425,12 +430,8 @@ void acct_stop(acct *a)
 {
     if (!a)
         return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    pthread_join(a->th, NULL);
-    srv_pg_close(a->pg);
+    for (int i = 0; i < 2; i++)
+        lane_stop(&a->lanes[i]);
     free(a);
 }
 
