@@ -1069,28 +1069,33 @@ static job *job_new(eng *e, srv_call *call, int type)
     return j;
 }
 
-void eng_chat(eng *e, srv_call *call, Aos__Llm__ChatRequest *req)
+/* A job for the decoded request (exactly one of chat and embed), or the call answered
+ * NOMEM and the request freed. */
+static void take(eng *e, srv_call *call, Aos__Llm__ChatRequest *chat,
+                 Aos__Llm__EmbedRequest *embed)
 {
-    job *j = job_new(e, call, J_CHAT);
+    job *j = job_new(e, call, chat ? J_CHAT : J_EMBED);
     if (!j) {
-        aos__llm__chat_request__free_unpacked(req, NULL);
+        if (chat)
+            aos__llm__chat_request__free_unpacked(chat, NULL);
+        else
+            aos__llm__embed_request__free_unpacked(embed, NULL);
         srv_call_done(call, AOS_ERR_NOMEM, "aos-llm is out of memory", NULL, 0);
         return;
     }
-    j->req = req;
-    submit(e, call, j, req->model, 0);
+    j->req = chat;
+    j->ereq = embed;
+    submit(e, call, j, chat ? chat->model : embed->model, !chat);
+}
+
+void eng_chat(eng *e, srv_call *call, Aos__Llm__ChatRequest *req)
+{
+    take(e, call, req, NULL);
 }
 
 void eng_embed(eng *e, srv_call *call, Aos__Llm__EmbedRequest *req)
 {
-    job *j = job_new(e, call, J_EMBED);
-    if (!j) {
-        aos__llm__embed_request__free_unpacked(req, NULL);
-        srv_call_done(call, AOS_ERR_NOMEM, "aos-llm is out of memory", NULL, 0);
-        return;
-    }
-    j->ereq = req;
-    submit(e, call, j, req->model, 1);
+    take(e, call, NULL, req);
 }
 
 /* ---- set-up -------------------------------------------------------------------------- */
