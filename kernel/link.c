@@ -63,7 +63,8 @@ typedef struct pending {
 struct klink {
     char name[16];
     int idx;
-    nng_socket sock;
+    char url[256];
+    nng_socket sock;           /* replaced by link_renew; the old one is abandoned */
     lsn *lst;
     receiver rx[LINK_RECEIVERS];
     pthread_mutex_t mu;
@@ -469,24 +470,14 @@ static void on_pipe(void *arg, nng_pipe p, nng_pipe_ev ev)
     pthread_mutex_unlock(&l->mu);
 }
 
-aos_err link_open(klink **out, const char *name, const char *url, int idx,
-                  link_ready_fn on_ready, void *arg, char *why, size_t whylen)
+/* A fresh socket for l at l->url: options, the bounded listener, a send aio and the
+ * receivers armed. On failure everything made is undone (no pipe ever existed, so that
+ * close cannot hang). */
+static aos_err open_socket(klink *l, char *why, size_t whylen)
 {
-    klink *l = calloc(1, sizeof *l);
-    if (!l)
-        return AOS_ERR_NOMEM;
-    snprintf(l->name, sizeof l->name, "%s", name);
-    l->idx = idx;
-    l->on_ready = on_ready;
-    l->arg = arg;
-    l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
-    l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
-    pthread_mutex_init(&l->mu, NULL);
     int rv;
     if ((rv = nng_pair1_open(&l->sock)) != 0) {
-        snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
-        pthread_mutex_destroy(&l->mu);
-        free(l);
+        snprintf(why, whylen, "link %s at %s: %s", l->name, l->url, nng_strerror(rv));
         return AOS_ERR_IO;
     }
     char what[40];
@@ -497,32 +488,63 @@ aos_err link_open(klink **out, const char *name, const char *url, int idx,
     lsn_opts lo = {.what = what, .max_pipes = LINK_MAX_PIPES, .mode = 0600, .admit = admit,
                    .on_event = on_pipe, .arg = l};
     aos_err rc = AOS_OK;
+    l->tx = NULL;
+    memset(l->rx, 0, sizeof l->rx);
     if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0 ||
         /* no send buffer: the outbox's send completes when the pipe takes the message,
          * which is what lets the next ones pile up into a frame */
         (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, 0)) != 0 ||
         (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, LINK_RECVBUF)) != 0 ||
         (rv = nng_aio_alloc(&l->tx, on_sent, l)) != 0) {
-        snprintf(why, whylen, "link %s at %s: %s", name, url, nng_strerror(rv));
+        snprintf(why, whylen, "link %s at %s: %s", l->name, l->url, nng_strerror(rv));
         rc = AOS_ERR_IO;
-    } else {
-        rc = lsn_open(&l->lst, l->sock, url, &lo, why, whylen);
     }
+    for (int i = 0; rc == AOS_OK && i < LINK_RECEIVERS; i++) {
+        l->rx[i].l = l;
+        if ((rv = nng_aio_alloc(&l->rx[i].aio, on_recv, &l->rx[i])) != 0) {
+            snprintf(why, whylen, "link %s: %s", l->name, nng_strerror(rv));
+            rc = AOS_ERR_NOMEM;
+        }
+    }
+    if (rc == AOS_OK)
+        rc = lsn_open(&l->lst, l->sock, l->url, &lo, why, whylen);
     if (rc != AOS_OK) {
+        for (int i = 0; i < LINK_RECEIVERS; i++)
+            if (l->rx[i].aio)
+                nng_aio_free(l->rx[i].aio);
         if (l->tx)
             nng_aio_free(l->tx);
-        nng_close(l->sock); /* never had a pipe: this close cannot hang */
+        nng_close(l->sock);
+        return rc;
+    }
+    for (int i = 0; i < LINK_RECEIVERS; i++)
+        nng_recv_aio(l->sock, l->rx[i].aio);
+    return AOS_OK;
+}
+
+aos_err link_open(klink **out, const char *name, const char *url, int idx,
+                  link_ready_fn on_ready, void *arg, char *why, size_t whylen)
+{
+    klink *l = calloc(1, sizeof *l);
+    if (!l)
+        return AOS_ERR_NOMEM;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    if (snprintf(l->url, sizeof l->url, "%s", url) >= (int)sizeof l->url) {
+        snprintf(why, whylen, "link %s: the url %s is too long", name, url);
+        free(l);
+        return AOS_ERR_USAGE;
+    }
+    l->idx = idx;
+    l->on_ready = on_ready;
+    l->arg = arg;
+    l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+    l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
+    pthread_mutex_init(&l->mu, NULL);
+    aos_err rc = open_socket(l, why, whylen);
+    if (rc != AOS_OK) {
         pthread_mutex_destroy(&l->mu);
         free(l);
         return rc;
-    }
-    for (int i = 0; i < LINK_RECEIVERS; i++) {
-        l->rx[i].l = l;
-        if ((rv = nng_aio_alloc(&l->rx[i].aio, on_recv, &l->rx[i])) != 0) {
-            snprintf(why, whylen, "link %s: %s", name, nng_strerror(rv));
-            return AOS_ERR_NOMEM;
-        }
-        nng_recv_aio(l->sock, l->rx[i].aio);
     }
     *out = l;
     return AOS_OK;
@@ -600,16 +622,55 @@ void link_down(klink *l, int own)
     answer_all(poison, AOS_ERR_FAILED, err);
 }
 
-int link_busy(klink *l, int force)
+int link_busy(klink *l)
 {
     pthread_mutex_lock(&l->mu);
     nng_pipe p = l->attached;
     pthread_mutex_unlock(&l->mu);
-    if (nng_pipe_id(p) <= 0)
-        return 0;
-    if (force)
-        nng_pipe_close(p);
-    return 1;
+    return nng_pipe_id(p) > 0;
+}
+
+/* nng 1.5.2 at times never lets go of a dead peer's pipe (its REM_POST does not come, and
+ * closing it again changes nothing), and PAIR1 turns every new peer away while it holds
+ * one. So the link moves to a fresh socket at the same path. The old socket is abandoned,
+ * not closed: its close would wait on that very pipe, forever. Its listener is closed
+ * (no one can reach it) and its aios are stopped, which never waits on a pipe: they are
+ * socket-level operations, and PAIR1 cancels those at once. */
+aos_err link_renew(klink *l, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&l->mu);
+    l->ready = 0;
+    l->pipe = (nng_pipe)NNG_PIPE_INITIALIZER; /* xmit sends nothing more to the old socket */
+    while (l->outq_n)
+        nng_msg_free(outq_pop(l));
+    pthread_mutex_unlock(&l->mu);
+    nng_aio_stop(l->tx); /* on_sent finds the outbox empty and leaves tx idle */
+    for (int i = 0; i < LINK_RECEIVERS; i++)
+        nng_aio_stop(l->rx[i].aio); /* on_recv sees the error and re-arms nothing */
+    lsn_close(l->lst);
+    nng_aio *old_tx = l->tx;
+    nng_aio *old_rx[LINK_RECEIVERS];
+    for (int i = 0; i < LINK_RECEIVERS; i++)
+        old_rx[i] = l->rx[i].aio;
+    nng_socket old = l->sock;
+    pthread_mutex_lock(&l->mu);
+    l->tx_busy = 0;
+    aos_err rc = open_socket(l, why, whylen);
+    if (rc != AOS_OK) {
+        /* no new socket: the old one stays, listening no more; the next start tries again */
+        l->sock = old;
+        l->tx = old_tx;
+        for (int i = 0; i < LINK_RECEIVERS; i++)
+            l->rx[i].aio = old_rx[i];
+        pthread_mutex_unlock(&l->mu);
+        return rc;
+    }
+    l->attached = (nng_pipe)NNG_PIPE_INITIALIZER;
+    pthread_mutex_unlock(&l->mu);
+    nng_aio_free(old_tx);
+    for (int i = 0; i < LINK_RECEIVERS; i++)
+        nng_aio_free(old_rx[i]);
+    return AOS_OK;
 }
 
 aos_err link_forward(klink *l, const aos_env *req, const link_fwd *f, uint64_t *link_id)

@@ -51,8 +51,11 @@ void link_down(klink *l, int own);
 
 /* 1 while PAIR1 still holds a pipe, e.g. of an incarnation that just died: PAIR1 takes
  * one peer at a time and turns a new one away until nng has let go of the old (seen
- * taking seconds), so the next incarnation must wait for 0. force: close it now. */
-int link_busy(klink *l, int force);
+ * taking seconds, and at times never), so the next incarnation waits for 0. */
+int link_busy(klink *l);
+/* The old pipe is never let go: move the link to a fresh socket at the same path (the
+ * requests kept stay). On error (with why) the link listens no more until a retry works. */
+aos_err link_renew(klink *l, char *why, size_t whylen);
 
 /* Who handles server-originated requests, for every link; set once before any link opens. */
 void link_set_request_handler(link_request_fn fn, void *arg);
