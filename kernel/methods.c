@@ -129,6 +129,13 @@ static const kmethod table[] = {
     FWD("llm.providers", KM_READ, "llm", SMALL, KM_ADMIN | KM_SERVER),
     FWD("llm.usage", KM_READ, "llm", SMALL, KM_ADMIN | KM_SERVER),
     SERVER_COMMON("audit"),
+    /* the black box: servers add their decision details; aosd adds its syscall events
+     * itself, straight onto the link. Admins read and check it. */
+    FWD("audit.emit", KM_CONTROL, "audit", WHOLE, KM_ADMIN | KM_SERVER),
+    FWD("audit.head", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.prove", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.verify", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.tail", KM_READ, "audit", SMALL, KM_ADMIN),
 };
 #define NTABLE (sizeof table / sizeof table[0])
 

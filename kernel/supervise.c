@@ -119,6 +119,7 @@ typedef struct child {
     const char *role;     /* PostgreSQL role, NULL: no database */
     ckind kind;
     int cgroup;           /* gets a delegated cgroup subtree (aos-tool: per-run cgroups) */
+    int own_dir;          /* gets DATA/<name>, its uid's alone, as --dir */
     int enabled;
     uid_t uid;
     gid_t gid;
@@ -147,7 +148,8 @@ typedef struct child {
  * servers of the one list (aos/servers.h), each with the account and role named after it. */
 #define KID(n, flags)                                                                     \
     {.name = #n, .user = "aos-" #n, .role = ((flags) & AOS_SRV_DB) ? "aos_" #n : NULL,      \
-     .kind = KIND_SERVER, .cgroup = ((flags) & AOS_SRV_CGROUP) != 0},
+     .kind = KIND_SERVER, .cgroup = ((flags) & AOS_SRV_CGROUP) != 0,                     \
+     .own_dir = ((flags) & AOS_SRV_DIR) != 0},
 static child kids[] = {
     {.name = AOS_CHILD_PG, .user = "aos-pg", .kind = KIND_PG},
     AOS_SERVERS(KID)
@@ -283,6 +285,7 @@ static void start_child(child *k, uint64_t now)
 {
     char *argv[PGEM_ARGV_MAX];
     char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[4096], keep[AOS_PATH_MAX + 8], wk[32];
+    char owndir[AOS_PATH_MAX + 32];
     cg_deleg cg = {.procs_fd = -1};
     char *envp[ENV_MAX + 4];
     char dsn[2048], cfgfd[8];
@@ -352,6 +355,26 @@ static void start_child(child *k, uint64_t now)
                 argv[n++] = "--keep"; /* its own subtree stays writable in its root */
                 argv[n++] = cg.path;
             }
+        }
+        if (k->own_dir) {
+            /* made (or checked: ours, a directory, no symlink) at every start, so a dir
+             * removed or re-owned by hand is put right before the server relies on it */
+            char why[256];
+            int fd = fs_dir(dd->dir, k->name, 0700, k->uid, k->gid, why, sizeof why);
+            if (fd < 0) {
+                aos_error("%s: its directory: %s", k->name, why);
+                for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
+                    close(r.fds[i]);
+                if (cg.procs_fd >= 0)
+                    close(cg.procs_fd);
+                errno = EACCES;
+                start_failed(k, now, "making its directory");
+                return;
+            }
+            close(fd);
+            snprintf(owndir, sizeof owndir, "%s/%s", cfg->data_dir, k->name);
+            argv[n++] = "--dir";
+            argv[n++] = owndir;
         }
         if (cfg->test_hooks)
             argv[n++] = "--test-hooks";

@@ -136,6 +136,7 @@ struct srv {
     void *state;
     idem *idem;
     int test_hooks;
+    const char *own_dir;       /* --dir: NULL when aosd gave none */
     uint64_t started_ms;
     const char *pg_dsn;
     const uint8_t *config;    /* what aosd handed on --config-fd (NULL: nothing) */
@@ -186,6 +187,7 @@ void *srv_state(srv *s) { return s->state; }
 void srv_set_state(srv *s, void *state) { s->state = state; }
 const char *srv_name(srv *s) { return s->def->name; }
 const char *srv_pg_dsn(srv *s) { return s->pg_dsn; }
+const char *srv_dir(srv *s) { return s->own_dir; }
 const uint8_t *srv_config(srv *s, size_t *len)
 {
     *len = s->config_len;
@@ -1470,7 +1472,7 @@ static void dsn_places(const char *dsn, sbx_opts *so, int *nkeep)
 static int usage(const char *prog)
 {
     fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] [--config-fd N] "
-                    "[--pg-local] [--keep PATH]... [--test-hooks]\n"
+                    "[--pg-local] [--keep PATH]... [--dir PATH] [--test-hooks]\n"
                     "       %s --migrate --name NAME --dsn-fd N [--user USER]\n"
                     "(servers are started by aosd, not by hand)\n", prog, prog);
     return 2;
@@ -1532,7 +1534,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
      * lseek it, and the first warning a server logs killed it with SIGSYS. */
     tzset();
 
-    const char *link = NULL, *name = NULL;
+    const char *link = NULL, *name = NULL, *own_dir = NULL;
     int test_hooks = 0, migrate = 0, dsn_fd = -1, config_fd = -1, nkeep = 0;
     sbx_opts so = {.name = def->name};
     for (int i = 1; i < argc; i++) {
@@ -1548,6 +1550,9 @@ int srv_main(const srv_def *def, int argc, char **argv)
             config_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1)
             so.keep[nkeep++] = argv[++i];
+        else if (!strcmp(argv[i], "--dir") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1 &&
+                 argv[i + 1][0] == '/')
+            so.keep[nkeep++] = own_dir = argv[++i]; /* stays writable in the sandbox */
         else if (!strcmp(argv[i], "--pg-local"))
             so.pg_local = 1;
         else if (!strcmp(argv[i], "--migrate"))
@@ -1594,6 +1599,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     srv *s = &S;
     s->def = def;
     s->test_hooks = test_hooks;
+    s->own_dir = own_dir;
     s->config = config;
     s->config_len = config_len;
     s->started_ms = aos_mono_ms();

@@ -6,6 +6,8 @@
 /* What a server needs from aosd besides a link. */
 #define AOS_SRV_DB 1u     /* its own PostgreSQL role and schema (a migrator runs first) */
 #define AOS_SRV_CGROUP 2u /* a delegated cgroup subtree (aos-tool puts each run in one) */
+#define AOS_SRV_DIR 4u    /* a directory of its own, DATA/<name>, 0700, its uid's alone
+                           * (aos-audit keeps its signing key and heads file there) */
 
 /* X(name, flags) for each server, in start order (stop order is the reverse). The name
  * is a bare word: "aos-" #name is its binary and OS account, "aos_" #name its role. */
@@ -14,7 +16,7 @@
     X(storage, AOS_SRV_DB)        \
     X(tool, AOS_SRV_CGROUP)       \
     X(llm, AOS_SRV_DB)            \
-    X(audit, AOS_SRV_DB)
+    X(audit, AOS_SRV_DB | AOS_SRV_DIR)
 
 /* The embedded PostgreSQL's name as a child of aosd ("aosctl server restart postgres"). */
 #define AOS_CHILD_PG "postgres"
