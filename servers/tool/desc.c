@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "aos/yjson.h"
+
 #define YAML_DEPTH_MAX 72u /* a 32-deep schema needs about twice that in YAML */
 #define NAME_CAP 64u
 #define SUMMARY_MAX 200u
@@ -152,86 +154,6 @@ static aos_err prescan(ctx *x, const char *buf, size_t len)
     return rc;
 }
 
-static int plain_int(const char *s, size_t len)
-{
-    size_t i = s[0] == '-' || s[0] == '+';
-    if (i == len || len > 19)
-        return 0;
-    for (; i < len; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
-/* A YAML value as JSON with YAML's reading of plain scalars; quoted ones stay strings.
- * Recursion is bounded by the prescan's depth cap. */
-static json_t *to_json(ctx *x, const yaml_node_t *n, aos_err *rc)
-{
-    char b[SHOW_MAX + 8];
-    if (n->type == YAML_SCALAR_NODE) {
-        const char *s = text(n);
-        size_t len = n->data.scalar.length;
-        json_t *j = NULL;
-        if (is_plain(n)) {
-            char *end = NULL;
-            double d = len && strspn(s, "0123456789.eE+-") == len ? strtod(s, &end) : 0;
-            if (!len || !strcmp(s, "~") || !strcmp(s, "null"))
-                j = json_null();
-            else if (!strcmp(s, "true"))
-                j = json_true();
-            else if (!strcmp(s, "false"))
-                j = json_false();
-            else if (plain_int(s, len))
-                j = json_integer(strtoll(s, NULL, 10));
-            else if (end && end == s + len && isfinite(d))
-                j = json_real(d);
-        }
-        if (!j && !(j = json_stringn(s, len)))
-            *rc = fail(x, AOS_ERR_USAGE, n, "a string that is not UTF-8");
-        return j;
-    }
-    json_t *out = n->type == YAML_MAPPING_NODE ? json_object() : json_array();
-    if (!out) {
-        *rc = fail(x, AOS_ERR_NOMEM, n, "out of memory");
-        return NULL;
-    }
-    if (n->type == YAML_SEQUENCE_NODE) {
-        for (yaml_node_item_t *i = n->data.sequence.items.start;
-             i < n->data.sequence.items.top; i++) {
-            json_t *v = to_json(x, node(x, *i), rc);
-            if (v && json_array_append_new(out, v))
-                *rc = fail(x, AOS_ERR_NOMEM, n, "out of memory"), v = NULL;
-            if (!v) {
-                json_decref(out);
-                return NULL;
-            }
-        }
-        return out;
-    }
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
-         p++) {
-        const yaml_node_t *k = node(x, p->key), *v = node(x, p->value);
-        if (k->type != YAML_SCALAR_NODE || strlen(text(k)) != k->data.scalar.length) {
-            *rc = fail(x, AOS_ERR_USAGE, k, "a key must be a string");
-            json_decref(out);
-            return NULL;
-        }
-        if (json_object_get(out, text(k))) {
-            *rc = fail(x, AOS_ERR_USAGE, k, "key '%s' given twice", show(text(k), b, sizeof b));
-            json_decref(out);
-            return NULL;
-        }
-        json_t *jv = to_json(x, v, rc);
-        if (!jv || json_object_set_new(out, text(k), jv)) {
-            if (jv)
-                *rc = fail(x, AOS_ERR_USAGE, k, "a key that is not UTF-8");
-            json_decref(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
 /* Checks that n is a mapping with keys from names only, each once; vals[i] gets each. */
 static aos_err keys(ctx *x, const yaml_node_t *n, const char *where,
                     const char *const *names, const yaml_node_t **vals)
@@ -295,7 +217,7 @@ static aos_err get_bool(ctx *x, const yaml_node_t *v, const char *what, int *out
 static aos_err get_uint(ctx *x, const yaml_node_t *v, const char *what, unsigned long long lo,
                         unsigned long long hi, unsigned long long *out)
 {
-    if (!is_plain(v) || !plain_int(text(v), v->data.scalar.length) || text(v)[0] == '-' ||
+    if (!is_plain(v) || !aos_yjson_plain_int(text(v), v->data.scalar.length) || text(v)[0] == '-' ||
         text(v)[0] == '+')
         return fail(x, AOS_ERR_USAGE, v, "%s must be a whole number", what);
     *out = strtoull(text(v), NULL, 10);
@@ -457,8 +379,9 @@ static aos_err schema_of(ctx *x, const yaml_node_t *v, json_t **j, jschema **s)
 {
     aos_err rc = AOS_OK;
     char msg[512];
-    if (!(*j = to_json(x, v, &rc)))
-        return rc;
+    aos_yjson_err ye;
+    if (!(*j = aos_yjson(x->doc, v, YAML_DEPTH_MAX, &ye)))
+        return fail(x, ye.code, ye.at, "%s", ye.what);
     if ((rc = jschema_compile(*j, s, msg, sizeof msg)))
         return fail(x, rc, v, "schema: %s", msg);
     return AOS_OK;
