@@ -1,10 +1,167 @@
-/* aos-audit: the append-only, hash-chained log of every syscall and decision. For now it
- * answers ping and stats; its log table and the role's narrow grants are in place. */
+/* aos-audit: the append-only, hash-chained, Merkle-tree log of every syscall and decision.
+ * This file checks what arrives and routes it: emits and heads to the writer, reads to
+ * the workers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "aos/envelope.h"
+#include "aos/log.h"
+#include "audit.pb-c.h"
+#include "log.h"
+#include "read.h"
+#include "record.h"
 #include "schema.h"
 #include "serve.h"
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int text_ok(ProtobufCBinaryData b, size_t max)
+{
+    return b.len <= max && aos_utf8_valid(b.data, b.len);
+}
+
+/* Every field of every event against record.h's caps: what is queued always encodes, so
+ * a bad event fails its own call, never the batch it would have joined. */
+static aos_err emit_ok(const Aos__Audit__EmitRequest *r, char *why, size_t whylen)
+{
+    if (r->n_events < 1 || r->n_events > ALOG_EMIT_MAX) {
+        snprintf(why, whylen, "audit.emit: %zu events (1 to %u)", r->n_events, ALOG_EMIT_MAX);
+        return AOS_ERR_USAGE;
+    }
+    for (size_t i = 0; i < r->n_events; i++) {
+        const Aos__Audit__Event *e = r->events[i];
+        const char *bad = NULL;
+        if (!audit_kind_valid((const char *)e->kind.data, e->kind.len))
+            bad = "kind is not [a-z0-9._-]{1,32}";
+        else if (!text_ok(e->agent, AUDIT_AGENT_MAX))
+            bad = "agent is over 64 bytes or not UTF-8";
+        else if (!text_ok(e->run, AUDIT_RUN_MAX))
+            bad = "run is over 64 bytes or not UTF-8";
+        else if (!text_ok(e->method, AUDIT_METHOD_MAX))
+            bad = "method is over 64 bytes or not UTF-8";
+        else if (!text_ok(e->key, ALOG_KEY_MAX))
+            bad = "key is over 64 bytes or not UTF-8";
+        else if (e->trace_id.len != 0 && e->trace_id.len != AUDIT_TRACE_LEN)
+            bad = "trace_id is neither 16 bytes nor empty";
+        else if (e->span_id.len != 0 && e->span_id.len != AUDIT_SPAN_LEN)
+            bad = "span_id is neither 8 bytes nor empty";
+        else if (e->parent_span_id.len != 0 && e->parent_span_id.len != AUDIT_SPAN_LEN)
+            bad = "parent_span_id is neither 8 bytes nor empty";
+        else if (e->body.len > AUDIT_BODY_MAX)
+            bad = "body is over 1 MiB";
+        if (bad) {
+            snprintf(why, whylen, "audit.emit: events[%zu]: %s", i, bad);
+            return AOS_ERR_USAGE;
+        }
+    }
+    return AOS_OK;
+}
+
+static void m_emit(srv *s, srv_call *call)
+{
+    const aos_env *env = srv_call_env(call);
+    Aos__Audit__EmitRequest *req =
+        aos__audit__emit_request__unpack(NULL, env->payload_len, env->payload);
+    if (!req) {
+        srv_call_done(call, AOS_ERR_PROTO, "audit.emit: the payload is not an EmitRequest",
+                      NULL, 0);
+        return;
+    }
+    char why[AOS_ERRMSG_MAX];
+    aos_err rc = emit_ok(req, why, sizeof why);
+    if (rc != AOS_OK) {
+        aos__audit__emit_request__free_unpacked(req, NULL);
+        srv_call_done(call, rc, why, NULL, 0);
+        return;
+    }
+    /* stamped on arrival, so a batch run again keeps the time it had */
+    uint64_t now = now_ns();
+    for (size_t i = 0; i < req->n_events; i++)
+        if (!req->events[i]->time_ns)
+            req->events[i]->time_ns = now;
+    alog_emit(srv_state(s), call, req);
+}
+
+static void m_head(srv *s, srv_call *call)
+{
+    const aos_env *env = srv_call_env(call);
+    Aos__Audit__HeadRequest *req =
+        aos__audit__head_request__unpack(NULL, env->payload_len, env->payload);
+    if (!req) {
+        srv_call_done(call, AOS_ERR_PROTO, "audit.head: the payload is not a HeadRequest",
+                      NULL, 0);
+        return;
+    }
+    int sign = req->sign_now;
+    aos__audit__head_request__free_unpacked(req, NULL);
+    alog_head(srv_state(s), call, sign);
+}
+
+static aos_err m_prove(srv *s, const aos_env *req, srv_reply *rep)
+{
+    return ar_prove(s, srv_state(s), req, rep);
+}
+
+static aos_err m_verify(srv *s, const aos_env *req, srv_reply *rep)
+{
+    return ar_verify(s, srv_state(s), req, rep);
+}
+
+static aos_err m_tail(srv *s, const aos_env *req, srv_reply *rep)
+{
+    return ar_tail(s, srv_state(s), req, rep);
+}
+
+static const srv_method methods[] = {
+    {.op = "emit", .afn = m_emit},
+    {.op = "head", .afn = m_head},
+    {.op = "prove", .fn = m_prove},
+    {.op = "verify", .fn = m_verify},
+    {.op = "tail", .fn = m_tail},
+};
+
+static aos_err au_open(srv *s, char *why, size_t whylen)
+{
+    alog *l = NULL;
+    aos_err rc = alog_start(s, &l, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    srv_set_state(s, l);
+    return AOS_OK;
+}
+
+static void au_stats(srv *s, srv_stats *st)
+{
+    alog *l = srv_state(s);
+    if (l)
+        alog_stats(l, st);
+    ar_stats(st);
+}
+
+static void au_close(srv *s)
+{
+    /* workers may still be reading (the serve loop stops waiting for them after a while)
+     * and the process exits next: stop the writer, free nothing they use */
+    alog_halt(srv_state(s));
+}
+
 int main(int argc, char **argv)
 {
-    static const srv_def def = {.name = "audit", .schema = &audit_schema};
+    static const srv_def def = {
+        .name = "audit",
+        .methods = methods,
+        .n_methods = sizeof methods / sizeof methods[0],
+        .schema = &audit_schema,
+        .open = au_open,
+        .add_stats = au_stats,
+        .close = au_close,
+    };
     return srv_main(&def, argc, argv);
 }

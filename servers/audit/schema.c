@@ -1,10 +1,24 @@
-/* The audit log's table and grants. Kept apart from main.c so that the tests check the
- * very migrations the server runs (aos_audit may INSERT and SELECT, never change a row). */
+/* The audit log's tables, triggers, view and grants. Kept apart from main.c so that the
+ * tests check the very migrations the server runs (aos_audit may INSERT and SELECT, never
+ * change a row). */
 #include "schema.h"
 
-/* The log belongs to the admin; aos_audit gets INSERT and SELECT on it and the use of its
- * sequence, nothing else: no UPDATE, DELETE or TRUNCATE, so a compromised audit server
- * can add records but never rewrite history. */
+/* Migration 1 (the stub's audit.log) stays as shipped: migrations are never edited. The
+ * log itself is migration 2.
+ *
+ * audit.records holds one row per record of record.h, its columns the encoding's fields
+ * (seq is the server's, never a sequence: the chain needs seq-1's hash before the insert),
+ * with the three hashes beside them so the verifier checks what is stored. key is the
+ * producer's dedupe name. u64 fields are bigint holding the same 64 bits (two's
+ * complement); step (u32) is bigint.
+ * audit.heads holds every signed head with the tree's frontier at its size, from which a
+ * restarted server resumes the tree without reading every leaf.
+ *
+ * The tables belong to the admin; aos_audit gets INSERT and SELECT on them and nothing
+ * else, and statement triggers refuse UPDATE, DELETE and TRUNCATE even to the owner: a
+ * compromised audit server (or a slip at the admin's psql) can add records, never rewrite
+ * history. Only a superuser's SET session_replication_role = replica passes, and what it
+ * changes the verifier names. */
 static const srv_migration audit_migrations[] = {
     {1, "CREATE TABLE audit.log ("
         "  seq bigserial PRIMARY KEY,"
@@ -18,6 +32,74 @@ static const srv_migration audit_migrations[] = {
         "REVOKE ALL ON audit.log FROM PUBLIC;"
         "GRANT INSERT, SELECT ON audit.log TO aos_audit;"
         "GRANT USAGE ON SEQUENCE audit.log_seq_seq TO aos_audit;"},
+    {2, "CREATE TABLE audit.records ("
+        "  seq bigint PRIMARY KEY CHECK (seq >= 1),"
+        "  time_ns bigint NOT NULL,"
+        "  kind text NOT NULL,"
+        "  agent text NOT NULL,"
+        "  run text NOT NULL,"
+        "  step bigint NOT NULL,"
+        "  trace_id bytea NOT NULL,"
+        "  span_id bytea NOT NULL,"
+        "  parent_span_id bytea NOT NULL,"
+        "  method text NOT NULL,"
+        "  status integer NOT NULL,"
+        "  latency_us bigint NOT NULL,"
+        "  body bytea NOT NULL,"
+        "  prev_hash bytea NOT NULL,"
+        "  leaf_hash bytea NOT NULL,"
+        "  chain_hash bytea NOT NULL,"
+        "  key text NULL);"
+        "CREATE UNIQUE INDEX records_key ON audit.records (key);"
+        "CREATE INDEX records_agent ON audit.records (agent, seq);"
+        "CREATE INDEX records_run ON audit.records (run, seq) WHERE run <> '';"
+        "CREATE INDEX records_trace ON audit.records (trace_id, seq) "
+        "  WHERE trace_id <> '\\x00000000000000000000000000000000'::bytea;"
+        "CREATE INDEX records_kind ON audit.records (kind, seq) WHERE kind = 'archive';"
+        "CREATE TABLE audit.heads ("
+        "  tree_size bigint PRIMARY KEY CHECK (tree_size >= 0),"
+        "  time_ns bigint NOT NULL,"
+        "  root bytea NOT NULL,"
+        "  signature bytea NOT NULL,"
+        "  frontier bytea NOT NULL);"
+        /* statement triggers: they fire even when no row matches, and before TRUNCATE */
+        "CREATE FUNCTION audit.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$"
+        "BEGIN"
+        "  RAISE EXCEPTION 'audit.% is append-only: % refused', TG_TABLE_NAME, TG_OP"
+        "    USING ERRCODE = 'insufficient_privilege';"
+        "END $$;"
+        "CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE"
+        "  ON audit.records FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();"
+        "CREATE TRIGGER heads_append_only BEFORE UPDATE OR DELETE OR TRUNCATE"
+        "  ON audit.heads FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();"
+        "REVOKE ALL ON audit.records, audit.heads FROM PUBLIC;"
+        "GRANT INSERT, SELECT ON audit.records, audit.heads TO aos_audit;"
+        /* The operator's view: "what did agent X do at 14:02" is one SELECT. A body is
+         * shown as jsonb when it is UTF-8 JSON, as text when only UTF-8, else as hex. */
+        "CREATE FUNCTION audit.body_text(b bytea) RETURNS text LANGUAGE plpgsql "
+        "  IMMUTABLE STRICT AS $$"
+        "BEGIN RETURN convert_from(b, 'UTF8');"
+        "EXCEPTION WHEN others THEN RETURN NULL; END $$;"
+        "CREATE FUNCTION audit.body_json(b bytea) RETURNS jsonb LANGUAGE plpgsql "
+        "  IMMUTABLE STRICT AS $$"
+        "BEGIN RETURN convert_from(b, 'UTF8')::jsonb;"
+        "EXCEPTION WHEN others THEN RETURN NULL; END $$;"
+        "CREATE VIEW audit.events_v AS SELECT"
+        "  seq,"
+        "  to_timestamp(time_ns / 1000000000.0) AS at,"
+        "  kind, agent, run, step,"
+        "  encode(trace_id, 'hex') AS trace_id,"
+        "  encode(span_id, 'hex') AS span_id,"
+        "  encode(parent_span_id, 'hex') AS parent_span_id,"
+        "  method, status, latency_us,"
+        "  audit.body_json(body) AS body_json,"
+        "  CASE WHEN audit.body_json(body) IS NULL THEN audit.body_text(body) END"
+        "    AS body_text,"
+        "  CASE WHEN audit.body_text(body) IS NULL THEN encode(body, 'hex') END AS body_hex,"
+        "  key,"
+        "  encode(chain_hash, 'hex') AS chain_hash"
+        "  FROM audit.records;"
+        "REVOKE ALL ON audit.events_v FROM PUBLIC;"},
 };
 
 const srv_schema audit_schema = {

@@ -260,6 +260,13 @@ static void test_audit_is_append_only(void **state)
     assert_string_equal(sqlstate(c, "ALTER TABLE audit.log DISABLE TRIGGER ALL"), "42501");
     assert_string_equal(sqlstate(c, "CREATE TABLE audit.shadow (x int)"), "42501");
     assert_string_equal(sqlstate(c, "SELECT setval('audit.log_seq_seq', 1)"), "42501");
+    /* the log proper (migration 2): its triggers refuse even the owner */
+    assert_string_equal(sqlstate(c, "UPDATE audit.records SET method = 'x'"), "42501");
+    assert_string_equal(sqlstate(c, "DELETE FROM audit.records"), "42501");
+    assert_string_equal(sqlstate(c, "TRUNCATE audit.records"), "42501");
+    assert_string_equal(sqlstate(c, "UPDATE audit.heads SET time_ns = 0"), "42501");
+    assert_string_equal(sqlstate(c, "TRUNCATE audit.heads"), "42501");
+    assert_string_equal(sqlstate(c, "ALTER TABLE audit.records DISABLE TRIGGER ALL"), "42501");
     PQfinish(c);
     PGconn *a = connect_as("aos_admin");
     assert_string_equal(one(a, "SELECT count(*) || method FROM audit.log GROUP BY method"),

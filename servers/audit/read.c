@@ -1,0 +1,670 @@
+/* aos-audit's reads: proofs built from the stored leaf hashes, the verifier fed from the
+ * table in binary pages inside one snapshot, and the filtered tail. Nothing here writes. */
+#include "read.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.pb-c.h"
+#include "db.h"
+#include "merkle.h"
+#include "record.h"
+#include "verify.h"
+
+#define WHY(...) ((why && whylen) ? (void)snprintf(why, whylen, __VA_ARGS__) : (void)0)
+
+#define VERIFY_PAGE 16384          /* rows per page of the walk (st_page's LIMIT) */
+#define VERIFY_INLINE 4096         /* bodies up to this come in the page (st_page's CASE) */
+#define LEAF_PAGE 65536u           /* leaf hashes per read while proving */
+#define TAIL_DEFAULT 100u
+#define TAIL_MAX 1000u
+#define TAIL_BYTES (3u << 20)      /* a reply stays well under AOS_MSG_MAX */
+#define REC_SCRATCH 320            /* 33 + 3 * 65 + 32 bytes, rounded up */
+
+static atomic_ullong n_proofs, n_verifies, n_verified, n_tails;
+
+/* The record columns, in audit_rec order, then its stored hashes. */
+#define REC_COLS                                                                        \
+    "seq, time_ns, kind, agent, run, step, trace_id, span_id, parent_span_id, method, "  \
+    "status, latency_us, body, prev_hash, chain_hash, leaf_hash"
+
+/* A page of the walk. Bodies over VERIFY_INLINE bytes come as NULL and are read one by
+ * one (st_body): a page is at most VERIFY_PAGE * VERIFY_INLINE bytes of bodies, whatever
+ * the log holds, and the common small bodies cost one round trip per page. */
+static const db_stmt st_page = {
+    "audit_verify_page",
+    "SELECT seq, time_ns, kind, agent, run, step, trace_id, span_id, parent_span_id, method, "
+    "status, latency_us, CASE WHEN length(body) <= 4096 THEN body END, prev_hash, chain_hash "
+    "FROM audit.records WHERE seq > $1 ORDER BY seq LIMIT 16384",
+    1};
+static const db_stmt st_body = {
+    "audit_verify_body", "SELECT body FROM audit.records WHERE seq = $1", 1};
+static const db_stmt st_heads = {
+    "audit_heads", "SELECT tree_size, time_ns, root, signature FROM audit.heads "
+                   "ORDER BY tree_size",
+    0};
+static const db_stmt st_archive = {
+    "audit_archive",
+    "SELECT " REC_COLS " FROM audit.records WHERE kind = 'archive' ORDER BY seq DESC LIMIT 1",
+    0};
+static const db_stmt st_rec = {
+    "audit_rec", "SELECT " REC_COLS " FROM audit.records WHERE seq = $1", 1};
+static const db_stmt st_head_at = {
+    "audit_head_at",
+    "SELECT tree_size, time_ns, root, signature FROM audit.heads WHERE tree_size = $1", 1};
+static const db_stmt st_head_cover = {
+    "audit_head_cover",
+    "SELECT tree_size, time_ns, root, signature FROM audit.heads WHERE tree_size >= $1 "
+    "ORDER BY tree_size LIMIT 1",
+    1};
+static const db_stmt st_leaves = {
+    "audit_leaves",
+    "SELECT seq, leaf_hash FROM audit.records WHERE seq > $1 AND seq <= $2 ORDER BY seq", 2};
+static const db_stmt st_tail = {
+    "audit_tail",
+    "SELECT " REC_COLS " FROM audit.records WHERE seq > $1 AND ($2 = '' OR agent = $2) "
+    "AND ($3 = '' OR run = $3) AND ($4 = ''::bytea OR trace_id = $4) ORDER BY seq LIMIT $5",
+    5};
+static const db_stmt st_max = {
+    "audit_max", "SELECT coalesce(max(seq), 0) FROM audit.records", 0};
+
+/* Copy a fixed-width column; a stored value of another width is damage: 0 so the caller
+ * makes the record fail to encode (the verifier then calls it altered). */
+static int fixed(const PGresult *r, int row, int col, uint8_t *out, size_t want)
+{
+    size_t n;
+    const uint8_t *b = db_bytes(r, row, col, &n);
+    if (n != want) {
+        memset(out, 0, want);
+        return 0;
+    }
+    memcpy(out, b, want);
+    return 1;
+}
+
+/* Row `row` of a REC_COLS result as a record (pointers into r) and its stored hashes. */
+static void row_rec(const PGresult *r, int row, audit_rec *rec, uint8_t chain[AUDIT_HASH_LEN],
+                    uint8_t leaf[AUDIT_HASH_LEN])
+{
+    memset(rec, 0, sizeof *rec);
+    rec->seq = (uint64_t)db_i64(r, row, 0);
+    rec->time_ns = (uint64_t)db_i64(r, row, 1);
+    rec->kind = (const char *)db_bytes(r, row, 2, &rec->kind_len);
+    rec->agent = (const char *)db_bytes(r, row, 3, &rec->agent_len);
+    rec->run = (const char *)db_bytes(r, row, 4, &rec->run_len);
+    int64_t step = db_i64(r, row, 5);
+    rec->step = (uint32_t)step;
+    int ok = step >= 0 && step <= (int64_t)UINT32_MAX;
+    ok &= fixed(r, row, 6, rec->trace_id, AUDIT_TRACE_LEN);
+    ok &= fixed(r, row, 7, rec->span_id, AUDIT_SPAN_LEN);
+    ok &= fixed(r, row, 8, rec->parent_span_id, AUDIT_SPAN_LEN);
+    rec->method = (const char *)db_bytes(r, row, 9, &rec->method_len);
+    rec->status = db_i32(r, row, 10);
+    rec->latency_us = (uint64_t)db_i64(r, row, 11);
+    rec->body = db_bytes(r, row, 12, &rec->body_len);
+    ok &= fixed(r, row, 13, rec->prev_hash, AUDIT_HASH_LEN);
+    ok &= fixed(r, row, 14, chain, AUDIT_HASH_LEN);
+    if (leaf)
+        ok &= fixed(r, row, 15, leaf, AUDIT_HASH_LEN);
+    if (!ok)
+        rec->kind_len = 0; /* never encodes: the record reads as altered */
+}
+
+static void row_sth(const PGresult *r, int row, audit_sth *h)
+{
+    memset(h, 0, sizeof *h);
+    h->tree_size = (uint64_t)db_i64(r, row, 0);
+    h->time_ns = (uint64_t)db_i64(r, row, 1);
+    fixed(r, row, 2, h->root, AUDIT_HASH_LEN);
+    fixed(r, row, 3, h->sig, AUDIT_SIG_LEN); /* a bad one fails its signature check */
+}
+
+static void fill_head(Aos__Audit__Head *m, audit_sth *h, uint8_t pk[AUDIT_PK_LEN])
+{
+    m->tree_size = h->tree_size;
+    m->time_ns = h->time_ns;
+    m->root = (ProtobufCBinaryData){AUDIT_HASH_LEN, h->root};
+    m->signature = (ProtobufCBinaryData){AUDIT_SIG_LEN, h->sig};
+    m->public_key = (ProtobufCBinaryData){AUDIT_PK_LEN, pk};
+}
+
+/* One snapshot for the whole read, and index scans only: with a young log's stale
+ * statistics the planner would scan the table for a range of seqs. */
+static aos_err begin_read(PGconn *c, char *why, size_t whylen)
+{
+    aos_err rc = db_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", why, whylen);
+    if (rc == AOS_OK)
+        rc = db_cmd(c, "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+                       "SET LOCAL enable_sort = off; "
+                       "SET LOCAL max_parallel_workers_per_gather = 0",
+                    why, whylen);
+    if (rc != AOS_OK) {
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    return rc;
+}
+
+/* ---- audit.verify ------------------------------------------------------------------------ */
+
+/* The walk keeps one page in flight: the next page's query is sent before the rows of
+ * this one are checked, so PostgreSQL reads while the verifier hashes (on another core).
+ * A page with a big body (fetched on its own) is not overlapped: libpq runs one query at
+ * a time on a connection. */
+typedef struct walk {
+    PGconn *c;
+    PGresult *page;
+    PGresult *big;                 /* the current record's body, when over VERIFY_INLINE */
+    int row;
+    int inflight;                  /* the next page's query was sent */
+    uint64_t after;
+    int done;
+    uint64_t fed;
+} walk;
+
+static aos_err page_send(walk *w, char *why, size_t whylen)
+{
+    aos_err rc = db_prepare(w->c, &st_page, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    db_params p;
+    dp_init(&p);
+    dp_i64(&p, (int64_t)w->after);
+    if (!PQsendQueryPrepared(w->c, st_page.name, p.n, p.v, p.len, p.fmt, 1))
+        return db_error(w->c, NULL, why, whylen);
+    w->inflight = 1;
+    return AOS_OK;
+}
+
+static aos_err page_recv(walk *w, char *why, size_t whylen)
+{
+    PGresult *r, *got = NULL;
+    aos_err rc = AOS_OK;
+    while ((r = PQgetResult(w->c))) {
+        if (rc == AOS_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = db_error(w->c, r, why, whylen);
+        if (rc == AOS_OK && !got) {
+            got = r;
+            continue;
+        }
+        PQclear(r);
+    }
+    w->inflight = 0;
+    if (rc == AOS_OK && !got)
+        rc = db_error(w->c, NULL, why, whylen);
+    if (rc != AOS_OK) {
+        PQclear(got);
+        return rc;
+    }
+    w->page = got;
+    return AOS_OK;
+}
+
+/* Drop a page still in flight (the walk stopped early). */
+static void walk_end(walk *w)
+{
+    if (w->inflight) {
+        char ignore[64];
+        page_recv(w, ignore, sizeof ignore);
+    }
+    PQclear(w->page);
+    PQclear(w->big);
+    w->page = w->big = NULL;
+}
+
+static aos_err walk_next(void *arg, audit_rec *r, uint8_t chain[AUDIT_HASH_LEN], char *why,
+                         size_t whylen)
+{
+    walk *w = arg;
+    PQclear(w->big);
+    w->big = NULL;
+    if (w->page && w->row >= PQntuples(w->page)) {
+        PQclear(w->page);
+        w->page = NULL;
+    }
+    if (!w->page) {
+        if (w->done)
+            return AOS_ERR_NOT_FOUND;
+        aos_err rc = w->inflight ? AOS_OK : page_send(w, why, whylen);
+        if (rc == AOS_OK)
+            rc = page_recv(w, why, whylen);
+        if (rc != AOS_OK)
+            return rc;
+        w->row = 0;
+        int n = PQntuples(w->page);
+        if (n < VERIFY_PAGE)
+            w->done = 1; /* a short page is the last */
+        if (n == 0)
+            return AOS_ERR_NOT_FOUND;
+        w->after = (uint64_t)db_i64(w->page, n - 1, 0);
+        int big = 0;
+        for (int i = 0; i < n && !big; i++)
+            big = PQgetisnull(w->page, i, 12);
+        if (!w->done && !big && (rc = page_send(w, why, whylen)) != AOS_OK)
+            return rc;
+    }
+    row_rec(w->page, w->row, r, chain, NULL);
+    if (PQgetisnull(w->page, w->row, 12)) {
+        db_params p;
+        dp_init(&p);
+        dp_i64(&p, (int64_t)r->seq);
+        aos_err rc = db_exec(w->c, &st_body, &p, &w->big, why, whylen);
+        if (rc != AOS_OK)
+            return rc;
+        if (PQntuples(w->big) != 1) {
+            WHY("record %llu went away during the walk", (unsigned long long)r->seq);
+            return AOS_ERR_INTERNAL;
+        }
+        r->body = db_bytes(w->big, 0, 0, &r->body_len);
+    }
+    w->row++;
+    w->fed++;
+    return AOS_OK;
+}
+
+typedef struct verify_arg {
+    alog *l;
+    audit_finding f;
+    uint64_t fed;
+} verify_arg;
+
+static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
+{
+    verify_arg *va = arg;
+    char *why = rep->error;
+    size_t whylen = sizeof rep->error;
+    audit_sth *heads = NULL;
+    PGresult *hr = NULL, *ar = NULL;
+    walk w = {.c = c};
+    aos_err rc = begin_read(c, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    if ((rc = db_exec(c, &st_heads, NULL, &hr, why, whylen)) != AOS_OK)
+        goto out;
+    size_t nh = (size_t)PQntuples(hr);
+    heads = calloc(nh ? nh : 1, sizeof *heads);
+    if (!heads) {
+        rc = AOS_ERR_NOMEM;
+        WHY("out of memory for %zu heads", nh);
+        goto out;
+    }
+    for (size_t i = 0; i < nh; i++)
+        row_sth(hr, (int)i, &heads[i]);
+    if ((rc = db_exec(c, &st_archive, NULL, &ar, why, whylen)) != AOS_OK)
+        goto out;
+    audit_rec arch;
+    uint8_t achain[AUDIT_HASH_LEN];
+    int have_arch = PQntuples(ar) == 1;
+    if (have_arch)
+        row_rec(ar, 0, &arch, achain, NULL);
+    uint8_t pk[AUDIT_PK_LEN];
+    alog_public_key(va->l, pk);
+    rc = audit_verify_run(pk, heads, nh, have_arch ? &arch : NULL, walk_next, &w, &va->f, why,
+                          whylen);
+    va->fed = w.fed;
+    walk_end(&w);
+    if (rc == AOS_OK)
+        rc = db_cmd(c, "COMMIT", why, whylen);
+out:
+    if (rc != AOS_OK) {
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    walk_end(&w);
+    PQclear(hr);
+    PQclear(ar);
+    free(heads);
+    return rc;
+}
+
+aos_err ar_verify(srv *s, alog *l, const aos_env *req, srv_reply *rep)
+{
+    Aos__Audit__VerifyRequest *vr =
+        aos__audit__verify_request__unpack(NULL, req->payload_len, req->payload);
+    if (!vr)
+        return srv_fail(rep, AOS_ERR_PROTO, "audit.verify: the payload is not a VerifyRequest");
+    aos__audit__verify_request__free_unpacked(vr, NULL);
+    srv_pg *pg = srv_db(s);
+    if (!pg || !l)
+        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.verify: no database connection");
+    verify_arg va = {.l = l};
+    aos_err rc = db_run(pg, req->deadline_ms, "audit.verify", rep, verify_attempt, &va, NULL);
+    if (rc != AOS_OK)
+        return rc;
+    atomic_fetch_add(&n_verifies, 1);
+    atomic_fetch_add(&n_verified, va.fed);
+    Aos__Audit__Finding f = AOS__AUDIT__FINDING__INIT;
+    f.kind = (char *)audit_find_name(va.f.kind);
+    f.seq = va.f.seq;
+    f.seq_end = va.f.seq_end;
+    f.head_size = va.f.head_size;
+    f.records = va.f.records;
+    f.heads_checked = va.f.heads_checked;
+    f.heads_skipped = va.f.heads_skipped;
+    va.f.what[sizeof va.f.what - 1] = 0;
+    f.what = va.f.what;
+    return srv_reply_pb(rep, &f.base);
+}
+
+/* ---- audit.prove -------------------------------------------------------------------------- */
+
+typedef struct leaves {
+    PGconn *c;
+    uint64_t n;                    /* the tree's size */
+    uint64_t lo, cnt;              /* cached leaves lo..lo+cnt-1 (indices) */
+    uint8_t (*h)[AUDIT_HASH_LEN];
+} leaves;
+
+static aos_err leaf_at(void *arg, uint64_t index, uint8_t out[AUDIT_HASH_LEN], char *why,
+                       size_t whylen)
+{
+    leaves *L = arg;
+    if (index < L->lo || index >= L->lo + L->cnt) {
+        uint64_t hi = index + LEAF_PAGE < L->n ? index + LEAF_PAGE : L->n;
+        db_params p;
+        dp_init(&p);
+        dp_i64(&p, (int64_t)index);       /* seq > index: from seq index+1 */
+        dp_i64(&p, (int64_t)hi);
+        PGresult *r;
+        aos_err rc = db_exec(L->c, &st_leaves, &p, &r, why, whylen);
+        if (rc != AOS_OK)
+            return rc;
+        L->lo = index;
+        L->cnt = 0;
+        for (int i = 0; i < PQntuples(r); i++) {
+            if ((uint64_t)db_i64(r, i, 0) != index + 1 + (uint64_t)i ||
+                !fixed(r, i, 1, L->h[i], AUDIT_HASH_LEN))
+                break;
+            L->cnt++;
+        }
+        PQclear(r);
+        if (index >= L->lo + L->cnt) {
+            WHY("the log has no good leaf for seq %llu (a gap or damage: audit.verify "
+                "names it)",
+                (unsigned long long)index + 1);
+            return AOS_ERR_CONFLICT;
+        }
+    }
+    memcpy(out, L->h[index - L->lo], AUDIT_HASH_LEN);
+    return AOS_OK;
+}
+
+typedef struct prove_arg {
+    uint64_t seq, size;
+    alog *l;
+    leaves L;
+} prove_arg;
+
+static aos_err prove_attempt(PGconn *c, void *arg, srv_reply *rep)
+{
+    prove_arg *pa = arg;
+    char *why = rep->error;
+    size_t whylen = sizeof rep->error;
+    PGresult *hr = NULL, *rr = NULL;
+    uint8_t *enc = NULL;
+    aos_err rc = begin_read(c, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    db_params p;
+    dp_init(&p);
+    dp_i64(&p, (int64_t)(pa->size ? pa->size : pa->seq));
+    if ((rc = db_exec(c, pa->size ? &st_head_at : &st_head_cover, &p, &hr, why, whylen)) !=
+        AOS_OK)
+        goto out;
+    if (PQntuples(hr) != 1) {
+        rc = AOS_ERR_NOT_FOUND;
+        if (pa->size)
+            WHY("audit.prove: no head of tree size %llu", (unsigned long long)pa->size);
+        else
+            WHY("audit.prove: no signed head covers seq %llu yet (audit.head with sign_now "
+                "signs one)",
+                (unsigned long long)pa->seq);
+        goto out;
+    }
+    audit_sth h;
+    row_sth(hr, 0, &h);
+    if (h.tree_size < pa->seq) {
+        rc = AOS_ERR_USAGE;
+        WHY("audit.prove: seq %llu is not in the tree of size %llu",
+            (unsigned long long)pa->seq, (unsigned long long)h.tree_size);
+        goto out;
+    }
+    dp_init(&p);
+    dp_i64(&p, (int64_t)pa->seq);
+    if ((rc = db_exec(c, &st_rec, &p, &rr, why, whylen)) != AOS_OK)
+        goto out;
+    if (PQntuples(rr) != 1) {
+        rc = AOS_ERR_NOT_FOUND;
+        WHY("audit.prove: no record %llu", (unsigned long long)pa->seq);
+        goto out;
+    }
+    audit_rec rec;
+    uint8_t chain[AUDIT_HASH_LEN], leaf[AUDIT_HASH_LEN];
+    row_rec(rr, 0, &rec, chain, leaf);
+    enc = malloc(AUDIT_REC_MAX);
+    if (!enc) {
+        rc = AOS_ERR_NOMEM;
+        WHY("out of memory");
+        goto out;
+    }
+    size_t len;
+    if (audit_rec_encode(&rec, enc, AUDIT_REC_MAX, &len, NULL, 0) != AOS_OK) {
+        rc = AOS_ERR_CONFLICT;
+        WHY("audit.prove: record %llu as stored does not encode: it was altered",
+            (unsigned long long)pa->seq);
+        goto out;
+    }
+    pa->L = (leaves){.c = c, .n = h.tree_size, .h = pa->L.h};
+    uint8_t path[AUDIT_PROOF_MAX][AUDIT_HASH_LEN];
+    size_t plen;
+    if ((rc = audit_inclusion_proof(leaf_at, &pa->L, pa->seq - 1, h.tree_size, path,
+                                    AUDIT_PROOF_MAX, &plen, why, whylen)) != AOS_OK)
+        goto out;
+    /* a proof the log's own head refutes is no proof: say what is wrong instead */
+    uint8_t lh[AUDIT_HASH_LEN];
+    audit_leaf_hash(enc, len, lh);
+    if (audit_inclusion_verify(lh, pa->seq - 1, h.tree_size,
+                               (const uint8_t(*)[AUDIT_HASH_LEN])path, plen, h.root, NULL,
+                               0) != AOS_OK) {
+        rc = AOS_ERR_CONFLICT;
+        WHY("audit.prove: record %llu and the stored leaves do not give head %llu's root: "
+            "the log was changed (audit.verify names where)",
+            (unsigned long long)pa->seq, (unsigned long long)h.tree_size);
+        goto out;
+    }
+    if ((rc = db_cmd(c, "COMMIT", why, whylen)) != AOS_OK)
+        goto out;
+    uint8_t pk[AUDIT_PK_LEN];
+    alog_public_key(pa->l, pk);
+    Aos__Audit__Head hm = AOS__AUDIT__HEAD__INIT;
+    fill_head(&hm, &h, pk);
+    ProtobufCBinaryData pb[AUDIT_PROOF_MAX];
+    for (size_t i = 0; i < plen; i++)
+        pb[i] = (ProtobufCBinaryData){AUDIT_HASH_LEN, path[i]};
+    Aos__Audit__Proof pr = AOS__AUDIT__PROOF__INIT;
+    pr.record = (ProtobufCBinaryData){len, enc};
+    pr.seq = pa->seq;
+    pr.n_path = plen;
+    pr.path = pb;
+    pr.head = &hm;
+    rc = srv_reply_pb(rep, &pr.base);
+out:
+    if (rc != AOS_OK) {
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    free(enc);
+    PQclear(hr);
+    PQclear(rr);
+    return rc;
+}
+
+aos_err ar_prove(srv *s, alog *l, const aos_env *req, srv_reply *rep)
+{
+    Aos__Audit__ProveRequest *pr =
+        aos__audit__prove_request__unpack(NULL, req->payload_len, req->payload);
+    if (!pr)
+        return srv_fail(rep, AOS_ERR_PROTO, "audit.prove: the payload is not a ProveRequest");
+    prove_arg pa = {.seq = pr->seq, .size = pr->tree_size, .l = l};
+    aos__audit__prove_request__free_unpacked(pr, NULL);
+    if (pa.seq == 0 || pa.seq > INT64_MAX || pa.size > INT64_MAX)
+        return srv_fail(rep, AOS_ERR_USAGE, "audit.prove: seq must be 1 or more");
+    if (pa.size && pa.size < pa.seq)
+        return srv_fail(rep, AOS_ERR_USAGE, "audit.prove: seq %llu is not in a tree of %llu",
+                        (unsigned long long)pa.seq, (unsigned long long)pa.size);
+    srv_pg *pg = srv_db(s);
+    if (!pg || !l)
+        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.prove: no database connection");
+    pa.L.h = malloc((size_t)LEAF_PAGE * AUDIT_HASH_LEN);
+    if (!pa.L.h)
+        return srv_fail(rep, AOS_ERR_NOMEM, "audit.prove: out of memory");
+    aos_err rc = db_run(pg, req->deadline_ms, "audit.prove", rep, prove_attempt, &pa, NULL);
+    free(pa.L.h);
+    if (rc == AOS_OK)
+        atomic_fetch_add(&n_proofs, 1);
+    return rc;
+}
+
+/* ---- audit.tail ---------------------------------------------------------------------------- */
+
+typedef struct tail_arg {
+    const Aos__Audit__TailRequest *tr;
+    uint32_t limit;
+} tail_arg;
+
+static aos_err tail_attempt(PGconn *c, void *arg, srv_reply *rep)
+{
+    tail_arg *ta = arg;
+    const Aos__Audit__TailRequest *tr = ta->tr;
+    char *why = rep->error;
+    size_t whylen = sizeof rep->error;
+    PGresult *r = NULL, *mr = NULL;
+    Aos__Audit__Record *recs = NULL, **rp = NULL;
+    char *strs = NULL;
+    aos_err rc = begin_read(c, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    db_params p;
+    dp_init(&p);
+    dp_i64(&p, (int64_t)tr->after_seq);
+    dp_bytes(&p, tr->agent.data, tr->agent.len);
+    dp_bytes(&p, tr->run.data, tr->run.len);
+    dp_bytes(&p, tr->trace_id.data, tr->trace_id.len);
+    dp_i64(&p, ta->limit);
+    if ((rc = db_exec(c, &st_tail, &p, &r, why, whylen)) != AOS_OK)
+        goto out;
+    if ((rc = db_exec(c, &st_max, NULL, &mr, why, whylen)) != AOS_OK)
+        goto out;
+    if ((rc = db_cmd(c, "COMMIT", why, whylen)) != AOS_OK)
+        goto out;
+    int n = PQntuples(r);
+    recs = calloc((size_t)(n ? n : 1), sizeof *recs);
+    rp = calloc((size_t)(n ? n : 1), sizeof *rp);
+    /* per record: NUL-terminated copies of its four strings, then its three ids */
+    strs = malloc((size_t)(n ? n : 1) * REC_SCRATCH);
+    if (!recs || !rp || !strs) {
+        rc = AOS_ERR_NOMEM;
+        WHY("out of memory for %d records", n);
+        goto out;
+    }
+    size_t bytes = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        audit_rec a;
+        uint8_t chain[AUDIT_HASH_LEN];
+        row_rec(r, i, &a, chain, NULL);
+        if (bytes + a.body_len + 512 > TAIL_BYTES && k > 0)
+            break; /* the caller asks again after the last seq it got */
+        Aos__Audit__Record *m = &recs[k];
+        aos__audit__record__init(m);
+        char *sp = strs + k * REC_SCRATCH;
+        const struct {
+            const char *s;
+            size_t n;
+            char **dst;
+        } f[] = {{a.kind, a.kind_len, &m->kind},
+                 {a.agent, a.agent_len, &m->agent},
+                 {a.run, a.run_len, &m->run},
+                 {a.method, a.method_len, &m->method}};
+        for (size_t j = 0; j < 4; j++) {
+            size_t len = f[j].n < 64 ? f[j].n : 64;
+            if (len)
+                memcpy(sp, f[j].s, len);
+            sp[len] = 0;
+            *f[j].dst = sp;
+            sp += len + 1;
+        }
+        m->seq = a.seq;
+        m->time_ns = a.time_ns;
+        m->step = a.step;
+        uint8_t *ids = (uint8_t *)sp;
+        memcpy(ids, a.trace_id, AUDIT_TRACE_LEN);
+        memcpy(ids + AUDIT_TRACE_LEN, a.span_id, AUDIT_SPAN_LEN);
+        memcpy(ids + AUDIT_TRACE_LEN + AUDIT_SPAN_LEN, a.parent_span_id, AUDIT_SPAN_LEN);
+        m->trace_id = (ProtobufCBinaryData){AUDIT_TRACE_LEN, ids};
+        m->span_id = (ProtobufCBinaryData){AUDIT_SPAN_LEN, ids + AUDIT_TRACE_LEN};
+        m->parent_span_id =
+            (ProtobufCBinaryData){AUDIT_SPAN_LEN, ids + AUDIT_TRACE_LEN + AUDIT_SPAN_LEN};
+        m->status = a.status;
+        m->latency_us = a.latency_us;
+        m->body = (ProtobufCBinaryData){a.body_len, (uint8_t *)a.body};
+        rp[k++] = m;
+        bytes += a.body_len + 512;
+    }
+    Aos__Audit__TailReply tr_out = AOS__AUDIT__TAIL_REPLY__INIT;
+    tr_out.n_records = k;
+    tr_out.records = rp;
+    tr_out.last_seq = (uint64_t)db_i64(mr, 0, 0);
+    rc = srv_reply_pb(rep, &tr_out.base);
+out:
+    if (rc != AOS_OK) {
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    free(recs);
+    free(rp);
+    free(strs);
+    PQclear(r);
+    PQclear(mr);
+    return rc;
+}
+
+aos_err ar_tail(srv *s, alog *l, const aos_env *req, srv_reply *rep)
+{
+    (void)l;
+    Aos__Audit__TailRequest *tr =
+        aos__audit__tail_request__unpack(NULL, req->payload_len, req->payload);
+    if (!tr)
+        return srv_fail(rep, AOS_ERR_PROTO, "audit.tail: the payload is not a TailRequest");
+    aos_err rc = AOS_OK;
+    if (tr->agent.len > AUDIT_AGENT_MAX || !aos_utf8_valid(tr->agent.data, tr->agent.len) ||
+        tr->run.len > AUDIT_RUN_MAX || !aos_utf8_valid(tr->run.data, tr->run.len))
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.tail: agent or run over 64 bytes or not UTF-8");
+    else if (tr->trace_id.len != 0 && tr->trace_id.len != AUDIT_TRACE_LEN)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.tail: trace_id is neither 16 bytes nor empty");
+    else if (tr->after_seq > INT64_MAX)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.tail: after_seq out of range");
+    else if (tr->limit > TAIL_MAX)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.tail: limit %u (at most %u)", tr->limit,
+                      TAIL_MAX);
+    srv_pg *pg = srv_db(s);
+    if (rc == AOS_OK && !pg)
+        rc = srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.tail: no database connection");
+    if (rc == AOS_OK) {
+        tail_arg ta = {.tr = tr, .limit = tr->limit ? tr->limit : TAIL_DEFAULT};
+        rc = db_run(pg, req->deadline_ms, "audit.tail", rep, tail_attempt, &ta, NULL);
+        if (rc == AOS_OK)
+            atomic_fetch_add(&n_tails, 1);
+    }
+    aos__audit__tail_request__free_unpacked(tr, NULL);
+    return rc;
+}
+
+void ar_stats(srv_stats *st)
+{
+    srv_stat(st, "proofs", (int64_t)atomic_load(&n_proofs), NULL);
+    srv_stat(st, "verifies", (int64_t)atomic_load(&n_verifies), NULL);
+    srv_stat(st, "verified_records", (int64_t)atomic_load(&n_verified), NULL);
+    srv_stat(st, "tails", (int64_t)atomic_load(&n_tails), NULL);
+}
