@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <regex.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -338,16 +339,40 @@ static const struct sample {
     {"llm usage", {NULL}},
     /* --since other than 0 waits on aos-llm's llm.usage taking a bigint $2 (see the report) */
     {"llm usage", {"--since=0", "--agent", AGENT}},
+    /* a head covering what came before, a proof against it written to a file and checked
+     * offline, also with the key that head named pinned */
+    {"audit head", {"--sign-now"}},
+    {"audit head", {NULL}},
+    {"audit prove", {"1", "--out", "{proof}"}},
+    {"audit prove", {"--size={size}", "2"}},
+    {"audit check-proof", {"{proof}"}},
+    {"audit check-proof", {"--key", "{key}", "{proof}"}},
+    {"audit verify", {NULL}},
+    {"audit tail", {"--limit=5"}},
+    {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
 static char ids[2][32], receipts[2][64];
+/* audit: the proof file (in the data dir), and the key and size of the head audit head gave */
+static char proof_path[PATH_MAX], head_key[80], head_size[32], size_flag[48];
 
 /* A sample argument with its placeholder filled (or a stand-in when none was recorded). */
 static const char *fill(const char *a)
 {
+    if (!strcmp(a, "{proof}")) {
+        snprintf(proof_path, sizeof proof_path, "%s/contract-proof.json", h_data_dir(H));
+        return proof_path;
+    }
+    if (!strcmp(a, "{key}"))
+        return head_key[0] ? head_key : "0000000000000000000000000000000000000000000000000000"
+                                        "000000000000";
+    if (!strcmp(a, "--size={size}")) {
+        snprintf(size_flag, sizeof size_flag, "--size=%s", head_size[0] ? head_size : "2");
+        return size_flag;
+    }
     for (int k = 0; k < 2; k++) {
         char ph[8];
         snprintf(ph, sizeof ph, "{id%d}", k);
@@ -533,6 +558,51 @@ static void every_command_prints_what_its_schema_says(void **st)
             assert_int_equal(calls, json_integer_value(json_object_get(tot, "calls")));
             if (!json_string_length(json_object_get(out, "agent")))
                 assert_true(calls >= 2);
+        }
+        if (!strcmp(samples[i].cmd, "audit head")) {
+            /* the calls above are in the log: prove 2 against this size below */
+            json_int_t size = json_integer_value(json_object_get(out, "tree_size"));
+            assert_true(size >= 2);
+            snprintf(head_size, sizeof head_size, "%lld", (long long)size);
+            snprintf(head_key, sizeof head_key, "%s",
+                     json_string_value(json_object_get(out, "public_key")));
+        }
+        if (!strcmp(samples[i].cmd, "audit prove")) {
+            json_t *head = json_object_get(out, "head");
+            assert_true(json_integer_value(json_object_get(out, "seq")) >= 1);
+            assert_string_equal(json_string_value(json_object_get(head, "public_key")),
+                                head_key);
+            if (json_object_get(out, "out"))
+                assert_string_equal(json_string_value(json_object_get(out, "out")),
+                                    proof_path);
+            else /* --size: against that head */
+                assert_int_equal(json_integer_value(json_object_get(head, "tree_size")),
+                                 strtoll(head_size, NULL, 10));
+        }
+        if (!strcmp(samples[i].cmd, "audit check-proof")) {
+            assert_true(json_is_true(json_object_get(out, "valid")));
+            assert_int_equal(json_integer_value(json_object_get(out, "seq")), 1);
+        }
+        if (!strcmp(samples[i].cmd, "audit verify")) {
+            /* a log nobody tampered with */
+            assert_string_equal(json_string_value(json_object_get(out, "kind")), "ok");
+            assert_true(json_integer_value(json_object_get(out, "records")) >= 2);
+        }
+        if (!strcmp(samples[i].cmd, "audit tail")) {
+            size_t k, n = json_array_size(out);
+            json_t *rec;
+            json_int_t prev = 0;
+            assert_true(n >= 1);
+            json_array_foreach(out, k, rec) {
+                json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+                assert_true(seq > prev); /* oldest first */
+                prev = seq;
+                if (samples[i].args[0] && !strcmp(samples[i].args[0], "--agent"))
+                    assert_string_equal(json_string_value(json_object_get(rec, "agent")),
+                                        AGENT);
+            }
+            assert_true(n <= (samples[i].args[0] && !strcmp(samples[i].args[0], "--agent")
+                              ? 3u : 5u));
         }
         if (!strcmp(samples[i].cmd, "checkpoint ls"))
             assert_true(json_array_size(json_object_get(out, "checkpoints")) >= 1);
@@ -879,6 +949,101 @@ static void people_get_the_table_and_help(void **st)
     }
 }
 
+/* One line of a follower's stdout into line (cap), reading fd; 0 at EOF. A generous wait
+ * keeps a stuck follower from hanging the test; nothing depends on how long a line takes. */
+static size_t read_line(int fd, char *buf, size_t *used, size_t cap, char *line, size_t lcap)
+{
+    for (;;) {
+        char *nl = memchr(buf, '\n', *used);
+        if (nl) {
+            size_t n = (size_t)(nl - buf);
+            if (n >= lcap)
+                fail_msg("a follower's line of %zu bytes", n);
+            memcpy(line, buf, n);
+            line[n] = 0;
+            memmove(buf, nl + 1, *used - n - 1);
+            *used -= n + 1;
+            return n + 1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int k = poll(&p, 1, 60000);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            fail_msg("audit tail -f printed no line in a minute");
+        if (*used == cap)
+            fail_msg("a follower's line longer than %zu bytes", cap);
+        ssize_t n = read(fd, buf + *used, cap - *used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        *used += (size_t)n;
+    }
+}
+
+/* audit tail -f --json: a JSON object per line, a record appended after it started comes
+ * out, and SIGTERM ends it with exit 0. */
+static pid_t follower; /* killed by teardown when a failed assertion left it running */
+
+static void audit_tail_follows_until_sigterm(void **st)
+{
+    (void)st;
+    static run r;
+    /* from the log's last record on, so every line is one appended after the start */
+    CTL(&r, "audit", "tail", "-n", "1", "--json", "--data-dir", h_data_dir(H));
+    assert_int_equal(r.rc, 0);
+    json_t *last = doc_of(&r, "audit tail -n 1");
+    assert_int_equal(json_array_size(last), 1);
+    char after[32];
+    snprintf(after, sizeof after, "--after=%lld",
+             (long long)json_integer_value(json_object_get(json_array_get(last, 0), "seq")));
+    json_decref(last);
+
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s", h_bin("aosctl"));
+    const char *argv[] = {exe, "audit", "tail", "-f", "--json", "--agent", AGENT, after,
+                          "--data-dir", h_data_dir(H), NULL};
+    int po[2];
+    assert_int_equal(pipe2(po, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, exe, &fa, NULL, (char *const *)argv, environ), 0);
+    follower = pid;
+    posix_spawn_file_actions_destroy(&fa);
+    close(po[1]);
+
+    CTL(&r, "kv", "put", AGENT, "follow-me", "x", "--data-dir", h_data_dir(H));
+    assert_int_equal(r.rc, 0);
+    static char buf[OUT_MAX], line[OUT_MAX];
+    size_t used = 0;
+    int seen = 0;
+    json_int_t prev = strtoll(after + strlen("--after="), NULL, 10);
+    while (!seen && read_line(po[0], buf, &used, sizeof buf, line, sizeof line) > 0) {
+        json_t *d = json_loads(line, 0, NULL);
+        if (!json_is_object(d))
+            fail_msg("audit tail -f: not a JSON object: %s", line);
+        json_int_t seq = json_integer_value(json_object_get(d, "seq"));
+        assert_true(seq > prev); /* oldest first, none twice */
+        prev = seq;
+        assert_string_equal(json_string_value(json_object_get(d, "agent")), AGENT);
+        const char *method = json_string_value(json_object_get(d, "method"));
+        seen = method && strstr(method, "put") != NULL;
+        json_decref(d);
+    }
+    assert_true(seen);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int wst;
+    while (waitpid(pid, &wst, 0) < 0)
+        assert_int_equal(errno, EINTR);
+    follower = 0;
+    close(po[0]);
+    assert_true(WIFEXITED(wst));
+    assert_int_equal(WEXITSTATUS(wst), 0);
+}
+
 static int setup(void **st)
 {
     (void)st;
@@ -896,6 +1061,10 @@ static int setup(void **st)
 static int teardown(void **st)
 {
     (void)st;
+    if (follower > 0) {
+        kill(follower, SIGKILL);
+        waitpid(follower, NULL, 0);
+    }
     h_stop(H);
     json_decref(DESC);
     return 0;
@@ -912,6 +1081,7 @@ int main(void)
         cmocka_unit_test(llm_values_are_checked_before_any_call),
         cmocka_unit_test(flags_mean_the_same_in_every_spelling),
         cmocka_unit_test(people_get_the_table_and_help),
+        cmocka_unit_test(audit_tail_follows_until_sigterm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

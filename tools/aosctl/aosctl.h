@@ -82,6 +82,7 @@ extern const ctl_group ctl_group_kernel;   /* status, server kill|restart, ping 
 extern const ctl_group ctl_group_storage;  /* kv, queue, checkpoint */
 extern const ctl_group ctl_group_config;   /* config check */
 extern const ctl_group ctl_group_llm;      /* llm providers|test|usage */
+extern const ctl_group ctl_group_audit;    /* audit verify|head|prove|check-proof|tail */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */

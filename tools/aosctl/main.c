@@ -23,6 +23,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_storage,
     &ctl_group_config,
     &ctl_group_llm,
+    &ctl_group_audit,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
