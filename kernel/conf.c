@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "aos/readall.h"
+#include "aos/yjson.h"
 
 #define DEPTH_MAX 32u           /* nesting of mappings and sequences, anywhere */
 #define NAME_MAX_ 32u           /* a provider's name */
@@ -144,13 +145,6 @@ static const char *text(const yaml_node_t *n)
     return (const char *)n->data.scalar.value;
 }
 
-static int is_null(const yaml_node_t *n)
-{
-    const char *s = text(n);
-    return is_plain(n) && (!s[0] || !strcmp(s, "~") || !strcmp(s, "null") ||
-                           !strcmp(s, "Null") || !strcmp(s, "NULL"));
-}
-
 static size_t seq_len(const yaml_node_t *n)
 {
     return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
@@ -224,7 +218,7 @@ static aos_err get_str(ctx *x, const yaml_node_t *v, const char *where, size_t m
     if (rc)
         return rc;
     size_t len = v->data.scalar.length;
-    if (is_null(v))
+    if (aos_yjson_is_null(v))
         return fail(x, v, where, "is empty");
     if (len > max)
         return fail_big(x, v, where, "is %zu bytes, more than %zu", len, max);
@@ -521,94 +515,6 @@ static aos_err parse(const char *file, const char *buf, size_t len, yaml_documen
 
 /* ---- the sim script ------------------------------------------------------------------ */
 
-static int plain_int(const char *s, size_t len)
-{
-    size_t i = s[0] == '-' || s[0] == '+';
-    if (i == len || len > 19)
-        return 0;
-    for (; i < len; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
-/* A YAML value as JSON, with YAML's reading of plain scalars (null, booleans, numbers);
- * quoted ones stay strings. NULL with why set on a refusal. */
-static json_t *to_json(ctx *x, const yaml_node_t *n, const char *where, unsigned depth,
-                       aos_err *rc)
-{
-    char w[WHERE_MAX];
-    if (depth > DEPTH_MAX) {
-        *rc = fail_big(x, n, where, "nested too deep");
-        return NULL;
-    }
-    if (n->type == YAML_SCALAR_NODE) {
-        const char *s = text(n);
-        size_t len = n->data.scalar.length;
-        json_t *j = NULL;
-        if (is_plain(n)) {
-            char *end = NULL;
-            double d = strspn(s, "0123456789.eE+-") == len ? strtod(s, &end) : 0;
-            if (is_null(n))
-                j = json_null();
-            else if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
-                j = json_true();
-            else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
-                j = json_false();
-            else if (plain_int(s, len))
-                j = json_integer(strtoll(s, NULL, 10));
-            else if (end && end == s + len && isfinite(d))
-                j = json_real(d);
-        }
-        if (!j && !(j = json_stringn(s, len)))
-            *rc = fail(x, n, where, "a string that is not UTF-8");
-        return j;
-    }
-    json_t *out = n->type == YAML_MAPPING_NODE ? json_object() : json_array();
-    if (!out) {
-        *rc = nomem(x);
-        return NULL;
-    }
-    if (n->type == YAML_SEQUENCE_NODE) {
-        for (size_t i = 0; i < seq_len(n); i++) {
-            json_t *v = to_json(x, seq_at(x, n, i), item(w, where, i), depth + 1, rc);
-            if (v && json_array_append_new(out, v))
-                *rc = nomem(x), v = NULL;
-            if (!v) {
-                json_decref(out);
-                return NULL;
-            }
-        }
-        return out;
-    }
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
-         p++) {
-        const yaml_node_t *k = node(x, p->key), *v = node(x, p->value);
-        char b[SHOW_MAX + 8];
-        if (k->type != YAML_SCALAR_NODE || strlen(text(k)) != k->data.scalar.length) {
-            *rc = fail(x, k, where, "a key must be a string, not %s", show(k, b, sizeof b));
-            json_decref(out);
-            return NULL;
-        }
-        if (json_object_get(out, text(k))) {
-            *rc = fail(x, k, where, "key '%s' given twice", show(k, b, sizeof b));
-            json_decref(out);
-            return NULL;
-        }
-        json_t *jv = to_json(x, v, sub(w, where, text(k)), depth + 1, rc);
-        if (!jv) {
-            json_decref(out);
-            return NULL;
-        }
-        if (json_object_set_new(out, text(k), jv)) {
-            *rc = fail(x, k, where, "key '%s' is not UTF-8", show(k, b, sizeof b));
-            json_decref(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
 /* A tool call's arguments: a YAML mapping, or a string of JSON text, as a JSON object. */
 static aos_err call_arguments(ctx *x, const yaml_node_t *v, const char *where,
                               Aos__Llm__ToolCall *tc)
@@ -621,8 +527,11 @@ static aos_err call_arguments(ctx *x, const yaml_node_t *v, const char *where,
         if (!j)
             return fail(x, v, where, "not JSON text: %s (at byte %d)", je.text, je.position);
     } else if (v->type == YAML_MAPPING_NODE) {
-        if (!(j = to_json(x, v, where, 0, &rc)))
-            return rc;
+        aos_yjson_err ye;
+        if (!(j = aos_yjson(x->doc, v, DEPTH_MAX, &ye)))
+            return ye.code == AOS_ERR_NOMEM    ? nomem(x)
+                   : ye.code == AOS_ERR_TOO_BIG ? fail_big(x, ye.at, where, "%s", ye.what)
+                                                : fail(x, ye.at, where, "%s", ye.what);
     } else {
         return fail(x, v, where, "expects a mapping (or a quoted JSON object)");
     }
@@ -679,7 +588,7 @@ static aos_err script_call(ctx *x, const yaml_node_t *n, const char *where,
         return fail(x, v[1], w, "a tool's name is [A-Za-z0-9_-]{1,%u}", TOOL_NAME_MAX);
     if (set_cstr(&tc->name, s))
         return nomem(x);
-    if (v[2] && !is_null(v[2]))
+    if (v[2] && !aos_yjson_is_null(v[2]))
         return call_arguments(x, v[2], sub(w, where, "arguments"), tc);
     return AOS_OK;
 }
@@ -1222,11 +1131,11 @@ static aos_err builtin_llm(ctx *x, Aos__Llm__Config *cfg)
 /* ---- the kernel's keys ------------------------------------------------------------------ */
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
-       K_WORKERS, K_LOG, K_LLM, K_N };
+       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LLM, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
-                                        "log", "llm", NULL};
+                                        "log", "audit_fail_open", "llm", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
@@ -1297,6 +1206,11 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
         if ((rc = get_bool(x, v[K_LOG], "log", &k->log)))
             return rc;
         k->has_log = 1;
+    }
+    if (v[K_AUDIT_FAIL_OPEN]) {
+        if ((rc = get_bool(x, v[K_AUDIT_FAIL_OPEN], "audit_fail_open", &k->audit_fail_open)))
+            return rc;
+        k->has_audit_fail_open = 1;
     }
     return AOS_OK;
 }
@@ -1383,7 +1297,7 @@ aos_err conf_load(const char *path, int path_given, conf **out, char *why, size_
         have_doc = 1;
         const yaml_node_t *root = yaml_document_get_root_node(&doc);
         /* an empty file (or only comments) is all defaults */
-        if (root && !(root->type == YAML_SCALAR_NODE && is_null(root)) &&
+        if (root && !(root->type == YAML_SCALAR_NODE && aos_yjson_is_null(root)) &&
             ((rc = keys(&x, root, "", top_names, v)) || (rc = kernel_keys(&x, v, &c->k))))
             goto out;
     }

@@ -30,7 +30,8 @@ typedef struct conf conf;
  * file is taken from the file's directory. */
 typedef struct conf_kernel {
     int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
-        has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log;
+        has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log,
+        has_audit_fail_open;
     char pg_dsn[CONF_DSN_MAX];
     char bin_dir[CONF_PATH_MAX];
     char pg_bin_dir[CONF_PATH_MAX];
@@ -39,6 +40,7 @@ typedef struct conf_kernel {
     uint64_t stable_ms, heartbeat_ms, heartbeat_timeout_ms, stop_timeout_ms;
     unsigned workers;
     int log;                  /* log: true, as --log */
+    int audit_fail_open;      /* audit_fail_open: true: syscalls do not wait for records */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

@@ -138,6 +138,8 @@ static int load_file(kcfg *c, const char *file)
         c->workers = k->workers;
     if (k->has_log)
         c->log_to_file = k->log;
+    if (k->has_audit_fail_open)
+        c->audit_fail_open = k->audit_fail_open;
     conf_free(loaded);
     loaded = cf;
     c->cf = cf;

@@ -24,6 +24,8 @@ typedef struct kcfg {
     uint64_t heartbeat_timeout_ms;
     uint64_t stop_timeout_ms;    /* STOP -> SIGTERM -> SIGKILL steps */
     unsigned workers;            /* passed to servers (0: their default) */
+    int audit_fail_open;         /* effectful syscalls go on without their audit record
+                                  * when aos-audit is away (the gap is recorded later) */
     const conf *cf;              /* aos.yaml as loaded (or the built-in defaults): the LLM
                                   * gateway's part is handed to aos-llm; kept to the exit */
 } kcfg;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "aos/log.h"
+#include "audit.h"
 #include "cgroup.h"
 #include "childlog.h"
 #include "fsafe.h"
@@ -106,6 +107,11 @@ int main(int argc, char **argv)
         sup_fini();
         return 1;
     }
+    if (kaud_open(cfg.audit_fail_open, why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        sup_fini();
+        return 1;
+    }
     route *r = NULL;
     snprintf(url, sizeof url, "ipc://%s", sock);
     if (route_open(&r, url, why, sizeof why) != AOS_OK) {
@@ -148,6 +154,7 @@ int main(int argc, char **argv)
             }
         }
     }
+    kaud_close(); /* what still waits for a record is refused before the router goes */
     route_close(r);
     sup_fini();
     cg_teardown(cgwhy, sizeof cgwhy);

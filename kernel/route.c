@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -16,6 +17,7 @@
 #include "aos.pb-c.h"
 #include "aos/envelope.h"
 #include "aos/log.h"
+#include "audit.h"
 #include "link.h"
 #include "listen.h"
 #include "methods.h"
@@ -88,6 +90,16 @@ typedef struct rcall {
     uint32_t next_out;       /* the index of the next part for the reader */
     size_t held;
     uint64_t touched;        /* monotonic ms of the last pull */
+    /* the audit: a recorded call's BEGIN may have to be durable before it is forwarded
+     * (then the request waits here, payload copied), its END before the final answer */
+    int audited, ended, end_wait, has_parent;
+    uint8_t parent_span[AOS_SPAN_LEN]; /* a server's call: the span of the call it serves */
+    uint64_t t0_us;
+    link_fwd f;
+    uint8_t *payload;        /* the request's payload while it waits for its record */
+    nng_msg *pend_reply;     /* the final answer while its END record is written */
+    int pend_status;
+    char pend_err[AOS_ERRMSG_MAX + 1];
     struct rcall *prev, *next, *hnext;
 } rcall;
 
@@ -223,6 +235,7 @@ static void call_free(route *r, rcall *c)
     conn_put(r, c->conn);
     if (c->final_msg)
         nng_msg_free(c->final_msg);
+    free(c->payload);
     free(c);
 }
 
@@ -370,9 +383,9 @@ static void answer_server(rcall *c, nng_msg *reply, int status, const char *err)
     link_send(c->caller, reply);
 }
 
-static void on_done(void *arg, nng_msg *reply, int status, const char *err)
+/* The final answer goes on to the caller. */
+static void finish(rcall *c, nng_msg *reply, int status, const char *err)
 {
-    rcall *c = arg;
     route *r = c->r;
     if (c->caller) {
         answer_server(c, reply, status, err);
@@ -398,6 +411,118 @@ static void on_done(void *arg, nng_msg *reply, int status, const char *err)
         flush(r, c);
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* How long a call waits for its record: a little less than its deadline, so that the
+ * UNAVAILABLE reaches the caller before its own clock runs out and it sees only TIMEOUT. */
+static uint64_t audit_deadline(uint64_t deadline)
+{
+    uint64_t now = aos_mono_ms();
+    if (deadline <= now)
+        return deadline;
+    uint64_t margin = (deadline - now) / 10;
+    return deadline - (margin > 200 ? 200 : margin);
+}
+
+/* The END record of an LLM call is durable: now its final answer may go. */
+static void ended(void *arg, aos_err st, const char *err)
+{
+    rcall *c = arg;
+    if (st == AOS_OK) {
+        finish(c, c->pend_reply, c->pend_status, c->pend_err[0] ? c->pend_err : NULL);
+        return;
+    }
+    if (c->pend_reply)
+        nng_msg_free(c->pend_reply);
+    finish(c, NULL, AOS_ERR_UNAVAILABLE, err);
+}
+
+static void on_done(void *arg, nng_msg *reply, int status, const char *err)
+{
+    rcall *c = arg;
+    if (c->audited && !c->ended) {
+        c->ended = 1;
+        uint64_t lat = mono_us() - c->t0_us;
+        if (c->end_wait) {
+            c->pend_reply = reply;
+            c->pend_status = status;
+            snprintf(c->pend_err, sizeof c->pend_err, "%s", err ? err : "");
+            kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_END, status, lat,
+                       audit_deadline(c->f.deadline), ended, c);
+            return;
+        }
+        kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_END, status, lat, 0,
+                   NULL, NULL);
+    }
+    finish(c, reply, status, err);
+}
+
+/* The BEGIN record is durable (or will not be): forward the request, or answer why not. */
+static void begun(void *arg, aos_err st, const char *err)
+{
+    rcall *c = arg;
+    route *r = c->r;
+    pthread_mutex_lock(&r->mu);
+    int cancelled = c->cancelled;
+    pthread_mutex_unlock(&r->mu);
+    if (st == AOS_OK && !cancelled) {
+        /* once forwarded, c may be answered and freed on another thread at any moment:
+         * nothing of it is touched after a successful link_forward */
+        uint8_t *payload = c->payload;
+        c->payload = NULL;
+        aos_err rc = link_forward(c->l, &c->hdr, &c->f, &c->link_id);
+        free(payload); /* link_forward encoded its own copy */
+        if (rc == AOS_OK) {
+            r->routed++;
+            return;
+        }
+        c->hdr.payload = NULL;
+        c->hdr.payload_len = 0;
+        st = rc;
+        err = "cannot forward to the server";
+    }
+    c->end_wait = 0; /* it never ran: nothing to wait for but the answer */
+    on_done(c, NULL, cancelled ? AOS_ERR_CANCELLED : st, cancelled ? "cancelled" : err);
+}
+
+/* Forward c (in r->calls, c->f set) or, for an effectful call under fail-closed, first
+ * write its BEGIN record and forward once it is durable. AOS_OK: on_done will run; any
+ * other code: nothing was started, the caller answers and frees c. */
+static aos_err launch(rcall *c, const kmethod *km, const aos_env *req)
+{
+    c->t0_us = mono_us();
+    c->audited = kaud_records(req->method);
+    int effect = km->cls == KM_WRITE || km->cls == KM_EFFECT || km->cls == KM_LLM;
+    if (c->audited && effect) {
+        if (kaud_fail_open()) {
+            kaud_event(req, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0, 0, NULL,
+                       NULL);
+        } else {
+            c->end_wait = km->cls == KM_LLM;
+            c->payload = malloc(req->payload_len ? req->payload_len : 1);
+            if (!c->payload)
+                return AOS_ERR_NOMEM;
+            if (req->payload_len)
+                memcpy(c->payload, req->payload, req->payload_len);
+            c->hdr.payload = c->payload;
+            c->hdr.payload_len = req->payload_len;
+            kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0,
+                       audit_deadline(c->f.deadline), begun, c);
+            return AOS_OK;
+        }
+    }
+    route *r = c->r; /* c may be gone as soon as it is forwarded */
+    aos_err rc = link_forward(c->l, req, &c->f, &c->link_id);
+    if (rc == AOS_OK)
+        r->routed++;
+    return rc;
 }
 
 /* ---- requests ------------------------------------------------------------------------ */
@@ -442,9 +567,9 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
         r->calls->prev = c;
     r->calls = c;
     pthread_mutex_unlock(&r->mu);
-    link_fwd f = {.deadline = mono_deadline(req->deadline_ms), .done = on_done,
-                  .part = on_part, .arg = c};
-    aos_err rc = link_forward(l, req, &f, &c->link_id);
+    c->f = (link_fwd){.deadline = mono_deadline(req->deadline_ms), .done = on_done,
+                      .part = on_part, .arg = c};
+    aos_err rc = launch(c, km, req);
     if (rc != AOS_OK) {
         pthread_mutex_lock(&r->mu);
         call_free(r, c);
@@ -458,7 +583,6 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
                0, NULL, 0);
         return;
     }
-    r->routed++;
 }
 
 /* kernel.stream.next: the reader took every part below next_seq and wants more. */
@@ -589,6 +713,15 @@ static void handle(rctx *w, nng_msg *m)
                NULL, 0);
         goto out;
     }
+    /* a syscall without a trace starts one: its records, its server's calls and their
+     * spans hang together under that id */
+    if (!req.has_trace) {
+        aos_id_random(req.trace_id);
+        uint8_t sp[AOS_ID_LEN];
+        aos_id_random(sp);
+        memcpy(req.span_id, sp, AOS_SPAN_LEN);
+        req.has_trace = 1;
+    }
     /* deadlines: absolute on the wire; aosd applies a default and a ceiling */
     uint64_t now = aos_now_ms();
     if (!req.deadline_ms)
@@ -624,7 +757,10 @@ static void handle(rctx *w, nng_msg *m)
         size_t len = 0;
         km_env k = {.bad_messages = r->bad, .routed = r->routed};
         why[0] = 0;
+        uint64_t t0 = mono_us();
         rc = km->fn(&req, &k, &out, &len, why, sizeof why);
+        if (kaud_records(req.method)) /* a server killed or restarted by an admin */
+            kaud_event(&req, NULL, KAUD_END, rc, mono_us() - t0, 0, NULL, NULL);
         answer(w, &req, AOS_KIND_REPLY, rc, why[0] ? why : NULL, 0, out, len);
         free(out);
         break;
@@ -720,6 +856,14 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     c->hdr.payload = NULL;
     c->hdr.payload_len = 0;
     c->caller = from;
+    if (req.has_trace) { /* a span of its own under the parent's, which the server sent */
+        memcpy(c->parent_span, req.span_id, AOS_SPAN_LEN);
+        c->has_parent = 1;
+        uint8_t sp[AOS_ID_LEN];
+        aos_id_random(sp);
+        memcpy(req.span_id, sp, AOS_SPAN_LEN);
+        memcpy(c->hdr.span_id, sp, AOS_SPAN_LEN);
+    }
     c->l = to;
     pthread_mutex_lock(&r->mu);
     c->next = r->calls;
@@ -728,8 +872,8 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     r->calls = c;
     pthread_mutex_unlock(&r->mu);
     /* no parts: a server's call gets its final answer only */
-    link_fwd f = {.deadline = dl, .chain = chain, .done = on_done, .arg = c};
-    aos_err rc = link_forward(to, &req, &f, &c->link_id);
+    c->f = (link_fwd){.deadline = dl, .chain = chain, .done = on_done, .arg = c};
+    aos_err rc = launch(c, km, &req);
     if (rc != AOS_OK) {
         pthread_mutex_lock(&r->mu);
         call_free(r, c);
@@ -737,7 +881,6 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         server_answer(from, &req, rc, "cannot forward to %s", km->server);
         return;
     }
-    r->routed++;
 }
 
 /* ---- the socket ---------------------------------------------------------------------- */

@@ -408,6 +408,8 @@ typedef struct call {
     const char *method;        /* the caller's method, for every message about the call */
     uint8_t id[AOS_ID_LEN];
     const char *agent;         /* NULL: none */
+    const char *run;           /* NULL: none */
+    uint32_t step;
     uint64_t deadline_ms;      /* wall clock, sent with each request of the call */
     uint64_t end;              /* the same deadline on the monotonic clock */
     uint32_t ms;
@@ -425,6 +427,10 @@ static aos_err call_encode(const call *k, const char *method, const void *payloa
     snprintf(env.method, sizeof env.method, "%s", method);
     if (k->agent)
         snprintf(env.agent_id, sizeof env.agent_id, "%s", k->agent);
+    if (k->run) {
+        snprintf(env.run_id, sizeof env.run_id, "%s", k->run);
+        env.step = k->step;
+    }
     env.deadline_ms = k->deadline_ms;
     env.payload = payload;
     env.payload_len = len;
@@ -594,6 +600,13 @@ static aos_err call_run(aos_conn *c, const aos_call_opts *opts, const char *meth
     if (k.agent && !aos_agent_id_valid(k.agent, strlen(k.agent)))
         return fail(reply, AOS_ERR_USAGE, "%s: invalid agent id: want [A-Za-z0-9_.:-]{1,64}",
                     method);
+    k.run = opts && opts->run_id && opts->run_id[0] ? opts->run_id : NULL;
+    k.step = opts ? opts->step : 0;
+    if (k.run && !aos_agent_id_valid(k.run, strlen(k.run)))
+        return fail(reply, AOS_ERR_USAGE, "%s: invalid run id: want [A-Za-z0-9_.:-]{1,64}",
+                    method);
+    if (k.step && !k.run)
+        return fail(reply, AOS_ERR_USAGE, "%s: a step needs a run id", method);
     k.ms = opts && opts->timeout_ms ? opts->timeout_ms : AOS_DEFAULT_TIMEOUT_MS;
     if (k.ms > INT32_MAX)
         return fail(reply, AOS_ERR_USAGE, "%s: timeout of %u ms is too long (max %d)", method,

@@ -187,6 +187,12 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
     else if (pb->agent_id.len &&
              !aos_agent_id_valid((const char *)pb->agent_id.data, pb->agent_id.len))
         bad = "invalid agent id";
+    else if (pb->run_id.len &&
+             (pb->run_id.len > AOS_RUN_ID_MAX ||
+              !aos_agent_id_valid((const char *)pb->run_id.data, pb->run_id.len)))
+        bad = "invalid run id";
+    else if (pb->step && !pb->run_id.len)
+        bad = "a step needs a run id";
     else if (!aos_err_valid(pb->status))
         bad = "unknown status code";
     else if (!copy_text(e->error, sizeof e->error, pb->error))
@@ -215,6 +221,9 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
         memcpy(e->method, pb->method.data, pb->method.len);
     if (pb->agent_id.len)
         memcpy(e->agent_id, pb->agent_id.data, pb->agent_id.len);
+    if (pb->run_id.len)
+        memcpy(e->run_id, pb->run_id.data, pb->run_id.len);
+    e->step = pb->step;
     e->payload = pb->payload.data;
     e->payload_len = pb->payload.len;
     e->pb_ = pb;
@@ -245,6 +254,8 @@ aos_err aos_env_encode(const aos_env *e, nng_msg **out)
     pb.retry_after_ms = e->retry_after_ms;
     pb.method = bin(e->method, strnlen(e->method, sizeof e->method));
     pb.agent_id = bin(e->agent_id, strnlen(e->agent_id, sizeof e->agent_id));
+    pb.run_id = bin(e->run_id, strnlen(e->run_id, sizeof e->run_id));
+    pb.step = e->step;
     pb.error = bin(e->error, strnlen(e->error, sizeof e->error));
     pb.payload = bin(e->payload, e->payload_len);
     size_t n = aos__envelope__get_packed_size(&pb);
@@ -270,6 +281,8 @@ void aos_env_reply_to(aos_env *r, const aos_env *req, int status, const char *fm
     r->status = status;
     memcpy(r->method, req->method, sizeof r->method);
     memcpy(r->agent_id, req->agent_id, sizeof r->agent_id);
+    memcpy(r->run_id, req->run_id, sizeof r->run_id);
+    r->step = req->step;
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);

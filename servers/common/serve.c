@@ -716,6 +716,9 @@ static aos_err outreq_send(srv *s, const srv_call *parent, const char *method,
     e.payload_len = len;
     if (parent) {
         e.link_id = atomic_load(&parent->target);
+        /* the work is the parent's: its audit records belong to the same run and step */
+        memcpy(e.run_id, parent->env.run_id, sizeof e.run_id);
+        e.step = parent->env.step;
         if (parent->env.has_trace) {
             e.has_trace = 1;
             memcpy(e.trace_id, parent->env.trace_id, AOS_ID_LEN);

@@ -1,6 +1,7 @@
 /* aos-llm's engine: every provider call in flight lives in one libcurl multi loop on one
  * thread (with the sim provider's paced steps and retry waits on the same timer heap). */
 #include "engine.h"
+#include "trail.h"
 
 #include <curl/curl.h>
 #include <math.h>
@@ -228,6 +229,9 @@ typedef struct answer {
 static void answered(void *arg)
 {
     answer *an = arg;
+    srv_call *call = an->j->call;
+    trail_reply(srv_call_srv(call), call, an->j->type == J_EMBED, an->status, an->why,
+                an->payload, an->len);
     if (an->retry_after_ms)
         srv_call_retry_after(an->j->call, an->retry_after_ms);
     srv_call_done(an->j->call, an->status, an->why[0] ? an->why : NULL, an->payload, an->len);
@@ -1053,6 +1057,10 @@ static void submit(eng *e, srv_call *call, job *j, ProtobufCBinaryData model, in
     srv_call_on_cancel(call, on_cancel, j);
     char model_name[128];
     bstr(j->m->name, model_name, sizeof model_name);
+    if (j->req)
+        trail_chat_request(srv_call_srv(call), call, j->p->name, model_name, j->req);
+    else
+        trail_embed_request(srv_call_srv(call), call, j->p->name, model_name, j->ereq);
     acct_begin(e->a, env->request_id, env->agent_id[0] ? env->agent_id : "-", j->p->name,
                model_name, j->deadline_mono_ms, on_begun, j);
 }

@@ -129,7 +129,8 @@ static void replies_match_and_nothing_is_lost_or_doubled(void **st)
         pthread_join(th[i], NULL);
 
     PGconn *pg = su_admin_connect(H);
-    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    if (PQstatus(pg) != CONNECTION_OK)
+        fail_msg("admin connection: %s", PQerrorMessage(pg));
     long wrong = 0, total = 0;
     for (int w = 0; w < CLIENTS; w++) {
         char sql[160];

@@ -29,6 +29,8 @@ typedef struct aos_call_opts {
     const uint8_t *request_id;  /* 16 bytes to retry a call idempotently; NULL: fresh id */
     const char *agent_id;       /* acting agent (honoured on the control socket only) */
     uint32_t timeout_ms;        /* 0: AOS_DEFAULT_TIMEOUT_MS; also sent as the deadline */
+    const char *run_id;         /* the durable run the call belongs to (NULL or "": none) */
+    uint32_t step;              /* its step in that run; the audit log records both */
 } aos_call_opts;
 
 /* What came back. payload is owned by the reply: release with aos_reply_clear. */

@@ -16,6 +16,7 @@
 #define AOS_SPAN_LEN 8
 #define AOS_METHOD_MAX 64
 #define AOS_AGENT_ID_MAX 64
+#define AOS_RUN_ID_MAX 64        /* same charset as an agent id */
 #define AOS_ERRMSG_MAX 1024
 /* The largest part of a streamed reply: a part travels in one envelope on the link and in
  * a chunk of several to the client, both under AOS_MSG_MAX. */
@@ -49,6 +50,8 @@ typedef struct aos_env {
     uint64_t retry_after_ms; /* an error reply's hint: a retry may succeed this much later */
     char method[AOS_METHOD_MAX + 1];
     char agent_id[AOS_AGENT_ID_MAX + 1];
+    char run_id[AOS_RUN_ID_MAX + 1]; /* "" when the request belongs to no run */
+    uint32_t step;
     char error[AOS_ERRMSG_MAX + 1];
     const uint8_t *payload;
     size_t payload_len;
