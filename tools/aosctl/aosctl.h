@@ -113,6 +113,11 @@ void ctl_args_help(FILE *f, const ctl_arg *a, size_t n, int flags);
 /* Print the error (people: "aosctl: message" on stderr; --json: {"error":{"code":N,
  * "name":"NOT_FOUND","exit_code":3,"message":"..."}} on stdout) and return the exit code. */
 int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Bytes from a server, made safe for a terminal into dst (cap bytes, NUL-terminated):
+ * control characters (C0, DEL, C1) and bytes that are not UTF-8 become '?', and the cut
+ * falls on a character boundary. At most max characters (0: no limit); *cut (may be NULL)
+ * says whether anything was left out. */
+void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut);
 /* Print doc as the one JSON document (takes the reference) and return 0. */
 int ctl_print_json(ctl_ctx *c, json_t *doc);
 /* Call method through aosd, encoding req (may be NULL) as the payload, acting for agent

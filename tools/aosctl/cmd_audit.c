@@ -111,35 +111,6 @@ static void iso_time(uint64_t ns, int ms_only, char *out, size_t cap)
         snprintf(out, cap, "%s.%09" PRIu64 "Z", day, ns % 1000000000u);
 }
 
-/* Text from the log goes to a terminal: control characters could move the cursor and bytes
- * that are not UTF-8 become '?'. At most max characters (0: no limit) and cap bytes; *cut
- * (may be NULL) says whether anything was left out. */
-static void clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut)
-{
-    size_t o = 0, chars = 0, i = 0;
-    while (i < n && o + 1 < cap && (!max || chars < max)) {
-        unsigned char b = src[i];
-        size_t k = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3
-                 : (b & 0xF8) == 0xF0 ? 4 : 0;
-        if (k == 0 || i + k > n || !aos_utf8_valid(src + i, k) || (k == 1 && (b < 0x20 ||
-            b == 0x7f)) || (k == 2 && b == 0xC2 && src[i + 1] < 0xA0)) { /* C1 controls */
-            dst[o++] = '?';
-            i++;
-            chars++;
-            continue;
-        }
-        if (o + k + 1 > cap)
-            break;
-        memcpy(dst + o, src + i, k);
-        o += k;
-        i += k;
-        chars++;
-    }
-    dst[o] = 0;
-    if (cut)
-        *cut = i < n;
-}
-
 /* A protobuf string field from aos-audit: protobuf-c does not check UTF-8. */
 static int str_ok(const char *s)
 {
@@ -421,7 +392,7 @@ static int cmd_verify(ctl_ctx *c, const ctl_vals *v)
         rc = prc ? prc : rc;
     } else {
         char what[1024];
-        clean(what, sizeof what, (const uint8_t *)f->what, strlen(f->what), 0, NULL);
+        ctl_clean(what, sizeof what, (const uint8_t *)f->what, strlen(f->what), 0, NULL);
         char range[64] = "";
         if (f->seq_end > f->seq)
             snprintf(range, sizeof range, "..%" PRIu64, f->seq_end);
@@ -781,11 +752,11 @@ static void record_line(const Aos__Audit__Record *w)
         lat[32], body[BODY_SHOWN * 4 + 1], status[64];
     int cut;
     iso_time(w->time_ns, 1, when, sizeof when);
-    clean(kind, sizeof kind, (const uint8_t *)w->kind, strlen(w->kind), 0, NULL);
-    clean(agent, sizeof agent, (const uint8_t *)w->agent, strlen(w->agent), 0, NULL);
-    clean(run, sizeof run, (const uint8_t *)w->run, strlen(w->run), 0, NULL);
-    clean(method, sizeof method, (const uint8_t *)w->method, strlen(w->method), 0, NULL);
-    clean(body, sizeof body, w->body.data, w->body.len, BODY_SHOWN, &cut);
+    ctl_clean(kind, sizeof kind, (const uint8_t *)w->kind, strlen(w->kind), 0, NULL);
+    ctl_clean(agent, sizeof agent, (const uint8_t *)w->agent, strlen(w->agent), 0, NULL);
+    ctl_clean(run, sizeof run, (const uint8_t *)w->run, strlen(w->run), 0, NULL);
+    ctl_clean(method, sizeof method, (const uint8_t *)w->method, strlen(w->method), 0, NULL);
+    ctl_clean(body, sizeof body, w->body.data, w->body.len, BODY_SHOWN, &cut);
     latency_text(w->latency_us, lat, sizeof lat);
     if (aos_err_valid(w->status))
         snprintf(status, sizeof status, "%s", aos_err_name(w->status));

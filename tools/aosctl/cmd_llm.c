@@ -39,30 +39,6 @@ static json_t *jbytes(ProtobufCBinaryData b)
     return json_stringn(b.len ? (const char *)b.data : "", b.len);
 }
 
-/* Text from aos-llm goes to a terminal: control characters could move the cursor, and bytes
- * that are not UTF-8 become '?'. Cut at a character boundary to fit cap. */
-static void clean(char *dst, size_t cap, const uint8_t *src, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 1 < cap;) {
-        unsigned char b = src[i];
-        size_t k = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3
-                 : (b & 0xF8) == 0xF0 ? 4 : 0;
-        if (k == 0 || i + k > n || !aos_utf8_valid(src + i, k) || (k == 1 && (b < 0x20 ||
-            b == 0x7f)) || (k == 2 && b == 0xC2 && src[i + 1] < 0xA0)) { /* C1 controls */
-            dst[o++] = '?';
-            i++;
-            continue;
-        }
-        if (o + k + 1 > cap)
-            break;
-        memcpy(dst + o, src + i, k);
-        o += k;
-        i += k;
-    }
-    dst[o] = 0;
-}
-
 /* Columns a terminal gives a cleaned UTF-8 string: one per character. */
 static size_t cols(const char *s)
 {
@@ -111,7 +87,7 @@ static int tbl_put(tbl *t, const uint8_t *b, size_t n)
     char buf[CELL_MAX];
     if (t->used >= t->nrows * t->ncols)
         return -1;
-    clean(buf, sizeof buf, b, n);
+    ctl_clean(buf, sizeof buf, b, n, 0, NULL);
     return (t->cells[t->used++] = strdup(buf)) ? 0 : -1;
 }
 
@@ -213,7 +189,7 @@ static void models_text(const Aos__Llm__ProviderInfo *pi, char *out, size_t cap)
     out[0] = 0;
     for (size_t k = 0; k < pi->n_models; k++) {
         char m[CELL_MAX];
-        clean(m, sizeof m, pi->models[k].data, pi->models[k].len);
+        ctl_clean(m, sizeof m, pi->models[k].data, pi->models[k].len, 0, NULL);
         int n = snprintf(out + used, cap - used, "%s%s", k ? "," : "", m);
         if (n < 0 || (size_t)n >= cap - used) {
             if (cap >= 4) /* a character cut here becomes '?' when the cell is cleaned */
@@ -273,7 +249,7 @@ static int cmd_providers(ctl_ctx *c, const ctl_vals *v)
         limit_text(l ? l->max_concurrency : 0, lim[0], sizeof lim[0]);
         limit_text(l ? l->requests_per_min : 0, lim[1], sizeof lim[1]);
         limit_text(l ? l->tokens_per_min : 0, lim[2], sizeof lim[2]);
-        clean(why, sizeof why, pi->why.data, pi->why.len);
+        ctl_clean(why, sizeof why, pi->why.data, pi->why.len, 0, NULL);
         bad = tbl_put(&t, pi->name.data, pi->name.len) ||
               tbl_put(&t, pi->kind.data, pi->kind.len) || tbl_putf(&t, "%s", models) ||
               tbl_putf(&t, "%s/%s/%s", lim[0], lim[1], lim[2]) ||
@@ -372,7 +348,7 @@ static ProtobufCBinaryData pick_model(const Aos__Llm__ProviderInfo *pi)
             continue;
         }
         char m[TARGET_MAX + 1];
-        clean(m, sizeof m, pi->models[k].data, pi->models[k].len);
+        ctl_clean(m, sizeof m, pi->models[k].data, pi->models[k].len, 0, NULL);
         if (!strstr(m, "embed"))
             return pi->models[k];
     }
@@ -402,7 +378,7 @@ static int resolve_model(ctl_ctx *c, const char *target, char *out, size_t cap)
         for (size_t k = 0; k < pi->n_models; k++)
             is_model |= bytes_is(pi->models[k], target);
         char nm[64];
-        clean(nm, sizeof nm, pi->name.data, pi->name.len);
+        ctl_clean(nm, sizeof nm, pi->name.data, pi->name.len, 0, NULL);
         int n = snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", nm);
         if (n > 0 && (size_t)n < sizeof names - used)
             used += (size_t)n;
@@ -574,15 +550,15 @@ static void chat_print(const Aos__Llm__ChatReply *r, stream_st *s, uint32_t part
     for (size_t i = 0; m && i < m->n_tool_calls; i++) {
         const Aos__Llm__ToolCall *tc = m->tool_calls[i];
         char name[128], args[TOOL_ARGS_SHOWN + 1];
-        clean(name, sizeof name, tc->name.data, tc->name.len);
-        clean(args, sizeof args, tc->arguments.data, tc->arguments.len);
+        ctl_clean(name, sizeof name, tc->name.data, tc->name.len, 0, NULL);
+        ctl_clean(args, sizeof args, tc->arguments.data, tc->arguments.len, 0, NULL);
         /* clean keeps the length unless it had to cut */
         printf("[tool %s(%s%s)]\n", name, args, strlen(args) < tc->arguments.len ? "..." : "");
     }
     fflush(stdout); /* the answer first, then the summary, also when both go to one tty */
     char prov[128], model[TARGET_MAX + 1], cost[32], ttft[32];
-    clean(prov, sizeof prov, r->provider.data, r->provider.len);
-    clean(model, sizeof model, r->model.data, r->model.len);
+    ctl_clean(prov, sizeof prov, r->provider.data, r->provider.len, 0, NULL);
+    ctl_clean(model, sizeof model, r->model.data, r->model.len, 0, NULL);
     usd(r->cost_micro_usd, cost, sizeof cost);
     if (r->ttft_us >= 1000)
         snprintf(ttft, sizeof ttft, "%" PRIu32 ".%01" PRIu32 "ms", r->ttft_us / 1000,

@@ -125,6 +125,33 @@ int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...)
     return aos_err_exit_code(err);
 }
 
+/* Bytes from a server go to a terminal: see aosctl.h. */
+void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut)
+{
+    size_t o = 0, chars = 0, i = 0;
+    while (i < n && o + 1 < cap && (!max || chars < max)) {
+        unsigned char b = src[i];
+        size_t k = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3
+                 : (b & 0xF8) == 0xF0 ? 4 : 0;
+        if (k == 0 || i + k > n || !aos_utf8_valid(src + i, k) || (k == 1 && (b < 0x20 ||
+            b == 0x7f)) || (k == 2 && b == 0xC2 && src[i + 1] < 0xA0)) { /* C1 controls */
+            dst[o++] = '?';
+            i++;
+            chars++;
+            continue;
+        }
+        if (o + k + 1 > cap)
+            break;
+        memcpy(dst + o, src + i, k);
+        o += k;
+        i += k;
+        chars++;
+    }
+    dst[o] = 0;
+    if (cut)
+        *cut = i < n;
+}
+
 int ctl_print_json(ctl_ctx *c, json_t *doc)
 {
     if (!doc)
