@@ -37,6 +37,8 @@ static struct {
     char ctl_note[160];    /* why some wanted controller is not in ctl */
     char names[CG_NAMES_MAX][64];
     size_t nnames;
+    char v1dirs[2 * CG_NAMES_MAX][600]; /* the v1 cgroups cg_delegate_v1 made */
+    size_t nv1;
 } cg = {.basefd = -1};
 
 /* Append to a NUL-terminated buffer, truncating. */
@@ -562,11 +564,110 @@ static int rm_tree(int parent, const char *name, int depth)
     return err;
 }
 
+/* The v1 hierarchy holding ctrl: its mount point, and aosd's cgroup in it. */
+static int v1_find(const char *ctrl, char *dir, size_t cap)
+{
+    char *mi = read_proc("/proc/self/mountinfo"), *self = read_proc("/proc/self/cgroup");
+    int found = -1;
+    char mnt[512] = "", rel[512] = "";
+    for (char *sv = NULL, *l = mi ? strtok_r(mi, "\n", &sv) : NULL; l && !mnt[0];
+         l = strtok_r(NULL, "\n", &sv)) {
+        mi_line m;
+        if (mi_split(l, &m) || strcmp(m.fstype, "cgroup") || strcmp(m.root, "/") ||
+            !has_word(m.superopts, ctrl, ','))
+            continue;
+        snprintf(mnt, sizeof mnt, "%.500s", m.mnt);
+    }
+    for (char *sv = NULL, *l = self && mnt[0] ? strtok_r(self, "\n", &sv) : NULL; l;
+         l = strtok_r(NULL, "\n", &sv)) {
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = 0;
+        if (has_word(c1 + 1, ctrl, ',')) {
+            snprintf(rel, sizeof rel, "%.500s", strcmp(c2 + 1, "/") ? c2 + 1 : "");
+            found = 0;
+            break;
+        }
+    }
+    if (!found && (size_t)snprintf(dir, cap, "%s%s", mnt, rel) >= cap)
+        found = -1;
+    free(mi);
+    free(self);
+    return found;
+}
+
+void cg_delegate_v1(const char *name, uid_t uid, gid_t gid, const cg_deleg *v2,
+                    cg_deleg_v1 *out)
+{
+    static const char *const ctrls[] = {"pids", "memory"};
+    out->procs_fd[0] = out->procs_fd[1] = -1;
+    out->path[0][0] = out->path[1][0] = 0;
+    out->why[0] = 0;
+    for (int i = 0; i < 2; i++) {
+        if (v2->controllers[0] && has_word(v2->controllers, ctrls[i], ' '))
+            continue; /* the unified hierarchy has it: v2's delegation covers it */
+        char base[520], dir[600];
+        if (v1_find(ctrls[i], base, sizeof base))
+            continue;
+        snprintf(dir, sizeof dir, "%s/aos-%.60s", base, name);
+        int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (bfd < 0) {
+            cat(out->why, sizeof out->why, "%sv1 %s: %s", out->why[0] ? "; " : "", ctrls[i],
+                strerror(errno));
+            continue;
+        }
+        char leaf[80];
+        snprintf(leaf, sizeof leaf, "aos-%.60s", name);
+        rm_tree(bfd, leaf, 0); /* a stale one from an earlier incarnation, when empty */
+        int e = 0, dfd = cg_mkdir(bfd, leaf, &e);
+        close(bfd);
+        if (dfd < 0) {
+            cat(out->why, sizeof out->why, "%sv1 %s: mkdir %.200s: %s", out->why[0] ? "; " : "",
+                ctrls[i], dir, strerror(e));
+            continue;
+        }
+        static const char *const files[] = {"cgroup.procs", "tasks"};
+        int ok = fchown(dfd, uid, gid) == 0;
+        for (size_t f = 0; f < 2 && ok; f++)
+            ok = fchownat(dfd, files[f], uid, gid, AT_SYMLINK_NOFOLLOW) == 0;
+        out->procs_fd[i] = ok ? openat(dfd, "cgroup.procs", O_WRONLY | O_NOFOLLOW | O_CLOEXEC)
+                              : -1;
+        close(dfd);
+        if (out->procs_fd[i] >= 0)
+            snprintf(out->path[i], sizeof out->path[i], "%s", dir);
+        cat(out->why, sizeof out->why, "%sv1 %s %.200s%s", out->why[0] ? "; " : "", ctrls[i],
+            dir, out->procs_fd[i] >= 0 ? "" : ": not given (chown or open failed)");
+        pthread_mutex_lock(&cg_mu);
+        size_t k;
+        for (k = 0; k < cg.nv1 && strcmp(cg.v1dirs[k], dir); k++)
+            ;
+        if (k == cg.nv1 && k < sizeof cg.v1dirs / sizeof cg.v1dirs[0])
+            snprintf(cg.v1dirs[cg.nv1++], sizeof cg.v1dirs[0], "%s", dir);
+        pthread_mutex_unlock(&cg_mu);
+    }
+}
+
 void cg_teardown(char *why, size_t whylen)
 {
     if (why && whylen)
         why[0] = '\0';
     pthread_mutex_lock(&cg_mu);
+    for (size_t i = 0; i < cg.nv1; i++) {
+        /* the run cgroups aos-tool made, then its own */
+        char *slash = strrchr(cg.v1dirs[i], '/');
+        if (!slash)
+            continue;
+        *slash = 0;
+        int pfd = open(cg.v1dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int e = pfd >= 0 ? rm_tree(pfd, slash + 1, 0) : errno;
+        if (pfd >= 0)
+            close(pfd);
+        *slash = '/';
+        if (e && why && whylen)
+            cat(why, whylen, "%s%.200s stays: %s", why[0] ? "; " : "", cg.v1dirs[i],
+                strerror(e));
+    }
     for (size_t i = 0; i < cg.nnames && cg.basefd >= 0; i++) {
         int e = rm_tree(cg.basefd, cg.names[i], 0);
         if (e && why && whylen)

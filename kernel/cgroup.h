@@ -31,6 +31,20 @@ aos_err cg_setup(char *why, size_t whylen);
  * Thread-safe. */
 void cg_delegate(const char *name, uid_t uid, gid_t gid, cg_deleg *out);
 
+/* On a host whose pids and memory controllers are still cgroup v1 hierarchies (hybrid
+ * layouts), the same for each of those two: P1/<name> below aosd's own cgroup in that
+ * hierarchy, made, given to uid:gid (the directory, cgroup.procs and tasks: the child
+ * makes and limits its runs' cgroups below), its cgroup.procs opened for the child to
+ * join. Only when the unified hierarchy lacks the controller. procs_fd[i] -1: none for
+ * that hierarchy (pids, memory). why always set. The caller owns the fds. */
+typedef struct cg_deleg_v1 {
+    int procs_fd[2];
+    char path[2][600];     /* the directories, "" where none */
+    char why[256];
+} cg_deleg_v1;
+void cg_delegate_v1(const char *name, uid_t uid, gid_t gid, const cg_deleg *v2,
+                    cg_deleg_v1 *out);
+
 /* At aosd exit: remove every cgroup cg_delegate made (with whatever sub-cgroups the
  * child made inside), which works once no process is left in them. why ("" when all went)
  * says what stayed. aosd's own leaf stays: aosd is still in it. */

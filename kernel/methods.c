@@ -122,6 +122,10 @@ static const kmethod table[] = {
     /* the other servers answer their common methods until their own arrive */
     SERVER_COMMON("memory"),
     SERVER_COMMON("tool"),
+    /* the devices: a run is effectful (its record is durable before it starts) */
+    FWD("tool.list", KM_READ, "tool", SMALL, ALL),
+    FWD("tool.show", KM_READ, "tool", SMALL, ALL),
+    FWD("tool.run", KM_EFFECT, "tool", WHOLE, ALL),
     SERVER_COMMON("llm"),
     /* the gateway: a chat is the LLM class (the scheduler issue queues it here) */
     FWD("llm.chat", KM_LLM, "llm", WHOLE, ALL),

@@ -59,6 +59,11 @@ pid_t spawn_child(const spawn_req *r)
         ssize_t w = write(r->cgroup_fd, "0", 1);
         (void)w;
     }
+    for (int i = 0; i < 2; i++)
+        if (r->cgroup_v1_fd[i] > 0) {
+            ssize_t w = write(r->cgroup_v1_fd[i], "0", 1);
+            (void)w;
+        }
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull >= 0)
         dup2(devnull, 0);

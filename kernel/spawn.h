@@ -19,6 +19,7 @@ typedef struct spawn_req {
     int deathsig;               /* PR_SET_PDEATHSIG after the uid change; 0: none */
     int no_new_privs;           /* PR_SET_NO_NEW_PRIVS before exec */
     int cgroup_fd;              /* > 0: a cgroup.procs the child joins first (0: none) */
+    int cgroup_v1_fd[2];        /* > 0: cgroup v1 procs files it joins too (0: none) */
 } spawn_req;
 
 /* The environment for a child, filtered out of aosd's into out (cap pointers, the last

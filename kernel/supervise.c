@@ -22,6 +22,7 @@
 #include "aos/log.h"
 #include "aos/servers.h"
 #include "cgroup.h"
+#include "toolcfg.h"
 #include "childlog.h"
 #include "fsafe.h"
 #include "pgembed.h"
@@ -120,6 +121,7 @@ typedef struct child {
     ckind kind;
     int cgroup;           /* gets a delegated cgroup subtree (aos-tool: per-run cgroups) */
     int own_dir;          /* gets DATA/<name>, its uid's alone, as --dir */
+    int workspaces;       /* gets DATA/workspaces, its uid's alone, as --workspaces */
     int enabled;
     uid_t uid;
     gid_t gid;
@@ -149,7 +151,8 @@ typedef struct child {
 #define KID(n, flags)                                                                     \
     {.name = #n, .user = "aos-" #n, .role = ((flags) & AOS_SRV_DB) ? "aos_" #n : NULL,      \
      .kind = KIND_SERVER, .cgroup = ((flags) & AOS_SRV_CGROUP) != 0,                     \
-     .own_dir = ((flags) & AOS_SRV_DIR) != 0},
+     .own_dir = ((flags) & AOS_SRV_DIR) != 0,                                             \
+     .workspaces = ((flags) & AOS_SRV_WORKSPACES) != 0},
 static child kids[] = {
     {.name = AOS_CHILD_PG, .user = "aos-pg", .kind = KIND_PG},
     AOS_SERVERS(KID)
@@ -254,6 +257,22 @@ static int llm_config_fd(void)
     return fd;
 }
 
+/* aos-tool's: DATA/tools' descriptor files, read at each start so that a restart picks up
+ * new ones, with aos.yaml's MCP servers and secrets. */
+static int tool_config_fd(void)
+{
+    size_t len = 0;
+    uint8_t *buf = toolcfg_pack(dd->dir, NULL, 0, &len);
+    if (!buf)
+        return -1;
+    int fd = sealed_fd("aos-tool-config", buf, len);
+    int e = errno;
+    explicit_bzero(buf, len);
+    free(buf);
+    errno = e;
+    return fd;
+}
+
 /* The DSN a server's role logs in with: DATA/etc/<server>.dsn when root put one there
  * (an external PostgreSQL with a password per role), else derived from the admin's. */
 static void role_dsn(const child *k, char *out, size_t cap)
@@ -285,8 +304,9 @@ static void start_child(child *k, uint64_t now)
 {
     char *argv[PGEM_ARGV_MAX];
     char bin[4200], url[AOS_PATH_MAX + 32], pgbuf[4096], keep[AOS_PATH_MAX + 8], wk[32];
-    char owndir[AOS_PATH_MAX + 32];
+    char owndir[AOS_PATH_MAX + 32], wsdir[AOS_PATH_MAX + 32];
     cg_deleg cg = {.procs_fd = -1};
+    cg_deleg_v1 cg1 = {.procs_fd = {-1, -1}};
     char *envp[ENV_MAX + 4];
     char dsn[2048], cfgfd[8];
     int n = 0;
@@ -334,13 +354,15 @@ static void start_child(child *k, uint64_t now)
             argv[n++] = "--dsn-fd";
             argv[n++] = "3";
         }
-        if (!strcmp(k->name, "llm") && cfg->cf) {
+        if ((!strcmp(k->name, "llm") && cfg->cf) || !strcmp(k->name, "tool")) {
             /* the next free slot: r.fds[i] is fd 3 + i in the child (spawn.c) */
             int slot = r.fds[0] >= 0 ? 1 : 0;
-            if ((r.fds[slot] = llm_config_fd()) < 0) {
+            int llm = !strcmp(k->name, "llm");
+            if ((r.fds[slot] = llm ? llm_config_fd() : tool_config_fd()) < 0) {
                 if (r.fds[0] >= 0)
                     close(r.fds[0]);
-                start_failed(k, now, "memfd for the LLM configuration");
+                start_failed(k, now, llm ? "memfd for the LLM configuration"
+                                         : "memfd for the tool configuration");
                 return;
             }
             snprintf(cfgfd, sizeof cfgfd, "%d", 3 + slot);
@@ -355,6 +377,17 @@ static void start_child(child *k, uint64_t now)
                 argv[n++] = "--keep"; /* its own subtree stays writable in its root */
                 argv[n++] = cg.path;
             }
+            /* hybrid hosts: pids and memory may still be v1 hierarchies */
+            cg_delegate_v1(k->name, k->uid, k->gid, &cg, &cg1);
+            for (int i = 0; i < 2; i++)
+                if (cg1.procs_fd[i] >= 0) {
+                    r.cgroup_v1_fd[i] = cg1.procs_fd[i];
+                    argv[n++] = "--keep";
+                    argv[n++] = cg1.path[i];
+                }
+            if (cg1.why[0])
+                snprintf(k->cgroup_why + strlen(k->cgroup_why),
+                         sizeof k->cgroup_why - strlen(k->cgroup_why), "; %s", cg1.why);
         }
         if (k->own_dir) {
             /* made (or checked: ours, a directory, no symlink) at every start, so a dir
@@ -367,6 +400,9 @@ static void start_child(child *k, uint64_t now)
                     close(r.fds[i]);
                 if (cg.procs_fd >= 0)
                     close(cg.procs_fd);
+                for (int i = 0; i < 2; i++)
+                    if (cg1.procs_fd[i] >= 0)
+                        close(cg1.procs_fd[i]);
                 errno = EACCES;
                 start_failed(k, now, "making its directory");
                 return;
@@ -375,6 +411,27 @@ static void start_child(child *k, uint64_t now)
             snprintf(owndir, sizeof owndir, "%s/%s", cfg->data_dir, k->name);
             argv[n++] = "--dir";
             argv[n++] = owndir;
+        }
+        if (k->workspaces) {
+            char why[256];
+            int fd = fs_dir(dd->dir, "workspaces", 0700, k->uid, k->gid, why, sizeof why);
+            if (fd < 0) {
+                aos_error("%s: the workspaces: %s", k->name, why);
+                for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
+                    close(r.fds[i]);
+                if (cg.procs_fd >= 0)
+                    close(cg.procs_fd);
+                for (int i = 0; i < 2; i++)
+                    if (cg1.procs_fd[i] >= 0)
+                        close(cg1.procs_fd[i]);
+                errno = EACCES;
+                start_failed(k, now, "making the workspaces directory");
+                return;
+            }
+            close(fd);
+            snprintf(wsdir, sizeof wsdir, "%s/workspaces", cfg->data_dir);
+            argv[n++] = "--workspaces";
+            argv[n++] = wsdir;
         }
         if (cfg->test_hooks)
             argv[n++] = "--test-hooks";
@@ -389,6 +446,9 @@ static void start_child(child *k, uint64_t now)
         close(r.fds[i]);
     if (cg.procs_fd >= 0)
         close(cg.procs_fd);
+    for (int i = 0; i < 2; i++)
+        if (cg1.procs_fd[i] >= 0)
+            close(cg1.procs_fd[i]);
     if (k->kind != KIND_PG && r.out_fd >= 0)
         close(r.out_fd);
     if (pid < 0) {

@@ -162,6 +162,8 @@ typedef struct sbx_profile {
     int host_tree;              /* the host's tree read-only instead of a minimal root */
     int host_net;               /* the host's network even when its database is local: the
                                  * server's own work is on the network (no net namespace) */
+    int spawner;                /* it starts sandboxed programs, which inherit its filter:
+                                 * every syscall but sbx_denied is allowed (see there) */
 } sbx_profile;
 
 /* What the LLM gateway adds to the database's list: libcurl's connections to the
@@ -176,17 +178,56 @@ static const sbx_call sbx_llm[] = {
     SBX_END,
 };
 
-/* One allow-list per server. tool's issue will add what starting a sandboxed tool takes
- * (a fork-style clone, pipes, wait4, kill of its own children; execve stays in the child,
- * after the tool's own filter). */
+/* What aos-tool refuses. A seccomp filter is inherited by every child and can never be
+ * lifted, so aos-tool's filter is also the outer bound on bubblewrap (which needs mount,
+ * pivot_root, unshare and clone with namespace flags to build a tool's sandbox) and on
+ * every tool (any program: sh, grep, node, ...). An allow-list cannot name what arbitrary
+ * programs call, so this one profile is a deny-list of what none of them needs: kernel
+ * modules, kexec, bpf, perf, ptrace and reading other processes' memory, keyrings,
+ * userfaultfd, io_uring (whose operations bypass seccomp), the clock, swap, reboot,
+ * quotas, file handles (open_by_handle_at escapes a bind mount) and the kernel log. Each
+ * tool run adds its own, stricter filter on top (servers/tool/jail.c), loaded by bubblewrap
+ * just before the tool's execve. */
+static const char *const sbx_denied[] = {
+    "init_module", "finit_module", "delete_module", "create_module", "kexec_load",
+    "kexec_file_load", "bpf", "perf_event_open", "ptrace", "process_vm_readv",
+    "process_vm_writev", "kcmp", "pidfd_getfd", "keyctl", "add_key", "request_key",
+    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "acct",
+    "swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "clock_adjtime",
+    "adjtimex", "stime", "quotactl", "quotactl_fd", "open_by_handle_at",
+    "name_to_handle_at", "syslog", "iopl", "ioperm", "lookup_dcookie", "nfsservctl",
+    "uselib", "_sysctl", "vhangup", "fanotify_init", "get_kernel_syms", "query_module",
+    "vm86", "vm86old", "move_pages", "migrate_pages", "mbind", "set_mempolicy",
+    NULL,
+};
+
+aos_err sbx_deny_common(void *ctx, char *why, size_t whylen)
+{
+    for (size_t i = 0; sbx_denied[i]; i++) {
+        int nr = seccomp_syscall_resolve_name(sbx_denied[i]);
+        if (nr == __NR_SCMP_ERROR)
+            continue; /* not a syscall of this architecture */
+        int rc = seccomp_rule_add((scmp_filter_ctx)ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+        if (rc) {
+            snprintf(why, whylen, "seccomp rule for %s: %s", sbx_denied[i], strerror(-rc));
+            return AOS_ERR_INTERNAL;
+        }
+    }
+    return AOS_ERR_OK;
+}
+
+/* One allow-list per server; aos-tool's is the deny-list above. */
 static const sbx_profile sbx_profiles[] = {
-    {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
-    {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
-    {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0},
-    /* bubblewrap, later, binds parts of the host's tree into each tool's own root */
-    {"tool", {sbx_base}, NULL, 1, 0},
-    {"llm", {sbx_base, sbx_db, sbx_llm}, "the model providers' HTTPS APIs", 0, 1},
-    {"api", {sbx_base, sbx_api}, "the HTTP front door listens on TCP", 0, 0},
+    {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0},
+    {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0},
+    {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0},
+    /* bubblewrap binds parts of the host's tree into each tool's own root. Its filter,
+     * a deny-list, cannot keep socket() to AF_UNIX: tools inherit it and make their own
+     * sockets, in network namespaces of their own */
+    {"tool", {sbx_base}, "tools make sockets, each run in a network namespace of its own",
+     1, 0, 1},
+    {"llm", {sbx_base, sbx_db, sbx_llm}, "the model providers' HTTPS APIs", 0, 1, 0},
+    {"api", {sbx_base, sbx_api}, "the HTTP front door listens on TCP", 0, 0, 0},
 };
 
 #if defined(AOS_SANITIZE) || defined(__SANITIZE_ADDRESS__)
@@ -483,7 +524,9 @@ static aos_err sbx_seccomp(const sbx_profile *p, int inet, char *why, size_t why
     aos_err e = AOS_ERR_INTERNAL;
     const char *t = getenv("AOS_SECCOMP_TRAP");
     int trap = t && !strcmp(t, "1");
-    scmp_filter_ctx ctx = seccomp_init(trap ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
+    scmp_filter_ctx ctx = seccomp_init(p->spawner ? SCMP_ACT_ALLOW
+                                       : trap     ? SCMP_ACT_TRAP
+                                                  : SCMP_ACT_KILL_PROCESS);
     if (!ctx) {
         snprintf(why, whylen, "seccomp_init failed");
         return AOS_ERR_NOMEM;
@@ -495,11 +538,13 @@ static aos_err sbx_seccomp(const sbx_profile *p, int inet, char *why, size_t why
         goto out;
     }
     const sbx_call *lists[4];
-    size_t n = sbx_lists(p, lists);
+    size_t n = p->spawner ? 0 : sbx_lists(p, lists);
     for (size_t l = 0; l < n; l++)
         for (const sbx_call *c = lists[l]; c->name; c++)
             if (!sbx_skip(lists, n, l, c) && (e = sbx_add(ctx, c, inet, why, whylen)))
                 goto out;
+    if (p->spawner && (e = sbx_deny_common(ctx, why, whylen)))
+        goto out;
     e = AOS_ERR_INTERNAL;
     if (trap) {
         struct sigaction sa;
@@ -592,7 +637,7 @@ aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
     int inet = sbx_inet(p, o->pg_local);
     if ((e = sbx_seccomp(p, inet, why, whylen)))
         return e;
-    rep->inet = inet && sbx_has_socket(p);
+    rep->inet = inet && (p->spawner || sbx_has_socket(p));
     return AOS_ERR_OK;
 }
 
@@ -995,6 +1040,11 @@ static aos_err sbx_readonly(const sbx_keep *k, size_t nk, sbx_report *rep, char 
 {
     if (sbx_set_ro("/", 1, 1))
         return sbx_sys(why, whylen, "making / read-only");
+    /* bubblewrap writes its user namespace's uid_map and gid_map under /proc/<pid>: only
+     * /proc's own mount goes back to read-write (what is mounted below it stays ro, and
+     * an unprivileged aos-tool can write nothing else there) */
+    if (sbx_set_ro("/proc", 0, 0))
+        return sbx_sys(why, whylen, "making /proc writable for bubblewrap");
     for (size_t i = 0; i < nk; i++) {
         /* a bind of a read-only mount starts read-only: clear it on the new one only */
         if (mount(k[i].real, k[i].real, NULL, MS_BIND | MS_REC, NULL))

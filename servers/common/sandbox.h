@@ -46,6 +46,11 @@ aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
  * outside the list kills the process (SIGSYS); AOS_SECCOMP_TRAP=1 names the syscall. */
 aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen);
 
+/* Adds aos-tool's deny-list (the syscalls no server, bubblewrap nor tool needs) to a
+ * libseccomp filter (a scmp_filter_ctx; void * to keep <seccomp.h> out of this header),
+ * each refused with EPERM: the tool sandbox stacks it into every run's own filter. */
+aos_err sbx_deny_common(void *ctx, char *why, size_t whylen);
+
 /* Only the privilege drop of sbx_apply (checked, root unrecoverable): for one-shot
  * helpers such as the migrator, which exec as root (their binary may sit where only root
  * can reach) and need nothing else of the sandbox. */

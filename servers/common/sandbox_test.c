@@ -162,6 +162,8 @@ static void test_forbidden_kills(void **state)
     (void)state;
     for (size_t s = 0; s < N_SERVERS; s++)
         for (size_t i = 0; i < sizeof forbidden_calls / sizeof forbidden_calls[0]; i++) {
+            if (sbx_find(servers[s])->spawner)
+                continue; /* a deny-list: test_tool_denylist */
             forbid_arg fa = {servers[s], &forbidden_calls[i]};
             child c;
             char what[96];
@@ -198,6 +200,8 @@ static void test_no_fork_no_raw_socket_no_signals_out(void **state)
 {
     (void)state;
     for (size_t s = 0; s < N_SERVERS; s++) {
+        if (sbx_find(servers[s])->spawner)
+            continue; /* it forks by design: test_tool_denylist */
         child c;
         run_child(child_fork, servers[s], &c);
         expect_sigsys(&c, "fork()");
@@ -285,6 +289,8 @@ static void test_allowed_work(void **state)
     (void)state;
     for (int enter = 0; enter < 2; enter++)
         for (size_t s = 0; s < N_SERVERS; s++) {
+            if (sbx_find(servers[s])->spawner)
+                continue; /* allows everything but its deny-list */
             child c;
             allowed_arg aa = {servers[s], enter};
             char what[64];
@@ -614,6 +620,47 @@ static void test_parent_death_kills(void **state)
                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
 
+/* ---- aos-tool's deny-list: refused with EPERM, the rest (fork, exec) allowed ------- */
+
+static void child_denylist(const void *arg)
+{
+    (void)arg;
+    apply_or_die("tool", NULL);
+    errno = 0;
+    if (syscall(SYS_bpf, 0, NULL, 0) != -1 || errno != EPERM)
+        _exit(101);
+    if (syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0) != -1 || errno != EPERM)
+        _exit(102);
+    if (syscall(SYS_keyctl, 0, 0, 0, 0, 0) != -1 || errno != EPERM)
+        _exit(103);
+    if (syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0) != -1 || errno != EPERM)
+        _exit(104);
+    if (syscall(SYS_io_uring_setup, 1, NULL) != -1 || errno != EPERM)
+        _exit(105);
+    if (syscall(SYS_process_vm_readv, getppid(), NULL, 0, NULL, 0, 0) != -1 ||
+        errno != EPERM)
+        _exit(106);
+    pid_t pid = fork();
+    if (pid < 0)
+        _exit(107);
+    if (pid == 0) {
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(99);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        _exit(108);
+    _exit(0);
+}
+
+static void test_tool_denylist(void **state)
+{
+    (void)state;
+    child c;
+    run_child(child_denylist, NULL, &c);
+    expect_exit(&c, 0, "tool's deny-list");
+}
+
 /* ---- the tables themselves ------------------------------------------------------- */
 
 /* Never in any list: each would let a server out of its box or into another process. */
@@ -666,7 +713,8 @@ static void test_tables(void **state)
         if (p->inet)
             assert_true(strlen(p->inet) > 10);
     }
-    assert_null(sbx_find("tool")->inet);
+    assert_non_null(sbx_find("tool")->inet); /* its deny-list cannot narrow socket() */
+    assert_true(sbx_find("tool")->spawner);
     assert_true(sbx_find("tool")->host_tree);
     assert_int_equal(sbx_inet(sbx_find("memory"), 0), 1);
     for (size_t s = 0; s < N_SERVERS; s++) {
@@ -1179,7 +1227,7 @@ static void check_tool(pid_t pid, const sbx_report *rep, const scene *s)
     assert_false(same_ns(pid, "mnt"));
     assert_true(same_ns(pid, "net"));
     assert_string_equal(rep->root, "readonly");
-    assert_int_equal(rep->inet, 0);
+    assert_int_equal(rep->inet, 1); /* its deny-list cannot narrow socket() */
     proc_field(pid, "status", "CapBnd:", v, sizeof v);
     assert_string_equal(v, "0000000000000000");
 }
@@ -1366,6 +1414,7 @@ int main(void)
         cmocka_unit_test(test_minimal_root),
         cmocka_unit_test(test_pg_local_no_inet),
         cmocka_unit_test(test_tool_readonly),
+        cmocka_unit_test(test_tool_denylist),
         cmocka_unit_test(test_unprivileged_userns),
 #if SBX_SANITIZED
         cmocka_unit_test(test_sanitizer_reports_survive),

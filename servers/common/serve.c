@@ -137,6 +137,7 @@ struct srv {
     idem *idem;
     int test_hooks;
     const char *own_dir;       /* --dir: NULL when aosd gave none */
+    const char *workspaces;    /* --workspaces: NULL when aosd gave none */
     uint64_t started_ms;
     const char *pg_dsn;
     const uint8_t *config;    /* what aosd handed on --config-fd (NULL: nothing) */
@@ -188,6 +189,7 @@ void srv_set_state(srv *s, void *state) { s->state = state; }
 const char *srv_name(srv *s) { return s->def->name; }
 const char *srv_pg_dsn(srv *s) { return s->pg_dsn; }
 const char *srv_dir(srv *s) { return s->own_dir; }
+const char *srv_workspaces(srv *s) { return s->workspaces; }
 const uint8_t *srv_config(srv *s, size_t *len)
 {
     *len = s->config_len;
@@ -1537,7 +1539,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
      * lseek it, and the first warning a server logs killed it with SIGSYS. */
     tzset();
 
-    const char *link = NULL, *name = NULL, *own_dir = NULL;
+    const char *link = NULL, *name = NULL, *own_dir = NULL, *workspaces = NULL;
     int test_hooks = 0, migrate = 0, dsn_fd = -1, config_fd = -1, nkeep = 0;
     sbx_opts so = {.name = def->name};
     for (int i = 1; i < argc; i++) {
@@ -1556,6 +1558,9 @@ int srv_main(const srv_def *def, int argc, char **argv)
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1 &&
                  argv[i + 1][0] == '/')
             so.keep[nkeep++] = own_dir = argv[++i]; /* stays writable in the sandbox */
+        else if (!strcmp(argv[i], "--workspaces") && i + 1 < argc &&
+                 nkeep < SBX_KEEP_MAX - 1 && argv[i + 1][0] == '/')
+            so.keep[nkeep++] = workspaces = argv[++i];
         else if (!strcmp(argv[i], "--pg-local"))
             so.pg_local = 1;
         else if (!strcmp(argv[i], "--migrate"))
@@ -1603,6 +1608,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     s->def = def;
     s->test_hooks = test_hooks;
     s->own_dir = own_dir;
+    s->workspaces = workspaces;
     s->config = config;
     s->config_len = config_len;
     s->started_ms = aos_mono_ms();

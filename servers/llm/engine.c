@@ -323,7 +323,7 @@ static void finish(job *j, aos_err status, const char *why, uint8_t *payload, si
         r.cache_write_tokens = usage->cache_write_tokens;
     }
     if (status != AOS_OK)
-        snprintf(r.error, sizeof r.error, "%s", an->why[0] ? an->why : aos_strerror(status));
+        snprintf(r.error, sizeof r.error, "%.255s", an->why[0] ? an->why : aos_strerror(status));
     acct_end(e->a, j->row, &r, answered, an);
 }
 

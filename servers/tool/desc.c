@@ -30,6 +30,7 @@ struct desc {
     aos_err codes[CODES_MAX + 1];
     desc_limits lim;
     int network, builtin;
+    char *stdin_arg;   /* the argument fed to the tool's stdin, NULL: none */
 };
 
 typedef struct {
@@ -354,6 +355,7 @@ void desc_free(desc *d)
         return;
     free(d->name);
     free(d->summary);
+    free(d->stdin_arg);
     json_decref(d->args);
     jschema_free(d->argsv);
     jschema_free(d->outv);
@@ -485,8 +487,9 @@ static aos_err parse_argv(ctx *x, const yaml_node_t *n, desc *d)
 static aos_err parse_doc(ctx *x, desc *d)
 {
     static const char *const names[] = {"name", "summary", "args", "output", "argv",
-                                        "exit_codes", "limits", "network", "builtin", NULL};
-    const yaml_node_t *v[9], *root = yaml_document_get_root_node(x->doc);
+                                        "exit_codes", "limits", "network", "builtin",
+                                        "stdin", NULL};
+    const yaml_node_t *v[10], *root = yaml_document_get_root_node(x->doc);
     if (!root)
         return fail(x, AOS_ERR_USAGE, NULL, "an empty descriptor");
     aos_err rc = keys(x, root, "the descriptor", names, v);
@@ -520,6 +523,19 @@ static aos_err parse_doc(ctx *x, desc *d)
         return rc;
     if (v[4] && d->ntpl == 0)
         return fail(x, AOS_ERR_USAGE, v[4], "argv must name the program");
+    if (v[9]) {
+        /* a string argument given on stdin, never in argv: large text (a file's content)
+         * stays out of the command line and its limits */
+        if ((rc = get_line(x, v[9], "stdin", NAME_CAP, &d->stdin_arg)))
+            return rc;
+        const json_t *ps = json_object_get(json_object_get(d->args, "properties"),
+                                           d->stdin_arg);
+        const json_t *pt = json_object_get(ps, "type");
+        if (!json_is_string(pt) || strcmp(json_string_value(pt), "string"))
+            return fail(x, AOS_ERR_USAGE, v[9], "stdin must name a string property of args");
+        if (d->builtin)
+            return fail(x, AOS_ERR_USAGE, v[9], "a builtin tool has no stdin");
+    }
     return AOS_OK;
 }
 
@@ -574,6 +590,7 @@ const jschema *desc_output_validator(const desc *d) { return d->outv; }
 desc_limits desc_get_limits(const desc *d) { return d->lim; }
 int desc_network(const desc *d) { return d->network; }
 int desc_builtin(const desc *d) { return d->builtin; }
+const char *desc_stdin_arg(const desc *d) { return d->stdin_arg; }
 
 aos_err desc_exit_error(const desc *d, int code)
 {
@@ -774,6 +791,8 @@ static const char *const builtin_yaml[] = {
     "argv: [grep, -E, -r, -n, '[-i {ignore_case}]', -e, '{pattern}', --, '{path}']\n"
     "exit_codes: {2: usage}\n",
 
+    /* Written by a shell inside the sandbox, not by aos-tool: a symlink planted in the
+     * workspace then resolves in the sandbox's root, where nothing outside is writable. */
     "name: write_file\n"
     "summary: write text to a file in the workspace\n"
     "args:\n"
@@ -783,7 +802,8 @@ static const char *const builtin_yaml[] = {
     "    content: {type: string, maxLength: 1048576}\n"
     "  required: [path, content]\n"
     "  additionalProperties: false\n"
-    "builtin: true\n",
+    "argv: [/bin/sh, -c, 'cat > \"$1\"', write_file, '{path}']\n"
+    "stdin: content\n",
 
     "name: http_get\n"
     "summary: fetch a URL over HTTP(S) (needs network)\n"

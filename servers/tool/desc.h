@@ -20,6 +20,7 @@
  *   limits: {time_ms: 30000, output_bytes: 1048576, memory_mb: 512, processes: 64}
  *   network: false
  *   builtin: false                  # true: aos-tool runs it itself, argv must be absent
+ *   stdin: content                  # a string argument fed on stdin instead of argv
  *
  * argv syntax. Each list item is one template; "{name}" is replaced by argument name's
  * value, and the item stays ONE argv element whatever the value holds (spaces, ";",
@@ -71,6 +72,8 @@ const jschema *desc_output_validator(const desc *d); /* NULL: none */
 desc_limits desc_get_limits(const desc *d);
 int desc_network(const desc *d);
 int desc_builtin(const desc *d);
+/* The string argument the tool reads on stdin (descriptor key "stdin"), NULL: none. */
+const char *desc_stdin_arg(const desc *d);
 /* The aos error an exit code stands for, or AOS_OK when it is the tool's own result. */
 aos_err desc_exit_error(const desc *d, int code);
 

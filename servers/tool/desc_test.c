@@ -50,7 +50,10 @@ static void test_builtins(void **state)
     const char *names[] = {"sh", "cat", "ls", "grep", "write_file", "http_get"};
     for (size_t i = 0; i < 6; i++)
         assert_non_null(builtin(all, n, names[i]));
-    assert_true(desc_builtin(builtin(all, n, "write_file")));
+    /* write_file runs in the sandbox too: its content comes on stdin */
+    assert_false(desc_builtin(builtin(all, n, "write_file")));
+    assert_string_equal(desc_stdin_arg(builtin(all, n, "write_file")), "content");
+    assert_null(desc_stdin_arg(builtin(all, n, "cat")));
     assert_false(desc_builtin(builtin(all, n, "cat")));
     assert_true(desc_network(builtin(all, n, "http_get")));
     assert_false(desc_network(builtin(all, n, "sh")));
@@ -61,7 +64,12 @@ static void test_builtins(void **state)
     char **argv = NULL;
     json_t *a = json_pack("{s:s,s:s}", "path", "x", "content", "y");
     assert_int_equal(desc_argv(builtin(all, n, "write_file"), a, &argv, why, sizeof why),
-                     AOS_ERR_USAGE);
+                     AOS_OK);
+    /* the content is not on the command line, the path is one element of its own */
+    assert_string_equal(argv[0], "/bin/sh");
+    assert_string_equal(argv[4], "x");
+    assert_null(argv[5]);
+    desc_argv_free(argv);
     json_decref(a);
     desc_free_all(all, n);
 }

@@ -83,6 +83,7 @@ extern const ctl_group ctl_group_storage;  /* kv, queue, checkpoint */
 extern const ctl_group ctl_group_config;   /* config check */
 extern const ctl_group ctl_group_llm;      /* llm providers|test|usage */
 extern const ctl_group ctl_group_audit;    /* audit verify|head|prove|check-proof|tail */
+extern const ctl_group ctl_group_tool;     /* tools [show], tool run */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */
@@ -118,6 +119,10 @@ int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...) __attribute__((format(pr
  * falls on a character boundary. At most max characters (0: no limit); *cut (may be NULL)
  * says whether anything was left out. */
 void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut);
+/* Fails with the reply's status and message, and releases the reply. */
+int ctl_fail_reply(ctl_ctx *c, aos_reply *r);
+/* An agent argument: the charset aosd enforces, checked before any call (a ctl_check_fn). */
+int ctl_check_agent(const char *val, char *why, size_t whylen);
 /* Print doc as the one JSON document (takes the reference) and return 0. */
 int ctl_print_json(ctl_ctx *c, json_t *doc);
 /* Call method through aosd, encoding req (may be NULL) as the payload, acting for agent

@@ -51,13 +51,6 @@
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static int fail_reply(ctl_ctx *c, aos_reply *r)
-{
-    int rc = ctl_fail(c, r->status, "%s", r->error);
-    aos_reply_clear(r);
-    return rc;
-}
-
 static int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')
@@ -142,15 +135,6 @@ static int check_trace(const char *val, char *why, size_t whylen)
         return 0;
     snprintf(why, whylen, "--trace wants a trace id of %u hex digits, not \"%.100s\"",
              2 * AUDIT_TRACE_LEN, val);
-    return -1;
-}
-
-static int check_agent(const char *val, char *why, size_t whylen)
-{
-    if (aos_agent_id_valid(val, strlen(val)))
-        return 0;
-    snprintf(why, whylen, "\"%.100s\" is not an agent id (1 to %d of A-Z a-z 0-9 _ . : -)",
-             val, AOS_AGENT_ID_MAX);
     return -1;
 }
 
@@ -364,7 +348,7 @@ static int cmd_verify(ctl_ctx *c, const ctl_vals *v)
     Aos__Audit__VerifyRequest q = AOS__AUDIT__VERIFY_REQUEST__INIT;
     aos_reply r;
     if (ctl_call(c, NULL, "audit.verify", &q.base, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__Audit__Finding *f = aos__audit__finding__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     if (!f)
@@ -442,7 +426,7 @@ static int cmd_head(ctl_ctx *c, const ctl_vals *v)
     q.sign_now = ctl_given(v, "--sign-now");
     aos_reply r;
     if (ctl_call(c, NULL, "audit.head", &q.base, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__Audit__Head *w = aos__audit__head__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     audit_sth h;
@@ -545,7 +529,7 @@ static int cmd_prove(ctl_ctx *c, const ctl_vals *v)
                         ": a tree of that size does not hold the record", q.tree_size, q.seq);
     aos_reply r;
     if (ctl_call(c, NULL, "audit.prove", &q.base, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__Audit__Proof *w = aos__audit__proof__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     aproof p;
@@ -1063,7 +1047,7 @@ static const ctl_arg tail_args[] = {
      .summary = "keep printing records as they are appended (every 500 ms) until SIGINT or "
                 "SIGTERM"},
     {.name = "--agent", .value = "A", .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
-     .check = check_agent, .summary = "only this agent's records"},
+     .check = ctl_check_agent, .summary = "only this agent's records"},
     {.name = "--run", .value = "R", .check = check_run, .summary = "only this run's records"},
     {.name = "--trace", .value = "HEX32", .pattern = "^[0-9a-fA-F]{32}$",
      .check = check_trace, .summary = "only this trace's records"},

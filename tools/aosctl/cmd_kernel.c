@@ -42,14 +42,6 @@ static void human_ms(uint64_t ms, char *out, size_t cap)
         snprintf(out, cap, "%" PRIu64 "d%02" PRIu64 "h", s / 86400, s / 3600 % 24);
 }
 
-/* Fails with the reply's status and message, and releases the reply. */
-static int fail_reply(ctl_ctx *c, aos_reply *r)
-{
-    int rc = ctl_fail(c, r->status, "%s", r->error);
-    aos_reply_clear(r);
-    return rc;
-}
-
 /* ---- status --------------------------------------------------------------------- */
 
 #define STATUS_COLS 8
@@ -233,7 +225,7 @@ static int cmd_status(ctl_ctx *c, const ctl_vals *v)
     (void)v;
     aos_reply r;
     if (ctl_call(c, NULL, "kernel.status", NULL, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__StatusReply *s = aos__status_reply__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     if (!s)
@@ -269,7 +261,7 @@ static int server_op(ctl_ctx *c, const ctl_vals *v, const char *op, int allow_pg
     req.name = (char *)name;
     aos_reply r;
     if (ctl_call(c, NULL, method, &req.base, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     aos_reply_clear(&r);
     if (c->json)
         return ctl_print_json(c, json_pack("{s:s,s:s,s:b}", "server", name, "action", op,
@@ -297,7 +289,7 @@ static int cmd_stats(ctl_ctx *c, const ctl_vals *v)
     snprintf(method, sizeof method, "%s.stats", name);
     aos_reply r;
     if (ctl_call(c, NULL, method, NULL, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__StatsReply *s = aos__stats_reply__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     if (!s || !aos_pb_strings_valid(&s->base)) {
@@ -384,7 +376,7 @@ static int cmd_ping(ctl_ctx *c, const ctl_vals *v)
     memset(&r, 0, sizeof r);
     /* connect first, so the first ping's time is a round trip and not a dial */
     if (ctl_connect(c, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     uint64_t *lat = malloc((size_t)n * sizeof *lat);
     if (!lat)
         return ctl_fail(c, AOS_ERR_NOMEM, "no memory for %u latencies", n);

@@ -20,13 +20,6 @@
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static int fail_reply(ctl_ctx *c, aos_reply *r)
-{
-    int rc = ctl_fail(c, r->status, "%s", r->error);
-    aos_reply_clear(r);
-    return rc;
-}
-
 static int bytes_ok(ProtobufCBinaryData b)
 {
     return aos_utf8_valid(b.data, b.len);
@@ -144,7 +137,7 @@ static int get_providers(ctl_ctx *c, Aos__Llm__ProvidersReply **out)
     aos_reply r;
     *out = NULL;
     if (ctl_call(c, NULL, "llm.providers", NULL, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__Llm__ProvidersReply *p =
         aos__llm__providers_reply__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
@@ -631,7 +624,7 @@ static int cmd_test(ctl_ctx *c, const ctl_vals *v)
     memset(&r, 0, sizeof r);
     if (ctl_connect(c, &r) != AOS_OK) {
         free(buf);
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     }
     stream_st st = {.human = !c->json};
     aos_call_opts o = {.timeout_ms = c->timeout_ms};
@@ -653,7 +646,7 @@ static int cmd_test(ctl_ctx *c, const ctl_vals *v)
             aos_reply_clear(&r);
             return rc;
         }
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     }
     uint32_t parts = r.parts;
     Aos__Llm__ChatReply *cr = aos__llm__chat_reply__unpack(NULL, r.payload_len, r.payload);
@@ -762,15 +755,6 @@ static int check_since(const char *val, char *why, size_t whylen)
     return parse_since(val, now_ms(), &ms, why, whylen);
 }
 
-static int check_agent(const char *agent, char *why, size_t whylen)
-{
-    if (aos_agent_id_valid(agent, strlen(agent)))
-        return 0;
-    snprintf(why, whylen, "\"%.100s\" is not an agent id (1 to %d of A-Z a-z 0-9 _ . : -)",
-             agent, AOS_AGENT_ID_MAX);
-    return -1;
-}
-
 /* The sums of the rows; each row fits int64 (checked), the sums are checked too. */
 typedef struct usage_sum {
     uint64_t v[8]; /* calls failed resent in out cache_r cache_w cost */
@@ -851,7 +835,7 @@ static int cmd_usage(ctl_ctx *c, const ctl_vals *v)
         q.agent = (ProtobufCBinaryData){strlen(agent), (uint8_t *)agent};
     aos_reply r;
     if (ctl_call(c, NULL, "llm.usage", &q.base, &r) != AOS_OK)
-        return fail_reply(c, &r);
+        return ctl_fail_reply(c, &r);
     Aos__Llm__UsageReply *u = aos__llm__usage_reply__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
     if (!u)
@@ -985,7 +969,7 @@ static const ctl_arg test_args[] = {
 };
 static const ctl_arg usage_args[] = {
     {.name = "--agent", .value = "A", .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
-     .check = check_agent, .summary = "only this agent's calls"},
+     .check = ctl_check_agent, .summary = "only this agent's calls"},
     {.name = "--since", .value = "T",
      .pattern = "^([0-9]{1,19}|[0-9]{1,9}[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
                 "(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?Z?)$",

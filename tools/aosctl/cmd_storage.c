@@ -17,16 +17,6 @@
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-/* The agent argument: the same charset aosd enforces, checked before any call. */
-static int check_agent(const char *agent, char *why, size_t whylen)
-{
-    if (aos_agent_id_valid(agent, strlen(agent)))
-        return 0;
-    snprintf(why, whylen, "\"%s\" is not an agent id (1 to %d of A-Z a-z 0-9 _ . : -)", agent,
-             AOS_AGENT_ID_MAX);
-    return -1;
-}
-
 static int unhex(const char *s, uint8_t *out, size_t n);
 
 static int check_receipt(const char *val, char *why, size_t whylen)
@@ -551,7 +541,7 @@ static const char ck_ls_out[] = SCHEMA
  * usage line does. */
 #define A_AGENT                                                                            \
     {.name = "AGENT", .required = 1, .pattern = "^[A-Za-z0-9_.:-]{1,64}$",                 \
-     .check = check_agent, .summary = "the agent whose namespace to use"}
+     .check = ctl_check_agent, .summary = "the agent whose namespace to use"}
 #define A_KEY                                                                              \
     {.name = "KEY", .required = 1, .summary = "UTF-8 without control characters, at most " \
      "512 bytes"}
@@ -597,7 +587,7 @@ static const ctl_arg q_send_args[] = {
     F_INT("--delay", "MS", 0, INT64_MAX, "0", "invisible for MS milliseconds first"),
     F_INT("--max-tries", "N", 1, 1000, "5", "deliveries before it moves to QUEUE.dead"),
     {.name = "--to", .value = "AGENT", .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
-     .check = check_agent,
+     .check = ctl_check_agent,
      .summary = "mail: into that agent's queue inbox (QUEUE must be inbox)"},
 };
 static const ctl_arg q_recv_args[] = {

@@ -24,6 +24,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_config,
     &ctl_group_llm,
     &ctl_group_audit,
+    &ctl_group_tool,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
@@ -103,6 +104,22 @@ static int emit_error_json(int err, const char *msg)
     fputc('\n', stdout);
     free(s);
     return 0;
+}
+
+int ctl_fail_reply(ctl_ctx *c, aos_reply *r)
+{
+    int rc = ctl_fail(c, r->status, "%s", r->error);
+    aos_reply_clear(r);
+    return rc;
+}
+
+int ctl_check_agent(const char *val, char *why, size_t whylen)
+{
+    if (aos_agent_id_valid(val, strlen(val)))
+        return 0;
+    snprintf(why, whylen, "\"%.100s\" is not an agent id (1 to %d of A-Z a-z 0-9 _ . : -)",
+             val, AOS_AGENT_ID_MAX);
+    return -1;
 }
 
 int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...)

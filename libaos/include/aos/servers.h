@@ -8,13 +8,14 @@
 #define AOS_SRV_CGROUP 2u /* a delegated cgroup subtree (aos-tool puts each run in one) */
 #define AOS_SRV_DIR 4u    /* a directory of its own, DATA/<name>, 0700, its uid's alone
                            * (aos-audit keeps its signing key and heads file there) */
+#define AOS_SRV_WORKSPACES 8u /* DATA/workspaces/<agent>, the agents' working directories */
 
 /* X(name, flags) for each server, in start order (stop order is the reverse). The name
  * is a bare word: "aos-" #name is its binary and OS account, "aos_" #name its role. */
 #define AOS_SERVERS(X)            \
     X(memory, AOS_SRV_DB)         \
     X(storage, AOS_SRV_DB)        \
-    X(tool, AOS_SRV_CGROUP)       \
+    X(tool, AOS_SRV_CGROUP | AOS_SRV_DIR | AOS_SRV_WORKSPACES) \
     X(llm, AOS_SRV_DB)            \
     X(audit, AOS_SRV_DB | AOS_SRV_DIR)
 
