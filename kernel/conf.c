@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "aos/envelope.h"
 #include "aos/readall.h"
 #include "aos/yjson.h"
 
@@ -38,6 +39,7 @@ struct conf {
     int from_file;
     conf_kernel k;
     Aos__Llm__Config *llm;
+    Aos__Tool__Config *tool;   /* NULL: no tools: section */
     char **warn;
     size_t nwarn;
 };
@@ -1128,14 +1130,215 @@ static aos_err builtin_llm(ctx *x, Aos__Llm__Config *cfg)
     return set_cstr(&cfg->default_model, "sim/sim-1") ? nomem(x) : AOS_OK;
 }
 
+/* ---- tools: aos-tool's MCP servers and secrets ------------------------------------------ */
+
+#define MCP_MAX 16u
+#define MCP_ARGS_MAX 64u
+#define MCP_ENV_MAX 32u
+#define MCP_PATHS_MAX 6u
+#define SECRETS_MAX 32u
+#define SECRET_MAX (8u << 10)
+
+static int word_ok(const char *s, const char *first, const char *rest, size_t max)
+{
+    size_t n = strlen(s);
+    if (!n || n > max || !strchr(first, s[0]))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!strchr(rest, s[i]))
+            return 0;
+    return 1;
+}
+#define LOWER "abcdefghijklmnopqrstuvwxyz"
+#define UPPER "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#define DIGIT "0123456789"
+
+/* A sequence of strings into arr (each checked by ok when given, else one line of at most
+ * max bytes). */
+static aos_err str_list(ctx *x, const yaml_node_t *n, const char *where, size_t maxn,
+                        size_t max, int (*ok)(const char *), const char *okwhat,
+                        ProtobufCBinaryData **arr, size_t *cnt)
+{
+    char wi[WHERE_MAX];
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(x, n, where, "expects a sequence of strings");
+    if (seq_len(n) > maxn)
+        return fail_big(x, n, where, "%zu items, more than %zu", seq_len(n), maxn);
+    *arr = calloc(seq_len(n) ? seq_len(n) : 1, sizeof **arr);
+    if (!*arr)
+        return nomem(x);
+    for (size_t i = 0; i < seq_len(n); i++) {
+        const yaml_node_t *v = seq_at(x, n, i);
+        const char *str;
+        aos_err rc = get_str(x, v, item(wi, where, i), max, &str);
+        if (rc)
+            return rc;
+        if (ok && !ok(str))
+            return fail(x, v, wi, "expects %s", okwhat);
+        if (set_cstr(&(*arr)[i], str))
+            return nomem(x);
+        (*cnt)++;
+    }
+    return AOS_OK;
+}
+
+static int abs_path_ok(const char *s) { return s[0] == '/' && !strstr(s, "/../"); }
+static int env_ok(const char *s)
+{
+    const char *eq = strchr(s, '=');
+    if (!eq || eq == s || (size_t)(eq - s) > 64)
+        return 0;
+    for (const char *p = s; p < eq; p++)
+        if (!strchr(UPPER LOWER DIGIT "_", *p))
+            return 0;
+    return 1;
+}
+static int agent_word_ok(const char *s) { return aos_agent_id_valid(s, strlen(s)); }
+static int tool_word_ok(const char *s)
+{
+    return word_ok(s, LOWER, LOWER DIGIT "_.-", 127);
+}
+
+static aos_err mcp_server(ctx *x, const yaml_node_t *n, const char *where,
+                          Aos__Tool__Config *cfg)
+{
+    static const char *const names[] = {"name", "command", "args", "env", "network", "paths",
+                                        "time_ms", NULL};
+    const yaml_node_t *v[7];
+    char w[WHERE_MAX];
+    aos_err rc = keys(x, n, where, names, v);
+    if (rc)
+        return rc;
+    Aos__Tool__McpServer *m = NEW(Aos__Tool__McpServer, AOS__TOOL__MCP_SERVER__INIT);
+    if (!m || append((void ***)&cfg->mcp, &cfg->n_mcp, m)) {
+        free(m);
+        return nomem(x);
+    }
+    const char *str;
+    if (!v[0] || !v[1])
+        return fail(x, n, where, "an MCP server needs name and command");
+    if ((rc = get_str(x, v[0], sub(w, where, "name"), 32, &str)))
+        return rc;
+    if (!word_ok(str, LOWER, LOWER DIGIT "_-", 32))
+        return fail(x, v[0], w, "a name is [a-z][a-z0-9_-]{0,31}: its tools are "
+                    "mcp.<name>.<tool>");
+    for (size_t i = 0; i + 1 < cfg->n_mcp; i++)
+        if (!strcmp((const char *)cfg->mcp[i]->name.data, str))
+            return fail(x, v[0], w, "two MCP servers are named %s", str);
+    if (set_cstr(&m->name, str))
+        return nomem(x);
+    char path[CONF_PATH_MAX];
+    if ((rc = get_path(x, v[1], sub(w, where, "command"), path, sizeof path)))
+        return rc;
+    if (set_cstr(&m->command, path))
+        return nomem(x);
+    if (v[2] && (rc = str_list(x, v[2], sub(w, where, "args"), MCP_ARGS_MAX, 4096, NULL, NULL,
+                               &m->args, &m->n_args)))
+        return rc;
+    if (v[3] && (rc = str_list(x, v[3], sub(w, where, "env"), MCP_ENV_MAX, 4096, env_ok,
+                               "NAME=value strings", &m->env, &m->n_env)))
+        return rc;
+    int b;
+    if (v[4]) {
+        if ((rc = get_bool(x, v[4], sub(w, where, "network"), &b)))
+            return rc;
+        m->network = b;
+    }
+    if (v[5] && (rc = str_list(x, v[5], sub(w, where, "paths"), MCP_PATHS_MAX, CONF_PATH_MAX - 1,
+                               abs_path_ok, "absolute paths (bound read-only)", &m->paths,
+                               &m->n_paths)))
+        return rc;
+    if (v[6]) {
+        uint64_t u;
+        if ((rc = get_uint(x, v[6], sub(w, where, "time_ms"), 100, 3600000, &u)))
+            return rc;
+        m->time_ms = (uint32_t)u;
+    }
+    return AOS_OK;
+}
+
+/* A secret's value comes from aosd's environment; it is never put in a message. */
+static aos_err secret(ctx *x, const yaml_node_t *n, const char *where, Aos__Tool__Config *cfg)
+{
+    static const char *const names[] = {"name", "env", "agents", "tools", NULL};
+    const yaml_node_t *v[4];
+    char w[WHERE_MAX];
+    aos_err rc = keys(x, n, where, names, v);
+    if (rc)
+        return rc;
+    if (!v[0] || !v[1] || !v[2] || !v[3])
+        return fail(x, n, where, "a secret needs name, env, agents and tools");
+    Aos__Tool__Secret *sc = NEW(Aos__Tool__Secret, AOS__TOOL__SECRET__INIT);
+    if (!sc || append((void ***)&cfg->secrets, &cfg->n_secrets, sc)) {
+        free(sc);
+        return nomem(x);
+    }
+    const char *name, *var;
+    if ((rc = get_str(x, v[0], sub(w, where, "name"), 64, &name)))
+        return rc;
+    if (!word_ok(name, UPPER "_", UPPER DIGIT "_", 64))
+        return fail(x, v[0], w, "the variable's name in the sandbox is [A-Z_][A-Z0-9_]{0,63}");
+    if ((rc = get_str(x, v[1], sub(w, where, "env"), 64, &var)))
+        return rc;
+    if (!word_ok(var, UPPER LOWER "_", UPPER LOWER DIGIT "_", 64))
+        return fail(x, v[1], w, "an environment variable's name");
+    if (set_cstr(&sc->name, name))
+        return nomem(x);
+    if ((rc = str_list(x, v[2], sub(w, where, "agents"), 256, AOS_AGENT_ID_MAX, agent_word_ok,
+                       "agent ids", &sc->agents, &sc->n_agents)) ||
+        (rc = str_list(x, v[3], sub(w, where, "tools"), 256, 127, tool_word_ok,
+                       "tool names (mcp.<server> for an MCP server)", &sc->tools,
+                       &sc->n_tools)))
+        return rc;
+    const char *val = getenv(var);
+    if (!val || !val[0])
+        return add_warning(x, "$%s is not set: secret %s reaches no tool", var, name);
+    size_t len = strlen(val);
+    if (len > SECRET_MAX)
+        return fail(x, v[1], w, "the value of $%s is %zu bytes, more than %u", var, len,
+                    SECRET_MAX);
+    return set_bytes(&sc->value, val, len) ? nomem(x) : AOS_OK;
+}
+
+static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cfg)
+{
+    static const char *const names[] = {"mcp", "secrets", NULL};
+    const yaml_node_t *v[2];
+    char wi[WHERE_MAX];
+    aos_err rc = keys(x, n, "tools", names, v);
+    if (rc)
+        return rc;
+    if (v[0]) {
+        if (v[0]->type != YAML_SEQUENCE_NODE)
+            return fail(x, v[0], "tools.mcp", "expects a sequence of MCP servers");
+        if (seq_len(v[0]) > MCP_MAX)
+            return fail_big(x, v[0], "tools.mcp", "%zu servers, more than %u", seq_len(v[0]),
+                            MCP_MAX);
+        for (size_t i = 0; i < seq_len(v[0]); i++)
+            if ((rc = mcp_server(x, seq_at(x, v[0], i), item(wi, "tools.mcp", i), cfg)))
+                return rc;
+    }
+    if (v[1]) {
+        if (v[1]->type != YAML_SEQUENCE_NODE)
+            return fail(x, v[1], "tools.secrets", "expects a sequence of secrets");
+        if (seq_len(v[1]) > SECRETS_MAX)
+            return fail_big(x, v[1], "tools.secrets", "%zu secrets, more than %u",
+                            seq_len(v[1]), SECRETS_MAX);
+        for (size_t i = 0; i < seq_len(v[1]); i++)
+            if ((rc = secret(x, seq_at(x, v[1], i), item(wi, "tools.secrets", i), cfg)))
+                return rc;
+    }
+    return AOS_OK;
+}
+
 /* ---- the kernel's keys ------------------------------------------------------------------ */
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
-       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LLM, K_N };
+       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LLM, K_TOOLS, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
-                                        "log", "audit_fail_open", "llm", NULL};
+                                        "log", "audit_fail_open", "llm", "tools", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
@@ -1302,6 +1505,12 @@ aos_err conf_load(const char *path, int path_given, conf **out, char *why, size_
             goto out;
     }
     rc = v[K_LLM] ? llm_section(&x, v[K_LLM], c->llm) : builtin_llm(&x, c->llm);
+    if (!rc && v[K_TOOLS]) {
+        if (!(c->tool = NEW(Aos__Tool__Config, AOS__TOOL__CONFIG__INIT)))
+            rc = nomem(&x);
+        else
+            rc = tools_section(&x, v[K_TOOLS], c->tool);
+    }
     /* several sim scripts of a MiB each could outgrow what aos-llm reads: say so now */
     size_t packed = rc ? 0 : aos__llm__config__get_packed_size(c->llm);
     if (packed > CONF_LLM_PACKED_MAX) {
@@ -1334,11 +1543,36 @@ void conf_free(conf *c)
                                c->llm->providers[i]->api_key.len);
         protobuf_c_message_free_unpacked(&c->llm->base, NULL);
     }
+    if (c->tool) {
+        for (size_t i = 0; i < c->tool->n_secrets; i++)
+            if (c->tool->secrets[i]->value.data)
+                explicit_bzero(c->tool->secrets[i]->value.data, c->tool->secrets[i]->value.len);
+        protobuf_c_message_free_unpacked(&c->tool->base, NULL);
+    }
     for (size_t i = 0; i < c->nwarn; i++)
         free(c->warn[i]);
     free(c->warn);
     free(c->path);
     free(c);
+}
+
+uint8_t *conf_tool_packed(const conf *c, size_t *len)
+{
+    *len = 0;
+    if (!c->tool)
+        return NULL;
+    size_t n = aos__tool__config__get_packed_size(c->tool);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) {
+        aos__tool__config__pack(c->tool, buf);
+        *len = n;
+    }
+    return buf;
+}
+
+const Aos__Tool__Config *conf_tool(const conf *c)
+{
+    return c->tool;
 }
 
 const char *conf_path(const conf *c)

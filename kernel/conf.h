@@ -8,6 +8,7 @@
 
 #include "aos/err.h"
 #include "llm.pb-c.h"
+#include "tool.pb-c.h"
 
 #define CONF_FILE_MAX (1u << 20)   /* aos.yaml and a sim script, each */
 #define CONF_PROVIDERS_MAX 64u
@@ -66,6 +67,11 @@ const conf_kernel *conf_kernel_settings(const conf *c);
  * and at least one model, a sim one has sim; 0 and empty fields are the proto's defaults.
  * Here (not once unpacked) the bytes fields are also NUL-terminated. */
 const Aos__Llm__Config *conf_llm(const conf *c);
+/* The tools: section (MCP servers, secrets with their values read from aosd's
+ * environment), NULL when the file has none; owned by c. conf_tool_packed gives it packed
+ * for aos-tool's fd: malloc'd, the caller bzeroes (secrets) and frees it; NULL when none. */
+const Aos__Tool__Config *conf_tool(const conf *c);
+uint8_t *conf_tool_packed(const conf *c, size_t *len);
 /* What the load found worth saying but not refusing ("$OPENAI_API_KEY is not set ..."),
  * owned by c; i < conf_nwarnings. */
 size_t conf_nwarnings(const conf *c);

@@ -641,9 +641,70 @@ static int teardown(void **st)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* tools: MCP servers and secrets (the value from aosd's environment, never in a message) */
+static void test_tools_section(void **state)
+{
+    (void)state;
+    conf *c = NULL;
+    char why[1024];
+    setenv("AOS_TEST_TOOL_SECRET", "s3cr3t-value", 1);
+    const char *tgood = "tools:\n"
+                       "  mcp:\n"
+                       "    - {name: ev, command: /usr/bin/node, args: [a.js, stdio],\n"
+                       "       env: [\"A=1\"], paths: [/opt/x], time_ms: 5000}\n"
+                       "  secrets:\n"
+                       "    - {name: GH_TOKEN, env: AOS_TEST_TOOL_SECRET, agents: [alice],\n"
+                       "       tools: [sh, mcp.ev]}\n"
+                       "    - {name: UNSET, env: AOS_TEST_TOOL_UNSET, agents: [bob], tools: [sh]}\n";
+    unsetenv("AOS_TEST_TOOL_UNSET");
+    assert_int_equal(load_text(tgood, &c, why, sizeof why), AOS_OK);
+    const Aos__Tool__Config *t = conf_tool(c);
+    assert_non_null(t);
+    assert_int_equal(t->n_mcp, 1);
+    assert_string_equal((const char *)t->mcp[0]->name.data, "ev");
+    assert_int_equal(t->mcp[0]->n_args, 2);
+    assert_int_equal(t->mcp[0]->time_ms, 5000);
+    assert_int_equal(t->n_secrets, 2);
+    assert_string_equal((const char *)t->secrets[0]->value.data, "s3cr3t-value");
+    assert_int_equal(t->secrets[1]->value.len, 0);
+    assert_int_equal(conf_nwarnings(c), 1);
+    assert_null(strstr(conf_warning(c, 0), "s3cr3t"));
+    size_t len = 0;
+    uint8_t *p = conf_tool_packed(c, &len);
+    assert_non_null(p);
+    Aos__Tool__Config *u = aos__tool__config__unpack(NULL, len, p);
+    assert_non_null(u);
+    assert_int_equal(u->n_secrets, 2);
+    aos__tool__config__free_unpacked(u, NULL);
+    free(p);
+    conf_free(c);
+    static const char *const tbads[] = {
+        "tools: {mcp: [{name: Bad, command: /x}]}\n",
+        "tools: {mcp: [{name: a, command: /x}, {name: a, command: /y}]}\n",
+        "tools: {mcp: [{name: a}]}\n",
+        "tools: {mcp: [{name: a, command: /x, env: [NOEQUALS]}]}\n",
+        "tools: {mcp: [{name: a, command: /x, paths: [relative]}]}\n",
+        "tools: {secrets: [{name: lower, env: X, agents: [a], tools: [sh]}]}\n",
+        "tools: {secrets: [{name: X, env: X, agents: [\"a/b\"], tools: [sh]}]}\n",
+        "tools: {secrets: [{name: X, env: X, agents: [a]}]}\n",
+        "tools: {mcpp: []}\n",
+    };
+    for (size_t i = 0; i < sizeof tbads / sizeof tbads[0]; i++) {
+        c = NULL;
+        if (load_text(tbads[i], &c, why, sizeof why) == AOS_OK)
+            fail_msg("accepted: %s", tbads[i]);
+        assert_null(strstr(why, "s3cr3t"));
+    }
+    /* the example's tools: section parses as it is */
+    assert_int_equal(load_text("tools: {mcp: [], secrets: []}\n", &c, why, sizeof why), AOS_OK);
+    assert_non_null(conf_tool(c));
+    conf_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tools_section),
         cmocka_unit_test(a_good_file_round_trips_into_the_protobuf),
         cmocka_unit_test(every_bad_file_is_refused_with_its_line_and_column),
         cmocka_unit_test(the_caps_are_enforced),

@@ -261,8 +261,13 @@ static int llm_config_fd(void)
  * new ones, with aos.yaml's MCP servers and secrets. */
 static int tool_config_fd(void)
 {
-    size_t len = 0;
-    uint8_t *buf = toolcfg_pack(dd->dir, NULL, 0, &len);
+    size_t extra_len = 0, len = 0;
+    uint8_t *extra = cfg->cf ? conf_tool_packed(cfg->cf, &extra_len) : NULL;
+    uint8_t *buf = toolcfg_pack(dd->dir, extra, extra_len, &len);
+    if (extra) {
+        explicit_bzero(extra, extra_len);
+        free(extra);
+    }
     if (!buf)
         return -1;
     int fd = sealed_fd("aos-tool-config", buf, len);

@@ -190,6 +190,7 @@ const char *srv_name(srv *s) { return s->def->name; }
 const char *srv_pg_dsn(srv *s) { return s->pg_dsn; }
 const char *srv_dir(srv *s) { return s->own_dir; }
 const char *srv_workspaces(srv *s) { return s->workspaces; }
+int srv_test_hooks(srv *s) { return s->test_hooks; }
 const uint8_t *srv_config(srv *s, size_t *len)
 {
     *len = s->config_len;

@@ -92,6 +92,8 @@ const char *srv_dir(srv *s);
 /* The agents' workspaces (DATA/workspaces, 0700, its uid's alone, writable in its
  * sandbox), for a server aosd gives them (AOS_SRV_WORKSPACES); else NULL. */
 const char *srv_workspaces(srv *s);
+/* 1 when aosd started the server with --test-hooks (tests and benchmarks only). */
+int srv_test_hooks(srv *s);
 /* What aosd handed this server on --config-fd (its part of aos.yaml, packed as the
  * server's own protobuf message; it may hold secrets such as API keys): NULL and *len 0
  * when nothing came. Owned by the serve loop, valid for the process's life. */

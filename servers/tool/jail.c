@@ -2,6 +2,7 @@
  * program and rlimits go on top, and a cgroup of the run's own bounds pids and memory. */
 #include "jail.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -55,10 +56,15 @@ static const struct {
 };
 #define JAIL_NETC (sizeof jail_etc / sizeof jail_etc[0])
 
-/* The host's /etc files a program needs and that hold no secret: the loader's cache,
- * Debian's alternatives (awk, editor), CA certificates for https, the time zone. */
-static const char *const jail_etc_host[] = {"ld.so.cache", "alternatives", "ssl",
-                                            "ca-certificates", "localtime", NULL};
+/* What of the host's /etc a program needs and that holds no secret, copied into the
+ * generated one (a copy, so that the sandbox gets /etc in one bind: each bind costs a
+ * mount): the loader's cache, the time zone, Debian's alternatives (awk, editor: symlinks
+ * into /usr) and the CA certificates for https (symlinks into /usr/share and one bundle).
+ * Never /etc/ssl/private. */
+static const char *const jail_etc_files[] = {"ld.so.cache", "localtime", "ssl/openssl.cnf",
+                                             NULL};
+static const char *const jail_etc_dirs[] = {"alternatives", "ssl/certs", NULL};
+#define JAIL_ETC_COPY_MAX (4u << 20) /* bytes of one copied file */
 /* The top-level names a merged-/usr system makes symlinks into /usr. */
 static const char *const jail_top[] = {"bin", "sbin", "lib", "lib64", "lib32", "libx32",
                                        NULL};
@@ -203,29 +209,138 @@ static int jail_write_at(int dfd, const char *name, const char *text)
     return 0;
 }
 
+/* One file (a symlink stays a symlink) from the host's /etc into dfd, same name. */
+static int jail_copy_one(int src_dir, int dst_dir, const char *name)
+{
+    struct stat st;
+    if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW))
+        return errno == ENOENT ? 0 : -1;
+    if (S_ISLNK(st.st_mode)) {
+        char t[PATH_MAX];
+        ssize_t n = readlinkat(src_dir, name, t, sizeof t - 1);
+        if (n < 0)
+            return -1;
+        t[n] = 0;
+        return symlinkat(t, dst_dir, name);
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)JAIL_ETC_COPY_MAX)
+        return 0; /* nothing else belongs in a tool's /etc */
+    int in = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0)
+        return errno == EACCES ? 0 : -1; /* unreadable to us: private, not for tools */
+    size_t len = 0;
+    char *buf = aos_read_all(in, JAIL_ETC_COPY_MAX, &len);
+    close(in);
+    if (!buf)
+        return -1;
+    int out = openat(dst_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int rc = out < 0 || write(out, buf, len) != (ssize_t)len ? -1 : 0;
+    if (out >= 0)
+        close(out);
+    free(buf);
+    return rc;
+}
+
+/* rm -r of what jail_write_etc made (two levels of plain files, links and dirs). */
+static void jail_rm_tree(int parent, const char *name, int depth)
+{
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        DIR *d = fdopendir(fd);
+        if (!d) {
+            close(fd);
+        } else {
+            for (struct dirent *e; (e = readdir(d));) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                if (e->d_type == DT_DIR && depth < 4)
+                    jail_rm_tree(dirfd(d), e->d_name, depth + 1);
+                else
+                    unlinkat(dirfd(d), e->d_name, 0);
+            }
+            closedir(d);
+        }
+    }
+    unlinkat(parent, name, AT_REMOVEDIR);
+}
+
+/* The sandbox's /etc, built afresh at each aos-tool start in state/etc.new and then put
+ * in place of state/etc: the host's files may have changed since the last start. */
 static int jail_write_etc(jail *j, char *why, size_t whylen)
 {
-    char path[PATH_MAX + 8];
-    snprintf(path, sizeof path, "%s/etc", j->state);
-    if (mkdir(path, 0755) && errno != EEXIST) {
-        jail_say(why, whylen, "mkdir %s: %s", path, strerror(errno));
+    int sfd = open(j->state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sfd < 0) {
+        jail_say(why, whylen, "open %.200s: %s", j->state, strerror(errno));
         return -1;
     }
-    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
-        jail_say(why, whylen, "open %s: %s", path, strerror(errno));
-        return -1;
+    jail_rm_tree(sfd, "etc.new", 0);
+    jail_rm_tree(sfd, "etc.old", 0);
+    int rc = -1, dfd = -1, host = -1;
+    if (mkdirat(sfd, "etc.new", 0755) ||
+        (dfd = openat(sfd, "etc.new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+        jail_say(why, whylen, "making %.200s/etc.new: %s", j->state, strerror(errno));
+        goto out;
     }
     fchmod(dfd, 0755);
     for (size_t i = 0; i < JAIL_NETC; i++)
         if (jail_write_at(dfd, jail_etc[i].name, jail_etc[i].text)) {
-            jail_say(why, whylen, "writing %s/%s: %s", path, jail_etc[i].name,
-                     strerror(errno));
-            close(dfd);
-            return -1;
+            jail_say(why, whylen, "writing etc/%s: %s", jail_etc[i].name, strerror(errno));
+            goto out;
         }
-    close(dfd);
-    return 0;
+    if ((host = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        jail_say(why, whylen, "open /etc: %s", strerror(errno));
+        goto out;
+    }
+    if (mkdirat(dfd, "ssl", 0755)) {
+        jail_say(why, whylen, "mkdir etc/ssl: %s", strerror(errno));
+        goto out;
+    }
+    for (size_t i = 0; jail_etc_files[i]; i++)
+        if (jail_copy_one(host, dfd, jail_etc_files[i])) {
+            jail_say(why, whylen, "copying /etc/%s: %s", jail_etc_files[i], strerror(errno));
+            goto out;
+        }
+    for (size_t i = 0; jail_etc_dirs[i]; i++) {
+        int src = openat(host, jail_etc_dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (src < 0)
+            continue; /* not on this host */
+        int dst = mkdirat(dfd, jail_etc_dirs[i], 0755)
+                      ? -1
+                      : openat(dfd, jail_etc_dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = dst >= 0 ? fdopendir(src) : NULL;
+        int bad = !d;
+        for (struct dirent *e; d && !bad && (e = readdir(d));)
+            if (e->d_name[0] != '.' && jail_copy_one(src, dst, e->d_name))
+                bad = 1;
+        if (d)
+            closedir(d);
+        else
+            close(src);
+        if (dst >= 0)
+            close(dst);
+        if (bad) {
+            jail_say(why, whylen, "copying /etc/%s: %s", jail_etc_dirs[i], strerror(errno));
+            goto out;
+        }
+    }
+    jail_rm_tree(sfd, "etc.old", 0);
+    if (renameat(sfd, "etc", sfd, "etc.old") && errno != ENOENT) {
+        jail_say(why, whylen, "moving the old etc: %s", strerror(errno));
+        goto out;
+    }
+    if (renameat(sfd, "etc.new", sfd, "etc")) {
+        jail_say(why, whylen, "putting etc in place: %s", strerror(errno));
+        goto out;
+    }
+    jail_rm_tree(sfd, "etc.old", 0);
+    rc = 0;
+out:
+    if (dfd >= 0)
+        close(dfd);
+    if (host >= 0)
+        close(host);
+    close(sfd);
+    return rc;
 }
 
 /* A command run to completion with no output, for the probes: its exit status or -1. */
@@ -544,13 +659,11 @@ void jail_free(jail *j)
     if (!j)
         return;
     if (j->temp[0]) {
-        char p[PATH_MAX + 32];
-        for (size_t i = 0; i < JAIL_NETC; i++) {
-            snprintf(p, sizeof p, "%s/etc/%s", j->temp, jail_etc[i].name);
-            unlink(p);
+        int fd = open(j->temp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            jail_rm_tree(fd, "etc", 0);
+            close(fd);
         }
-        snprintf(p, sizeof p, "%s/etc", j->temp);
-        rmdir(p);
         rmdir(j->temp);
     }
     free(j->bpf);
@@ -723,9 +836,22 @@ static int jail_cg_make(jail *j, const jail_spec *s, int fds[2])
     return slot;
 }
 
+/* The run cgroup's peak memory (KiB), where the kernel keeps one. */
+static void jail_cg_peak(jail *j, int slot, uint64_t *peak_kb)
+{
+    if (slot < 0 || !j->cg_mem_on)
+        return;
+    const char *base = j->cg == CG_V2 ? j->cg_v2 : j->cg_mem;
+    char dir[PATH_MAX + 32], buf[64];
+    snprintf(dir, sizeof dir, "%s/run-%d", base, slot);
+    if (!jail_read_file(dir, j->cg == CG_V2 ? "memory.peak" : "memory.max_usage_in_bytes",
+                        buf, sizeof buf) && buf[0] >= '0' && buf[0] <= '9')
+        *peak_kb = strtoull(buf, NULL, 10) / 1024;
+}
+
 /* Every process left in a run's cgroup, killed (v2: cgroup.kill; v1: one by one, again
- * until none is left), and the cgroup removed; its peak memory read first. */
-static void jail_cg_free(jail *j, int slot, uint64_t *peak_kb)
+ * until none is left), and the cgroup removed. */
+static void jail_cg_free(jail *j, int slot)
 {
     if (slot < 0)
         return;
@@ -736,10 +862,6 @@ static void jail_cg_free(jail *j, int slot, uint64_t *peak_kb)
         if (!bases[h] || !bases[h][0])
             continue;
         snprintf(dir, sizeof dir, "%s/run-%d", bases[h], slot);
-        if (peak_kb && !jail_read_file(dir, j->cg == CG_V2 ? "memory.peak"
-                                                           : "memory.max_usage_in_bytes",
-                                       buf, sizeof buf) && buf[0] >= '0' && buf[0] <= '9')
-            *peak_kb = strtoull(buf, NULL, 10) / 1024;
         for (int round = 0; round < 50; round++) {
             if (j->cg == CG_V2)
                 jail_write_file(dir, "cgroup.kill", "1");
@@ -750,7 +872,8 @@ static void jail_cg_free(jail *j, int slot, uint64_t *peak_kb)
                 if (pid > 1)
                     kill((pid_t)pid, SIGKILL);
             }
-            usleep(2000);
+            /* the sandbox's last processes are usually still exiting: short naps first */
+            usleep(round < 10 ? 200 : 2000);
         }
         if (rmdir(dir) && errno != ENOENT)
             aos_warn("tool: cgroup %s stays: %s", dir, strerror(errno));
@@ -819,19 +942,9 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
             ja(&a, d);
         }
     }
-    ja(&a, "--dir");
+    ja(&a, "--ro-bind");
+    ja(&a, jfmt(&a, "%s/etc", j->state));
     ja(&a, "/etc");
-    for (size_t i = 0; i < JAIL_NETC; i++) {
-        ja(&a, "--ro-bind");
-        ja(&a, jfmt(&a, "%s/etc/%s", j->state, jail_etc[i].name));
-        ja(&a, jfmt(&a, "/etc/%s", jail_etc[i].name));
-    }
-    for (size_t i = 0; jail_etc_host[i]; i++) {
-        ja(&a, "--ro-bind-try");
-        const char *e = jfmt(&a, "/etc/%s", jail_etc_host[i]);
-        ja(&a, e);
-        ja(&a, e);
-    }
     ja(&a, "--proc");
     ja(&a, "/proc");
     ja(&a, "--dev");
@@ -874,10 +987,11 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         jail_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
-    for (size_t i = 0; i < a.n; i++)
-        argv[i] = (char *)a.v[i];
+    size_t skip = s->plain ? a.n : 0; /* plain: the tool's argv alone */
+    for (size_t i = skip; i < a.n; i++)
+        argv[i - skip] = (char *)a.v[i];
     for (size_t i = 0; i < nargs; i++)
-        argv[a.n + i] = s->argv[i];
+        argv[a.n - skip + i] = s->argv[i];
     /* A clean environment: nothing of aosd's or aos-tool's, only what a tool needs and
      * the secrets granted to this one. bubblewrap passes its own on to the tool. */
     char *envp[JAIL_ENV_MAX + 8];
@@ -911,7 +1025,7 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         jail_say(why, whylen, "/dev/null: %s", strerror(errno));
         goto fail;
     }
-    int slot = jail_cg_make(j, s, cgfd);
+    int slot = s->plain ? (cgfd[0] = cgfd[1] = -1) : jail_cg_make(j, s, cgfd);
     rlim_t as = (rlim_t)(s->memory_mb ? s->memory_mb : JAIL_DEF_MEMORY_MB) << 20;
     rlim_t cpu = s->cpu_s ? s->cpu_s : JAIL_DEF_CPU_S;
     rlim_t fsz = s->file_bytes ? s->file_bytes : JAIL_DEF_FILE_BYTES;
@@ -942,7 +1056,13 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         jail_rlimit(RLIMIT_NOFILE, JAIL_NOFILE);
         jail_rlimit(RLIMIT_CORE, 0);
         syscall(SYS_close_range, 4u, ~0u, 0u);
-        execve(JAIL_BWRAP, argv, envp);
+        if (s->plain) {
+            if (s->workspace && chdir(s->workspace))
+                _exit(126);
+            execvpe(argv[0], argv, envp);
+        } else {
+            execve(JAIL_BWRAP, argv, envp);
+        }
         _exit(127);
     }
     int spawn_errno = errno;
@@ -952,7 +1072,7 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     if (devnull >= 0)
         close(devnull);
     if (pid < 0) {
-        jail_cg_free(j, slot, NULL);
+        jail_cg_free(j, slot);
         jail_say(why, whylen, "vfork: %s", strerror(spawn_errno));
         goto fail;
     }
@@ -1018,14 +1138,19 @@ int jail_reap(jail *j, jail_proc *p, uint64_t *peak_kb)
             ;
     }
     uint64_t peak = (uint64_t)ru.ru_maxrss;
-    /* the sandbox's pid 1 dies with bwrap; anything that slipped out into the cgroup too */
-    jail_cg_free(j, p->cg, &peak);
+    jail_cg_peak(j, p->cg, &peak);
     if (peak_kb)
         *peak_kb = peak;
     if (p->pidfd >= 0)
         close(p->pidfd);
     p->pidfd = -1;
     p->pid = -1;
-    p->cg = -1;
     return st;
+}
+
+void jail_release(jail *j, jail_proc *p)
+{
+    /* the sandbox's pid 1 died with bwrap; anything that slipped out into the cgroup too */
+    jail_cg_free(j, p->cg);
+    p->cg = -1;
 }

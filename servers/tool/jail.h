@@ -33,6 +33,8 @@ typedef struct jail_spec {
     unsigned memory_mb, processes, cpu_s; /* 0: the defaults */
     uint64_t file_bytes;            /* RLIMIT_FSIZE; 0: the default */
     int want_stdin;                 /* give the run a pipe on stdin (else /dev/null) */
+    int plain;                      /* no sandbox at all: plain fork/exec in the workspace
+                                     * (the benchmarks' baseline; --test-hooks only) */
 } jail_spec;
 
 /* A started run. The fds are the caller's to read (stdout, stderr) and write (stdin, or
@@ -69,7 +71,10 @@ void jail_kill(jail *j, const jail_proc *p);
 
 /* Collects the exit (blocks only if it has not exited: call after pidfd is readable),
  * returns the wait status and the peak memory (KiB: the cgroup's peak where there is one,
- * else the largest process's maxrss) and frees its cgroup. Closes pidfd, not the pipes. */
+ * else the largest process's maxrss). Closes pidfd, not the pipes. */
 int jail_reap(jail *j, jail_proc *p, uint64_t *peak_kb);
+/* After jail_reap (and after the caller answered: it may take a few ms): kills whatever
+ * is left in the run's cgroup and removes it. */
+void jail_release(jail *j, jail_proc *p);
 
 #endif

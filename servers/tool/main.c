@@ -501,6 +501,13 @@ static void m_run(srv *s, srv_call *call)
     }
     if (!j->time_ms)
         j->time_ms = 1;
+    if (rr->test_plain && !srv_test_hooks(s)) {
+        e = AOS_ERR_REFUSED;
+        snprintf(why, sizeof why, "tool.run: test_plain (no sandbox) is for benchmarks: aosd "
+                 "must run with --test-hooks");
+        goto fail;
+    }
+    j->plain = rr->test_plain;
     j->call = call;
     j->d = d;
     snprintf(j->agent, sizeof j->agent, "%s", agent);

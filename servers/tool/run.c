@@ -399,7 +399,8 @@ static void start(runner *r, run *rn)
                     .memory_mb = lim.memory_mb,
                     .processes = lim.processes,
                     .cpu_s = j->time_ms / 1000 + 1,
-                    .want_stdin = j->in != NULL};
+                    .want_stdin = j->in != NULL,
+                    .plain = j->plain};
     char why[256];
     rn->start_us = mt_now_us();
     rn->deadline_us = rn->start_us + (uint64_t)j->time_ms * 1000u;
@@ -509,6 +510,7 @@ static int step(runner *r, run *rn, const struct pollfd *pf, uint64_t now)
     if (rn->p.in_fd >= 0)
         close(rn->p.in_fd);
     finish(r, rn, st, peak, AOS_OK, NULL);
+    jail_release(r->jl, &rn->p);
     free(rn->out.data);
     free(rn->err.data);
     run_job_free(rn->job);

@@ -27,6 +27,7 @@ typedef struct run_job {
     char *env[RUN_SECRETS_MAX + 1];      /* "NAME=value" of granted secrets */
     char *secret[RUN_SECRETS_MAX + 1];   /* their values, redacted from every output */
     unsigned time_ms;
+    int plain;                 /* the benchmarks' unsandboxed baseline */
     char agent[80];
     char rid[40];              /* the request id in hex, for the execution count */
 } run_job;

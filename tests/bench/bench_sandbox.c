@@ -1,0 +1,222 @@
+/* B6: what the tool sandbox costs. Spawn-to-exit of /bin/true in the full sandbox beside
+ * plain fork/exec and a bare bwrap, tool runs per second through aosd, catalogue tokens. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "jail.h"
+#include "tool.pb-c.h"
+
+extern char **environ;
+
+#define SPAWNS 200
+#define CALLERS 16
+#define RUNS_PER_CALLER 25
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_us(uint64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_u64);
+    return n ? (double)v[n / 2] / 1000.0 : 0.0;
+}
+
+/* One command to its exit: ns, or 0 when it failed. */
+static uint64_t spawn_wait(char *const argv[])
+{
+    uint64_t t0 = now_ns();
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ))
+        return 0;
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+        return 0;
+    return now_ns() - t0;
+}
+
+static uint64_t jail_once(jail *j)
+{
+    char *argv[] = {"/bin/true", NULL};
+    jail_spec sp = {.argv = argv};
+    jail_proc p;
+    char why[256];
+    uint64_t t0 = now_ns();
+    if (jail_spawn(j, &sp, &p, why, sizeof why)) {
+        fprintf(stderr, "jail_spawn: %s\n", why);
+        return 0;
+    }
+    struct pollfd q = {p.pidfd, POLLIN, 0};
+    while (p.pidfd >= 0 && poll(&q, 1, -1) < 0 && errno == EINTR)
+        ;
+    uint64_t peak;
+    int st = jail_reap(j, &p, &peak);
+    uint64_t t1 = now_ns(); /* a caller is answered here; the cgroup goes after */
+    jail_release(j, &p);
+    close(p.out_fd);
+    close(p.err_fd);
+    if (p.in_fd >= 0)
+        close(p.in_fd);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        return 0;
+    return t1 - t0;
+}
+
+static void spawn_figures(void)
+{
+    static uint64_t plain[SPAWNS], bare[SPAWNS], full[SPAWNS];
+    char *t[] = {"/bin/true", NULL};
+    char *b[] = {"/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/", "/", "/bin/true", NULL};
+    jail *j = NULL;
+    char why[256];
+    if (jail_open(NULL, &j, why, sizeof why) || !jail_ready(j, why, sizeof why)) {
+        printf("spawn: skipped: %s\n", why);
+        jail_free(j);
+        return;
+    }
+    /* interleaved, so that the machine's noise falls on all three alike */
+    size_t np = 0, nb = 0, nf = 0;
+    for (int i = 0; i < SPAWNS; i++) {
+        uint64_t v;
+        if ((v = spawn_wait(t)))
+            plain[np++] = v;
+        if ((v = spawn_wait(b)))
+            bare[nb++] = v;
+        if ((v = jail_once(j)))
+            full[nf++] = v;
+    }
+    jail_layer ls[JAIL_LAYERS_MAX];
+    size_t nl = jail_layers(j, ls);
+    printf("layers_on:");
+    for (size_t i = 0; i < nl; i++)
+        if (ls[i].on)
+            printf(" %s", ls[i].name);
+    printf("\nlayers_off:");
+    for (size_t i = 0; i < nl; i++)
+        if (!ls[i].on)
+            printf(" %s", ls[i].name);
+    printf("\n");
+    double mp = median_us(plain, np), mb = median_us(bare, nb), mf = median_us(full, nf);
+    printf("spawn_plain_us_p50: %.0f (n=%zu)\n", mp, np);
+    printf("spawn_bare_bwrap_us_p50: %.0f (n=%zu)\n", mb, nb);
+    printf("spawn_sandbox_us_p50: %.0f (n=%zu)\n", mf, nf);
+    printf("spawn_overhead_us: %.0f\n", mf - mp);
+    printf("spawn_vs_bare_bwrap: %.2f (target <= 1.3)\n", mb > 0 ? mf / mb : 0.0);
+    jail_free(j);
+}
+
+typedef struct caller {
+    h_aosd *h;
+    int plain;
+    atomic_int *fails;
+} caller;
+
+static void *call_loop(void *arg)
+{
+    caller *c = arg;
+    aos_conn *conn = NULL;
+    char sock[4200];
+    if (aos_control_url(h_data_dir(c->h), sock, sizeof sock) != AOS_OK ||
+        aos_connect(sock, &conn, NULL, 0) != AOS_OK) {
+        atomic_fetch_add(c->fails, RUNS_PER_CALLER);
+        return NULL;
+    }
+    for (int i = 0; i < RUNS_PER_CALLER; i++) {
+        Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
+        static const char args[] = "{\"command\":\"true\"}";
+        q.tool = (ProtobufCBinaryData){2, (uint8_t *)"sh"};
+        q.args = (ProtobufCBinaryData){sizeof args - 1, (uint8_t *)args};
+        q.test_plain = c->plain;
+        uint8_t buf[256];
+        size_t n = aos__tool__run_request__pack(&q, buf);
+        aos_call_opts o = {.agent_id = "bench", .timeout_ms = 30000};
+        aos_reply r;
+        if (aos_call(conn, &o, "tool.run", buf, n, &r) != AOS_OK) {
+            if (atomic_fetch_add(c->fails, 1) == 0)
+                fprintf(stderr, "tool.run: %s\n", r.error);
+        }
+        aos_reply_clear(&r);
+    }
+    aos_close(conn);
+    return NULL;
+}
+
+static double runs_per_s(h_aosd *h, int plain, int *fails)
+{
+    pthread_t t[CALLERS];
+    atomic_int f = 0;
+    caller c = {h, plain, &f};
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < CALLERS; i++)
+        pthread_create(&t[i], NULL, call_loop, &c);
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join(t[i], NULL);
+    double s = (double)(now_ns() - t0) / 1e9;
+    *fails = atomic_load(&f);
+    return (double)(CALLERS * RUNS_PER_CALLER - *fails) / s;
+}
+
+static void render_tokens(h_aosd *h, const char *render, const char *name)
+{
+    Aos__Tool__ListRequest q = AOS__TOOL__LIST_REQUEST__INIT;
+    q.render = (ProtobufCBinaryData){strlen(render), (uint8_t *)render};
+    uint8_t buf[64];
+    size_t n = aos__tool__list_request__pack(&q, buf);
+    aos_call_opts o = {.timeout_ms = 10000};
+    aos_reply r;
+    if (aos_call(h_conn(h), &o, "tool.list", buf, n, &r) != AOS_OK) {
+        printf("%s: failed: %s\n", name, r.error);
+        aos_reply_clear(&r);
+        return;
+    }
+    Aos__Tool__ListReply *l = aos__tool__list_reply__unpack(NULL, r.payload_len, r.payload);
+    if (l) {
+        printf("%s: %zu (%zu tools, %zu bytes, bytes/4)\n", name, (l->rendered.len + 3) / 4,
+               l->n_tools, l->rendered.len);
+        aos__tool__list_reply__free_unpacked(l, NULL);
+    }
+    aos_reply_clear(&r);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    spawn_figures();
+    const char *args[] = {"--test-hooks", NULL};
+    h_aosd *h = h_start(args);
+    if (!h) {
+        printf("aosd: did not start\n");
+        return 1;
+    }
+    int fp = 0, fs = 0;
+    runs_per_s(h, 1, &fp); /* warm up: workspaces, caches */
+    double plain = runs_per_s(h, 1, &fp);
+    double sand = runs_per_s(h, 0, &fs);
+    printf("tool_runs_plain_per_s: %.0f (%d callers, %d failed)\n", plain, CALLERS, fp);
+    printf("tool_runs_per_s: %.0f (%d callers, %d failed)\n", sand, CALLERS, fs);
+    printf("tool_runs_ratio: %.2f (sandboxed / plain fork/exec, both through aosd)\n",
+           plain > 0 ? sand / plain : 0.0);
+    render_tokens(h, "openai", "catalogue_tokens_schema");
+    render_tokens(h, "cli", "catalogue_tokens_cli");
+    h_stop(h);
+    return 0;
+}
