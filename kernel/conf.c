@@ -40,6 +40,8 @@ struct conf {
     conf_kernel k;
     Aos__Llm__Config *llm;
     Aos__Tool__Config *tool;   /* NULL: no tools: section */
+    char **secret_vars;        /* environment variables secrets and API keys come from */
+    size_t nsecret_vars;
     char **warn;
     size_t nwarn;
 };
@@ -852,9 +854,22 @@ static aos_err add_warning(ctx *x, const char *fmt, ...)
 }
 
 /* The key from the named variable. Its value is never put in a message: only its name. */
+/* Remembers var as one a secret is read from, so that no child's environment carries it. */
+static aos_err secret_var(ctx *x, const char *var)
+{
+    char *s = strdup(var);
+    if (!s || append((void ***)&x->c->secret_vars, &x->c->nsecret_vars, s)) {
+        free(s);
+        return nomem(x);
+    }
+    return AOS_OK;
+}
+
 static aos_err api_key(ctx *x, const yaml_node_t *n, const char *where, Aos__Llm__Provider *p,
                        const char *var)
 {
+    if (secret_var(x, var))
+        return AOS_ERR_NOMEM;
     const char *key = getenv(var);
     if (!key || !key[0])
         return add_warning(x, "$%s is not set: provider %s has no API key", var,
@@ -1290,6 +1305,8 @@ static aos_err secret(ctx *x, const yaml_node_t *n, const char *where, Aos__Tool
                        "tool names (mcp.<server> for an MCP server)", &sc->tools,
                        &sc->n_tools)))
         return rc;
+    if ((rc = secret_var(x, var)))
+        return rc;
     const char *val = getenv(var);
     if (!val || !val[0])
         return add_warning(x, "$%s is not set: secret %s reaches no tool", var, name);
@@ -1552,8 +1569,19 @@ void conf_free(conf *c)
     for (size_t i = 0; i < c->nwarn; i++)
         free(c->warn[i]);
     free(c->warn);
+    for (size_t i = 0; i < c->nsecret_vars; i++)
+        free(c->secret_vars[i]);
+    free(c->secret_vars);
     free(c->path);
     free(c);
+}
+
+int conf_env_is_secret(const conf *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->nsecret_vars; i++)
+        if (strlen(c->secret_vars[i]) == len && !memcmp(c->secret_vars[i], name, len))
+            return 1;
+    return 0;
 }
 
 uint8_t *conf_tool_packed(const conf *c, size_t *len)

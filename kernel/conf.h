@@ -72,6 +72,9 @@ const Aos__Llm__Config *conf_llm(const conf *c);
  * for aos-tool's fd: malloc'd, the caller bzeroes (secrets) and frees it; NULL when none. */
 const Aos__Tool__Config *conf_tool(const conf *c);
 uint8_t *conf_tool_packed(const conf *c, size_t *len);
+/* 1 when the environment variable name[0..len) is one aos.yaml reads a secret or an API
+ * key from (it must not be passed on in any child's environment). */
+int conf_env_is_secret(const conf *c, const char *name, size_t len);
 /* What the load found worth saying but not refusing ("$OPENAI_API_KEY is not set ..."),
  * owned by c; i < conf_nwarnings. */
 size_t conf_nwarnings(const conf *c);

@@ -669,6 +669,10 @@ static void test_tools_section(void **state)
     assert_int_equal(t->secrets[1]->value.len, 0);
     assert_int_equal(conf_nwarnings(c), 1);
     assert_null(strstr(conf_warning(c, 0), "s3cr3t"));
+    /* neither variable may travel in a child's environment */
+    assert_true(conf_env_is_secret(c, "AOS_TEST_TOOL_SECRET", 20));
+    assert_true(conf_env_is_secret(c, "AOS_TEST_TOOL_UNSET", 19));
+    assert_false(conf_env_is_secret(c, "AOS_TEST_TOOL", 13));
     size_t len = 0;
     uint8_t *p = conf_tool_packed(c, &len);
     assert_non_null(p);

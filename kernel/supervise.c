@@ -205,6 +205,15 @@ static int dep_away(const child *k, uint64_t now)
 static void child_env(char **envp, char *wk, size_t wkcap)
 {
     size_t e = spawn_env(envp, ENV_MAX, 1);
+    /* an AOS_* variable aos.yaml reads a secret or an API key from stays with aosd: its
+     * value reaches the one server that needs it, on a sealed fd */
+    size_t k = 0;
+    for (size_t i = 0; i < e; i++) {
+        const char *eq = strchr(envp[i], '=');
+        if (!(cfg->cf && eq && conf_env_is_secret(cfg->cf, envp[i], (size_t)(eq - envp[i]))))
+            envp[k++] = envp[i];
+    }
+    e = k;
     if (cfg->workers) {
         snprintf(wk, wkcap, "AOS_WORKERS=%u", cfg->workers);
         envp[e++] = wk;
