@@ -14,6 +14,7 @@
 #include "aos/log.h"
 #include "desc.h"
 #include "jail.h"
+#include "msrv.h"
 #include "run.h"
 #include "serve.h"
 #include "tool.pb-c.h"
@@ -35,6 +36,7 @@ typedef struct tstate {
     Aos__Tool__Config *cfg;  /* secrets, MCP servers (NULL: none came) */
     jail *jl;
     runner *rn;
+    msrv *ms;                /* the MCP servers of aos.yaml */
     int wsfd;                /* DATA/workspaces, -1: none */
 } tstate;
 
@@ -127,9 +129,10 @@ static aos_err t_open(srv *s, char *why, size_t whylen)
         if (t->wsfd < 0)
             note(t, "the workspaces %s: %s", srv_workspaces(s), strerror(errno));
     }
-    if ((e = jail_open(srv_dir(s), &t->jl, why, whylen)))
+    if ((e = jail_open(srv_dir(s), &t->jl, why, whylen)) ||
+        (e = runner_open(t->jl, &t->rn, why, whylen)))
         return e;
-    return runner_open(t->jl, &t->rn, why, whylen);
+    return msrv_open(t->jl, t->cfg, &t->ms, why, whylen);
 }
 
 static void t_close(srv *s)
@@ -137,6 +140,7 @@ static void t_close(srv *s)
     tstate *t = srv_state(s);
     if (!t)
         return;
+    msrv_close(t->ms);
     runner_close(t->rn);
     jail_free(t->jl);
     for (size_t i = 0; i < t->ntools; i++)
@@ -163,6 +167,13 @@ static void t_stats(srv *s, srv_stats *st)
     srv_stat(st, "timeouts", (int64_t)c.timeouts, NULL);
     srv_stat(st, "output_kills", (int64_t)c.output_kills, NULL);
     srv_stat(st, "spawn_failures", (int64_t)c.spawn_failures, NULL);
+    msrv_counts mc;
+    msrv_counts_get(t->ms, &mc);
+    srv_stat(st, "mcp_servers", mc.declared, NULL);
+    srv_stat(st, "mcp_running", mc.running, NULL);
+    srv_stat(st, "mcp_starts", mc.starts, NULL);
+    srv_stat(st, "mcp_deaths", mc.deaths, NULL);
+    srv_stat(st, "mcp_calls", (int64_t)mc.calls, NULL);
 }
 
 /* bytes → a NUL-terminated string of at most cap-1 bytes, or -1 (too long, a NUL inside,
@@ -176,9 +187,8 @@ static int cstr(const ProtobufCBinaryData *b, char *out, size_t cap)
     return 0;
 }
 
-static void fill_info(Aos__Tool__Info *in, const tool *tl, char **schema)
+static void fill_info(Aos__Tool__Info *in, const desc *d, const char *source, char **schema)
 {
-    const desc *d = tl->d;
     desc_limits l = desc_get_limits(d);
     *schema = json_dumps(desc_args_schema(d), JSON_COMPACT | JSON_SORT_KEYS);
     in->name.data = (uint8_t *)desc_name(d);
@@ -195,8 +205,116 @@ static void fill_info(Aos__Tool__Info *in, const tool *tl, char **schema)
     in->output_bytes = l.output_bytes;
     in->memory_mb = l.memory_mb;
     in->processes = l.processes;
-    in->source.data = (uint8_t *)tl->source;
-    in->source.len = strlen(tl->source);
+    in->source.data = (uint8_t *)source;
+    in->source.len = strlen(source);
+}
+
+#define LIST_MCP_MS 20000u /* tool.list waits this long for MCP servers to start */
+
+typedef struct list_ctx {
+    tstate *t;
+    srv_reply *rep;
+    const char *render;     /* "" none */
+    desc_render_format rf;
+    const char *show;       /* tool.show: the one name */
+    char *notes[16];
+    size_t nnotes;
+    aos_err e;
+} list_ctx;
+
+static void list_note(void *arg, const char *text)
+{
+    list_ctx *lc = arg;
+    if (lc->nnotes < 16)
+        lc->notes[lc->nnotes++] = strdup(text);
+}
+
+/* The catalogue's reply: built-ins and files, then the MCP servers' tools (borrowed from
+ * msrv for this call only, so everything is packed here). */
+static void list_body(void *arg, const desc *const *mds, const char *const *msrcs, size_t mn)
+{
+    list_ctx *lc = arg;
+    tstate *t = lc->t;
+    size_t n = t->ntools + mn;
+    if (lc->show) {
+        for (size_t i = 0; i < n; i++) {
+            const desc *d = i < t->ntools ? t->tools[i].d : mds[i - t->ntools];
+            if (strcmp(desc_name(d), lc->show))
+                continue;
+            Aos__Tool__Info in = AOS__TOOL__INFO__INIT;
+            char *schema = NULL;
+            fill_info(&in, d, i < t->ntools ? t->tools[i].source : msrcs[i - t->ntools],
+                      &schema);
+            lc->e = srv_reply_pb(lc->rep, &in.base);
+            free(schema);
+            return;
+        }
+        lc->e = srv_fail(lc->rep, AOS_ERR_NOT_FOUND, "no tool named %s (aosctl tools lists "
+                         "them)", lc->show);
+        return;
+    }
+    Aos__Tool__ListReply lrep = AOS__TOOL__LIST_REPLY__INIT;
+    Aos__Tool__Info *infos = calloc(n ? n : 1, sizeof *infos);
+    Aos__Tool__Info **ip = calloc(n ? n : 1, sizeof *ip);
+    char **schemas = calloc(n ? n : 1, sizeof *schemas);
+    const desc **ds = calloc(n ? n : 1, sizeof *ds);
+    jail_layer layers[JAIL_LAYERS_MAX];
+    Aos__Tool__Layer lay[JAIL_LAYERS_MAX], *lp[JAIL_LAYERS_MAX];
+    ProtobufCBinaryData nb[NOTES_MAX + 16];
+    char *rendered = NULL;
+    if (!infos || !ip || !schemas || !ds) {
+        lc->e = srv_fail(lc->rep, AOS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        aos__tool__info__init(&infos[i]);
+        ds[i] = i < t->ntools ? t->tools[i].d : mds[i - t->ntools];
+        fill_info(&infos[i], ds[i], i < t->ntools ? t->tools[i].source : msrcs[i - t->ntools],
+                  &schemas[i]);
+        ip[i] = &infos[i];
+    }
+    lrep.n_tools = n;
+    lrep.tools = ip;
+    size_t nl = jail_layers(t->jl, layers);
+    for (size_t i = 0; i < nl; i++) {
+        aos__tool__layer__init(&lay[i]);
+        lay[i].name.data = (uint8_t *)layers[i].name;
+        lay[i].name.len = strlen(layers[i].name);
+        lay[i].on = layers[i].on;
+        lay[i].why.data = (uint8_t *)layers[i].why;
+        lay[i].why.len = strlen(layers[i].why);
+        lp[i] = &lay[i];
+    }
+    lrep.n_layers = nl;
+    lrep.layers = lp;
+    size_t nn = 0;
+    for (size_t i = 0; i < t->nnotes; i++)
+        if (t->notes[i])
+            nb[nn++] = (ProtobufCBinaryData){strlen(t->notes[i]), (uint8_t *)t->notes[i]};
+    for (size_t i = 0; i < lc->nnotes; i++)
+        if (lc->notes[i])
+            nb[nn++] = (ProtobufCBinaryData){strlen(lc->notes[i]), (uint8_t *)lc->notes[i]};
+    lrep.n_notes = nn;
+    lrep.notes = nb;
+    if (lc->render[0]) {
+        char why[256];
+        aos_err e = desc_render(ds, n, lc->rf, &rendered, why, sizeof why);
+        if (e) {
+            lc->e = srv_fail(lc->rep, e, "rendering the catalogue: %s", why);
+            goto out;
+        }
+        lrep.rendered.data = (uint8_t *)rendered;
+        lrep.rendered.len = strlen(rendered);
+    }
+    lc->e = srv_reply_pb(lc->rep, &lrep.base);
+out:
+    for (size_t i = 0; schemas && i < n; i++)
+        free(schemas[i]);
+    free(schemas);
+    free(infos);
+    free(ip);
+    free(ds);
+    free(rendered);
 }
 
 static aos_err m_list(srv *s, const aos_env *req, srv_reply *rep)
@@ -212,76 +330,20 @@ static aos_err m_list(srv *s, const aos_env *req, srv_reply *rep)
         return srv_fail(rep, AOS_ERR_USAGE, "tool.list: render is openai, anthropic or cli");
     }
     aos__tool__list_request__free_unpacked(lr, NULL);
-    desc_render_format rf = DESC_CLI;
+    list_ctx lc = {.t = t, .rep = rep, .render = render, .rf = DESC_CLI};
     if (render[0]) {
         if (!strcmp(render, "openai") || !strcmp(render, "schema"))
-            rf = DESC_SCHEMA_OPENAI;
+            lc.rf = DESC_SCHEMA_OPENAI;
         else if (!strcmp(render, "anthropic"))
-            rf = DESC_SCHEMA_ANTHROPIC;
-        else if (!strcmp(render, "cli"))
-            rf = DESC_CLI;
-        else
+            lc.rf = DESC_SCHEMA_ANTHROPIC;
+        else if (strcmp(render, "cli"))
             return srv_fail(rep, AOS_ERR_USAGE, "tool.list: render '%s' is not one of openai, "
                             "anthropic, cli", render);
     }
-    Aos__Tool__ListReply lrep = AOS__TOOL__LIST_REPLY__INIT;
-    Aos__Tool__Info *infos = calloc(t->ntools ? t->ntools : 1, sizeof *infos);
-    Aos__Tool__Info **ip = calloc(t->ntools ? t->ntools : 1, sizeof *ip);
-    char **schemas = calloc(t->ntools ? t->ntools : 1, sizeof *schemas);
-    const desc **ds = calloc(t->ntools ? t->ntools : 1, sizeof *ds);
-    jail_layer layers[JAIL_LAYERS_MAX];
-    Aos__Tool__Layer lay[JAIL_LAYERS_MAX], *lp[JAIL_LAYERS_MAX];
-    ProtobufCBinaryData nb[NOTES_MAX];
-    char *rendered = NULL;
-    aos_err e = AOS_OK;
-    if (!infos || !ip || !schemas || !ds) {
-        e = srv_fail(rep, AOS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < t->ntools; i++) {
-        aos__tool__info__init(&infos[i]);
-        fill_info(&infos[i], &t->tools[i], &schemas[i]);
-        ip[i] = &infos[i];
-        ds[i] = t->tools[i].d;
-    }
-    lrep.n_tools = t->ntools;
-    lrep.tools = ip;
-    size_t nl = jail_layers(t->jl, layers);
-    for (size_t i = 0; i < nl; i++) {
-        aos__tool__layer__init(&lay[i]);
-        lay[i].name.data = (uint8_t *)layers[i].name;
-        lay[i].name.len = strlen(layers[i].name);
-        lay[i].on = layers[i].on;
-        lay[i].why.data = (uint8_t *)layers[i].why;
-        lay[i].why.len = strlen(layers[i].why);
-        lp[i] = &lay[i];
-    }
-    lrep.n_layers = nl;
-    lrep.layers = lp;
-    for (size_t i = 0; i < t->nnotes; i++)
-        nb[i] = (ProtobufCBinaryData){t->notes[i] ? strlen(t->notes[i]) : 0,
-                                      (uint8_t *)t->notes[i]};
-    lrep.n_notes = t->nnotes;
-    lrep.notes = nb;
-    if (render[0]) {
-        char why[256];
-        if ((e = desc_render(ds, t->ntools, rf, &rendered, why, sizeof why))) {
-            e = srv_fail(rep, e, "rendering the catalogue: %s", why);
-            goto out;
-        }
-        lrep.rendered.data = (uint8_t *)rendered;
-        lrep.rendered.len = strlen(rendered);
-    }
-    e = srv_reply_pb(rep, &lrep.base);
-out:
-    for (size_t i = 0; schemas && i < t->ntools; i++)
-        free(schemas[i]);
-    free(schemas);
-    free(infos);
-    free(ip);
-    free(ds);
-    free(rendered);
-    return e;
+    msrv_with_tools(t->ms, LIST_MCP_MS, list_body, list_note, &lc);
+    for (size_t i = 0; i < lc.nnotes; i++)
+        free(lc.notes[i]);
+    return lc.e;
 }
 
 static aos_err m_show(srv *s, const aos_env *req, srv_reply *rep)
@@ -296,17 +358,9 @@ static aos_err m_show(srv *s, const aos_env *req, srv_reply *rep)
     aos__tool__show_request__free_unpacked(sr, NULL);
     if (bad || !name[0])
         return srv_fail(rep, AOS_ERR_USAGE, "tool.show: a tool name (UTF-8, under 128 bytes)");
-    const tool *tl = find(t, name);
-    if (!tl)
-        return srv_fail(rep, AOS_ERR_NOT_FOUND, "no tool named %s (aosctl tools lists them)",
-                        name);
-    Aos__Tool__Info in = AOS__TOOL__INFO__INIT;
-    char *schema = NULL, *osch = NULL;
-    fill_info(&in, tl, &schema);
-    aos_err e = srv_reply_pb(rep, &in.base);
-    free(schema);
-    free(osch);
-    return e;
+    list_ctx lc = {.t = t, .rep = rep, .render = "", .show = name};
+    msrv_with_tools(t->ms, msrv_owns(t->ms, name) ? LIST_MCP_MS : 0, list_body, NULL, &lc);
+    return lc.e;
 }
 
 /* An agent's name as a directory name: the envelope's charset, and never "." or "..". */
@@ -392,6 +446,23 @@ static aos_err grant_secrets(const tstate *t, const char *agent, const char *tna
     return AOS_OK;
 }
 
+/* A run's time: the one asked for (never above the tool's own limit, limit 0: none),
+ * and always short enough to answer before the caller's deadline. */
+static unsigned run_time(const aos_env *req, unsigned asked, unsigned limit)
+{
+    unsigned t = limit ? (asked && asked < limit ? asked : limit) : (asked ? asked : 30000u);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    uint64_t now_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+    if (req->deadline_ms && req->deadline_ms > now_ms) {
+        uint64_t left = req->deadline_ms - now_ms;
+        left = left > 400 ? left - 200 : left / 2;
+        if (left < t)
+            t = (unsigned)left;
+    }
+    return t ? t : 1;
+}
+
 static void m_run(srv *s, srv_call *call)
 {
     tstate *t = srv_state(s);
@@ -431,6 +502,24 @@ static void m_run(srv *s, srv_call *call)
         goto fail;
     }
     const tool *tl = find(t, tname);
+    if (!tl && msrv_owns(t->ms, tname)) {
+        json_error_t mje;
+        args = rr->args.len <= ARGS_MAX && aos_utf8_valid(rr->args.data, rr->args.len)
+                   ? (rr->args.len ? json_loadb((const char *)rr->args.data, rr->args.len,
+                                                JSON_REJECT_DUPLICATES, &mje)
+                                   : json_object())
+                   : NULL;
+        if (!json_is_object(args)) {
+            e = AOS_ERR_USAGE;
+            snprintf(why, sizeof why, "tool.run: the arguments are not a JSON object of at "
+                     "most %u bytes", ARGS_MAX);
+            goto fail;
+        }
+        msrv_run(t->ms, call, tname, agent, args, run_time(req, rr->time_ms, 0));
+        json_decref(args);
+        aos__tool__run_request__free_unpacked(rr, NULL);
+        return;
+    }
     if (!tl) {
         e = AOS_ERR_NOT_FOUND;
         snprintf(why, sizeof why, "no tool named %s (aosctl tools lists them)", tname);
@@ -487,20 +576,7 @@ static void m_run(srv *s, srv_call *call)
         snprintf(why, sizeof why, "out of memory");
         goto fail;
     }
-    desc_limits lim = desc_get_limits(d);
-    j->time_ms = rr->time_ms && rr->time_ms < lim.time_ms ? rr->time_ms : lim.time_ms;
-    /* answer before the caller's deadline: the time left, less a margin for the reply */
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    uint64_t now_ms = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-    if (req->deadline_ms && req->deadline_ms > now_ms) {
-        uint64_t left = req->deadline_ms - now_ms;
-        left = left > 400 ? left - 200 : left / 2;
-        if (left < j->time_ms)
-            j->time_ms = (unsigned)left;
-    }
-    if (!j->time_ms)
-        j->time_ms = 1;
+    j->time_ms = run_time(req, rr->time_ms, desc_get_limits(d).time_ms);
     if (rr->test_plain && !srv_test_hooks(s)) {
         e = AOS_ERR_REFUSED;
         snprintf(why, sizeof why, "tool.run: test_plain (no sandbox) is for benchmarks: aosd "
@@ -528,7 +604,7 @@ int main(int argc, char **argv)
 {
     static const srv_method methods[] = {
         {"list", m_list, 0, NULL},
-        {"show", m_show, SRV_INLINE, NULL},
+        {"show", m_show, 0, NULL},
         {"run", NULL, 0, m_run},
     };
     static const srv_def def = {
