@@ -13,7 +13,9 @@ die() { echo "mcp-servers.sh: $*" >&2; exit 1; }
 skip() { echo "mcp-servers.sh: $* (skipping)" >&2; exit 77; }
 
 [ $# -eq 1 ] || die "usage: mcp-servers.sh DIR"
-DIR=$1
+# absolute: node's require() takes a bare relative path for a module name
+mkdir -p "$1" || die "cannot create $1"
+DIR=$(cd "$1" && pwd) || die "cannot enter $1"
 
 # The entry script of an installed package (its package.json "bin"), or nothing.
 entry() {
