@@ -1050,7 +1050,8 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         for (int h = 0; h < 2; h++)
             if (cgfd[h] >= 0 && write(cgfd[h], "0", 1) != 1)
                 _exit(126);
-        jail_rlimit(RLIMIT_AS, as);
+        if (!s->no_as_limit)
+            jail_rlimit(RLIMIT_AS, as);
         jail_rlimit(RLIMIT_CPU, cpu);
         jail_rlimit(RLIMIT_FSIZE, fsz);
         jail_rlimit(RLIMIT_NOFILE, JAIL_NOFILE);

@@ -31,6 +31,9 @@ typedef struct jail_spec {
     const char *const *ro_paths;    /* host paths bound read-only at the same path, or NULL */
     int network;                    /* granted: a network namespace with a way out */
     unsigned memory_mb, processes, cpu_s; /* 0: the defaults */
+    int no_as_limit;                /* no RLIMIT_AS (node, ASan-built programs reserve far
+                                     * more address space than they use): memory is then
+                                     * bounded by the cgroup alone */
     uint64_t file_bytes;            /* RLIMIT_FSIZE; 0: the default */
     int want_stdin;                 /* give the run a pipe on stdin (else /dev/null) */
     int plain;                      /* no sandbox at all: plain fork/exec in the workspace

@@ -180,6 +180,10 @@ static void t_stats(srv *s, srv_stats *st)
  * not UTF-8). */
 static int cstr(const ProtobufCBinaryData *b, char *out, size_t cap)
 {
+    if (!b->len) { /* data may be NULL: no memchr or memcpy on it */
+        out[0] = 0;
+        return 0;
+    }
     if (b->len >= cap || memchr(b->data, 0, b->len) || !aos_utf8_valid(b->data, b->len))
         return -1;
     memcpy(out, b->data, b->len);

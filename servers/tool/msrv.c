@@ -25,8 +25,8 @@
 #define SV_ENV_MAX 32
 #define SV_START_MS 15000u          /* spawn to an answered initialize and tools/list */
 #define SV_CALL_MS 30000u           /* a call's limit when aos.yaml gives none */
-#define SV_MEMORY_MB 2048u          /* node reserves much address space: the cgroup bounds
-                                     * what it really uses */
+#define SV_MEMORY_MB 2048u          /* the cgroup's bound; no RLIMIT_AS: node reserves
+                                     * far more address space than it uses */
 #define SV_PROCESSES 128u
 #define SV_RESULT_MAX (1u << 20)    /* a result's JSON, for the model */
 #define SV_STDERR_LINES 200         /* stderr lines logged per incarnation */
@@ -312,7 +312,7 @@ static void start_server(msrv *m, sv *s)
         return;
     jail_spec sp = {.argv = s->argv, .env = (const char *const *)s->env,
                     .ro_paths = (const char *const *)s->ro, .network = s->c->network,
-                    .memory_mb = SV_MEMORY_MB, .processes = SV_PROCESSES,
+                    .memory_mb = SV_MEMORY_MB, .processes = SV_PROCESSES, .no_as_limit = 1,
                     .cpu_s = 1000000, .want_stdin = 1};
     char why[256];
     aos_err e = jail_spawn(m->jl, &sp, &s->p, why, sizeof why);
