@@ -350,6 +350,13 @@ static const struct sample {
     {"audit verify", {NULL}},
     {"audit tail", {"--limit=5"}},
     {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
+    {"tools", {NULL}},
+    {"tools", {"--render=cli"}},
+    {"tools", {"--render", "schema"}},
+    {"tools show", {"grep"}},
+    {"tool run", {AGENT, "sh", "{\"command\":\"echo hi; echo err >&2\"}"}},
+    {"tool run", {AGENT, "write_file", "{\"path\":\"x.txt\",\"content\":\"y\"}",
+                  "--time=20000"}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };
@@ -460,13 +467,15 @@ static void the_description_covers_every_command(void **st)
             if (def && !strcmp(t, "integer"))
                 assert_true(json_is_integer(def));
         }
-        /* no command's words start another's: the parser takes the first full match */
+        /* a command's words start another's only when it takes no positionals ("tools",
+         * "tools show"): otherwise "tools show" could be "tools" given "show" */
         const char *mine = name;
         json_array_foreach(cmds, j, d) {
             const char *other = json_string_value(json_object_get(d, "name"));
             size_t n = strlen(mine);
-            if (j != i && !strncmp(other, mine, n) && other[n] == ' ')
-                fail_msg("\"%s\" is a prefix of \"%s\"", mine, other);
+            if (j != i && !strncmp(other, mine, n) && other[n] == ' ' &&
+                json_array_size(json_object_get(c, "arguments")))
+                fail_msg("\"%s\" takes positionals and is a prefix of \"%s\"", mine, other);
         }
         /* aosctl CMD --desc is the same entry, plus what every command shares */
         const char *argv[ARGV_MAX];

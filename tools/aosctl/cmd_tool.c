@@ -284,8 +284,9 @@ static int cmd_run(ctl_ctx *c, const ctl_vals *v)
 #define SCHEMA "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
 #define STR "{\"type\":\"string\"}"
 #define INT0 "{\"type\":\"integer\",\"minimum\":0}"
-#define INFO                                                                               \
-    "{\"type\":\"object\",\"required\":[\"name\",\"summary\",\"args\",\"output\","         \
+#define INFO "{" INFO_BODY "}"
+#define INFO_BODY                                                                          \
+    "\"type\":\"object\",\"required\":[\"name\",\"summary\",\"args\",\"output\","         \
     "\"network\",\"source\",\"limits\"],\"properties\":{\"name\":" STR ",\"summary\":" STR \
     ",\"args\":{\"type\":\"object\",\"description\":\"JSON Schema of the arguments\"},"     \
     "\"output\":{\"type\":\"string\",\"enum\":[\"json\",\"text\"]},\"network\":"           \
@@ -293,7 +294,7 @@ static int cmd_run(ctl_ctx *c, const ctl_vals *v)
     "file:NAME.yaml or mcp:SERVER\"},\"limits\":{\"type\":\"object\",\"required\":["      \
     "\"time_ms\",\"output_bytes\",\"memory_mb\",\"processes\"],\"properties\":{"          \
     "\"time_ms\":" INT0 ",\"output_bytes\":" INT0 ",\"memory_mb\":" INT0 ",\"processes\":" \
-    INT0 "}}}}"
+    INT0 "}}}"
 
 static const char tools_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"tools\",\"layers\",\"notes\"],\"properties\":{"
@@ -307,8 +308,7 @@ static const char tools_out[] = SCHEMA
     "\"the catalogue as the model would see it\"},\"tokens_estimate\":{\"type\":\"integer\","
     "\"minimum\":0,\"description\":\"rendered bytes / 4\"}}}";
 
-static const char show_out[] = SCHEMA "\"$ref\":\"#/$defs/info\",\"$defs\":{\"info\":" INFO
-                                      "}}";
+static const char show_out[] = SCHEMA INFO_BODY "}";
 
 static const char run_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"tool\",\"exit_status\",\"error\",\"duration_ms\","

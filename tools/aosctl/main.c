@@ -294,8 +294,9 @@ static size_t match_words(const ctl_cmd *cmd, size_t argc, char **argv, int *ful
     return k;
 }
 
-/* The command whose path is exactly the words (no path is a prefix of another: the
- * contract test checks it); *depth gets the most leading words that start some command. */
+/* The command whose path is exactly the words (a path is a prefix of another only when
+ * the shorter command takes no positionals, "tools" and "tools show": the contract test
+ * checks it); *depth gets the most leading words that start some command. */
 static const ctl_cmd *find_cmd(size_t n, char **words, size_t *depth)
 {
     const ctl_cmd *hit = NULL;
@@ -431,6 +432,24 @@ static void take_word(line *L, char *tok)
         else if (L->depth < L->nwords)
             L->stuck = 1; /* reported after the pass, with what could follow */
         return;
+    }
+    /* "tools show": a word that makes a longer command of a command that takes no
+     * positionals (nothing typed for it yet) is that command's next word */
+    int any_given = 0;
+    for (size_t k = 0; k < CTL_ARGS_MAX; k++)
+        any_given |= L->v.given[k];
+    if (!L->npos && !any_given && L->nwords < MAX_WORDS) {
+        size_t depth;
+        L->words[L->nwords] = tok;
+        const ctl_cmd *longer = find_cmd(L->nwords + 1, L->words, &depth);
+        if (depth == L->nwords + 1) {
+            L->nwords++;
+            L->depth = depth;
+            L->cmd = longer;
+            memset(&L->v, 0, sizeof L->v);
+            L->v.cmd = longer;
+            return;
+        }
     }
     size_t seen = 0;
     for (size_t k = 0; k < L->cmd->nargs; k++) {
