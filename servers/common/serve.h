@@ -178,4 +178,11 @@ aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
                           const void *payload, size_t len, uint32_t timeout_ms,
                           void (*done)(void *arg, const aos_reply *r), void *arg);
 
+/* ---- the audit log ------------------------------------------------------------------- */
+
+/* One decision detail for the audit log (kind "tool.run", "llm.reply", ...; body a JSON
+ * text, borrowed, its secrets already redacted), sent with audit.emit under call's trace,
+ * run and step, without waiting: aosd's own record of the syscall is what gates it. */
+void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const char *body);
+
 #endif

@@ -9,7 +9,6 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "audit.pb-c.h"
 
 #define TRAIL_TEXT_MAX (64u << 10) /* reply text kept in the record; the rest by hash */
 
@@ -55,48 +54,13 @@ static json_t *message(const Aos__Llm__Message *m)
     return o;
 }
 
-static void emitted(void *arg, const aos_reply *r)
-{
-    (void)arg;
-    (void)r; /* a detail that did not make it is counted by aos-audit's gap, not here */
-}
-
 /* Send one event of kind with body o (consumed) under call's trace. */
 static void emit(srv *s, srv_call *call, const char *kind, aos_err status, json_t *o)
 {
     char *body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
-    if (!body)
-        return;
-    const aos_env *env = srv_call_env(call);
-    Aos__Audit__Event ev = AOS__AUDIT__EVENT__INIT;
-    ev.kind = (ProtobufCBinaryData){strlen(kind), (uint8_t *)kind};
-    ev.agent = (ProtobufCBinaryData){strlen(env->agent_id), (uint8_t *)env->agent_id};
-    ev.run = (ProtobufCBinaryData){strlen(env->run_id), (uint8_t *)env->run_id};
-    ev.step = env->step;
-    if (env->has_trace) {
-        ev.trace_id = (ProtobufCBinaryData){AOS_ID_LEN, (uint8_t *)env->trace_id};
-        ev.parent_span_id = (ProtobufCBinaryData){AOS_SPAN_LEN, (uint8_t *)env->span_id};
-    }
-    ev.method = (ProtobufCBinaryData){strlen(env->method), (uint8_t *)env->method};
-    ev.status = status;
-    ev.body = (ProtobufCBinaryData){strlen(body), (uint8_t *)body};
-    /* the key: this call's request id and the kind, so a re-sent emit is not doubled */
-    char key[2 * AOS_ID_LEN + 1 + 16];
-    sodium_bin2hex(key, 2 * AOS_ID_LEN + 1, env->request_id, AOS_ID_LEN);
-    snprintf(key + 2 * AOS_ID_LEN, sizeof key - 2 * AOS_ID_LEN, ":%s", kind);
-    ev.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
-    Aos__Audit__EmitRequest rq = AOS__AUDIT__EMIT_REQUEST__INIT;
-    Aos__Audit__Event *evs[1] = {&ev};
-    rq.n_events = 1;
-    rq.events = evs;
-    size_t n = aos__audit__emit_request__get_packed_size(&rq);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf) {
-        aos__audit__emit_request__pack(&rq, buf);
-        (void)srv_request_async(s, call, "audit.emit", buf, n, 0, emitted, NULL);
-    }
-    free(buf);
+    if (body)
+        srv_emit(s, call, kind, status, body);
     free(body);
 }
 

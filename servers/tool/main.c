@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,10 @@ static aos_err t_open(srv *s, char *why, size_t whylen)
     }
     t->wsfd = -1;
     srv_set_state(s, t);
+    if (sodium_init() < 0) { /* the audit details hash outputs with BLAKE2b */
+        snprintf(why, whylen, "sodium_init failed");
+        return AOS_ERR_INTERNAL;
+    }
     desc **b = NULL;
     size_t nb = 0;
     aos_err e = desc_builtins(&b, &nb, why, whylen);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -439,6 +440,21 @@ static void answer(job *j, aos_err status, const json_t *result, const char *why
     json_object_set_new(res, "timed_out", json_boolean(rep.timed_out));
     char *js = json_dumps(res, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(res);
+    /* the audit log's detail: which server and tool, how it ended, the result by hash */
+    uint8_t d[32];
+    char hex[65];
+    crypto_generichash(d, sizeof d, (const uint8_t *)(js ? js : ""), js ? strlen(js) : 0,
+                       NULL, 0);
+    sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+    json_t *tr = json_pack("{s:s, s:s, s:s, s:b, s:s, s:I, s:s}", "tool", j->name, "server",
+                           j->s->name, "remote", j->remote, "is_error", is_error, "error",
+                           err ? aos_err_name(err) : "ok", "duration_us",
+                           (json_int_t)rep.duration_us, "result_blake2b", hex);
+    char *tb = tr ? json_dumps(tr, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(tr);
+    if (tb)
+        srv_emit(srv_call_srv(j->call), j->call, "tool.mcp", err, tb);
+    free(tb);
     if (js && strlen(js) > SV_RESULT_MAX) {
         free(js);
         free(text);

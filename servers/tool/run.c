@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -219,6 +220,46 @@ static json_t *text_of(const uint8_t *b, size_t n)
     return s;
 }
 
+static json_t *digest(const uint8_t *p, size_t n)
+{
+    uint8_t d[32];
+    char hex[65];
+    crypto_generichash(d, sizeof d, p, n, NULL, 0);
+    sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+    return json_string(hex);
+}
+
+/* The run for the audit log: what ran and how it ended, its output by hash and size (the
+ * output itself may be large or private; its hash proves what the caller was given). */
+static void trail(const run *rn, const Aos__Tool__RunReply *rep)
+{
+    const run_job *j = rn->job;
+    if (!j->call)
+        return;
+    json_t *argv = json_array();
+    for (size_t i = 0; j->argv && j->argv[i]; i++)
+        json_array_append_new(argv, digest((const uint8_t *)j->argv[i], strlen(j->argv[i])));
+    json_t *o = json_pack("{s:s, s:o, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:o, "
+                          "s:o, s:s}",
+                          "tool", desc_name(j->d), "argv_blake2b", argv, "exit_status",
+                          (int)rep->exit_status, "signal", (int)rep->signal, "error",
+                          rep->error ? aos_err_name((int)rep->error) : "ok", "duration_us",
+                          (json_int_t)rep->duration_us, "peak_rss_kb",
+                          (json_int_t)rep->peak_rss_kb, "stdout_bytes",
+                          (json_int_t)rep->stdout_bytes, "stderr_bytes",
+                          (json_int_t)rep->stderr_bytes, "stdout_truncated",
+                          (int)rep->stdout_truncated, "stderr_truncated",
+                          (int)rep->stderr_truncated, "timed_out", (int)rep->timed_out,
+                          "stdout_blake2b", digest(rep->stdout_data.data, rep->stdout_data.len),
+                          "stderr_blake2b", digest(rep->stderr_data.data, rep->stderr_data.len),
+                          "sandbox", j->plain ? "none (test_plain)" : "bubblewrap");
+    char *body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    if (body)
+        srv_emit(srv_call_srv(j->call), j->call, "tool.run", (aos_err)rep->error, body);
+    free(body);
+}
+
 static void finish(runner *r, run *rn, int status, uint64_t peak_kb, aos_err pre,
                    const char *pre_why)
 {
@@ -328,6 +369,7 @@ static void finish(runner *r, run *rn, int status, uint64_t peak_kb, aos_err pre
     json_object_set_new(res, "timed_out", json_boolean(rep.timed_out));
     char *js = json_dumps(res, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(res);
+    trail(rn, &rep);
     rep.result_json.data = (uint8_t *)js;
     rep.result_json.len = js ? strlen(js) : 0;
     size_t n = aos__tool__run_reply__get_packed_size(&rep);
