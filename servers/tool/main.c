@@ -135,7 +135,7 @@ static aos_err t_open(srv *s, char *why, size_t whylen)
             note(t, "the workspaces %s: %s", srv_workspaces(s), strerror(errno));
     }
     if ((e = jail_open(srv_dir(s), &t->jl, why, whylen)) ||
-        (e = runner_open(t->jl, &t->rn, why, whylen)))
+        (e = runner_open(t->jl, srv_dir(s), &t->rn, why, whylen)))
         return e;
     return msrv_open(t->jl, t->cfg, &t->ms, why, whylen);
 }
@@ -172,6 +172,8 @@ static void t_stats(srv *s, srv_stats *st)
     srv_stat(st, "timeouts", (int64_t)c.timeouts, NULL);
     srv_stat(st, "output_kills", (int64_t)c.output_kills, NULL);
     srv_stat(st, "spawn_failures", (int64_t)c.spawn_failures, NULL);
+    srv_stat(st, "refused_ran_before", (int64_t)c.refused_ran_before,
+             "re-sent requests that had started before aos-tool died: not run again");
     msrv_counts mc;
     msrv_counts_get(t->ms, &mc);
     srv_stat(st, "mcp_servers", mc.declared, NULL);

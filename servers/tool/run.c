@@ -3,6 +3,8 @@
 #include "run.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <poll.h>
@@ -18,6 +20,7 @@
 
 #include "aos/envelope.h"
 #include "aos/log.h"
+#include "aos/readall.h"
 #include "monotime.h"
 #include "tool.pb-c.h"
 
@@ -62,8 +65,17 @@ typedef struct seen {
     unsigned count;
 } seen;
 
+/* The journal: "<agent> <rid>\n" appended before each run starts (O_APPEND, no fsync: it
+ * guards against aos-tool's own death, whose written data the kernel keeps, not against
+ * the machine's), and the pairs of earlier lives loaded at start into an open-addressed
+ * set. Rewritten with the newest half when it outgrows JOURNAL_MAX_BYTES. */
+#define JOURNAL_MAX_BYTES (8u << 20)
+#define JOURNAL_SET (1u << 18) /* slots: holds every line of a full journal */
+
 struct runner {
     jail *jl;
+    int jfd;                  /* the journal, -1: none */
+    uint64_t *jset;           /* hashes of earlier lives' pairs, 0: empty slot */
     pthread_t thread;
     int started;
     int efd;                  /* eventfd: new jobs, cancels, stop */
@@ -431,9 +443,111 @@ static void on_cancel(srv_call *c, void *arg)
     wake(rn->owner);
 }
 
+static uint64_t pair_hash(const char *agent, const char *rid)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over "agent rid" */
+    for (const char *p = agent; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    h = (h ^ ' ') * 1099511628211ull;
+    for (const char *p = rid; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static void jset_add(uint64_t *set, uint64_t h)
+{
+    for (size_t i = h % JOURNAL_SET, n = 0; n < JOURNAL_SET; i = (i + 1) % JOURNAL_SET, n++)
+        if (!set[i] || set[i] == h) {
+            set[i] = h;
+            return;
+        }
+}
+
+static int jset_has(const uint64_t *set, uint64_t h)
+{
+    for (size_t i = h % JOURNAL_SET, n = 0; n < JOURNAL_SET && set[i];
+         i = (i + 1) % JOURNAL_SET, n++)
+        if (set[i] == h)
+            return 1;
+    return 0;
+}
+
+/* Loads dir/runs.journal (rewriting it with its newest half when too big) and opens it
+ * for appending. Any failure leaves the runner without a journal, said in the log. */
+static void journal_open(runner *r, const char *dir)
+{
+    r->jfd = -1;
+    if (!dir)
+        return;
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/runs.journal", dir);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    if (!(r->jset = calloc(JOURNAL_SET, sizeof *r->jset)))
+        return;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    size_t len = 0;
+    char *text = fd >= 0 ? aos_read_all(fd, JOURNAL_MAX_BYTES * 2, &len) : NULL;
+    if (fd >= 0)
+        close(fd);
+    size_t from = 0;
+    if (text && len > JOURNAL_MAX_BYTES) {
+        from = len / 2;
+        while (from < len && text[from - 1] != '\n')
+            from++;
+        int w = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (w < 0 || write(w, text + from, len - from) != (ssize_t)(len - from) ||
+            rename(tmp, path))
+            aos_warn("tool: rewriting %s: %s", path, strerror(errno));
+        if (w >= 0)
+            close(w);
+    }
+    for (size_t i = from; text && i < len;) {
+        char *nl = memchr(text + i, '\n', len - i);
+        if (!nl)
+            break; /* a line cut by a death mid-write: that run never started */
+        *nl = 0;
+        char *sp = strchr(text + i, ' ');
+        if (sp) {
+            *sp = 0;
+            jset_add(r->jset, pair_hash(text + i, sp + 1));
+        }
+        i = (size_t)(nl - text) + 1;
+    }
+    free(text);
+    r->jfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (r->jfd < 0)
+        aos_warn("tool: the run journal %s: %s (a re-sent request could run twice)", path,
+                 strerror(errno));
+}
+
+/* 1 when the pair started in an earlier life of aos-tool; else it is written down. */
+static int journal_ran_before(runner *r, const run_job *j)
+{
+    if (!j->rid[0] || r->jfd < 0)
+        return 0;
+    if (jset_has(r->jset, pair_hash(j->agent, j->rid)))
+        return 1;
+    char line[160];
+    int n = snprintf(line, sizeof line, "%s %s\n", j->agent, j->rid);
+    if (n > 0 && write(r->jfd, line, (size_t)n) != n)
+        aos_warn("tool: the run journal: %s", strerror(errno));
+    return 0;
+}
+
 static void start(runner *r, run *rn)
 {
     run_job *j = rn->job;
+    if (journal_ran_before(r, j)) {
+        pthread_mutex_lock(&r->mu);
+        r->c.refused_ran_before++;
+        pthread_mutex_unlock(&r->mu);
+        finish(r, rn, 0, 0, AOS_ERR_CONFLICT,
+               "this request started in an earlier aos-tool, which died while it ran: it is "
+               "not run again (its effects may have happened; its output is lost)");
+        run_job_free(j);
+        free(rn);
+        return;
+    }
     desc_limits lim = desc_get_limits(j->d);
     jail_spec sp = {.argv = j->argv,
                     .env = (const char *const *)j->env,
@@ -639,7 +753,7 @@ static void *loop(void *arg)
     return NULL;
 }
 
-aos_err runner_open(jail *jl, runner **out, char *why, size_t whylen)
+aos_err runner_open(jail *jl, const char *dir, runner **out, char *why, size_t whylen)
 {
     *out = NULL;
     runner *r = calloc(1, sizeof *r);
@@ -648,10 +762,14 @@ aos_err runner_open(jail *jl, runner **out, char *why, size_t whylen)
         return AOS_ERR_NOMEM;
     }
     r->jl = jl;
+    journal_open(r, dir);
     pthread_mutex_init(&r->mu, NULL);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->efd < 0) {
         snprintf(why, whylen, "eventfd: %s", strerror(errno));
+        if (r->jfd >= 0)
+            close(r->jfd);
+        free(r->jset);
         pthread_mutex_destroy(&r->mu);
         free(r);
         return AOS_ERR_INTERNAL;
@@ -660,6 +778,9 @@ aos_err runner_open(jail *jl, runner **out, char *why, size_t whylen)
     if (e) {
         snprintf(why, whylen, "starting the executor: %s", strerror(e));
         close(r->efd);
+        if (r->jfd >= 0)
+            close(r->jfd);
+        free(r->jset);
         pthread_mutex_destroy(&r->mu);
         free(r);
         return AOS_ERR_INTERNAL;
@@ -714,6 +835,9 @@ void runner_close(runner *r)
     if (r->started)
         pthread_join(r->thread, NULL);
     close(r->efd);
+    if (r->jfd >= 0)
+        close(r->jfd);
+    free(r->jset);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
