@@ -893,6 +893,56 @@ static void jail_rlimit(int res, rlim_t v)
     setrlimit(res, &rl);
 }
 
+/* The child's side of a spawn, everything prepared by the parent. vfork'd in a function of
+ * its own, so that no local of the parent lives across the vfork (which the child could
+ * clobber); the child only makes syscalls on these values, then execs. */
+typedef struct child_args {
+    int in, out, err, sc, cg[2];
+    rlim_t as, cpu, fsz;
+    int no_as, plain;
+    const char *workspace;
+    char **argv, **envp;
+} child_args;
+
+static __attribute__((noinline)) pid_t spawn_vfork(const child_args *ca)
+{
+    pid_t pid = vfork();
+    if (pid != 0)
+        return pid;
+    if (dup2(ca->in, 0) < 0 || dup2(ca->out, 1) < 0 || dup2(ca->err, 2) < 0 ||
+        dup2(ca->sc, 3) < 0)
+        _exit(126);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* aos-tool ignores SIGPIPE and its threads block signals: a tool starts with neither
+     * (an ignored signal survives execve; `yes | head` relies on SIGPIPE) */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    umask(022); /* files a tool makes in its workspace: the usual modes, not ours */
+    for (int h = 0; h < 2; h++)
+        if (ca->cg[h] >= 0 && write(ca->cg[h], "0", 1) != 1)
+            _exit(126);
+    if (!ca->no_as)
+        jail_rlimit(RLIMIT_AS, ca->as);
+    jail_rlimit(RLIMIT_CPU, ca->cpu);
+    jail_rlimit(RLIMIT_FSIZE, ca->fsz);
+    jail_rlimit(RLIMIT_NOFILE, JAIL_NOFILE);
+    jail_rlimit(RLIMIT_CORE, 0);
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    if (ca->plain) {
+        if (ca->workspace && chdir(ca->workspace))
+            _exit(126);
+        execvpe(ca->argv[0], ca->argv, ca->envp);
+    } else {
+        execve(JAIL_BWRAP, ca->argv, ca->envp);
+    }
+    _exit(127);
+}
+
 static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
                            size_t whylen)
 {
@@ -1026,46 +1076,15 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         goto fail;
     }
     int slot = s->plain ? (cgfd[0] = cgfd[1] = -1) : jail_cg_make(j, s, cgfd);
-    rlim_t as = (rlim_t)(s->memory_mb ? s->memory_mb : JAIL_DEF_MEMORY_MB) << 20;
-    rlim_t cpu = s->cpu_s ? s->cpu_s : JAIL_DEF_CPU_S;
-    rlim_t fsz = s->file_bytes ? s->file_bytes : JAIL_DEF_FILE_BYTES;
-    int infd = s->want_stdin ? in[0] : devnull;
-    /* vfork: the child only makes syscalls on values prepared above, then execs. */
-    pid_t pid = vfork();
-    if (pid == 0) {
-        if (dup2(infd, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0 ||
-            dup2(sc[0], 3) < 0)
-            _exit(126);
-        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        /* aos-tool ignores SIGPIPE and its threads block signals: a tool starts with
-         * neither (an ignored signal survives execve; `yes | head` relies on SIGPIPE) */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &dfl, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        umask(022); /* files a tool makes in its workspace: the usual modes, not ours */
-        for (int h = 0; h < 2; h++)
-            if (cgfd[h] >= 0 && write(cgfd[h], "0", 1) != 1)
-                _exit(126);
-        if (!s->no_as_limit)
-            jail_rlimit(RLIMIT_AS, as);
-        jail_rlimit(RLIMIT_CPU, cpu);
-        jail_rlimit(RLIMIT_FSIZE, fsz);
-        jail_rlimit(RLIMIT_NOFILE, JAIL_NOFILE);
-        jail_rlimit(RLIMIT_CORE, 0);
-        syscall(SYS_close_range, 4u, ~0u, 0u);
-        if (s->plain) {
-            if (s->workspace && chdir(s->workspace))
-                _exit(126);
-            execvpe(argv[0], argv, envp);
-        } else {
-            execve(JAIL_BWRAP, argv, envp);
-        }
-        _exit(127);
-    }
+    child_args ca = {
+        .in = s->want_stdin ? in[0] : devnull, .out = out[1], .err = err[1], .sc = sc[0],
+        .cg = {cgfd[0], cgfd[1]},
+        .as = (rlim_t)(s->memory_mb ? s->memory_mb : JAIL_DEF_MEMORY_MB) << 20,
+        .cpu = s->cpu_s ? s->cpu_s : JAIL_DEF_CPU_S,
+        .fsz = s->file_bytes ? s->file_bytes : JAIL_DEF_FILE_BYTES,
+        .no_as = s->no_as_limit, .plain = s->plain, .workspace = s->workspace,
+        .argv = argv, .envp = envp};
+    pid_t pid = spawn_vfork(&ca);
     int spawn_errno = errno;
     for (int h = 0; h < 2; h++)
         if (cgfd[h] >= 0)

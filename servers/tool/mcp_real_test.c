@@ -70,12 +70,15 @@ static int install(const char *script, const char *dir, char *everything, char *
     char *nl = strchr(buf, '\n');
     if (nl) {
         *nl = 0;
-        snprintf(everything, cap, "%s", buf);
         char *second = nl + 1;
         char *nl2 = strchr(second, '\n');
         if (nl2)
             *nl2 = 0;
-        snprintf(filesystem, cap, "%s", second);
+        /* copied with their lengths checked: a path never is cut short silently */
+        if (strlen(buf) >= cap || strlen(second) >= cap)
+            return -1;
+        memcpy(everything, buf, strlen(buf) + 1);
+        memcpy(filesystem, second, strlen(second) + 1);
     }
     return WEXITSTATUS(st);
 }
