@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -597,6 +598,30 @@ static int v1_find(const char *ctrl, char *dir, size_t cap)
     return found;
 }
 
+/* Removes the "aos-<pid>-<name>" cgroups of aosds that are gone (a kill -9 leaves them):
+ * empty ones only (rmdir refuses the others), so nothing still running is touched. */
+static void v1_sweep(int bfd)
+{
+    int fd = dup(bfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    char names[64][96];
+    size_t n = 0;
+    for (struct dirent *e; n < 64 && (e = readdir(d));) {
+        int pid = 0, off = 0;
+        if (sscanf(e->d_name, "aos-%d-%n", &pid, &off) == 1 && off > 0 && pid > 0 &&
+            pid != (int)getpid() && kill(pid, 0) != 0 && errno == ESRCH)
+            snprintf(names[n++], sizeof names[0], "%.90s", e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++)
+        rm_tree(bfd, names[i], 0);
+}
+
 void cg_delegate_v1(const char *name, uid_t uid, gid_t gid, const cg_deleg *v2,
                     cg_deleg_v1 *out)
 {
@@ -610,15 +635,18 @@ void cg_delegate_v1(const char *name, uid_t uid, gid_t gid, const cg_deleg *v2,
         char base[520], dir[600];
         if (v1_find(ctrls[i], base, sizeof base))
             continue;
-        snprintf(dir, sizeof dir, "%s/aos-%.60s", base, name);
+        /* one per aosd: two aosds on a host share the v1 root, and must not share (nor
+         * clean up) each other's runs */
+        char leaf[96];
+        snprintf(leaf, sizeof leaf, "aos-%d-%.60s", (int)getpid(), name);
+        snprintf(dir, sizeof dir, "%.500s/%s", base, leaf);
         int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (bfd < 0) {
             cat(out->why, sizeof out->why, "%sv1 %s: %s", out->why[0] ? "; " : "", ctrls[i],
                 strerror(errno));
             continue;
         }
-        char leaf[80];
-        snprintf(leaf, sizeof leaf, "aos-%.60s", name);
+        v1_sweep(bfd);
         rm_tree(bfd, leaf, 0); /* a stale one from an earlier incarnation, when empty */
         int e = 0, dfd = cg_mkdir(bfd, leaf, &e);
         close(bfd);
