@@ -403,13 +403,18 @@ static void start_child(child *k, uint64_t now)
                 snprintf(k->cgroup_why + strlen(k->cgroup_why),
                          sizeof k->cgroup_why - strlen(k->cgroup_why), "; %s", cg1.why);
         }
-        if (k->own_dir) {
-            /* made (or checked: ours, a directory, no symlink) at every start, so a dir
-             * removed or re-owned by hand is put right before the server relies on it */
+        /* made (or checked: ours, a directory, no symlink) at every start, so a dir
+         * removed or re-owned by hand is put right before the server relies on it */
+        const char *dirs[2][2] = {{k->own_dir ? k->name : NULL, "--dir"},
+                                  {k->workspaces ? "workspaces" : NULL, "--workspaces"}};
+        char *paths[2] = {owndir, wsdir};
+        for (int d = 0; d < 2; d++) {
+            if (!dirs[d][0])
+                continue;
             char why[256];
-            int fd = fs_dir(dd->dir, k->name, 0700, k->uid, k->gid, why, sizeof why);
+            int fd = fs_dir(dd->dir, dirs[d][0], 0700, k->uid, k->gid, why, sizeof why);
             if (fd < 0) {
-                aos_error("%s: its directory: %s", k->name, why);
+                aos_error("%s: DATA/%s: %s", k->name, dirs[d][0], why);
                 for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
                     close(r.fds[i]);
                 if (cg.procs_fd >= 0)
@@ -418,34 +423,14 @@ static void start_child(child *k, uint64_t now)
                     if (cg1.procs_fd[i] >= 0)
                         close(cg1.procs_fd[i]);
                 errno = EACCES;
-                start_failed(k, now, "making its directory");
+                start_failed(k, now, d ? "making the workspaces directory"
+                                       : "making its directory");
                 return;
             }
             close(fd);
-            snprintf(owndir, sizeof owndir, "%s/%s", cfg->data_dir, k->name);
-            argv[n++] = "--dir";
-            argv[n++] = owndir;
-        }
-        if (k->workspaces) {
-            char why[256];
-            int fd = fs_dir(dd->dir, "workspaces", 0700, k->uid, k->gid, why, sizeof why);
-            if (fd < 0) {
-                aos_error("%s: the workspaces: %s", k->name, why);
-                for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
-                    close(r.fds[i]);
-                if (cg.procs_fd >= 0)
-                    close(cg.procs_fd);
-                for (int i = 0; i < 2; i++)
-                    if (cg1.procs_fd[i] >= 0)
-                        close(cg1.procs_fd[i]);
-                errno = EACCES;
-                start_failed(k, now, "making the workspaces directory");
-                return;
-            }
-            close(fd);
-            snprintf(wsdir, sizeof wsdir, "%s/workspaces", cfg->data_dir);
-            argv[n++] = "--workspaces";
-            argv[n++] = wsdir;
+            snprintf(paths[d], AOS_PATH_MAX + 32, "%s/%s", cfg->data_dir, dirs[d][0]);
+            argv[n++] = (char *)dirs[d][1];
+            argv[n++] = paths[d];
         }
         if (cfg->test_hooks)
             argv[n++] = "--test-hooks";

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "say.h"
+#include "aos/err.h"
 
 int aos_batch_is(const void *buf, size_t len)
 {

@@ -3,7 +3,7 @@
 #include "aos/aos.h"
 #include "aos/bounded.h"
 #include "aos.pb-c.h"
-#include "say.h"
+#include "aos/err.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -10,17 +10,7 @@
 #include <time.h>
 
 #include "aos.pb-c.h"
-#include "say.h"
-
-void aos_say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
+#include "aos/err.h"
 
 int aos_utf8_valid(const void *s, size_t n)
 {

@@ -2,6 +2,9 @@
  * One switch per accessor keeps lookups O(1) and the table the single source. */
 #include "aos/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *aos_strerror(int err)
 {
     switch (err) {
@@ -40,4 +43,14 @@ int aos_err_valid(int err)
 #undef X_
     default: return 0;
     }
+}
+
+void aos_say(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (!why || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
 }

@@ -23,19 +23,6 @@
  * a larger body is read and thrown away so a hostile collector cannot grow us. */
 #define RESP_MAX 16384u
 
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || !whylen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -183,11 +170,11 @@ aos_err otlp_attr_bool(otlp_span *s, const char *key, int val)
 static aos_err attr_check(const otlp_attr *a, size_t i, char *why, size_t whylen)
 {
     if (!a->key[0]) {
-        say(why, whylen, "attribute %zu has an empty key", i);
+        aos_say(why, whylen, "attribute %zu has an empty key", i);
         return AOS_ERR_USAGE;
     }
     if ((unsigned)a->type > OTLP_ATTR_BOOL) {
-        say(why, whylen, "attribute %zu has an unknown type %u", i, (unsigned)a->type);
+        aos_say(why, whylen, "attribute %zu has an unknown type %u", i, (unsigned)a->type);
         return AOS_ERR_USAGE;
     }
     return AOS_OK;
@@ -196,27 +183,27 @@ static aos_err attr_check(const otlp_attr *a, size_t i, char *why, size_t whylen
 aos_err otlp_span_check(const otlp_span *s, char *why, size_t whylen)
 {
     if (!s) {
-        say(why, whylen, "no span");
+        aos_say(why, whylen, "no span");
         return AOS_ERR_USAGE;
     }
     if (sodium_is_zero(s->trace_id, sizeof s->trace_id)) {
-        say(why, whylen, "the trace id is all zero (OTLP calls that invalid)");
+        aos_say(why, whylen, "the trace id is all zero (OTLP calls that invalid)");
         return AOS_ERR_USAGE;
     }
     if (sodium_is_zero(s->span_id, sizeof s->span_id)) {
-        say(why, whylen, "the span id is all zero (OTLP calls that invalid)");
+        aos_say(why, whylen, "the span id is all zero (OTLP calls that invalid)");
         return AOS_ERR_USAGE;
     }
     if ((unsigned)s->kind > OTLP_KIND_CONSUMER) {
-        say(why, whylen, "unknown span kind %u", (unsigned)s->kind);
+        aos_say(why, whylen, "unknown span kind %u", (unsigned)s->kind);
         return AOS_ERR_USAGE;
     }
     if ((unsigned)s->status > OTLP_STATUS_ERROR) {
-        say(why, whylen, "unknown status code %u", (unsigned)s->status);
+        aos_say(why, whylen, "unknown status code %u", (unsigned)s->status);
         return AOS_ERR_USAGE;
     }
     if (s->n_attrs > OTLP_MAX_ATTRS) {
-        say(why, whylen, "%u attributes, at most %u", s->n_attrs, OTLP_MAX_ATTRS);
+        aos_say(why, whylen, "%u attributes, at most %u", s->n_attrs, OTLP_MAX_ATTRS);
         return AOS_ERR_USAGE;
     }
     for (unsigned i = 0; i < s->n_attrs; i++) {
@@ -339,18 +326,18 @@ aos_err otlp_encode(const otlp_span *spans, size_t n, const otlp_attr *res, size
     if (outlen)
         *outlen = 0;
     if (!spans || !n || (nres && !res) || !scope_name || !out || !outlen) {
-        say(why, whylen, "otlp_encode: missing spans, scope name or output");
+        aos_say(why, whylen, "otlp_encode: missing spans, scope name or output");
         return AOS_ERR_USAGE;
     }
     char w[160];
     for (size_t i = 0; i < nres; i++)
         if (attr_check(&res[i], i, w, sizeof w) != AOS_OK) {
-            say(why, whylen, "resource: %s", w);
+            aos_say(why, whylen, "resource: %s", w);
             return AOS_ERR_USAGE;
         }
     for (size_t i = 0; i < n; i++)
         if (otlp_span_check(&spans[i], w, sizeof w) != AOS_OK) {
-            say(why, whylen, "span %zu: %s", i, w);
+            aos_say(why, whylen, "span %zu: %s", i, w);
             return AOS_ERR_USAGE;
         }
 
@@ -375,7 +362,7 @@ aos_err otlp_encode(const otlp_span *spans, size_t n, const otlp_attr *res, size
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (!s) {
-        say(why, whylen, "no memory for the encoded spans");
+        aos_say(why, whylen, "no memory for the encoded spans");
         return AOS_ERR_NOMEM;
     }
     *out = s;
@@ -383,7 +370,7 @@ aos_err otlp_encode(const otlp_span *spans, size_t n, const otlp_attr *res, size
     return AOS_OK;
 nomem:
     json_decref(root);
-    say(why, whylen, "no memory to encode %zu spans", n);
+    aos_say(why, whylen, "no memory to encode %zu spans", n);
     return AOS_ERR_NOMEM;
 }
 
@@ -505,7 +492,7 @@ static post_res post(otlp *e, const char *body, size_t len, unsigned n, unsigned
     curl_easy_setopt(e->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     CURLMcode mc = curl_multi_add_handle(e->m, e->h);
     if (mc != CURLM_OK) {
-        say(err, errlen, "cannot start a request: %s", curl_multi_strerror(mc));
+        aos_say(err, errlen, "cannot start a request: %s", curl_multi_strerror(mc));
         return P_RETRY;
     }
     int running = 1, aborted = 0, done = 0;
@@ -537,19 +524,19 @@ static post_res post(otlp *e, const char *body, size_t len, unsigned n, unsigned
             cc = msg->data.result, done = 1;
     curl_multi_remove_handle(e->m, e->h);
     if (aborted) {
-        say(err, errlen, "stopped with a request under way");
+        aos_say(err, errlen, "stopped with a request under way");
         return P_ABORTED;
     }
     if (mc != CURLM_OK) {
-        say(err, errlen, "request failed: %s", curl_multi_strerror(mc));
+        aos_say(err, errlen, "request failed: %s", curl_multi_strerror(mc));
         return P_RETRY;
     }
     if (!done) {
-        say(err, errlen, "request ended without a result");
+        aos_say(err, errlen, "request ended without a result");
         return P_RETRY;
     }
     if (cc != CURLE_OK) {
-        say(err, errlen, "cannot reach the collector: %s", curl_easy_strerror(cc));
+        aos_say(err, errlen, "cannot reach the collector: %s", curl_easy_strerror(cc));
         return P_RETRY;
     }
     long code = 0;
@@ -558,7 +545,7 @@ static post_res post(otlp *e, const char *body, size_t len, unsigned n, unsigned
         e->resp[e->resp_len] = 0;
         *rejected = partial_rejects(e, n);
         if (*rejected)
-            say(err, errlen, "the collector rejected %u spans of a batch of %u", *rejected, n);
+            aos_say(err, errlen, "the collector rejected %u spans of a batch of %u", *rejected, n);
         return P_SENT;
     }
     if (code == 429 || code == 502 || code == 503 || code == 504) {
@@ -567,10 +554,10 @@ static post_res post(otlp *e, const char *body, size_t len, unsigned n, unsigned
             *retry_after_ms = (uint64_t)ra > e->retry_max_ms / 1000u
                                   ? e->retry_max_ms
                                   : (uint64_t)ra * 1000u;
-        say(err, errlen, "the collector answered HTTP %ld", code);
+        aos_say(err, errlen, "the collector answered HTTP %ld", code);
         return P_RETRY;
     }
-    say(err, errlen, "the collector refused a batch of %u spans: HTTP %ld", n, code);
+    aos_say(err, errlen, "the collector refused a batch of %u spans: HTTP %ld", n, code);
     return P_REJECTED;
 }
 
@@ -688,29 +675,29 @@ static aos_err header_check(const char *h, unsigned i, char *why, size_t whylen)
 {
     size_t n = strnlen(h, OTLP_HEADER_MAX);
     if (n >= OTLP_HEADER_MAX) {
-        say(why, whylen, "otlp header %u: longer than %u bytes", i, OTLP_HEADER_MAX - 1);
+        aos_say(why, whylen, "otlp header %u: longer than %u bytes", i, OTLP_HEADER_MAX - 1);
         return AOS_ERR_TOO_BIG;
     }
     const char *colon = memchr(h, ':', n);
     if (!colon || colon == h) {
-        say(why, whylen, "otlp header %u: not \"Name: value\"", i);
+        aos_say(why, whylen, "otlp header %u: not \"Name: value\"", i);
         return AOS_ERR_USAGE;
     }
     for (const char *p = h; p < colon; p++)
         if (!strchr("!#$%&'*+-.^_`|~", *p) && !(*p >= '0' && *p <= '9') &&
             !(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z')) {
-            say(why, whylen, "otlp header %u: the name has a character not allowed", i);
+            aos_say(why, whylen, "otlp header %u: the name has a character not allowed", i);
             return AOS_ERR_USAGE;
         }
     if (strpbrk(colon, "\r\n")) {
-        say(why, whylen, "otlp header %u: the value holds a line break", i);
+        aos_say(why, whylen, "otlp header %u: the value holds a line break", i);
         return AOS_ERR_USAGE;
     }
     size_t nl = (size_t)(colon - h);
     if ((nl == 12 && !strncasecmp(h, "content-type", nl)) ||
         (nl == 14 && !strncasecmp(h, "content-length", nl)) ||
         (nl == 4 && !strncasecmp(h, "host", nl))) {
-        say(why, whylen, "otlp header %u: %.*s is set by the exporter", i, (int)nl, h);
+        aos_say(why, whylen, "otlp header %u: %.*s is set by the exporter", i, (int)nl, h);
         return AOS_ERR_USAGE;
     }
     return AOS_OK;
@@ -732,7 +719,7 @@ static aos_err pin_host(otlp *e, const char *host, const char *port, char *why, 
     hints.ai_flags = AI_ADDRCONFIG;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g) {
-        say(why, whylen, "cannot resolve the OTLP collector's host %s: %s", host,
+        aos_say(why, whylen, "cannot resolve the OTLP collector's host %s: %s", host,
             gai_strerror(g));
         return AOS_ERR_UNAVAILABLE;
     }
@@ -753,11 +740,11 @@ static aos_err pin_host(otlp *e, const char *host, const char *port, char *why, 
     }
     freeaddrinfo(res);
     if (!k || o <= 0 || (size_t)o >= sizeof line) {
-        say(why, whylen, "the OTLP collector's host %s has no usable address", host);
+        aos_say(why, whylen, "the OTLP collector's host %s has no usable address", host);
         return AOS_ERR_UNAVAILABLE;
     }
     if (!(e->resolve = curl_slist_append(NULL, line))) {
-        say(why, whylen, "no memory for the collector's addresses");
+        aos_say(why, whylen, "no memory for the collector's addresses");
         return AOS_ERR_NOMEM;
     }
     return AOS_OK;
@@ -772,7 +759,7 @@ static aos_err url_parts(const char *url, char **host, char **port, char *why, s
     aos_err rc = AOS_OK;
     *host = *port = NULL;
     if (!u) {
-        say(why, whylen, "no memory to parse the OTLP URL");
+        aos_say(why, whylen, "no memory to parse the OTLP URL");
         return AOS_ERR_NOMEM;
     }
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
@@ -783,13 +770,13 @@ static aos_err url_parts(const char *url, char **host, char **port, char *why, s
     if (uc == CURLUE_OK)
         uc = curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT);
     if (uc != CURLUE_OK) {
-        say(why, whylen, "the OTLP URL does not parse: %s", curl_url_strerror(uc));
+        aos_say(why, whylen, "the OTLP URL does not parse: %s", curl_url_strerror(uc));
         rc = AOS_ERR_USAGE;
     } else if (strcmp(scheme, "http") && strcmp(scheme, "https")) {
-        say(why, whylen, "the OTLP URL's scheme is %s; only http and https are spoken", scheme);
+        aos_say(why, whylen, "the OTLP URL's scheme is %s; only http and https are spoken", scheme);
         rc = AOS_ERR_USAGE;
     } else if (!**host) {
-        say(why, whylen, "the OTLP URL has no host");
+        aos_say(why, whylen, "the OTLP URL has no host");
         rc = AOS_ERR_USAGE;
     }
     if (rc != AOS_OK) {
@@ -814,21 +801,21 @@ aos_err otlp_new(const otlp_config *cfg, otlp **out, char *why, size_t whylen)
     if (out)
         *out = NULL;
     if (!cfg || !out || !cfg->url) {
-        say(why, whylen, "otlp_new: no configuration, URL or output");
+        aos_say(why, whylen, "otlp_new: no configuration, URL or output");
         return AOS_ERR_USAGE;
     }
     unsigned q = cfg->max_queue_spans ? cfg->max_queue_spans : OTLP_QUEUE_DEFAULT;
     unsigned b = cfg->batch_max ? cfg->batch_max
                                 : (q < OTLP_BATCH_DEFAULT ? q : OTLP_BATCH_DEFAULT);
     if (q > OTLP_QUEUE_CAP || b > OTLP_BATCH_CAP || b > q) {
-        say(why, whylen, "otlp queue %u (at most %u) and batch %u (at most %u and the queue)",
+        aos_say(why, whylen, "otlp queue %u (at most %u) and batch %u (at most %u and the queue)",
             q, OTLP_QUEUE_CAP, b, OTLP_BATCH_CAP);
         return AOS_ERR_USAGE;
     }
     unsigned nh = 0;
     for (; cfg->headers && cfg->headers[nh]; nh++) {
         if (nh >= OTLP_MAX_HEADERS) {
-            say(why, whylen, "more than %u otlp headers", OTLP_MAX_HEADERS);
+            aos_say(why, whylen, "more than %u otlp headers", OTLP_MAX_HEADERS);
             return AOS_ERR_TOO_BIG;
         }
         aos_err hrc = header_check(cfg->headers[nh], nh, why, whylen);
@@ -842,7 +829,7 @@ aos_err otlp_new(const otlp_config *cfg, otlp **out, char *why, size_t whylen)
 
     otlp *e = calloc(1, sizeof *e);
     if (!e) {
-        say(why, whylen, "no memory for the exporter");
+        aos_say(why, whylen, "no memory for the exporter");
         rc = AOS_ERR_NOMEM;
         goto out;
     }
@@ -869,12 +856,12 @@ aos_err otlp_new(const otlp_config *cfg, otlp **out, char *why, size_t whylen)
     e->mu_inited = 1;
 
     if (!(e->ring = calloc(q, sizeof *e->ring)) || !(e->batch = calloc(b, sizeof *e->batch))) {
-        say(why, whylen, "no memory for a queue of %u spans", q);
+        aos_say(why, whylen, "no memory for a queue of %u spans", q);
         rc = AOS_ERR_NOMEM;
         goto out;
     }
     if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        say(why, whylen, "cannot initialise libsodium or libcurl");
+        aos_say(why, whylen, "cannot initialise libsodium or libcurl");
         rc = AOS_ERR_INTERNAL;
         goto out;
     }
@@ -890,7 +877,7 @@ aos_err otlp_new(const otlp_config *cfg, otlp **out, char *why, size_t whylen)
     for (unsigned i = 0; l && i < nh; i++)
         l = curl_slist_append(l, cfg->headers[i]);
     if (!l || !(e->h = curl_easy_init()) || !(e->m = curl_multi_init())) {
-        say(why, whylen, "no memory for the libcurl handles");
+        aos_say(why, whylen, "no memory for the libcurl handles");
         rc = AOS_ERR_NOMEM;
         goto out;
     }
@@ -924,7 +911,7 @@ aos_err otlp_new(const otlp_config *cfg, otlp **out, char *why, size_t whylen)
     int perr = pthread_create(&e->th, NULL, sender_main, e);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (perr) {
-        say(why, whylen, "cannot start the OTLP sender thread: %s", strerror(perr));
+        aos_say(why, whylen, "cannot start the OTLP sender thread: %s", strerror(perr));
         rc = AOS_ERR_INTERNAL;
         goto out;
     }
@@ -942,7 +929,7 @@ out:
 aos_err otlp_push(otlp *e, const otlp_span *s, char *why, size_t whylen)
 {
     if (!e) {
-        say(why, whylen, "otlp_push: no exporter");
+        aos_say(why, whylen, "otlp_push: no exporter");
         return AOS_ERR_USAGE;
     }
     aos_err rc = otlp_span_check(s, why, whylen);

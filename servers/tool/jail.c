@@ -97,18 +97,6 @@ struct jail {
     uint64_t gen;
 };
 
-static void jail_say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void jail_say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || !whylen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- seccomp ------------------------------------------------------------------------- */
 
 /* On top of aos-tool's own deny-list (sbx_deny_common): what would let a tool rebuild
@@ -193,9 +181,11 @@ out:
 
 /* ---- preparing, once, after the server's own sandbox is on ----------------------------- */
 
-static int jail_write_at(int dfd, const char *name, const char *text)
+/* One write of text into dfd/name (flags: O_CREAT|O_TRUNC for a file of ours, 0 for a
+ * cgroup's control file, which takes each write(2) as one request). */
+static int jail_write_at(int dfd, const char *name, const char *text, int flags)
 {
-    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd = openat(dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | flags, 0644);
     if (fd < 0)
         return -1;
     size_t n = strlen(text);
@@ -270,7 +260,7 @@ static int jail_write_etc(jail *j, char *why, size_t whylen)
 {
     int sfd = open(j->state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sfd < 0) {
-        jail_say(why, whylen, "open %.200s: %s", j->state, strerror(errno));
+        aos_say(why, whylen, "open %.200s: %s", j->state, strerror(errno));
         return -1;
     }
     jail_rm_tree(sfd, "etc.new", 0);
@@ -278,26 +268,26 @@ static int jail_write_etc(jail *j, char *why, size_t whylen)
     int rc = -1, dfd = -1, host = -1;
     if (mkdirat(sfd, "etc.new", 0755) ||
         (dfd = openat(sfd, "etc.new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-        jail_say(why, whylen, "making %.200s/etc.new: %s", j->state, strerror(errno));
+        aos_say(why, whylen, "making %.200s/etc.new: %s", j->state, strerror(errno));
         goto out;
     }
     fchmod(dfd, 0755);
     for (size_t i = 0; i < JAIL_NETC; i++)
-        if (jail_write_at(dfd, jail_etc[i].name, jail_etc[i].text)) {
-            jail_say(why, whylen, "writing etc/%s: %s", jail_etc[i].name, strerror(errno));
+        if (jail_write_at(dfd, jail_etc[i].name, jail_etc[i].text, O_CREAT | O_TRUNC)) {
+            aos_say(why, whylen, "writing etc/%s: %s", jail_etc[i].name, strerror(errno));
             goto out;
         }
     if ((host = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        jail_say(why, whylen, "open /etc: %s", strerror(errno));
+        aos_say(why, whylen, "open /etc: %s", strerror(errno));
         goto out;
     }
     if (mkdirat(dfd, "ssl", 0755)) {
-        jail_say(why, whylen, "mkdir etc/ssl: %s", strerror(errno));
+        aos_say(why, whylen, "mkdir etc/ssl: %s", strerror(errno));
         goto out;
     }
     for (size_t i = 0; jail_etc_files[i]; i++)
         if (jail_copy_one(host, dfd, jail_etc_files[i])) {
-            jail_say(why, whylen, "copying /etc/%s: %s", jail_etc_files[i], strerror(errno));
+            aos_say(why, whylen, "copying /etc/%s: %s", jail_etc_files[i], strerror(errno));
             goto out;
         }
     for (size_t i = 0; jail_etc_dirs[i]; i++) {
@@ -319,17 +309,17 @@ static int jail_write_etc(jail *j, char *why, size_t whylen)
         if (dst >= 0)
             close(dst);
         if (bad) {
-            jail_say(why, whylen, "copying /etc/%s: %s", jail_etc_dirs[i], strerror(errno));
+            aos_say(why, whylen, "copying /etc/%s: %s", jail_etc_dirs[i], strerror(errno));
             goto out;
         }
     }
     jail_rm_tree(sfd, "etc.old", 0);
     if (renameat(sfd, "etc", sfd, "etc.old") && errno != ENOENT) {
-        jail_say(why, whylen, "moving the old etc: %s", strerror(errno));
+        aos_say(why, whylen, "moving the old etc: %s", strerror(errno));
         goto out;
     }
     if (renameat(sfd, "etc.new", sfd, "etc")) {
-        jail_say(why, whylen, "putting etc in place: %s", strerror(errno));
+        aos_say(why, whylen, "putting etc in place: %s", strerror(errno));
         goto out;
     }
     jail_rm_tree(sfd, "etc.old", 0);
@@ -372,7 +362,7 @@ static int jail_probe(jail *j, char *why, size_t whylen)
     close(p.err_fd);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
-    jail_say(why, whylen, "exit %d: %s", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+    aos_say(why, whylen, "exit %d: %s", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
              err[0] ? err : "(no message)");
     return -1;
 }
@@ -468,19 +458,11 @@ static int jail_write_file(const char *dir, const char *name, const char *text)
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -1;
-    int fd = openat(dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-    close(dfd);
-    if (fd < 0)
-        return -1;
-    size_t n = strlen(text);
-    ssize_t w = write(fd, text, n);
+    int rc = jail_write_at(dfd, name, text, 0);
     int e = errno;
-    close(fd);
-    if (w != (ssize_t)n) {
-        errno = w < 0 ? e : EIO;
-        return -1;
-    }
-    return 0;
+    close(dfd);
+    errno = e;
+    return rc;
 }
 
 static int jail_read_file(const char *dir, const char *name, char *buf, size_t cap)
@@ -633,7 +615,7 @@ aos_err jail_open(const char *state_dir, jail **out, char *why, size_t whylen)
     *out = NULL;
     jail *j = calloc(1, sizeof *j);
     if (!j) {
-        jail_say(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
     pthread_mutex_init(&j->mu, NULL);
@@ -642,7 +624,7 @@ aos_err jail_open(const char *state_dir, jail **out, char *why, size_t whylen)
     } else {
         snprintf(j->temp, sizeof j->temp, "/tmp/aos-tool-XXXXXX");
         if (!mkdtemp(j->temp)) {
-            jail_say(why, whylen, "mkdtemp: %s", strerror(errno));
+            aos_say(why, whylen, "mkdtemp: %s", strerror(errno));
             free(j);
             return AOS_ERR_INTERNAL;
         }
@@ -676,7 +658,7 @@ int jail_ready(const jail *cj, char *why, size_t whylen)
     jail *j = (jail *)cj;
     jail_prepare(j);
     if (!j->ready)
-        jail_say(why, whylen, "%s", j->notready);
+        aos_say(why, whylen, "%s", j->notready);
     return j->ready;
 }
 
@@ -951,12 +933,12 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     p->pidfd = p->out_fd = p->err_fd = p->in_fd = -1;
     p->cg = -1;
     if (s->network) {
-        jail_say(why, whylen, "network runs are not available yet: no slirp4netns wiring in "
+        aos_say(why, whylen, "network runs are not available yet: no slirp4netns wiring in "
                               "this build");
         return AOS_ERR_REFUSED;
     }
     if (!s->argv || !s->argv[0]) {
-        jail_say(why, whylen, "an empty command");
+        aos_say(why, whylen, "an empty command");
         return AOS_ERR_USAGE;
     }
     jargv a = {.n = 0};
@@ -1029,12 +1011,12 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     while (s->argv[nargs])
         nargs++;
     if (a.over) {
-        jail_say(why, whylen, "the sandbox's command line is too long");
+        aos_say(why, whylen, "the sandbox's command line is too long");
         return AOS_ERR_TOO_BIG;
     }
     char **argv = calloc(a.n + nargs + 1, sizeof *argv);
     if (!argv) {
-        jail_say(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
     size_t skip = s->plain ? a.n : 0; /* plain: the tool's argv alone */
@@ -1059,20 +1041,20 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     aos_err rc = AOS_ERR_INTERNAL;
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(sc, O_CLOEXEC) ||
         (s->want_stdin && pipe2(in, O_CLOEXEC))) {
-        jail_say(why, whylen, "pipe: %s", strerror(errno));
+        aos_say(why, whylen, "pipe: %s", strerror(errno));
         goto fail;
     }
     /* The program fits the pipe's buffer (64 KiB; checked at compile), so this write
      * cannot block; the write end is closed before bwrap reads, so it sees EOF. */
     if (write(sc[1], j->bpf, j->bpf_len) != (ssize_t)j->bpf_len) {
-        jail_say(why, whylen, "writing the seccomp program: %s", strerror(errno));
+        aos_say(why, whylen, "writing the seccomp program: %s", strerror(errno));
         goto fail;
     }
     close(sc[1]);
     sc[1] = -1;
     int devnull = -1;
     if (!s->want_stdin && (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-        jail_say(why, whylen, "/dev/null: %s", strerror(errno));
+        aos_say(why, whylen, "/dev/null: %s", strerror(errno));
         goto fail;
     }
     int slot = s->plain ? (cgfd[0] = cgfd[1] = -1) : jail_cg_make(j, s, cgfd);
@@ -1093,7 +1075,7 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         close(devnull);
     if (pid < 0) {
         jail_cg_free(j, slot);
-        jail_say(why, whylen, "vfork: %s", strerror(spawn_errno));
+        aos_say(why, whylen, "vfork: %s", strerror(spawn_errno));
         goto fail;
     }
     free(argv);

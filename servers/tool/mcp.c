@@ -30,18 +30,6 @@
 static const char *const protocols[] = MCP_PROTOCOLS;
 #define NPROTOCOLS (sizeof protocols / sizeof protocols[0])
 
-static void setwhy(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void setwhy(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || !whylen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 /* A server's text (untrusted) made safe for a message line: control bytes become '?', and
  * it is cut at SHOW_MAX bytes (never inside a UTF-8 sequence: continuation bytes after
  * the cut are dropped with it). */
@@ -76,18 +64,18 @@ aos_err mcp_decode(const char *line, size_t len, mcp_msg *out, char *why, size_t
 {
     memset(out, 0, sizeof *out);
     if (!line || !len) {
-        setwhy(why, whylen, "empty message");
+        aos_say(why, whylen, "empty message");
         return AOS_ERR_USAGE;
     }
     if (memchr(line, 0, len)) {
-        setwhy(why, whylen, "NUL byte in a message");
+        aos_say(why, whylen, "NUL byte in a message");
         return AOS_ERR_USAGE;
     }
     json_error_t e;
     /* No JSON_ALLOW_NUL: a "\u0000" in a string is refused, so every string is a C string. */
     json_t *root = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
     if (!root) {
-        setwhy(why, whylen, "not JSON: %s (column %d)", e.text, e.column);
+        aos_say(why, whylen, "not JSON: %s (column %d)", e.text, e.column);
         return AOS_ERR_USAGE;
     }
     const char *bad = NULL;
@@ -164,7 +152,7 @@ aos_err mcp_decode(const char *line, size_t len, mcp_msg *out, char *why, size_t
     out->root = root;
     return AOS_OK;
 out:
-    setwhy(why, whylen, "not a JSON-RPC 2.0 message: %s", bad);
+    aos_say(why, whylen, "not a JSON-RPC 2.0 message: %s", bad);
     json_decref(root);
     memset(out, 0, sizeof *out);
     return AOS_ERR_USAGE;
@@ -201,7 +189,7 @@ size_t mcp_reader_pending(const mcp_reader *r) { return r->len; }
 static aos_err reader_break(mcp_reader *r, aos_err e, char *why, size_t whylen)
 {
     r->broken = e;
-    setwhy(why, whylen, "%s", r->why);
+    aos_say(why, whylen, "%s", r->why);
     free(r->buf);
     r->buf = NULL;
     r->len = r->cap = 0;
@@ -255,7 +243,7 @@ aos_err mcp_reader_feed(mcp_reader *r, const char *data, size_t n, mcp_msg_fn fn
                         char *why, size_t whylen)
 {
     if (r->broken) {
-        setwhy(why, whylen, "%s", r->why);
+        aos_say(why, whylen, "%s", r->why);
         return r->broken;
     }
     while (n) {
@@ -365,7 +353,7 @@ static aos_err write_line(mcp *m, const char *s, size_t n, char *why, size_t why
     if (atomic_load(&m->dead)) {
         pthread_mutex_unlock(&m->wmu);
         pthread_mutex_lock(&m->mu);
-        setwhy(why, whylen, "%s: session dead: %s", m->name, m->dead_why);
+        aos_say(why, whylen, "%s: session dead: %s", m->name, m->dead_why);
         pthread_mutex_unlock(&m->mu);
         return AOS_ERR_UNAVAILABLE;
     }
@@ -422,7 +410,7 @@ static aos_err write_line(mcp *m, const char *s, size_t n, char *why, size_t why
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_mutex_unlock(&m->wmu);
     if (rc) {
-        setwhy(why, whylen, "%s", msg);
+        aos_say(why, whylen, "%s", msg);
         kill_session(m, msg);
     }
     return rc;
@@ -432,7 +420,7 @@ static aos_err write_line(mcp *m, const char *s, size_t n, char *why, size_t why
 static aos_err send_json(mcp *m, json_t *v, char *why, size_t whylen)
 {
     if (!v) {
-        setwhy(why, whylen, "%s: out of memory", m->name);
+        aos_say(why, whylen, "%s: out of memory", m->name);
         return AOS_ERR_NOMEM;
     }
     /* Compact output escapes every control character in strings, so the text holds no
@@ -440,19 +428,19 @@ static aos_err send_json(mcp *m, json_t *v, char *why, size_t whylen)
     char *s = json_dumps(v, JSON_COMPACT);
     json_decref(v);
     if (!s) {
-        setwhy(why, whylen, "%s: cannot encode a message", m->name);
+        aos_say(why, whylen, "%s: cannot encode a message", m->name);
         return AOS_ERR_NOMEM;
     }
     size_t n = strlen(s);
     aos_err rc;
     if (n >= m->line_max) {
-        setwhy(why, whylen, "%s: a %zu-byte message is longer than the %zu-byte line cap",
+        aos_say(why, whylen, "%s: a %zu-byte message is longer than the %zu-byte line cap",
                m->name, n, m->line_max);
         rc = AOS_ERR_TOO_BIG;
     } else {
         char *line = realloc(s, n + 2);
         if (!line) {
-            setwhy(why, whylen, "%s: out of memory", m->name);
+            aos_say(why, whylen, "%s: out of memory", m->name);
             rc = AOS_ERR_NOMEM;
         } else {
             s = line;
@@ -525,7 +513,7 @@ static aos_err request(mcp *m, int kind, const char *method, const char *label,
     if (!p || !params) {
         json_decref(params);
         free(p);
-        setwhy(why, whylen, "%s: out of memory", m->name);
+        aos_say(why, whylen, "%s: out of memory", m->name);
         return AOS_ERR_NOMEM;
     }
     p->kind = kind;
@@ -536,11 +524,11 @@ static aos_err request(mcp *m, int kind, const char *method, const char *label,
     pthread_mutex_lock(&m->mu);
     aos_err rc = AOS_OK;
     if (atomic_load(&m->dead) || m->stop) {
-        setwhy(why, whylen, "%s: session dead: %s", m->name,
+        aos_say(why, whylen, "%s: session dead: %s", m->name,
                m->dead_why[0] ? m->dead_why : "closed");
         rc = AOS_ERR_UNAVAILABLE;
     } else if (m->npending >= MCP_PENDING_MAX) {
-        setwhy(why, whylen, "%s: %u requests already in flight", m->name, MCP_PENDING_MAX);
+        aos_say(why, whylen, "%s: %u requests already in flight", m->name, MCP_PENDING_MAX);
         rc = AOS_ERR_UNAVAILABLE;
     }
     if (rc) {
@@ -620,7 +608,7 @@ static aos_err request_sync(mcp *m, int kind, const char *method, json_t *params
     pthread_mutex_unlock(&w.mu);
     rc = w.st;
     if (rc)
-        setwhy(why, whylen, "%s", w.why);
+        aos_say(why, whylen, "%s", w.why);
     else
         *result = w.result;
 out:
@@ -873,18 +861,18 @@ static aos_err handshake(mcp *m, char *why, size_t whylen)
     char s[SHOW_MAX + 1];
     if (!protocol_ok(ver)) {
         show(s, sizeof s, ver ? ver : "(none)");
-        setwhy(why, whylen,
+        aos_say(why, whylen,
                "%s: the server speaks MCP protocol version '%s'; aos-tool speaks %s, %s and %s",
                m->name, s, protocols[0], protocols[1], protocols[2]);
         rc = AOS_ERR_PROTO;
     } else if (!json_is_object(info) || !json_is_string(json_object_get(info, "name"))) {
-        setwhy(why, whylen, "%s: initialize result without serverInfo {name}", m->name);
+        aos_say(why, whylen, "%s: initialize result without serverInfo {name}", m->name);
         rc = AOS_ERR_PROTO;
     } else if (!json_is_object(caps)) {
-        setwhy(why, whylen, "%s: initialize result without a capabilities object", m->name);
+        aos_say(why, whylen, "%s: initialize result without a capabilities object", m->name);
         rc = AOS_ERR_PROTO;
     } else if (!(m->protocol = strdup(ver))) {
-        setwhy(why, whylen, "%s: out of memory", m->name);
+        aos_say(why, whylen, "%s: out of memory", m->name);
         rc = AOS_ERR_NOMEM;
     } else {
         m->server_info = json_incref(info);
@@ -907,7 +895,7 @@ aos_err mcp_open(const mcp_opts *o, mcp **out, char *why, size_t whylen)
             close(o->to_fd);
         if (o && o->from_fd >= 0 && o->from_fd != o->to_fd)
             close(o->from_fd);
-        setwhy(why, whylen, "mcp_open: no fds");
+        aos_say(why, whylen, "mcp_open: no fds");
         return AOS_ERR_USAGE;
     }
     mcp *m = calloc(1, sizeof *m);
@@ -915,7 +903,7 @@ aos_err mcp_open(const mcp_opts *o, mcp **out, char *why, size_t whylen)
         close(o->to_fd);
         if (o->from_fd != o->to_fd)
             close(o->from_fd);
-        setwhy(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
     m->o = *o;
@@ -930,11 +918,11 @@ aos_err mcp_open(const mcp_opts *o, mcp **out, char *why, size_t whylen)
     m->name = strdup(o->name && *o->name ? o->name : "mcp");
     m->rd = mcp_reader_new(m->line_max);
     if (!m->name || !m->rd) {
-        setwhy(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         goto fail;
     }
     if (pipe2(m->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        setwhy(why, whylen, "%s: pipe: %s", m->name, strerror(errno));
+        aos_say(why, whylen, "%s: pipe: %s", m->name, strerror(errno));
         rc = AOS_ERR_IO;
         goto fail;
     }
@@ -944,7 +932,7 @@ aos_err mcp_open(const mcp_opts *o, mcp **out, char *why, size_t whylen)
     fcntl(m->from_fd, F_SETFL, fcntl(m->from_fd, F_GETFL) | O_NONBLOCK);
     int e = pthread_create(&m->thread, NULL, reader_main, m);
     if (e) {
-        setwhy(why, whylen, "%s: pthread_create: %s", m->name, strerror(e));
+        aos_say(why, whylen, "%s: pthread_create: %s", m->name, strerror(e));
         rc = AOS_ERR_NOMEM;
         goto fail;
     }
@@ -956,7 +944,7 @@ aos_err mcp_open(const mcp_opts *o, mcp **out, char *why, size_t whylen)
     if (!dead)
         m->opened = 1;
     else
-        setwhy(why, whylen, "%s", m->dead_why);
+        aos_say(why, whylen, "%s", m->dead_why);
     pthread_mutex_unlock(&m->mu);
     if (dead) {
         rc = AOS_ERR_UNAVAILABLE;
@@ -981,26 +969,26 @@ static aos_err check_tool(const json_t *t, size_t i, json_t *seen, char *why, si
     json_t *d = json_object_get(t, "description");
     json_t *out = json_object_get(t, "outputSchema");
     if (!json_is_object(t) || !name || !*name) {
-        setwhy(why, whylen, "tool %zu has no name", i);
+        aos_say(why, whylen, "tool %zu has no name", i);
         return AOS_ERR_PROTO;
     }
     char s[SHOW_MAX + 1];
     show(s, sizeof s, name);
     if (!json_is_object(json_object_get(t, "inputSchema"))) {
-        setwhy(why, whylen, "tool '%s': inputSchema is not an object", s);
+        aos_say(why, whylen, "tool '%s': inputSchema is not an object", s);
         return AOS_ERR_PROTO;
     }
     if ((d && !json_is_string(d)) || (out && !json_is_object(out))) {
-        setwhy(why, whylen, "tool '%s': description not a string or outputSchema not an object",
+        aos_say(why, whylen, "tool '%s': description not a string or outputSchema not an object",
                s);
         return AOS_ERR_PROTO;
     }
     if (json_object_get(seen, name)) {
-        setwhy(why, whylen, "tool '%s' is listed twice", s);
+        aos_say(why, whylen, "tool '%s' is listed twice", s);
         return AOS_ERR_PROTO;
     }
     if (json_object_set_new(seen, name, json_true())) {
-        setwhy(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         return AOS_ERR_NOMEM;
     }
     return AOS_OK;
@@ -1015,18 +1003,18 @@ aos_err mcp_list_tools(mcp *m, unsigned timeout_ms, json_t **tools, char *why, s
     char w[WHY_CAP];
     aos_err rc = AOS_ERR_NOMEM;
     if (!all || !seen) {
-        setwhy(why, whylen, "out of memory");
+        aos_say(why, whylen, "out of memory");
         goto out;
     }
     for (unsigned page = 0;; page++) {
         if (page == MCP_PAGES_MAX) {
-            setwhy(why, whylen, "%s: tools/list: more than %u pages", m->name, MCP_PAGES_MAX);
+            aos_say(why, whylen, "%s: tools/list: more than %u pages", m->name, MCP_PAGES_MAX);
             rc = AOS_ERR_TOO_BIG;
             goto out;
         }
         uint64_t t = now_ms();
         if (t >= end) {
-            setwhy(why, whylen, "%s: tools/list: out of time after %u pages", m->name, page);
+            aos_say(why, whylen, "%s: tools/list: out of time after %u pages", m->name, page);
             rc = AOS_ERR_TIMEOUT;
             goto out;
         }
@@ -1039,7 +1027,7 @@ aos_err mcp_list_tools(mcp *m, unsigned timeout_ms, json_t **tools, char *why, s
         json_t *list = json_object_get(res, "tools");
         json_t *next = json_object_get(res, "nextCursor");
         if (!json_is_array(list) || (next && !json_is_null(next) && !json_is_string(next))) {
-            setwhy(why, whylen, "%s: tools/list page %u: no tools array or a bad nextCursor",
+            aos_say(why, whylen, "%s: tools/list page %u: no tools array or a bad nextCursor",
                    m->name, page + 1);
             rc = AOS_ERR_PROTO;
             goto out;
@@ -1048,17 +1036,17 @@ aos_err mcp_list_tools(mcp *m, unsigned timeout_ms, json_t **tools, char *why, s
         json_t *tool;
         json_array_foreach(list, i, tool) {
             if (json_array_size(all) >= MCP_TOOLS_MAX) {
-                setwhy(why, whylen, "%s: tools/list: more than %u tools", m->name,
+                aos_say(why, whylen, "%s: tools/list: more than %u tools", m->name,
                        MCP_TOOLS_MAX);
                 rc = AOS_ERR_TOO_BIG;
                 goto out;
             }
             if ((rc = check_tool(tool, json_array_size(all), seen, w, sizeof w))) {
-                setwhy(why, whylen, "%s: tools/list: %s", m->name, w);
+                aos_say(why, whylen, "%s: tools/list: %s", m->name, w);
                 goto out;
             }
             if (json_array_append(all, tool)) {
-                setwhy(why, whylen, "out of memory");
+                aos_say(why, whylen, "out of memory");
                 rc = AOS_ERR_NOMEM;
                 goto out;
             }
@@ -1069,7 +1057,7 @@ aos_err mcp_list_tools(mcp *m, unsigned timeout_ms, json_t **tools, char *why, s
             break;
         /* the cursor is opaque: sent back as it came, whatever it holds */
         if (!(cursor = strdup(json_string_value(next)))) {
-            setwhy(why, whylen, "out of memory");
+            aos_say(why, whylen, "out of memory");
             rc = AOS_ERR_NOMEM;
             goto out;
         }
@@ -1089,7 +1077,7 @@ uint64_t mcp_call(mcp *m, const char *tool, const json_t *args, unsigned timeout
                   mcp_done_fn done, void *arg, char *why, size_t whylen)
 {
     if (!tool || !*tool || !done || (args && !json_is_object(args))) {
-        setwhy(why, whylen, "mcp_call: a tool name, an object of arguments and done are needed");
+        aos_say(why, whylen, "mcp_call: a tool name, an object of arguments and done are needed");
         return 0;
     }
     json_t *a = args ? json_deep_copy(args) : json_object();
@@ -1099,7 +1087,7 @@ uint64_t mcp_call(mcp *m, const char *tool, const json_t *args, unsigned timeout
     show(s, sizeof s, tool);
     snprintf(label, sizeof label, "tools/call %s", s);
     if (!params) {
-        setwhy(why, whylen, "%s: out of memory (or a tool name that is not UTF-8)", m->name);
+        aos_say(why, whylen, "%s: out of memory (or a tool name that is not UTF-8)", m->name);
         return 0;
     }
     uint64_t id;

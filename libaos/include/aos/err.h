@@ -3,6 +3,8 @@
 #ifndef AOS_ERR_H
 #define AOS_ERR_H
 
+#include <stddef.h>
+
 /* X(NAME, value, cli exit code, short message). Values travel on the wire: never
  * renumber, only append. Exit codes follow DESIGN.md's table. */
 #define AOS_ERR_TABLE(X)                                                     \
@@ -37,6 +39,10 @@ const char *aos_strerror(int err);
 const char *aos_err_name(int err);
 /* The CLI exit code for an error (1 for unknown values). */
 int aos_err_exit_code(int err);
+/* Writes a formatted reason into a caller's (why, whylen) buffer, the way every aos
+ * function hands its detailed error message back; does nothing when why is NULL or
+ * whylen is 0. */
+void aos_say(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Nonzero when err is a value of the table. */
 int aos_err_valid(int err);
 
