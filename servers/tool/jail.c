@@ -989,7 +989,7 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     ja(&a, "/tmp");
     for (size_t i = 0; s->ro_paths && s->ro_paths[i] && i < JAIL_RO_MAX; i++) {
         ja(&a, "--ro-bind");
-        ja(&a, s->ro_paths[i]);
+        ja(&a, s->ro_srcs && s->ro_srcs[i] ? s->ro_srcs[i] : s->ro_paths[i]);
         ja(&a, s->ro_paths[i]);
     }
     if (s->workspace) {

@@ -29,6 +29,8 @@ typedef struct jail_spec {
     const char *workspace;          /* host directory bound read-write at /workspace; NULL:
                                      * none (an empty one of its own) */
     const char *const *ro_paths;    /* host paths bound read-only at the same path, or NULL */
+    const char *const *ro_srcs;     /* NULL, or per ro_path where to bind it from instead
+                                     * (NULL entry: the path itself) */
     int network;                    /* granted: a network namespace with a way out */
     unsigned memory_mb, processes, cpu_s; /* 0: the defaults */
     int no_as_limit;                /* no RLIMIT_AS (node, ASan-built programs reserve far

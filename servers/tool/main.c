@@ -137,7 +137,7 @@ static aos_err t_open(srv *s, char *why, size_t whylen)
     if ((e = jail_open(srv_dir(s), &t->jl, why, whylen)) ||
         (e = runner_open(t->jl, srv_dir(s), &t->rn, why, whylen)))
         return e;
-    return msrv_open(t->jl, t->cfg, &t->ms, why, whylen);
+    return msrv_open(t->jl, t->cfg, srv_dir(s), &t->ms, why, whylen);
 }
 
 static void t_close(srv *s)

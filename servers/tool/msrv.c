@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <poll.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +42,8 @@ typedef struct sv {
     char *argv[SV_ARGV_MAX + 2];
     char *env[SV_ENV_MAX + 1];
     char *ro[JAIL_RO_MAX + 1];
+    char *ro_src[JAIL_RO_MAX + 1];  /* where ro[i] is bound from: a mount point in aos-tool's
+                                     * own directory (NULL: ro[i] itself) */
     pthread_mutex_t mu;             /* s and p: a cancel on another thread reaches s */
     mcp *s;
     jail_proc p;
@@ -48,7 +53,7 @@ typedef struct sv {
     desc **tools;
     char **remote;                  /* the server's own names, same order */
     size_t ntools;
-    char why[300];                  /* why it is not up */
+    char why[320];                  /* why it is not up */
     char errbuf[512];               /* a partial stderr line */
     size_t errlen;
     unsigned errlines;
@@ -312,7 +317,9 @@ static void start_server(msrv *m, sv *s)
     if (s->up)
         return;
     jail_spec sp = {.argv = s->argv, .env = (const char *const *)s->env,
-                    .ro_paths = (const char *const *)s->ro, .network = s->c->network,
+                    .ro_paths = (const char *const *)s->ro,
+                    .ro_srcs = (const char *const *)s->ro_src,
+                    .network = s->c->network,
                     .memory_mb = SV_MEMORY_MB, .processes = SV_PROCESSES, .no_as_limit = 1,
                     .cpu_s = 1000000, .want_stdin = 1};
     char why[256];
@@ -334,8 +341,19 @@ static void start_server(msrv *m, sv *s)
                   .on_list_changed = on_list_changed, .arg = s};
     mcp *ses = NULL;
     if ((e = mcp_open(&o, &ses, why, sizeof why))) {
+        /* what it (or bubblewrap) said on stderr is the likeliest reason: kept with ours */
+        char err[160] = "";
+        struct pollfd q = {s->p.err_fd, POLLIN, 0};
+        if (s->p.err_fd >= 0 && poll(&q, 1, 200) > 0) {
+            ssize_t r = read(s->p.err_fd, err, sizeof err - 1);
+            err[r > 0 ? r : 0] = 0;
+            for (char *c = err; *c; c++)
+                if ((unsigned char)*c < 0x20)
+                    *c = ' ';
+        }
         stop_server(m, s, "initialize failed"); /* never up: counts no death */
-        snprintf(s->why, sizeof s->why, "initialize: %s", why);
+        snprintf(s->why, sizeof s->why, "initialize: %.130s%s%.130s", why,
+                 err[0] ? "; its stderr: " : "", err);
         return;
     }
     pthread_mutex_lock(&s->mu);
@@ -666,18 +684,60 @@ static int sv_strings(sv *s)
     return 0;
 }
 
+/* Binds each of the server's paths, now, while aos-tool is still root in its own mount
+ * namespace, onto DIR/mcp/<server>.<i>: bubblewrap, which runs as aos-tool's uid, binds
+ * from there, so a path below a directory that uid cannot cross (a build tree under
+ * /root) still reaches the sandbox. Read-only; only what aos.yaml names. A path that
+ * cannot be bound so is bound as it is (and fails then if unreachable). */
+static void sv_premount(sv *s, const char *dir)
+{
+    if (!dir)
+        return;
+    char base[PATH_MAX];
+    snprintf(base, sizeof base, "%.4000s/mcp", dir);
+    if (mkdir(base, 0755) && errno != EEXIST)
+        return;
+    chmod(base, 0755); /* whatever the umask: bubblewrap, as aos-tool's uid, crosses it */
+    for (size_t i = 0; i < JAIL_RO_MAX && s->ro[i]; i++) {
+        struct stat st;
+        char mp[PATH_MAX + 64];
+        snprintf(mp, sizeof mp, "%.4000s/%s.%zu", base, s->name, i);
+        if (stat(s->ro[i], &st))
+            continue;
+        umount2(mp, MNT_DETACH); /* an earlier incarnation's, in an inherited namespace */
+        int ok;
+        if (S_ISDIR(st.st_mode)) {
+            ok = (mkdir(mp, 0755) == 0 || errno == EEXIST) && chmod(mp, 0755) == 0;
+        } else {
+            int fd = open(mp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            ok = fd >= 0;
+            if (fd >= 0)
+                close(fd);
+        }
+        if (!ok || mount(s->ro[i], mp, NULL, MS_BIND | MS_REC, NULL) ||
+            mount(NULL, mp, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, NULL)) {
+            aos_warn("tool: mcp server %s: binding %s for its sandbox: %s", s->name, s->ro[i],
+                     strerror(errno));
+            continue;
+        }
+        s->ro_src[i] = strdup(mp);
+    }
+}
+
 static void sv_free_strings(sv *s)
 {
     for (size_t i = 0; i < SV_ARGV_MAX + 2; i++)
         free(s->argv[i]);
     for (size_t i = 0; i < SV_ENV_MAX + 1; i++)
         free(s->env[i]);
-    for (size_t i = 0; i < JAIL_RO_MAX + 1; i++)
+    for (size_t i = 0; i < JAIL_RO_MAX + 1; i++) {
         free(s->ro[i]);
+        free(s->ro_src[i]);
+    }
 }
 
-aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, msrv **out, char *why,
-                  size_t whylen)
+aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, const char *dir, msrv **out,
+                  char *why, size_t whylen)
 {
     *out = NULL;
     msrv *m = calloc(1, sizeof *m);
@@ -701,6 +761,7 @@ aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, msrv **out, char *why,
                      i + 1);
             return AOS_ERR_PROTO;
         }
+        sv_premount(s, dir);
         s->p.pid = s->p.pidfd = s->p.out_fd = s->p.err_fd = s->p.in_fd = s->p.cg = -1;
         snprintf(s->why, sizeof s->why, "not started yet (it starts on first use)");
     }

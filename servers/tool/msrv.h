@@ -13,11 +13,12 @@
 
 typedef struct msrv msrv;
 
-/* Takes the servers of cfg (borrowed: it outlives msrv) and starts the manager thread
- * (from the server's open: the sandboxed servers' parent-death signal follows it). *out
- * is the caller's (msrv_close). */
-aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, msrv **out, char *why,
-                  size_t whylen);
+/* Takes the servers of cfg (borrowed: it outlives msrv), binds their paths under dir
+ * (aos-tool's own; NULL: none) and starts the manager thread. From the server's open,
+ * while still root: the binds need it, and the sandboxed servers' parent-death signal
+ * follows this thread. *out is the caller's (msrv_close). */
+aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, const char *dir, msrv **out,
+                  char *why, size_t whylen);
 
 /* Every server up (started now if not running, waiting at most timeout_ms for all), then
  * fn(arg, descs, sources, n) once with all their tools, under msrv's lock (everything is
