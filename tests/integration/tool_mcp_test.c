@@ -27,6 +27,7 @@ static h_aosd *H;
 static char DATA_DIR[64];
 static char EVERYTHING[4096]; /* server-everything's entry script, "" when npm could not */
 static char NPM_WHY[1024];
+static char FAKE[4200];     /* the fake MCP server's path, as aos.yaml names it */
 
 typedef struct run_out {
     aos_err status;
@@ -235,9 +236,9 @@ static void a_killed_server_restarts_on_next_use(void **st)
         size_t n = fread(cl, 1, sizeof cl - 1, f);
         fclose(f);
         cl[n] = 0;
+        /* ours only: another aosd on the host may run a fake of its own */
         size_t l = strlen(cl);
-        if (l >= 9 && !strcmp(cl + l - 9, "/mcp_fake") && l + 1 < n &&
-            !strcmp(cl + l + 1, "normal"))
+        if (!strcmp(cl, FAKE) && l + 1 < n && !strcmp(cl + l + 1, "normal"))
             killed += kill(atoi(e->d_name), SIGKILL) == 0;
     }
     closedir(d);
@@ -327,6 +328,7 @@ static int setup(void **st)
     char fake[4200], bindir[PATH_MAX];
     assert_non_null(realpath(bin, bindir));
     snprintf(fake, sizeof fake, "%s/mcp_fake", bindir);
+    snprintf(FAKE, sizeof FAKE, "%s", fake);
     assert_int_equal(access(fake, X_OK), 0);
     find_everything();
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-mcp-XXXXXX");
