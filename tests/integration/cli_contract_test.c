@@ -350,6 +350,7 @@ static const struct sample {
     {"audit verify", {NULL}},
     {"audit tail", {"--limit=5"}},
     {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
+    {"audit trace", {"{trace}"}},
     {"tools", {NULL}},
     {"tools", {"--render=cli"}},
     {"tools", {"--render", "schema"}},
@@ -365,6 +366,7 @@ static const struct sample {
 static char ids[2][32], receipts[2][64];
 /* audit: the proof file (in the data dir), and the key and size of the head audit head gave */
 static char proof_path[PATH_MAX], head_key[80], head_size[32], size_flag[48];
+static char trace_hex[40]; /* a trace audit tail showed, for audit trace */
 
 /* A sample argument with its placeholder filled (or a stand-in when none was recorded). */
 static const char *fill(const char *a)
@@ -373,6 +375,8 @@ static const char *fill(const char *a)
         snprintf(proof_path, sizeof proof_path, "%s/contract-proof.json", h_data_dir(H));
         return proof_path;
     }
+    if (!strcmp(a, "{trace}"))
+        return trace_hex[0] ? trace_hex : "00000000000000000000000000000000";
     if (!strcmp(a, "{key}"))
         return head_key[0] ? head_key : "0000000000000000000000000000000000000000000000000000"
                                         "000000000000";
@@ -592,6 +596,17 @@ static void every_command_prints_what_its_schema_says(void **st)
             assert_true(json_is_true(json_object_get(out, "valid")));
             assert_int_equal(json_integer_value(json_object_get(out, "seq")), 1);
         }
+        if (!strcmp(samples[i].cmd, "audit trace")) {
+            json_t *recs = json_object_get(out, "records");
+            assert_true(json_array_size(recs) >= 1);
+            size_t k;
+            json_t *rec;
+            json_array_foreach(recs, k, rec) {
+                assert_string_equal(json_string_value(json_object_get(rec, "trace_id")),
+                                    trace_hex);
+                assert_true(json_integer_value(json_object_get(rec, "depth")) >= 0);
+            }
+        }
         if (!strcmp(samples[i].cmd, "audit verify")) {
             /* a log nobody tampered with */
             assert_string_equal(json_string_value(json_object_get(out, "kind")), "ok");
@@ -606,6 +621,9 @@ static void every_command_prints_what_its_schema_says(void **st)
                 json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
                 assert_true(seq > prev); /* oldest first */
                 prev = seq;
+                const char *tr = json_string_value(json_object_get(rec, "trace_id"));
+                if (!trace_hex[0] && tr && strlen(tr) == 32)
+                    snprintf(trace_hex, sizeof trace_hex, "%s", tr);
                 if (samples[i].args[0] && !strcmp(samples[i].args[0], "--agent"))
                     assert_string_equal(json_string_value(json_object_get(rec, "agent")),
                                         AGENT);

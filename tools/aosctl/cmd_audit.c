@@ -932,6 +932,111 @@ static int cmd_tail(ctl_ctx *c, const ctl_vals *v)
     return rc;
 }
 
+/* ---- audit trace ------------------------------------------------------------------------ */
+
+#define TRACE_RECORDS_MAX 100000u /* records of one trace gathered */
+#define TRACE_DEPTH_MAX 64
+
+typedef struct trace_set {
+    Aos__Audit__TailReply **pages;
+    size_t npages;
+    const Aos__Audit__Record **r;
+    size_t n;
+} trace_set;
+
+static void trace_free(trace_set *t)
+{
+    for (size_t i = 0; i < t->npages; i++)
+        aos__audit__tail_reply__free_unpacked(t->pages[i], NULL);
+    free(t->pages);
+    free(t->r);
+}
+
+/* How deep a record sits: a span's depth is its parent's plus one; a detail a server
+ * added (no span of its own) sits one below the span it names as its parent. Spans whose
+ * parent is not in the trace are roots (depth 0). Bounded: a cycle stops at the cap. */
+static int depth_of(const trace_set *t, const ProtobufCBinaryData *parent, int guard)
+{
+    if (!parent->len || guard >= TRACE_DEPTH_MAX)
+        return 0;
+    for (size_t i = 0; i < t->n; i++) {
+        const Aos__Audit__Record *w = t->r[i];
+        if (w->span_id.len == parent->len && !memcmp(w->span_id.data, parent->data, parent->len))
+            return 1 + depth_of(t, &w->parent_span_id, guard + 1);
+    }
+    return 0;
+}
+
+static int cmd_trace(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *trace = ctl_str(v, "TRACE");
+    uint8_t tid[AUDIT_TRACE_LEN];
+    if (unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
+        return ctl_fail(c, AOS_ERR_INTERNAL, "TRACE passed its check but is not hex");
+    Aos__Audit__TailRequest q = AOS__AUDIT__TAIL_REQUEST__INIT;
+    q.trace_id = (ProtobufCBinaryData){sizeof tid, tid};
+    q.limit = TAIL_LIMIT_MAX;
+    trace_set t = {0};
+    char why[AOS_ERRMSG_MAX + 64];
+    /* every page of the trace, oldest first */
+    for (;;) {
+        Aos__Audit__TailReply *page;
+        aos_err e = tail_page(c, &q, &page, why, sizeof why);
+        if (e != AOS_OK) {
+            trace_free(&t);
+            return ctl_fail(c, e, "%s", why);
+        }
+        void *np = realloc(t.pages, (t.npages + 1) * sizeof *t.pages);
+        void *nr = np ? realloc(t.r, (t.n + page->n_records + 1) * sizeof *t.r) : NULL;
+        if (np)
+            t.pages = np;
+        if (!np || !nr) {
+            aos__audit__tail_reply__free_unpacked(page, NULL);
+            trace_free(&t);
+            return ctl_fail(c, AOS_ERR_NOMEM, "out of memory gathering the trace");
+        }
+        t.r = nr;
+        t.pages[t.npages++] = page;
+        for (size_t i = 0; i < page->n_records; i++)
+            t.r[t.n++] = page->records[i];
+        if (!page->n_records || page->records[page->n_records - 1]->seq >= page->last_seq ||
+            t.n >= TRACE_RECORDS_MAX)
+            break;
+        q.after_seq = page->records[page->n_records - 1]->seq;
+    }
+    if (!t.n) {
+        trace_free(&t);
+        return ctl_fail(c, AOS_ERR_NOT_FOUND, "no record of trace %s in the audit log", trace);
+    }
+    if (c->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < t.n; i++) {
+            json_t *j = record_json(t.r[i]);
+            if (!j || json_object_set_new(j, "depth",
+                                          json_integer(depth_of(&t, &t.r[i]->parent_span_id,
+                                                                0))) ||
+                json_array_append_new(arr, j)) {
+                json_decref(arr);
+                arr = NULL;
+            }
+        }
+        json_t *doc = arr ? json_pack("{s:s, s:o, s:b}", "trace", trace, "records", arr,
+                                      "complete", t.n < TRACE_RECORDS_MAX)
+                          : NULL;
+        trace_free(&t);
+        return ctl_print_json(c, doc);
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        int d = depth_of(&t, &t.r[i]->parent_span_id, 0);
+        printf("%*s", 2 * (d < 20 ? d : 20), "");
+        record_line(t.r[i]);
+    }
+    if (t.n >= TRACE_RECORDS_MAX)
+        fprintf(stderr, "(the first %u records of the trace only)\n", TRACE_RECORDS_MAX);
+    trace_free(&t);
+    return 0;
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 #define SCHEMA "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
@@ -1058,6 +1163,23 @@ static const ctl_arg tail_args[] = {
      .max = TAIL_LIMIT_MAX, .def = "100", .summary = "at most N records (a page with -f)"},
 };
 
+static const char trace_out[] = SCHEMA
+    "\"type\":\"object\",\"required\":[\"trace\",\"records\",\"complete\"],\"properties\":{"
+    "\"trace\":{\"type\":\"string\",\"pattern\":\"^[0-9a-fA-F]{32}$\"},"
+    "\"complete\":{\"type\":\"boolean\",\"description\":\"false when the trace held more "
+    "records than aosctl gathers (100000)\"},"
+    "\"records\":{\"type\":\"array\",\"description\":\"the trace's records oldest first, "
+    "as audit tail gives them, each with its depth in the span tree\",\"items\":{\"type\":"
+    "\"object\",\"required\":[\"seq\",\"kind\",\"span_id\",\"parent_span_id\","
+    "\"depth\"],\"properties\":{\"seq\":" INT1 ",\"kind\":" STR ",\"span_id\":" STR ","
+    "\"parent_span_id\":" STR ",\"depth\":{\"type\":\"integer\",\"minimum\":0,"
+    "\"description\":\"0: a root span; a server's detail sits below the span it names\"}}}}}}";
+
+static const ctl_arg trace_args[] = {
+    {.name = "TRACE", .required = 1, .pattern = "^[0-9a-fA-F]{32}$", .check = check_trace,
+     .summary = "the trace id (32 hex, from audit tail or an agent's logs)"},
+};
+
 static const ctl_cmd audit_cmds[] = {
     {"audit verify", "check the whole audit log against its hash chain, Merkle tree and "
      "signed heads; exit 1 naming the first bad seq and what happened", NULL, 0, verify_out,
@@ -1071,6 +1193,9 @@ static const ctl_cmd audit_cmds[] = {
      CTL_ARGS(check_args), check_out, cmd_check_proof},
     {"audit tail", "audit records oldest first, one line each; -f follows the log",
      CTL_ARGS(tail_args), tail_out, cmd_tail},
+    {"audit trace", "every record of one trace, as a tree: each syscall under the call that "
+     "made it, each server's details under its syscall", CTL_ARGS(trace_args), trace_out,
+     cmd_trace},
 };
 
 const ctl_group ctl_group_audit = {audit_cmds, sizeof audit_cmds / sizeof audit_cmds[0]};
