@@ -955,9 +955,18 @@ static void trace_free(trace_set *t)
 /* How deep a record sits: a span's depth is its parent's plus one; a detail a server
  * added (no span of its own) sits one below the span it names as its parent. Spans whose
  * parent is not in the trace are roots (depth 0). Bounded: a cycle stops at the cap. */
+/* An id of no bytes or all zero bytes names no span. */
+static int id_none(const ProtobufCBinaryData *b)
+{
+    for (size_t i = 0; i < b->len; i++)
+        if (b->data[i])
+            return 0;
+    return 1;
+}
+
 static int depth_of(const trace_set *t, const ProtobufCBinaryData *parent, int guard)
 {
-    if (!parent->len || guard >= TRACE_DEPTH_MAX)
+    if (id_none(parent) || guard >= TRACE_DEPTH_MAX)
         return 0;
     for (size_t i = 0; i < t->n; i++) {
         const Aos__Audit__Record *w = t->r[i];
