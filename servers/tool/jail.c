@@ -933,8 +933,9 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     p->pidfd = p->out_fd = p->err_fd = p->in_fd = -1;
     p->cg = -1;
     if (s->network) {
-        aos_say(why, whylen, "network runs are not available yet: no slirp4netns wiring in "
-                              "this build");
+        aos_say(why, whylen, "the run is granted the network, but network grants are off on "
+                "this host (see aosctl tools, layer network_grant): refused rather than run "
+                "without one");
         return AOS_ERR_REFUSED;
     }
     if (!s->argv || !s->argv[0]) {

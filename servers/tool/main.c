@@ -595,6 +595,7 @@ static void m_run(srv *s, srv_call *call)
         goto fail;
     }
     j->plain = rr->test_plain;
+    j->network = desc_network(d) && rr->grant && rr->grant->network;
     j->call = call;
     j->d = d;
     snprintf(j->agent, sizeof j->agent, "%s", agent);

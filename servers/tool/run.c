@@ -326,6 +326,15 @@ static void finish(runner *r, run *rn, int status, uint64_t peak_kb, aos_err pre
     } else if (sig == SIGXFSZ) {
         err = AOS_ERR_QUOTA;
         snprintf(etext, sizeof etext, "killed writing a file past its size limit");
+    } else if (sig == SIGKILL) {
+        /* not ours (no limit of the run's was hit): the host's OOM killer or an operator */
+        err = AOS_ERR_FAILED;
+        snprintf(etext, sizeof etext, "killed by SIGKILL from outside the run (the host's "
+                 "OOM killer or an operator), not by one of its limits");
+    } else if (sig) {
+        /* the tool's own crash is its result, like a non-zero exit; said in words too */
+        snprintf(etext, sizeof etext, "%s died of signal %d (%s)", desc_name(j->d), sig,
+                 strsignal(sig));
     } else if (code > 0 && (err = desc_exit_error(j->d, code))) {
         snprintf(etext, sizeof etext, "%s exited %d: %s", desc_name(j->d), code,
                  aos_strerror(err));
@@ -556,7 +565,8 @@ static void start(runner *r, run *rn)
                     .processes = lim.processes,
                     .cpu_s = j->time_ms / 1000 + 1,
                     .want_stdin = j->in != NULL,
-                    .plain = j->plain};
+                    .plain = j->plain,
+                    .network = j->network};
     char why[256];
     rn->start_us = mt_now_us();
     rn->deadline_us = rn->start_us + (uint64_t)j->time_ms * 1000u;

@@ -28,6 +28,7 @@ typedef struct run_job {
     char *secret[RUN_SECRETS_MAX + 1];   /* their values, redacted from every output */
     unsigned time_ms;
     int plain;                 /* the benchmarks' unsandboxed baseline */
+    int network;               /* the tool needs the network and the run is granted it */
     char agent[80];
     char rid[40];              /* the request id in hex, for the execution count */
 } run_job;
