@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -26,9 +28,12 @@
 
 #include "aos/log.h"
 #include "aos/readall.h"
+#include "monotime.h"
 #include "sandbox.h"
 
 #define JAIL_BWRAP "/usr/bin/bwrap"
+#define JAIL_SLIRP "/usr/bin/slirp4netns"
+#define JAIL_NET_SETUP_MS 5000     /* a network run's sandbox to its network being up */
 #define JAIL_ARGV_MAX 256           /* bwrap's own options, before the tool's argv */
 #define JAIL_CG_SLOTS 256           /* runs at once with a cgroup each */
 #define JAIL_TMP_BYTES (64u << 20)  /* the private /tmp */
@@ -79,7 +84,8 @@ struct jail {
     int ready;
     char notready[256];
     int disable_userns;        /* this bwrap knows --disable-userns */
-    int slirp;                 /* slirp4netns is there: network grants possible */
+    int slirp;                 /* slirp4netns is there and /dev/net/tun usable by us */
+    char slirp_why[160];
     uint8_t *bpf;              /* the compiled seccomp program */
     size_t bpf_len;
     char bpf_why[160];
@@ -602,7 +608,15 @@ static void jail_prepare(jail *j)
             j->ready = 1;
         }
     }
-    j->slirp = !access("/usr/bin/slirp4netns", X_OK);
+    /* network grants: slirp4netns, which opens /dev/net/tun inside the run's namespaces as
+     * our uid (not root there): the device must be open to every user, as Debian makes it */
+    if (access(JAIL_SLIRP, X_OK))
+        snprintf(j->slirp_why, sizeof j->slirp_why, "off: slirp4netns is not installed");
+    else if (access("/dev/net/tun", R_OK | W_OK))
+        snprintf(j->slirp_why, sizeof j->slirp_why, "off: /dev/net/tun is not usable by "
+                 "aos-tool's uid (%s) on this host", strerror(errno));
+    else
+        j->slirp = 1;
     snprintf(j->cg_why, sizeof j->cg_why, "no cgroup of aos-tool's own with pids or memory");
     jail_cg_v2(j);
     if (j->cg == CG_NONE)
@@ -711,11 +725,11 @@ size_t jail_layers(const jail *cj, jail_layer *out)
                        j->cg_pids_on ? "the pids cgroup" : "aos-tool's RLIMIT_NPROC");
     n = jail_add_layer(out, n, "disk_quota", 0, "off: no project quota or per-workspace image "
                        "is set up; RLIMIT_FSIZE caps each file");
-    n = jail_add_layer(out, n, "network_grant", 0, "%s",
-                       j->slirp ? "off: slirp4netns is installed but not wired in this "
-                                  "build; tools needing the network are refused"
-                                : "off: slirp4netns is not installed; tools needing the "
-                                  "network are refused");
+    n = jail_add_layer(out, n, "network_grant", j->slirp, "%s%s",
+                       j->slirp ? "granted runs: slirp4netns in their own network namespace, "
+                                  "outbound only, the host's loopback unreachable"
+                                : j->slirp_why,
+                       j->slirp ? "" : "; runs granted the network are refused");
     return n;
 }
 
@@ -875,11 +889,117 @@ static void jail_rlimit(int res, rlim_t v)
     setrlimit(res, &rl);
 }
 
+/* A granted run's network: bubblewrap's info fd names the sandbox's pid; slirp4netns
+ * joins its user and network namespaces and brings up tap0 (10.0.2.100, gateway 10.0.2.2,
+ * resolver 10.0.2.3) with the host's loopback cut off; only then is the tool let go on the
+ * block fd. slirp4netns runs as our child and ends when net_exit_fd is closed. */
+static aos_err net_up(jail *j, jail_proc *p, int info_fd, int block_fd, char *why,
+                      size_t whylen)
+{
+    (void)j;
+    char buf[1024];
+    size_t n = 0;
+    uint64_t end = mt_now_us() + (uint64_t)JAIL_NET_SETUP_MS * 1000u;
+    long child = 0;
+    while (!child && n < sizeof buf - 1) {
+        uint64_t now = mt_now_us();
+        struct pollfd q = {info_fd, POLLIN, 0};
+        if (now >= end || poll(&q, 1, (int)((end - now) / 1000u) + 1) <= 0)
+            break;
+        ssize_t r = read(info_fd, buf + n, sizeof buf - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        buf[n] = 0;
+        const char *k = strstr(buf, "\"child-pid\"");
+        const char *colon = k ? strchr(k, ':') : NULL;
+        if (colon && strchr(colon, '}'))
+            child = strtol(colon + 1, NULL, 10);
+    }
+    if (child <= 1) {
+        aos_say(why, whylen, "the network run's sandbox did not say its pid");
+        return AOS_ERR_INTERNAL;
+    }
+    int ready[2] = {-1, -1}, ex[2] = {-1, -1};
+    if (pipe2(ready, O_CLOEXEC) || pipe2(ex, O_CLOEXEC)) {
+        aos_say(why, whylen, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    /* slirp4netns must join the user namespace that owns the run's network namespace,
+     * which bubblewrap may nest differently from the sandbox's own: asked of the netns */
+    char netns[64];
+    snprintf(netns, sizeof netns, "/proc/%ld/ns/net", child);
+    int nfd = open(netns, O_RDONLY | O_CLOEXEC);
+    int owner = nfd >= 0 ? ioctl(nfd, NS_GET_USERNS) : -1;
+    if (nfd >= 0)
+        close(nfd);
+    if (owner < 0) {
+        aos_say(why, whylen, "the network run's namespaces: %s", strerror(errno));
+        goto fail;
+    }
+    char *argv[] = {JAIL_SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback",
+                    "--userns-path=/proc/self/fd/5", "--ready-fd=3", "--exit-fd=4",
+                    "--netns-type=path", netns, "tap0", NULL};
+    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    int r_w = fcntl(ready[1], F_DUPFD_CLOEXEC, 6), e_r = fcntl(ex[0], F_DUPFD_CLOEXEC, 6);
+    int o_r = fcntl(owner, F_DUPFD_CLOEXEC, 6);
+    close(owner);
+    pid_t sp = fork();
+    if (sp == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        int dn = open("/dev/null", O_RDWR);
+        if (dn < 0 || dup2(dn, 0) < 0 || dup2(dn, 1) < 0 || dup2(r_w, 3) < 0 ||
+            dup2(e_r, 4) < 0 || dup2(o_r, 5) < 0)
+            _exit(126);
+        /* stderr stays aos-tool's: slirp4netns's complaints reach its log */
+        syscall(SYS_close_range, 6u, ~0u, 0u);
+        execve(JAIL_SLIRP, argv, envp);
+        _exit(127);
+    }
+    close(r_w);
+    close(e_r);
+    close(o_r);
+    close(ready[1]);
+    close(ex[0]);
+    ready[1] = ex[0] = -1;
+    if (sp < 0) {
+        aos_say(why, whylen, "fork for slirp4netns: %s", strerror(errno));
+        goto fail;
+    }
+    p->net_pid = sp;
+    p->net_exit_fd = ex[1];
+    ex[1] = -1;
+    char ok = 0;
+    struct pollfd q = {ready[0], POLLIN, 0};
+    uint64_t now = mt_now_us();
+    if (now >= end || poll(&q, 1, (int)((end - now) / 1000u) + 1) <= 0 ||
+        read(ready[0], &ok, 1) != 1 || ok != '1') {
+        aos_say(why, whylen, "slirp4netns did not bring the run's network up in %u ms (its "
+                "log lines are in aos-tool's)", JAIL_NET_SETUP_MS);
+        goto fail;
+    }
+    close(ready[0]);
+    if (write(block_fd, "1", 1) != 1) {
+        aos_say(why, whylen, "releasing the network run: %s", strerror(errno));
+        return AOS_ERR_INTERNAL;
+    }
+    return AOS_OK;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (ready[i] >= 0)
+            close(ready[i]);
+        if (ex[i] >= 0)
+            close(ex[i]);
+    }
+    return AOS_ERR_UNAVAILABLE;
+}
+
 /* The child's side of a spawn, everything prepared by the parent. vfork'd in a function of
  * its own, so that no local of the parent lives across the vfork (which the child could
  * clobber); the child only makes syscalls on these values, then execs. */
 typedef struct child_args {
     int in, out, err, sc, cg[2];
+    int info, block;             /* a network run's: to become fds 4 and 5; -1: none */
     rlim_t as, cpu, fsz;
     int no_as, plain;
     const char *workspace;
@@ -908,13 +1028,16 @@ static __attribute__((noinline)) pid_t spawn_vfork(const child_args *ca)
     for (int h = 0; h < 2; h++)
         if (ca->cg[h] >= 0 && write(ca->cg[h], "0", 1) != 1)
             _exit(126);
+    /* 4 and 5 from copies made above 5 by the parent, so no dup2 lands on one to move */
+    if (ca->info >= 0 && (dup2(ca->info, 4) < 0 || dup2(ca->block, 5) < 0))
+        _exit(126);
     if (!ca->no_as)
         jail_rlimit(RLIMIT_AS, ca->as);
     jail_rlimit(RLIMIT_CPU, ca->cpu);
     jail_rlimit(RLIMIT_FSIZE, ca->fsz);
     jail_rlimit(RLIMIT_NOFILE, JAIL_NOFILE);
     jail_rlimit(RLIMIT_CORE, 0);
-    syscall(SYS_close_range, 4u, ~0u, 0u);
+    syscall(SYS_close_range, ca->info >= 0 ? 6u : 4u, ~0u, 0u);
     if (ca->plain) {
         if (ca->workspace && chdir(ca->workspace))
             _exit(126);
@@ -932,10 +1055,11 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     p->pid = -1;
     p->pidfd = p->out_fd = p->err_fd = p->in_fd = -1;
     p->cg = -1;
-    if (s->network) {
+    p->net_pid = -1;
+    p->net_exit_fd = -1;
+    if (s->network && (!j->slirp || s->plain)) {
         aos_say(why, whylen, "the run is granted the network, but network grants are off on "
-                "this host (see aosctl tools, layer network_grant): refused rather than run "
-                "without one");
+                "this host (%.100s): refused rather than run without one", j->slirp_why);
         return AOS_ERR_REFUSED;
     }
     if (!s->argv || !s->argv[0]) {
@@ -950,8 +1074,17 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     ja(&a, "--unshare-uts");
     ja(&a, "--unshare-cgroup-try");
     ja(&a, "--unshare-net");
-    if (j->disable_userns)
+    /* a network run's slirp4netns joins the sandbox's user namespace to reach its network
+     * namespace: no nested one (seccomp still refuses namespaces to the tool) */
+    if (j->disable_userns && !s->network)
         ja(&a, "--disable-userns");
+    if (s->network) {
+        /* bubblewrap says the sandbox's pid on fd 4 and waits on fd 5 before the tool */
+        ja(&a, "--info-fd");
+        ja(&a, "4");
+        ja(&a, "--block-fd");
+        ja(&a, "5");
+    }
     ja(&a, "--die-with-parent");
     ja(&a, "--new-session");
     ja(&a, "--uid");
@@ -1059,7 +1192,24 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         goto fail;
     }
     int slot = s->plain ? (cgfd[0] = cgfd[1] = -1) : jail_cg_make(j, s, cgfd);
+    int info[2] = {-1, -1}, block[2] = {-1, -1};
+    if (s->network && (pipe2(info, O_CLOEXEC) || pipe2(block, O_CLOEXEC))) {
+        aos_say(why, whylen, "pipe: %s", strerror(errno));
+        for (int h = 0; h < 2; h++) {
+            if (info[h] >= 0)
+                close(info[h]);
+            if (cgfd[h] >= 0)
+                close(cgfd[h]);
+        }
+        if (devnull >= 0)
+            close(devnull);
+        jail_cg_free(j, slot);
+        goto fail;
+    }
+    int info_w = info[1] >= 0 ? fcntl(info[1], F_DUPFD_CLOEXEC, 6) : -1;
+    int block_r = block[0] >= 0 ? fcntl(block[0], F_DUPFD_CLOEXEC, 6) : -1;
     child_args ca = {
+        .info = info_w, .block = block_r,
         .in = s->want_stdin ? in[0] : devnull, .out = out[1], .err = err[1], .sc = sc[0],
         .cg = {cgfd[0], cgfd[1]},
         .as = (rlim_t)(s->memory_mb ? s->memory_mb : JAIL_DEF_MEMORY_MB) << 20,
@@ -1069,6 +1219,14 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
         .argv = argv, .envp = envp};
     pid_t pid = spawn_vfork(&ca);
     int spawn_errno = errno;
+    if (info_w >= 0)
+        close(info_w);
+    if (block_r >= 0)
+        close(block_r);
+    if (info[1] >= 0)
+        close(info[1]);
+    if (block[0] >= 0)
+        close(block[0]);
     for (int h = 0; h < 2; h++)
         if (cgfd[h] >= 0)
             close(cgfd[h]);
@@ -1077,6 +1235,10 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     if (pid < 0) {
         jail_cg_free(j, slot);
         aos_say(why, whylen, "vfork: %s", strerror(spawn_errno));
+        if (info[0] >= 0)
+            close(info[0]);
+        if (block[1] >= 0)
+            close(block[1]);
         goto fail;
     }
     free(argv);
@@ -1098,6 +1260,23 @@ static aos_err spawn_inner(jail *j, const jail_spec *s, jail_proc *p, char *why,
     p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (p->pidfd < 0)
         aos_warn("tool: pidfd_open: %s (the run's exit is found by polling)", strerror(errno));
+    if (s->network) {
+        aos_err nerr = net_up(j, p, info[0], block[1], why, whylen);
+        close(info[0]);
+        close(block[1]); /* bubblewrap goes on (or, on an error, sees EOF and exits) */
+        if (nerr) {
+            jail_kill(j, p);
+            uint64_t pk;
+            jail_reap(j, p, &pk);
+            jail_release(j, p);
+            close(p->out_fd);
+            close(p->err_fd);
+            if (p->in_fd >= 0)
+                close(p->in_fd);
+            p->out_fd = p->err_fd = p->in_fd = -1;
+            return nerr;
+        }
+    }
     return AOS_ERR_OK;
 fail:
     free(argv);
@@ -1119,6 +1298,8 @@ aos_err jail_spawn(jail *j, const jail_spec *s, jail_proc *p, char *why, size_t 
     if (!jail_ready(j, why, whylen)) {
         memset(p, 0, sizeof *p);
         p->pid = p->pidfd = p->out_fd = p->err_fd = p->in_fd = p->cg = -1;
+        p->net_pid = -1;
+        p->net_exit_fd = -1;
         return AOS_ERR_UNAVAILABLE;
     }
     return spawn_inner(j, s, p, why, whylen);
@@ -1153,6 +1334,16 @@ int jail_reap(jail *j, jail_proc *p, uint64_t *peak_kb)
 
 void jail_release(jail *j, jail_proc *p)
 {
+    if (p->net_exit_fd >= 0) { /* slirp4netns ends with it */
+        close(p->net_exit_fd);
+        p->net_exit_fd = -1;
+    }
+    if (p->net_pid > 0) {
+        kill(p->net_pid, SIGKILL);
+        while (waitpid(p->net_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        p->net_pid = -1;
+    }
     /* the sandbox's pid 1 died with bwrap; anything that slipped out into the cgroup too */
     jail_cg_free(j, p->cg);
     p->cg = -1;

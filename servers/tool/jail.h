@@ -49,6 +49,8 @@ typedef struct jail_proc {
     int pidfd;
     int out_fd, err_fd, in_fd;
     int cg;             /* slot of its cgroup, -1: none */
+    pid_t net_pid;      /* a network run's slirp4netns, our child too; -1: none */
+    int net_exit_fd;    /* closing it ends that slirp4netns; -1: none */
 } jail_proc;
 
 /* Probes bubblewrap and the kernel, writes the sandbox's /etc into state_dir/etc (state_dir

@@ -763,6 +763,7 @@ aos_err msrv_open(jail *jl, const Aos__Tool__Config *cfg, const char *dir, msrv 
         }
         sv_premount(s, dir);
         s->p.pid = s->p.pidfd = s->p.out_fd = s->p.err_fd = s->p.in_fd = s->p.cg = -1;
+        s->p.net_pid = s->p.net_exit_fd = -1;
         snprintf(s->why, sizeof s->why, "not started yet (it starts on first use)");
     }
     m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -814,6 +814,7 @@ void runner_submit(runner *r, run_job *job)
     rn->p.pid = -1;
     rn->p.pidfd = rn->p.out_fd = rn->p.err_fd = rn->p.in_fd = -1;
     rn->p.cg = -1;
+    rn->p.net_pid = rn->p.net_exit_fd = -1;
     atomic_init(&rn->cancelled, 0);
     if (job->call)
         srv_call_on_cancel(job->call, on_cancel, rn);

@@ -1693,13 +1693,118 @@ static void bad_requests_are_refused_with_the_reason(void **st)
 /* The network_grant layer says "off: ... tools needing the network are refused": a run
  * granted the network must be refused too, not started without one (and answered
  * "unavailable, retry later", which no retry can change). */
-static void a_granted_network_run_is_refused_while_grants_are_off(void **st)
+/* A one-shot HTTP server on 0.0.0.0: what a network run may reach (the host's own address
+ * on its interface, through slirp4netns) and what it may not (the host's loopback). */
+typedef struct http1 {
+    int fd, port, served;
+    pthread_t t;
+} http1;
+
+static void *http1_loop(void *arg)
+{
+    http1 *h = arg;
+    for (;;) {
+        int c = accept(h->fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char buf[2048];
+        ssize_t r = read(c, buf, sizeof buf);
+        (void)r;
+        static const char resp[] = "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nhello-net";
+        ssize_t w = write(c, resp, sizeof resp - 1);
+        (void)w;
+        close(c);
+        h->served++;
+    }
+}
+
+/* The first IPv4 address of an interface that is up and not loopback, or "" */
+static void host_ipv4(char *out, size_t cap)
+{
+    out[0] = 0;
+    FILE *f = popen("hostname -I 2>/dev/null", "r");
+    char line[512] = "";
+    if (f && fgets(line, sizeof line, f))
+        for (char *sv = NULL, *w = strtok_r(line, " \n", &sv); w; w = strtok_r(NULL, " \n", &sv))
+            if (strchr(w, '.') && strncmp(w, "127.", 4)) {
+                snprintf(out, cap, "%s", w);
+                break;
+            }
+    if (f)
+        pclose(f);
+}
+
+static void a_granted_network_run_goes_out_only_through_its_own_namespace(void **st)
 {
     (void)st;
     NEED_SETUP();
-    run_spec s = {.env_agent = "refused", .tool = "http_get",
-                  .args = "{\"url\":\"http://127.0.0.1:9/\"}", .network = 1};
-    expect_refused("network tool, granted", &s, AOS_ERR_REFUSED, "network");
+    Aos__Tool__ListReply *l = tool_list();
+    int net_on = layer_on(l, "network_grant", NULL);
+    aos__tool__list_reply__free_unpacked(l, NULL);
+    run_spec ungranted = {.env_agent = "netter", .tool = "http_get",
+                          .args = "{\"url\":\"http://127.0.0.1:9/\"}"};
+    expect_refused("network tool, not granted", &ungranted, AOS_ERR_REFUSED, "network");
+    if (!net_on) {
+        /* the host cannot give runs a network (no slirp4netns, or a /dev/net/tun
+         * aos-tool's uid cannot open): a granted run is refused, never run without one */
+        print_message("network grants are off on this host: checking the refusal\n");
+        run_spec s = {.env_agent = "netter", .tool = "http_get",
+                      .args = "{\"url\":\"http://127.0.0.1:9/\"}", .network = 1};
+        expect_refused("network tool, granted", &s, AOS_ERR_REFUSED, "network");
+        still_serving();
+        return;
+    }
+    http1 h = {.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    assert_true(h.fd >= 0);
+    int one = 1;
+    setsockopt(h.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+    assert_int_equal(bind(h.fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(h.fd, (struct sockaddr *)&a, &al), 0);
+    h.port = ntohs(a.sin_port);
+    assert_int_equal(listen(h.fd, 8), 0);
+    assert_int_equal(pthread_create(&h.t, NULL, http1_loop, &h), 0);
+    char ip[64], args[256];
+    host_ipv4(ip, sizeof ip);
+    /* the host's loopback, by the gateway's address and by 127.0.0.1: unreachable */
+    const char *const lo[] = {"10.0.2.2", "127.0.0.1"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "{\"url\":\"http://%s:%d/\"}", lo[i], h.port);
+        run_spec s = {.env_agent = "netter", .tool = "http_get", .args = args, .network = 1};
+        run_res r;
+        run_do(&s, &r);
+        EXPECT_REPLY("http_get of the host's loopback", &r);
+        EXPECT("http_get of the host's loopback", &r,
+               r.rep->exit_status != 0 && !HAS(r.out, "hello-net"));
+        res_free(&r);
+    }
+    if (ip[0]) {
+        snprintf(args, sizeof args, "{\"url\":\"http://%s:%d/\"}", ip, h.port);
+        run_spec s = {.env_agent = "netter", .tool = "http_get", .args = args, .network = 1};
+        run_res r;
+        run_do(&s, &r);
+        EXPECT_REPLY("http_get of the host's own address", &r);
+        EXPECT("http_get of the host's own address, through slirp4netns", &r,
+               r.rep->exit_status == 0 && HAS(r.out, "hello-net"));
+        res_free(&r);
+    } else {
+        print_message("no non-loopback IPv4 address on this host: outbound not checked\n");
+    }
+    shutdown(h.fd, SHUT_RDWR);
+    close(h.fd);
+    pthread_join(h.t, NULL);
+    /* the runs' slirp4netns are gone with them: none is left under our aos-tool */
+    nap_ms(200);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "pgrep -c -x -P %d slirp4netns", (int)TOOL_PID);
+    FILE *f = popen(cmd, "r");
+    char cnt[32] = "0";
+    if (f && !fgets(cnt, sizeof cnt, f))
+        snprintf(cnt, sizeof cnt, "0");
+    if (f)
+        pclose(f);
+    assert_int_equal(atoi(cnt), 0);
     still_serving();
 }
 
@@ -1805,7 +1910,7 @@ int main(void)
         cmocka_unit_test(host_processes_are_invisible_in_proc),
         cmocka_unit_test(arguments_are_one_argv_element_each),
         cmocka_unit_test(bad_requests_are_refused_with_the_reason),
-        cmocka_unit_test(a_granted_network_run_is_refused_while_grants_are_off),
+        cmocka_unit_test(a_granted_network_run_goes_out_only_through_its_own_namespace),
         cmocka_unit_test(one_run_counts_one_execution),
         cmocka_unit_test(two_aosds_on_one_host_leave_each_others_runs_alone),
         cmocka_unit_test(a_second_aosd_stopping_leaves_our_runs_their_cgroups),
