@@ -853,13 +853,29 @@ aos_err desc_builtins(desc ***out, size_t *n, char *why, size_t whylen)
 
 /* ---- rendering ----------------------------------------------------------------------- */
 
+void desc_wire_name(const char *name, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = name; *p && o + 2 < cap; p++) {
+        if (*p == '.') { /* "mcp.fs.read" -> "mcp__fs__read": [A-Za-z0-9_-] only */
+            out[o++] = '_';
+            out[o++] = '_';
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+}
+
 static json_t *render_one(const desc *d, desc_render_format fmt)
 {
+    char wire[2 * NAME_CAP + 2];
+    desc_wire_name(d->name, wire, sizeof wire);
     if (fmt == DESC_SCHEMA_ANTHROPIC)
-        return json_pack("{s:s, s:s, s:O}", "name", d->name, "description", d->summary,
+        return json_pack("{s:s, s:s, s:O}", "name", wire, "description", d->summary,
                          "input_schema", d->args);
     return json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name",
-                     d->name, "description", d->summary, "parameters", d->args);
+                     wire, "description", d->summary, "parameters", d->args);
 }
 
 typedef struct {

@@ -83,10 +83,15 @@ aos_err desc_exit_error(const desc *d, int code);
 aos_err desc_argv(const desc *d, const json_t *args, char ***argv, char *why, size_t whylen);
 void desc_argv_free(char **argv);
 
-/* Renders n descs: OpenAI's tools array, Anthropic's tools array (JSON text), or one usage
- * line per tool ("grep PATTERN PATH [--ignore-case]  - search files"). *out is malloc'd,
- * the caller frees it with free. Names are rendered as they are: OpenAI and Anthropic
- * accept [a-zA-Z0-9_-] only, so a name with '.' must be mapped by the caller. */
+/* A tool's name as the OpenAI and Anthropic formats allow it ([a-zA-Z0-9_-], at most 64):
+ * each '.' becomes "__" ("mcp.fs.read" -> "mcp__fs__read"; aos names hold no "__" of their
+ * own at a dot's place, so a caller maps a model's call back by the reverse). out gets at
+ * most cap-1 bytes. */
+void desc_wire_name(const char *name, char *out, size_t cap);
+
+/* Renders n descs: OpenAI's tools array, Anthropic's tools array (JSON text, names by
+ * desc_wire_name), or one usage line per tool ("grep PATTERN PATH [--ignore-case]  -
+ * search files"). *out is malloc'd, the caller frees it with free. */
 aos_err desc_render(const desc *const *descs, size_t n, desc_render_format fmt, char **out,
                     char *why, size_t whylen);
 

@@ -210,6 +210,11 @@ static void test_refusals(void **state)
 
 static void test_render(void **state)
 {
+    char wire[160];
+    desc_wire_name("mcp.fs.read_file", wire, sizeof wire);
+    assert_string_equal(wire, "mcp__fs__read_file");
+    desc_wire_name("grep", wire, sizeof wire);
+    assert_string_equal(wire, "grep");
     (void)state;
     char why[512], *out = NULL;
     desc **all = NULL;

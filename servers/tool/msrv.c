@@ -162,7 +162,8 @@ static int local_name(const char *server, const char *remote, char *out, size_t 
     if (n < 0 || (size_t)n >= cap)
         return -1;
     size_t o = (size_t)n;
-    for (const char *p = remote; *p && o + 1 < cap && o < 64; p++) {
+    /* at most 62: each of the two dots becomes "__" in the models' formats (64 there) */
+    for (const char *p = remote; *p && o + 1 < cap && o < 62; p++) {
         char ch = *p;
         if (ch >= 'A' && ch <= 'Z')
             ch = (char)(ch - 'A' + 'a');
