@@ -1,5 +1,6 @@
 /* MCP servers as tool providers through a real aosd: the fake MCP server (crash, hang,
- * malformed JSON-RPC, 50 MB line, flood) and, when npm can fetch it, server-everything. */
+ * malformed JSON-RPC, 50 MB line, flood), server-everything when npm can fetch it, and a
+ * secret granted to one tool (it lives in aos.yaml, as the MCP servers do). */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -250,6 +251,73 @@ static void a_killed_server_restarts_on_next_use(void **st)
     assert_true(stat_of("mcp_starts") >= starts + 1);
 }
 
+#define SECRET "ghp-test-SECRET-7f3a91c2e8b4d6-do-not-leak"
+
+/* 1 when the file at path holds needle (a whole read, NULs and all). */
+static int file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    static char buf[8 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    size_t l = strlen(needle);
+    for (size_t i = 0; i + l <= n; i++)
+        if (!memcmp(buf + i, needle, l))
+            return 1;
+    return 0;
+}
+
+/* A secret granted to (alice, sh) reaches that process alone and is masked everywhere. */
+static void a_secret_reaches_its_tool_alone_and_is_masked(void **st)
+{
+    (void)st;
+    run_out o;
+    run("alice", "sh", "{\"command\":\"echo tok=$GH_TOKEN; printf %s \\\"$GH_TOKEN\\\" | wc -c\"}",
+        0, 30000, &o);
+    assert_int_equal(o.status, AOS_OK);
+    char *js = json_dumps(o.result, 0);
+    assert_null(strstr(js, SECRET));
+    /* it was there (its length came out), and came out masked */
+    char want[64];
+    snprintf(want, sizeof want, "%zu", strlen(SECRET));
+    assert_non_null(strstr(js, want));
+    assert_non_null(strstr(js, "tok=****"));
+    assert_false(o.reply->stdout_data.len &&
+                 memmem(o.reply->stdout_data.data, o.reply->stdout_data.len, SECRET,
+                        strlen(SECRET)));
+    free(js);
+    run_free(&o);
+    /* another agent, or another tool of alice's, gets nothing */
+    run("bob", "sh", "{\"command\":\"echo tok=$GH_TOKEN.\"}", 0, 30000, &o);
+    assert_int_equal(o.status, AOS_OK);
+    js = json_dumps(o.result, 0);
+    assert_non_null(strstr(js, "tok=."));
+    free(js);
+    run_free(&o);
+    run("alice", "cat", "{\"path\":\"/proc/self/environ\"}", 0, 30000, &o);
+    assert_int_equal(o.status, AOS_OK);
+    js = json_dumps(o.result, 0);
+    assert_null(strstr(js, "GH_TOKEN"));
+    free(js);
+    run_free(&o);
+    /* not in aosd's log (the servers' lines are in it), nor any server's environment,
+     * nor the audit log */
+    assert_false(file_has(h_log_path(H), SECRET));
+    static const char *const kids[] = {"tool", "llm", "storage", "memory", "audit"};
+    for (size_t i = 0; i < sizeof kids / sizeof kids[0]; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/environ", (int)h_child(H, kids[i], NULL));
+        assert_false(file_has(path, SECRET));
+    }
+    static char out[1 << 20];
+    const char *argv[] = {"--json", "audit", "tail", "-n", "1000", NULL};
+    assert_int_equal(h_aosctl(H, out, sizeof out, argv), 0);
+    assert_null(strstr(out, SECRET));
+    assert_non_null(strstr(out, "tool.run")); /* the runs are there, by hash */
+}
+
 static void server_everything_from_npm(void **st)
 {
     (void)st;
@@ -350,8 +418,11 @@ static int setup(void **st)
              "  mcp:\n"
              "    - {name: fake, command: %s, args: [normal], paths: [%s]}\n"
              "    - {name: broken, command: /usr/bin/false}\n"
-             "%s",
+             "%s"
+             "  secrets:\n"
+             "    - {name: GH_TOKEN, env: AOS_TEST_TOOL_SECRET, agents: [alice], tools: [sh]}\n",
              fake, bindir, ev);
+    setenv("AOS_TEST_TOOL_SECRET", SECRET, 1);
     char path[128];
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     write_file(path, yaml);
@@ -380,6 +451,7 @@ int main(void)
         cmocka_unit_test(a_server_that_misbehaves_is_contained_and_restarted),
         cmocka_unit_test(a_hung_call_times_out_and_the_server_keeps_serving),
         cmocka_unit_test(a_killed_server_restarts_on_next_use),
+        cmocka_unit_test(a_secret_reaches_its_tool_alone_and_is_masked),
         cmocka_unit_test(server_everything_from_npm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
