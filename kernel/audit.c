@@ -88,16 +88,6 @@ static ProtobufCBinaryData bin(const void *p, size_t n)
     return b;
 }
 
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 /* Queue one packed event; NULL on no memory or a full queue (then a waiter is answered). */
 static void enqueue(kev *e)
 {
@@ -147,7 +137,7 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
     uint8_t ph = (uint8_t)phase;
     crypto_generichash_update(&hs, &ph, 1);
     crypto_generichash_final(&hs, kh, sizeof kh);
-    hex(kh, sizeof kh, key);
+    aos_hex(kh, sizeof kh, key);
 
     /* the details: for BEGIN what was asked (the arguments' digest: contents stay with
      * the server that keeps them), for END how it went */
@@ -156,7 +146,7 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
         uint8_t d[32];
         char dh[65];
         crypto_generichash(d, sizeof d, req->payload, req->payload_len, NULL, 0);
-        hex(d, sizeof d, dh);
+        aos_hex(d, sizeof d, dh);
         snprintf(body, sizeof body, "{\"args_blake2b\":\"%s\",\"args_len\":%zu}", dh,
                  req->payload_len);
     } else {

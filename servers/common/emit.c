@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "audit.pb-c.h"
 #include "serve.h"
 
@@ -15,7 +17,6 @@ static void emitted(void *arg, const aos_reply *r)
 
 void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const char *body)
 {
-    static const char hexd[] = "0123456789abcdef";
     const aos_env *env = srv_call_env(call);
     Aos__Audit__Event ev = AOS__AUDIT__EVENT__INIT;
     ev.kind = (ProtobufCBinaryData){strlen(kind), (uint8_t *)kind};
@@ -31,10 +32,7 @@ void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const ch
     ev.body = (ProtobufCBinaryData){strlen(body), (uint8_t *)body};
     /* the key: this call's request id and the kind */
     char key[2 * AOS_ID_LEN + 40];
-    for (size_t i = 0; i < AOS_ID_LEN; i++) {
-        key[2 * i] = hexd[env->request_id[i] >> 4];
-        key[2 * i + 1] = hexd[env->request_id[i] & 15];
-    }
+    aos_hex(env->request_id, AOS_ID_LEN, key);
     snprintf(key + 2 * AOS_ID_LEN, sizeof key - 2 * AOS_ID_LEN, ":%.32s", kind);
     ev.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
     Aos__Audit__EmitRequest rq = AOS__AUDIT__EMIT_REQUEST__INIT;
@@ -48,4 +46,11 @@ void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const ch
         (void)srv_request_async(s, call, "audit.emit", buf, n, 0, emitted, NULL);
     }
     free(buf);
+}
+
+void srv_blake2b_hex(const void *p, size_t n, char out[65])
+{
+    uint8_t d[32];
+    crypto_generichash(d, sizeof d, p, n, NULL, 0);
+    aos_hex(d, sizeof d, out);
 }

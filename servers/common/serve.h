@@ -184,5 +184,8 @@ aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
  * text, borrowed, its secrets already redacted), sent with audit.emit under call's trace,
  * run and step, without waiting: aosd's own record of the syscall is what gates it. */
 void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const char *body);
+/* BLAKE2b-256 of p[0..n) as 64 hex digits into out (65 bytes): how details name contents
+ * they do not carry (an output, a message, a result). */
+void srv_blake2b_hex(const void *p, size_t n, char out[65]);
 
 #endif

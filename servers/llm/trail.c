@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <sodium.h>
 
 
 #define TRAIL_TEXT_MAX (64u << 10) /* reply text kept in the record; the rest by hash */
@@ -20,10 +19,8 @@ static json_t *jstr(ProtobufCBinaryData b)
 
 static json_t *digest(const void *p, size_t n)
 {
-    uint8_t d[32];
     char hex[65];
-    crypto_generichash(d, sizeof d, p, n, NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+    srv_blake2b_hex(p, n, hex);
     return json_string(hex);
 }
 

@@ -386,16 +386,6 @@ static int agent_ok(const char *a)
     return 1;
 }
 
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    static const char h[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = h[b[i] >> 4];
-        out[2 * i + 1] = h[b[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 /* The workspace, made on first use; a symlink or anything but our own directory there
  * is refused (only aos-tool writes DATA/workspaces, but a hand-made mistake must not
  * bind some other place into a sandbox). *path is malloc'd. */
@@ -600,7 +590,7 @@ static void m_run(srv *s, srv_call *call)
     j->d = d;
     snprintf(j->agent, sizeof j->agent, "%s", agent);
     if (req->has_request_id)
-        hex(req->request_id, AOS_ID_LEN, j->rid);
+        aos_hex(req->request_id, AOS_ID_LEN, j->rid);
     json_decref(args);
     aos__tool__run_request__free_unpacked(rr, NULL);
     runner_submit(t->rn, j);

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -460,11 +459,8 @@ static void answer(job *j, aos_err status, const json_t *result, const char *why
     char *js = json_dumps(res, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(res);
     /* the audit log's detail: which server and tool, how it ended, the result by hash */
-    uint8_t d[32];
     char hex[65];
-    crypto_generichash(d, sizeof d, (const uint8_t *)(js ? js : ""), js ? strlen(js) : 0,
-                       NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+    srv_blake2b_hex(js ? js : "", js ? strlen(js) : 0, hex);
     json_t *tr = json_pack("{s:s, s:s, s:s, s:b, s:s, s:I, s:s}", "tool", j->name, "server",
                            j->s->name, "remote", j->remote, "is_error", is_error, "error",
                            err ? aos_err_name(err) : "ok", "duration_us",

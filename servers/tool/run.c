@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -232,12 +231,10 @@ static json_t *text_of(const uint8_t *b, size_t n)
     return s;
 }
 
-static json_t *digest(const uint8_t *p, size_t n)
+static json_t *digest(const void *p, size_t n)
 {
-    uint8_t d[32];
     char hex[65];
-    crypto_generichash(d, sizeof d, p, n, NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+    srv_blake2b_hex(p, n, hex);
     return json_string(hex);
 }
 
