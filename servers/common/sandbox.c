@@ -259,6 +259,10 @@ const char *__asan_default_options(void)
 /* Processes and threads of the server's own uid: nng's and the workers' few dozen
  * threads. Only meaningful for a dedicated uid: counted per user, not per process. */
 #define SBX_NPROC_MAX ((rlim_t)512)
+/* aos-tool's: every tool run is a process tree of its uid (each bounded by a pids cgroup
+ * of its own, 64 by default), so the uid's count must hold many runs at their bound, or
+ * one agent's fork bombs would keep every other agent's runs from starting. */
+#define SBX_NPROC_SPAWNER ((rlim_t)16384)
 /* No server locks memory; 64 KiB is the kernel's own default, and a nonzero value keeps
  * 0 meaning "not set" in the report. */
 #define SBX_MEMLOCK_MAX ((rlim_t)64 << 10)
@@ -625,7 +629,9 @@ aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
      * user (aosd's session too), and a limit there is a denial of service, not a bound. */
     if (!dropped)
         sbx_note(rep, "nproc: not limited (no uid of its own)");
-    else if ((e = sbx_limit(RLIMIT_NPROC, "RLIMIT_NPROC", SBX_NPROC_MAX, &nproc, why, whylen)))
+    else if ((e = sbx_limit(RLIMIT_NPROC, "RLIMIT_NPROC",
+                            p->spawner ? SBX_NPROC_SPAWNER : SBX_NPROC_MAX, &nproc, why,
+                            whylen)))
         return e;
     rep->rlimit_as = as;
     rep->rlimit_nproc = nproc;

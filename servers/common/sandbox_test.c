@@ -1041,7 +1041,8 @@ static void check_from_outside(pid_t pid, const sbx_report *rep, const scene *s)
         snprintf(want, sizeof want, "%u\t%u\t%u\t%u", (unsigned)uid, (unsigned)uid,
                  (unsigned)uid, (unsigned)uid);
         assert_string_equal(v, want);
-        assert_int_equal(rep->rlimit_nproc, SBX_NPROC_MAX);
+        assert_int_equal(rep->rlimit_nproc, sbx_find(s->server)->spawner ? SBX_NPROC_SPAWNER
+                                                                         : SBX_NPROC_MAX);
     }
 }
 
