@@ -1,12 +1,16 @@
 /* libFuzzer target for aos-audit's untrusted inputs: the record decoder (a record that
- * decodes must encode back to the same bytes) and the proof and head checkers. */
+ * decodes must encode back to the same bytes), the proof and head checkers, and the proof
+ * files aosctl check-proof reads. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "merkle.h"
+#include "prooffile.h"
 #include "record.h"
 #include "verify.h"
 
@@ -130,6 +134,29 @@ static void fuzz_verify(const uint8_t *d, size_t n)
     audit_verify_free(v);
 }
 
+/* A proof file as aosctl check-proof reads it: a document that decodes is checked, and
+ * written back it must decode to the same proof. */
+static void fuzz_proof_file(const uint8_t *d, size_t n)
+{
+    json_t *doc = json_loadb((const char *)d, n, JSON_REJECT_DUPLICATES, NULL);
+    audit_proof p = {0}, q = {0};
+    char why[256];
+    if (doc && audit_proof_from_json(doc, &p, why, sizeof why) == 0) {
+        audit_proof_check(&p, NULL, why, sizeof why);
+        json_t *again = audit_proof_json(&p);
+        if (!again || audit_proof_from_json(again, &q, why, sizeof why) != 0)
+            broken("a proof written back does not decode");
+        if (q.seq != p.seq || q.rec_len != p.rec_len || memcmp(q.rec, p.rec, p.rec_len) ||
+            q.n_path != p.n_path || memcmp(q.path, p.path, p.n_path * AUDIT_HASH_LEN) ||
+            memcmp(&q.head, &p.head, sizeof p.head) || memcmp(q.pk, p.pk, sizeof p.pk))
+            broken("a proof written back decodes to another");
+        audit_proof_free(&q);
+        json_decref(again);
+    }
+    audit_proof_free(&p);
+    json_decref(doc);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -138,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     audit_sth h;
     audit_archive a;
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
     case 0: fuzz_record(d, n); break;
     case 1: fuzz_inclusion(d, n); break;
     case 2: fuzz_consistency(d, n); break;
@@ -148,6 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (audit_sth_decode(d, n, &h, NULL, 0) == AOS_OK)
             audit_sth_verify(&h, h.root, NULL, 0);
         break;
+    case 7: fuzz_proof_file(d, n); break;
     default: audit_archive_decode(d, n, &a, NULL, 0); break;
     }
     return 0;

@@ -37,9 +37,9 @@
 #include "audit.pb-c.h"
 #include "aos/readall.h"
 #include "merkle.h"
+#include "prooffile.h"
 #include "record.h"
 
-#define AUDIT_PROOF_FILE_VERSION 1
 /* A proof file: the record's hex, the path's hex and the JSON around them, with room to
  * spare for indentation. Anything longer is not a proof this tool wrote. */
 #define PROOF_FILE_MAX (2u * AUDIT_REC_MAX + 64u * 1024u)
@@ -50,31 +50,6 @@
 #define RUN_MAX 64          /* audit records keep runs of at most 64 bytes */
 
 /* ---- small helpers -------------------------------------------------------------------- */
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Exactly 2n hex digits in s[0..slen) into out[0..n); -1 for any other length or digit. */
-static int unhex(const char *s, size_t slen, uint8_t *out, size_t n)
-{
-    if (slen != 2 * n)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
-}
 
 /* Hex of b as a JSON string; NULL without memory (json_pack then fails the document). */
 static json_t *jhex(const uint8_t *b, size_t n)
@@ -121,7 +96,7 @@ static int fits(uint64_t v)
 static int check_key(const char *val, char *why, size_t whylen)
 {
     uint8_t k[AUDIT_PK_LEN];
-    if (unhex(val, strlen(val), k, sizeof k) == 0)
+    if (aos_unhex(val, strlen(val), k, sizeof k) == 0)
         return 0;
     snprintf(why, whylen, "--key wants the log's public key: %u hex digits (audit head "
              "prints it), not \"%.100s\"", 2 * AUDIT_PK_LEN, val);
@@ -131,7 +106,7 @@ static int check_key(const char *val, char *why, size_t whylen)
 static int check_trace(const char *val, char *why, size_t whylen)
 {
     uint8_t t[AUDIT_TRACE_LEN];
-    if (unhex(val, strlen(val), t, sizeof t) == 0)
+    if (aos_unhex(val, strlen(val), t, sizeof t) == 0)
         return 0;
     snprintf(why, whylen, "--trace wants a trace id of %u hex digits, not \"%.100s\"",
              2 * AUDIT_TRACE_LEN, val);
@@ -153,186 +128,6 @@ static int check_path(const char *val, char *why, size_t whylen)
         return 0;
     snprintf(why, whylen, "a file name is wanted (at most 4095 bytes)");
     return -1;
-}
-
-/* ---- the proof, in memory ------------------------------------------------------------- */
-
-typedef struct aproof {
-    uint64_t seq;
-    uint8_t *rec; /* malloc'd; freed by proof_free */
-    size_t rec_len;
-    uint8_t path[AUDIT_PROOF_MAX][AUDIT_HASH_LEN];
-    size_t n_path;
-    audit_sth head;
-    uint8_t pk[AUDIT_PK_LEN];
-} aproof;
-
-static void proof_free(aproof *p)
-{
-    free(p->rec);
-    p->rec = NULL;
-}
-
-/* The checks in order; the first that fails is named. Returns NULL when the proof holds,
- * else the check's name ("record", "seq", "inclusion", "key", "signature") with why. pin
- * (may be NULL) is a public key kept elsewhere: the head must be signed by it. */
-static const char *proof_check(const aproof *p, const uint8_t *pin, char *why, size_t whylen)
-{
-    audit_rec r;
-    char sub[512];
-    if (audit_rec_decode(p->rec, p->rec_len, &r, sub, sizeof sub) != AOS_OK) {
-        snprintf(why, whylen, "the record does not decode: %s", sub);
-        return "record";
-    }
-    if (r.seq != p->seq) {
-        snprintf(why, whylen, "the record says seq %" PRIu64 ", the proof seq %" PRIu64,
-                 r.seq, p->seq);
-        return "seq";
-    }
-    if (p->seq < 1 || p->seq > p->head.tree_size) {
-        snprintf(why, whylen, "seq %" PRIu64 " is not in a tree of %" PRIu64 " records",
-                 p->seq, p->head.tree_size);
-        return "inclusion";
-    }
-    uint8_t leaf[AUDIT_HASH_LEN];
-    audit_leaf_hash(p->rec, p->rec_len, leaf);
-    if (audit_inclusion_verify(leaf, p->seq - 1, p->head.tree_size,
-                               (const uint8_t (*)[AUDIT_HASH_LEN])p->path, p->n_path,
-                               p->head.root, sub, sizeof sub) != AOS_OK) {
-        snprintf(why, whylen, "the path does not lead from the record to the head's root: %s",
-                 sub);
-        return "inclusion";
-    }
-    if (pin && memcmp(pin, p->pk, AUDIT_PK_LEN) != 0) {
-        char have[2 * AUDIT_PK_LEN + 1], want[2 * AUDIT_PK_LEN + 1];
-        aos_hex(p->pk, AUDIT_PK_LEN, have);
-        aos_hex(pin, AUDIT_PK_LEN, want);
-        snprintf(why, whylen, "the head names key %s, not the pinned key %s", have, want);
-        return "key";
-    }
-    if (audit_sth_verify(&p->head, p->pk, sub, sizeof sub) != AOS_OK) {
-        snprintf(why, whylen, "the head's signature does not verify with its key: %s", sub);
-        return "signature";
-    }
-    return NULL;
-}
-
-static json_t *head_json(const audit_sth *h, const uint8_t pk[AUDIT_PK_LEN])
-{
-    return json_pack("{s:I,s:I,s:o,s:o,s:o}", "tree_size", (json_int_t)h->tree_size,
-                     "time_ns", (json_int_t)h->time_ns, "root", jhex(h->root, AUDIT_HASH_LEN),
-                     "signature", jhex(h->sig, AUDIT_SIG_LEN), "public_key",
-                     jhex(pk, AUDIT_PK_LEN));
-}
-
-/* The proof file's document (the format at the top of this file). */
-static json_t *proof_json(const aproof *p)
-{
-    json_t *path = json_array();
-    for (size_t i = 0; path && i < p->n_path; i++)
-        if (json_array_append_new(path, jhex(p->path[i], AUDIT_HASH_LEN)) != 0) {
-            json_decref(path);
-            path = NULL;
-        }
-    if (!path)
-        return NULL;
-    return json_pack("{s:i,s:I,s:o,s:o,s:o}", "version", AUDIT_PROOF_FILE_VERSION, "seq",
-                     (json_int_t)p->seq, "record", jhex(p->rec, p->rec_len), "path", path,
-                     "head", head_json(&p->head, p->pk));
-}
-
-/* A JSON integer in [min, INT64_MAX] under key of o. */
-static int get_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min)
-        return -1;
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-/* Exactly n bytes of hex under key of o. */
-static int get_hex(const json_t *o, const char *key, uint8_t *out, size_t n)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_string(v) ? unhex(json_string_value(v), json_string_length(v), out, n) : -1;
-}
-
-/* A proof file's document into p (p->rec malloc'd, freed by proof_free also on failure).
- * Untrusted: every field, type and hex length checked. -1 with why when it is not a
- * proof; checking whether it holds is proof_check's job. */
-static int proof_from_json(const json_t *d, aproof *p, char *why, size_t whylen)
-{
-    memset(p, 0, sizeof *p);
-    json_t *v, *path, *head = json_object_get(d, "head");
-    if (!json_is_object(d)) {
-        snprintf(why, whylen, "it is not a JSON object");
-        return -1;
-    }
-    v = json_object_get(d, "version");
-    if (!json_is_integer(v) || json_integer_value(v) != AUDIT_PROOF_FILE_VERSION) {
-        if (json_is_integer(v))
-            snprintf(why, whylen, "it is of version %" JSON_INTEGER_FORMAT ", this aosctl "
-                     "reads version %d", json_integer_value(v), AUDIT_PROOF_FILE_VERSION);
-        else
-            snprintf(why, whylen, "\"version\" is missing or not an integer");
-        return -1;
-    }
-    if (get_u64(d, "seq", 1, &p->seq) != 0) {
-        snprintf(why, whylen, "\"seq\" is not an integer of at least 1");
-        return -1;
-    }
-    v = json_object_get(d, "record");
-    size_t hl = json_is_string(v) ? json_string_length(v) : 0;
-    if (!json_is_string(v) || hl == 0 || hl % 2 || hl / 2 > AUDIT_REC_MAX) {
-        snprintf(why, whylen, "\"record\" is not an even count of hex digits, at most %u",
-                 2 * AUDIT_REC_MAX);
-        return -1;
-    }
-    p->rec_len = hl / 2;
-    if (!(p->rec = malloc(p->rec_len))) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    if (unhex(json_string_value(v), hl, p->rec, p->rec_len) != 0) {
-        snprintf(why, whylen, "\"record\" is not hex");
-        return -1;
-    }
-    path = json_object_get(d, "path");
-    if (!json_is_array(path) || json_array_size(path) > AUDIT_PROOF_MAX) {
-        snprintf(why, whylen, "\"path\" is not an array of at most %u hashes",
-                 AUDIT_PROOF_MAX);
-        return -1;
-    }
-    p->n_path = json_array_size(path);
-    for (size_t i = 0; i < p->n_path; i++) {
-        json_t *h = json_array_get(path, i);
-        if (!json_is_string(h) || unhex(json_string_value(h), json_string_length(h),
-                                        p->path[i], AUDIT_HASH_LEN) != 0) {
-            snprintf(why, whylen, "\"path\"[%zu] is not %u hex digits", i, 2 * AUDIT_HASH_LEN);
-            return -1;
-        }
-    }
-    if (!json_is_object(head)) {
-        snprintf(why, whylen, "\"head\" is not an object");
-        return -1;
-    }
-    const char *bad = get_u64(head, "tree_size", 1, &p->head.tree_size) ? "tree_size"
-                    : get_u64(head, "time_ns", 0, &p->head.time_ns)    ? "time_ns"
-                    : get_hex(head, "root", p->head.root, AUDIT_HASH_LEN) ? "root"
-                    : get_hex(head, "signature", p->head.sig, AUDIT_SIG_LEN) ? "signature"
-                    : get_hex(head, "public_key", p->pk, AUDIT_PK_LEN)  ? "public_key"
-                    : NULL;
-    if (bad) {
-        snprintf(why, whylen, "\"head\".\"%s\" is missing or not %s", bad,
-                 !strcmp(bad, "tree_size") ? "an integer of at least 1"
-                 : !strcmp(bad, "time_ns") ? "an integer of at least 0"
-                 : !strcmp(bad, "root") ? "64 hex digits"
-                 : !strcmp(bad, "signature") ? "128 hex digits" : "64 hex digits");
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- audit verify --------------------------------------------------------------------- */
@@ -443,7 +238,7 @@ static int cmd_head(ctl_ctx *c, const ctl_vals *v)
     char when[64];
     iso_time(h.time_ns, 0, when, sizeof when);
     if (c->json) {
-        json_t *d = head_json(&h, pk);
+        json_t *d = audit_head_json(&h, pk);
         if (d && json_object_set_new(d, "time", json_string(when)) != 0) {
             json_decref(d);
             d = NULL;
@@ -498,7 +293,7 @@ static int write_file(const char *path, const char *text, char *why, size_t whyl
 }
 
 /* A Proof off the wire into p (p->rec malloc'd): every length checked. -1 when not one. */
-static int proof_from_pb(const Aos__Audit__Proof *w, aproof *p)
+static int proof_from_pb(const Aos__Audit__Proof *w, audit_proof *p)
 {
     memset(p, 0, sizeof *p);
     if (!w || !w->record.len || w->record.len > AUDIT_REC_MAX || !fits(w->seq) ||
@@ -532,11 +327,11 @@ static int cmd_prove(ctl_ctx *c, const ctl_vals *v)
         return ctl_fail_reply(c, &r);
     Aos__Audit__Proof *w = aos__audit__proof__unpack(NULL, r.payload_len, r.payload);
     aos_reply_clear(&r);
-    aproof p;
+    audit_proof p;
     int bad = proof_from_pb(w, &p);
     aos__audit__proof__free_unpacked(w, NULL);
     if (bad) {
-        proof_free(&p);
+        audit_proof_free(&p);
         return ctl_fail(c, AOS_ERR_PROTO, "audit.prove: aos-audit sent a malformed Proof");
     }
     char why[1024];
@@ -547,17 +342,17 @@ static int cmd_prove(ctl_ctx *c, const ctl_vals *v)
         snprintf(why, sizeof why, "it is against a head of size %" PRIu64 ", not %" PRIu64,
                  p.head.tree_size, q.tree_size);
     else
-        failed = proof_check(&p, NULL, why, sizeof why);
+        failed = audit_proof_check(&p, NULL, why, sizeof why);
     if (failed || p.seq != q.seq || (q.tree_size && p.head.tree_size != q.tree_size)) {
-        proof_free(&p);
+        audit_proof_free(&p);
         /* nothing is written: a proof that does not hold proves nothing */
         return ctl_fail(c, AOS_ERR_PROTO, "audit.prove: aos-audit sent a proof that does not "
                         "hold (%s%s%s); run aosctl audit verify", failed ? failed : "",
                         failed ? ": " : "", why);
     }
-    json_t *d = proof_json(&p);
+    json_t *d = audit_proof_json(&p);
     uint64_t size = p.head.tree_size;
-    proof_free(&p);
+    audit_proof_free(&p);
     if (!d)
         return ctl_fail(c, AOS_ERR_NOMEM, "out of memory building the proof");
     if (!out) {
@@ -612,7 +407,7 @@ static int cmd_check_proof(ctl_ctx *c, const ctl_vals *v)
 {
     const char *file = ctl_str(v, "FILE"), *key = ctl_str(v, "--key");
     uint8_t pin[AUDIT_PK_LEN];
-    if (key && unhex(key, strlen(key), pin, sizeof pin) != 0) /* checked by the table */
+    if (key && aos_unhex(key, strlen(key), pin, sizeof pin) != 0) /* checked by the table */
         return ctl_fail(c, AOS_ERR_INTERNAL, "--key passed its check but is not hex");
     int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -645,15 +440,15 @@ static int cmd_check_proof(ctl_ctx *c, const ctl_vals *v)
     if (!d)
         return ctl_fail(c, AOS_ERR_USAGE, "%s is not a proof: not JSON (%s at line %d)", file,
                         je.text, je.line);
-    aproof p;
+    audit_proof p;
     char why[1024];
-    int bad = proof_from_json(d, &p, why, sizeof why);
+    int bad = audit_proof_from_json(d, &p, why, sizeof why);
     json_decref(d);
     if (bad) {
-        proof_free(&p);
+        audit_proof_free(&p);
         return ctl_fail(c, AOS_ERR_USAGE, "%s is not a proof: %s", file, why);
     }
-    const char *failed = proof_check(&p, key ? pin : NULL, why, sizeof why);
+    const char *failed = audit_proof_check(&p, key ? pin : NULL, why, sizeof why);
     int rc = failed ? 1 : 0;
     if (c->json) {
         int prc = ctl_print_json(c, json_pack(
@@ -675,7 +470,7 @@ static int cmd_check_proof(ctl_ctx *c, const ctl_vals *v)
         if (!key)
             printf("the key came with the proof: pin one kept elsewhere with --key\n");
     }
-    proof_free(&p);
+    audit_proof_free(&p);
     return rc;
 }
 
@@ -874,7 +669,7 @@ static int cmd_tail(ctl_ctx *c, const ctl_vals *v)
     if (run)
         q.run = (ProtobufCBinaryData){strlen(run), (uint8_t *)run};
     if (trace) {
-        if (unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
+        if (aos_unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
             return ctl_fail(c, AOS_ERR_INTERNAL, "--trace passed its check but is not hex");
         q.trace_id = (ProtobufCBinaryData){sizeof tid, tid};
     }
@@ -1034,7 +829,7 @@ static int cmd_trace(ctl_ctx *c, const ctl_vals *v)
 {
     const char *trace = ctl_str(v, "TRACE");
     uint8_t tid[AUDIT_TRACE_LEN];
-    if (unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
+    if (aos_unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
         return ctl_fail(c, AOS_ERR_INTERNAL, "TRACE passed its check but is not hex");
     Aos__Audit__TailRequest q = AOS__AUDIT__TAIL_REQUEST__INIT;
     q.trace_id = (ProtobufCBinaryData){sizeof tid, tid};

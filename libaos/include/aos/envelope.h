@@ -93,5 +93,8 @@ uint64_t aos_mono_ms(void);
 void aos_id_random(uint8_t id[AOS_ID_LEN]);
 /* Hex of n bytes into out (2n+1 bytes). */
 void aos_hex(const uint8_t *b, size_t n, char *out);
+/* Exactly 2n hex digits (either case) of s[0..slen) into out[0..n); -1 for any other
+ * length or digit. */
+int aos_unhex(const char *s, size_t slen, uint8_t *out, size_t n);
 
 #endif
