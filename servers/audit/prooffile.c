@@ -10,8 +10,7 @@
 #include "aos/envelope.h"
 #include "record.h"
 
-/* Hex of b as a JSON string; NULL without memory (json_pack then fails the document). */
-static json_t *jhex(const uint8_t *b, size_t n)
+json_t *audit_jhex(const uint8_t *b, size_t n)
 {
     char *s = malloc(2 * n + 1);
     if (!s)
@@ -80,14 +79,14 @@ json_t *audit_proof_json(const audit_proof *p)
 {
     json_t *path = json_array();
     for (size_t i = 0; path && i < p->n_path; i++)
-        if (json_array_append_new(path, jhex(p->path[i], AUDIT_HASH_LEN)) != 0) {
+        if (json_array_append_new(path, audit_jhex(p->path[i], AUDIT_HASH_LEN)) != 0) {
             json_decref(path);
             path = NULL;
         }
     if (!path)
         return NULL;
     return json_pack("{s:i,s:I,s:o,s:o,s:o}", "version", AUDIT_PROOF_FILE_VERSION, "seq",
-                     (json_int_t)p->seq, "record", jhex(p->rec, p->rec_len), "path", path,
+                     (json_int_t)p->seq, "record", audit_jhex(p->rec, p->rec_len), "path", path,
                      "head", audit_head_json(&p->head, p->pk));
 }
 
@@ -189,7 +188,7 @@ int audit_proof_from_json(const json_t *d, audit_proof *p, char *why, size_t why
 json_t *audit_head_json(const audit_sth *h, const uint8_t pk[AUDIT_PK_LEN])
 {
     return json_pack("{s:I,s:I,s:o,s:o,s:o}", "tree_size", (json_int_t)h->tree_size,
-                     "time_ns", (json_int_t)h->time_ns, "root", jhex(h->root, AUDIT_HASH_LEN),
-                     "signature", jhex(h->sig, AUDIT_SIG_LEN), "public_key",
-                     jhex(pk, AUDIT_PK_LEN));
+                     "time_ns", (json_int_t)h->time_ns, "root", audit_jhex(h->root, AUDIT_HASH_LEN),
+                     "signature", audit_jhex(h->sig, AUDIT_SIG_LEN), "public_key",
+                     audit_jhex(pk, AUDIT_PK_LEN));
 }

@@ -35,6 +35,8 @@ const char *audit_proof_check(const audit_proof *p, const uint8_t *pin, char *wh
                               size_t whylen);
 /* The document of p (a new reference), NULL without memory. */
 json_t *audit_proof_json(const audit_proof *p);
+/* Hex of b as a JSON string; NULL without memory (json_pack then fails the document). */
+json_t *audit_jhex(const uint8_t *b, size_t n);
 /* A signed head and its key as JSON (tree_size, time_ns, root, signature, public_key). */
 json_t *audit_head_json(const audit_sth *h, const uint8_t pk[AUDIT_PK_LEN]);
 

@@ -51,18 +51,6 @@
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-/* Hex of b as a JSON string; NULL without memory (json_pack then fails the document). */
-static json_t *jhex(const uint8_t *b, size_t n)
-{
-    char *s = malloc(2 * n + 1);
-    if (!s)
-        return NULL;
-    aos_hex(b, n, s);
-    json_t *j = json_stringn(s, 2 * n);
-    free(s);
-    return j;
-}
-
 /* "2026-12-02T09:50:48.123456789Z": ns since the epoch, UTC. With ms_only, to the ms. */
 static void iso_time(uint64_t ns, int ms_only, char *out, size_t cap)
 {
@@ -455,8 +443,8 @@ static int cmd_check_proof(ctl_ctx *c, const ctl_vals *v)
             "{s:b,s:s,s:s,s:I,s:I,s:I,s:o,s:o,s:b}", "valid", !failed, "failed",
             failed ? failed : "", "why", failed ? why : "", "seq", (json_int_t)p.seq,
             "tree_size", (json_int_t)p.head.tree_size, "time_ns", (json_int_t)p.head.time_ns,
-            "root", jhex(p.head.root, AUDIT_HASH_LEN), "public_key",
-            jhex(key ? pin : p.pk, AUDIT_PK_LEN), "key_pinned", key != NULL));
+            "root", audit_jhex(p.head.root, AUDIT_HASH_LEN), "public_key",
+            audit_jhex(key ? pin : p.pk, AUDIT_PK_LEN), "key_pinned", key != NULL));
         rc = prc ? prc : rc;
     } else if (failed) {
         printf("INVALID (%s): %s\n", failed, why);
@@ -502,13 +490,13 @@ static json_t *record_json(const Aos__Audit__Record *w)
     int text = aos_utf8_valid(w->body.data, w->body.len);
     json_t *body = text ? json_stringn(w->body.len ? (const char *)w->body.data : "",
                                        w->body.len)
-                        : jhex(w->body.data, w->body.len);
+                        : audit_jhex(w->body.data, w->body.len);
     return json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:I,s:o,s:o,s:o,s:s,s:i,s:s,s:I,s:o,s:b}",
                      "seq", (json_int_t)w->seq, "time_ns", (json_int_t)w->time_ns, "time",
                      when, "kind", w->kind, "agent", w->agent, "run", w->run, "step",
-                     (json_int_t)w->step, "trace_id", jhex(w->trace_id.data, w->trace_id.len),
-                     "span_id", jhex(w->span_id.data, w->span_id.len), "parent_span_id",
-                     jhex(w->parent_span_id.data, w->parent_span_id.len), "method", w->method,
+                     (json_int_t)w->step, "trace_id", audit_jhex(w->trace_id.data, w->trace_id.len),
+                     "span_id", audit_jhex(w->span_id.data, w->span_id.len), "parent_span_id",
+                     audit_jhex(w->parent_span_id.data, w->parent_span_id.len), "method", w->method,
                      "status", (int)w->status, "status_name",
                      aos_err_valid(w->status) ? aos_err_name(w->status) : "unknown",
                      "latency_us", (json_int_t)w->latency_us, "body", body, "body_hex", !text);
