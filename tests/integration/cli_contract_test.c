@@ -350,7 +350,8 @@ static const struct sample {
     {"audit verify", {NULL}},
     {"audit tail", {"--limit=5"}},
     {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
-    {"audit trace", {"{trace}"}},
+    {"audit trace", {"--trace", "{trace}"}},
+    {"audit trace", {"--agent", AGENT}},
     {"tools", {NULL}},
     {"tools", {"--render=cli"}},
     {"tools", {"--render", "schema"}},
@@ -602,8 +603,12 @@ static void every_command_prints_what_its_schema_says(void **st)
             size_t k;
             json_t *rec;
             json_array_foreach(recs, k, rec) {
-                assert_string_equal(json_string_value(json_object_get(rec, "trace_id")),
-                                    trace_hex);
+                if (!strcmp(samples[i].args[0], "--trace"))
+                    assert_string_equal(json_string_value(json_object_get(rec, "trace_id")),
+                                        trace_hex);
+                else
+                    assert_string_equal(json_string_value(json_object_get(rec, "agent")),
+                                        AGENT);
                 assert_true(json_integer_value(json_object_get(rec, "depth")) >= 0);
             }
         }

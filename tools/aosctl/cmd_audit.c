@@ -813,14 +813,74 @@ static int *trace_depths(const trace_set *t)
     return d;
 }
 
+/* Records grouped by trace, each trace in the order of its first record, seq order within:
+ * an agent's run reads as one tree per syscall chain. */
+typedef struct tagged {
+    const Aos__Audit__Record *r;
+    uint64_t first; /* the seq of its trace's first record */
+} tagged;
+
+static int trace_cmp(const Aos__Audit__Record *x, const Aos__Audit__Record *y)
+{
+    if (x->trace_id.len != y->trace_id.len)
+        return x->trace_id.len < y->trace_id.len ? -1 : 1;
+    return x->trace_id.len ? memcmp(x->trace_id.data, y->trace_id.data, x->trace_id.len) : 0;
+}
+
+static int by_trace_then_seq(const void *a, const void *b)
+{
+    const tagged *x = a, *y = b;
+    int c = trace_cmp(x->r, y->r);
+    if (c)
+        return c;
+    return x->r->seq < y->r->seq ? -1 : x->r->seq > y->r->seq;
+}
+
+static int by_first_then_seq(const void *a, const void *b)
+{
+    const tagged *x = a, *y = b;
+    if (x->first != y->first)
+        return x->first < y->first ? -1 : 1;
+    return x->r->seq < y->r->seq ? -1 : x->r->seq > y->r->seq;
+}
+
+/* Orders t->r by trace (in the order of each trace's first record), then seq: two sorts,
+ * n log n whatever the log holds. */
+static int group_by_trace(trace_set *t)
+{
+    tagged *g = malloc((t->n ? t->n : 1) * sizeof *g);
+    if (!g)
+        return -1;
+    for (size_t i = 0; i < t->n; i++)
+        g[i] = (tagged){t->r[i], 0};
+    qsort(g, t->n, sizeof *g, by_trace_then_seq);
+    for (size_t i = 0; i < t->n; i++)
+        g[i].first = i && !trace_cmp(g[i].r, g[i - 1].r) ? g[i - 1].first : g[i].r->seq;
+    qsort(g, t->n, sizeof *g, by_first_then_seq);
+    for (size_t i = 0; i < t->n; i++)
+        t->r[i] = g[i].r;
+    free(g);
+    return 0;
+}
+
 static int cmd_trace(ctl_ctx *c, const ctl_vals *v)
 {
-    const char *trace = ctl_str(v, "TRACE");
+    const char *trace = ctl_str(v, "--trace"), *agent = ctl_str(v, "--agent");
+    const char *run = ctl_str(v, "--run");
+    if (!trace && !agent)
+        return ctl_fail(c, AOS_ERR_USAGE, "audit trace needs --trace ID, or --agent A "
+                        "(with --run R for one run)");
     uint8_t tid[AUDIT_TRACE_LEN];
-    if (aos_unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
-        return ctl_fail(c, AOS_ERR_INTERNAL, "TRACE passed its check but is not hex");
     Aos__Audit__TailRequest q = AOS__AUDIT__TAIL_REQUEST__INIT;
-    q.trace_id = (ProtobufCBinaryData){sizeof tid, tid};
+    if (trace) {
+        if (aos_unhex(trace, strlen(trace), tid, sizeof tid) != 0) /* checked by the table */
+            return ctl_fail(c, AOS_ERR_INTERNAL, "--trace passed its check but is not hex");
+        q.trace_id = (ProtobufCBinaryData){sizeof tid, tid};
+    }
+    if (agent)
+        q.agent = (ProtobufCBinaryData){strlen(agent), (uint8_t *)agent};
+    if (run)
+        q.run = (ProtobufCBinaryData){strlen(run), (uint8_t *)run};
     q.limit = TAIL_LIMIT_MAX;
     trace_set t = {0};
     char why[AOS_ERRMSG_MAX + 64];
@@ -852,7 +912,13 @@ static int cmd_trace(ctl_ctx *c, const ctl_vals *v)
     }
     if (!t.n) {
         trace_free(&t);
-        return ctl_fail(c, AOS_ERR_NOT_FOUND, "no record of trace %s in the audit log", trace);
+        return ctl_fail(c, AOS_ERR_NOT_FOUND, "no record of %s%s%s%s in the audit log",
+                        trace ? "trace " : "agent ", trace ? trace : agent,
+                        run && !trace ? ", run " : "", run && !trace ? run : "");
+    }
+    if (group_by_trace(&t)) {
+        trace_free(&t);
+        return ctl_fail(c, AOS_ERR_NOMEM, "out of memory ordering the trace");
     }
     int *depth = trace_depths(&t);
     if (!depth) {
@@ -869,15 +935,23 @@ static int cmd_trace(ctl_ctx *c, const ctl_vals *v)
                 arr = NULL;
             }
         }
-        json_t *doc = arr ? json_pack("{s:s, s:o, s:b}", "trace", trace, "records", arr,
-                                      "complete", t.n < TRACE_RECORDS_MAX)
+        json_t *doc = arr ? json_pack("{s:s, s:o, s:b}", "selected",
+                                      trace ? trace : agent, "records", arr, "complete",
+                                      t.n < TRACE_RECORDS_MAX)
                           : NULL;
         free(depth);
         trace_free(&t);
         return ctl_print_json(c, doc);
     }
     for (size_t i = 0; i < t.n; i++) {
-        printf("%*s", 2 * (depth[i] < 20 ? depth[i] : 20), "");
+        if (!i || t.r[i]->trace_id.len != t.r[i - 1]->trace_id.len ||
+            memcmp(t.r[i]->trace_id.data, t.r[i - 1]->trace_id.data, t.r[i]->trace_id.len)) {
+            char th[2 * AUDIT_TRACE_LEN + 1] = "-";
+            if (t.r[i]->trace_id.len == AUDIT_TRACE_LEN)
+                aos_hex(t.r[i]->trace_id.data, AUDIT_TRACE_LEN, th);
+            printf("trace %s\n", th);
+        }
+        printf("  %*s", 2 * (depth[i] < 20 ? depth[i] : 20), "");
         record_line(t.r[i]);
     }
     free(depth);
@@ -1014,8 +1088,9 @@ static const ctl_arg tail_args[] = {
 };
 
 static const char trace_out[] = SCHEMA
-    "\"type\":\"object\",\"required\":[\"trace\",\"records\",\"complete\"],\"properties\":{"
-    "\"trace\":{\"type\":\"string\",\"pattern\":\"^[0-9a-fA-F]{32}$\"},"
+    "\"type\":\"object\",\"required\":[\"selected\",\"records\",\"complete\"],"
+    "\"properties\":{\"selected\":{\"type\":\"string\",\"description\":\"the --trace "
+    "or --agent asked for\"},"
     "\"complete\":{\"type\":\"boolean\",\"description\":\"false when the trace held more "
     "records than aosctl gathers (100000)\"},"
     "\"records\":{\"type\":\"array\",\"description\":\"the trace's records oldest first, "
@@ -1026,8 +1101,12 @@ static const char trace_out[] = SCHEMA
     "\"description\":\"0: a root span; a server's detail sits below the span it names\"}}}}}}";
 
 static const ctl_arg trace_args[] = {
-    {.name = "TRACE", .required = 1, .pattern = "^[0-9a-fA-F]{32}$", .check = check_trace,
-     .summary = "the trace id (32 hex, from audit tail or an agent's logs)"},
+    {.name = "--trace", .value = "HEX32", .pattern = "^[0-9a-fA-F]{32}$", .check = check_trace,
+     .summary = "this trace (32 hex, from audit tail or an agent's logs)"},
+    {.name = "--agent", .value = "A", .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
+     .check = ctl_check_agent, .summary = "this agent's traces (with --trace: within it)"},
+    {.name = "--run", .value = "R", .check = check_run,
+     .summary = "only this run's records (with --agent)"},
 };
 
 static const ctl_cmd audit_cmds[] = {
@@ -1043,9 +1122,10 @@ static const ctl_cmd audit_cmds[] = {
      CTL_ARGS(check_args), check_out, cmd_check_proof},
     {"audit tail", "audit records oldest first, one line each; -f follows the log",
      CTL_ARGS(tail_args), tail_out, cmd_tail},
-    {"audit trace", "every record of one trace, as a tree: each syscall under the call that "
-     "made it, each server's details under its syscall", CTL_ARGS(trace_args), trace_out,
-     cmd_trace},
+    {"audit trace", "the decision chain as trees, one per trace (--trace ID, or an agent's, "
+     "or one run's): each syscall under the call that made it, each server's details (LLM "
+     "request and reply with usage, tool runs) under its syscall", CTL_ARGS(trace_args),
+     trace_out, cmd_trace},
 };
 
 const ctl_group ctl_group_audit = {audit_cmds, sizeof audit_cmds / sizeof audit_cmds[0]};
