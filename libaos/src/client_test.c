@@ -1111,6 +1111,18 @@ static void test_close_after_a_cut_mid_send_is_bounded(void **state)
     rmdir(r.dir);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(AOS_SANITIZE)
+/* test_close_after_a_cut_mid_send_is_bounded abandons a socket nng 1.5.2 may never let go
+ * of (see there): what nng allocated for it is still held by nng's own threads at exit, and
+ * LeakSanitizer (which saw it one run in ~30) would report nng's objects as our leak. Only
+ * allocations made inside libnng are spared; anything of ours still counts. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:libnng.so\n";
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
