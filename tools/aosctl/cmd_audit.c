@@ -589,6 +589,27 @@ static void nap(unsigned ms)
     }
 }
 
+/* A page's records, one line each (a JSON object per line with json), moving *after to
+ * the last one printed. -1 out of memory. */
+static int print_page(const Aos__Audit__TailReply *t, int json, uint64_t *after)
+{
+    for (size_t i = 0; i < t->n_records; i++) {
+        if (json) {
+            json_t *j = record_json(t->records[i]);
+            char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            json_decref(j);
+            if (!s)
+                return -1;
+            puts(s);
+            free(s);
+        } else {
+            record_line(t->records[i]);
+        }
+        *after = t->records[i]->seq;
+    }
+    return 0;
+}
+
 /* -f: one line per record as it is appended (one JSON object per line with --json), from
  * after *after until SIGINT or SIGTERM. */
 static int follow(ctl_ctx *c, Aos__Audit__TailRequest *q)
@@ -620,21 +641,9 @@ static int follow(ctl_ctx *c, Aos__Audit__TailRequest *q)
         if (e != AOS_OK)
             return ctl_fail(c, e, "%s", why);
         noted = 0;
-        for (size_t i = 0; i < t->n_records; i++) {
-            if (c->json) {
-                json_t *j = record_json(t->records[i]);
-                char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-                json_decref(j);
-                if (!s) {
-                    aos__audit__tail_reply__free_unpacked(t, NULL);
-                    return ctl_fail(c, AOS_ERR_NOMEM, "out of memory building a record");
-                }
-                puts(s);
-                free(s);
-            } else {
-                record_line(t->records[i]);
-            }
-            q->after_seq = t->records[i]->seq;
+        if (print_page(t, c->json, &q->after_seq)) {
+            aos__audit__tail_reply__free_unpacked(t, NULL);
+            return ctl_fail(c, AOS_ERR_NOMEM, "out of memory building a record");
         }
         int full = t->n_records == q->limit;
         aos__audit__tail_reply__free_unpacked(t, NULL);
@@ -692,21 +701,9 @@ static int cmd_tail(ctl_ctx *c, const ctl_vals *v)
         aos__audit__tail_reply__free_unpacked(t, NULL);
         return ctl_print_json(c, arr);
     }
-    for (size_t i = 0; i < t->n_records; i++) {
-        if (c->json) {
-            json_t *j = record_json(t->records[i]);
-            char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-            json_decref(j);
-            if (!s) {
-                aos__audit__tail_reply__free_unpacked(t, NULL);
-                return ctl_fail(c, AOS_ERR_NOMEM, "out of memory building a record");
-            }
-            puts(s);
-            free(s);
-        } else {
-            record_line(t->records[i]);
-        }
-        q.after_seq = t->records[i]->seq;
+    if (print_page(t, c->json, &q.after_seq)) {
+        aos__audit__tail_reply__free_unpacked(t, NULL);
+        return ctl_fail(c, AOS_ERR_NOMEM, "out of memory building a record");
     }
     aos__audit__tail_reply__free_unpacked(t, NULL);
     fflush(stdout);
