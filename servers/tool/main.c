@@ -165,15 +165,14 @@ static void t_stats(srv *s, srv_stats *st)
     runner_counts c;
     runner_counts_get(t->rn, &c);
     srv_stat(st, "tools", (int64_t)t->ntools, NULL);
-    srv_stat(st, "executions", (int64_t)c.started, "runs started in the sandbox");
-    srv_stat(st, "executions_repeated", (int64_t)c.repeated,
-             "runs of an (agent, request id) that had run before");
+    srv_stat(st, "executions", (int64_t)c.started,
+             "runs started in the sandbox, each (agent, request id) at most once");
     srv_stat(st, "running", (int64_t)c.running, NULL);
     srv_stat(st, "timeouts", (int64_t)c.timeouts, NULL);
     srv_stat(st, "output_kills", (int64_t)c.output_kills, NULL);
     srv_stat(st, "spawn_failures", (int64_t)c.spawn_failures, NULL);
     srv_stat(st, "refused_ran_before", (int64_t)c.refused_ran_before,
-             "re-sent requests that had started before aos-tool died: not run again");
+             "requests whose (agent, request id) had started already: not run again");
     msrv_counts mc;
     msrv_counts_get(t->ms, &mc);
     srv_stat(st, "mcp_servers", mc.declared, NULL);

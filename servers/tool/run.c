@@ -31,7 +31,6 @@
 #define RUN_DRAIN_MAX (64u << 20)    /* output read past the cap before the run is killed */
 #define RUN_EXIT_GRACE_US 200000     /* pipes still open after the sandbox exited */
 #define RUN_READ_CHUNK (64u << 10)
-#define RUN_SEEN_MAX 4096            /* (agent, request id) pairs remembered */
 
 typedef enum { KILL_NONE, KILL_TIMEOUT, KILL_OUTPUT, KILL_CANCEL, KILL_STOP } kill_why;
 
@@ -59,22 +58,21 @@ typedef struct run {
     struct run *next;
 } run;
 
-typedef struct seen {
-    char agent[80], rid[40];
-    unsigned count;
-} seen;
-
-/* The journal: "<agent> <rid>\n" appended before each run starts (O_APPEND, no fsync: it
- * guards against aos-tool's own death, whose written data the kernel keeps, not against
- * the machine's), and the pairs of earlier lives loaded at start into an open-addressed
- * set. Rewritten with the newest half when it outgrows JOURNAL_MAX_BYTES. */
+/* Every started (agent, request id): an open-addressed set of their hashes, this life's and
+ * (from the journal) earlier lives', so that no request runs twice, whoever re-sends it.
+ * The journal is "<agent> <rid>\n" appended before each run starts (O_APPEND, no fsync:
+ * it guards against aos-tool's own death, whose written data the kernel keeps, not
+ * against the machine's). Bounded: at JOURNAL_KEEP pairs the set and the journal start
+ * over (a re-send comes within seconds, not after that many runs). */
 #define JOURNAL_MAX_BYTES (8u << 20)
-#define JOURNAL_SET (1u << 18) /* slots: holds every line of a full journal */
+#define JOURNAL_SET (1u << 18) /* slots */
+#define JOURNAL_KEEP (JOURNAL_SET / 2) /* pairs before starting over: the set stays sparse */
 
 struct runner {
     jail *jl;
     int jfd;                  /* the journal, -1: none */
-    uint64_t *jset;           /* hashes of earlier lives' pairs, 0: empty slot */
+    uint64_t *jset;           /* hashes of the started pairs, 0: empty slot; the loop's */
+    size_t jcount;
     pthread_t thread;
     int started;
     int efd;                  /* eventfd: new jobs, cancels, stop */
@@ -84,10 +82,8 @@ struct runner {
     /* the thread's own */
     run *active;
     size_t nactive;
-    /* counters and the execution memory, under mu */
+    /* counters, under mu */
     runner_counts c;
-    seen seen[RUN_SEEN_MAX];
-    size_t seen_next;
 };
 
 void run_job_free(run_job *j)
@@ -404,41 +400,6 @@ static void finish(runner *r, run *rn, int status, uint64_t peak_kb, aos_err pre
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
-static void count_execution(runner *r, const run_job *j)
-{
-    pthread_mutex_lock(&r->mu);
-    r->c.started++;
-    int found = 0;
-    if (j->rid[0])
-        for (size_t i = 0; i < RUN_SEEN_MAX; i++)
-            if (r->seen[i].count && !strcmp(r->seen[i].rid, j->rid) &&
-                !strcmp(r->seen[i].agent, j->agent)) {
-                r->seen[i].count++;
-                r->c.repeated++;
-                found = 1;
-                break;
-            }
-    if (!found && j->rid[0]) {
-        seen *s = &r->seen[r->seen_next++ % RUN_SEEN_MAX];
-        snprintf(s->agent, sizeof s->agent, "%s", j->agent);
-        snprintf(s->rid, sizeof s->rid, "%s", j->rid);
-        s->count = 1;
-    }
-    pthread_mutex_unlock(&r->mu);
-}
-
-unsigned runner_executions(runner *r, const char *agent, const char *rid)
-{
-    unsigned n = 0;
-    pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < RUN_SEEN_MAX; i++)
-        if (r->seen[i].count && !strcmp(r->seen[i].rid, rid) &&
-            !strcmp(r->seen[i].agent, agent))
-            n = r->seen[i].count;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
-
 /* On a receive thread: flag it and wake the loop, which kills the run (never here: this
  * must not block, and the run belongs to the loop's thread). */
 static void on_cancel(srv_call *c, void *arg)
@@ -488,15 +449,13 @@ static void journal_open(runner *r, const char *dir)
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     snprintf(path, sizeof path, "%s/runs.journal", dir);
     snprintf(tmp, sizeof tmp, "%s.new", path);
-    if (!(r->jset = calloc(JOURNAL_SET, sizeof *r->jset)))
-        return;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     size_t len = 0;
     char *text = fd >= 0 ? aos_read_all(fd, JOURNAL_MAX_BYTES * 2, &len) : NULL;
     if (fd >= 0)
         close(fd);
     size_t from = 0;
-    if (text && len > JOURNAL_MAX_BYTES) {
+    if (text && len > JOURNAL_MAX_BYTES / 2) {
         from = len / 2;
         while (from < len && text[from - 1] != '\n')
             from++;
@@ -516,6 +475,7 @@ static void journal_open(runner *r, const char *dir)
         if (sp) {
             *sp = 0;
             jset_add(r->jset, pair_hash(text + i, sp + 1));
+            r->jcount++;
         }
         i = (size_t)(nl - text) + 1;
     }
@@ -526,13 +486,25 @@ static void journal_open(runner *r, const char *dir)
                  strerror(errno));
 }
 
-/* 1 when the pair started in an earlier life of aos-tool; else it is written down. */
-static int journal_ran_before(runner *r, const run_job *j)
+/* 1 when the pair started before (in this life or an earlier one); else it is noted in
+ * the set and written down. */
+static int started_before(runner *r, const run_job *j)
 {
-    if (!j->rid[0] || r->jfd < 0)
+    if (!j->rid[0])
         return 0;
-    if (jset_has(r->jset, pair_hash(j->agent, j->rid)))
+    uint64_t h = pair_hash(j->agent, j->rid);
+    if (jset_has(r->jset, h))
         return 1;
+    if (r->jcount >= JOURNAL_KEEP) {
+        memset(r->jset, 0, JOURNAL_SET * sizeof *r->jset);
+        r->jcount = 0;
+        if (r->jfd >= 0 && ftruncate(r->jfd, 0))
+            aos_warn("tool: the run journal: %s", strerror(errno));
+    }
+    jset_add(r->jset, h);
+    r->jcount++;
+    if (r->jfd < 0)
+        return 0;
     char line[160];
     int n = snprintf(line, sizeof line, "%s %s\n", j->agent, j->rid);
     if (n > 0 && write(r->jfd, line, (size_t)n) != n)
@@ -543,13 +515,14 @@ static int journal_ran_before(runner *r, const run_job *j)
 static void start(runner *r, run *rn)
 {
     run_job *j = rn->job;
-    if (journal_ran_before(r, j)) {
+    if (started_before(r, j)) {
         pthread_mutex_lock(&r->mu);
         r->c.refused_ran_before++;
         pthread_mutex_unlock(&r->mu);
         finish(r, rn, 0, 0, AOS_ERR_CONFLICT,
-               "this request started in an earlier aos-tool, which died while it ran: it is "
-               "not run again (its effects may have happened; its output is lost)");
+               "this request started already (in an earlier aos-tool, which died while it "
+               "ran, or it was sent again): it is not run again (its effects may have "
+               "happened; its output is lost)");
         run_job_free(j);
         free(rn);
         return;
@@ -586,7 +559,9 @@ static void start(runner *r, run *rn)
         return;
     }
     rn->spawned = 1;
-    count_execution(r, j);
+    pthread_mutex_lock(&r->mu);
+    r->c.started++;
+    pthread_mutex_unlock(&r->mu);
     if (!j->in && rn->p.in_fd >= 0) {
         close(rn->p.in_fd);
         rn->p.in_fd = -1;
@@ -769,6 +744,12 @@ aos_err runner_open(jail *jl, const char *dir, runner **out, char *why, size_t w
         return AOS_ERR_NOMEM;
     }
     r->jl = jl;
+    r->jfd = -1;
+    if (!(r->jset = calloc(JOURNAL_SET, sizeof *r->jset))) {
+        free(r);
+        snprintf(why, whylen, "out of memory");
+        return AOS_ERR_NOMEM;
+    }
     journal_open(r, dir);
     pthread_mutex_init(&r->mu, NULL);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

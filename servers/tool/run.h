@@ -38,20 +38,18 @@ void run_job_free(run_job *j);
 /* Starts the executor thread (from the server's open: this thread must live as long as
  * its runs, whose parent-death signal follows it). dir (aos-tool's own, NULL: none) keeps
  * the journal of the (agent, request id) pairs that were started, so that a request aosd
- * re-sends after aos-tool died (or a caller retries) never runs a second time: it gets
- * CONFLICT instead. *out is the caller's (runner_close). */
+ * re-sends after aos-tool died (or a caller sends again) never runs a second time: it
+ * gets CONFLICT instead. *out is the caller's (runner_close). */
 aos_err runner_open(jail *jl, const char *dir, runner **out, char *why, size_t whylen);
 /* Takes the job: it runs, or its call is answered with the reason it could not. */
 void runner_submit(runner *r, run_job *job);
-/* Figures for stats: runs started, runs now, runs whose (agent, request id) had already
- * run (the same request executed twice: should stay 0), timeouts, output kills. */
+/* Figures for stats: runs started (each (agent, request id) at most once), runs now,
+ * timeouts, output kills, requests refused because their pair had started already. */
 typedef struct runner_counts {
-    uint64_t started, running, repeated, timeouts, output_kills, spawn_failures;
-    uint64_t refused_ran_before; /* re-sent requests that had started in an earlier life */
+    uint64_t started, running, timeouts, output_kills, spawn_failures;
+    uint64_t refused_ran_before;
 } runner_counts;
 void runner_counts_get(runner *r, runner_counts *c);
-/* How many times (agent, request id hex) ran, as far as the last 4096 runs remember. */
-unsigned runner_executions(runner *r, const char *agent, const char *rid);
 /* Kills every run, answers their calls, stops the thread. NULL is fine. */
 void runner_close(runner *r);
 
