@@ -1690,6 +1690,32 @@ static void bad_requests_are_refused_with_the_reason(void **st)
     expect_refused("no agent", &s, AOS_ERR_USAGE, "belongs to an agent");
     s = (run_spec){.env_agent = "mallory", .req_agent = "alice", .tool = "sh", .args = ok};
     expect_refused("naming another agent", &s, AOS_ERR_REFUSED, "alice");
+
+    /* payloads that are not what the method takes: garbage bytes, arguments over the cap,
+     * arguments that are not UTF-8; each answered with the reason, aos-tool unharmed */
+    static const uint8_t junk[] = {0xff, 0x13, 0x37, 0x00, 0x42, 0x99, 0xde, 0xad};
+    static const char *const methods[] = {"tool.run", "tool.list", "tool.show"};
+    for (size_t i = 0; i < 3; i++) {
+        aos_call_opts o = {.agent_id = "refused", .timeout_ms = CALL_MS};
+        aos_reply r;
+        aos_err e = aos_call(h_conn(H), &o, methods[i], junk, sizeof junk, &r);
+        if (e != AOS_ERR_PROTO || !strstr(r.error, "decode"))
+            fail_msg("%s with garbage: want PROTO, got %s: %s", methods[i], aos_err_name(e),
+                     r.error);
+        aos_reply_clear(&r);
+    }
+    size_t big = (2u << 20) + 16;
+    char *huge = malloc(big + 1);
+    assert_non_null(huge);
+    memset(huge, ' ', big);
+    memcpy(huge, "{\"command\":\"", 12);
+    memcpy(huge + big - 2, "\"}", 2);
+    huge[big] = 0;
+    s = (run_spec){.env_agent = "refused", .tool = "sh", .args = huge};
+    expect_refused("arguments over 2 MiB", &s, AOS_ERR_TOO_BIG, "at most");
+    free(huge);
+    s = (run_spec){.env_agent = "refused", .tool = "sh", .args = "{\"command\":\"\xff\xfe\"}"};
+    expect_refused("arguments not UTF-8", &s, AOS_ERR_USAGE, "UTF-8");
     char p[512];
     static const char *const never[] = {"a", "x", "y", ".hidden", "mallory", NULL};
     for (size_t i = 0; never[i]; i++) {
