@@ -76,7 +76,7 @@ int kaud_fail_open(void) { return K.fail_open; }
 int kaud_records(const char *method)
 {
     if (!strncmp(method, "audit.", 6) || !strncmp(method, "kernel.stream.", 14) ||
-        !strcmp(method, "kernel.status"))
+        !strcmp(method, "kernel.status") || !strcmp(method, "kernel.sched"))
         return 0;
     const char *dot = strrchr(method, '.');
     return !(dot && (!strcmp(dot, ".ping") || !strcmp(dot, ".stats")));

@@ -310,7 +310,7 @@ static aos_err get_price(ctx *x, const yaml_node_t *v, const char *where, double
     char *end = NULL;
     double d = ok ? strtod(s, &end) : 0;
     if (!ok || end != s + len || !isfinite(d))
-        return fail(x, v, where, "expects a number (USD per million tokens), not '%s'",
+        return fail(x, v, where, "expects a number of US dollars, not '%s'",
                     show(v, b, sizeof b));
     if (d < 0 || d > 1e6)
         return fail(x, v, where, "%g is out of range (0 to 1000000)", d);
@@ -732,8 +732,9 @@ static aos_err sim_settings(ctx *x, const yaml_node_t *n, const char *where,
 static aos_err limits(ctx *x, const yaml_node_t *n, const char *where, Aos__Llm__Limits *l)
 {
     static const char *const names[] = {"max_concurrency", "requests_per_min",
-                                        "tokens_per_min", NULL};
-    const yaml_node_t *v[3];
+                                        "tokens_per_min", "input_tokens_per_min",
+                                        "output_tokens_per_min", "daily_spend_usd", NULL};
+    const yaml_node_t *v[6];
     char w[WHERE_MAX];
     aos_err rc = keys(x, n, where, names, v);
     if (rc)
@@ -746,6 +747,16 @@ static aos_err limits(ctx *x, const yaml_node_t *n, const char *where, Aos__Llm_
         return rc;
     if (v[2] && (rc = get_u32(x, v[2], sub(w, where, "tokens_per_min"), 0, 1000000000,
                               &l->tokens_per_min)))
+        return rc;
+    if (v[3] && (rc = get_u32(x, v[3], sub(w, where, "input_tokens_per_min"), 0, 1000000000,
+                              &l->input_tokens_per_min)))
+        return rc;
+    if (v[4] && (rc = get_u32(x, v[4], sub(w, where, "output_tokens_per_min"), 0,
+                              1000000000, &l->output_tokens_per_min)))
+        return rc;
+    /* a price's rules: a number, not negative, not absurd */
+    if (v[5] && (rc = get_price(x, v[5], sub(w, where, "daily_spend_usd"),
+                                &l->daily_spend_usd)))
         return rc;
     return AOS_OK;
 }

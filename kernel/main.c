@@ -20,6 +20,7 @@
 #include "childlog.h"
 #include "fsafe.h"
 #include "config.h"
+#include "llmq.h"
 #include "route.h"
 #include "supervise.h"
 
@@ -112,6 +113,12 @@ int main(int argc, char **argv)
         sup_fini();
         return 1;
     }
+    /* the LLM scheduler before the router: the first call may come at once */
+    if (llmq_open(conf_llm(cfg.cf), dd.dir, route_llm_hooks(), why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        sup_fini();
+        return 1;
+    }
     route *r = NULL;
     snprintf(url, sizeof url, "ipc://%s", sock);
     if (route_open(&r, url, why, sizeof why) != AOS_OK) {
@@ -155,6 +162,7 @@ int main(int argc, char **argv)
         }
     }
     kaud_close(); /* what still waits for a record is refused before the router goes */
+    llmq_close(); /* the admin's settings and the usage so far, written a last time */
     route_close(r);
     sup_fini();
     cg_teardown(cgwhy, sizeof cgwhy);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "aos.pb-c.h"
+#include "llmq.h"
 #include "supervise.h"
 
 #define PING_MAX (64u << 10)
@@ -72,6 +73,21 @@ static aos_err k_restart(const aos_env *req, const km_env *k, uint8_t **out, siz
     return k_server(req, 0, why, whylen);
 }
 
+/* the LLM scheduler: its state, and the admin's weights, classes and budgets */
+static aos_err k_sched(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                       char *why, size_t whylen)
+{
+    (void)req; (void)k;
+    return llmq_status(out, len, why, whylen);
+}
+
+static aos_err k_sched_set(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                           char *why, size_t whylen)
+{
+    (void)k; (void)out; (void)len;
+    return llmq_set(req->payload, req->payload_len, why, whylen);
+}
+
 #define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
 #define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, cap, w, 0}
 #define FWD(n, c, srv, cap, w) {n, c, KM_FORWARD, srv, NULL, cap, w, 0}
@@ -88,6 +104,8 @@ static const kmethod table[] = {
     KERNEL("kernel.ping", k_ping, PING_MAX + 64, KM_ADMIN | KM_AGENT),
     KERNEL("kernel.server.kill", k_kill, SMALL, KM_ADMIN),
     KERNEL("kernel.server.restart", k_restart, SMALL, KM_ADMIN),
+    KERNEL("kernel.sched", k_sched, SMALL, KM_ADMIN),
+    KERNEL("kernel.sched.set", k_sched_set, SMALL, KM_ADMIN),
     {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT, 0},
     {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, SMALL,
      KM_ADMIN | KM_AGENT, 0},

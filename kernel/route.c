@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "link.h"
 #include "listen.h"
+#include "llmq.h"
 #include "methods.h"
 #include "supervise.h"
 
@@ -96,7 +97,11 @@ typedef struct rcall {
     uint8_t parent_span[AOS_SPAN_LEN]; /* a server's call: the span of the call it serves */
     uint64_t t0_us;
     link_fwd f;
-    uint8_t *payload;        /* the request's payload while it waits for its record */
+    uint8_t *payload;        /* the request's payload while it waits for its record, and
+                              * an LLM call's for its life (a 429 sends it again) */
+    size_t payload_len;
+    int llm;                 /* the LLM class: the scheduler admits it */
+    llmq_ticket *si;         /* its place in the scheduler: llmq's to read and write */
     nng_msg *pend_reply;     /* the final answer while its END record is written */
     int pend_status;
     char pend_err[AOS_ERRMSG_MAX + 1];
@@ -447,6 +452,16 @@ static void ended(void *arg, aos_err st, const char *err)
 static void on_done(void *arg, nng_msg *reply, int status, const char *err)
 {
     rcall *c = arg;
+    if (c->llm) {
+        pthread_mutex_lock(&c->r->mu);
+        int streamed = c->streaming;
+        pthread_mutex_unlock(&c->r->mu);
+        if (llmq_done(&c->si, reply, status, streamed)) {
+            if (reply) /* a 429: back in the queue, forwarded again by llm_go */
+                nng_msg_free(reply);
+            return;
+        }
+    }
     if (c->audited && !c->ended) {
         c->ended = 1;
         uint64_t lat = mono_us() - c->t0_us;
@@ -464,6 +479,54 @@ static void on_done(void *arg, nng_msg *reply, int status, const char *err)
     finish(c, reply, status, err);
 }
 
+/* ---- the LLM class: the scheduler admits it ------------------------------------------ */
+
+/* Admitted: forward it (again, after a 429), unless its caller went away meanwhile. */
+static void llm_go(void *arg)
+{
+    rcall *c = arg;
+    route *r = c->r;
+    pthread_mutex_lock(&r->mu);
+    int cancelled = c->cancelled;
+    pthread_mutex_unlock(&r->mu);
+    if (cancelled) {
+        on_done(c, NULL, AOS_ERR_CANCELLED, "cancelled");
+        return;
+    }
+    c->hdr.payload = c->payload;
+    c->hdr.payload_len = c->payload_len;
+    aos_err rc = link_forward(c->l, &c->hdr, &c->f, &c->link_id);
+    if (rc == AOS_OK) {
+        r->routed++;
+        return;
+    }
+    on_done(c, NULL, rc, "cannot forward to aos-llm");
+}
+
+static void llm_fail(void *arg, aos_err st, const char *why)
+{
+    on_done(arg, NULL, st, why);
+}
+
+/* Into the scheduler's queue; llm_go forwards it when it is admitted. Refused (a budget, a
+ * cap, a deadline it cannot meet): answered here, with the scheduler's reason. */
+static void schedule(rcall *c)
+{
+    char why[AOS_ERRMSG_MAX] = "";
+    int queued = 0;
+    aos_err rc = llmq_submit(c, c->hdr.method, c->hdr.agent_id, c->payload, c->payload_len,
+                             c->f.deadline, &c->si, &queued, why, sizeof why);
+    if (rc != AOS_OK) {
+        c->end_wait = 0; /* an answer without a run has no reply to hold back */
+        on_done(c, NULL, rc, why);
+        return;
+    }
+    /* queued: llm_go or llm_fail comes (maybe it did already, and c is gone); else not the
+     * scheduler's to judge (no provider lists the model): aos-llm answers why */
+    if (!queued)
+        llm_go(c);
+}
+
 /* The BEGIN record is durable (or will not be): forward the request, or answer why not. */
 static void begun(void *arg, aos_err st, const char *err)
 {
@@ -472,6 +535,10 @@ static void begun(void *arg, aos_err st, const char *err)
     pthread_mutex_lock(&r->mu);
     int cancelled = c->cancelled;
     pthread_mutex_unlock(&r->mu);
+    if (st == AOS_OK && !cancelled && c->llm) {
+        schedule(c);
+        return;
+    }
     if (st == AOS_OK && !cancelled) {
         /* once forwarded, c may be answered and freed on another thread at any moment:
          * nothing of it is touched after a successful link_forward */
@@ -499,24 +566,31 @@ static aos_err launch(rcall *c, const kmethod *km, const aos_env *req)
 {
     c->t0_us = mono_us();
     c->audited = kaud_records(req->method);
+    c->llm = km->cls == KM_LLM;
     int effect = km->cls == KM_WRITE || km->cls == KM_EFFECT || km->cls == KM_LLM;
-    if (c->audited && effect) {
-        if (kaud_fail_open()) {
-            kaud_event(req, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0, 0, NULL,
-                       NULL);
-        } else {
-            c->end_wait = km->cls == KM_LLM;
-            c->payload = malloc(req->payload_len ? req->payload_len : 1);
-            if (!c->payload)
-                return AOS_ERR_NOMEM;
-            if (req->payload_len)
-                memcpy(c->payload, req->payload, req->payload_len);
-            c->hdr.payload = c->payload;
-            c->hdr.payload_len = req->payload_len;
-            kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0,
-                       audit_deadline(c->f.deadline), begun, c);
-            return AOS_OK;
-        }
+    int wait = c->audited && effect && !kaud_fail_open();
+    if (wait || c->llm) { /* the payload waits in aosd: for its record, or its turn */
+        c->payload = malloc(req->payload_len ? req->payload_len : 1);
+        if (!c->payload)
+            return AOS_ERR_NOMEM;
+        if (req->payload_len)
+            memcpy(c->payload, req->payload, req->payload_len);
+        c->payload_len = req->payload_len;
+        c->hdr.payload = c->payload;
+        c->hdr.payload_len = req->payload_len;
+    }
+    if (wait) {
+        c->end_wait = c->llm;
+        kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0,
+                   audit_deadline(c->f.deadline), begun, c);
+        return AOS_OK;
+    }
+    if (c->audited && effect)
+        kaud_event(req, c->has_parent ? c->parent_span : NULL, KAUD_BEGIN, 0, 0, 0, NULL,
+                   NULL);
+    if (c->llm) {
+        schedule(c);
+        return AOS_OK;
     }
     route *r = c->r; /* c may be gone as soon as it is forwarded */
     aos_err rc = link_forward(c->l, req, &c->f, &c->link_id);
@@ -673,6 +747,7 @@ static void pipe_gone(route *r, uint32_t pipe)
 {
     for (;;) {
         klink *l = NULL;
+        rcall *queued = NULL;
         uint64_t id = 0;
         pthread_mutex_lock(&r->mu);
         for (rcall *c = r->calls, *n; c; c = n) {
@@ -680,15 +755,21 @@ static void pipe_gone(route *r, uint32_t pipe)
             if (c->pipe != pipe || c->cancelled || c->caller)
                 continue;
             if (cancel_locked(r, c)) {
-                l = c->l;
-                id = c->link_id;
+                /* an LLM call still in the scheduler's queue leaves it: no server has it */
+                if (c->llm && llmq_cancel(&c->si))
+                    queued = c;
+                else
+                    l = c->l, id = c->link_id;
                 break;
             }
         }
         pthread_mutex_unlock(&r->mu);
-        if (!l)
+        if (queued)
+            on_done(queued, NULL, AOS_ERR_CANCELLED, "the caller's connection closed");
+        else if (l)
+            link_cancel(l, id, AOS_ERR_CANCELLED, "the caller's connection closed");
+        else
             return;
-        link_cancel(l, id, AOS_ERR_CANCELLED, "the caller's connection closed");
     }
 }
 
@@ -1017,6 +1098,12 @@ void route_close(route *r)
     for (int i = 0; i < ROUTE_CTX; i++)
         if (r->ctxs[i].aio)
             nng_aio_stop(r->ctxs[i].aio);
+}
+
+const llmq_hooks *route_llm_hooks(void)
+{
+    static const llmq_hooks h = {.go = llm_go, .fail = llm_fail};
+    return &h;
 }
 
 uint64_t route_bad_messages(const route *r) { return r->bad; }

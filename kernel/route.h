@@ -19,6 +19,9 @@ void route_close(route *r);
 /* Housekeeping from the main loop: drops finished streams nobody pulls any more. */
 void route_tick(route *r, uint64_t now_mono);
 uint64_t route_bad_messages(const route *r);
+/* What the LLM scheduler (llmq.h) calls when a queued call may go, or must fail. */
+struct llmq_hooks;
+const struct llmq_hooks *route_llm_hooks(void);
 uint64_t route_routed(const route *r);
 
 #endif

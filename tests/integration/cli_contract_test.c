@@ -359,6 +359,9 @@ static const struct sample {
     {"tool run", {AGENT, "sh", "{\"command\":\"echo hi; echo err >&2\"}"}},
     {"tool run", {AGENT, "write_file", "{\"path\":\"x.txt\",\"content\":\"y\"}",
                   "--time=20000"}},
+    {"sched set", {AGENT, "--weight=2", "--priority", "batch", "--token-budget=100000"}},
+    {"sched set", {"--cost-budget", "1.5", AGENT, "--reset-usage"}},
+    {"sched", {NULL}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };

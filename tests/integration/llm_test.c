@@ -679,6 +679,8 @@ static void an_error_event_mid_stream_is_a_clear_error_after_the_parts(void **st
     }
 }
 
+/* A 429 reaches aosd's scheduler, not the caller: the call goes back to its place in the
+ * queue, the provider is held for its Retry-After, and the caller gets the answer. */
 static void rate_limited_with_retry_after_then_success(void **st)
 {
     (void)st;
@@ -688,16 +690,11 @@ static void rate_limited_with_retry_after_then_success(void **st)
         const char *d = "slow down [[status=429 count=1 retry_after=2 text=ok]]";
         chat_res r;
         chat1(MODELS[k], d, 20000, rid, &r);
-        print_message("%s 429: %s: %s (retry after %llu ms)\n", MODELS[k],
-                      aos_err_name(r.rc), r.error, (unsigned long long)r.retry_after_ms);
-        assert_int_equal(r.rc, AOS_ERR_RATE_LIMITED);
-        assert_true(r.retry_after_ms >= 1500 && r.retry_after_ms <= 2500);
-        assert_int_equal(r.parts, 0);
-        res_clear(&r);
-        /* the same request again (same id: the endpoint counts attempts by it) */
-        chat1(MODELS[k], d, 20000, rid, &r);
+        print_message("%s 429 then ok: %s in %llu ms\n", MODELS[k], aos_err_name(r.rc),
+                      (unsigned long long)r.elapsed_ms);
         EXPECT_OK(&r);
         assert_string_equal(r.text, "ok");
+        assert_true(r.elapsed_ms >= 1900); /* the Retry-After was waited out */
         /* the 429 was refused, not served: the retry is the first paid call */
         assert_false(r.reply->resent);
         json_t *reqs = ep_requests(r.rid_hex);
