@@ -508,6 +508,10 @@ static void usage_of(const qcall *qc, nng_msg *reply, int *status, uint64_t *ret
         us = (cr = aos__llm__chat_reply__unpack(NULL, env.payload_len, env.payload))
                  ? cr->usage
                  : NULL;
+    if (cr && cr->replayed) /* answered from aos-llm's books: the provider was not called */
+        us = NULL;
+    if (er && er->replayed)
+        us = NULL;
     if (us) {
         u->in_tokens = us->input_tokens + us->cache_read_tokens + us->cache_write_tokens;
         u->out_tokens = us->output_tokens;

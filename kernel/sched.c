@@ -14,6 +14,7 @@
 #define FACTOR_MIN 0.05
 #define FACTOR_STEP 0.01          /* 100 successes back to the configured rates */
 #define RETRY_DEFAULT_MS 1000u
+#define HEAL_US (60u * 1000000u)   /* a minute without a 429: the configured limits again */
 
 enum { ST_QUEUED = 1, ST_FLIGHT = 2, ST_OUT = 3 };
 
@@ -559,12 +560,24 @@ static sched_item *head(const prov *p, uint64_t now)
     return now - ba->a[0]->queued_at >= (uint64_t)SCHED_AGE_MS * 1000u ? ba->a[0] : in->a[0];
 }
 
+/* What AIMD took is given back in steps by successes, and whole after a quiet minute: a
+ * burst of 429s long ago does not cap a provider for good. */
+static void heal(prov *p, uint64_t now)
+{
+    if (p->last_cut && now - p->last_cut >= HEAL_US) {
+        p->last_cut = 0;
+        p->eff = p->cap.max_concurrency;
+        p->factor = 1.0;
+    }
+}
+
 sched_item *sched_next(sched *s, uint64_t now)
 {
     if (!s->queued)
         return NULL;
     for (size_t i = 0; i < s->np; i++) {
         prov *p = &s->p[i];
+        heal(p, now);
         sched_item *it = head(p, now);
         if (!it || !admissible(p, it, now))
             continue;
@@ -638,8 +651,12 @@ int sched_done(sched *s, sched_item *it, uint64_t now, uint32_t day, int rate_li
         recount(p, it, NULL); /* a refused request did not count at the provider */
         if (!p->last_cut || now - p->last_cut >= DECREASE_EVERY_US) {
             p->last_cut = now;
-            double base = p->eff > 0 ? p->eff : (double)(p->in_flight + 1);
-            p->eff = base * DECREASE < 1 ? 1 : base * DECREASE;
+            /* the concurrency shrinks (or, with none in aos.yaml, is learnt from what was
+             * in flight) unless this call was alone: then it was a rate, not a crowd */
+            if (p->in_flight > 0) {
+                double base = p->eff > 0 ? p->eff : (double)(p->in_flight + 1);
+                p->eff = base * DECREASE < 1 ? 1 : base * DECREASE;
+            }
             p->factor = p->factor * DECREASE < FACTOR_MIN ? FACTOR_MIN : p->factor * DECREASE;
         }
         uint64_t until = now + (retry_after_ms ? retry_after_ms : RETRY_DEFAULT_MS) * 1000u;

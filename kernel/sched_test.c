@@ -302,6 +302,20 @@ static void a_429_without_limits_learns_one(void **st)
     assert_ptr_equal(sched_next(s, now), it[9]);
     for (int i = 3; i < 10; i++)
         finish(s, it[i], now, 1, 1);
+    /* a call alone that gets a 429 teaches no concurrency: it was a rate */
+    sched_item *one = submit(s, "a", 1, 1, now + 2 * SEC, 0, AOS_OK);
+    assert_ptr_equal(sched_next(s, now + 2 * SEC), one);
+    sched_provider_info(s, 0, now + 2 * SEC, 1, &pi);
+    double before = pi.eff_concurrency;
+    assert_int_equal(sched_done(s, one, now + 2 * SEC, 1, 1, 10, NULL), 1);
+    sched_provider_info(s, 0, now + 2 * SEC, 1, &pi);
+    assert_true(pi.eff_concurrency == before);
+    /* a quiet minute gives the configured limits back: unlimited here */
+    assert_ptr_equal(sched_next(s, now + 63 * SEC), one);
+    sched_provider_info(s, 0, now + 63 * SEC, 1, &pi);
+    assert_true(pi.eff_concurrency == 0);
+    assert_true(pi.rate_factor == 1.0);
+    finish(s, one, now + 63 * SEC, 1, 1);
     sched_free(s);
 }
 

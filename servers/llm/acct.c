@@ -39,6 +39,9 @@ static const srv_migration llm_migrations[] = {
         "REVOKE ALL ON llm.calls FROM PUBLIC;"
         "GRANT SELECT, INSERT, UPDATE ON llm.calls TO aos_llm;"
         "GRANT USAGE ON SEQUENCE llm.calls_id_seq TO aos_llm;"},
+    /* the reply of a completed call, so a retry with its request id (aosd restarted, its
+     * caller sent it again) is answered from the books, not paid twice */
+    {2, "ALTER TABLE llm.calls ADD COLUMN reply bytea;"},
 };
 
 const srv_schema llm_schema = {
@@ -52,12 +55,17 @@ const srv_schema llm_schema = {
  * caller retrying after an error) and this is a second paid call; one it refused with a
  * 429 (status 15, RATE_LIMITED) was never served, so a retry after it is not resent. */
 _Static_assert(AOS_ERR_RATE_LIMITED == 15, "llm_begin's SQL names RATE_LIMITED as 15");
+/* A request id this agent completed before is answered with its reply (prior); else a new
+ * row. Both in one statement: one round trip, as before. */
 static const db_stmt st_begin = {
     "llm_begin",
-    "INSERT INTO llm.calls (request_id, agent, provider, model, resent) "
-    "VALUES ($1, $2, $3, $4, EXISTS (SELECT 1 FROM llm.calls WHERE request_id = $1 "
-    "AND status IS DISTINCT FROM 15)) "
-    "RETURNING id, resent",
+    "WITH prior AS (SELECT id, reply FROM llm.calls WHERE request_id = $1 AND agent = $2 "
+    "AND status = 0 AND reply IS NOT NULL ORDER BY id DESC LIMIT 1), "
+    "ins AS (INSERT INTO llm.calls (request_id, agent, provider, model, resent) "
+    "SELECT $1, $2, $3, $4, EXISTS (SELECT 1 FROM llm.calls WHERE request_id = $1 "
+    "AND status IS DISTINCT FROM 15) WHERE NOT EXISTS (SELECT 1 FROM prior) "
+    "RETURNING id, resent) "
+    "SELECT id, resent, NULL::bytea FROM ins UNION ALL SELECT id, false, reply FROM prior",
     4};
 /* A row whose begin was lost (an asynchronous commit that a crash of PostgreSQL took
  * with it) is written whole by st_end_insert: usage is never dropped for want of a row. */
@@ -65,8 +73,8 @@ static const db_stmt st_end = {
     "llm_end",
     "UPDATE llm.calls SET ended_at = now(), status = $2, attempts = $3, input_tokens = $4, "
     "output_tokens = $5, cache_read_tokens = $6, cache_write_tokens = $7, "
-    "cost_micro_usd = $8, ttft_us = $9, error = $10 WHERE id = $1",
-    10};
+    "cost_micro_usd = $8, ttft_us = $9, error = $10, reply = $11 WHERE id = $1",
+    11};
 /* Rows still in flight when an earlier aos-llm died: they ended with it. */
 static const db_stmt st_orphans = {
     "llm_orphans",
@@ -83,9 +91,12 @@ typedef struct op {
     uint64_t deadline_mono_ms;
     acct_begin_fn bdone;
     int resent;
+    uint8_t *replay;               /* a completed call's reply, found by the begin */
+    size_t replay_len;
     /* end */
     int64_t row;
-    acct_result r;
+    acct_result r;                 /* r.reply points at reply below */
+    uint8_t *reply;
     void (*edone)(void *);
     uint64_t queued_mono_ms;
     void *arg;
@@ -134,7 +145,7 @@ void acct_begin(acct *a, const uint8_t id[AOS_ID_LEN], const char *agent, const 
 {
     op *o = calloc(1, sizeof *o);
     if (!o) {
-        done(arg, AOS_ERR_NOMEM, 0, 0, "aos-llm is out of memory");
+        done(arg, AOS_ERR_NOMEM, 0, 0, NULL, 0, "aos-llm is out of memory");
         return;
     }
     memcpy(o->id, id, AOS_ID_LEN);
@@ -158,6 +169,14 @@ void acct_end(acct *a, int64_t row, const acct_result *r, void (*done)(void *arg
     o->end = 1;
     o->row = row;
     o->r = *r;
+    o->r.reply = NULL;
+    o->r.reply_len = 0;
+    if (r->status == AOS_OK && r->reply && r->reply_len <= ACCT_REPLY_MAX &&
+        (o->reply = malloc(r->reply_len ? r->reply_len : 1))) {
+        memcpy(o->reply, r->reply, r->reply_len);
+        o->r.reply = o->reply;
+        o->r.reply_len = r->reply_len;
+    }
     o->edone = done;
     o->arg = arg;
     o->queued_mono_ms = aos_mono_ms();
@@ -184,6 +203,21 @@ static aos_err run_begin(PGconn *c, op *o, int64_t *row, int *resent, char *why,
     }
     *row = db_i64(res, 0, 0);
     *resent = db_bool(res, 0, 1);
+    free(o->replay); /* a batch run again after a failure finds it again */
+    o->replay = NULL;
+    o->replay_len = 0;
+    if (!PQgetisnull(res, 0, 2)) {
+        size_t n = 0;
+        const uint8_t *b = db_bytes(res, 0, 2, &n);
+        if ((o->replay = malloc(n ? n : 1))) {
+            memcpy(o->replay, b, n);
+            o->replay_len = n;
+        } else {
+            PQclear(res);
+            snprintf(why, whylen, "aos-llm is out of memory for a kept reply");
+            return AOS_ERR_NOMEM;
+        }
+    }
     PQclear(res);
     return AOS_OK;
 }
@@ -203,6 +237,10 @@ static aos_err run_end(PGconn *c, op *o, char *why, size_t whylen)
     dp_i32(&p, (int32_t)o->r.ttft_us);
     if (o->r.error[0])
         dp_text(&p, o->r.error);
+    else
+        dp_null(&p);
+    if (o->r.reply)
+        dp_bytes(&p, o->r.reply, o->r.reply_len);
     else
         dp_null(&p);
     PGresult *res;
@@ -270,8 +308,11 @@ static void finish(acct *a, op *o, aos_err rc, const char *why)
         o->edone(o->arg);
     } else {
         atomic_fetch_add(&a->begins, 1);
-        o->bdone(o->arg, rc, o->row, rc == AOS_OK ? o->resent : 0, why);
+        o->bdone(o->arg, rc, o->row, rc == AOS_OK ? o->resent : 0,
+                 rc == AOS_OK ? o->replay : NULL, rc == AOS_OK ? o->replay_len : 0, why);
     }
+    free(o->replay);
+    free(o->reply);
     free(o);
 }
 

@@ -21,7 +21,12 @@ typedef struct acct_result {
     uint64_t cost_micro_usd;
     uint32_t ttft_us;
     char error[256];      /* the first words of the error (never a key: ours are not in it) */
+    const uint8_t *reply; /* status OK: the packed reply, kept (copied, at most
+                           * ACCT_REPLY_MAX) so a retry of the request id after a crash
+                           * gets it again instead of a second paid call; may be NULL */
+    size_t reply_len;
 } acct_result;
+#define ACCT_REPLY_MAX (1u << 20)
 
 /* Start the accounting thread; it connects as the server's own role (srv_pg_dsn), in the
  * background: a database that is away is waited for. Runs in the server's open(). Caller
@@ -30,12 +35,15 @@ aos_err acct_start(srv *s, acct **out, char *why, size_t whylen);
 void acct_stop(acct *a);
 
 /* Record that request id (agent, provider, model) is about to be sent. done(arg, rc, row,
- * resent, why) runs once on the accounting thread: AOS_OK with the row id and resent = 1
- * when the same request id was sent before (a crash of aos-llm in between: a second paid
- * call); UNAVAILABLE when the database stayed away until deadline_mono_ms (nothing may be
- * sent then: the call would go unrecorded). Never blocks. The strings are copied. */
+ * resent, replay, replay_len, why) runs once on the accounting thread: AOS_OK with the row
+ * id and resent = 1 when the same request id was sent before without an answer kept (a
+ * crash of aos-llm mid-call: a second paid call); AOS_OK with replay (replay_len bytes,
+ * valid during the call) when that request id of that agent already completed: its reply
+ * as it was sent then (nothing is to be sent again; row is that call's); UNAVAILABLE when
+ * the database stayed away until deadline_mono_ms (nothing may be sent then: the call
+ * would go unrecorded). Never blocks. The strings are copied. */
 typedef void (*acct_begin_fn)(void *arg, aos_err rc, int64_t row, int resent,
-                              const char *why);
+                              const uint8_t *replay, size_t replay_len, const char *why);
 void acct_begin(acct *a, const uint8_t id[AOS_ID_LEN], const char *agent, const char *provider,
                 const char *model, uint64_t deadline_mono_ms, acct_begin_fn done, void *arg);
 

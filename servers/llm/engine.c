@@ -95,7 +95,7 @@ struct eng {
     size_t nheap, heap_cap;
     job *active;
     uint64_t max_body;
-    atomic_ullong started, finished, parts, cancelled;
+    atomic_ullong started, finished, parts, cancelled, replayed;
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -324,6 +324,8 @@ static void finish(job *j, aos_err status, const char *why, uint8_t *payload, si
     }
     if (status != AOS_OK)
         snprintf(r.error, sizeof r.error, "%.255s", an->why[0] ? an->why : aos_strerror(status));
+    else
+        r.reply = payload, r.reply_len = len;
     acct_end(e->a, j->row, &r, answered, an);
 }
 
@@ -977,12 +979,52 @@ static void push_job(eng *e, job *j)
     curl_multi_wakeup(e->multi);
 }
 
-static void on_begun(void *arg, aos_err rc, int64_t row, int resent, const char *why)
+/* A completed call asked again (its caller retried with the same request id after aosd
+ * or aos-llm restarted): the kept reply, marked replayed, and no second paid call. */
+static void replay(job *j, const uint8_t *b, size_t n)
+{
+    uint8_t *out = NULL;
+    size_t len = 0;
+    if (j->type == J_EMBED) {
+        Aos__Llm__EmbedReply *r = aos__llm__embed_reply__unpack(NULL, n, b);
+        if (r) {
+            r->replayed = 1;
+            len = aos__llm__embed_reply__get_packed_size(r);
+            if ((out = malloc(len ? len : 1)))
+                aos__llm__embed_reply__pack(r, out);
+            aos__llm__embed_reply__free_unpacked(r, NULL);
+        }
+    } else {
+        Aos__Llm__ChatReply *r = aos__llm__chat_reply__unpack(NULL, n, b);
+        if (r) {
+            r->replayed = 1;
+            len = aos__llm__chat_reply__get_packed_size(r);
+            if ((out = malloc(len ? len : 1)))
+                aos__llm__chat_reply__pack(r, out);
+            aos__llm__chat_reply__free_unpacked(r, NULL);
+        }
+    }
+    atomic_fetch_add(&j->e->replayed, 1);
+    if (out)
+        srv_call_done(j->call, AOS_OK, NULL, out, len);
+    else
+        srv_call_done(j->call, AOS_ERR_INTERNAL, "the kept reply of this request id could "
+                      "not be read back", NULL, 0);
+    free(out);
+    job_free(j);
+}
+
+static void on_begun(void *arg, aos_err rc, int64_t row, int resent, const uint8_t *kept,
+                     size_t kept_len, const char *why)
 {
     job *j = arg;
     if (rc != AOS_OK) {
         srv_call_done(j->call, rc, why, NULL, 0);
         job_free(j);
+        return;
+    }
+    if (kept) {
+        replay(j, kept, kept_len);
         return;
     }
     j->row = row;
@@ -1336,6 +1378,7 @@ void eng_stats(eng *e, srv_stats *st)
     srv_stat(st, "llm.finished", (int64_t)atomic_load(&e->finished), NULL);
     srv_stat(st, "llm.parts", (int64_t)atomic_load(&e->parts), NULL);
     srv_stat(st, "llm.cancelled", (int64_t)atomic_load(&e->cancelled), NULL);
+    srv_stat(st, "llm.replayed", (int64_t)atomic_load(&e->replayed), NULL);
     for (size_t i = 0; i < e->nprov; i++) {
         prov *p = &e->provs[i];
         char n[128];

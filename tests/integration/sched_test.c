@@ -112,6 +112,35 @@ static aos_err chat(aos_conn *cn, const char *agent, const char *model, const ch
     return rc;
 }
 
+/* The same with a request id of the caller's; the reply, unpacked (caller frees). */
+static Aos__Llm__ChatReply *chat_rid(const char *agent, const uint8_t rid[AOS_ID_LEN],
+                                     const char *text)
+{
+    Aos__Llm__ContentPart part = AOS__LLM__CONTENT_PART__INIT, *pp = &part;
+    part.kind = AOS__LLM__PART_KIND__TEXT;
+    part.text = bs(text);
+    Aos__Llm__Message m = AOS__LLM__MESSAGE__INIT, *mp = &m;
+    m.role = AOS__LLM__ROLE__USER;
+    m.content = &pp;
+    m.n_content = 1;
+    Aos__Llm__ChatRequest q = AOS__LLM__CHAT_REQUEST__INIT;
+    q.model = bs("sim/s1");
+    q.messages = &mp;
+    q.n_messages = 1;
+    q.max_tokens = 8;
+    uint8_t buf[1024];
+    size_t len = aos__llm__chat_request__pack(&q, buf);
+    aos_call_opts o = {.agent_id = agent, .request_id = rid, .timeout_ms = 20000};
+    aos_reply r;
+    aos_err rc = aos_call(h_conn(H), &o, "llm.chat", buf, len, &r);
+    if (rc != AOS_OK)
+        fail_msg("llm.chat: %s: %s", aos_err_name(rc), r.error);
+    Aos__Llm__ChatReply *cr = aos__llm__chat_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    assert_non_null(cr);
+    return cr;
+}
+
 static Aos__SchedReply *sched_state(void)
 {
     aos_reply r;
@@ -259,7 +288,6 @@ static void budgets_refuse_with_a_reason(void **st)
     assert_int_equal(rc, AOS_ERR_REFUSED);
     assert_non_null(strstr(err, "daily spend cap"));
     assert_int_equal(chat(NULL, "a", "cheap/c1", "x", 10, 10000, err, sizeof err), AOS_OK);
-    /* settings survive aosd's restart: DATA/sched.state */
     Aos__SchedReply *s = sched_state();
     int found = 0;
     for (size_t i = 0; i < s->n_agents; i++)
@@ -375,6 +403,56 @@ static void kill9_of_aos_llm_with_a_full_queue_loses_nothing(void **st)
     aos__sched_reply__free_unpacked(s, NULL);
 }
 
+/* kill -9 of aosd loses its queue, not the admin's decisions: weights and budgets are in
+ * DATA/sched.state from the moment they were set, the usage of a few seconds ago too; and a
+ * call that completed is not run again when its caller sends its request id again. */
+static void kill9_of_aosd_keeps_weights_and_budgets(void **st)
+{
+    (void)st;
+    sched_set("kept", 4.0, 12345, AOS_OK);
+    uint8_t rid[AOS_ID_LEN];
+    aos_id_random(rid);
+    Aos__Llm__ChatReply *first = chat_rid("kept", rid, "remember me");
+    assert_false(first->replayed);
+    usleep(5600 * 1000); /* the timer writes the usage every 5 s */
+    char dir[256], why[1024];
+    h_kill9_keep(H, dir, sizeof dir);
+    H = h_start_on(dir, NULL, 120000, why, sizeof why);
+    if (!H)
+        fail_msg("aosd again on %s: %s", dir, why);
+    Aos__SchedReply *s = sched_state();
+    int found = 0;
+    for (size_t i = 0; i < s->n_agents; i++)
+        if (!strcmp(s->agents[i]->agent, "kept")) {
+            found = 1;
+            assert_true(s->agents[i]->weight == 4.0);
+            assert_int_equal(s->agents[i]->token_budget, 12345);
+            assert_true(s->agents[i]->tokens > 0);
+        } else if (!strcmp(s->agents[i]->agent, "thrifty")) {
+            assert_int_equal(s->agents[i]->token_budget, 40);
+        }
+    assert_true(found);
+    aos__sched_reply__free_unpacked(s, NULL);
+    /* the caller retries the completed call with its request id: answered from aos-llm's
+     * books, the same reply, no second call to the provider and no tokens charged */
+    Aos__Llm__ChatReply *again = chat_rid("kept", rid, "remember me");
+    assert_true(again->replayed);
+    assert_false(again->resent);
+    assert_int_equal(again->message->n_content, first->message->n_content);
+    assert_memory_equal(again->message->content[0]->text.data,
+                        first->message->content[0]->text.data,
+                        first->message->content[0]->text.len);
+    assert_int_equal(llm_stat("llm.replayed"), 1);
+    s = sched_state();
+    for (size_t i = 0; i < s->n_agents; i++)
+        if (!strcmp(s->agents[i]->agent, "kept")) /* as before the kill: nothing more */
+            assert_int_equal(s->agents[i]->tokens, first->usage->input_tokens +
+                                                       first->usage->output_tokens);
+    aos__sched_reply__free_unpacked(s, NULL);
+    aos__llm__chat_reply__free_unpacked(first, NULL);
+    aos__llm__chat_reply__free_unpacked(again, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +460,7 @@ int main(void)
         cmocka_unit_test(budgets_refuse_with_a_reason),
         cmocka_unit_test(deadlines_and_departures_leave_the_queue),
         cmocka_unit_test(kill9_of_aos_llm_with_a_full_queue_loses_nothing),
+        cmocka_unit_test(kill9_of_aosd_keeps_weights_and_budgets),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
