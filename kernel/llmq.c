@@ -53,8 +53,9 @@ static struct {
     int dirfd;
     pthread_t th;
     int started, stop, dirty;
+    uint64_t sleep_until;          /* µs: when the timer wakes by itself (0: it is awake) */
     uint64_t resent[SCHED_PROVIDERS_MAX];
-} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .dirfd = -1};
+} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .dirfd = -1}; /* cv: llmq_open, on the monotonic clock */
 
 static uint64_t now_us(void)
 {
@@ -308,6 +309,15 @@ static void load(void)
 
 /* ---- the queue --------------------------------------------------------------------------- */
 
+/* Wake the timer only when it would sleep past the next thing to do: a signal per call
+ * costs a futex wake of another thread, which is most of a call's cost in aosd. q.mu held. */
+static void wake_timer(uint64_t now)
+{
+    uint64_t w = sched_wake_at(q.s, now);
+    if (w && q.sleep_until && w < q.sleep_until)
+        pthread_cond_signal(&q.cv);
+}
+
 /* Hands every call that may start now to the router. */
 static void pump(void)
 {
@@ -322,7 +332,7 @@ static void pump(void)
             qc->state = Q_FLIGHT;
             go[n++] = qc->call;
         }
-        pthread_cond_signal(&q.cv); /* the next wake may be sooner */
+        wake_timer(now);
         pthread_mutex_unlock(&q.mu);
         for (size_t i = 0; i < n; i++)
             q.h.go(go[i]);
@@ -376,7 +386,9 @@ static void *timer(void *arg)
         uint64_t ns = (uint64_t)ts.tv_nsec + (until - now) * 1000u;
         ts.tv_sec += (time_t)(ns / 1000000000u);
         ts.tv_nsec = (long)(ns % 1000000000u);
+        q.sleep_until = until;
         pthread_cond_timedwait(&q.cv, &q.mu, &ts);
+        q.sleep_until = 0;
         wake = sched_wake_at(q.s, now_us());
         if (wake && wake <= now_us()) {
             pthread_mutex_unlock(&q.mu);
@@ -395,6 +407,14 @@ aos_err llmq_open(const Aos__Llm__Config *cfg, int data_dir_fd, const llmq_hooks
     q.cfg = cfg;
     q.h = *hooks;
     q.dirfd = data_dir_fd;
+    /* the timer's waits are deadlines on the monotonic clock, as the scheduler's times */
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+        pthread_cond_init(&q.cv, &ca)) {
+        snprintf(why, whylen, "sched: cannot make the timer's condition variable");
+        return AOS_ERR_INTERNAL;
+    }
+    pthread_condattr_destroy(&ca);
     if (!(q.s = sched_new())) {
         snprintf(why, whylen, "no memory for the LLM scheduler");
         return AOS_ERR_NOMEM;
@@ -562,7 +582,7 @@ int llmq_done(llmq_ticket **slot, nng_msg *reply, int status, int streamed)
         free(qc);
         *slot = NULL;
     }
-    pthread_cond_signal(&q.cv);
+    wake_timer(now_us());
     pthread_mutex_unlock(&q.mu);
     pump(); /* a slot is free, or the 429 held the provider (the timer wakes then) */
     return again;
