@@ -11,38 +11,6 @@
 #include "memory.pb-c.h"
 #include "rrf.h"
 
-int mem_chunk(const uint8_t *t, size_t len, size_t max,
-              int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg)
-{
-    size_t i = 0;
-    while (i < len) {
-        size_t n = len - i;
-        if (n > max) {
-            size_t lo = max / 2, cut = 0;
-            for (size_t j = max; j > lo && !cut; j--)
-                if (t[i + j - 1] == '\n' && j >= 2 && t[i + j - 2] == '\n')
-                    cut = j;
-            for (size_t j = max; j > lo && !cut; j--)
-                if (t[i + j - 1] == '\n')
-                    cut = j;
-            for (size_t j = max; j > lo && !cut; j--)
-                if (t[i + j - 1] == ' ')
-                    cut = j;
-            if (!cut) {
-                cut = max;
-                while (cut > 1 && (t[i + cut] & 0xC0) == 0x80)
-                    cut--;   /* t[i + cut] starts the next chunk: not a continuation byte */
-            }
-            n = cut;
-        }
-        int r = fn(arg, t + i, n);
-        if (r)
-            return r;
-        i += n;
-    }
-    return 0;
-}
-
 /* ---- embeddings ------------------------------------------------------------------------ */
 
 /* Embed inputs (n <= MEM_EMBED_BATCH) with model through llm.embed: *vecs n*dim floats
@@ -400,15 +368,16 @@ aos_err mem_archive_evicted(mem_call *c, const mem_page *p, const uint8_t *text,
  * and how often. */
 static const db_stmt st_fts = {
     "mem_fts",
-    "SELECT c.id, ts_rank(c.tsv, q.q)::float8 FROM memory.chunks c, "
-    "(SELECT memory.tsq_or(plainto_tsquery('english', w)) AS q FROM "
-    "regexp_split_to_table($2, '[^[:alnum:]]+') w WHERE w <> '') q "
-    "WHERE c.agent_id = $1 AND ($3 = '' OR c.collection = $3) AND c.tsv @@ q.q "
+    "SELECT c.id, ts_rank(c.tsv, q)::float8 FROM memory.chunks c, memory.or_query($2) q "
+    "WHERE c.agent_id = $1 AND ($3 = '' OR c.collection = $3) AND c.tsv @@ q "
     "ORDER BY 2 DESC, c.id LIMIT $4", 4};
+/* The hits' rows in one statement: ids as an array literal aos-memory writes (digits and
+ * commas only); the agent and collection conditions hold whatever the ids say. */
 static const db_stmt st_hit = {
     "mem_hit",
-    "SELECT collection, doc_id, seq, body, coalesce(page_id, 0), trust, source "
-    "FROM memory.chunks WHERE agent_id = $1 AND id = $2 AND ($3 = '' OR collection = $3)", 3};
+    "SELECT id, collection, doc_id, seq, body, coalesce(page_id, 0), trust, source "
+    "FROM memory.chunks WHERE agent_id = $1 AND id = ANY($2::bigint[]) "
+    "AND ($3 = '' OR collection = $3)", 3};
 static const db_stmt st_shared = {
     "mem_shared",
     "SELECT 1 FROM memory.shares WHERE owner = $1 AND collection = $2 AND grantee = $3", 3};
@@ -558,35 +527,53 @@ aos_err op_search(mem_call *c)
         goto out;
     }
     size_t k = 0;
-    for (size_t i = 0; i < nh; i++) {
-        PGresult *r;
+    if (nh) {
+        char *arr = malloc(nh * 24 + 4);
+        if (!arr) {
+            e = mem_fail(c, AOS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        size_t o = 0;
+        arr[o++] = '{';
+        for (size_t i = 0; i < nh; i++)
+            o += (size_t)sprintf(arr + o, "%s%llu", i ? "," : "", (unsigned long long)fu[i].id);
+        arr[o++] = '}';
+        arr[o] = 0;
         dp_init(&p);
         dp_text(&p, owner);
-        dp_i64(&p, (int64_t)fu[i].id);
+        dp_text(&p, arr);
         dp_text(&p, coll);
-        if ((e = mem_exec(c, &st_hit, &p, &r)))
+        e = mem_exec(c, &st_hit, &p, &rows[0]);
+        free(arr);
+        if (e)
             goto out;
-        if (PQntuples(r) != 1) {   /* not this agent's (never happens) or gone */
-            PQclear(r);
+    }
+    PGresult *r = rows[0];
+    int nrows = r ? PQntuples(r) : 0;
+    for (size_t i = 0; i < nh; i++) {
+        int row = -1;
+        for (int j = 0; j < nrows && row < 0; j++)
+            if ((uint64_t)db_i64(r, j, 0) == fu[i].id)
+                row = j;
+        if (row < 0)   /* not this agent's, or not in this collection: never shown */
             continue;
-        }
-        rows[k] = r;
         Aos__Memory__Hit *h = &hits[k];
         aos__memory__hit__init(h);
         h->chunk_id = fu[i].id;
-        h->collection.data = (uint8_t *)db_bytes(r, 0, 0, &h->collection.len);
-        h->doc_id.data = (uint8_t *)db_bytes(r, 0, 1, &h->doc_id.len);
-        h->seq = (uint32_t)db_i32(r, 0, 2);
-        h->text.data = (uint8_t *)db_bytes(r, 0, 3, &h->text.len);
-        h->page_id = other ? 0 : (uint64_t)db_i64(r, 0, 4);
-        h->trust = db_i32(r, 0, 5);
-        h->source.data = (uint8_t *)db_bytes(r, 0, 6, &h->source.len);
+        h->collection.data = (uint8_t *)db_bytes(r, row, 1, &h->collection.len);
+        h->doc_id.data = (uint8_t *)db_bytes(r, row, 2, &h->doc_id.len);
+        h->seq = (uint32_t)db_i32(r, row, 3);
+        h->text.data = (uint8_t *)db_bytes(r, row, 4, &h->text.len);
+        h->page_id = other ? 0 : (uint64_t)db_i64(r, row, 5);
+        h->trust = db_i32(r, row, 6);
+        h->source.data = (uint8_t *)db_bytes(r, row, 7, &h->source.len);
         h->fts_pos = fu[i].pos_a;
         h->fts_rank = fu[i].pos_a ? frank[fu[i].pos_a - 1] : 0;
         h->vec_pos = fu[i].pos_b;
         h->vec_score = fu[i].pos_b ? vsc[fu[i].pos_b - 1] : 0;
         h->score = (int)rq->mode == AOS__MEMORY__MODE__MODE_FTS ? h->fts_rank
-                   : (int)rq->mode == AOS__MEMORY__MODE__MODE_VECTOR ? h->vec_score : fu[i].score;
+                   : (int)rq->mode == AOS__MEMORY__MODE__MODE_VECTOR ? h->vec_score
+                                                                    : fu[i].score;
         pages[k] = h->page_id;
         hp[k] = h;
         k++;
@@ -605,8 +592,8 @@ aos_err op_search(mem_call *c)
     rep.embedded = embedded;
     e = mem_reply(c, &rep.base);
 out:
-    for (size_t i = 0; rows && i < nh; i++)
-        PQclear(rows[i]);
+    if (rows)
+        PQclear(rows[0]);
     free(rows);
     free(hits);
     free(hp);

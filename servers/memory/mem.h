@@ -13,6 +13,7 @@
 #include "aos/envelope.h"
 #include "aos/err.h"
 #include "db.h"
+#include "chunk.h"
 #include "est.h"
 #include "serve.h"
 #include "vindex.h"
@@ -43,7 +44,7 @@
 #define MEM_BUDGET_MAX 2000000        /* tokens: beyond any model's context */
 #define MEM_BUDGET_DEFAULT 32768
 #define MEM_RESERVE_DEFAULT 4096
-#define MEM_LOW_WATER_PCT 70          /* a compaction brings the prompt down to this much of
+#define MEM_LOW_WATER_PCT 55          /* a compaction brings the prompt down to this much of
                                        * the limit: rare, big steps */
 #define MEM_AGENTS_MAX 4096u          /* agents cached at once; idle ones are dropped */
 #define MEM_SUMMARY_LLM_MAX 32u       /* LLM-written stubs per compaction; the rest extractive */
@@ -168,11 +169,6 @@ aos_err op_assemble(mem_call *c);
 aos_err op_store(mem_call *c);
 aos_err op_search(mem_call *c);
 aos_err op_share(mem_call *c);
-
-/* Chunk text at about max bytes, at a paragraph, line or word boundary when one is near,
- * never inside a UTF-8 sequence: fn(arg, piece, len) per chunk (nonzero stops). */
-int mem_chunk(const uint8_t *t, size_t len, size_t max,
-              int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg);
 
 /* Store chunks of the evicted page p in the open transaction (archive.c), so that a search
  * finds it and pages it back in. */

@@ -813,8 +813,9 @@ aos_err op_assemble(mem_call *c)
     double r = ratio_of(c, a);
     uint32_t evicted = 0;
     int compacted = 0;
-    /* a stub's real cost can differ from the policy's reckoning: at most three rounds */
-    for (int round = 0; round < 3 && !e; round++) {
+    /* stubs cost what the policy does not reckon (the low water leaves room for them):
+     * another round in the rare case they did not fit */
+    for (int round = 0; round < 6 && !e; round++) {
         uint64_t *ids = NULL, tokens;
         size_t n = 0;
         if ((e = mem_win_plan(a->win, r, limit, limit * MEM_LOW_WATER_PCT / 100, &ids, &n,

@@ -8,7 +8,7 @@
 
 /* One page of the history, in prompt order. */
 typedef struct mem_cand {
-    uint32_t gain;        /* tokens its eviction saves (its own minus its stub line) */
+    uint32_t gain;        /* tokens its eviction saves (its own; stubs are paid from slack) */
     uint64_t last_use;    /* a logical clock (the window's newest page id at its last use) */
     unsigned evictable:1; /* resident and not pinned */
 } mem_cand;

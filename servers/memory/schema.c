@@ -65,6 +65,13 @@ static const srv_migration migrations[] = {
         "  memory.idem TO aos_memory;\n"
         "GRANT USAGE ON SEQUENCE memory.chunks_id_seq TO aos_memory;\n"
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA memory TO aos_memory;\n"},
+    /* The OR query as one immutable function of the query text: the planner then takes it
+     * for a value (computed once) and reaches the chunks through the GIN index, which it
+     * cannot do for a query joined in from a subselect. */
+    {3, "CREATE FUNCTION memory.or_query(q text) RETURNS tsquery LANGUAGE sql IMMUTABLE\n"
+        "  PARALLEL SAFE AS $f$ SELECT memory.tsq_or(plainto_tsquery('english', w))\n"
+        "  FROM regexp_split_to_table(q, '[^[:alnum:]]+') w WHERE w <> '' $f$;\n"
+        "GRANT EXECUTE ON FUNCTION memory.or_query(text) TO aos_memory;\n"},
 };
 
 const srv_schema mem_schema = {

@@ -417,6 +417,19 @@ static int in_prefix(const mem_page *p)
     return p->kind == MEM_SYSTEM || p->kind == MEM_TOOLS || p->pinned;
 }
 
+/* How much of a summary a stub line shows: MEM_STUB_SUMMARY bytes, on a character boundary
+ * (mem show has the whole line). */
+static int stub_cut(const char *s)
+{
+    size_t n = strlen(s);
+    if (n <= MEM_STUB_SUMMARY)
+        return (int)n;
+    n = MEM_STUB_SUMMARY;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return (int)n;
+}
+
 static stub *stub_get(mem_window *w, uint64_t first, uint64_t last, uint32_t count,
                       size_t from, size_t to)
 {
@@ -457,8 +470,8 @@ static stub *stub_get(mem_window *w, uint64_t first, uint64_t last, uint32_t cou
                       (unsigned long long)p->id, kind_name(p->kind), p->bytes,
                       p->source[0] ? p->source : "an unknown source");
         else
-            sb_printf(&s, "\n- page %llu (%s, %u bytes): %s", (unsigned long long)p->id,
-                      kind_name(p->kind), p->bytes, p->summary);
+            sb_printf(&s, "\n- page %llu (%s, %u bytes): %.*s", (unsigned long long)p->id,
+                      kind_name(p->kind), p->bytes, stub_cut(p->summary), p->summary);
         listed++;
     }
     stub *st = &w->stubs[w->nstubs];
@@ -591,8 +604,10 @@ aos_err mem_win_plan(mem_window *w, double ratio, uint64_t limit, uint64_t targe
         mem_page *p = w->p[i];
         if (p->dead || in_prefix(p) || p == w->todo)
             continue;
+        /* the whole page: its stub line (if it gets one) is paid by the low-water slack,
+         * and a short page between swapped ones is worth taking to join their runs */
         uint32_t t = p->resident ? mem_est_tokens(ratio, p->cbytes) : 0;
-        c[m] = (mem_cand){.gain = t > MEM_STUB_LINE_TOKENS ? t - MEM_STUB_LINE_TOKENS : 0,
+        c[m] = (mem_cand){.gain = t,
                           .last_use = p->last_use, .evictable = p->resident && !p->pinned};
         idx[m++] = i;
     }

@@ -12,8 +12,8 @@
 
 #define MEM_SOURCE_MAX 128         /* bytes of a page's source label */
 #define MEM_SUMMARY_MAX 160        /* bytes of a swapped page's one-line summary */
-#define MEM_STUB_LINES 16          /* pages one stub lists by name; the rest are counted */
-#define MEM_STUB_LINE_TOKENS 32    /* what the policy reckons a stub line costs */
+#define MEM_STUB_LINES 8           /* pages one stub lists by name; the rest are counted */
+#define MEM_STUB_SUMMARY 60        /* bytes of each listed page's summary a stub shows */
 
 /* Page kinds and trust levels: the values of memory.proto's Kind and Trust. */
 enum { MEM_SYSTEM = 1, MEM_TOOLS, MEM_PINNED, MEM_TODO, MEM_USER, MEM_ASSISTANT,

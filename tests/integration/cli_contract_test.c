@@ -359,6 +359,10 @@ static const struct sample {
     {"tool run", {AGENT, "sh", "{\"command\":\"echo hi; echo err >&2\"}"}},
     {"tool run", {AGENT, "write_file", "{\"path\":\"x.txt\",\"content\":\"y\"}",
                   "--time=20000"}},
+    {"mem show", {AGENT}},
+    {"mem search", {AGENT, "hello world", "--mode=fts", "-n", "3"}},
+    {"mem search", {"--collection", "notes", AGENT, "hello"}},
+    {"mem stats", {NULL}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };
