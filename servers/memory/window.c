@@ -718,7 +718,8 @@ aos_err mem_win_assemble(mem_window *w, double ratio, uint64_t limit, uint32_t e
         return AOS_ERR_NOMEM;
     }
     /* field 1 entries first, then the other fields: one valid AssembleReply */
-    memcpy(buf, w->wb, w->wlen);
+    if (w->wlen)   /* an empty window has no buffer yet */
+        memcpy(buf, w->wb, w->wlen);
     if (td)
         memcpy(buf + w->wlen, td->rend, td->rlen);
     aos__memory__assemble_reply__pack(&tr, buf + w->wlen + (td ? td->rlen : 0));

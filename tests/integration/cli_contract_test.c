@@ -361,7 +361,8 @@ static const struct sample {
                   "--time=20000"}},
     {"mem show", {AGENT}},
     {"mem search", {AGENT, "hello world", "--mode=fts", "-n", "3"}},
-    {"mem search", {"--collection", "notes", AGENT, "hello"}},
+    /* full text only: an embedding would add a usage row the llm usage table test counts */
+    {"mem search", {"--collection", "notes", AGENT, "hello", "--mode", "fts"}},
     {"mem stats", {NULL}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},

@@ -162,7 +162,7 @@ static int cmd_stats(ctl_ctx *c, const ctl_vals *v)
         return ctl_fail(c, AOS_ERR_PROTO, "memory.stats: a malformed StatsReply");
     }
     if (c->json) {
-        json_t *figs = json_object(), *budgets = json_array();
+        json_t *figs = json_array(), *budgets = json_array();
         for (size_t i = 0; i < s->n_stats; i++) {
             const Aos__Stat *st = s->stats[i];
             if (!strncmp(st->name, "budget:", 7))
@@ -171,7 +171,9 @@ static int cmd_stats(ctl_ctx *c, const ctl_vals *v)
                                                          (json_int_t)st->value, "text",
                                                          st->text ? st->text : ""));
             else
-                json_object_set_new(figs, st->name, json_integer((json_int_t)st->value));
+                json_array_append_new(figs, json_pack("{s:s, s:I, s:s}", "name", st->name,
+                                                      "value", (json_int_t)st->value, "text",
+                                                      st->text ? st->text : ""));
         }
         aos__stats_reply__free_unpacked(s, NULL);
         return ctl_print_json(c, json_pack("{s:o, s:o}", "figures", figs, "budgets", budgets));
@@ -218,7 +220,9 @@ static const char search_out[] = SCHEMA
 
 static const char stats_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"figures\",\"budgets\"],\"properties\":{\"figures\":"
-    "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}},\"budgets\":"
+    "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\",\"value\"],"
+    "\"properties\":{\"name\":" STR ",\"value\":{\"type\":\"integer\"},\"text\":" STR "}}},"
+    "\"budgets\":"
     "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"agent\",\"budget\"],"
     "\"properties\":{\"agent\":" STR ",\"budget\":" INT0 ",\"text\":" STR "}}}}}";
 
