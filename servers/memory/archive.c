@@ -13,38 +13,29 @@
 
 /* ---- embeddings ------------------------------------------------------------------------ */
 
-/* Embed inputs (n <= MEM_EMBED_BATCH) with model through llm.embed: *vecs n*dim floats
- * (malloc'd, caller frees). On failure the message is in why. */
-static aos_err embed(mem_call *c, const char *model, const ProtobufCBinaryData *in, size_t n,
-                     float **vecs, uint32_t *dim, char *why, size_t whylen)
+static aos_err embed_pack(const char *model, const ProtobufCBinaryData *in, size_t n,
+                          uint8_t **buf, size_t *len)
 {
-    *vecs = NULL;
-    *dim = 0;
     Aos__Llm__EmbedRequest q = AOS__LLM__EMBED_REQUEST__INIT;
     q.model = (ProtobufCBinaryData){strlen(model), (uint8_t *)model};
     q.n_inputs = n;
     q.inputs = (ProtobufCBinaryData *)in;
-    size_t len = aos__llm__embed_request__get_packed_size(&q);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        snprintf(why, whylen, "out of memory");
+    *len = aos__llm__embed_request__get_packed_size(&q);
+    *buf = malloc(*len ? *len : 1);
+    if (!*buf)
         return AOS_ERR_NOMEM;
-    }
-    aos__llm__embed_request__pack(&q, buf);
-    aos_reply r;
-    atomic_fetch_add(&c->st->embed_calls, 1);
-    aos_err e = srv_request(c->s, c->call, "llm.embed", buf, len, 0, &r);
-    free(buf);
-    if (e) {
-        snprintf(why, whylen, "llm.embed %.100s: %.800s", model,
-                 r.error[0] ? r.error : aos_strerror(e));
-        aos_reply_clear(&r);
-        atomic_fetch_add(&c->st->embed_failures, 1);
-        return e;
-    }
-    Aos__Llm__EmbedReply *er = aos__llm__embed_reply__unpack(NULL, r.payload_len, r.payload);
-    aos_reply_clear(&r);
-    e = AOS_ERR_PROTO;
+    aos__llm__embed_request__pack(&q, *buf);
+    return AOS_OK;
+}
+
+/* An EmbedReply for n inputs into *vecs (n*dim floats, malloc'd, caller frees). */
+static aos_err embed_decode(mem_call *c, const char *model, const uint8_t *p, size_t plen,
+                            size_t n, float **vecs, uint32_t *dim, char *why, size_t whylen)
+{
+    *vecs = NULL;
+    *dim = 0;
+    Aos__Llm__EmbedReply *er = aos__llm__embed_reply__unpack(NULL, plen, p);
+    aos_err e = AOS_ERR_PROTO;
     if (!er || er->n_vectors != n || !er->dim || er->dim > MEM_VX_DIM_MAX) {
         snprintf(why, whylen, "llm.embed %s: a malformed reply", model);
         goto out;
@@ -71,6 +62,91 @@ out:
     if (er)
         aos__llm__embed_reply__free_unpacked(er, NULL);
     return e;
+}
+
+/* Embed inputs (n <= MEM_EMBED_BATCH) with model through llm.embed, waiting for it. */
+static aos_err embed(mem_call *c, const char *model, const ProtobufCBinaryData *in, size_t n,
+                     float **vecs, uint32_t *dim, char *why, size_t whylen)
+{
+    *vecs = NULL;
+    *dim = 0;
+    uint8_t *buf;
+    size_t len;
+    if (embed_pack(model, in, n, &buf, &len)) {
+        snprintf(why, whylen, "out of memory");
+        return AOS_ERR_NOMEM;
+    }
+    aos_reply r;
+    atomic_fetch_add(&c->st->embed_calls, 1);
+    aos_err e = srv_request(c->s, c->call, "llm.embed", buf, len, 0, &r);
+    free(buf);
+    if (e) {
+        snprintf(why, whylen, "llm.embed %.100s: %.800s", model,
+                 r.error[0] ? r.error : aos_strerror(e));
+        aos_reply_clear(&r);
+        atomic_fetch_add(&c->st->embed_failures, 1);
+        return e;
+    }
+    e = embed_decode(c, model, r.payload, r.payload_len, n, vecs, dim, why, whylen);
+    aos_reply_clear(&r);
+    return e;
+}
+
+/* A search's query embedding, asked for before the full-text leg runs so that the two
+ * overlap; the reply lands here from a receive thread. */
+typedef struct embed_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, done;
+    aos_err status;
+    uint8_t *payload;
+    size_t len;
+    char error[256];
+} embed_wait;
+
+static void embed_done(void *arg, const aos_reply *r)
+{
+    embed_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->status = (aos_err)r->status;
+    snprintf(w->error, sizeof w->error, "%.200s", r->error);
+    if (!w->status && r->payload_len) {
+        w->payload = malloc(r->payload_len);
+        if (w->payload) {
+            memcpy(w->payload, r->payload, r->payload_len);
+            w->len = r->payload_len;
+        } else {
+            w->status = AOS_ERR_NOMEM;
+        }
+    }
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void embed_start(mem_call *c, embed_wait *w, const char *model,
+                        const ProtobufCBinaryData *q)
+{
+    uint8_t *buf;
+    size_t len;
+    if (embed_pack(model, q, 1, &buf, &len))
+        return;
+    atomic_fetch_add(&c->st->embed_calls, 1);
+    w->started = srv_request_async(c->s, c->call, "llm.embed", buf, len, 0, embed_done, w) ==
+                 AOS_OK;
+    free(buf);
+}
+
+/* Wait for the started request (done runs exactly once: reply or deadline). */
+static void embed_wait_done(embed_wait *w)
+{
+    if (!w->started)
+        return;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    w->started = 0;
 }
 
 /* ---- memory.store ---------------------------------------------------------------------- */
@@ -366,10 +442,17 @@ aos_err mem_archive_evicted(mem_call *c, const mem_page *p, const uint8_t *text,
 /* The query's words each through plainto_tsquery, OR-ed (memory.tsq_or): no word reaches
  * the tsquery parser, and a chunk needs only some of them; ts_rank orders by how many
  * and how often. */
+/* The query as a tsquery first, on its own, so the chunks' statement plans with a value.
+ * The text that goes back as $2 is PostgreSQL's own output (each lexeme quoted by
+ * tsquery_out), never the caller's syntax. The agent test is written so that no index
+ * serves it: the full-text index is the selective one, and before statistics exist the
+ * planner would AND it with a scan of all the agent's rows. */
+static const db_stmt st_orq = {"mem_orq", "SELECT coalesce(memory.or_query($1)::text, '')", 1};
 static const db_stmt st_fts = {
     "mem_fts",
-    "SELECT c.id, ts_rank(c.tsv, q)::float8 FROM memory.chunks c, memory.or_query($2) q "
-    "WHERE c.agent_id = $1 AND ($3 = '' OR c.collection = $3) AND c.tsv @@ q "
+    "SELECT c.id, ts_rank(c.tsv, $2::text::tsquery)::float8 FROM memory.chunks c "
+    "WHERE (c.agent_id = $1) IS TRUE AND ($3 = '' OR c.collection = $3) "
+    "AND c.tsv @@ $2::text::tsquery "
     "ORDER BY 2 DESC, c.id LIMIT $4", 4};
 /* The hits' rows in one statement: ids as an array literal aos-memory writes (digits and
  * commas only); the agent and collection conditions hold whatever the ids say. */
@@ -410,6 +493,7 @@ aos_err op_search(mem_call *c)
     int *done = NULL;
     size_t nf = 0, nv = 0, nh = 0;
     int embedded = 0;
+    embed_wait ew = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     if ((e = mem_valid_text(c, rq->query, MEM_QUERY_MAX, 0, "query")) ||
         (rq->collection.len && (e = mem_valid_name(c, rq->collection, NULL, MEM_COLLECTION_MAX,
                                                    "collection", coll))) ||
@@ -466,14 +550,28 @@ aos_err op_search(mem_call *c)
         e = mem_fail(c, AOS_ERR_NOMEM, "out of memory");
         goto out;
     }
+    if ((int)rq->mode != AOS__MEMORY__MODE__MODE_FTS)
+        embed_start(c, &ew, model, &rq->query);
     if ((int)rq->mode != AOS__MEMORY__MODE__MODE_VECTOR) {
-        PGresult *r;
+        PGresult *r, *qr;
+        dp_init(&p);
+        dp_bytes(&p, rq->query.data, rq->query.len);
+        if ((e = mem_exec(c, &st_orq, &p, &qr)))
+            goto out;
+        size_t ql;
+        const uint8_t *qt = db_bytes(qr, 0, 0, &ql);
+        if (!ql) {   /* no word with a lexeme (only stop words or punctuation) */
+            PQclear(qr);
+            goto fts_done;
+        }
         dp_init(&p);
         dp_text(&p, owner);
-        dp_bytes(&p, rq->query.data, rq->query.len);
+        dp_bytes(&p, qt, ql);
         dp_text(&p, coll);
         dp_i64(&p, (int64_t)cand);
-        if ((e = mem_exec(c, &st_fts, &p, &r)))
+        e = mem_exec(c, &st_fts, &p, &r);
+        PQclear(qr);
+        if (e)
             goto out;
         nf = (size_t)PQntuples(r);
         for (size_t i = 0; i < nf && i < cand; i++) {
@@ -482,10 +580,22 @@ aos_err op_search(mem_call *c)
         }
         PQclear(r);
     }
+fts_done:
     if ((int)rq->mode != AOS__MEMORY__MODE__MODE_FTS) {
-        uint32_t dim;
+        uint32_t dim = 0;
         char why[AOS_ERRMSG_MAX];
-        e = embed(c, model, &rq->query, 1, &qv, &dim, why, sizeof why);
+        embed_wait_done(&ew);
+        if (!ew.done) {
+            e = AOS_ERR_UNAVAILABLE;
+            snprintf(why, sizeof why, "llm.embed %s: could not be sent", model);
+        } else if (ew.status) {
+            e = ew.status;
+            snprintf(why, sizeof why, "llm.embed %.100s: %.200s", model,
+                     ew.error[0] ? ew.error : aos_strerror(e));
+            atomic_fetch_add(&c->st->embed_failures, 1);
+        } else {
+            e = embed_decode(c, model, ew.payload, ew.len, 1, &qv, &dim, why, sizeof why);
+        }
         if (e && (int)rq->mode == AOS__MEMORY__MODE__MODE_VECTOR) {
             e = mem_fail(c, e, "%s", why);
             goto out;
@@ -592,6 +702,8 @@ aos_err op_search(mem_call *c)
     rep.embedded = embedded;
     e = mem_reply(c, &rep.base);
 out:
+    embed_wait_done(&ew);   /* its reply lands in ew: never leave before it came */
+    free(ew.payload);
     if (rows)
         PQclear(rows[0]);
     free(rows);
