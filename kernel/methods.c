@@ -137,8 +137,20 @@ static const kmethod table[] = {
     FWD("storage.queue.nack", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.queue.list", KM_READ, "storage", SMALL, ALL),
 
-    /* the other servers answer their common methods until their own arrive */
     SERVER_COMMON("memory"),
+    /* context windows: an assembly can swap pages out, so it writes; a search's automatic
+     * page-ins are the memory manager's own residency, like a fault under a read */
+    FWD("memory.page.append", KM_WRITE, "memory", WHOLE, ALL),
+    FWD("memory.page.pin", KM_WRITE, "memory", SMALL, ALL),
+    FWD("memory.page.unpin", KM_WRITE, "memory", SMALL, ALL),
+    FWD("memory.page.in", KM_WRITE, "memory", SMALL, ALL),
+    FWD("memory.budget.set", KM_WRITE, "memory", SMALL, ALL),
+    FWD("memory.show", KM_READ, "memory", SMALL, ALL),
+    FWD("memory.assemble", KM_WRITE, "memory", SMALL, ALL),
+    FWD("memory.store", KM_WRITE, "memory", WHOLE, ALL),
+    FWD("memory.search", KM_READ, "memory", SMALL, ALL),
+    FWD("memory.share", KM_WRITE, "memory", SMALL, ALL),
+    /* the other servers answer their common methods until their own arrive */
     SERVER_COMMON("tool"),
     /* the devices: a run is effectful (its record is durable before it starts) */
     FWD("tool.list", KM_READ, "tool", SMALL, ALL),

@@ -362,6 +362,11 @@ static const struct sample {
     {"sched set", {AGENT, "--weight=2", "--priority", "batch", "--token-budget=100000"}},
     {"sched set", {"--cost-budget", "1.5", AGENT, "--reset-usage"}},
     {"sched", {NULL}},
+    {"mem show", {AGENT}},
+    {"mem search", {AGENT, "hello world", "--mode=fts", "-n", "3"}},
+    /* full text only: an embedding would add a usage row the llm usage table test counts */
+    {"mem search", {"--collection", "notes", AGENT, "hello", "--mode", "fts"}},
+    {"mem stats", {NULL}},
     {"server restart", {"audit"}},
     {"server kill", {"aos-audit"}},
 };

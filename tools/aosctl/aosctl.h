@@ -85,6 +85,7 @@ extern const ctl_group ctl_group_llm;      /* llm providers|test|usage */
 extern const ctl_group ctl_group_audit;    /* audit verify|head|prove|check-proof|tail */
 extern const ctl_group ctl_group_tool;     /* tools [show], tool run */
 extern const ctl_group ctl_group_sched;    /* sched [set] */
+extern const ctl_group ctl_group_mem;      /* mem show|search|stats */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */
