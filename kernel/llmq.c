@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "aos.pb-c.h"
+#include "aos/llmsize.h"
 #include "aos/log.h"
 #include "fsafe.h"
 #include "scheduler.h"
@@ -101,20 +102,6 @@ static int resolve(ProtobufCBinaryData want, int embedding, const Aos__Llm__Mode
     return -1;
 }
 
-static uint64_t msg_bytes(const Aos__Llm__Message *m)
-{
-    uint64_t b = 0;
-    if (!m)
-        return 0;
-    for (size_t j = 0; j < m->n_content; j++)
-        if (m->content[j])
-            b += m->content[j]->text.len;
-    for (size_t j = 0; j < m->n_tool_calls; j++)
-        if (m->tool_calls[j])
-            b += m->tool_calls[j]->name.len + m->tool_calls[j]->arguments.len;
-    return b + m->tool_call_id.len;
-}
-
 /* Tokens, estimated as a quarter of the bytes: the providers' own rule of thumb, and the
  * sim's count; the reply's usage replaces it. */
 static int describe(const char *method, const uint8_t *pl, size_t len, sched_job *j, int *embed)
@@ -128,11 +115,9 @@ static int describe(const char *method, const uint8_t *pl, size_t len, sched_job
             return -1;
         if ((p = resolve(r->model, 0, &m)) >= 0) {
             for (size_t i = 0; i < r->n_messages; i++)
-                bytes += msg_bytes(r->messages[i]);
+                bytes += aos_llm_msg_bytes(r->messages[i]);
             for (size_t i = 0; i < r->n_tools; i++)
-                if (r->tools[i])
-                    bytes += r->tools[i]->name.len + r->tools[i]->description.len +
-                             r->tools[i]->input_schema.len;
+                bytes += aos_llm_tool_bytes(r->tools[i]);
             const Aos__Llm__Provider *pv = q.cfg->providers[p];
             j->max_out = r->max_tokens             ? r->max_tokens
                          : bin_is(pv->kind, "anthropic") ? OUT_ANTHROPIC
@@ -155,7 +140,7 @@ static int describe(const char *method, const uint8_t *pl, size_t len, sched_job
     if (p < 0)
         return -1;
     j->provider = p;
-    j->in_tokens = (bytes + 3) / 4;
+    j->in_tokens = aos_llm_tokens(bytes);
     j->price = (sched_price){m->price_input, m->price_output};
     return 0;
 }

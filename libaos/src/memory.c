@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "memory.pb-c.h"
+#include "rpc.h"
 
 static aos_err say(char *why, size_t whylen, aos_err e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -38,40 +39,6 @@ static char *dups(ProtobufCBinaryData b)
     return p;
 }
 
-/* One call: rq packed, the reply unpacked as rd (NULL: none wanted) into *out. */
-static aos_err rpc(aos_conn *c, const aos_call_opts *o, const char *method,
-                   const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *rd, void **out,
-                   char *why, size_t whylen)
-{
-    if (out)
-        *out = NULL;
-    if (!c)
-        return say(why, whylen, AOS_ERR_USAGE, "no connection");
-    size_t n = protobuf_c_message_get_packed_size(rq);
-    if (n > AOS_MSG_MAX - 4096)
-        return say(why, whylen, AOS_ERR_TOO_BIG, "request of %zu bytes is over the message cap",
-                   n);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return say(why, whylen, AOS_ERR_NOMEM, "out of memory");
-    protobuf_c_message_pack(rq, buf);
-    aos_reply rep;
-    memset(&rep, 0, sizeof rep);
-    aos_err e = aos_call(c, o, method, buf, n, &rep);
-    free(buf);
-    if (e) {
-        say(why, whylen, e, "%s", rep.error[0] ? rep.error : aos_strerror(e));
-    } else if (rd) {
-        ProtobufCMessage *m = protobuf_c_message_unpack(rd, NULL, rep.payload_len, rep.payload);
-        if (!m)
-            e = say(why, whylen, AOS_ERR_PROTO, "%s: malformed reply", method);
-        else
-            *out = m;
-    }
-    aos_reply_clear(&rep);
-    return e;
-}
-
 aos_err aos_mem_append(aos_conn *c, const aos_call_opts *o, const aos_mem_page *pages,
                        size_t n, uint64_t *ids, char *why, size_t whylen)
 {
@@ -96,7 +63,7 @@ aos_err aos_mem_append(aos_conn *c, const aos_call_opts *o, const aos_mem_page *
     rq.n_pages = n;
     rq.pages = ip;
     Aos__Memory__AppendReply *rp;
-    if ((e = rpc(c, o, "memory.page.append", &rq.base, &aos__memory__append_reply__descriptor,
+    if ((e = aos_rpc(c, o, "memory.page.append", &rq.base, &aos__memory__append_reply__descriptor,
                  (void **)&rp, why, whylen)))
         goto out;
     if (rp->n_pages != n)
@@ -116,7 +83,7 @@ aos_err aos_mem_pin(aos_conn *c, const aos_call_opts *o, uint64_t page_id, int p
 {
     Aos__Memory__PinRequest rq = AOS__MEMORY__PIN_REQUEST__INIT;
     rq.page_id = page_id;
-    return rpc(c, o, pinned ? "memory.page.pin" : "memory.page.unpin", &rq.base, NULL, NULL,
+    return aos_rpc(c, o, pinned ? "memory.page.pin" : "memory.page.unpin", &rq.base, NULL, NULL,
                why, whylen);
 }
 
@@ -129,7 +96,7 @@ aos_err aos_mem_page_in(aos_conn *c, const aos_call_opts *o, uint64_t page_id, u
     rq.n_page_ids = 1;
     rq.page_ids = &page_id;
     Aos__Memory__PageInReply *rp;
-    aos_err e = rpc(c, o, "memory.page.in", &rq.base, &aos__memory__page_in_reply__descriptor,
+    aos_err e = aos_rpc(c, o, "memory.page.in", &rq.base, &aos__memory__page_in_reply__descriptor,
                     (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -153,7 +120,7 @@ aos_err aos_mem_budget_set(aos_conn *c, const aos_call_opts *o, int64_t budget,
     Aos__Memory__BudgetRequest rq = AOS__MEMORY__BUDGET_REQUEST__INIT;
     rq.budget = budget;
     rq.reserve = reserve;
-    return rpc(c, o, "memory.budget.set", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "memory.budget.set", &rq.base, NULL, NULL, why, whylen);
 }
 
 aos_err aos_mem_assemble(aos_conn *c, const aos_call_opts *o, const aos_mem_assemble_opts *ao,
@@ -173,7 +140,7 @@ aos_err aos_mem_assemble(aos_conn *c, const aos_call_opts *o, const aos_mem_asse
             rq.last_usage = &u;
         }
     }
-    return rpc(c, o, "memory.assemble", &rq.base, &aos__memory__assemble_reply__descriptor,
+    return aos_rpc(c, o, "memory.assemble", &rq.base, &aos__memory__assemble_reply__descriptor,
                (void **)out, why, whylen);
 }
 
@@ -199,7 +166,7 @@ aos_err aos_mem_store(aos_conn *c, const aos_call_opts *o, const char *collectio
     rq.docs = &dp;
     rq.model = txt(model);
     Aos__Memory__StoreReply *rp;
-    aos_err e = rpc(c, o, "memory.store", &rq.base, &aos__memory__store_reply__descriptor,
+    aos_err e = aos_rpc(c, o, "memory.store", &rq.base, &aos__memory__store_reply__descriptor,
                     (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -227,7 +194,7 @@ aos_err aos_mem_search(aos_conn *c, const aos_call_opts *o, const char *query,
         rq.page_in = so->page_in;
     }
     Aos__Memory__SearchReply *rp;
-    aos_err e = rpc(c, o, "memory.search", &rq.base, &aos__memory__search_reply__descriptor,
+    aos_err e = aos_rpc(c, o, "memory.search", &rq.base, &aos__memory__search_reply__descriptor,
                     (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -286,5 +253,5 @@ aos_err aos_mem_share(aos_conn *c, const aos_call_opts *o, const char *collectio
     rq.collection = txt(collection);
     rq.agent = txt(agent);
     rq.revoke = revoke;
-    return rpc(c, o, "memory.share", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "memory.share", &rq.base, NULL, NULL, why, whylen);
 }

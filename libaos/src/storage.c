@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "storage.pb-c.h"
+#include "rpc.h"
 
 #define BLOB_CHUNK (256u << 10)
 #define BLOB_READ (1u << 20)
@@ -67,44 +68,6 @@ static char *dups(ProtobufCBinaryData b)
     return (char *)dupb(b);
 }
 
-/* One call: pack rq, call method, and unpack the reply as rd (NULL: no reply body wanted).
- * *out (when rd) is owned by the caller: protobuf_c_message_free_unpacked. */
-static aos_err rpc(aos_conn *c, const aos_call_opts *o, const char *method,
-                   const ProtobufCMessage *rq, const ProtobufCMessageDescriptor *rd, void **out,
-                   char *why, size_t whylen)
-{
-    if (out)
-        *out = NULL;
-    if (!c)
-        return say(why, whylen, AOS_ERR_USAGE, "no connection");
-    size_t n = protobuf_c_message_get_packed_size(rq);
-    if (n > AOS_MSG_MAX - 4096)
-        return say(why, whylen, AOS_ERR_TOO_BIG, "request of %zu bytes is over the message cap",
-                   n);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return say(why, whylen, AOS_ERR_NOMEM, "out of memory");
-    protobuf_c_message_pack(rq, buf);
-    aos_reply rep;
-    memset(&rep, 0, sizeof rep);
-    aos_err e = aos_call(c, o, method, buf, n, &rep);
-    free(buf);
-    if (e) {
-        say(why, whylen, e, "%s", rep.error[0] ? rep.error : aos_strerror(e));
-    } else if (rd) {
-        ProtobufCMessage *m = protobuf_c_message_unpack(rd, NULL, rep.payload_len, rep.payload);
-        if (!m || !aos_pb_strings_valid(m)) {
-            if (m)
-                protobuf_c_message_free_unpacked(m, NULL);
-            e = say(why, whylen, AOS_ERR_PROTO, "%s: malformed reply", method);
-        } else {
-            *out = m;
-        }
-    }
-    aos_reply_clear(&rep);
-    return e;
-}
-
 /* ---- key/value ------------------------------------------------------------------------- */
 
 aos_err aos_kv_put(aos_conn *c, const aos_call_opts *o, const char *key, const void *value,
@@ -125,7 +88,7 @@ aos_err aos_kv_put(aos_conn *c, const aos_call_opts *o, const char *key, const v
         rq.ttl_ms = po->ttl_ms;
     }
     Aos__Storage__KvPutReply *rp;
-    if ((e = rpc(c, o, "storage.kv.put", &rq.base, &aos__storage__kv_put_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.kv.put", &rq.base, &aos__storage__kv_put_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     if (version)
@@ -145,7 +108,7 @@ aos_err aos_kv_get(aos_conn *c, const aos_call_opts *o, const char *key, uint8_t
     Aos__Storage__KvGetRequest rq = AOS__STORAGE__KV_GET_REQUEST__INIT;
     rq.key = txt(key);
     Aos__Storage__KvGetReply *rp;
-    if ((e = rpc(c, o, "storage.kv.get", &rq.base, &aos__storage__kv_get_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.kv.get", &rq.base, &aos__storage__kv_get_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     if (value && !(*value = dupb(rp->value)))
@@ -184,7 +147,7 @@ aos_err aos_kv_list(aos_conn *c, const aos_call_opts *o, const char *prefix, con
     rq.limit = limit;
     rq.values = values != 0;
     Aos__Storage__KvListReply *rp;
-    aos_err e = rpc(c, o, "storage.kv.list", &rq.base, &aos__storage__kv_list_reply__descriptor,
+    aos_err e = aos_rpc(c, o, "storage.kv.list", &rq.base, &aos__storage__kv_list_reply__descriptor,
                     (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -229,7 +192,7 @@ aos_err aos_kv_delete(aos_conn *c, const aos_call_opts *o, const char *key,
         rq.cas = 1;
         rq.if_version = *if_version;
     }
-    return rpc(c, o, "storage.kv.delete", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "storage.kv.delete", &rq.base, NULL, NULL, why, whylen);
 }
 
 aos_err aos_kv_incr(aos_conn *c, const aos_call_opts *o, const char *key, int64_t delta,
@@ -242,7 +205,7 @@ aos_err aos_kv_incr(aos_conn *c, const aos_call_opts *o, const char *key, int64_
     rq.key = txt(key);
     rq.delta = delta;
     Aos__Storage__KvIncrReply *rp;
-    if ((e = rpc(c, o, "storage.kv.incr", &rq.base, &aos__storage__kv_incr_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.kv.incr", &rq.base, &aos__storage__kv_incr_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     if (value)
@@ -277,7 +240,7 @@ aos_err aos_doc_put(aos_conn *c, const aos_call_opts *o, const char *collection,
         rq.if_version = *if_version;
     }
     Aos__Storage__DocPutReply *rp;
-    if ((e = rpc(c, o, "storage.doc.put", &rq.base, &aos__storage__doc_put_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.doc.put", &rq.base, &aos__storage__doc_put_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     if (version)
@@ -298,7 +261,7 @@ aos_err aos_doc_get(aos_conn *c, const aos_call_opts *o, const char *collection,
     rq.collection = txt(collection);
     rq.id = txt(id);
     Aos__Storage__DocGetReply *rp;
-    if ((e = rpc(c, o, "storage.doc.get", &rq.base, &aos__storage__doc_get_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.doc.get", &rq.base, &aos__storage__doc_get_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     if (!rp->doc)
@@ -340,7 +303,7 @@ aos_err aos_doc_query(aos_conn *c, const aos_call_opts *o, const char *collectio
     rq.after = txt(after);
     rq.limit = limit;
     Aos__Storage__DocQueryReply *rp;
-    if ((e = rpc(c, o, "storage.doc.query", &rq.base,
+    if ((e = aos_rpc(c, o, "storage.doc.query", &rq.base,
                  &aos__storage__doc_query_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     aos_doc_page *l = calloc(1, sizeof *l);
@@ -373,7 +336,7 @@ aos_err aos_doc_delete(aos_conn *c, const aos_call_opts *o, const char *collecti
     Aos__Storage__DocDeleteRequest rq = AOS__STORAGE__DOC_DELETE_REQUEST__INIT;
     rq.collection = txt(collection);
     rq.id = txt(id);
-    return rpc(c, o, "storage.doc.delete", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "storage.doc.delete", &rq.base, NULL, NULL, why, whylen);
 }
 
 /* ---- blobs ------------------------------------------------------------------------------- */
@@ -410,7 +373,7 @@ aos_err aos_blob_put(aos_conn *c, const aos_call_opts *o, const void *data, size
         rq.data = raw((const uint8_t *)data + off, len - off < BLOB_CHUNK ? len - off : BLOB_CHUNK);
         sub_id(o, 0x57524954u, k, rid);
         so.request_id = rid;
-        if ((e = rpc(c, &so, "storage.blob.write", &rq.base, NULL, NULL, why, whylen)))
+        if ((e = aos_rpc(c, &so, "storage.blob.write", &rq.base, NULL, NULL, why, whylen)))
             return e;
     }
     Aos__Storage__BlobCommitRequest rq = AOS__STORAGE__BLOB_COMMIT_REQUEST__INIT;
@@ -418,7 +381,7 @@ aos_err aos_blob_put(aos_conn *c, const aos_call_opts *o, const void *data, size
     sub_id(o, 0x434f4d54u, 0, rid);
     so.request_id = rid;
     Aos__Storage__BlobCommitReply *rp;
-    if ((e = rpc(c, &so, "storage.blob.commit", &rq.base,
+    if ((e = aos_rpc(c, &so, "storage.blob.commit", &rq.base,
                  &aos__storage__blob_commit_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     if (!rp->blob || rp->blob->sha256.len != AOS_SHA256_LEN)
@@ -449,7 +412,7 @@ aos_err aos_blob_get(aos_conn *c, const aos_call_opts *o, const uint8_t sha256[A
         if (want && want - have < BLOB_READ)
             rq.length = (uint32_t)(want - have);
         Aos__Storage__BlobReadReply *rp;
-        if ((e = rpc(c, o, "storage.blob.read", &rq.base,
+        if ((e = aos_rpc(c, o, "storage.blob.read", &rq.base,
                      &aos__storage__blob_read_reply__descriptor, (void **)&rp, why, whylen)))
             goto fail;
         if (first) {
@@ -498,7 +461,7 @@ aos_err aos_blob_delete(aos_conn *c, const aos_call_opts *o,
         return say(why, whylen, AOS_ERR_USAGE, "sha256 is missing");
     Aos__Storage__BlobDeleteRequest rq = AOS__STORAGE__BLOB_DELETE_REQUEST__INIT;
     rq.sha256 = raw(sha256, AOS_SHA256_LEN);
-    return rpc(c, o, "storage.blob.delete", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "storage.blob.delete", &rq.base, NULL, NULL, why, whylen);
 }
 
 /* ---- checkpoints --------------------------------------------------------------------------- */
@@ -548,7 +511,7 @@ aos_err aos_ckpt_save(aos_conn *c, const aos_call_opts *o, const char *name, con
     rq.data = raw(data, len);
     rq.meta = txt(meta);
     Aos__Storage__CheckpointSaveReply *rp;
-    aos_err e = rpc(c, o, "storage.checkpoint.save", &rq.base,
+    aos_err e = aos_rpc(c, o, "storage.checkpoint.save", &rq.base,
                     &aos__storage__checkpoint_save_reply__descriptor, (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -573,7 +536,7 @@ aos_err aos_ckpt_load(aos_conn *c, const aos_call_opts *o, const char *name, uin
     rq.name = txt(name);
     rq.version = version;
     Aos__Storage__CheckpointLoadReply *rp;
-    aos_err e = rpc(c, o, "storage.checkpoint.load", &rq.base,
+    aos_err e = aos_rpc(c, o, "storage.checkpoint.load", &rq.base,
                     &aos__storage__checkpoint_load_reply__descriptor, (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -604,7 +567,7 @@ aos_err aos_ckpt_list(aos_conn *c, const aos_call_opts *o, const char *name, uin
     rq.name = txt(name);
     rq.limit = limit;
     Aos__Storage__CheckpointListReply *rp;
-    aos_err e = rpc(c, o, "storage.checkpoint.list", &rq.base,
+    aos_err e = aos_rpc(c, o, "storage.checkpoint.list", &rq.base,
                     &aos__storage__checkpoint_list_reply__descriptor, (void **)&rp, why, whylen);
     if (e)
         return e;
@@ -633,7 +596,7 @@ aos_err aos_ckpt_prune(aos_conn *c, const aos_call_opts *o, const char *name, ui
     rq.name = txt(name);
     rq.keep = keep;
     Aos__Storage__CheckpointPruneReply *rp;
-    aos_err e = rpc(c, o, "storage.checkpoint.prune", &rq.base,
+    aos_err e = aos_rpc(c, o, "storage.checkpoint.prune", &rq.base,
                     &aos__storage__checkpoint_prune_reply__descriptor, (void **)&rp, why,
                     whylen);
     if (e)
@@ -661,7 +624,7 @@ aos_err aos_step_append(aos_conn *c, const aos_call_opts *o, const char *run, ui
     rq.kind = txt(kind);
     rq.data = raw(data, len);
     Aos__Storage__StepAppendReply *rp;
-    if ((e = rpc(c, o, "storage.step.append", &rq.base,
+    if ((e = aos_rpc(c, o, "storage.step.append", &rq.base,
                  &aos__storage__step_append_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     if (existed)
@@ -694,7 +657,7 @@ aos_err aos_step_read(aos_conn *c, const aos_call_opts *o, const char *run, uint
     rq.from_step = from_step;
     rq.limit = limit;
     Aos__Storage__StepReadReply *rp;
-    if ((e = rpc(c, o, "storage.step.read", &rq.base, &aos__storage__step_read_reply__descriptor,
+    if ((e = aos_rpc(c, o, "storage.step.read", &rq.base, &aos__storage__step_read_reply__descriptor,
                  (void **)&rp, why, whylen)))
         return e;
     aos_step_page *l = calloc(1, sizeof *l);
@@ -739,7 +702,7 @@ aos_err aos_queue_send(aos_conn *c, const aos_call_opts *o, const char *queue, c
         rq.to_agent = txt(so->to_agent);
     }
     Aos__Storage__QueueSendReply *rp;
-    if ((e = rpc(c, o, "storage.queue.send", &rq.base,
+    if ((e = aos_rpc(c, o, "storage.queue.send", &rq.base,
                  &aos__storage__queue_send_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     if (id)
@@ -779,7 +742,7 @@ aos_err aos_queue_recv(aos_conn *c, const aos_call_opts *o, const char *queue, u
     rq.visibility_ms = visibility_ms;
     rq.wait_ms = wait_ms;
     Aos__Storage__QueueRecvReply *rp;
-    if ((e = rpc(c, &co, "storage.queue.recv", &rq.base,
+    if ((e = aos_rpc(c, &co, "storage.queue.recv", &rq.base,
                  &aos__storage__queue_recv_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     aos_queue_msgs *m = calloc(1, sizeof *m);
@@ -820,7 +783,7 @@ aos_err aos_queue_ack(aos_conn *c, const aos_call_opts *o, const char *queue, ui
     rq.queue = txt(queue);
     rq.id = id;
     rq.receipt = raw(receipt, AOS_RECEIPT_LEN);
-    return rpc(c, o, "storage.queue.ack", &rq.base, NULL, NULL, why, whylen);
+    return aos_rpc(c, o, "storage.queue.ack", &rq.base, NULL, NULL, why, whylen);
 }
 
 aos_err aos_queue_nack(aos_conn *c, const aos_call_opts *o, const char *queue, uint64_t id,
@@ -838,7 +801,7 @@ aos_err aos_queue_nack(aos_conn *c, const aos_call_opts *o, const char *queue, u
     rq.receipt = raw(receipt, AOS_RECEIPT_LEN);
     rq.delay_ms = delay_ms;
     Aos__Storage__QueueNackReply *rp;
-    if ((e = rpc(c, o, "storage.queue.nack", &rq.base,
+    if ((e = aos_rpc(c, o, "storage.queue.nack", &rq.base,
                  &aos__storage__queue_nack_reply__descriptor, (void **)&rp, why, whylen)))
         return e;
     if (dead)
@@ -863,7 +826,7 @@ aos_err aos_queue_list(aos_conn *c, const aos_call_opts *o, aos_queue_infos **ou
     *out = NULL;
     Aos__Storage__QueueListRequest rq = AOS__STORAGE__QUEUE_LIST_REQUEST__INIT;
     Aos__Storage__QueueListReply *rp;
-    aos_err e = rpc(c, o, "storage.queue.list", &rq.base,
+    aos_err e = aos_rpc(c, o, "storage.queue.list", &rq.base,
                     &aos__storage__queue_list_reply__descriptor, (void **)&rp, why, whylen);
     if (e)
         return e;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aos/llmsize.h"
+
 /* Bounds on what a hostile request can make us scan or build. */
 #define SIM_MAX_CALLS 8u              /* "call NAME" triggers honoured per message */
 #define SIM_TRIGGER_TRIES 1024u       /* "call " occurrences looked at per text part */
@@ -747,37 +749,20 @@ static void plan_pace(sim_plan *p, const Aos__Llm__SimSettings *cfg)
     }
 }
 
-static uint64_t msg_bytes(const Aos__Llm__Message *m)
-{
-    uint64_t b = 0;
-    if (!m)
-        return 0;
-    for (size_t j = 0; j < m->n_content; j++)
-        if (m->content[j])
-            b += m->content[j]->text.len;
-    for (size_t j = 0; j < m->n_tool_calls; j++)
-        if (m->tool_calls[j])
-            b += m->tool_calls[j]->name.len + m->tool_calls[j]->arguments.len;
-    return b + m->tool_call_id.len;
-}
-
 static void usage_in(const Aos__Llm__ChatRequest *req, Aos__Llm__Usage *u)
 {
     uint64_t tools = 0, prefix, all;
-    for (size_t i = 0; i < req->n_tools; i++) {
-        const Aos__Llm__Tool *t = req->tools[i];
-        if (t)
-            tools += t->name.len + t->description.len + t->input_schema.len;
-    }
+    for (size_t i = 0; i < req->n_tools; i++)
+        tools += aos_llm_tool_bytes(req->tools[i]);
     size_t bp = req->cache_breakpoint < req->n_messages ? req->cache_breakpoint
                                                         : req->n_messages;
     prefix = tools;
     for (size_t i = 0; i < bp; i++)
-        prefix += msg_bytes(req->messages[i]);
+        prefix += aos_llm_msg_bytes(req->messages[i]);
     all = prefix;
     for (size_t i = bp; i < req->n_messages; i++)
-        all += msg_bytes(req->messages[i]);
-    uint64_t all_t = (all + 3) / 4, prefix_t = (prefix + 3) / 4;
+        all += aos_llm_msg_bytes(req->messages[i]);
+    uint64_t all_t = aos_llm_tokens(all), prefix_t = aos_llm_tokens(prefix);
     if (req->cache_breakpoint > 0 && prefix_t >= SIM_CACHE_MIN_TOKENS) {
         u->cache_read_tokens = prefix_t;
         u->input_tokens = all_t - prefix_t;
