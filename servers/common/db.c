@@ -431,3 +431,23 @@ aos_err db_run(srv_pg *pg, uint64_t deadline_ms, const char *what, srv_reply *re
         }
     }
 }
+
+aos_err db_serve(srv *s, uint64_t deadline_ms, const char *what, srv_reply *rep,
+                 db_attempt_fn fn, void *arg, db_counts *n)
+{
+    atomic_fetch_add(&n->calls, 1);
+    srv_pg *pg = srv_db(s);
+    if (!pg) {
+        atomic_fetch_add(&n->errors, 1);
+        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "%s: no database connection", what);
+    }
+    db_run_info info = {0};
+    aos_err e = db_run(pg, deadline_ms, what, rep, fn, arg, &info);
+    if (info.attempts > 1)
+        atomic_fetch_add(&n->reruns, info.attempts - 1);
+    if (info.waited_ms)
+        atomic_fetch_add(&n->waited_ms, info.waited_ms);
+    if (e)
+        atomic_fetch_add(&n->errors, 1);
+    return e;
+}

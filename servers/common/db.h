@@ -10,6 +10,7 @@
 #ifndef AOS_DB_H
 #define AOS_DB_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <libpq-fe.h>
@@ -109,5 +110,15 @@ typedef struct db_run_info {
  * turns a failure into success: only fn's own OK is OK. info may be NULL. */
 aos_err db_run(srv_pg *pg, uint64_t deadline_ms, const char *what, srv_reply *rep,
                db_attempt_fn fn, void *arg, db_run_info *info);
+
+/* A server's figures of db_serve, for its stats. */
+typedef struct db_counts {
+    atomic_uint_fast64_t calls, errors, reruns, waited_ms;
+} db_counts;
+
+/* A method's whole database part, on the calling worker's connection: UNAVAILABLE
+ * ("<what>: no database connection") without one, else db_run; counted in n. */
+aos_err db_serve(srv *s, uint64_t deadline_ms, const char *what, srv_reply *rep,
+                 db_attempt_fn fn, void *arg, db_counts *n);
 
 #endif

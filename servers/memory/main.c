@@ -40,24 +40,10 @@ static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *
         .len = req->payload_len,
         .rep = rep,
     };
-    atomic_fetch_add(&st->n_calls, 1);
-    srv_pg *pg = srv_db(s);
-    if (!pg) {
-        atomic_fetch_add(&st->n_errors, 1);
-        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "memory.%s: no database connection", op);
-    }
     char what[64];
     snprintf(what, sizeof what, "memory.%s", op);
     attempt_arg a = {&c, fn};
-    db_run_info info = {0};
-    aos_err e = db_run(pg, c.deadline_ms, what, rep, attempt, &a, &info);
-    if (info.attempts > 1)
-        atomic_fetch_add(&st->n_reruns, info.attempts - 1);
-    if (info.waited_ms)
-        atomic_fetch_add(&st->n_waited_ms, info.waited_ms);
-    if (e)
-        atomic_fetch_add(&st->n_errors, 1);
-    return e;
+    return db_serve(s, c.deadline_ms, what, rep, attempt, &a, &st->db);
 }
 
 #define WRAP(name, fn)                                                                     \
@@ -99,13 +85,13 @@ static void m_stats(srv *s, srv_stats *out)
     if (!st)
         return;
     uint64_t asm_n = atomic_load(&st->assemblies), tok = atomic_load(&st->asm_tokens);
-    STAT("memory_calls", atomic_load(&st->n_calls), NULL);
-    STAT("memory_errors", atomic_load(&st->n_errors), NULL);
+    STAT("memory_calls", atomic_load(&st->db.calls), NULL);
+    STAT("memory_errors", atomic_load(&st->db.errors), NULL);
     STAT("durable_replays", atomic_load(&st->n_replays),
          "retried requests answered from their idempotency record");
-    STAT("db_reruns", atomic_load(&st->n_reruns),
+    STAT("db_reruns", atomic_load(&st->db.reruns),
          "transactions run again after the database went away");
-    STAT("db_waited_ms", atomic_load(&st->n_waited_ms), NULL);
+    STAT("db_waited_ms", atomic_load(&st->db.waited_ms), NULL);
     STAT("page_faults", atomic_load(&st->faults), "swapped pages brought back in");
     STAT("evictions", atomic_load(&st->evictions), "pages swapped out");
     STAT("bytes_out", atomic_load(&st->bytes_out), "page text swapped out to PostgreSQL");

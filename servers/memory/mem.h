@@ -90,7 +90,8 @@ typedef struct mem_state {
     mem_agent *bucket[MEM_BUCKETS];
     size_t nagents;
     mem_est *est;
-    atomic_uint_fast64_t n_calls, n_errors, n_replays, n_reruns, n_waited_ms;
+    db_counts db;                    /* calls, errors, reruns, waits: db_serve's */
+    atomic_uint_fast64_t n_replays;
     atomic_uint_fast64_t faults, evictions, bytes_out, bytes_in, compactions, assemblies;
     atomic_uint_fast64_t asm_changed, asm_out, asm_last_changed, asm_last_out;
     atomic_uint_fast64_t asm_prefix_tokens, asm_tokens, asm_last_pct;

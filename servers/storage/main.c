@@ -46,24 +46,11 @@ static aos_err dispatch(srv *s, const aos_env *req, srv_reply *rep, const char *
         .len = req->payload_len,
         .rep = rep,
     };
-    atomic_fetch_add(&st->n_calls, 1);
-    srv_pg *pg = srv_db(s);
-    if (!pg) {
-        atomic_fetch_add(&st->n_errors, 1);
-        return srv_fail(rep, AOS_ERR_UNAVAILABLE, "storage.%s: no database connection", op);
-    }
     char what[64];
     snprintf(what, sizeof what, "storage.%s", op);
     attempt_arg a = {&c, fn};
-    db_run_info info = {0};
-    aos_err e = db_run(pg, c.deadline_ms, what, rep, attempt, &a, &info);
-    if (info.attempts > 1)
-        atomic_fetch_add(&st->n_reruns, info.attempts - 1);
-    if (info.waited_ms > 0)
-        atomic_fetch_add(&st->n_waited_ms, info.waited_ms);
-    if (e)
-        atomic_fetch_add(&st->n_errors, 1);
-    else
+    aos_err e = db_serve(s, c.deadline_ms, what, rep, attempt, &a, &st->db);
+    if (!e)
         stg_sweep(&c);
     return e;
 }
@@ -128,13 +115,13 @@ static void st_stats(srv *s, srv_stats *out)
     if (!st)
         return;
     uint64_t b = atomic_load(&st->n_batches), n = atomic_load(&st->n_batched);
-    srv_stat(out, "storage_calls", (int64_t)atomic_load(&st->n_calls), NULL);
-    srv_stat(out, "storage_errors", (int64_t)atomic_load(&st->n_errors), NULL);
+    srv_stat(out, "storage_calls", (int64_t)atomic_load(&st->db.calls), NULL);
+    srv_stat(out, "storage_errors", (int64_t)atomic_load(&st->db.errors), NULL);
     srv_stat(out, "durable_replays", (int64_t)atomic_load(&st->n_replays),
              "retried requests answered from their idempotency record");
-    srv_stat(out, "db_reruns", (int64_t)atomic_load(&st->n_reruns),
+    srv_stat(out, "db_reruns", (int64_t)atomic_load(&st->db.reruns),
              "transactions run again after the database went away or a race was lost");
-    srv_stat(out, "db_waited_ms", (int64_t)atomic_load(&st->n_waited_ms),
+    srv_stat(out, "db_waited_ms", (int64_t)atomic_load(&st->db.waited_ms),
              "time requests spent waiting for the database to come back");
     srv_stat(out, "batches", (int64_t)b, "group commits");
     srv_stat(out, "batched", (int64_t)n, "requests carried by them");

@@ -53,9 +53,9 @@ typedef struct stg {
     stg_batcher *puts;             /* group commit of kv.put / kv.incr */
     stg_batcher *gets;             /* grouped kv.get; NULL: each worker reads alone */
     stg_notify *notify;            /* LISTEN connection for queue receivers; may be NULL */
-    atomic_uint_fast64_t n_calls, n_errors, n_replays, n_batches, n_batched;
+    db_counts db;                                  /* calls, errors, reruns, waits */
+    atomic_uint_fast64_t n_replays, n_batches, n_batched;
     atomic_uint_fast64_t n_groups, n_grouped;     /* kv.get statements, and gets they answered */
-    atomic_uint_fast64_t n_reruns, n_waited_ms;   /* db_run's, see db.h */
     atomic_uint_fast64_t last_sweep_ms;
     /* queue receivers waiting now, and how many may: each holds a worker, and a server
      * whose workers all wait cannot answer aosd's heartbeat */
