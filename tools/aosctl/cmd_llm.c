@@ -204,13 +204,16 @@ static json_t *provider_json(const Aos__Llm__ProviderInfo *pi)
             return NULL;
         }
     const Aos__Llm__Limits *l = pi->limits;
-    return json_pack("{s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I},s:b,s:b,s:o}", "name", jbytes(pi->name),
-                     "kind", jbytes(pi->kind), "base_url", jbytes(pi->base_url), "models",
-                     models, "limits", "max_concurrency",
+    return json_pack("{s:o,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:f},s:b,s:b,s:o}", "name",
+                     jbytes(pi->name), "kind", jbytes(pi->kind), "base_url",
+                     jbytes(pi->base_url), "models", models, "limits", "max_concurrency",
                      (json_int_t)(l ? l->max_concurrency : 0), "requests_per_min",
                      (json_int_t)(l ? l->requests_per_min : 0), "tokens_per_min",
-                     (json_int_t)(l ? l->tokens_per_min : 0), "has_key", pi->has_key,
-                     "reachable", pi->reachable, "why", jbytes(pi->why));
+                     (json_int_t)(l ? l->tokens_per_min : 0), "input_tokens_per_min",
+                     (json_int_t)(l ? l->input_tokens_per_min : 0), "output_tokens_per_min",
+                     (json_int_t)(l ? l->output_tokens_per_min : 0), "daily_spend_usd",
+                     l ? l->daily_spend_usd : 0.0, "has_key", pi->has_key, "reachable",
+                     pi->reachable, "why", jbytes(pi->why));
 }
 
 static int cmd_providers(ctl_ctx *c, const ctl_vals *v)
@@ -899,7 +902,9 @@ static const char providers_out[] = SCHEMA
     "for sim\"},\"models\":{\"type\":\"array\",\"items\":" STR "},"
     "\"limits\":{\"type\":\"object\",\"description\":\"0: no limit\",\"required\":["
     "\"max_concurrency\",\"requests_per_min\",\"tokens_per_min\"],\"properties\":{"
-    "\"max_concurrency\":" INT0 ",\"requests_per_min\":" INT0 ",\"tokens_per_min\":" INT0 "}},"
+    "\"max_concurrency\":" INT0 ",\"requests_per_min\":" INT0 ",\"tokens_per_min\":" INT0
+    ",\"input_tokens_per_min\":" INT0 ",\"output_tokens_per_min\":" INT0 ","
+    "\"daily_spend_usd\":{\"type\":\"number\",\"minimum\":0}}},"
     "\"has_key\":{\"type\":\"boolean\",\"description\":\"an API key was configured and "
     "found (the key is never shown)\"},"
     "\"reachable\":{\"type\":\"boolean\",\"description\":\"a connection to base_url could be "
