@@ -707,21 +707,6 @@ aos_err llmq_status(uint8_t **out, size_t *len, char *why, size_t whylen)
     return rc;
 }
 
-typedef struct find_arg {
-    const char *id;
-    sched_agent_info a;
-    int found;
-} find_arg;
-
-static int find_agent(void *arg, const sched_agent_info *a)
-{
-    find_arg *f = arg;
-    if (strcmp(a->agent, f->id))
-        return 0;
-    f->a = *a;
-    return f->found = 1;
-}
-
 aos_err llmq_set(const uint8_t *payload, size_t len, char *why, size_t whylen)
 {
     Aos__SchedSetRequest *r = aos__sched_set_request__unpack(NULL, len, payload);
@@ -749,10 +734,10 @@ aos_err llmq_set(const uint8_t *payload, size_t len, char *why, size_t whylen)
         goto out;
     }
     pthread_mutex_lock(&q.mu);
-    find_arg f = {.id = r->agent};
-    sched_each_agent(q.s, find_agent, &f);
-    sched_agent_cfg c = f.found ? f.a.cfg
-                                : (sched_agent_cfg){.weight = 1, .cls = SCHED_CLS_INTERACTIVE};
+    /* a hash lookup: the walk over every agent (sorting their waits) held the queue's
+     * lock for milliseconds per set and stalled dispatch while an admin set hundreds */
+    sched_agent_cfg c = {.weight = 1, .cls = SCHED_CLS_INTERACTIVE};
+    sched_get_agent(q.s, r->agent, &c);
     if (r->has_weight)
         c.weight = r->weight;
     if (r->priority[0])

@@ -286,6 +286,14 @@ aos_err sched_set_agent(sched *s, const char *agent_id, const sched_agent_cfg *c
     return AOS_OK;
 }
 
+int sched_get_agent(const sched *s, const char *agent_id, sched_agent_cfg *out)
+{
+    const agent *a = agent_find(s, agent_id);
+    if (a)
+        *out = a->cfg;
+    return a != NULL;
+}
+
 void sched_set_usage(sched *s, const char *agent_id, uint64_t tokens, uint64_t cost)
 {
     agent *a = agent_get(s, agent_id);

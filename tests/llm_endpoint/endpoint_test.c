@@ -1,5 +1,6 @@
 /* unit_llm_endpoint: starts aos-test-llm-endpoint and drives it over plain sockets — both
- * wire formats, retries, cuts, keep-alive, the log, hostile HTTP and 500 concurrent streams. */
+ * wire formats, retries, cuts, keep-alive, the log, hostile HTTP, provider limits (429 with
+ * Retry-After over them, admitted under them, the counts) and 500 concurrent streams. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -34,7 +35,9 @@ typedef struct {
 
 static proc P;
 
-static int start(proc *p, const char *key)
+/* The endpoint with --port 0 --log --max-s 300 and extra (NULL-terminated, may be NULL;
+ * at most 16 arguments). */
+static int start_with(proc *p, const char *const *extra)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->dir, sizeof p->dir, "/tmp/aos-llm-ep-XXXXXX");
@@ -49,12 +52,13 @@ static int start(proc *p, const char *key)
         dup2(pfd[1], 1);
         close(pfd[0]);
         close(pfd[1]);
-        if (key)
-            execl(AOS_LLM_ENDPOINT_BIN, AOS_LLM_ENDPOINT_BIN, "--port", "0", "--log", p->log,
-                  "--max-s", "300", "--expect-key", key, (char *)NULL);
-        else
-            execl(AOS_LLM_ENDPOINT_BIN, AOS_LLM_ENDPOINT_BIN, "--port", "0", "--log", p->log,
-                  "--max-s", "300", (char *)NULL);
+        const char *argv[24] = {AOS_LLM_ENDPOINT_BIN, "--port", "0", "--log", p->log,
+                                "--max-s", "300"};
+        size_t n = 7;
+        for (size_t i = 0; extra && extra[i] && n < 23; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        execv(AOS_LLM_ENDPOINT_BIN, (char *const *)argv);
         _exit(127);
     }
     close(pfd[1]);
@@ -74,6 +78,12 @@ static int start(proc *p, const char *key)
     if (sscanf(line, "port %d", &p->port) != 1 || p->port <= 0)
         return -1;
     return 0;
+}
+
+static int start(proc *p, const char *key)
+{
+    const char *extra[] = {"--expect-key", key, NULL};
+    return start_with(p, key ? extra : NULL);
 }
 
 /* SIGTERM, then the exit status (0 expected: under ASan a leak makes it nonzero). */
@@ -970,6 +980,157 @@ static void test_embeddings_models(void **state)
     resp_free(&r1);
 }
 
+/* GET /v1/stats of k, decoded (the caller frees it). */
+static json_t *ep_stats(const proc *k, const char *path)
+{
+    resp r;
+    exchange(k->port, strcmp(path, "/v1/stats") ? "POST" : "GET", path, "", NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    assert_non_null(j);
+    resp_free(&r);
+    return j;
+}
+
+static long long jint(json_t *j, const char *key)
+{
+    json_t *v = json_object_get(j, key);
+    assert_non_null(v);
+    return json_is_real(v) ? (long long)json_real_value(v) : (long long)json_integer_value(v);
+}
+
+/* A 429 of the limits mode: Retry-After in whole seconds, rounded up from retry-after-ms
+ * (OpenAI's two headers), the provider's body naming the limit. */
+static long long check_429(const resp *r, const char *type, const char *limit_words)
+{
+    char v[64];
+    assert_int_equal(r->status, 429);
+    assert_non_null(hdr(r, "Retry-After", v, sizeof v));
+    long long secs = atoll(v);
+    assert_non_null(hdr(r, "retry-after-ms", v, sizeof v));
+    long long ms = atoll(v);
+    assert_true(ms > 0 && ms <= 60000);
+    assert_int_equal(secs, (ms + 999) / 1000);
+    json_t *j = json_loadb(r->body, r->len, 0, NULL);
+    assert_non_null(j);
+    json_t *e = json_object_get(j, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "rate_limit_exceeded");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), type);
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), limit_words));
+    json_decref(j);
+    return ms;
+}
+
+/* Provider-limits mode: 2 at once, 4 requests/min, 400 ms to the first delta. Two
+ * streams in flight are admitted and a third is refused for concurrency (retry in 1 s);
+ * under the limits every chat passes; the fifth in the minute is refused for RPM with the
+ * wait until the window's oldest second slides out; Anthropic's dialect gets its own 429;
+ * the counts say so. A second endpoint refuses for tokens per minute. */
+static void test_limits(void **state)
+{
+    (void)state;
+    proc k;
+    const char *args[] = {"--max-concurrency", "2", "--rpm", "4", "--latency-ms", "400", NULL};
+    assert_int_equal(start_with(&k, args), 0);
+    char *b = oa_body("two words", 1);
+    client *c1 = cl_open(k.port), *c2 = cl_open(k.port);
+    cl_send(c1, "POST", "/v1/chat/completions", OA_HDRS, b);
+    cl_send(c2, "POST", "/v1/chat/completions", OA_HDRS, b);
+    json_t *st = NULL;
+    for (int i = 0; i < 500; i++) { /* both admitted (in flight) before the third comes */
+        json_decref(st);
+        st = ep_stats(&k, "/v1/stats");
+        if (jint(st, "in_flight") == 2)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(jint(st, "in_flight"), 2);
+    json_decref(st);
+    resp r, r1, r2;
+    exchange(k.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
+    assert_int_equal(check_429(&r, "requests", "concurrent requests"), 1000);
+    resp_free(&r);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cl_read(c1, &r1);
+    cl_read(c2, &r2);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(r1.status, 200);
+    assert_int_equal(r2.status, 200);
+    oa_sum sum;
+    oa_summarise(&r1, &sum);
+    assert_int_equal(sum.done, 1);
+    assert_int_equal(sum.prompt, 4); /* 2 system + 2 user words */
+    assert_int_equal(sum.completion, 3);
+    resp_free(&r1);
+    resp_free(&r2);
+    cl_close(c1);
+    cl_close(c2);
+    /* under the limits: one at a time, each after its 400 ms */
+    exchange(k.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    free(b);
+    char *ab = an_body("hi", 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    exchange(k.port, "POST", "/v1/messages", AN_HDRS, ab, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(r.status, 200);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    assert_true(ms >= 399.0);
+    resp_free(&r);
+    /* the fifth in the minute: RPM, in both dialects */
+    b = oa_body("[[chunks=2]] x", 0);
+    exchange(k.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
+    long long wait = check_429(&r, "requests", "requests per min (RPM): Limit 4, Used 4");
+    assert_true(wait > 50000); /* the window's first second slides out in about a minute */
+    resp_free(&r);
+    free(b);
+    exchange(k.port, "POST", "/v1/messages", AN_HDRS, ab, &r);
+    assert_int_equal(r.status, 429);
+    char v[64];
+    assert_non_null(hdr(&r, "Retry-After", v, sizeof v));
+    assert_true(atoll(v) > 50 && atoll(v) <= 60);
+    assert_null(hdr(&r, "retry-after-ms", v, sizeof v));
+    assert_non_null(strstr(r.body, "\"type\":\"rate_limit_error\""));
+    resp_free(&r);
+    free(ab);
+    st = ep_stats(&k, "/v1/stats");
+    assert_int_equal(jint(st, "admitted"), 4);
+    assert_int_equal(jint(st, "refused"), 3);
+    assert_int_equal(jint(st, "refused_concurrency"), 1);
+    assert_int_equal(jint(st, "refused_requests"), 2);
+    assert_int_equal(jint(st, "in_flight"), 0);
+    assert_int_equal(jint(st, "peak_in_flight"), 2);
+    assert_int_equal(jint(st, "window_requests"), 4);
+    /* four requests of 400 ms or more each held a slot */
+    assert_true(jint(st, "busy_slot_ms") >= 1590);
+    json_decref(st);
+    st = ep_stats(&k, "/v1/stats/reset");
+    assert_int_equal(jint(st, "admitted"), 0);
+    assert_int_equal(jint(st, "refused"), 0);
+    assert_int_equal(jint(st, "peak_in_flight"), 0);
+    json_decref(st);
+    assert_int_equal(stop(&k), 0);
+
+    /* tokens per minute: 9 tokens (5 in, 4 out) pass, the next 9 would pass 12 */
+    const char *targs[] = {"--tpm", "12", NULL};
+    assert_int_equal(start_with(&k, targs), 0);
+    b = oa_body("a b c", 0);
+    exchange(k.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    exchange(k.port, "POST", "/v1/chat/completions", OA_HDRS, b, &r);
+    check_429(&r, "tokens", "tokens per min (TPM): Limit 12, Used 9, Requested 9");
+    resp_free(&r);
+    free(b);
+    st = ep_stats(&k, "/v1/stats");
+    assert_int_equal(jint(st, "tokens"), 9);
+    assert_int_equal(jint(st, "refused_tokens"), 1);
+    json_decref(st);
+    assert_int_equal(stop(&k), 0);
+}
+
 /* 500 streams of 20 chunks spread over 2 s, all at once. */
 static void test_concurrent_500(void **state)
 {
@@ -1055,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_hostile_http),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_embeddings_models),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_concurrent_500),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

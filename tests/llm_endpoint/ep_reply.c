@@ -58,6 +58,7 @@ struct ep_reply {
     int include_usage;
     int split, crlf, badutf8;
     int cut;
+    long long retry_after_ms;    /* retry-after-ms header; -1: none */
     char id[48];
     char *model;
     long long created;
@@ -221,6 +222,10 @@ static int directive_kv(ep_directive *d, const char *k, const char *v, char *why
             *(uint64_t *)f = x;
         if (strcmp(k, "chunks") == 0)
             d->has_chunks = 1;
+        else if (strcmp(k, "first_ms") == 0)
+            d->has_first_ms = 1;
+        else if (strcmp(k, "gap_ms") == 0 || strcmp(k, "spread_ms") == 0)
+            d->has_gap_ms = 1;
         return 0;
     }
     snprintf(why, whylen, "unknown directive key %.40s", k);
@@ -525,6 +530,7 @@ static ep_reply *reply_new(ep_dialect dia, const ep_ctx *ctx, const char *model)
         return NULL;
     r->dia = dia;
     r->cut = -1;
+    r->retry_after_ms = -1;
     r->created = (long long)time(NULL);
     snprintf(r->id, sizeof r->id, dia == EP_ANTHROPIC ? "msg_aos%06llu" : "chatcmpl-aos%06llu",
              (unsigned long long)ctx->seq);
@@ -581,6 +587,8 @@ static aos_err make_head(ep_reply *r, int status, const char *ctype, long long c
         e = ep_buf_printf(h, EP_HEAD_MAX, "Cache-Control: no-cache\r\n");
     if (e == AOS_OK && retry_after >= 0)
         e = ep_buf_printf(h, EP_HEAD_MAX, "Retry-After: %d\r\n", retry_after);
+    if (e == AOS_OK && r->retry_after_ms >= 0)
+        e = ep_buf_printf(h, EP_HEAD_MAX, "retry-after-ms: %lld\r\n", r->retry_after_ms);
     if (e == AOS_OK)
         e = ep_buf_printf(h, EP_HEAD_MAX, "%s: req_aos%06llu\r\nConnection: %s\r\n\r\n",
                           r->dia == EP_ANTHROPIC ? "request-id" : "x-request-id",
@@ -1276,6 +1284,44 @@ aos_err ep_reply_error(ep_dialect dia, int status, const char *msg, int retry_af
     }
     return finish_simple(r, dump_into(r, j, &r->body), "the error body", status, retry_after,
                          delay_ms, ctx, out, why, whylen);
+}
+
+aos_err ep_reply_rate_limited(ep_dialect dia, const char *msg, const char *type,
+                              uint64_t retry_ms, const ep_ctx *ctx, ep_reply **out, char *why,
+                              size_t whylen)
+{
+    *out = NULL;
+    ep_reply *r = reply_new(dia, ctx, NULL);
+    if (!r)
+        return AOS_ERR_NOMEM;
+    json_t *j;
+    if (dia == EP_OPENAI) {
+        /* OpenAI names the limit that refused in error.type: "requests" or "tokens" */
+        j = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type", type, "param",
+                      "code", "rate_limit_exceeded");
+        r->retry_after_ms = retry_ms > 86400000u ? 86400000 : (long long)retry_ms;
+    } else {
+        j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type", "rate_limit_error",
+                      "message", msg);
+    }
+    /* Retry-After counts whole seconds: rounded up, so a client that honours it is never
+     * early; the precise wait is in retry-after-ms */
+    uint64_t secs = (retry_ms + 999) / 1000;
+    return finish_simple(r, dump_into(r, j, &r->body), "the 429 body", 429,
+                         secs > 86400 ? 86400 : (int)secs, 0, ctx, out, why, whylen);
+}
+
+aos_err ep_reply_json(int status, json_t *j, const ep_ctx *ctx, ep_reply **out, char *why,
+                      size_t whylen)
+{
+    *out = NULL;
+    ep_reply *r = reply_new(EP_OPENAI, ctx, NULL);
+    if (!r) {
+        json_decref(j);
+        return AOS_ERR_NOMEM;
+    }
+    return finish_simple(r, dump_into(r, j, &r->body), "the JSON body", status, -1, 0, ctx,
+                         out, why, whylen);
 }
 
 int ep_reply_usage(const ep_reply *r, ep_usage *u)

@@ -23,6 +23,7 @@ typedef struct {
     unsigned gap_ms, first_ms, spread_ms;
     char text[65];
     int has_text;
+    int has_first_ms, has_gap_ms;   /* given in the directive (else the endpoint's defaults) */
     unsigned tools;
     int split;
     int crlf;
@@ -83,6 +84,17 @@ aos_err ep_reply_models(ep_dialect dia, const ep_ctx *ctx, ep_reply **out, char 
 aos_err ep_reply_error(ep_dialect dia, int status, const char *msg, int retry_after,
                        unsigned delay_ms, const ep_ctx *ctx, ep_reply **out, char *why,
                        size_t whylen);
+
+/* A provider's 429 over its limits: OpenAI's body ({"error":{..., "type": type, "code":
+ * "rate_limit_exceeded"}}) or Anthropic's rate_limit_error, with Retry-After (whole
+ * seconds, rounded up) and, in the OpenAI dialect, retry-after-ms: when a retry may pass. */
+aos_err ep_reply_rate_limited(ep_dialect dia, const char *msg, const char *type,
+                              uint64_t retry_ms, const ep_ctx *ctx, ep_reply **out, char *why,
+                              size_t whylen);
+/* A JSON body (j, whose reference is taken) with status, at once: the endpoint's own
+ * routes (GET /v1/stats). */
+aos_err ep_reply_json(int status, json_t *j, const ep_ctx *ctx, ep_reply **out, char *why,
+                      size_t whylen);
 
 /* 1 and *u filled for a chat reply, 0 for the others. */
 int ep_reply_usage(const ep_reply *r, ep_usage *u);

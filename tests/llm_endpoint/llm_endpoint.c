@@ -14,7 +14,17 @@
  * input = words of all messages (and Anthropic system) — OpenAI prompt_tokens adds
  * cached= on top; output = deltas sent (text deltas plus tool-argument bytes).
  * status= without count= fails every attempt. tools= is ignored once a tool result
- * follows the directive's message, so a tool loop ends with text. */
+ * follows the directive's message, so a tool loop ends with text.
+ *
+ * Provider-limits mode (--max-concurrency, --rpm, --tpm): chats are admitted by the sim
+ * provider's limiter (servers/llm/sim.c: a sliding minute of one-second buckets, and
+ * requests in flight), charged the tokens their reply reports (input + output) when they
+ * start; over a limit the answer is 429 with the provider's error body, Retry-After and
+ * retry-after-ms (when a retry may pass). --latency-ms and --gap-ms pace every chat
+ * (first delta, then one delta per gap) unless its directive says otherwise. GET /v1/stats
+ * gives the counts (admitted, refused by which limit, tokens, in flight and its peak, the
+ * slot-time used); POST /v1/stats/reset starts them again; they are printed on stdout at
+ * exit in limits mode. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -35,6 +45,8 @@
 
 #include "ep_http.h"
 #include "ep_reply.h"
+#include "llm.pb-c.h"
+#include "sim.h"
 
 #define HIGH_WATER (128u << 10)   /* queued output before waiting for the peer to read */
 #define OUT_CAP (1u << 20)
@@ -71,6 +83,7 @@ typedef struct conn {
     int64_t t0, last_write;
     int keep_alive;
     int abrupt;
+    int slot;                 /* its chat reply holds an in-flight slot until it ends */
     uint64_t discarded;
 } conn;
 
@@ -80,7 +93,25 @@ static struct {
     const char *expect_key;
     int stdin_eof;
     long max_s;
-} opt = {0, NULL, NULL, 0, 600};
+    long max_conc, rpm, tpm;    /* provider-limits mode when any is > 0 */
+    long latency_ms, gap_ms;    /* -1: the directive's (default 0) */
+} opt = {0, NULL, NULL, 0, 600, 0, 0, 0, -1, -1};
+
+/* What the provider-limits mode counts (and plain mode too, without refusals): since the
+ * start or the last POST /v1/stats/reset. */
+typedef struct {
+    uint64_t admitted, refused, refused_conc, refused_req, refused_tok, tokens;
+    uint32_t in_flight, peak;
+    uint64_t busy_us;           /* the integral of in_flight over time: slot-µs used */
+    int64_t last_us, since_us;
+} ep_stats;
+
+/* The admitted chats per second over the last minute, as the limiter counts them: only
+ * to say which limit refused, and the window's use in /v1/stats. */
+typedef struct {
+    uint64_t sec, req, tok;
+} ep_sec;
+#define EP_WINDOW_S 60
 
 static struct {
     int ep;
@@ -91,6 +122,9 @@ static struct {
     size_t nheap;
     uint64_t seq;
     int stop;
+    sim_limiter *lim;           /* NULL: no limits */
+    ep_stats st;
+    ep_sec win[EP_WINDOW_S];
 } g;
 
 static struct { uint64_t key; uint32_t n; } attempts[ATT_SLOTS];
@@ -102,6 +136,120 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---------------------------------------------------------------- the counts */
+
+/* Brings the slot-time integral up to now: before every change of in_flight. */
+static void busy_tick(void)
+{
+    int64_t t = now_us();
+    if (t > g.st.last_us)
+        g.st.busy_us += (uint64_t)g.st.in_flight * (uint64_t)(t - g.st.last_us);
+    g.st.last_us = t;
+}
+
+static void win_sum(uint64_t *req, uint64_t *tok)
+{
+    uint64_t sec = (uint64_t)now_ms() / 1000;
+    *req = *tok = 0;
+    for (unsigned k = 0; k < EP_WINDOW_S; k++)
+        if (g.win[k].sec && g.win[k].sec + EP_WINDOW_S > sec) {
+            *req += g.win[k].req;
+            *tok += g.win[k].tok;
+        }
+}
+
+static void slot_take(conn *c, uint64_t tokens)
+{
+    busy_tick();
+    c->slot = 1;
+    g.st.admitted++;
+    g.st.tokens += tokens;
+    if (++g.st.in_flight > g.st.peak)
+        g.st.peak = g.st.in_flight;
+    uint64_t sec = (uint64_t)now_ms() / 1000;
+    ep_sec *b = &g.win[sec % EP_WINDOW_S];
+    if (b->sec != sec)
+        *b = (ep_sec){sec, 0, 0};
+    b->req++;
+    b->tok += tokens;
+}
+
+/* The reply ended (or the connection did): the provider has a slot again. */
+static void slot_release(conn *c)
+{
+    if (!c->slot)
+        return;
+    c->slot = 0;
+    busy_tick();
+    if (g.st.in_flight)
+        g.st.in_flight--;
+    if (g.lim)
+        sim_release(g.lim);
+}
+
+static json_t *stats_json(void)
+{
+    busy_tick();
+    uint64_t wreq, wtok;
+    win_sum(&wreq, &wtok);
+    return json_pack("{s:{s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I}",
+                     "limits", "max_concurrency", (json_int_t)opt.max_conc, "requests_per_min",
+                     (json_int_t)opt.rpm, "tokens_per_min", (json_int_t)opt.tpm, "admitted",
+                     (json_int_t)g.st.admitted, "refused", (json_int_t)g.st.refused,
+                     "refused_concurrency", (json_int_t)g.st.refused_conc, "refused_requests",
+                     (json_int_t)g.st.refused_req, "refused_tokens",
+                     (json_int_t)g.st.refused_tok, "tokens", (json_int_t)g.st.tokens,
+                     "in_flight", (json_int_t)g.st.in_flight, "peak_in_flight",
+                     (json_int_t)g.st.peak, "busy_slot_ms", (double)g.st.busy_us / 1000.0,
+                     "since_reset_ms", (json_int_t)((g.st.last_us - g.st.since_us) / 1000),
+                     "window_requests", (json_int_t)wreq, "window_tokens", (json_int_t)wtok);
+}
+
+static void stats_reset(void)
+{
+    busy_tick();
+    uint32_t inf = g.st.in_flight;
+    int64_t t = g.st.last_us;
+    memset(&g.st, 0, sizeof g.st);
+    g.st.in_flight = g.st.peak = inf;
+    g.st.last_us = g.st.since_us = t;
+}
+
+/* A chat the limiter refused: which limit (the first that is full, as OpenAI names one),
+ * counted, and the provider's message. */
+static const char *refusal(uint64_t tokens, uint64_t retry_ms, char *msg, size_t cap)
+{
+    uint64_t wreq, wtok;
+    win_sum(&wreq, &wtok);
+    g.st.refused++;
+    double s = (double)retry_ms / 1000.0;
+    if (opt.max_conc && g.st.in_flight >= (uint64_t)opt.max_conc) {
+        g.st.refused_conc++;
+        snprintf(msg, cap, "Rate limit reached for concurrent requests: Limit %ld, In flight "
+                 "%u. Please try again in %.3gs.", opt.max_conc, g.st.in_flight, s);
+        return "requests";
+    }
+    if (opt.rpm && wreq >= (uint64_t)opt.rpm) {
+        g.st.refused_req++;
+        snprintf(msg, cap, "Rate limit reached for requests per min (RPM): Limit %ld, Used "
+                 "%llu, Requested 1. Please try again in %.3gs.", opt.rpm,
+                 (unsigned long long)wreq, s);
+        return "requests";
+    }
+    g.st.refused_tok++;
+    snprintf(msg, cap, "Rate limit reached for tokens per min (TPM): Limit %ld, Used %llu, "
+             "Requested %llu. Please try again in %.3gs.", opt.tpm, (unsigned long long)wtok,
+             (unsigned long long)tokens, s);
+    return "tokens";
 }
 
 /* ---------------------------------------------------------------- the timer heap */
@@ -229,6 +377,7 @@ static void conn_close(conn *c)
     if (c->dead)
         return;
     c->dead = 1;
+    slot_release(c);
     heap_del(c);
     epoll_ctl(g.ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -364,7 +513,7 @@ static uint32_t attempt_bump(uint64_t key)
     return ++attempts[slot].n;
 }
 
-enum { R_NONE, R_CHAT_OA, R_CHAT_AN, R_EMBED, R_MODELS };
+enum { R_NONE, R_CHAT_OA, R_CHAT_AN, R_EMBED, R_MODELS, R_STATS, R_RESET };
 
 /* Routes a complete request and starts its reply (or its silence, hang=1). */
 static void request_done(conn *c)
@@ -380,6 +529,8 @@ static void request_done(conn *c)
                 : strcmp(h->path, "/v1/messages") == 0       ? R_CHAT_AN
                 : strcmp(h->path, "/v1/embeddings") == 0     ? R_EMBED
                 : strcmp(h->path, "/v1/models") == 0         ? R_MODELS
+                : strcmp(h->path, "/v1/stats") == 0          ? R_STATS
+                : strcmp(h->path, "/v1/stats/reset") == 0    ? R_RESET
                                                              : R_NONE;
     ep_dialect dia = route == R_CHAT_AN || (route == R_MODELS && (h->x_api_key ||
                                                                  h->anthropic_version))
@@ -391,9 +542,26 @@ static void request_done(conn *c)
         status = 404;
         snprintf(why, sizeof why, "Unknown request URL: %s %.400s", h->method, h->path);
         msg = why;
-    } else if (strcmp(h->method, route == R_MODELS ? "GET" : "POST") != 0) {
+    } else if (strcmp(h->method, route == R_MODELS || route == R_STATS ? "GET" : "POST") !=
+               0) {
         status = 405;
         msg = "Method not allowed";
+    }
+    if (!status && (route == R_STATS || route == R_RESET)) {
+        /* the endpoint's own counts: no key, no body */
+        if (route == R_RESET)
+            stats_reset();
+        e = ep_reply_json(200, stats_json(), &ctx, &r, why, sizeof why);
+        log_request(c, NULL, 200, -1, NULL);
+        reset_request(c);
+        if (e != AOS_OK) {
+            fprintf(stderr, "aos-test-llm-endpoint: %s\n", why);
+            c->abrupt = 1;
+            c->state = S_CLOSING;
+            return;
+        }
+        start_reply(c, r);
+        return;
     }
     if (!status && opt.expect_key) {
         const char *auth = h->authorization;
@@ -425,6 +593,12 @@ static void request_done(conn *c)
         } else if (e != AOS_OK) {
             status = 400;
             msg = why;
+        } else {
+            /* the endpoint's pacing, for a directive that sets none */
+            if (opt.latency_ms >= 0 && !a.d.has_first_ms)
+                a.d.first_ms = (unsigned)opt.latency_ms;
+            if (opt.gap_ms >= 0 && !a.d.has_gap_ms)
+                a.d.gap_ms = (unsigned)opt.gap_ms;
         }
     }
     if (!status && have_ask && a.d.status) {
@@ -460,8 +634,23 @@ static void request_done(conn *c)
     } else {
         status = 200;
         e = ep_reply_chat(&a, &ctx, &r, why, sizeof why);
+        ep_usage u = {0};
+        uint64_t tokens = 0, retry = 0;
+        if (e == AOS_OK && ep_reply_usage(r, &u))
+            tokens = u.input + u.output + u.cache_read + u.cache_write;
+        if (e == AOS_OK && g.lim && sim_admit(g.lim, (uint64_t)now_ms(), tokens, &retry)) {
+            /* over a limit: the provider's 429 instead, nothing counted against it */
+            char m[320];
+            const char *type = refusal(tokens, retry, m, sizeof m);
+            ep_reply_free(r);
+            r = NULL;
+            status = 429;
+            e = ep_reply_rate_limited(dia, m, type, retry, &ctx, &r, why, sizeof why);
+        } else if (e == AOS_OK) {
+            slot_take(c, tokens);
+        }
     }
-    log_request(c, have_ask ? &a : NULL, status, key_ok, r);
+    log_request(c, have_ask ? &a : NULL, status, key_ok, status == 200 ? r : NULL);
     if (have_ask)
         ep_ask_clear(&a);
     reset_request(c);
@@ -570,6 +759,8 @@ static int pump(conn *c)
             if (e != AOS_OK || step != EP_STEP_PIECE) {
                 if (e != AOS_OK)
                     fprintf(stderr, "aos-test-llm-endpoint: %s\n", why);
+                /* the last piece is queued: the provider is done with this request */
+                slot_release(c);
                 ep_reply_free(c->reply);
                 c->reply = NULL;
                 if (e == AOS_OK && step == EP_STEP_DONE && c->keep_alive) {
@@ -761,7 +952,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: aos-test-llm-endpoint [--port N] [--log FILE] [--expect-key KEY]\n"
                "                             [--stdin-eof] [--max-s S]\n"
-               "Serves OpenAI and Anthropic wire formats on 127.0.0.1; prints \"port N\".\n");
+               "                             [--max-concurrency N] [--rpm N] [--tpm N]\n"
+               "                             [--latency-ms MS] [--gap-ms MS]\n"
+               "Serves OpenAI and Anthropic wire formats on 127.0.0.1; prints \"port N\".\n"
+               "With a limit, chats over it get 429 with Retry-After and retry-after-ms;\n"
+               "GET /v1/stats counts them.\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -781,7 +976,20 @@ static int parse_args(int argc, char **argv)
         {"port", required_argument, NULL, 'p'},   {"log", required_argument, NULL, 'l'},
         {"expect-key", required_argument, NULL, 'k'}, {"stdin-eof", no_argument, NULL, 'e'},
         {"max-s", required_argument, NULL, 'm'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"max-concurrency", required_argument, NULL, 'C'}, {"rpm", required_argument, NULL, 'R'},
+        {"tpm", required_argument, NULL, 'T'},    {"latency-ms", required_argument, NULL, 'L'},
+        {"gap-ms", required_argument, NULL, 'G'}, {NULL, 0, NULL, 0},
+    };
+    /* the limits as aos.yaml takes them (uint32), the pacing as the directive does */
+    static const struct {
+        int ch;
+        const char *name;
+        long max;
+        long *dst;
+    } nums[] = {
+        {'C', "--max-concurrency", 1000000, &opt.max_conc}, {'R', "--rpm", 1000000000, &opt.rpm},
+        {'T', "--tpm", 2000000000, &opt.tpm},  {'L', "--latency-ms", 600000, &opt.latency_ms},
+        {'G', "--gap-ms", 600000, &opt.gap_ms},
     };
     int ch;
     long v;
@@ -813,6 +1021,21 @@ static int parse_args(int argc, char **argv)
         case 'h':
             usage(stdout);
             exit(0);
+        case 'C':
+        case 'R':
+        case 'T':
+        case 'L':
+        case 'G':
+            for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+                if (nums[i].ch == ch) {
+                    if (parse_long(optarg, 0, nums[i].max, &v) != 0) {
+                        fprintf(stderr, "aos-test-llm-endpoint: %s takes 0..%ld\n",
+                                nums[i].name, nums[i].max);
+                        return 2;
+                    }
+                    *nums[i].dst = v;
+                }
+            break;
         default:
             usage(stderr);
             return 2;
@@ -877,6 +1100,18 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
+    if (opt.max_conc || opt.rpm || opt.tpm) {
+        Aos__Llm__Limits l = AOS__LLM__LIMITS__INIT;
+        l.max_concurrency = (uint32_t)opt.max_conc;
+        l.requests_per_min = (uint32_t)opt.rpm;
+        l.tokens_per_min = (uint32_t)opt.tpm;
+        g.lim = sim_limiter_new(&l);
+        if (!g.lim) {
+            fprintf(stderr, "aos-test-llm-endpoint: out of memory\n");
+            return 1;
+        }
+    }
+    g.st.last_us = g.st.since_us = now_us();
     if (opt.log_path) {
         g.log = fopen(opt.log_path, "we");
         if (!g.log) {
@@ -938,6 +1173,17 @@ int main(int argc, char **argv)
     while (g.live)
         conn_close(g.live);
     free_dead();
+    if (g.lim) {
+        /* the counts of a limits run, for whoever reads our stdout to the end */
+        json_t *j = stats_json();
+        char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (s)
+            printf("stats %s\n", s);
+        free(s);
+        json_decref(j);
+        fflush(stdout);
+        sim_limiter_free(g.lim);
+    }
     free(g.heap);
     close(lfd);
     close(sfd);
