@@ -762,3 +762,33 @@ out:
         aos__sched_set_request__free_unpacked(r, NULL);
     return rc;
 }
+
+aos_err llmq_agent_set(const char *agent, double weight, int batch, uint64_t token_budget,
+                       uint64_t cost_budget_micro_usd, char *why, size_t whylen)
+{
+    if (!q.s) {
+        snprintf(why, whylen, "the LLM scheduler is not running");
+        return AOS_ERR_UNAVAILABLE;
+    }
+    sched_agent_cfg c = {.weight = weight, .cls = batch ? SCHED_CLS_BATCH : SCHED_CLS_INTERACTIVE,
+                         .token_budget = token_budget,
+                         .cost_budget_micro_usd = cost_budget_micro_usd};
+    pthread_mutex_lock(&q.mu);
+    aos_err rc = sched_set_agent(q.s, agent, &c, why, whylen);
+    if (rc == AOS_OK)
+        q.dirty = 1; /* the manifest is in PostgreSQL already: the next save keeps it */
+    pthread_mutex_unlock(&q.mu);
+    return rc;
+}
+
+int llmq_agent_used(const char *agent, uint64_t *tokens, uint64_t *cost_micro_usd,
+                    uint64_t *wait_total_us)
+{
+    *tokens = *cost_micro_usd = *wait_total_us = 0;
+    if (!q.s)
+        return 0;
+    pthread_mutex_lock(&q.mu);
+    int found = sched_agent_used(q.s, agent, tokens, cost_micro_usd, wait_total_us);
+    pthread_mutex_unlock(&q.mu);
+    return found;
+}

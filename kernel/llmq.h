@@ -57,4 +57,11 @@ aos_err llmq_status(uint8_t **out, size_t *len, char *why, size_t whylen);
 /* kernel.sched.set: payload is a SchedSetRequest. */
 aos_err llmq_set(const uint8_t *payload, size_t len, char *why, size_t whylen);
 
+/* An agent's settings from its manifest (weight, class, budgets: sched_set_agent's). */
+aos_err llmq_agent_set(const char *agent, double weight, int batch, uint64_t token_budget,
+                       uint64_t cost_budget_micro_usd, char *why, size_t whylen);
+/* What the agent has used and waited (see sched_agent_used): 1, or 0 when unknown. */
+int llmq_agent_used(const char *agent, uint64_t *tokens, uint64_t *cost_micro_usd,
+                    uint64_t *wait_total_us);
+
 #endif

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agents.h"
 #include "aos/log.h"
 #include "audit.h"
 #include "cgroup.h"
@@ -119,13 +120,21 @@ int main(int argc, char **argv)
         sup_fini();
         return 1;
     }
+    char aurl[AOS_PATH_MAX + 64];
+    if (agents_init(&cfg, &dd, aurl, sizeof aurl, why, sizeof why) != AOS_OK) {
+        aos_error("agents: %s", why);
+        sup_fini();
+        return 1;
+    }
     route *r = NULL;
     snprintf(url, sizeof url, "ipc://%s", sock);
-    if (route_open(&r, url, why, sizeof why) != AOS_OK) {
+    if (route_open(&r, url, why, sizeof why) != AOS_OK ||
+        route_open_agents(r, aurl, why, sizeof why) != AOS_OK) {
         aos_error("%s", why);
         sup_fini();
         return 1;
     }
+    agents_load(); /* waits on storage's link until storage is ready */
     aos_info("aosd %s on %s (%s PostgreSQL; %s)", AOS_VERSION, cfg.data_dir,
              cfg.pg_dsn[0] ? "external" : "embedded",
              geteuid() == 0 ? "each child as its own user"
@@ -135,8 +144,11 @@ int main(int argc, char **argv)
     for (;;) {
         uint64_t now = aos_mono_ms();
         uint64_t wake = sup_tick(now);
+        uint64_t awake = agents_tick(now);
+        if (awake < wake)
+            wake = awake;
         route_tick(r, now);
-        if (stopping && sup_stopped())
+        if (stopping && sup_stopped() && agents_stopped())
             break;
         int timeout = wake > now ? (int)(wake - now) : 0;
         if (timeout > 100)
@@ -157,6 +169,7 @@ int main(int argc, char **argv)
             } else if (!stopping) {
                 aos_info("signal %u: stopping", si.ssi_signo);
                 stopping = 1;
+                agents_shutdown();
                 sup_shutdown();
             }
         }

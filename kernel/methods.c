@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agents.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
 #include "supervise.h"
@@ -89,9 +90,10 @@ static aos_err k_sched_set(const aos_env *req, const km_env *k, uint8_t **out, s
 }
 
 #define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
-#define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, cap, w, 0}
-#define FWD(n, c, srv, cap, w) {n, c, KM_FORWARD, srv, NULL, cap, w, 0}
-#define HOOK(n, srv) {n, KM_CONTROL, KM_FORWARD, srv, NULL, WHOLE, ALL, 1}
+#define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, NULL, cap, w, 0}
+#define ASYNC(n, f, cap, w) {n, KM_CONTROL, KM_ASYNC, NULL, NULL, f, cap, w, 0}
+#define FWD(n, c, srv, cap, w) {n, c, KM_FORWARD, srv, NULL, NULL, cap, w, 0}
+#define HOOK(n, srv) {n, KM_CONTROL, KM_FORWARD, srv, NULL, NULL, WHOLE, ALL, 1}
 /* Every server answers ping and stats (servers/common/serve.c) and, with --test-hooks,
  * test.* (the tests drive streams, async replies and server-to-server calls with them). */
 #define SERVER_COMMON(s)                                                                  \
@@ -106,9 +108,19 @@ static const kmethod table[] = {
     KERNEL("kernel.server.restart", k_restart, SMALL, KM_ADMIN),
     KERNEL("kernel.sched", k_sched, SMALL, KM_ADMIN),
     KERNEL("kernel.sched.set", k_sched_set, SMALL, KM_ADMIN),
-    {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT, 0},
-    {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, SMALL,
+    {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT,
+     0},
+    {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, NULL, SMALL,
      KM_ADMIN | KM_AGENT, 0},
+    /* agents: the admin deploys and governs them; an agent asks who it is, reports its
+     * step boundaries (where stop and suspend take effect) and waits for its wakes */
+    ASYNC("kernel.agent.apply", agents_m_apply, WHOLE, KM_ADMIN),
+    ASYNC("kernel.agent.list", agents_m_list, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.ctl", agents_m_ctl, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.logs", agents_m_logs, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.self", agents_m_self, SMALL, KM_AGENT),
+    ASYNC("kernel.agent.step", agents_m_step, SMALL, KM_AGENT),
+    ASYNC("kernel.agent.wait", agents_m_wait, SMALL, KM_AGENT),
 
     SERVER_COMMON("storage"),
     FWD("storage.kv.put", KM_WRITE, "storage", WHOLE, ALL),

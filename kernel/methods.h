@@ -18,7 +18,7 @@ typedef enum { KM_CONTROL, KM_READ, KM_WRITE, KM_EFFECT, KM_LLM } km_class;
 #define KM_SERVER 4u
 
 /* Who answers: a kernel function, a server, or the router's stream machinery. */
-typedef enum { KM_KERNEL, KM_FORWARD, KM_PULL, KM_STOP_STREAM } km_kind;
+typedef enum { KM_KERNEL, KM_ASYNC, KM_FORWARD, KM_PULL, KM_STOP_STREAM } km_kind;
 
 /* Figures the kernel methods report, filled in by the caller. */
 typedef struct km_env {
@@ -30,12 +30,18 @@ typedef struct km_env {
 typedef aos_err (*km_fn)(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
                          char *why, size_t whylen);
 
+/* A kernel method that answers later (agents.h: kreply_send); caller is the calling
+ * agent's name from its link, "" on the control socket. */
+struct kreply;
+typedef void (*km_async_fn)(const aos_env *req, const char *caller, struct kreply *k);
+
 typedef struct kmethod {
     const char *name;      /* exact, or "server.prefix.*" for a family */
     km_class cls;
     km_kind kind;
     const char *server;    /* KM_FORWARD: the server's name */
     km_fn fn;              /* KM_KERNEL */
+    km_async_fn afn;       /* KM_ASYNC */
     uint32_t payload_max;
     unsigned who;
     int test_hook;         /* served only by servers started with --test-hooks */

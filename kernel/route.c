@@ -14,6 +14,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "agents.h"
 #include "aos.pb-c.h"
 #include "aos/envelope.h"
 #include "aos/log.h"
@@ -27,6 +28,9 @@
 #define ROUTE_CTX 1024                  /* requests in flight on the control socket: a stream
                                          * waiting for its next part holds one (500 agents
                                          * streaming from the LLM at once) */
+#define ROUTE_AGENT_CTX 2048            /* on the agent socket: an idle agent holds one
+                                         * (its kernel.agent.wait), 1,000 agents and their
+                                         * calls */
 #define DEFAULT_DEADLINE_MS 30000u
 #define MAX_DEADLINE_MS (10u * 60u * 1000u)
 /* Bounds of the control socket (see listen.h for what nng 1.5.2 bounds by itself). Only
@@ -52,6 +56,7 @@ typedef struct rctx {
     nng_ctx ctx;
     nng_aio *aio;
     int sending;
+    int agent;               /* a context of the agent socket */
 } rctx;
 
 typedef struct part {
@@ -102,16 +107,28 @@ typedef struct rcall {
     size_t payload_len;
     int llm;                 /* the LLM class: the scheduler admits it */
     llmq_ticket *si;         /* its place in the scheduler: llmq's to read and write */
+    int from_agent;          /* an agent's syscall: agents_call is told when it ends */
+    km_class cls;
     nng_msg *pend_reply;     /* the final answer while its END record is written */
     int pend_status;
     char pend_err[AOS_ERRMSG_MAX + 1];
     struct rcall *prev, *next, *hnext;
 } rcall;
 
+/* A kernel method's pending answer: the context it goes out on, the request's ids. */
+struct kreply {
+    rctx *w;
+    aos_env hdr;
+    uint64_t deadline;
+};
+
 struct route {
     nng_socket sock;
     lsn *lst;
     rctx ctxs[ROUTE_CTX];
+    nng_socket asock;        /* the agents' socket (route_open_agents) */
+    lsn *alst;
+    rctx *actxs;             /* ROUTE_AGENT_CTX of them, or NULL */
     atomic_ullong bad, routed;
     atomic_int closing;
     pthread_mutex_t mu;
@@ -392,6 +409,8 @@ static void answer_server(rcall *c, nng_msg *reply, int status, const char *err)
 static void finish(rcall *c, nng_msg *reply, int status, const char *err)
 {
     route *r = c->r;
+    if (c->from_agent)
+        agents_call(c->hdr.agent_id, c->cls, 0);
     if (c->caller) {
         answer_server(c, reply, status, err);
         pthread_mutex_lock(&r->mu);
@@ -610,6 +629,7 @@ static uint64_t mono_deadline(uint64_t deadline_ms)
 
 static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t pipe)
 {
+    int from_agent = w->agent;
     char why[AOS_ERRMSG_MAX];
     int failed = 0;
     klink *l = sup_link(km->server, &failed, why, sizeof why);
@@ -635,6 +655,10 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
     c->hdr.payload_len = 0;
     c->pipe = pipe;
     c->l = l;
+    c->from_agent = from_agent;
+    c->cls = km->cls;
+    if (from_agent)
+        agents_call(req->agent_id, km->cls, 1);
     pthread_mutex_lock(&r->mu);
     c->next = r->calls;
     if (r->calls)
@@ -645,6 +669,8 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
                       .part = on_part, .arg = c};
     aos_err rc = launch(c, km, req);
     if (rc != AOS_OK) {
+        if (from_agent)
+            agents_call(req->agent_id, km->cls, 0);
         pthread_mutex_lock(&r->mu);
         call_free(r, c);
         pthread_mutex_unlock(&r->mu);
@@ -780,7 +806,7 @@ static void handle(rctx *w, nng_msg *m)
     char why[AOS_ERRMSG_MAX];
     nng_pipe p = nng_msg_get_pipe(m);
     uint32_t pipe = (uint32_t)nng_pipe_id(p);
-    lsn_heard(r->lst, p);
+    lsn_heard(w->agent ? r->alst : r->lst, p);
     aos_err rc = aos_env_decode(nng_msg_body(m), nng_msg_len(m), &req, why, sizeof why);
     nng_msg_free(m);
     if (rc != AOS_OK) {
@@ -813,16 +839,27 @@ static void handle(rctx *w, nng_msg *m)
         answer(w, &req, AOS_KIND_REPLY, AOS_ERR_TIMEOUT, "deadline already passed", 0, NULL, 0);
         goto out;
     }
-    /* the control socket is the admin's: the agent id it names is honoured. Agents'
-     * links will overwrite it with the identity aosd gave them at spawn. */
+    /* the control socket is the admin's: the agent id it names is honoured. On the agent
+     * socket the id is the one the pipe was admitted for (the process aosd spawned),
+     * whatever the envelope says */
+    char caller[AOS_AGENT_ID_MAX + 1] = "";
+    if (w->agent) {
+        if (!agents_of_pipe(pipe, caller, sizeof caller)) {
+            answer(w, &req, AOS_KIND_REPLY, AOS_ERR_REFUSED, "this connection is no agent's "
+                   "(its agent is gone)", 0, NULL, 0);
+            goto out;
+        }
+        snprintf(req.agent_id, sizeof req.agent_id, "%s", caller);
+    }
     const kmethod *km = km_find(req.method);
     if (!km) {
         snprintf(why, sizeof why, "no method %s in aos", req.method);
         answer(w, &req, AOS_KIND_REPLY, AOS_ERR_NOT_FOUND, why, 0, NULL, 0);
         goto out;
     }
-    if (!km_allowed(km, KM_ADMIN)) {
-        snprintf(why, sizeof why, "%s may not be called from the control socket", req.method);
+    if (!km_allowed(km, w->agent ? KM_AGENT : KM_ADMIN)) {
+        snprintf(why, sizeof why, "%s may not be called %s", req.method,
+                 w->agent ? "by an agent" : "from the control socket");
         answer(w, &req, AOS_KIND_REPLY, AOS_ERR_REFUSED, why, 0, NULL, 0);
         goto out;
     }
@@ -832,7 +869,39 @@ static void handle(rctx *w, nng_msg *m)
         answer(w, &req, AOS_KIND_REPLY, AOS_ERR_TOO_BIG, why, 0, NULL, 0);
         goto out;
     }
+    uint8_t *rewritten = NULL;
+    if (w->agent && km->kind == KM_FORWARD) {
+        /* the manifest's rights, before anything is queued or recorded as begun */
+        size_t nlen = 0;
+        why[0] = 0;
+        rc = agents_check(caller, km, &req, &rewritten, &nlen, why, sizeof why);
+        if (rc != AOS_OK) {
+            if (kaud_records(req.method)) /* a refusal is a decision: it is in the log */
+                kaud_event(&req, NULL, KAUD_END, rc, 0, 0, NULL, NULL);
+            answer(w, &req, AOS_KIND_REPLY, rc, why, 0, NULL, 0);
+            goto out;
+        }
+        if (rewritten) {
+            req.payload = rewritten;
+            req.payload_len = nlen;
+        }
+    }
     switch (km->kind) {
+    case KM_ASYNC: {
+        kreply *k = calloc(1, sizeof *k);
+        if (!k) {
+            answer(w, &req, AOS_KIND_REPLY, AOS_ERR_NOMEM, "aosd is out of memory", 0, NULL, 0);
+            break;
+        }
+        k->w = w;
+        k->hdr = req;
+        k->hdr.pb_ = NULL;
+        k->hdr.payload = NULL;
+        k->hdr.payload_len = 0;
+        k->deadline = mono_deadline(req.deadline_ms);
+        km->afn(&req, caller, k);
+        break;
+    }
     case KM_KERNEL: {
         uint8_t *out = NULL;
         size_t len = 0;
@@ -856,9 +925,22 @@ static void handle(rctx *w, nng_msg *m)
         forward(w, r, km, &req, pipe);
         break;
     }
+    free(rewritten);
 out:
     aos_env_clear(&req);
 }
+
+/* ---- kernel methods that answer later -------------------------------------------------- */
+
+void kreply_send(kreply *k, aos_err status, const char *why, const uint8_t *payload,
+                 size_t len)
+{
+    answer(k->w, &k->hdr, AOS_KIND_REPLY, status, why && why[0] ? why : NULL, 0,
+           status == AOS_OK ? payload : NULL, status == AOS_OK ? len : 0);
+    free(k);
+}
+
+uint64_t kreply_deadline(const kreply *k) { return k->deadline; }
 
 /* ---- servers calling servers ----------------------------------------------------------- */
 
@@ -995,13 +1077,42 @@ static void on_aio(void *arg)
 static int admit(void *arg, nng_pipe p, char *why, size_t whylen)
 {
     (void)arg;
-    uint64_t uid = 0;
+    uint64_t uid = 0, pid = 0;
     if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
         (uid != (uint64_t)geteuid() && uid != 0)) {
         snprintf(why, whylen, "refused a client with uid %llu", (unsigned long long)uid);
         return -1;
     }
+    /* agents never see this socket (it is not in their mount namespace); should one
+     * reach it anyway (aosd not root: agents share its uid), it is still no admin */
+    if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
+        agents_pid_is_agent((pid_t)pid)) {
+        snprintf(why, whylen, "refused pid %llu: an agent's process, not an admin",
+                 (unsigned long long)pid);
+        return -1;
+    }
     return 0;
+}
+
+/* The agent socket: a pipe is admitted only for a process aosd spawned as an agent (the
+ * peer's pid, from the kernel, not from anything the peer sends). */
+static int admit_agent(void *arg, nng_pipe p, char *why, size_t whylen)
+{
+    (void)arg;
+    uint64_t pid = 0;
+    if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 || pid == 0) {
+        snprintf(why, whylen, "refused a peer whose pid is unknown");
+        return -1;
+    }
+    return agents_admit((uint32_t)nng_pipe_id(p), (pid_t)pid, why, whylen);
+}
+
+static void on_agent_pipe(void *arg, nng_pipe p, nng_pipe_ev ev)
+{
+    if (ev == NNG_PIPE_EV_REM_POST) {
+        pipe_gone(arg, (uint32_t)nng_pipe_id(p));
+        agents_pipe_gone((uint32_t)nng_pipe_id(p));
+    }
 }
 
 static void on_pipe(void *arg, nng_pipe p, nng_pipe_ev ev)
@@ -1073,6 +1184,37 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
     return AOS_OK;
 }
 
+aos_err route_open_agents(route *r, const char *url, char *why, size_t whylen)
+{
+    int rv;
+    if ((rv = nng_rep0_open(&r->asock)) != 0 ||
+        (rv = nng_socket_set_size(r->asock, NNG_OPT_RECVMAXSZ, AOS_MSG_MAX)) != 0) {
+        snprintf(why, whylen, "agent socket %s: %s", url, nng_strerror(rv));
+        return AOS_ERR_IO;
+    }
+    r->actxs = calloc(ROUTE_AGENT_CTX, sizeof *r->actxs);
+    if (!r->actxs)
+        return AOS_ERR_NOMEM;
+    for (int i = 0; i < ROUTE_AGENT_CTX; i++) {
+        rctx *c = &r->actxs[i];
+        c->r = r;
+        c->agent = 1;
+        if ((rv = nng_ctx_open(&c->ctx, r->asock)) != 0 ||
+            (rv = nng_aio_alloc(&c->aio, on_aio, c)) != 0) {
+            snprintf(why, whylen, "agent socket contexts: %s", nng_strerror(rv));
+            return rv == NNG_ENOMEM ? AOS_ERR_NOMEM : AOS_ERR_INTERNAL;
+        }
+    }
+    for (int i = 0; i < ROUTE_AGENT_CTX; i++)
+        arm_recv(&r->actxs[i]);
+    /* any local user may connect (the file is 0666; agents run as their own uid), and
+     * admission is by pid: only what aosd spawned gets past ADD_PRE */
+    lsn_opts lo = {.what = "agent socket", .max_pipes = 4096, .max_silent = 1024,
+                   .silent_ms = ROUTE_SILENT_MS, .mode = 0666, .admit = admit_agent,
+                   .on_event = on_agent_pipe, .arg = r};
+    return lsn_open(&r->alst, r->asock, url, &lo, why, whylen);
+}
+
 /* A finished stream whose reader does not come back for its last parts is dropped. */
 void route_tick(route *r, uint64_t now)
 {
@@ -1095,9 +1237,14 @@ void route_close(route *r)
 {
     atomic_store(&r->closing, 1);
     lsn_close(r->lst);
+    if (r->alst)
+        lsn_close(r->alst);
     for (int i = 0; i < ROUTE_CTX; i++)
         if (r->ctxs[i].aio)
             nng_aio_stop(r->ctxs[i].aio);
+    for (int i = 0; r->actxs && i < ROUTE_AGENT_CTX; i++)
+        if (r->actxs[i].aio)
+            nng_aio_stop(r->actxs[i].aio);
 }
 
 const llmq_hooks *route_llm_hooks(void)

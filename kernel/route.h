@@ -16,6 +16,9 @@ typedef struct route route;
  * stops it). */
 aos_err route_open(route **out, const char *url, char *why, size_t whylen);
 void route_close(route *r);
+/* The agents' socket at url (agents.h admits its pipes): the same router, where every
+ * request's agent id is the pipe's and the manifest's rights are checked first. */
+aos_err route_open_agents(route *r, const char *url, char *why, size_t whylen);
 /* Housekeeping from the main loop: drops finished streams nobody pulls any more. */
 void route_tick(route *r, uint64_t now_mono);
 uint64_t route_bad_messages(const route *r);

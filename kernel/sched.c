@@ -28,6 +28,7 @@ typedef struct agent {
     size_t nftag;
     uint32_t waits[SCHED_WAIT_SAMPLES]; /* µs, a ring */
     uint32_t nwaits;
+    uint64_t wait_total_us;   /* every admission's queue wait, summed */
     struct agent *hnext;
 } agent;
 
@@ -292,6 +293,18 @@ int sched_get_agent(const sched *s, const char *agent_id, sched_agent_cfg *out)
     if (a)
         *out = a->cfg;
     return a != NULL;
+}
+
+int sched_agent_used(const sched *s, const char *agent_id, uint64_t *tokens, uint64_t *cost,
+                     uint64_t *wait_total_us)
+{
+    const agent *a = agent_find(s, agent_id);
+    if (!a)
+        return 0;
+    *tokens = a->tokens;
+    *cost = a->cost;
+    *wait_total_us = a->wait_total_us;
+    return 1;
 }
 
 void sched_set_usage(sched *s, const char *agent_id, uint64_t tokens, uint64_t cost)
@@ -599,6 +612,7 @@ sched_item *sched_next(sched *s, uint64_t now)
         a->in_flight++;
         a->requests++;
         uint64_t w = now > it->queued_at ? now - it->queued_at : 0;
+        a->wait_total_us += w;
         a->waits[a->nwaits++ % SCHED_WAIT_SAMPLES] = w > UINT32_MAX ? UINT32_MAX : (uint32_t)w;
         return it;
     }

@@ -76,6 +76,10 @@ aos_err sched_set_agent(sched *s, const char *agent, const sched_agent_cfg *cfg,
                         size_t whylen);
 /* The agent's settings into *out: 1, or 0 when the scheduler does not know it. */
 int sched_get_agent(const sched *s, const char *agent, sched_agent_cfg *out);
+/* What the agent has used (tokens, micro-USD) and waited in the queue in all: 1, or 0
+ * when the scheduler does not know it. */
+int sched_agent_used(const sched *s, const char *agent, uint64_t *tokens, uint64_t *cost,
+                     uint64_t *wait_total_us);
 /* What the agent has used so far (restored from the kernel's own file at start). */
 void sched_set_usage(sched *s, const char *agent, uint64_t tokens, uint64_t cost_micro_usd);
 /* A provider's spend on `day` so far (restored at start). */

@@ -91,6 +91,9 @@ pid_t spawn_child(const spawn_req *r)
         _exit(125);
     if (r->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         _exit(126);
+    for (int i = 0; i < r->nrlim && i < SPAWN_RLIM_MAX; i++)
+        if (setrlimit(r->rlim_res[i], &r->rlim_val[i]) != 0)
+            _exit(126);
     execve(r->argv[0], r->argv, r->envp ? r->envp : minimal);
     _exit(127);
 }

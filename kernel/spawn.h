@@ -3,9 +3,11 @@
 #ifndef AOS_SPAWN_H
 #define AOS_SPAWN_H
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #define SPAWN_FDS_MAX 4
+#define SPAWN_RLIM_MAX 6
 
 typedef struct spawn_req {
     char *const *argv;          /* argv[0] is the full path of the program */
@@ -20,6 +22,9 @@ typedef struct spawn_req {
     int no_new_privs;           /* PR_SET_NO_NEW_PRIVS before exec */
     int cgroup_fd;              /* > 0: a cgroup.procs the child joins first (0: none) */
     int cgroup_v1_fd[2];        /* > 0: cgroup v1 procs files it joins too (0: none) */
+    int nrlim;                  /* rlimits set just before exec (RLIMIT_* and values) */
+    int rlim_res[SPAWN_RLIM_MAX];
+    struct rlimit rlim_val[SPAWN_RLIM_MAX];
 } spawn_req;
 
 /* The environment for a child, filtered out of aosd's into out (cap pointers, the last

@@ -2,6 +2,8 @@
  * exits (SIGCHLD) and hangs (heartbeats), restart under policy, stop in order. */
 #include "supervise.h"
 
+#include "agents.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -857,7 +859,7 @@ static int kill_orphans(void)
         int ppid = 0;
         if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1 || ppid != self)
             continue;
-        int known = 0;
+        int known = agents_own_pid((pid_t)pid);
         for (size_t i = 0; i < NKIDS; i++)
             known |= kids[i].pid == (pid_t)pid || kids[i].mig_pid == (pid_t)pid;
         if (!known) {
@@ -973,8 +975,9 @@ void sup_reap(void)
                 orphans = 1;
             }
         }
-        if (!k) { /* an orphan we adopted, or a migrator, now reaped */
+        if (!k) { /* an agent's sandbox, an orphan we adopted, or a migrator, now reaped */
             pthread_mutex_unlock(&mu);
+            agents_reaped(pid, st);
             continue;
         }
         /* its process group goes with it, and whatever it left to us */

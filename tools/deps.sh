@@ -68,8 +68,9 @@ fi
 
 # aosd, when root, runs each child as its own unprivileged user: PostgreSQL (which refuses
 # root) and each server, so none can read another's data, log in as another's database role
-# or signal another. A non-root aosd runs everything as its own user and needs none.
-USERS=(aos-pg aos-storage aos-memory aos-audit aos-llm aos-tool aos-api)
+# or signal another; agents all run as aos-agent, a uid no server has (their sandboxes keep
+# them apart). A non-root aosd runs everything as its own user and needs none.
+USERS=(aos-pg aos-storage aos-memory aos-audit aos-llm aos-tool aos-api aos-agent)
 if [ "$(id -u)" = 0 ]; then
     for u in "${USERS[@]}"; do
         getent passwd "$u" >/dev/null && continue
