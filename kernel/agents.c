@@ -84,12 +84,14 @@ static struct {
     pthread_mutex_t mu;
     const kcfg *cfg;
     int wsdir, logdir;           /* DATA/agents, DATA/agent-logs */
+    int run;                     /* DATA/run */
     char sockdir[AOS_PATH_MAX + 32];
     uid_t uid;
     gid_t gid;
     uint8_t *bpf;
     size_t bpf_len;
     agent *tab[AG_MAX];
+    uint32_t hi;                 /* slots at and above it have never been used */
     uint32_t gens[AG_MAX];
     pslot pipes[AG_PIPES];
     int loaded, loading, applying, shutting;
@@ -102,7 +104,7 @@ static struct {
 
 static agent *find(const char *name, uint32_t *idx)
 {
-    for (uint32_t i = 0; i < AG_MAX; i++)
+    for (uint32_t i = 0; i < A.hi; i++)
         if (A.tab[i] && !A.tab[i]->removed && !strcmp(A.tab[i]->name, name)) {
             if (idx)
                 *idx = i;
@@ -507,6 +509,8 @@ static int slot_put(agent *a)
         if (!A.tab[i]) {
             A.tab[i] = a;
             a->gen = ++A.gens[i];
+            if (i + 1 > A.hi)
+                A.hi = i + 1;
             return 0;
         }
     return -1;
@@ -1659,6 +1663,8 @@ static void wake(agent *a, uint64_t now)
         a->st = AS_PENDING; /* a finished agent is started again by its wake */
         a->next_start = now;
         a->wakes++;
+    } else if (!a->pid) {
+        /* failed, stopped by the admin, waiting for its restart: no wake is due to it */
     } else {
         a->skipped++; /* busy (or frozen): skipped, never stacked */
     }
@@ -1865,10 +1871,23 @@ aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, c
         return AOS_ERR_IO;
     unlinkat(sd, "agent.sock", 0); /* a dead aosd's: we hold the lock */
     close(sd);
+    A.run = d->run;
     snprintf(A.sockdir, sizeof A.sockdir, "%s/run/agent", c->data_dir);
     if ((size_t)snprintf(url, urlcap, "ipc://%s/agent.sock", A.sockdir) >= urlcap) {
         snprintf(why, whylen, "the agent socket's path is too long");
         return AOS_ERR_TOO_BIG;
     }
     return compile_seccomp(why, whylen);
+}
+
+/* The socket is the agents' uid's: inside a sandbox's user namespace that uid is the
+ * agent's own, and libaos refuses a socket of any other owner (a fake aosd's). Agents see
+ * it read-only, so they cannot change its mode. */
+aos_err agents_socket_made(char *why, size_t whylen)
+{
+    if (fchownat(A.run, "agent/agent.sock", A.uid, A.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+        snprintf(why, whylen, "chown DATA/run/agent/agent.sock: %s", strerror(errno));
+        return AOS_ERR_IO;
+    }
+    return AOS_OK;
 }

@@ -27,6 +27,8 @@ uint64_t kreply_deadline(const kreply *k);
  * agents' account, the seccomp program. url gets the agent socket's nng address. */
 aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, char *why,
                     size_t whylen);
+/* After the router made the agent socket: it becomes the agents' uid's. */
+aos_err agents_socket_made(char *why, size_t whylen);
 /* Ask aos-storage for the applied agents (once, at start: the request waits on the link
  * until storage is ready); they are started as they come back. */
 void agents_load(void);

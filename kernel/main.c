@@ -129,7 +129,8 @@ int main(int argc, char **argv)
     route *r = NULL;
     snprintf(url, sizeof url, "ipc://%s", sock);
     if (route_open(&r, url, why, sizeof why) != AOS_OK ||
-        route_open_agents(r, aurl, why, sizeof why) != AOS_OK) {
+        route_open_agents(r, aurl, why, sizeof why) != AOS_OK ||
+        agents_socket_made(why, sizeof why) != AOS_OK) {
         aos_error("%s", why);
         sup_fini();
         return 1;

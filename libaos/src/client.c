@@ -125,6 +125,38 @@ aos_err aos_control_url(const char *data_dir, char *out, size_t cap)
     return AOS_OK;
 }
 
+/* In a user namespace of its own (an agent's sandbox, which aosd made as root; bubblewrap
+ * may nest two), the kernel shows the host's root, and every uid not mapped, as the overflow
+ * uid. Only there may that uid stand for root: a sandbox's socket directory is a read-only
+ * bind nobody outside can put a substitute into. In the initial namespace (uid_map is the
+ * identity over every uid) the overflow uid is just nobody, and refused. */
+static int root_unmapped_as(uint64_t uid)
+{
+    static atomic_int cached = -1; /* -1 unknown, else 1 in a namespace of our own */
+    static unsigned long overflow = 65534;
+    int c = atomic_load(&cached);
+    if (c < 0) {
+        FILE *f = fopen("/proc/sys/kernel/overflowuid", "re");
+        unsigned long ov = 65534;
+        if (f) {
+            if (fscanf(f, "%lu", &ov) != 1)
+                ov = 65534;
+            fclose(f);
+        }
+        overflow = ov;
+        c = 0;
+        f = fopen("/proc/self/uid_map", "re");
+        if (f) {
+            unsigned long in, out, n;
+            c = !(fscanf(f, "%lu %lu %lu", &in, &out, &n) == 3 && in == 0 && out == 0 &&
+                  n == 4294967295ul);
+            fclose(f);
+        }
+        atomic_store(&cached, c);
+    }
+    return c && uid == overflow;
+}
+
 /* The peer of an ipc pipe must run as us or as root, like the socket file itself: this
  * catches a substitute that took the socket path between the lstat and the dial, or while
  * the dialer reconnects after aosd restarted. */
@@ -135,7 +167,7 @@ static void pipe_check(nng_pipe p, nng_pipe_ev ev, void *arg)
     (void)ev;
     if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0)
         return; /* not an ipc pipe (tcp://): nothing to check */
-    if (uid == 0 || uid == (uint64_t)geteuid())
+    if (uid == 0 || uid == (uint64_t)geteuid() || root_unmapped_as(uid))
         return;
     atomic_store(&c->rejected_uid, (unsigned long long)uid + 1);
     /* During aos_connect no call can be queued yet and aos_connect closes the whole
@@ -166,7 +198,7 @@ static aos_err check_socket(const char *path, char *why, size_t whylen)
         aos_say(why, whylen, "%s is not a socket: refusing to use it", path);
         return AOS_ERR_REFUSED;
     }
-    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+    if (st.st_uid != 0 && st.st_uid != geteuid() && !root_unmapped_as(st.st_uid)) {
         aos_say(why, whylen, "%s belongs to uid %u, not to us (uid %u) or root: refusing to use it",
             path, (unsigned)st.st_uid, (unsigned)geteuid());
         return AOS_ERR_REFUSED;
