@@ -86,6 +86,7 @@ extern const ctl_group ctl_group_audit;    /* audit verify|head|prove|check-proo
 extern const ctl_group ctl_group_tool;     /* tools [show], tool run */
 extern const ctl_group ctl_group_sched;    /* sched [set] */
 extern const ctl_group ctl_group_mem;      /* mem show|search|stats */
+extern const ctl_group ctl_group_agent;    /* apply, ps, top, agent ACTION|inspect|logs */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */
@@ -121,6 +122,10 @@ int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...) __attribute__((format(pr
  * falls on a character boundary. At most max characters (0: no limit); *cut (may be NULL)
  * says whether anything was left out. */
 void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut);
+/* A program's output (a tool's, an agent's logs) to a terminal: newlines and tabs kept,
+ * every other control character and every byte that is not UTF-8 shown as '?' (ctl_clean),
+ * so the output cannot drive the terminal. Flushes f. */
+void ctl_put_text(FILE *f, const uint8_t *d, size_t len);
 /* Fails with the reply's status and message, and releases the reply. */
 int ctl_fail_reply(ctl_ctx *c, aos_reply *r);
 /* An agent argument: the charset aosd enforces, checked before any call (a ctl_check_fn). */

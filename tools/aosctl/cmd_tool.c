@@ -151,30 +151,6 @@ typedef struct run_st {
     uint64_t out_bytes, err_bytes;
 } run_st;
 
-/* A tool's bytes to a terminal: newlines and tabs kept, every other control character
- * (and bytes that are not UTF-8) shown as '?', so output cannot drive the terminal. */
-static void on_chunk_text(FILE *f, const uint8_t *d, size_t len)
-{
-    for (size_t i = 0; i < len;) {
-        size_t j = i;
-        while (j < len && d[j] != '\n' && d[j] != '\t')
-            j++;
-        if (j > i) {
-            char buf[4096 * 4 + 4];
-            for (size_t k = i; k < j;) {
-                size_t n = j - k < 4096 ? j - k : 4096;
-                ctl_clean(buf, sizeof buf, d + k, n, 0, NULL);
-                fputs(buf, f);
-                k += n;
-            }
-        }
-        if (j < len)
-            fputc(d[j], f);
-        i = j + 1;
-    }
-    fflush(f);
-}
-
 /* Output as it arrives, to stdout and stderr as the tool wrote it (people only: --json
  * prints one document at the end). Bytes go out as they are, except control characters
  * that could drive the terminal, which the clean pass turns into '?'. */
@@ -194,7 +170,7 @@ static int on_chunk(void *arg, uint32_t seq, const uint8_t *data, size_t len)
     else
         s->err_bytes += ch->data.len;
     if (s->human)
-        on_chunk_text(ch->stream == 1 ? stdout : stderr, ch->data.data, ch->data.len);
+        ctl_put_text(ch->stream == 1 ? stdout : stderr, ch->data.data, ch->data.len);
     aos__tool__chunk__free_unpacked(ch, NULL);
     return 0;
 }
@@ -265,9 +241,9 @@ static int cmd_run(ctl_ctx *c, const ctl_vals *v)
     }
     /* a run that streamed nothing (an MCP tool answers in one piece): its output now */
     if (!st.out_bytes && rr->stdout_data.len)
-        on_chunk_text(stdout, rr->stdout_data.data, rr->stdout_data.len);
+        ctl_put_text(stdout, rr->stdout_data.data, rr->stdout_data.len);
     if (!st.err_bytes && rr->stderr_data.len)
-        on_chunk_text(stderr, rr->stderr_data.data, rr->stderr_data.len);
+        ctl_put_text(stderr, rr->stderr_data.data, rr->stderr_data.len);
     char et[300], sig[32] = "";
     ctl_clean(et, sizeof et, rr->error_text.data, rr->error_text.len, 250, NULL);
     if (rr->signal)

@@ -27,6 +27,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_tool,
     &ctl_group_sched,
     &ctl_group_mem,
+    &ctl_group_agent,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
@@ -169,6 +170,32 @@ void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, 
     dst[o] = 0;
     if (cut)
         *cut = i < n;
+}
+
+/* A program's output to a terminal: see aosctl.h. */
+void ctl_put_text(FILE *f, const uint8_t *d, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        size_t j = i;
+        while (j < len && d[j] != '\n' && d[j] != '\t')
+            j++;
+        if (j > i) {
+            char buf[4096 * 4 + 4];
+            for (size_t k = i; k < j;) {
+                size_t n = j - k < 4096 ? j - k : 4096;
+                /* a cut inside a character would show its two halves as '?' */
+                while (n < j - k && n > 4092 && (d[k + n] & 0xC0) == 0x80)
+                    n--;
+                ctl_clean(buf, sizeof buf, d + k, n, 0, NULL);
+                fputs(buf, f);
+                k += n;
+            }
+        }
+        if (j < len)
+            fputc(d[j], f);
+        i = j + 1;
+    }
+    fflush(f);
 }
 
 int ctl_print_json(ctl_ctx *c, json_t *doc)
