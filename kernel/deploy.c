@@ -250,7 +250,9 @@ static aos_err keys(ctx *x, vnode n, const char *where, const char *const *names
         if (k.y->type != YAML_SCALAR_NODE)
             return fail(x, k, where, "a key must be a plain word, not %s", kind_name(k));
         size_t i = 0;
-        while (i < nn && strcmp(names[i], (const char *)k.y->data.scalar.value))
+        /* a key with a NUL in it ("name\0x") is no key of ours */
+        while (i < nn && (strcmp(names[i], (const char *)k.y->data.scalar.value) ||
+                          strlen(names[i]) != k.y->data.scalar.length))
             i++;
         if (i == nn)
             return fail(x, k, where, "unknown key '%s' (expected one of: %s)",

@@ -79,9 +79,10 @@ size_t dep_ntopics(const dep *d);
 const char *dep_topic_at(const dep *d, size_t i);
 
 /* The canonical JSON of one agent: every field of the file's form with defaults filled in
- * (absent wake, model: null and ""), keys sorted, compact; what aosd stores in PostgreSQL and
- * shows in `agent inspect`. Same agent, same bytes. malloc'd, the caller frees; NULL only
- * when out of memory. */
+ * (model "" and wake null when none, every as its shortest exact unit like "90s", reals to
+ * 15 digits), keys sorted, compact; what aosd stores in PostgreSQL and shows in `agent
+ * inspect`. Same agent, same bytes. malloc'd, the caller frees; NULL when out of memory
+ * (or for an agent built by hand with a string that is not UTF-8). */
 char *dep_agent_json(const dep_agent *a);
 /* Back from JSON of that form (the same checks as the file's, minus known() and the
  * file's collection list; line 0). why names the field ("budgets.tokens: ..."). On AOS_OK

@@ -320,6 +320,8 @@ static void every_refusal_names_its_line_and_field(void **st)
             "d.yaml:5:7: agents[0].restart: unknown key 'polcy'");
     refused(A0 "    wake: {every: 1s, at: 2}\n", AOS_ERR_USAGE,
             "d.yaml:4:23: agents[0].wake: unknown key 'at'");
+    refused(A0 "    \"name\\0x\": b\n", AOS_ERR_USAGE,
+            "d.yaml:4:5: agents[0]: unknown key 'name?x'");
     refused(A0 "    name: b\n", AOS_ERR_USAGE,
             "d.yaml:4:5: agents[0]: key 'name' given twice (first on line 2)");
     /* unknown model, tool, MCP tool, by known() */
