@@ -222,31 +222,45 @@ static void row_of(const Aos__Agent__Info *i, cells *r)
     snprintf(r->c[C_WAIT], sizeof r->c[C_WAIT], "-");
 }
 
-/* One line of the table: the header (r NULL) or a row. */
-static void table_line(FILE *f, const cells *r, const size_t *w, int ncol, const char *eol)
+/* Writes line to f cut to width characters (0: no cut), then eol: a wrapped line would
+ * throw top's count of rows off. The line is cleaned UTF-8, so characters are columns. */
+static void put_cut(FILE *f, const char *line, size_t width, const char *eol)
 {
-    for (int k = 0; k < ncol; k++) {
-        const char *s = r ? r->c[k] : heads[k];
-        size_t pad = w[k] - cols(s);
-        int left = k == C_NAME || k == C_STATE;
-        if (!left)
-            fprintf(f, "%*s", (int)pad, "");
-        fputs(s, f);
-        if (left && k + 1 < ncol)
-            fprintf(f, "%*s", (int)pad, "");
-        if (k + 1 < ncol)
-            fputs("  ", f);
+    size_t n = 0, chars = 0;
+    while (line[n] && (!width || chars < width || ((unsigned char)line[n] & 0xC0) == 0x80)) {
+        chars += ((unsigned char)line[n] & 0xC0) != 0x80;
+        n++;
     }
+    fwrite(line, 1, n, f);
     fputs(eol, f);
 }
 
+/* One line of the table, the header (r NULL) or a row, into out (cap). */
+static void table_line(char *out, size_t cap, const cells *r, const size_t *w, int ncol)
+{
+    size_t used = 0;
+    out[0] = 0;
+    for (int k = 0; k < ncol && used < cap; k++) {
+        const char *s = r ? r->c[k] : heads[k];
+        int pad = (int)(w[k] - cols(s)), left = k == C_NAME || k == C_STATE;
+        int last = k + 1 == ncol;
+        int n = snprintf(out + used, cap - used, "%*s%s%*s%s", left ? 0 : pad, "", s,
+                         left && !last ? pad : 0, "", last ? "" : "  ");
+        if (n < 0)
+            break;
+        used += (size_t)n < cap - used ? (size_t)n : cap - used - 1;
+    }
+}
+
 /* Prints the table of rows[0..n) with ncol columns in at most lines lines (0: no limit),
- * the header included: the rows that do not fit become one "... N more" line. eol ends each
- * line ("\n", or clear-to-end-of-line first). */
-static void table(FILE *f, const cells *rows, size_t n, int ncol, size_t lines,
+ * the header included: the rows that do not fit become one "... N more" line. Each line
+ * is cut to width characters (0: not cut) and ended with eol ("\n", or clear-to-end-of-line
+ * first). */
+static void table(FILE *f, const cells *rows, size_t n, int ncol, size_t lines, size_t width,
                   const char *eol)
 {
     size_t w[NCOL];
+    char line[NCOL * (sizeof rows->c[0] + 2)];
     for (int k = 0; k < ncol; k++) {
         w[k] = strlen(heads[k]);
         for (size_t i = 0; i < n; i++)
@@ -256,11 +270,16 @@ static void table(FILE *f, const cells *rows, size_t n, int ncol, size_t lines,
     size_t shown = n;
     if (lines && n + 1 > lines)
         shown = lines >= 2 ? lines - 2 : 0;
-    table_line(f, NULL, w, ncol, eol);
-    for (size_t i = 0; i < shown; i++)
-        table_line(f, &rows[i], w, ncol, eol);
-    if (shown < n)
-        fprintf(f, "... %zu more%s", n - shown, eol);
+    table_line(line, sizeof line, NULL, w, ncol);
+    put_cut(f, line, width, eol);
+    for (size_t i = 0; i < shown; i++) {
+        table_line(line, sizeof line, &rows[i], w, ncol);
+        put_cut(f, line, width, eol);
+    }
+    if (shown < n) {
+        snprintf(line, sizeof line, "... %zu more", n - shown);
+        put_cut(f, line, width, eol);
+    }
 }
 
 static int cmd_ps(ctl_ctx *c, const ctl_vals *v)
@@ -282,7 +301,7 @@ static int cmd_ps(ctl_ctx *c, const ctl_vals *v)
     }
     for (size_t i = 0; i < l->n_agents; i++)
         row_of(l->agents[i], &rows[i]);
-    table(stdout, rows, l->n_agents, C_UPTIME + 1, 0, "\n");
+    table(stdout, rows, l->n_agents, C_UPTIME + 1, 0, 0, "\n");
     free(rows);
     aos__agent__list_reply__free_unpacked(l, NULL);
     return 0;
@@ -310,7 +329,7 @@ typedef struct top_st {
 
 /* One frame: a header, the table with rates against the last snapshot, cut to rows. */
 static void top_frame(const Aos__Agent__ListReply *l, top_st *t, size_t rows_max,
-                      const char *err)
+                      size_t width, const char *err)
 {
     static const char *const states[] = {"running", "waiting", "pending", "suspended",
                                          "stopping", "backoff", "failed", "done"};
@@ -357,22 +376,32 @@ static void top_frame(const Aos__Agent__ListReply *l, top_st *t, size_t rows_max
         if (localtime_r(&s, &tm))
             strftime(when, sizeof when, "%H:%M:%S", &tm);
     }
-    fputs("\x1b[H", stdout);
-    printf("aos top %s  %zu agent%s", when, n, n == 1 ? "" : "s");
+    char head[512], more[160];
+    size_t used = (size_t)snprintf(head, sizeof head, "aos top %s  %zu agent%s", when, n,
+                                   n == 1 ? "" : "s");
     const char *sep = ": ";
-    for (size_t k = 0; k <= NS; k++)
+    for (size_t k = 0; k <= NS && used < sizeof head; k++)
         if (count[k]) {
-            printf("%s%zu %s", sep, count[k], k < NS ? states[k] : "other");
+            used += (size_t)snprintf(head + used, sizeof head - used, "%s%zu %s", sep,
+                                     count[k], k < NS ? states[k] : "other");
             sep = ", ";
         }
     if (secs > 0)
-        printf("  %.1f tokens/s", total_rate);
-    printf("  (q quits)\x1b[K\n");
-    if (err)
-        printf("aosd: %s\x1b[K\n", err);
+        snprintf(more, sizeof more, "  %.1f tokens/s  (q quits)", total_rate);
     else
-        printf("\x1b[K\n");
-    table(stdout, rows, n, NCOL, rows_max, "\x1b[K\n");
+        snprintf(more, sizeof more, "  (q quits)");
+    if (used < sizeof head)
+        snprintf(head + used, sizeof head - used, "%s", more);
+    fputs("\x1b[H", stdout);
+    put_cut(stdout, head, width, "\x1b[K\n");
+    if (err) {
+        char e[AOS_ERRMSG_MAX + 16];
+        snprintf(e, sizeof e, "aosd: %s", err);
+        put_cut(stdout, e, width, "\x1b[K\n");
+    } else {
+        fputs("\x1b[K\n", stdout);
+    }
+    table(stdout, rows, n, NCOL, rows_max, width, "\x1b[K\n");
     fputs("\x1b[J", stdout);
     fflush(stdout);
     free(rows);
@@ -387,12 +416,15 @@ static void top_frame(const Aos__Agent__ListReply *l, top_st *t, size_t rows_max
 }
 
 /* The lines the table may use: the terminal's height (TIOCGWINSZ) less the header's two
- * lines and the last one (a newline there would scroll); 0 when the terminal does not say. */
-static size_t term_rows(void)
+ * lines and the last one (a newline there would scroll), and its width; 0 when the terminal
+ * does not say. */
+static size_t term_size(size_t *width)
 {
     struct winsize ws;
+    *width = 0;
     if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) != 0 || ws.ws_row == 0)
         return 0;
+    *width = ws.ws_col;
     return ws.ws_row > 4 ? (size_t)ws.ws_row - 3 : 2;
 }
 
@@ -431,7 +463,8 @@ static int cmd_top(ctl_ctx *c, const ctl_vals *v)
     fputs("\x1b[?25l\x1b[2J", stdout); /* no cursor while drawing; a clean screen once */
 
     top_st t = {0};
-    top_frame(l, &t, term_rows(), NULL);
+    size_t width, rows = term_size(&width);
+    top_frame(l, &t, rows, width, NULL);
     aos__agent__list_reply__free_unpacked(l, NULL);
     uint64_t next = aos_mono_ms() + interval;
     int done = 0;
@@ -485,7 +518,8 @@ static int cmd_top(ctl_ctx *c, const ctl_vals *v)
         /* aosd away for a moment: the last rates stay, the error shows, it tries again */
         char err[AOS_ERRMSG_MAX + 1];
         ctl_clean(err, sizeof err, (const uint8_t *)r.error, strlen(r.error), 200, NULL);
-        top_frame(l, &t, term_rows(), l ? NULL : err);
+        rows = term_size(&width);
+        top_frame(l, &t, rows, width, l ? NULL : err);
         if (l)
             aos__agent__list_reply__free_unpacked(l, NULL);
         aos_reply_clear(&r);
