@@ -1,0 +1,313 @@
+/* aos-test-agent: an agent program for the tests and benchmarks, one behaviour per mode
+ * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call); one stdout line per event. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aos/agent.h"
+#include "aos/envelope.h"
+#include "aos/storage.h"
+#include "llm.pb-c.h"
+#include "tool.pb-c.h"
+
+#define CALL_MS 120000u /* an LLM call may wait in the scheduler's queue */
+
+static const char usage[] =
+    "usage: aos-test-agent MODE [ARGS]\n"
+    "  idle                  wait for wakes; exit 0 at \"stop\"\n"
+    "  steps N [MS]          N steps, MS ms apart (100); exit 0 at the end or at STOP\n"
+    "  crash                 abort() 50 ms after it opened\n"
+    "  ignore-stop           ignore SIGTERM and sleep; never steps\n"
+    "  spoof OTHER           storage.kv.put spoof=x naming OTHER as the agent; exit 0\n"
+    "  dial URL              aos_connect + kernel.ping: exit 3 if it got through, else 0\n"
+    "  llm MODEL [TEXT]      llm.chat of one user message (\"hello\")\n"
+    "  tool NAME ARGSJSON    tool.run\n"
+    "  call METHOD           a call with an empty payload\n"
+    "llm, tool, call: exit 0 on OK, 4 on REFUSED, 1 otherwise\n";
+
+static void ms_sleep(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A decimal count, all of s. -1 when it is not one. */
+static long count(const char *s, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return *s && !*end && !errno && v >= 0 && v <= max ? v : -1;
+}
+
+static aos_agent *open_or_die(void)
+{
+    aos_agent *a;
+    char why[AOS_ERRMSG_MAX + 1];
+    aos_err e = aos_agent_open(&a, why, sizeof why);
+    if (e != AOS_OK) {
+        printf("open: %s: %s\n", aos_err_name(e), why);
+        exit(1);
+    }
+    printf("open: %s incarnation %llu\n", aos_agent_name(a),
+           (unsigned long long)aos_agent_incarnation(a));
+    return a;
+}
+
+/* The exit code of a call's outcome: 0 OK, 4 REFUSED, 1 anything else. */
+static int outcome(const char *what, aos_err e, const char *msg)
+{
+    printf("%s: %s%s%s\n", what, aos_err_name(e), msg && *msg ? ": " : "", msg ? msg : "");
+    return e == AOS_OK ? 0 : e == AOS_ERR_REFUSED ? 4 : 1;
+}
+
+static int m_idle(void)
+{
+    aos_agent *a = open_or_die();
+    char why[64], err[AOS_ERRMSG_MAX + 1];
+    for (;;) {
+        aos_err e = aos_agent_wait(a, why, sizeof why, err, sizeof err);
+        if (e != AOS_OK) {
+            printf("wait: %s: %s\n", aos_err_name(e), err);
+            aos_agent_close(a);
+            return 1;
+        }
+        printf("woken: %s\n", why);
+        if (!strcmp(why, "stop"))
+            break;
+    }
+    aos_agent_close(a);
+    return 0;
+}
+
+static int m_steps(long n, long ms)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    for (long i = 1; i <= n; i++) {
+        aos_agent_action act;
+        aos_err e = aos_agent_step(a, &act, why, sizeof why);
+        if (e != AOS_OK) {
+            printf("step %ld: %s: %s\n", i, aos_err_name(e), why);
+            aos_agent_close(a);
+            return 1;
+        }
+        if (act == AOS_AGENT_STOP) {
+            printf("step %ld: stop\n", i);
+            aos_agent_close(a);
+            return 0;
+        }
+        printf("step %ld: continue\n", i);
+        ms_sleep((unsigned)ms);
+    }
+    printf("done: %ld steps\n", n);
+    aos_agent_close(a);
+    return 0;
+}
+
+static _Noreturn void m_crash(void)
+{
+    aos_agent *a = open_or_die();
+    (void)a; /* left open: a crash does not close */
+    ms_sleep(50);
+    printf("crash: abort\n");
+    abort();
+}
+
+static _Noreturn void m_ignore_stop(void)
+{
+    aos_agent *a = open_or_die();
+    (void)a; /* kept open until SIGKILL */
+    signal(SIGTERM, SIG_IGN);
+    printf("ignore-stop: SIGTERM ignored\n");
+    for (;;)
+        ms_sleep(1000);
+}
+
+static int m_spoof(const char *other)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    uint64_t version = 0;
+    aos_call_opts o = {.agent_id = other};
+    aos_err e = aos_kv_put(aos_agent_conn(a), &o, "spoof", "x", 1, NULL, &version, why,
+                           sizeof why);
+    if (e == AOS_OK)
+        printf("spoof: OK as %s, version %llu\n", other, (unsigned long long)version);
+    else
+        printf("spoof: %s: %s\n", aos_err_name(e), why);
+    aos_agent_close(a);
+    return e == AOS_OK ? 0 : 1;
+}
+
+static int m_dial(const char *url)
+{
+    aos_conn *c = NULL;
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = aos_connect(url, &c, why, sizeof why);
+    if (e != AOS_OK) {
+        printf("dial: %s: %s\n", aos_err_name(e), why);
+        return 0;
+    }
+    aos_reply r;
+    aos_call_opts o = {.timeout_ms = 5000};
+    e = aos_call(c, &o, "kernel.ping", NULL, 0, &r);
+    if (e == AOS_OK)
+        printf("dial: OK\n");
+    else
+        printf("dial: %s: %s\n", aos_err_name(e), r.error);
+    aos_reply_clear(&r);
+    aos_close(c);
+    return e == AOS_OK ? 3 : 0;
+}
+
+/* Calls method with the packed request (may be NULL); the reply is the caller's. */
+static aos_err call(aos_agent *a, const char *method, const ProtobufCMessage *rq,
+                    aos_reply *r)
+{
+    size_t n = rq ? protobuf_c_message_get_packed_size(rq) : 0;
+    uint8_t *buf = n ? malloc(n) : NULL;
+    if (n && !buf) {
+        memset(r, 0, sizeof *r);
+        snprintf(r->error, sizeof r->error, "out of memory");
+        return r->status = AOS_ERR_NOMEM;
+    }
+    if (n)
+        protobuf_c_message_pack(rq, buf);
+    aos_call_opts o = {.timeout_ms = CALL_MS};
+    aos_err e = aos_call(aos_agent_conn(a), &o, method, buf, n, r);
+    free(buf);
+    return e;
+}
+
+static ProtobufCBinaryData txt(const char *s)
+{
+    return (ProtobufCBinaryData){strlen(s), (uint8_t *)s};
+}
+
+/* One line of text for the logs: control characters (newlines too) as spaces. */
+static void put_line(const uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n && i < 400; i++)
+        putchar(d[i] < 0x20 || d[i] == 0x7f ? ' ' : d[i]);
+    putchar('\n');
+}
+
+static int m_llm(const char *model, const char *text)
+{
+    aos_agent *a = open_or_die();
+    Aos__Llm__ContentPart part = AOS__LLM__CONTENT_PART__INIT, *parts[1] = {&part};
+    Aos__Llm__Message msg = AOS__LLM__MESSAGE__INIT, *msgs[1] = {&msg};
+    Aos__Llm__ChatRequest q = AOS__LLM__CHAT_REQUEST__INIT;
+    part.kind = AOS__LLM__PART_KIND__TEXT;
+    part.text = txt(text);
+    msg.role = AOS__LLM__ROLE__USER;
+    msg.n_content = 1;
+    msg.content = parts;
+    q.model = txt(model);
+    q.n_messages = 1;
+    q.messages = msgs;
+    q.max_tokens = 64;
+    aos_reply r;
+    aos_err e = call(a, "llm.chat", &q.base, &r);
+    int rc = outcome("llm", e, e == AOS_OK ? NULL : r.error);
+    if (e == AOS_OK) {
+        Aos__Llm__ChatReply *cr = aos__llm__chat_reply__unpack(NULL, r.payload_len, r.payload);
+        if (!cr || !cr->message) {
+            printf("llm: the reply is not a ChatReply\n");
+            rc = 1;
+        } else {
+            for (size_t i = 0; i < cr->message->n_content; i++) {
+                printf("llm text: ");
+                put_line(cr->message->content[i]->text.data, cr->message->content[i]->text.len);
+            }
+            if (cr->usage)
+                printf("llm usage: %llu in, %llu out\n",
+                       (unsigned long long)cr->usage->input_tokens,
+                       (unsigned long long)cr->usage->output_tokens);
+        }
+        if (cr)
+            aos__llm__chat_reply__free_unpacked(cr, NULL);
+    }
+    aos_reply_clear(&r);
+    aos_agent_close(a);
+    return rc;
+}
+
+static int m_tool(const char *tool, const char *args)
+{
+    aos_agent *a = open_or_die();
+    Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
+    Aos__Tool__Grant g = AOS__TOOL__GRANT__INIT;
+    q.agent = txt(aos_agent_name(a)); /* its own: the kernel decides whose it is anyway */
+    q.tool = txt(tool);
+    q.args = txt(args);
+    q.grant = &g;
+    aos_reply r;
+    aos_err e = call(a, "tool.run", &q.base, &r);
+    int rc = outcome("tool", e, e == AOS_OK ? NULL : r.error);
+    if (e == AOS_OK) {
+        Aos__Tool__RunReply *rr = aos__tool__run_reply__unpack(NULL, r.payload_len, r.payload);
+        if (!rr) {
+            printf("tool: the reply is not a RunReply\n");
+            rc = 1;
+        } else {
+            printf("tool exit: %d (%s)\n", rr->exit_status, aos_err_name((int)rr->error));
+            printf("tool stdout: ");
+            put_line(rr->stdout_data.data, rr->stdout_data.len);
+            aos__tool__run_reply__free_unpacked(rr, NULL);
+        }
+    }
+    aos_reply_clear(&r);
+    aos_agent_close(a);
+    return rc;
+}
+
+static int m_call(const char *method)
+{
+    aos_agent *a = open_or_die();
+    aos_reply r;
+    aos_err e = call(a, method, NULL, &r);
+    int rc = outcome(method, e, e == AOS_OK ? NULL : r.error);
+    if (e == AOS_OK)
+        printf("%s: %zu bytes of reply\n", method, r.payload_len);
+    aos_reply_clear(&r);
+    aos_agent_close(a);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    /* the kernel keeps stdout as the logs: a line is out when it is printed, also before
+     * an abort() */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *m = argc > 1 ? argv[1] : "";
+    if (!strcmp(m, "idle") && argc == 2)
+        return m_idle();
+    if (!strcmp(m, "steps") && (argc == 3 || argc == 4)) {
+        long n = count(argv[2], 1000000000L), ms = argc == 4 ? count(argv[3], 3600000L) : 100;
+        if (n >= 0 && ms >= 0)
+            return m_steps(n, ms);
+    }
+    if (!strcmp(m, "crash") && argc == 2)
+        m_crash();
+    if (!strcmp(m, "ignore-stop") && argc == 2)
+        m_ignore_stop();
+    if (!strcmp(m, "spoof") && argc == 3)
+        return m_spoof(argv[2]);
+    if (!strcmp(m, "dial") && argc == 3)
+        return m_dial(argv[2]);
+    if (!strcmp(m, "llm") && (argc == 3 || argc == 4))
+        return m_llm(argv[2], argc == 4 ? argv[3] : "hello");
+    if (!strcmp(m, "tool") && argc == 4)
+        return m_tool(argv[2], argv[3]);
+    if (!strcmp(m, "call") && argc == 3)
+        return m_call(argv[2]);
+    fputs(usage, stderr);
+    return 2;
+}
