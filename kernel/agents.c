@@ -375,7 +375,7 @@ static void spawn_agent(agent *a, uint64_t now)
     a->started = now;
     a->started_wall_ms = aos_now_ms();
     a->incarnation++;
-    a->stop_req = a->kill_req = a->suspend_req = a->frozen = 0;
+    a->stop_req = a->kill_req = a->frozen = 0; /* a suspend asked for before it started stays */
     a->stop_why[0] = 0;
     a->st = AS_RUNNING;
     snprintf(a->reason, sizeof a->reason, "started (pid %d)", (int)pid);
@@ -1183,9 +1183,11 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
         rc = AOS_ERR_NOT_FOUND;
         snprintf(why, sizeof why, "no agent %s", name);
     } else if (!strcmp(act, "suspend")) {
-        if (!a->pid) {
+        if (!a->pid && a->st != AS_PENDING && a->st != AS_BACKOFF) {
             rc = AOS_ERR_CONFLICT;
             snprintf(why, sizeof why, "%s is not running (%s)", name, state_names[a->st]);
+        } else if (!a->pid) {
+            a->suspend_req = 1; /* about to start: frozen at its first boundary */
         } else if (a->waiter) {
             freeze(a, 1); /* idle between steps: a boundary already */
         } else {
@@ -1229,8 +1231,7 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
                  act);
     }
     if (a && rc == AOS_OK)
-        snprintf(state, sizeof state, "%s", a->suspend_req ? "suspending"
-                                                            : state_names[a->st]);
+        snprintf(state, sizeof state, "%s", state_names[a->st]);
     pthread_mutex_unlock(&A.mu);
     if (rc != AOS_OK) {
         kreply_send(k, rc, why, NULL, 0);

@@ -389,13 +389,6 @@ static char ids[2][32], receipts[2][64];
 /* audit: the proof file (in the data dir), and the key and size of the head audit head gave */
 static char proof_path[PATH_MAX], head_key[80], head_size[32], size_flag[48];
 static char trace_hex[40]; /* a trace audit tail showed, for audit trace */
-/* apply, ps, top, agent ...: the commands of aosd's kernel.agent.* methods */
-static int kernel_agent_cmd(const char *cmd)
-{
-    return !strcmp(cmd, "apply") || !strcmp(cmd, "ps") || !strcmp(cmd, "top") ||
-           !strncmp(cmd, "agent ", 6);
-}
-
 static char deploy_path[PATH_MAX]; /* the deployment file of apply, in the data dir */
 
 /* {deploy}: one idle test agent, written on first use. */
@@ -592,18 +585,6 @@ static void every_command_prints_what_its_schema_says(void **st)
         ctl_argv(&r, argv);
         if (server)
             assert_true(h_wait_running(H, "audit", old, 30000) > 0);
-        /* until aosd has the kernel.agent.* methods (being written beside these
-         * commands), their commands get aosd's "no method" answer: that is the error
-         * document and exit 3, checked as such; once aosd has them, the output is */
-        if (kernel_agent_cmd(samples[i].cmd) && r.rc == 3 &&
-            strstr(r.out, "no method kernel.agent.")) {
-            json_t *e = doc_of(&r, samples[i].cmd);
-            assert_valid(json_object_get(DESC, "error_output"), e, samples[i].cmd);
-            json_decref(e);
-            print_message("%s: aosd has no kernel.agent.* yet: only its error document "
-                          "was checked\n", samples[i].cmd);
-            continue;
-        }
         if (r.rc != 0)
             fail_msg("%s: exit %d: %s%s", samples[i].cmd, r.rc, r.out, r.err);
         json_t *out = doc_of(&r, samples[i].cmd);
