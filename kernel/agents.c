@@ -31,6 +31,7 @@
 #include "llm.pb-c.h"
 #include "llmq.h"
 #include "memory.pb-c.h"
+#include "procview.h"
 #include "spawn.h"
 #include "storage.pb-c.h"
 #include "supervise.h"
@@ -1094,19 +1095,8 @@ static void signal_tree(pid_t root, int sig)
         long pid = strtol(de->d_name, &end, 10);
         if (*end || pid <= 0)
             continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t r = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (r <= 0)
-            continue;
-        buf[r] = 0;
-        char *rp = strrchr(buf, ')');
-        int pp = 0;
-        if (rp && sscanf(rp + 1, " %*c %d", &pp) == 1) {
+        pid_t pp = pv_ppid((pid_t)pid, NULL);
+        if (pp > 0) {
             pids[n] = (pid_t)pid;
             ppids[n++] = pp;
         }
@@ -1392,22 +1382,7 @@ void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
 
 /* ---- identity -------------------------------------------------------------------------------- */
 
-static pid_t ppid_of(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *rp = strrchr(buf, ')');
-    int pp = 0;
-    return rp && sscanf(rp + 1, " %*c %d", &pp) == 1 ? (pid_t)pp : 0;
-}
+static pid_t ppid_of(pid_t pid) { return pv_ppid(pid, NULL); }
 
 /* The slot of the agent whose sandbox pid is in (pid itself or an ancestor within a few
  * generations: bubblewrap, its init, the program, what the program forks). mu held. */
@@ -1819,7 +1794,7 @@ int agents_own_pid(pid_t pid)
 {
     pthread_mutex_lock(&A.mu);
     int r = 0;
-    for (uint32_t i = 0; i < AG_MAX && !r; i++)
+    for (uint32_t i = 0; i < A.hi && !r; i++)
         r = A.tab[i] && A.tab[i]->pid == pid;
     pthread_mutex_unlock(&A.mu);
     return r;

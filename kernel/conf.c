@@ -415,106 +415,11 @@ static aos_err read_file(const char *path, int may_be_absent, char **buf, size_t
     return rc;
 }
 
-static void syntax_error(const char *file, const yaml_parser_t *p, char *why, size_t whylen)
-{
-    const yaml_mark_t *m = &p->problem_mark;
-    if (p->context)
-        snprintf(why, whylen, "%s:%zu:%zu: not valid YAML: %s (%s, line %zu)", file,
-                 m->line + 1, m->column + 1, p->problem ? p->problem : "syntax error",
-                 p->context, p->context_mark.line + 1);
-    else
-        snprintf(why, whylen, "%s:%zu:%zu: not valid YAML: %s", file, m->line + 1,
-                 m->column + 1, p->problem ? p->problem : "syntax error");
-}
-
-/* Before building the tree: no aliases or anchors (a few lines of them expand into
- * billions of nodes for a walker), one document, bounded nesting. */
-static aos_err prescan(const char *file, const char *buf, size_t len, char *why,
-                       size_t whylen)
-{
-    yaml_parser_t p;
-    yaml_event_t ev;
-    if (!yaml_parser_initialize(&p)) {
-        snprintf(why, whylen, "%s: out of memory", file);
-        return AOS_ERR_NOMEM;
-    }
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    aos_err rc = AOS_OK;
-    unsigned depth = 0, docs = 0;
-    for (int done = 0; !done && rc == AOS_OK;) {
-        if (!yaml_parser_parse(&p, &ev)) {
-            syntax_error(file, &p, why, whylen);
-            rc = p.error == YAML_MEMORY_ERROR ? AOS_ERR_NOMEM : AOS_ERR_USAGE;
-            break;
-        }
-        const yaml_mark_t *m = &ev.start_mark;
-        const yaml_char_t *anchor = NULL;
-        switch (ev.type) {
-        case YAML_ALIAS_EVENT:
-            snprintf(why, whylen, "%s:%zu:%zu: YAML aliases (*name) are not accepted: write "
-                     "the value out", file, m->line + 1, m->column + 1);
-            rc = AOS_ERR_USAGE;
-            break;
-        case YAML_SCALAR_EVENT:
-            anchor = ev.data.scalar.anchor;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
-                                                          : ev.data.mapping_start.anchor;
-            if (++depth > DEPTH_MAX) {
-                snprintf(why, whylen, "%s:%zu:%zu: nested more than %u levels deep", file,
-                         m->line + 1, m->column + 1, DEPTH_MAX);
-                rc = AOS_ERR_TOO_BIG;
-            }
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++docs > 1) {
-                snprintf(why, whylen, "%s:%zu:%zu: a second YAML document: the file holds "
-                         "one", file, m->line + 1, m->column + 1);
-                rc = AOS_ERR_USAGE;
-            }
-            break;
-        case YAML_STREAM_END_EVENT:
-            done = 1;
-            break;
-        default:
-            break;
-        }
-        if (anchor && rc == AOS_OK) {
-            snprintf(why, whylen, "%s:%zu:%zu: YAML anchors (&name) are not accepted", file,
-                     m->line + 1, m->column + 1);
-            rc = AOS_ERR_USAGE;
-        }
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&p);
-    return rc;
-}
-
 /* Parses buf into doc (the caller deletes it with yaml_document_delete on AOS_OK). */
 static aos_err parse(const char *file, const char *buf, size_t len, yaml_document_t *doc,
                      char *why, size_t whylen)
 {
-    aos_err rc = prescan(file, buf, len, why, whylen);
-    if (rc)
-        return rc;
-    yaml_parser_t p;
-    if (!yaml_parser_initialize(&p)) {
-        snprintf(why, whylen, "%s: out of memory", file);
-        return AOS_ERR_NOMEM;
-    }
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    if (!yaml_parser_load(&p, doc)) {
-        syntax_error(file, &p, why, whylen);
-        rc = p.error == YAML_MEMORY_ERROR ? AOS_ERR_NOMEM : AOS_ERR_USAGE;
-    }
-    yaml_parser_delete(&p);
-    return rc;
+    return aos_yaml_load(file, buf, len, DEPTH_MAX, doc, why, whylen);
 }
 
 /* ---- the sim script ------------------------------------------------------------------ */

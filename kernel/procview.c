@@ -70,3 +70,25 @@ void pv_read(pid_t pid, pv_info *out)
     }
     out->ok = 1;
 }
+
+pid_t pv_ppid(pid_t pid, char *state)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    char st = 0;
+    int pp = 0;
+    if (!rp || sscanf(rp + 1, " %c %d", &st, &pp) != 2)
+        return 0;
+    if (state)
+        *state = st;
+    return (pid_t)pp;
+}

@@ -20,4 +20,8 @@ typedef struct pv_info {
 /* Read pid's view. Never fails: out->ok says whether it could be read. */
 void pv_read(pid_t pid, pv_info *out);
 
+/* pid's parent and state letter from /proc/<pid>/stat (the name may hold spaces and
+ * parentheses: the fields after its last ')' are read). 0 when pid is gone or unreadable. */
+pid_t pv_ppid(pid_t pid, char *state);
+
 #endif

@@ -845,27 +845,15 @@ static int kill_orphans(void)
         long pid = strtol(de->d_name, &end, 10);
         if (*end || pid <= 0)
             continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        buf[n] = 0;
-        char *rp = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
-        int ppid = 0;
-        if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1 || ppid != self)
+        char state = 0;
+        if (pv_ppid((pid_t)pid, &state) != self)
             continue;
         int known = agents_own_pid((pid_t)pid);
         for (size_t i = 0; i < NKIDS; i++)
             known |= kids[i].pid == (pid_t)pid || kids[i].mig_pid == (pid_t)pid;
         if (!known) {
             /* a zombie is dead already: only its reaping is left (sup_reap) */
-            char state = 0;
-            if (sscanf(rp + 1, " %c", &state) == 1 && state == 'Z')
+            if (state == 'Z')
                 continue;
             int seen = 0;
             for (unsigned i = 0; i < sizeof told / sizeof told[0]; i++)

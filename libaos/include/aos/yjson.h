@@ -30,4 +30,12 @@ int aos_yjson_plain_int(const char *s, size_t len);
 /* 1 when n is a plain scalar that reads as null. */
 int aos_yjson_is_null(const yaml_node_t *n);
 
+/* buf (len bytes, named file in messages) into doc, which the caller deletes with
+ * yaml_document_delete on AOS_OK. Refused before libyaml builds the tree (its loader
+ * recurses, and a few lines of aliases expand into billions of nodes for a walker): aliases,
+ * anchors, a second document, nesting past depth_max. why: "FILE:LINE:COL: what" (USAGE,
+ * TOO_BIG for the nesting, NOMEM). */
+aos_err aos_yaml_load(const char *file, const char *buf, size_t len, unsigned depth_max,
+                      yaml_document_t *doc, char *why, size_t whylen);
+
 #endif
