@@ -80,81 +80,6 @@ static int is_plain(const yaml_node_t *n)
     return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
 }
 
-/* ---- YAML ---------------------------------------------------------------------------- */
-
-static void syntax_error(ctx *x, const yaml_parser_t *p)
-{
-    snprintf(x->why, x->whylen, "%s:%zu:%zu: not valid YAML: %s", x->file,
-             p->problem_mark.line + 1, p->problem_mark.column + 1,
-             p->problem ? p->problem : "syntax error");
-}
-
-/* Before the tree is built: aliases would let a few lines expand into billions of nodes
- * for the walkers, so they and anchors are refused; nesting is capped. */
-static aos_err prescan(ctx *x, const char *buf, size_t len)
-{
-    yaml_parser_t p;
-    yaml_event_t ev;
-    if (!yaml_parser_initialize(&p))
-        return fail(x, AOS_ERR_NOMEM, NULL, "out of memory");
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    aos_err rc = AOS_OK;
-    unsigned depth = 0, docs = 0;
-    for (int done = 0; !done && rc == AOS_OK;) {
-        if (!yaml_parser_parse(&p, &ev)) {
-            syntax_error(x, &p);
-            rc = p.error == YAML_MEMORY_ERROR ? AOS_ERR_NOMEM : AOS_ERR_USAGE;
-            break;
-        }
-        size_t l = ev.start_mark.line + 1, c = ev.start_mark.column + 1;
-        const yaml_char_t *anchor = NULL;
-        switch (ev.type) {
-        case YAML_ALIAS_EVENT:
-            snprintf(x->why, x->whylen, "%s:%zu:%zu: YAML aliases are not accepted", x->file,
-                     l, c);
-            rc = AOS_ERR_USAGE;
-            break;
-        case YAML_SCALAR_EVENT:
-            anchor = ev.data.scalar.anchor;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
-                                                          : ev.data.mapping_start.anchor;
-            if (++depth > YAML_DEPTH_MAX) {
-                snprintf(x->why, x->whylen, "%s:%zu:%zu: nested more than %u levels deep",
-                         x->file, l, c, YAML_DEPTH_MAX);
-                rc = AOS_ERR_TOO_BIG;
-            }
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++docs > 1) {
-                snprintf(x->why, x->whylen, "%s:%zu:%zu: a second YAML document", x->file, l,
-                         c);
-                rc = AOS_ERR_USAGE;
-            }
-            break;
-        case YAML_STREAM_END_EVENT:
-            done = 1;
-            break;
-        default:
-            break;
-        }
-        if (anchor && rc == AOS_OK) {
-            snprintf(x->why, x->whylen, "%s:%zu:%zu: YAML anchors are not accepted", x->file,
-                     l, c);
-            rc = AOS_ERR_USAGE;
-        }
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&p);
-    return rc;
-}
-
 /* Checks that n is a mapping with keys from names only, each once; vals[i] gets each. */
 static aos_err keys(ctx *x, const yaml_node_t *n, const char *where,
                     const char *const *names, const yaml_node_t **vals)
@@ -547,21 +472,10 @@ aos_err desc_parse(const char *file, const char *yaml, size_t len, desc **out, c
     if (len > DESC_YAML_MAX)
         return fail(&x, AOS_ERR_TOO_BIG, NULL, "a descriptor of %zu bytes is over the cap of "
                     "%u", len, DESC_YAML_MAX);
-    aos_err rc = prescan(&x, yaml, len);
+    yaml_document_t doc;
+    aos_err rc = aos_yaml_load(x.file, yaml, len, YAML_DEPTH_MAX, &doc, why, whylen);
     if (rc)
         return rc;
-    yaml_parser_t p;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&p))
-        return fail(&x, AOS_ERR_NOMEM, NULL, "out of memory");
-    yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
-    if (!yaml_parser_load(&p, &doc)) {
-        syntax_error(&x, &p);
-        rc = p.error == YAML_MEMORY_ERROR ? AOS_ERR_NOMEM : AOS_ERR_USAGE;
-        yaml_parser_delete(&p);
-        return rc;
-    }
-    yaml_parser_delete(&p);
     x.doc = &doc;
     desc *d = calloc(1, sizeof *d);
     if (!d) {
