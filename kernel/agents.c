@@ -86,6 +86,7 @@ static struct {
     const kcfg *cfg;
     int wsdir, logdir;           /* DATA/agents, DATA/agent-logs */
     int run;                     /* DATA/run */
+    int bindir;                  /* DATA/agent-bin: programs the agents' uid can read */
     char sockdir[AOS_PATH_MAX + 32];
     uid_t uid;
     gid_t gid;
@@ -234,6 +235,70 @@ static void argv_add(char **argv, int *n, const char *s)
         argv[(*n)++] = (char *)s;
 }
 
+/* The program as the sandbox binds it. Running as root, aosd may start a program the
+ * agents' uid cannot reach (a build tree under /root): bubblewrap resolves every bind's path
+ * as that uid, even one given by fd. So it is copied once into DATA/agent-bin (root's,
+ * read-only to others), named by the source's device, inode, size and mtime, so a rebuilt
+ * program gets a new copy and 1,000 agents of one program share one. Not root: the agents
+ * are aosd's uid and reach what aosd reaches, and the program is bound where it is. */
+static int stage_program(const char *prog, char *out, size_t cap, char *why, size_t whylen)
+{
+    int src = open(prog, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (src < 0 || fstat(src, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
+        snprintf(why, whylen, "program %.150s: %s", prog,
+                 src < 0 ? strerror(errno) : "not an executable file");
+        if (src >= 0)
+            close(src);
+        return -1;
+    }
+    if (geteuid() != 0) {
+        close(src);
+        snprintf(out, cap, "%s", prog);
+        return 0;
+    }
+    char name[128], tmp[160];
+    snprintf(name, sizeof name, "%llx-%llx-%llx-%llx.%ld", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+             (unsigned long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    snprintf(out, cap, "%s/agent-bin/%s", A.cfg->data_dir, name);
+    struct stat have;
+    if (fstatat(A.bindir, name, &have, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(have.st_mode) &&
+        have.st_size == st.st_size && have.st_uid == 0 && (have.st_mode & 07777) == 0755) {
+        close(src);
+        return 0;
+    }
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    unlinkat(A.bindir, tmp, 0);
+    int dst = openat(A.bindir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+    int ok = dst >= 0 && fchmod(dst, 0755) == 0; /* aosd's umask is 077 */
+    char buf[1 << 16];
+    ssize_t r;
+    while (ok && (r = read(src, buf, sizeof buf)) != 0) {
+        if (r < 0) {
+            ok = errno == EINTR;
+            continue;
+        }
+        for (ssize_t w = 0; ok && w < r;) {
+            ssize_t k = write(dst, buf + w, (size_t)(r - w));
+            ok = k > 0;
+            w += k > 0 ? k : 0;
+        }
+    }
+    int e = errno;
+    close(src);
+    if (dst >= 0 && (close(dst) != 0 || !ok || renameat(A.bindir, tmp, A.bindir, name) != 0)) {
+        e = e ? e : errno;
+        ok = 0;
+    }
+    if (!ok) {
+        unlinkat(A.bindir, tmp, 0);
+        snprintf(why, whylen, "copying %.150s into DATA/agent-bin: %s", prog, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
 /* Start a's process: main loop only (the parent-death signal follows the forking thread).
  * The sandbox: namespaces of its own (user, pid, net, ipc, uts, cgroup), the host's /usr
  * read-only, its workspace at /workspace, the agent socket's directory read-only, nothing
@@ -241,7 +306,7 @@ static void argv_add(char **argv, int *n, const char *s)
 static void spawn_agent(agent *a, uint64_t now)
 {
     char why[256] = "";
-    int fds[4] = {-1, -1, -1, -1}, logfd = -1, wsfd = -1;
+    int fds[3] = {-1, -1, -1}, logfd = -1, wsfd = -1;
     char prog[4200];
     const char *p = a->m->program;
     if (p[0] == '/')
@@ -274,13 +339,10 @@ static void spawn_agent(agent *a, uint64_t now)
         snprintf(why, sizeof why, "the seccomp program's memfd: %s", strerror(errno));
         goto fail;
     }
-    /* opened here, as aosd: the agents' uid may not be able to reach the program's path
-     * (a build tree under /root), and bubblewrap binds what the fd names */
-    if ((fds[1] = open(prog, O_PATH | O_CLOEXEC)) < 0) {
-        snprintf(why, sizeof why, "program %.150s: %s", prog, strerror(errno));
+    char staged[4400];
+    if (stage_program(prog, staged, sizeof staged, why, sizeof why) != 0)
         goto fail;
-    }
-    if ((fds[2] = openat(A.wsdir, a->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+    if ((fds[1] = openat(A.wsdir, a->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
         0) {
         snprintf(why, sizeof why, "its workspace: %s", strerror(errno));
         goto fail;
@@ -298,12 +360,13 @@ static void spawn_agent(agent *a, uint64_t now)
                           "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev",
                           "--tmpfs", "/tmp", "--ro-bind-try", "/etc/ld.so.cache",
                           "/etc/ld.so.cache", "--ro-bind-try", "/etc/localtime",
-                          "/etc/localtime", "--seccomp", "3", "--ro-bind-fd", "4"};
+                          "/etc/localtime", "--seccomp", "3", "--ro-bind"};
     for (size_t i = 0; i < sizeof head / sizeof head[0]; i++)
         argv_add(argv, &n, head[i]);
+    argv_add(argv, &n, staged);
     argv_add(argv, &n, inner);
     argv_add(argv, &n, "--bind-fd");
-    argv_add(argv, &n, "5");
+    argv_add(argv, &n, "4");
     argv_add(argv, &n, "/workspace");
     argv_add(argv, &n, "--ro-bind");
     argv_add(argv, &n, A.sockdir);
@@ -351,7 +414,7 @@ static void spawn_agent(agent *a, uint64_t now)
     envp[e] = NULL;
 
     spawn_req r = {.argv = argv, .envp = envp, .uid = A.uid, .gid = A.gid, .out_fd = logfd,
-                   .fds = {fds[0], fds[1], fds[2], -1}, .cwd = "/", .deathsig = SIGKILL,
+                   .fds = {fds[0], fds[1], -1, -1}, .cwd = "/", .deathsig = SIGKILL,
                    .no_new_privs = 1};
     /* per-process caps; memory and process counts need a cgroup (see README) */
     r.rlim_res[r.nrlim] = RLIMIT_CORE;
@@ -364,7 +427,7 @@ static void spawn_agent(agent *a, uint64_t now)
     r.rlim_val[r.nrlim++] = (struct rlimit){64u << 10, 64u << 10};
     pid_t pid = spawn_child(&r);
     int err = errno;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         close(fds[i]);
     close(logfd);
     if (pid < 0) {
@@ -387,7 +450,7 @@ static void spawn_agent(agent *a, uint64_t now)
     aos_info("agent %s started (pid %d)", a->name, (int)pid);
     return;
 fail:
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         if (fds[i] >= 0)
             close(fds[i]);
     if (logfd >= 0)
@@ -1843,6 +1906,8 @@ aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, c
     if ((A.wsdir = fs_dir(d->dir, "agents", 0755, geteuid(), getegid(), why, whylen)) < 0 ||
         (A.logdir = fs_dir(d->dir, "agent-logs", 0700, geteuid(), getegid(), why, whylen)) <
             0)
+        return AOS_ERR_IO;
+    if ((A.bindir = fs_dir(d->dir, "agent-bin", 0755, geteuid(), getegid(), why, whylen)) < 0)
         return AOS_ERR_IO;
     int sd = fs_dir(d->run, "agent", 0755, geteuid(), getegid(), why, whylen);
     if (sd < 0)
