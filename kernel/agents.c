@@ -74,6 +74,8 @@ typedef struct agent {
     unsigned restarts;
     sup_track track;
     char reason[256];
+    uint32_t slot;               /* its index in A.tab */
+    struct agent *hnext;         /* the name hash's chain */
 } agent;
 
 typedef struct pslot {
@@ -93,6 +95,7 @@ static struct {
     uint8_t *bpf;
     size_t bpf_len;
     agent *tab[AG_MAX];
+    agent *byname[AG_MAX];       /* by name hash: every syscall of an agent looks it up */
     uint32_t hi;                 /* slots at and above it have never been used */
     uint32_t gens[AG_MAX];
     pslot pipes[AG_PIPES];
@@ -104,13 +107,22 @@ static struct {
 
 /* ---- small things ---------------------------------------------------------------------- */
 
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % AG_MAX;
+}
+
+/* The applied (not removed) agent of that name; mu held. */
 static agent *find(const char *name, uint32_t *idx)
 {
-    for (uint32_t i = 0; i < A.hi; i++)
-        if (A.tab[i] && !A.tab[i]->removed && !strcmp(A.tab[i]->name, name)) {
+    for (agent *a = A.byname[name_hash(name)]; a; a = a->hnext)
+        if (!a->removed && !strcmp(a->name, name)) {
             if (idx)
-                *idx = i;
-            return A.tab[i];
+                *idx = a->slot;
+            return a;
         }
     return NULL;
 }
@@ -575,11 +587,28 @@ static int slot_put(agent *a)
         if (!A.tab[i]) {
             A.tab[i] = a;
             a->gen = ++A.gens[i];
+            a->slot = i;
+            uint32_t h = name_hash(a->name);
+            a->hnext = A.byname[h];
+            A.byname[h] = a;
             if (i + 1 > A.hi)
                 A.hi = i + 1;
             return 0;
         }
     return -1;
+}
+
+/* Out of the table and freed; mu held. */
+static void slot_drop(uint32_t i)
+{
+    agent *a = A.tab[i];
+    for (agent **pp = &A.byname[name_hash(a->name)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == a) {
+            *pp = a->hnext;
+            break;
+        }
+    A.tab[i] = NULL;
+    agent_free(a);
 }
 
 static void loaded_cb(void *arg, int status, const uint8_t *pl, size_t len, const char *err)
@@ -854,8 +883,7 @@ static void commit(plan *p, uint64_t version)
         if (A.tab[i] && A.tab[i]->removed && !A.tab[i]->pid) {
             if (A.tab[i]->waiter)
                 kreply_send(A.tab[i]->waiter, AOS_ERR_CANCELLED, "removed", NULL, 0);
-            agent_free(A.tab[i]);
-            A.tab[i] = NULL;
+            slot_drop(i);
         }
     strv_free(A.collections, A.ncollections);
     strv_free(A.topics, A.ntopics);
@@ -1264,7 +1292,7 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
             a->kill_req = 1;
             a->stop_req = 3;
             snprintf(a->stop_why, sizeof a->stop_why, "killed by the admin");
-            signal_tree(a->pid, SIGKILL);
+            kill(a->pid, SIGKILL); /* bubblewrap: its sandbox dies with it */
             a->st = AS_STOPPING;
         } else if (a->st == AS_BACKOFF || a->st == AS_PENDING) {
             a->st = AS_DONE;
@@ -1743,7 +1771,7 @@ uint64_t agents_tick(uint64_t now)
         } else if (a->pid && a->stop_req == 2 && now - a->stop_at >= a->m->stop_timeout_ms) {
             a->stop_req = 3;
             a->stop_at = now;
-            signal_tree(a->pid, SIGKILL);
+            kill(a->pid, SIGKILL); /* bubblewrap: its sandbox dies with it */
         }
         if (a->waiter && now >= kreply_deadline(a->waiter)) {
             Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
@@ -1785,7 +1813,8 @@ int agents_reaped(pid_t pid, int st)
     }
     agent *a = A.tab[i];
     uint64_t now = aos_mono_ms();
-    signal_tree(pid, SIGKILL); /* whatever of its sandbox is left */
+    /* the rest of its sandbox died with bubblewrap (its pid namespace's init follows it by
+     * --die-with-parent, and every process of the namespace with that init) */
     kill(-pid, SIGKILL);
     a->pid = 0;
     a->prog = 0;
@@ -1802,8 +1831,7 @@ int agents_reaped(pid_t pid, int st)
     uint64_t ran = now - a->started;
     if (a->removed) {
         aos_info("agent %s removed (%s)", a->name, how);
-        agent_free(a);
-        A.tab[i] = NULL;
+        slot_drop(i);
     } else if (A.shutting) {
         a->st = AS_PENDING;
         snprintf(a->reason, sizeof a->reason, "aosd stopped (%s)", how);
