@@ -47,6 +47,7 @@ typedef struct qcall {
 
 static struct {
     pthread_mutex_t mu;
+    pthread_mutex_t save_mu;       /* one state file write at a time, taken without mu */
     pthread_cond_t cv;
     sched *s;
     const Aos__Llm__Config *cfg;
@@ -56,7 +57,8 @@ static struct {
     int started, stop, dirty;
     uint64_t sleep_until;          /* µs: when the timer wakes by itself (0: it is awake) */
     uint64_t resent[SCHED_PROVIDERS_MAX];
-} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .dirfd = -1}; /* cv: llmq_open, on the monotonic clock */
+    uint64_t save_gen, written_gen; /* snapshots taken (mu), and the newest written (save_mu) */
+} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .save_mu = PTHREAD_MUTEX_INITIALIZER, .dirfd = -1}; /* cv: llmq_open, on the monotonic clock */
 
 static uint64_t now_us(void)
 {
@@ -218,6 +220,8 @@ static int save_agent(void *arg, const sched_agent_info *a)
 }
 
 /* q.mu held. Written whole to a new file and renamed over: a crash leaves the old one. */
+/* Called with q.mu held; the state is copied under it but written with it released: a
+ * write and its fsync take milliseconds, and every dispatch and reply waits on q.mu. */
 static void save(void)
 {
     if (q.dirfd < 0 || !q.dirty)
@@ -233,14 +237,26 @@ static void save(void)
         sb_add(&b, "spend %s %u %" PRIu64 "\n", h, day, pi.spent_today_micro_usd);
     }
     sched_each_agent(q.s, save_agent, &b);
+    q.dirty = 0; /* a change while the lock is away sets it again */
+    uint64_t gen = ++q.save_gen;
+    pthread_mutex_unlock(&q.mu);
     char why[256];
-    if (b.bad)
+    int failed = 1;
+    /* the timer and an admin's set may both save: the newer snapshot must land last */
+    pthread_mutex_lock(&q.save_mu);
+    if (gen < q.written_gen)
+        failed = 0;
+    else if (b.bad)
         aos_error("sched: the state file would pass %u MiB; not written", STATE_MAX >> 20);
     else if (fs_write(q.dirfd, STATE_FILE, b.p, b.len, 0600, why, sizeof why) != AOS_OK)
         aos_error("sched: %s", why);
     else
-        q.dirty = 0;
+        failed = 0, q.written_gen = gen;
+    pthread_mutex_unlock(&q.save_mu);
     free(b.p);
+    pthread_mutex_lock(&q.mu);
+    if (failed)
+        q.dirty = 1;
 }
 
 static void load(void)
@@ -520,6 +536,8 @@ static void usage_of(const qcall *qc, nng_msg *reply, int *status, uint64_t *ret
     if (us) {
         u->in_tokens = us->input_tokens + us->cache_read_tokens + us->cache_write_tokens;
         u->out_tokens = us->output_tokens;
+        u->slot_us = cr ? cr->slot_us : er->slot_us;
+        u->slot_wait_us = cr ? cr->slot_wait_us : er->slot_wait_us;
         *has_u = 1;
     }
     if (cr) {
@@ -660,6 +678,7 @@ aos_err llmq_status(uint8_t **out, size_t *len, char *why, size_t whylen)
         p->output_tokens_per_min = pi.cap.output_tokens_per_min;
         p->eff_concurrency = pi.eff_concurrency;
         p->rate_factor = pi.rate_factor;
+        p->pipeline = pi.pipeline;
         p->in_flight = pi.in_flight;
         p->queued_interactive = pi.queued[0];
         p->queued_batch = pi.queued[1];

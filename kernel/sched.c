@@ -15,6 +15,8 @@
 #define FACTOR_STEP 0.01          /* 100 successes back to the configured rates */
 #define RETRY_DEFAULT_MS 1000u
 #define HEAL_US (60u * 1000000u)   /* a minute without a 429: the configured limits again */
+#define PIPE_MAX 2.0              /* the pipeline holds at most twice the provider's slots */
+#define PIPE_ALPHA 0.05           /* each call's sample moves the pipeline this much */
 
 enum { ST_QUEUED = 1, ST_FLIGHT = 2, ST_OUT = 3 };
 
@@ -39,7 +41,7 @@ struct sched_item {
     uint64_t seq;
     uint64_t cost, in, out;             /* the estimate, tokens */
     uint64_t money;                     /* the estimate, micro-USD */
-    uint64_t deadline, queued_at;
+    uint64_t deadline, queued_at, started_at;
     uint64_t bsec;                      /* the window bucket it was counted in (+1; 0: none) */
     size_t hidx[2];
     void *arg;
@@ -61,6 +63,7 @@ typedef struct prov {
     char name[64];
     sched_limits cap;
     double eff;                         /* AIMD concurrency; 0: unlimited */
+    double pipe;                        /* the pipeline: calls held here per provider slot */
     double factor;
     uint32_t in_flight;
     heap q[2];
@@ -248,6 +251,7 @@ int sched_add_provider(sched *s, const char *name, const sched_limits *l)
     snprintf(p->name, sizeof p->name, "%s", name);
     p->cap = *l;
     p->eff = l->max_concurrency;
+    p->pipe = 1.0;
     p->factor = 1.0;
     p->q[0].which = p->q[1].which = 0;
     return (int)s->np++;
@@ -355,15 +359,44 @@ static int over(uint32_t limit, double factor, uint64_t have, uint64_t add)
     return limit && have && have + add > scaled(limit, factor);
 }
 
+/* The pipeline. A call holds its slot here from dispatch to its final reply, but the
+ * provider's only while it is being served: the hops to aos-llm and back and aos-llm's
+ * books (a PostgreSQL commit before the call is sent and one before it is answered) are
+ * outside it. With one call here per provider slot, the provider idles through all of
+ * that (a third of its capacity was lost so). Where aos-llm holds the provider to its
+ * concurrency itself, calls handed to it early wait there for the next free slot, so
+ * this scheduler keeps slots x pipe in flight, pipe being the measured hold time (less
+ * the wait in aos-llm) over the provider's service time (Little's law), at most
+ * PIPE_MAX. The order of service is still decided here: aos-llm serves its few waiting
+ * calls first come, first served. Where aos-llm does not hold it (the sim, which plays a
+ * provider's own refusals), no sample comes and pipe stays 1. */
+static int full(const prov *p)
+{
+    if (p->eff <= 0)
+        return 0;
+    double cap = p->eff < 1 ? 1 : floor(p->eff);
+    if (p->pipe > 1.0)
+        cap += ceil(cap * (p->pipe - 1.0));
+    return p->in_flight + 1 > cap;
+}
+
+static void pipe_sample(prov *p, const sched_item *it, const sched_usage *u, uint64_t now)
+{
+    if (!u->slot_us || now <= it->started_at)
+        return;
+    uint64_t hold = now - it->started_at;
+    hold = hold > u->slot_wait_us ? hold - u->slot_wait_us : 0;
+    double r = (double)hold / (double)u->slot_us;
+    r = r < 1.0 ? 1.0 : r > PIPE_MAX ? PIPE_MAX : r;
+    p->pipe += PIPE_ALPHA * (r - p->pipe);
+}
+
 static int admissible(const prov *p, const sched_item *it, uint64_t now)
 {
     if (now < p->held_until)
         return 0;
-    if (p->eff > 0) {
-        double cap = p->eff < 1 ? 1 : floor(p->eff);
-        if (p->in_flight + 1 > cap)
-            return 0;
-    }
+    if (full(p))
+        return 0;
     if (!p->cap.requests_per_min && !p->cap.tokens_per_min && !p->cap.input_tokens_per_min &&
         !p->cap.output_tokens_per_min)
         return 1;
@@ -604,6 +637,7 @@ sched_item *sched_next(sched *s, uint64_t now)
             continue;
         unqueue(s, it);
         it->state = ST_FLIGHT;
+        it->started_at = now;
         p->vtime[it->cls] = it->stag;
         p->in_flight++;
         p->admitted++;
@@ -641,7 +675,7 @@ uint64_t sched_wake_at(const sched *s, uint64_t now)
         uint64_t t;
         if (now < p->held_until)
             t = p->held_until;
-        else if (p->eff > 0 && p->in_flight + 1 > (p->eff < 1 ? 1 : floor(p->eff)))
+        else if (full(p))
             continue; /* a reply frees the slot, and its sched_done is a call */
         else /* a window: buckets slide out on the second */
             t = (now / US + 1) * US;
@@ -699,6 +733,7 @@ int sched_done(sched *s, sched_item *it, uint64_t now, uint32_t day, int rate_li
     }
     recount(p, it, u);
     if (u) {
+        pipe_sample(p, it, u, now);
         uint64_t used = u->in_tokens + u->out_tokens;
         double *f = ftag(a, it->prov);
         if (f) { /* the next call's turn follows what this one really cost */
@@ -749,6 +784,7 @@ void sched_provider_info(const sched *s, int i, uint64_t now, uint32_t day,
     bucket w = window(p, now);
     *o = (sched_prov_info){
         .name = p->name, .cap = p->cap, .eff_concurrency = p->eff, .rate_factor = p->factor,
+        .pipeline = p->pipe,
         .in_flight = p->in_flight, .queued = {(uint32_t)p->q[0].n, (uint32_t)p->q[1].n},
         .admitted = p->admitted, .completed = p->completed, .rate_limited = p->rate_limited,
         .expired = p->expired, .refused = p->refused,

@@ -121,6 +121,9 @@ uint64_t sched_item_waited(const sched_item *it, uint64_t now);
 typedef struct sched_usage {
     uint64_t in_tokens, out_tokens;   /* all input tokens (cache reads included) */
     uint64_t cost_micro_usd;
+    /* aos-llm held the provider to its concurrency: the call held a slot there this long
+     * and waited this long for it (0, 0: not held there; see "pipeline" in sched.c) */
+    uint32_t slot_us, slot_wait_us;
 } sched_usage;
 
 /* An in-flight request ended. rate_limited: the provider answered 429; the item goes
@@ -140,6 +143,7 @@ typedef struct sched_prov_info {
     sched_limits cap;
     double eff_concurrency;      /* the AIMD limit now (0: unlimited) */
     double rate_factor;          /* the rate limits' scale now, (0, 1] */
+    double pipeline;             /* calls held in flight per provider slot, [1, 2] */
     uint32_t in_flight;
     uint32_t queued[2];          /* interactive, batch */
     uint64_t admitted, completed, rate_limited, expired, refused;

@@ -71,6 +71,7 @@ struct job {
     unsigned attempts;
     uint32_t parts;
     uint64_t t_attempt_us, ttft_us;
+    uint64_t wait_from_us, slot_at_us; /* a held provider: queued for a slot, got it (0: not) */
     sim_plan *plan;
     size_t step;
     uint64_t when_us;              /* on the timer heap: next step or the retry */
@@ -254,6 +255,18 @@ static uint64_t cost_of(const Aos__Llm__Model *m, const Aos__Llm__Usage *u)
 
 static void start_waiting(eng *e, prov *p);
 
+static uint32_t us32(uint64_t v) { return v < UINT32_MAX ? (uint32_t)v : UINT32_MAX; }
+
+/* How long the call held its provider's slot in aos-llm, and waited for it (0, 0: the
+ * provider is not held to a concurrency here): aosd's scheduler sizes its pipeline so. */
+static void slot_times(const job *j, uint32_t *slot_us, uint32_t *wait_us)
+{
+    *slot_us = j->slot_at_us ? us32(now_us() - j->slot_at_us) : 0;
+    *wait_us = j->slot_at_us ? us32(j->slot_at_us - j->wait_from_us) : 0;
+    if (j->slot_at_us && !*slot_us)
+        *slot_us = 1;
+}
+
 /* The call is over on the loop's side: release its slot, write its usage, then answer.
  * payload (a packed reply) becomes the answer's. usage may be NULL (nothing reported). */
 static void finish(job *j, aos_err status, const char *why, uint8_t *payload, size_t len,
@@ -352,6 +365,7 @@ static void finish_chat(job *j, const Aos__Llm__ChatReply *r)
     out.attempts = j->attempts;
     out.ttft_us = (uint32_t)(j->ttft_us < UINT32_MAX ? j->ttft_us : UINT32_MAX);
     out.resent = j->resent != 0;
+    slot_times(j, &out.slot_us, &out.slot_wait_us);
     size_t n = aos__llm__chat_reply__get_packed_size(&out);
     uint8_t *b = malloc(n ? n : 1);
     if (!b) {
@@ -367,6 +381,7 @@ static void finish_embed(job *j, const Aos__Llm__EmbedReply *r)
     Aos__Llm__EmbedReply out = *r;
     out.provider = (ProtobufCBinaryData){strlen(j->p->name), (uint8_t *)j->p->name};
     out.model = j->m->name;
+    slot_times(j, &out.slot_us, &out.slot_wait_us);
     size_t n = aos__llm__embed_reply__get_packed_size(&out);
     uint8_t *b = malloc(n ? n : 1);
     if (!b) {
@@ -827,7 +842,10 @@ static void run(eng *e, job *j)
         e->active->aprev = j;
     e->active = j;
     unsigned cap = p->cfg->limits ? p->cfg->limits->max_concurrency : 0;
-    if (p->kind != P_SIM && cap && p->inflight >= cap) {
+    int held = p->kind != P_SIM && cap;
+    if (held && !j->wait_from_us)
+        j->wait_from_us = now_us();
+    if (held && p->inflight >= cap) {
         j->waiting = 1;
         if (p->wait_tail)
             p->wait_tail->next = j;
@@ -837,6 +855,8 @@ static void run(eng *e, job *j)
         return;
     }
     p->inflight++;
+    if (held)
+        j->slot_at_us = now_us();
     if (j->resent)
         atomic_fetch_add(&p->resent, 1);
     if (p->kind == P_SIM)

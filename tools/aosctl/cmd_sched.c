@@ -23,7 +23,7 @@ static void lim(uint64_t v, char *out, size_t cap)
 static json_t *provider_json(const Aos__SchedProvider *p)
 {
     return json_pack(
-        "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:f, s:f, s:I, s:{s:I, s:I}, s:I, s:I, s:I,"
+        "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:f, s:f, s:f, s:I, s:{s:I, s:I}, s:I, s:I, s:I,"
         " s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
         "name", p->name, "capacity", "max_concurrency", (json_int_t)p->max_concurrency,
         "requests_per_min", (json_int_t)p->requests_per_min, "tokens_per_min",
@@ -31,7 +31,7 @@ static json_t *provider_json(const Aos__SchedProvider *p)
         (json_int_t)p->input_tokens_per_min, "output_tokens_per_min",
         (json_int_t)p->output_tokens_per_min, "daily_spend_micro_usd",
         (json_int_t)p->daily_spend_micro_usd, "eff_concurrency", p->eff_concurrency,
-        "rate_factor", p->rate_factor, "in_flight", (json_int_t)p->in_flight, "queued",
+        "rate_factor", p->rate_factor, "pipeline", p->pipeline, "in_flight", (json_int_t)p->in_flight, "queued",
         "interactive", (json_int_t)p->queued_interactive, "batch",
         (json_int_t)p->queued_batch, "admitted", (json_int_t)p->admitted, "completed",
         (json_int_t)p->completed, "rate_limited", (json_int_t)p->rate_limited, "expired",
@@ -208,7 +208,7 @@ static int cmd_set(ctl_ctx *c, const ctl_vals *v)
 static const char sched_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"providers\",\"agents\"],\"properties\":{"
     "\"providers\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\","
-    "\"capacity\",\"eff_concurrency\",\"rate_factor\",\"in_flight\",\"queued\",\"admitted\","
+    "\"capacity\",\"eff_concurrency\",\"rate_factor\",\"pipeline\",\"in_flight\",\"queued\",\"admitted\","
     "\"completed\",\"rate_limited\",\"expired\",\"refused\",\"resent\",\"held_ms\","
     "\"window_requests\",\"window_tokens\",\"spent_today_micro_usd\"],\"properties\":{"
     "\"name\":{\"type\":\"string\"},"
@@ -219,7 +219,10 @@ static const char sched_out[] = SCHEMA
     "\"eff_concurrency\":{\"type\":\"number\",\"description\":\"the concurrency admitted now, "
     "after 429s (AIMD); 0: unlimited\"},"
     "\"rate_factor\":{\"type\":\"number\",\"description\":\"the scale of the per-minute "
-    "limits now, 0 to 1\"},\"in_flight\":" INT0 ","
+    "limits now, 0 to 1\"},"
+    "\"pipeline\":{\"type\":\"number\",\"minimum\":1,\"description\":\"calls aosd keeps in "
+    "flight per provider slot, so the hops and aos-llm's books do not idle the provider\"},"
+    "\"in_flight\":" INT0 ","
     "\"queued\":{\"type\":\"object\",\"properties\":{\"interactive\":" INT0 ",\"batch\":" INT0
     "}},\"admitted\":" INT0 ",\"completed\":" INT0 ","
     "\"rate_limited\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"429s the provider "
