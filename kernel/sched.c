@@ -704,7 +704,9 @@ int sched_done(sched *s, sched_item *it, uint64_t now, uint32_t day, int rate_li
     a->in_flight--;
     if (rate_limited) {
         p->rate_limited++;
-        recount(p, it, NULL); /* a refused request did not count at the provider */
+        /* a refused request used no tokens, but counts in the provider's requests per
+         * minute (OpenAI: "unsuccessful requests contribute to your per-minute limit") */
+        recount(p, it, &(sched_usage){0});
         if (!p->last_cut || now - p->last_cut >= DECREASE_EVERY_US) {
             p->last_cut = now;
             /* the concurrency shrinks (or, with none in aos.yaml, is learnt from what was

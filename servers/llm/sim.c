@@ -1160,13 +1160,17 @@ int sim_admit(sim_limiter *lim, uint64_t now_ms, uint64_t tokens, uint64_t *retr
             wait = w > wait ? w : wait;
         }
     }
+    sim_bucket *b = &lim->b[now_s % SIM_WINDOW_S];
+    if (b->sec != now_s)
+        *b = (sim_bucket){.sec = now_s, .requests = 0, .tokens = 0};
+    /* a refused request counts in the minute's requests too, as OpenAI's rate-limit guide
+     * says of its own ("unsuccessful requests contribute to your per-minute limit, so
+     * continuously resending a request won't work"): clients retrying in a storm use up
+     * the limit they are waiting for */
+    b->requests++;
     if (refuse) {
         lim->st.refused++;
     } else {
-        sim_bucket *b = &lim->b[now_s % SIM_WINDOW_S];
-        if (b->sec != now_s)
-            *b = (sim_bucket){.sec = now_s, .requests = 0, .tokens = 0};
-        b->requests++;
         b->tokens = sat_add(b->tokens, tokens);
         lim->st.admitted++;
         lim->st.tokens = sat_add(lim->st.tokens, tokens);

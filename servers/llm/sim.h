@@ -118,8 +118,9 @@ sim_limiter *sim_limiter_new(const Aos__Llm__Limits *l);
 /* NULL is fine; no thread may be using it. The calls below need a limiter (not NULL). */
 void sim_limiter_free(sim_limiter *lim);
 /* 0: admitted — the request, its tokens and one in-flight slot are counted (the caller
- * calls sim_release when it ends). 429: refused, nothing counted, and *retry_after_ms (if
- * not NULL) gets the wait after which a retry could pass (the longest of the limits that
+ * calls sim_release when it ends). 429: refused — the request still counts in
+ * requests_per_min (as OpenAI counts unsuccessful requests), no tokens, no slot — and
+ * *retry_after_ms (if not NULL) gets the wait after which a retry could pass (the longest of the limits that
  * refused). now_ms is the caller's clock (any epoch; a step back is taken as no time
  * passing). A request with more tokens than tokens_per_min passes only when the window
  * holds no tokens, so it is delayed, not refused forever. */

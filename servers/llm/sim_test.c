@@ -947,17 +947,24 @@ static void limiter_rpm(void **st)
     assert_int_equal(ra, 57000);  /* the first second's two requests leave at t0 + 60 s */
     assert_int_equal(sim_admit(lim, t0 + 59999, 10, &ra), 429);
     assert_int_equal(ra, 1);
-    assert_int_equal(sim_admit(lim, t0 + 60000, 10, &ra), 0);
-    assert_int_equal(sim_admit(lim, t0 + 60001, 10, &ra), 0); /* both of second 0 left */
-    assert_int_equal(sim_admit(lim, t0 + 60002, 10, &ra), 429);
-    assert_int_equal(ra, 62000 - 60002); /* second 2's request leaves at t0 + 62 s */
+    /* the refusals counted too (seconds 3 and 59), as OpenAI counts them: a client
+     * resending at once keeps itself out */
+    assert_int_equal(sim_admit(lim, t0 + 60000, 10, &ra), 429);
+    assert_int_equal(ra, 62000 - 60000); /* second 2's request leaves at t0 + 62 s */
+    assert_int_equal(sim_admit(lim, t0 + 62000, 10, &ra), 429);
+    assert_int_equal(ra, 1000);
+    /* one that waits until its refusals have left gets in */
+    assert_int_equal(sim_admit(lim, t0 + 121000, 10, &ra), 0);
+    assert_int_equal(sim_admit(lim, t0 + 121001, 10, &ra), 0);
+    assert_int_equal(sim_admit(lim, t0 + 121002, 10, &ra), 429);
+    assert_int_equal(ra, 122000 - 121002); /* second 62's refusal leaves at t0 + 122 s */
     /* a clock that steps back is taken as standing still */
     assert_int_equal(sim_admit(lim, t0, 10, &ra), 429);
-    assert_int_equal(ra, 62000 - 60002);
+    assert_int_equal(ra, 181000 - 121002);
     sim_counts s;
     sim_limiter_counts(lim, &s);
     assert_int_equal(s.admitted, 5);
-    assert_int_equal(s.refused, 4);
+    assert_int_equal(s.refused, 6);
     assert_int_equal(s.tokens, 50);
     assert_int_equal(s.in_flight, 5);
     sim_limiter_free(lim);
@@ -1015,7 +1022,7 @@ static void limiter_concurrency(void **st)
     sim_counts s;
     sim_limiter_counts(lim, &s);
     assert_int_equal(s.in_flight, 0);
-    for (int i = 0; i < 5; i++) { /* 3 + 5 of the 10 a minute */
+    for (int i = 0; i < 4; i++) { /* 4 (the refusal counted) + 4 of the 10 a minute */
         assert_int_equal(sim_admit(lim, 30000, 1, &ra), 0);
         sim_release(lim);
     }

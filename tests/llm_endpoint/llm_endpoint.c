@@ -106,8 +106,9 @@ typedef struct {
     int64_t last_us, since_us;
 } ep_stats;
 
-/* The admitted chats per second over the last minute, as the limiter counts them: only
- * to say which limit refused, and the window's use in /v1/stats. */
+/* The chats per second over the last minute, as the limiter counts them (a refused one
+ * counts its request, not its tokens): only to say which limit refused, and the window's
+ * use in /v1/stats. */
 typedef struct {
     uint64_t sec, req, tok;
 } ep_sec;
@@ -167,6 +168,18 @@ static void win_sum(uint64_t *req, uint64_t *tok)
         }
 }
 
+/* This second's bucket of the window, a request counted in it (the limiter counts a
+ * refused one too, as OpenAI does). */
+static ep_sec *win_count(void)
+{
+    uint64_t sec = (uint64_t)now_ms() / 1000;
+    ep_sec *b = &g.win[sec % EP_WINDOW_S];
+    if (b->sec != sec)
+        *b = (ep_sec){sec, 0, 0};
+    b->req++;
+    return b;
+}
+
 static void slot_take(conn *c, uint64_t tokens)
 {
     busy_tick();
@@ -175,11 +188,7 @@ static void slot_take(conn *c, uint64_t tokens)
     g.st.tokens += tokens;
     if (++g.st.in_flight > g.st.peak)
         g.st.peak = g.st.in_flight;
-    uint64_t sec = (uint64_t)now_ms() / 1000;
-    ep_sec *b = &g.win[sec % EP_WINDOW_S];
-    if (b->sec != sec)
-        *b = (ep_sec){sec, 0, 0};
-    b->req++;
+    ep_sec *b = win_count();
     b->tok += tokens;
 }
 
@@ -230,6 +239,7 @@ static const char *refusal(uint64_t tokens, uint64_t retry_ms, char *msg, size_t
 {
     uint64_t wreq, wtok;
     win_sum(&wreq, &wtok);
+    win_count(); /* after the sum: "Used" is what the window held before this one */
     g.st.refused++;
     double s = (double)retry_ms / 1000.0;
     if (opt.max_conc && g.st.in_flight >= (uint64_t)opt.max_conc) {
