@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "aos/log.h"
+
 #define CLOG_MAX 32        /* pipes open at once: children, and a dead one's last words */
 #define CLOG_LINE 2048     /* longer lines are cut into pieces of this size */
 
@@ -35,9 +37,29 @@ static void emit(clog *l)
 {
     if (!l->len)
         return;
-    char out[CLOG_LINE + 64];
-    int n = snprintf(out, sizeof out, "%s[%d] ", l->name, (int)l->pid);
-    for (size_t i = 0; i < l->len && (size_t)n < sizeof out - 1; i++) {
+    char out[CLOG_LINE + 96], stamp[AOS_LOG_STAMP_LEN + 1];
+    aos_log_stamp(stamp);
+    /* aosd's stamp and the child's name and pid as aosd knows them start the line; the
+     * child's own stamp and "prog[pid] " are dropped (a child cannot pass for another, or
+     * for aosd), its level kept; a line it wrote without one (libc, a sanitizer) is warn */
+    size_t i = aos_log_stamp_at(l->buf, l->len);
+    if (i && i < l->len && l->buf[i] == ' ') {
+        size_t j = i + 1;
+        while (j < l->len && l->buf[j] != '[' && l->buf[j] != ' ')
+            j++;
+        if (j < l->len && l->buf[j] == '[') {
+            j++;
+            while (j < l->len && l->buf[j] >= '0' && l->buf[j] <= '9')
+                j++;
+            if (j + 1 < l->len && l->buf[j] == ']' && l->buf[j + 1] == ' ')
+                i = j + 2;
+        }
+    }
+    int n = snprintf(out, sizeof out, "%s %s[%d] %s", stamp, l->name, (int)l->pid,
+                     i ? "" : "warn: ");
+    if (i && i < l->len && l->buf[i] == ' ')
+        i++;
+    for (; i < l->len && (size_t)n < sizeof out - 1; i++) {
         unsigned char c = (unsigned char)l->buf[i];
         out[n++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
     }

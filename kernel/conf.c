@@ -1267,11 +1267,13 @@ static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cf
 /* ---- the kernel's keys ------------------------------------------------------------------ */
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
-       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LLM, K_TOOLS, K_N };
+       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_LLM, K_TOOLS,
+       K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
-                                        "log", "audit_fail_open", "llm", "tools", NULL};
+                                        "log", "audit_fail_open", "log_max_mb", "log_keep",
+                                        "disk_min_free_mb", "llm", "tools", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
@@ -1348,6 +1350,24 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
             return rc;
         k->has_audit_fail_open = 1;
     }
+    struct {
+        int idx;
+        uint64_t min, max;
+        unsigned *dst;
+        int *has;
+    } un[] = {
+        {K_LOG_MAX, 0, 1u << 20, &k->log_max_mb, &k->has_log_max_mb},
+        {K_LOG_KEEP, 1, 100, &k->log_keep, &k->has_log_keep},
+        {K_DISK_MIN, 0, 1u << 30, &k->disk_min_free_mb, &k->has_disk_min_free_mb},
+    };
+    for (size_t i = 0; i < sizeof un / sizeof un[0]; i++)
+        if (v[un[i].idx]) {
+            if ((rc = get_uint(x, v[un[i].idx], top_names[un[i].idx], un[i].min, un[i].max,
+                               &u)))
+                return rc;
+            *un[i].dst = (unsigned)u;
+            *un[i].has = 1;
+        }
     return AOS_OK;
 }
 

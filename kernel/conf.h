@@ -32,7 +32,7 @@ typedef struct conf conf;
 typedef struct conf_kernel {
     int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
         has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log,
-        has_audit_fail_open;
+        has_audit_fail_open, has_log_max_mb, has_log_keep, has_disk_min_free_mb;
     char pg_dsn[CONF_DSN_MAX];
     char bin_dir[CONF_PATH_MAX];
     char pg_bin_dir[CONF_PATH_MAX];
@@ -42,6 +42,9 @@ typedef struct conf_kernel {
     unsigned workers;
     int log;                  /* log: true, as --log */
     int audit_fail_open;      /* audit_fail_open: true: syscalls do not wait for records */
+    unsigned log_max_mb;      /* log_max_mb: aosd.log and pg.log rotate past it (0: never) */
+    unsigned log_keep;        /* log_keep: old files kept of each */
+    unsigned disk_min_free_mb; /* disk_min_free_mb: below it, effectful syscalls are refused */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

@@ -2,6 +2,9 @@
  * Precedence: flag > environment > configuration file > default. */
 #include "config.h"
 
+#include "diskguard.h"
+#include "logs.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -140,6 +143,12 @@ static int load_file(kcfg *c, const char *file)
         c->log_to_file = k->log;
     if (k->has_audit_fail_open)
         c->audit_fail_open = k->audit_fail_open;
+    if (k->has_log_max_mb)
+        c->log_max_mb = k->log_max_mb;
+    if (k->has_log_keep)
+        c->log_keep = k->log_keep;
+    if (k->has_disk_min_free_mb)
+        c->disk_min_free_mb = k->disk_min_free_mb;
     conf_free(loaded);
     loaded = cf;
     c->cf = cf;
@@ -182,6 +191,9 @@ int kcfg_load(kcfg *c, int argc, char **argv)
     c->heartbeat_ms = 1000;
     c->heartbeat_timeout_ms = 5000;
     c->stop_timeout_ms = 5000;
+    c->log_max_mb = LOGS_MAX_MB_DEFAULT;
+    c->log_keep = LOGS_KEEP_DEFAULT;
+    c->disk_min_free_mb = DISKGUARD_MIN_FREE_MB_DEFAULT;
     snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "/usr/lib/postgresql/15/bin");
     const char *dir = NULL, *file = NULL;
     int rc = 0;

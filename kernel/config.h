@@ -24,6 +24,8 @@ typedef struct kcfg {
     uint64_t heartbeat_timeout_ms;
     uint64_t stop_timeout_ms;    /* STOP -> SIGTERM -> SIGKILL steps */
     unsigned workers;            /* passed to servers (0: their default) */
+    unsigned log_max_mb, log_keep; /* aos.yaml's log rotation (see logs.h) */
+    unsigned disk_min_free_mb;   /* aos.yaml's disk guard (see diskguard.h) */
     int audit_fail_open;         /* effectful syscalls go on without their audit record
                                   * when aos-audit is away (the gap is recorded later) */
     const conf *cf;              /* aos.yaml as loaded (or the built-in defaults): the LLM

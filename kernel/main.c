@@ -19,9 +19,11 @@
 #include "audit.h"
 #include "cgroup.h"
 #include "childlog.h"
+#include "diskguard.h"
 #include "fsafe.h"
 #include "config.h"
 #include "llmq.h"
+#include "logs.h"
 #include "route.h"
 #include "supervise.h"
 
@@ -79,6 +81,8 @@ int main(int argc, char **argv)
         dup2(lfd, 2);
         close(lfd);
     }
+    logs_init(dd.dir, cfg.log_to_file, dd.pg_log, (uint64_t)cfg.log_max_mb << 20, cfg.log_keep);
+    dg_init(dd.dir, cfg.disk_min_free_mb);
 
     /* before any child: one left in aosd's cgroup keeps controllers from being enabled */
     char cgwhy[256] = "";
@@ -149,6 +153,8 @@ int main(int argc, char **argv)
         if (awake < wake)
             wake = awake;
         route_tick(r, now);
+        logs_tick(now);
+        dg_tick(now);
         if (stopping && sup_stopped() && agents_stopped())
             break;
         int timeout = wake > now ? (int)(wake - now) : 0;

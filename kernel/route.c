@@ -19,6 +19,7 @@
 #include "aos/envelope.h"
 #include "aos/log.h"
 #include "audit.h"
+#include "diskguard.h"
 #include "link.h"
 #include "listen.h"
 #include "llmq.h"
@@ -640,6 +641,13 @@ static void forward(rctx *w, route *r, const kmethod *km, aos_env *req, uint32_t
     }
     if (failed) { /* the status sup_link chose: FAILED (an operator must act) */
         answer(w, req, AOS_KIND_REPLY, failed, why, 0, NULL, 0);
+        return;
+    }
+    /* a full disk: what would write is refused before it starts, reads go on (an LLM call
+     * writes aos-llm's books, a tool run its record) */
+    if ((km->cls == KM_WRITE || km->cls == KM_EFFECT || km->cls == KM_LLM) &&
+        dg_low(why, sizeof why)) {
+        answer(w, req, AOS_KIND_REPLY, AOS_ERR_UNAVAILABLE, why, 0, NULL, 0);
         return;
     }
     rcall *c = calloc(1, sizeof *c);

@@ -24,6 +24,7 @@
 #include "aos/log.h"
 #include "aos/servers.h"
 #include "cgroup.h"
+#include "diskguard.h"
 #include "toolcfg.h"
 #include "childlog.h"
 #include "fsafe.h"
@@ -1129,6 +1130,9 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
             r.bad_messages += link_bad_messages(kids[i].link);
     r.routed = routed;
     r.cgroup = cg_setup_why;
+    int low = 0;
+    dg_state(&r.disk_free_mb, &r.disk_min_free_mb, &low);
+    r.disk_low = low != 0;
     *len = aos__status_reply__get_packed_size(&r);
     *out = malloc(*len ? *len : 1);
     if (*out)

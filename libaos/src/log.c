@@ -26,18 +26,46 @@ void aos_log_init(const char *prog)
         log_min = AOS_LOG_ERROR;
 }
 
+void aos_log_stamp(char out[AOS_LOG_STAMP_LEN + 1])
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    /* strftime cannot go past its buffer; the milliseconds after it, three digits */
+    size_t n = strftime(out, AOS_LOG_STAMP_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000L) % 1000u;
+    if (n != 19) {
+        memcpy(out, "0000-00-00T00:00:00", 20);
+        n = 19;
+    }
+    out[n++] = '.';
+    out[n++] = (char)('0' + ms / 100);
+    out[n++] = (char)('0' + ms / 10 % 10);
+    out[n++] = (char)('0' + ms % 10);
+    out[n++] = 'Z';
+    out[n] = 0;
+}
+
+size_t aos_log_stamp_at(const char *s, size_t len)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    if (len < AOS_LOG_STAMP_LEN)
+        return 0;
+    for (size_t i = 0; i < AOS_LOG_STAMP_LEN; i++)
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+            return 0;
+    return AOS_LOG_STAMP_LEN;
+}
+
 void aos_log(int level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     if (level < log_min)
         return;
-    char line[2048];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %s[%d] %s: ", tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L, log_prog, (int)getpid(),
+    char line[2048], stamp[AOS_LOG_STAMP_LEN + 1];
+    aos_log_stamp(stamp);
+    int n = snprintf(line, sizeof line, "%s %s[%d] %s: ", stamp, log_prog, (int)getpid(),
                      names[level & 3]);
     va_list ap;
     va_start(ap, fmt);

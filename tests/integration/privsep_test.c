@@ -28,6 +28,7 @@
 #include <nng/protocol/pair1/pair.h>
 
 #include "aos.pb-c.h"
+#include "aos/log.h"
 #include "harness.h"
 
 extern char **environ;
@@ -1222,11 +1223,11 @@ static void every_server_is_confined_as_proc_and_status_say(void **st)
 /* ---- 7. servers' lines come through aosd, prefixed -------------------------------------
  * Finding 5: servers' stderr was aosd.log itself, so a server could write a kernel line. */
 
-/* "HH:MM:SS.mmm aos-" at the start: a server's own log line that did not pass aosd. */
+/* "<stamp> aos-" at the start: a server's own log line that did not pass aosd. */
 static int raw_server_line(const char *l)
 {
-    return strlen(l) > 17 && l[2] == ':' && l[5] == ':' && l[8] == '.' && l[12] == ' ' &&
-           !strncmp(l + 13, "aos-", 4) && strncmp(l + 13, "aosd", 4);
+    size_t s = aos_log_stamp_at(l, strlen(l));
+    return s && l[s] == ' ' && !strncmp(l + s + 1, "aos-", 4) && strncmp(l + s + 1, "aosd", 4);
 }
 
 static void servers_log_lines_carry_their_name_and_pid(void **st)
@@ -1238,7 +1239,7 @@ static void servers_log_lines_carry_their_name_and_pid(void **st)
     /* storage logs its limits at start ("value cap ..."): the line must be there, with its
      * prefix; give the pipe a moment */
     char want[64];
-    snprintf(want, sizeof want, "storage[%d] ", (int)sp);
+    snprintf(want, sizeof want, " storage[%d] info: ", (int)sp);
     int seen = 0, raw = 0;
     char first_raw[512] = "";
     for (int tries = 0; tries < 30 && !seen; tries++) {
@@ -1247,7 +1248,8 @@ static void servers_log_lines_carry_their_name_and_pid(void **st)
         char line[4096];
         raw = 0;
         while (fgets(line, sizeof line, f)) {
-            if (strstr(line, "value cap") && !strncmp(line, want, strlen(want)))
+            size_t s = aos_log_stamp_at(line, strlen(line));
+            if (strstr(line, "value cap") && s && !strncmp(line + s, want, strlen(want)))
                 seen = 1;
             if (raw_server_line(line) && !raw++)
                 snprintf(first_raw, sizeof first_raw, "%.500s", line);

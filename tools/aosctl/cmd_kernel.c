@@ -107,8 +107,16 @@ static void print_status(const Aos__StatusReply *s)
     clean(pg, sizeof pg, s->pg_mode);
     printf("aosd pid %d, up %s, version %s, pg %s, data dir %s\n", s->aosd_pid, up,
            v[0] ? v : "?", pg[0] ? pg : "?", dd[0] ? dd : "?");
-    printf("routed %" PRIu64 " requests, refused %" PRIu64 " malformed messages\n\n",
+    printf("routed %" PRIu64 " requests, refused %" PRIu64 " malformed messages\n",
            s->routed, s->bad_messages);
+    if (s->disk_low)
+        printf("DISK NEARLY FULL: %" PRIu64 " MiB free, below %" PRIu64 " MiB: writes, tool "
+               "runs and LLM calls are refused until space is freed\n", s->disk_free_mb,
+               s->disk_min_free_mb);
+    else if (s->disk_min_free_mb)
+        printf("disk: %" PRIu64 " MiB free (writes refused below %" PRIu64 " MiB)\n",
+               s->disk_free_mb, s->disk_min_free_mb);
+    printf("\n");
 
     size_t n = s->n_children;
     char (*cells)[STATUS_COLS][256] = calloc(n ? n : 1, sizeof *cells);
@@ -213,11 +221,13 @@ static json_t *status_json(const Aos__StatusReply *s)
     }
     if (!kids)
         return NULL;
-    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I,s:s},s:o}", "aosd", "pid",
-                     (int)s->aosd_pid, "uptime_ms", (json_int_t)s->aosd_uptime_ms, "version",
-                     s->version, "data_dir", s->data_dir, "pg_mode", s->pg_mode,
+    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:{s:I,s:I,s:b}},s:o}", "aosd",
+                     "pid", (int)s->aosd_pid, "uptime_ms", (json_int_t)s->aosd_uptime_ms,
+                     "version", s->version, "data_dir", s->data_dir, "pg_mode", s->pg_mode,
                      "bad_messages", (json_int_t)s->bad_messages, "routed",
-                     (json_int_t)s->routed, "cgroup", s->cgroup, "children", kids);
+                     (json_int_t)s->routed, "cgroup", s->cgroup, "disk", "free_mb",
+                     (json_int_t)s->disk_free_mb, "min_free_mb",
+                     (json_int_t)s->disk_min_free_mb, "low", s->disk_low, "children", kids);
 }
 
 static int cmd_status(ctl_ctx *c, const ctl_vals *v)
@@ -232,7 +242,8 @@ static int cmd_status(ctl_ctx *c, const ctl_vals *v)
         return ctl_fail(c, AOS_ERR_PROTO, "kernel.status: aosd sent a malformed StatusReply");
     /* uint32 restarts and uint64 counters must fit a JSON integer (int64) */
     int ok = aos_pb_strings_valid(&s->base) && s->aosd_uptime_ms <= INT64_MAX &&
-             s->bad_messages <= INT64_MAX && s->routed <= INT64_MAX;
+             s->bad_messages <= INT64_MAX && s->routed <= INT64_MAX &&
+             s->disk_free_mb <= INT64_MAX && s->disk_min_free_mb <= INT64_MAX;
     for (size_t i = 0; ok && i < s->n_children; i++)
         ok = s->children[i]->uptime_ms <= INT64_MAX &&
              s->children[i]->next_start_ms <= INT64_MAX;
@@ -449,7 +460,12 @@ static const char status_out[] =
     "\"bad_messages\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"envelopes aosd "
     "refused as malformed\"},\"routed\":{\"type\":\"integer\",\"minimum\":0,"
     "\"description\":\"requests routed to servers\"},\"cgroup\":{\"type\":\"string\","
-    "\"description\":\"what aosd's cgroup v2 set-up achieved, or why not\"}}},"
+    "\"description\":\"what aosd's cgroup v2 set-up achieved, or why not\"},"
+    "\"disk\":{\"type\":\"object\",\"required\":[\"free_mb\",\"min_free_mb\",\"low\"],"
+    "\"description\":\"the data dir's file system: below min_free_mb (aos.yaml's "
+    "disk_min_free_mb) effectful syscalls are refused\",\"properties\":{"
+    "\"free_mb\":{\"type\":\"integer\",\"minimum\":0},\"min_free_mb\":{\"type\":"
+    "\"integer\",\"minimum\":0},\"low\":{\"type\":\"boolean\"}}}}},"
     "\"children\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\","
     "\"state\",\"pid\",\"restarts\",\"uptime_ms\",\"last_exit\",\"reason\",\"next_start_ms\","
     "\"uid\",\"health\",\"sandbox\"],\"properties\":{"

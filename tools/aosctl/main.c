@@ -28,6 +28,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_sched,
     &ctl_group_mem,
     &ctl_group_agent,
+    &ctl_group_logs,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
