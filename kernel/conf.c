@@ -1267,13 +1267,14 @@ static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cf
 /* ---- the kernel's keys ------------------------------------------------------------------ */
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
-       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_LLM, K_TOOLS,
-       K_N };
+       K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_RUN_RETENTION,
+       K_LLM, K_TOOLS, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
                                         "log", "audit_fail_open", "log_max_mb", "log_keep",
-                                        "disk_min_free_mb", "llm", "tools", NULL};
+                                        "disk_min_free_mb", "run_retention_s", "llm", "tools",
+                                        NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
@@ -1344,6 +1345,12 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
         if ((rc = get_bool(x, v[K_LOG], "log", &k->log)))
             return rc;
         k->has_log = 1;
+    }
+    if (v[K_RUN_RETENTION]) {
+        if ((rc = get_uint(x, v[K_RUN_RETENTION], "run_retention_s", 0, CONF_RETENTION_MAX_S,
+                           &k->run_retention_s)))
+            return rc;
+        k->has_run_retention_s = 1;
     }
     if (v[K_AUDIT_FAIL_OPEN]) {
         if ((rc = get_bool(x, v[K_AUDIT_FAIL_OPEN], "audit_fail_open", &k->audit_fail_open)))

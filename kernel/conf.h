@@ -20,6 +20,8 @@
 #define CONF_LLM_PACKED_MAX (4u << 20) /* conf_llm packed: what aos-llm reads off its fd
                                         * (SRV_CONFIG_MAX of servers/common/serve.h) */
 #define CONF_FILE_NAME "aos.yaml"
+#define CONF_RETENTION_DEFAULT_S (7u * 86400u) /* run_retention_s: a week */
+#define CONF_RETENTION_MAX_S (3650ull * 86400u)
 
 /* The top-level keys of the old JSON file, which keep their names in aos.yaml. */
 #define CONF_JSON_KEYS "restart_intensity, heartbeat_ms, heartbeat_timeout_ms, pg_dsn"
@@ -32,7 +34,8 @@ typedef struct conf conf;
 typedef struct conf_kernel {
     int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
         has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log,
-        has_audit_fail_open, has_log_max_mb, has_log_keep, has_disk_min_free_mb;
+        has_audit_fail_open, has_log_max_mb, has_log_keep, has_disk_min_free_mb,
+        has_run_retention_s;
     char pg_dsn[CONF_DSN_MAX];
     char bin_dir[CONF_PATH_MAX];
     char pg_bin_dir[CONF_PATH_MAX];
@@ -45,6 +48,7 @@ typedef struct conf_kernel {
     unsigned log_max_mb;      /* log_max_mb: aosd.log and pg.log rotate past it (0: never) */
     unsigned log_keep;        /* log_keep: old files kept of each */
     unsigned disk_min_free_mb; /* disk_min_free_mb: below it, effectful syscalls are refused */
+    uint64_t run_retention_s; /* finished agent runs older than this may be pruned */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

@@ -143,6 +143,7 @@ static const kmethod table[] = {
     FWD("storage.checkpoint.prune", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.step.append", KM_WRITE, "storage", WHOLE, ALL),
     FWD("storage.step.read", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.step.drop", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.queue.send", KM_WRITE, "storage", WHOLE, ALL),
     FWD("storage.queue.recv", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.queue.ack", KM_WRITE, "storage", SMALL, ALL),

@@ -538,13 +538,16 @@ static void note_parts(aos_reply *r, int streaming)
 }
 
 /* The final REPLY env into r. An OK final must count exactly the parts that arrived:
- * anything else means parts were lost or repeated on the way. */
+ * anything else means parts were lost or repeated on the way. Except a final alone: the
+ * serve loop answers a request id it already answered with the recorded final only,
+ * whose count is still that of the first run's parts (a durable step's retry after a
+ * crash gets that), and the parts of one call come in order before its final. */
 static aos_err take_final(aos_reply *r, const aos_env *env, const char *method)
 {
     r->parts_total = env->seq;
     /* a hint, capped at a day: a hostile or broken server cannot park a caller forever */
     r->retry_after_ms = env->retry_after_ms < 86400000u ? env->retry_after_ms : 86400000u;
-    if (env->status == AOS_OK && env->seq != r->parts)
+    if (env->status == AOS_OK && env->seq != r->parts && r->parts != 0)
         return fail(r, AOS_ERR_PROTO, "%s: the final reply counts %u parts but %u arrived",
                     method, env->seq, r->parts);
     if (env->payload_len) {

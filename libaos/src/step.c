@@ -224,7 +224,8 @@ static aos_call_opts opts(const aos_run *r, const uint8_t *rid)
 {
     aos_call_opts o = {.request_id = rid, .agent_id = r->has_agent ? r->agent : NULL,
                        .run_id = r->id};
-    o.step = (uint32_t)(r->pos + 1 > UINT32_MAX ? UINT32_MAX : r->pos + 1);
+    if (r->id[0])   /* the audit log files the call under its run and step */
+        o.step = (uint32_t)(r->pos + 1 > UINT32_MAX ? UINT32_MAX : r->pos + 1);
     return o;
 }
 
@@ -556,7 +557,7 @@ static aos_err live_call(aos_run *r, const char *method, const uint8_t *rid, con
         o.timeout_ms = (uint32_t)(left > AOS_DEFAULT_TIMEOUT_MS ? AOS_DEFAULT_TIMEOUT_MS
                                   : left < 1000 ? 1000 : left);
         aos_err e = r->io.call(r->io.arg, &o, method, req, len, rep);
-        if (!transient(e) || r->io.now_ms(r->io.arg) >= until)
+        if (!transient(e) || e == AOS_ERR_CANCELLED || r->io.now_ms(r->io.arg) >= until)
             return e;
         uint32_t ms = backoff(&b, rep->retry_after_ms);
         aos_reply_clear(rep);
@@ -663,10 +664,19 @@ aos_err aos_step_call(aos_run *r, const char *kind, const char *method, aos_step
         r->open_fp = fp;
     }
     e = live_call(r, method, rid, req, len, timeout_ms, rep);
+    /* CANCELLED is what the server kept for this id when its first caller went away
+     * mid-call (a crash of the agent): an LLM call is asked again under a new id (the
+     * cancelled one may have been paid in part); a tool's outcome is unknown */
+    for (uint32_t salt = 1; pol == AOS_STEP_AFTER && e == AOS_ERR_CANCELLED && salt <= 3;
+         salt++) {
+        aos_reply_clear(rep);
+        aos_step_request_id(r->id, at, salt, rid);
+        e = live_call(r, method, rid, req, len, timeout_ms, rep);
+    }
     free(built);
-    if (transient(e))
+    if (transient(e) && !(pol == AOS_STEP_STARTED && e == AOS_ERR_CANCELLED))
         return e;   /* unrecorded: the next try is the same step with the same id */
-    if (pol == AOS_STEP_STARTED && e == AOS_ERR_CONFLICT) {
+    if (pol == AOS_STEP_STARTED && (e == AOS_ERR_CONFLICT || e == AOS_ERR_CANCELLED)) {
         /* aos-tool's word that this request started before and its outcome is gone */
         char msg[400];
         snprintf(msg, sizeof msg, "%.399s", rep->error);

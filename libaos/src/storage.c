@@ -682,6 +682,24 @@ nomem:
     return say(why, whylen, AOS_ERR_NOMEM, "out of memory");
 }
 
+aos_err aos_step_drop(aos_conn *c, const aos_call_opts *o, const char *run, uint64_t *deleted,
+                      char *why, size_t whylen)
+{
+    aos_err e = need(run, "run", AOS_NAME_MAX, why, whylen);
+    if (e)
+        return e;
+    Aos__Storage__StepDropRequest rq = AOS__STORAGE__STEP_DROP_REQUEST__INIT;
+    rq.run = txt(run);
+    Aos__Storage__StepDropReply *rp;
+    if ((e = aos_rpc(c, o, "storage.step.drop", &rq.base,
+                     &aos__storage__step_drop_reply__descriptor, (void **)&rp, why, whylen)))
+        return e;
+    if (deleted)
+        *deleted = rp->deleted;
+    aos__storage__step_drop_reply__free_unpacked(rp, NULL);
+    return AOS_OK;
+}
+
 /* ---- queues -------------------------------------------------------------------------------- */
 
 aos_err aos_queue_send(aos_conn *c, const aos_call_opts *o, const char *queue, const void *body,

@@ -33,6 +33,7 @@ aos_err op_ckpt_prune(stg_call *c);
 /* step.c */
 aos_err op_step_append(stg_call *c);
 aos_err op_step_read(stg_call *c);
+aos_err op_step_drop(stg_call *c);
 /* queue.c */
 aos_err op_queue_send(stg_call *c);
 aos_err op_queue_recv(stg_call *c);
@@ -62,6 +63,7 @@ aos_err op_queue_list(stg_call *c);
     X("checkpoint.prune", op_ckpt_prune)                                                   \
     X("step.append", op_step_append)                                                       \
     X("step.read", op_step_read)                                                           \
+    X("step.drop", op_step_drop)                                                           \
     X("queue.send", op_queue_send)                                                         \
     X("queue.recv", op_queue_recv)                                                         \
     X("queue.ack", op_queue_ack)                                                           \

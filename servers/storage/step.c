@@ -26,6 +26,9 @@ static const db_stmt st_read = {
     "FROM storage.step WHERE agent = $1 AND run = $2 AND step >= $3 ORDER BY step LIMIT $4",
     4};
 
+static const db_stmt st_drop = {
+    "stg_step_drop", "DELETE FROM storage.step WHERE agent = $1 AND run = $2", 2};
+
 typedef struct append_arg {
     const Aos__Storage__StepAppendRequest *rq;
     const char *run, *kind;
@@ -166,6 +169,35 @@ out:
     free(sp);
     PQclear(r);
     PQclear(l);
+    stg_free(rq);
+    return e;
+}
+
+aos_err op_step_drop(stg_call *c)
+{
+    char why[AOS_ERRMSG_MAX], run[AOS_NAME_MAX + 1];
+    aos_err e;
+    if ((e = stg_need_agent(c)))
+        return e;
+    Aos__Storage__StepDropRequest *rq =
+        stg_decode(c, &aos__storage__step_drop_request__descriptor);
+    if (!rq)
+        return AOS_ERR_PROTO;
+    if ((e = stg_valid_name(rq->run, "run", NULL, run, why, sizeof why))) {
+        e = stg_fail(c, e, "%s", why);
+    } else {
+        db_params p;
+        dp_init(&p);
+        dp_text(&p, c->agent);
+        dp_text(&p, run);
+        PGresult *r = NULL;
+        if ((e = stg_exec(c, &st_drop, &p, &r)) == AOS_OK) {
+            Aos__Storage__StepDropReply rp = AOS__STORAGE__STEP_DROP_REPLY__INIT;
+            rp.deleted = strtoull(PQcmdTuples(r), NULL, 10);
+            e = stg_reply(c, &rp.base);
+        }
+        PQclear(r);
+    }
     stg_free(rq);
     return e;
 }

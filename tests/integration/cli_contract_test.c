@@ -375,6 +375,8 @@ static const struct sample {
     {"top", {"--interval=500"}},
     {"agent inspect", {BOT}},
     {"agent logs", {BOT, "--bytes", "4096"}},
+    {"agent runs", {AGENT}},
+    {"agent runs", {AGENT, "--prune"}},
     {"agent suspend", {BOT}},
     {"agent resume", {BOT}},
     {"agent kill", {BOT}},

@@ -41,7 +41,9 @@ typedef struct aos_reply {
     size_t payload_len;
     uint32_t parts;             /* streamed parts that arrived (and were handed on) */
     uint32_t parts_total;       /* the final reply's count of the parts the server made
-                                   (its seq); 0 when no final reply came */
+                                   (its seq); 0 when no final reply came. A replay of a
+                                   request id already answered is the final alone: parts
+                                   0, parts_total the first run's count */
     uint64_t retry_after_ms;    /* on an error (RATE_LIMITED above all): the server's word on
                                    when a retry may succeed, ms from the reply; 0: none */
 } aos_reply;

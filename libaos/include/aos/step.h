@@ -24,7 +24,9 @@
  *   again with the same derived request id, which aos-tool never runs twice: the result
  *   it kept, or CONFLICT ("started already": it ran, or was running, in an aos-tool that
  *   died) which becomes AOS_ERR_INTERRUPTED, recorded as the step's outcome; a request
- *   that never reached aos-tool runs now, for the first time.
+ *   that never reached aos-tool runs now, for the first time. A tool run cancelled because
+ *   its caller died (aosd cancels a call whose caller went away) is INTERRUPTED as well;
+ *   an LLM call cancelled so is asked again under a new id (it may have been paid in part).
  * An agent must be deterministic in the steps it asks for: a tool step whose request
  * differs from the recorded one is CONFLICT (the run diverged), as is a step of another
  * kind than the recorded one.

@@ -179,6 +179,10 @@ typedef struct aos_step_page {
 aos_err aos_step_read(aos_conn *c, const aos_call_opts *o, const char *run, uint64_t from_step,
                       uint32_t limit, aos_step_page **out, char *why, size_t whylen);
 void aos_step_page_free(aos_step_page *l);
+/* Remove every step of run (retention of finished runs); *deleted (may be NULL) counts
+ * them. A run without steps is no error. */
+aos_err aos_step_drop(aos_conn *c, const aos_call_opts *o, const char *run, uint64_t *deleted,
+                      char *why, size_t whylen);
 
 /* ---- queues and mail -------------------------------------------------------------------- */
 
