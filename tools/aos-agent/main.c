@@ -1,0 +1,653 @@
+/* aos-agent: the built-in agent runner. Think (llm.chat on a prompt aos-memory assembles,
+ * the todo list recited last) -> act (tool.run) -> observe, every step durable (aos/step.h).
+ *
+ * Everything comes from the manifest the kernel hands over (kernel.agent.self): the model,
+ * the tools, budgets.steps (the step budget) and budgets.context_tokens; the goal and the
+ * runner's options from its args:
+ *   args: ["--goal", "TEXT", "--todo", "TEXT", "--repeat", "N", "--system", "TEXT",
+ *          "--max-tokens", "N"]
+ * (a bare first argument is the goal too). --repeat N is the loop breaker: the same tool
+ * call with the same arguments N times in a row (3 by default) ends the run, failed, with
+ * that reason. Besides the manifest's tools the model gets `todo_write`, which replaces the
+ * todo list in aos-memory.
+ *
+ * A restarted aos-agent (after its crash or aosd's) opens the same run and replays it: the
+ * recorded replies and tool results come back from the step log, and the pages it writes
+ * to aos-memory carry request ids derived from (run, step), so a replay writes none twice.
+ * A tool step that comes back INTERRUPTED (it started, its outcome was lost) is told to the
+ * model as such: the model decides; nothing is run again.
+ *
+ * Exit status: 0 when the run finished (done, failed or interrupted: `aosctl agent runs`
+ * says which and why) or at the kernel's stop; 1 on an error a restart may get past (the
+ * run is resumed then); 2 for a manifest it cannot use.
+ *
+ * For the crash tests only: TEST_CRASH_AT_TURN=K[:tool] in its environment makes the
+ * first incarnation SIGKILL itself right after turn K's LLM step (with :tool, after its
+ * tool steps) was recorded. */
+#include <errno.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "aos/agent.h"
+#include "aos/envelope.h"
+#include "aos/memory.h"
+#include "aos/step.h"
+#include "llm.pb-c.h"
+#include "memory.pb-c.h"
+#include "tool.pb-c.h"
+
+#define LLM_MS 300000u          /* an LLM step: the scheduler's queue, retries */
+#define TOOL_MS 600000u         /* a tool step: the tool's own limit rules under it */
+#define CALL_MS 30000u
+#define STEPS_DEFAULT 50u
+#define REPEAT_DEFAULT 3u
+#define CONTEXT_DEFAULT 100000
+#define RESULT_MAX 16384u       /* bytes of a tool result put into the context */
+#define TEXT_MAX 65536u         /* bytes of an argument (goal, todo, system) */
+#define TOOLS_MAX 256u
+#define TODO_TOOL "todo_write"
+
+typedef struct cfg {
+    char name[AOS_AGENT_ID_MAX + 1];
+    char model[256];
+    char *goal, *todo, *system;
+    char **tools;
+    size_t ntools;
+    uint64_t steps, context_tokens;
+    unsigned repeat, max_tokens;
+} cfg;
+
+typedef struct agent {
+    aos_agent *a;
+    aos_conn *c;
+    aos_run *run;
+    cfg cf;
+    Aos__Llm__Tool *ltools;     /* what the model is offered */
+    Aos__Llm__Tool **lp;
+    size_t nltools;
+    char *tool_text;            /* their descriptions, owned here */
+    Aos__Tool__ListReply *catalogue;
+    long crash_turn;
+    int crash_after_tool;
+} agent;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+/* ---- the manifest ------------------------------------------------------------------------ */
+
+static char *dup_capped(const char *s)
+{
+    size_t n = strnlen(s, TEXT_MAX);
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+static int parse_manifest(const char *json, cfg *cf, char *why, size_t whylen)
+{
+    json_error_t je;
+    json_t *m = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(m)) {
+        snprintf(why, whylen, "the manifest is not a JSON object: %s", je.text);
+        json_decref(m);
+        return -1;
+    }
+    const char *model = json_string_value(json_object_get(m, "model"));
+    snprintf(cf->model, sizeof cf->model, "%s", model ? model : "");
+    json_t *b = json_object_get(m, "budgets");
+    json_int_t steps = json_integer_value(json_object_get(b, "steps"));
+    json_int_t ctx = json_integer_value(json_object_get(b, "context_tokens"));
+    cf->steps = steps > 0 ? (uint64_t)steps : STEPS_DEFAULT;
+    cf->context_tokens = ctx > 0 ? (uint64_t)ctx : CONTEXT_DEFAULT;
+    cf->repeat = REPEAT_DEFAULT;
+    cf->max_tokens = 1024;
+    json_t *tools = json_object_get(m, "tools");
+    size_t nt = json_array_size(tools);
+    if (nt > TOOLS_MAX)
+        nt = TOOLS_MAX;
+    cf->tools = calloc(nt + 1, sizeof *cf->tools);
+    for (size_t i = 0; cf->tools && i < nt; i++) {
+        const char *t = json_string_value(json_array_get(tools, i));
+        if (t)
+            cf->tools[cf->ntools++] = dup_capped(t);
+    }
+    json_t *args = json_object_get(m, "args");
+    size_t na = json_array_size(args);
+    int rc = 0;
+    for (size_t i = 0; i < na && !rc; i++) {
+        const char *k = json_string_value(json_array_get(args, i));
+        const char *v = i + 1 < na ? json_string_value(json_array_get(args, i + 1)) : NULL;
+        if (!k)
+            continue;
+        char **dst = !strcmp(k, "--goal") ? &cf->goal : !strcmp(k, "--todo") ? &cf->todo
+                   : !strcmp(k, "--system") ? &cf->system : NULL;
+        if (dst || !strcmp(k, "--repeat") || !strcmp(k, "--max-tokens")) {
+            if (!v) {
+                snprintf(why, whylen, "args: %s needs a value", k);
+                rc = -1;
+                break;
+            }
+            i++;
+            if (dst) {
+                free(*dst);
+                *dst = dup_capped(v);
+            } else {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*end || n < 1 || n > 1000000) {
+                    snprintf(why, whylen, "args: %s wants a positive number, not '%.40s'", k,
+                             v);
+                    rc = -1;
+                } else if (!strcmp(k, "--repeat")) {
+                    cf->repeat = (unsigned)n;
+                } else {
+                    cf->max_tokens = (unsigned)n;
+                }
+            }
+        } else if (i == 0 && k[0] != '-') {
+            cf->goal = dup_capped(k);
+        } else {
+            snprintf(why, whylen, "args: unknown option '%.60s' (--goal, --todo, --system, "
+                     "--repeat, --max-tokens)", k);
+            rc = -1;
+        }
+    }
+    if (!rc && (!cf->goal || !*cf->goal)) {
+        snprintf(why, whylen, "args: no goal (--goal TEXT)");
+        rc = -1;
+    }
+    json_decref(m);
+    return rc;
+}
+
+static void cfg_clear(cfg *cf)
+{
+    free(cf->goal);
+    free(cf->todo);
+    free(cf->system);
+    for (size_t i = 0; i < cf->ntools; i++)
+        free(cf->tools[i]);
+    free(cf->tools);
+}
+
+/* ---- calls ----------------------------------------------------------------------------- */
+
+static ProtobufCBinaryData bin(const void *p, size_t n)
+{
+    return (ProtobufCBinaryData){n, (uint8_t *)p};
+}
+
+static ProtobufCBinaryData txt(const char *s)
+{
+    return bin(s, strlen(s));
+}
+
+/* The tools the model is offered: the manifest's, as aos-tool describes them, and
+ * todo_write. */
+static aos_err load_tools(agent *g, char *why, size_t whylen)
+{
+    Aos__Tool__ListRequest q = AOS__TOOL__LIST_REQUEST__INIT;
+    q.agent = txt(g->cf.name);
+    size_t n = aos__tool__list_request__get_packed_size(&q);
+    uint8_t buf[512];
+    if (n > sizeof buf) {
+        snprintf(why, whylen, "the agent's name is too long");
+        return AOS_ERR_USAGE;
+    }
+    aos__tool__list_request__pack(&q, buf);
+    aos_call_opts o = {.timeout_ms = CALL_MS};
+    aos_reply r;
+    aos_err e = aos_call(g->c, &o, "tool.list", buf, n, &r);
+    if (e) {
+        snprintf(why, whylen, "tool.list: %.900s", r.error);
+        aos_reply_clear(&r);
+        return e;
+    }
+    g->catalogue = aos__tool__list_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!g->catalogue) {
+        snprintf(why, whylen, "tool.list: not a ListReply");
+        return AOS_ERR_PROTO;
+    }
+    g->ltools = calloc(g->cf.ntools + 1, sizeof *g->ltools);
+    g->lp = calloc(g->cf.ntools + 1, sizeof *g->lp);
+    if (!g->ltools || !g->lp)
+        return AOS_ERR_NOMEM;
+    for (size_t i = 0; i < g->cf.ntools; i++) {
+        const Aos__Tool__Info *in = NULL;
+        for (size_t k = 0; k < g->catalogue->n_tools; k++)
+            if (g->catalogue->tools[k]->name.len == strlen(g->cf.tools[i]) &&
+                !memcmp(g->catalogue->tools[k]->name.data, g->cf.tools[i],
+                        strlen(g->cf.tools[i])))
+                in = g->catalogue->tools[k];
+        if (!in) {
+            say("tool %s: not in aos-tool's catalogue; not offered", g->cf.tools[i]);
+            continue;
+        }
+        Aos__Llm__Tool *t = &g->ltools[g->nltools];
+        aos__llm__tool__init(t);
+        t->name = in->name;
+        t->description = in->summary;
+        t->input_schema = in->args_schema;
+        g->lp[g->nltools++] = t;
+    }
+    Aos__Llm__Tool *t = &g->ltools[g->nltools];
+    aos__llm__tool__init(t);
+    t->name = txt(TODO_TOOL);
+    t->description = txt("replace your todo list (it is shown to you at the end of every "
+                         "prompt): the whole new list as text");
+    t->input_schema = txt("{\"type\":\"object\",\"properties\":{\"todo\":{\"type\":\"string\"}"
+                          "},\"required\":[\"todo\"],\"additionalProperties\":false}");
+    g->lp[g->nltools++] = t;
+    return AOS_OK;
+}
+
+/* Pages into aos-memory under a request id derived from (run, position, salt): a replay
+ * appends nothing twice. */
+static aos_err page(agent *g, uint64_t pos, uint32_t salt, int kind, const char *source,
+                    const void *text, size_t len)
+{
+    uint8_t rid[AOS_ID_LEN];
+    aos_step_request_id(aos_run_id(g->run), pos, 1000u + salt, rid);
+    aos_mem_page p = {.kind = kind, .source = source, .text = text, .len = len};
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = AOS_OK;
+    for (int tries = 0; tries < 30; tries++) {
+        aos_call_opts o = {.request_id = rid, .timeout_ms = CALL_MS};
+        e = aos_mem_append(g->c, &o, &p, 1, NULL, why, sizeof why);
+        if (e != AOS_ERR_UNAVAILABLE && e != AOS_ERR_TIMEOUT)
+            break;
+        usleep(200000);
+    }
+    if (e)
+        say("memory: %s: %s", aos_err_name(e), why);
+    return e;
+}
+
+static aos_err build_chat(void *arg, uint8_t **buf, size_t *len)
+{
+    agent *g = arg;
+    aos_mem_assemble_opts ao = {.model = g->cf.model[0] ? g->cf.model : NULL};
+    Aos__Memory__AssembleReply *pr = NULL;
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = AOS_OK;
+    for (int tries = 0; tries < 30; tries++) {
+        aos_call_opts o = {.timeout_ms = CALL_MS};
+        e = aos_mem_assemble(g->c, &o, &ao, &pr, why, sizeof why);
+        if (e != AOS_ERR_UNAVAILABLE && e != AOS_ERR_TIMEOUT)
+            break;
+        usleep(200000);
+    }
+    if (e) {
+        say("memory.assemble: %s: %s", aos_err_name(e), why);
+        return e;
+    }
+    Aos__Llm__ChatRequest q = AOS__LLM__CHAT_REQUEST__INIT;
+    q.model = txt(g->cf.model);
+    q.n_messages = pr->n_messages;
+    q.messages = pr->messages;
+    q.cache_breakpoint = pr->cache_breakpoint;
+    q.n_tools = g->nltools;
+    q.tools = g->lp;
+    q.max_tokens = g->cf.max_tokens;
+    *len = aos__llm__chat_request__get_packed_size(&q);
+    *buf = malloc(*len ? *len : 1);
+    if (!*buf) {
+        aos_mem_prompt_free(pr);
+        return AOS_ERR_NOMEM;
+    }
+    aos__llm__chat_request__pack(&q, *buf);
+    aos_mem_prompt_free(pr);
+    return AOS_OK;
+}
+
+static void maybe_crash(agent *g, long turn, int after_tool)
+{
+    if (g->crash_turn == turn && g->crash_after_tool == after_tool &&
+        aos_agent_incarnation(g->a) == 1) {
+        say("test: SIGKILL at turn %ld%s", turn, after_tool ? " after its tools" : "");
+        fflush(stdout);
+        raise(SIGKILL);
+    }
+}
+
+static int finish(agent *g, aos_run_state st, const char *reason)
+{
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = aos_run_finish(g->run, st, reason, why, sizeof why);
+    if (e) {
+        say("run %s: recording its end: %s: %s", aos_run_id(g->run), aos_err_name(e), why);
+        return 1;
+    }
+    say("run %s %s: %s", aos_run_id(g->run), aos_run_state_name(st), reason);
+    return 0;
+}
+
+/* One printable line of at most max bytes of d (for the logs). */
+static void line_of(char *out, size_t cap, const uint8_t *d, size_t n, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < max && k + 1 < cap; i++)
+        out[k++] = d[i] < 0x20 || d[i] == 0x7f ? ' ' : (char)d[i];
+    out[k] = 0;
+}
+
+/* The tool call's result as text for the model; *status its outcome. */
+static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *status)
+{
+    char name[80];
+    line_of(name, sizeof name, tc->name.data, tc->name.len, 64);
+    if (!strcmp(name, TODO_TOOL)) {
+        json_error_t je;
+        json_t *a = json_loadb((const char *)tc->arguments.data, tc->arguments.len, 0, &je);
+        const char *todo = json_string_value(json_object_get(a, "todo"));
+        char *res;
+        if (todo && *todo) {
+            *status = page(g, pos, 2, AOS_MEM_TODO, NULL, todo, strnlen(todo, TEXT_MAX));
+            res = strdup(*status ? "the todo list could not be written" : "todo list replaced");
+        } else {
+            *status = AOS_ERR_USAGE;
+            res = strdup("todo_write wants {\"todo\": \"the whole new list\"}");
+        }
+        json_decref(a);
+        return res;
+    }
+    Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
+    q.agent = txt(g->cf.name);
+    q.tool = tc->name;
+    q.args = tc->arguments.len ? tc->arguments : txt("{}");
+    size_t n = aos__tool__run_request__get_packed_size(&q);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        *status = AOS_ERR_NOMEM;
+        return NULL;
+    }
+    aos__tool__run_request__pack(&q, buf);
+    aos_reply r;
+    aos_err e = aos_step_tool(g->run, buf, n, TOOL_MS, &r);
+    free(buf);
+    *status = e;
+    char *res = NULL;
+    if (e == AOS_OK) {
+        Aos__Tool__RunReply *rr = aos__tool__run_reply__unpack(NULL, r.payload_len, r.payload);
+        if (rr && rr->result_json.len) {
+            size_t k = rr->result_json.len < RESULT_MAX ? rr->result_json.len : RESULT_MAX;
+            res = malloc(k + 1);
+            if (res) {
+                memcpy(res, rr->result_json.data, k);
+                res[k] = 0;
+            }
+            char l[160];
+            line_of(l, sizeof l, rr->stdout_data.data, rr->stdout_data.len, 120);
+            say("tool %s: exit %d: %s", name, rr->exit_status, l);
+        } else {
+            res = strdup("{\"error\":\"the tool's reply could not be read\"}");
+        }
+        if (rr)
+            aos__tool__run_reply__free_unpacked(rr, NULL);
+    } else if (e == AOS_ERR_INTERRUPTED) {
+        say("tool %s: INTERRUPTED: %s", name, r.error);
+        size_t k = strlen(r.error) + 200;
+        res = malloc(k);
+        if (res)
+            snprintf(res, k, "interrupted: the tool started but its outcome was lost (%s). "
+                     "It was not run again: decide whether to run it again or go on.",
+                     r.error);
+    } else if (e == AOS_ERR_UNAVAILABLE || e == AOS_ERR_TIMEOUT || e == AOS_ERR_NOMEM ||
+               e == AOS_ERR_CONFLICT || e == AOS_ERR_PROTO) {
+        say("tool %s: %s: %s", name, aos_err_name(e), r.error);   /* the caller stops */
+    } else {
+        /* refused, bad arguments...: an outcome the model can act on, recorded as such */
+        size_t k = strlen(r.error) + 64;
+        res = malloc(k);
+        if (res)
+            snprintf(res, k, "error %s: %s", aos_err_name(e), r.error);
+        say("tool %s: %s: %s", name, aos_err_name(e), r.error);
+        *status = AOS_OK;
+    }
+    aos_reply_clear(&r);
+    return res;
+}
+
+/* The assistant's turn as a page of text: what it said and what it called. */
+static char *assistant_text(const Aos__Llm__Message *m, size_t *len)
+{
+    size_t cap = 64;
+    for (size_t i = 0; i < m->n_content; i++)
+        cap += m->content[i]->text.len + 1;
+    for (size_t i = 0; i < m->n_tool_calls; i++)
+        cap += m->tool_calls[i]->name.len + m->tool_calls[i]->arguments.len + 16;
+    char *t = malloc(cap);
+    if (!t)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_content; i++) {
+        memcpy(t + k, m->content[i]->text.data, m->content[i]->text.len);
+        k += m->content[i]->text.len;
+        t[k++] = '\n';
+    }
+    for (size_t i = 0; i < m->n_tool_calls; i++)
+        k += (size_t)snprintf(t + k, cap - k, "[called %.*s %.*s]\n",
+                              (int)m->tool_calls[i]->name.len,
+                              (const char *)m->tool_calls[i]->name.data,
+                              (int)m->tool_calls[i]->arguments.len,
+                              (const char *)m->tool_calls[i]->arguments.data);
+    if (!k)
+        k = (size_t)snprintf(t, cap, "(nothing)");
+    t[k] = 0;
+    *len = k;
+    return t;
+}
+
+static int run_loop(agent *g)
+{
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    char *last_call = NULL;
+    unsigned repeat = 0;
+    int rc = 1;
+    for (long turn = 1;; turn++) {
+        aos_agent_action act_now;
+        aos_err e = aos_agent_step(g->a, &act_now, why, sizeof why);
+        if (e) {
+            say("kernel.agent.step: %s: %s", aos_err_name(e), why);
+            goto out;
+        }
+        if (act_now == AOS_AGENT_STOP) {
+            say("stop asked: run %s stays resumable at step %llu", aos_run_id(g->run),
+                (unsigned long long)aos_run_position(g->run));
+            rc = 0;
+            goto out;
+        }
+        if ((uint64_t)turn > g->cf.steps) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "the step budget of %llu steps is spent",
+                     (unsigned long long)g->cf.steps);
+            rc = finish(g, AOS_RUN_FAILED, reason);
+            goto out;
+        }
+        int replaying = aos_run_replaying(g->run);
+        aos_reply r;
+        e = aos_step_llm(g->run, build_chat, g, LLM_MS, &r);
+        uint64_t pos = aos_run_position(g->run);
+        if (e) {
+            say("turn %ld: llm: %s: %s", turn, aos_err_name(e), r.error);
+            if (e == AOS_ERR_UNAVAILABLE || e == AOS_ERR_TIMEOUT || e == AOS_ERR_NOMEM ||
+                e == AOS_ERR_RATE_LIMITED || e == AOS_ERR_CANCELLED) {
+                aos_reply_clear(&r);
+                goto out;   /* unrecorded: a restart asks again */
+            }
+            char reason[AOS_ERRMSG_MAX + 64];
+            snprintf(reason, sizeof reason, "the model's call failed: %s: %.300s",
+                     aos_err_name(e), r.error);
+            aos_reply_clear(&r);
+            rc = finish(g, AOS_RUN_FAILED, reason);
+            goto out;
+        }
+        Aos__Llm__ChatReply *cr = aos__llm__chat_reply__unpack(NULL, r.payload_len, r.payload);
+        aos_reply_clear(&r);
+        if (!cr || !cr->message) {
+            if (cr)
+                aos__llm__chat_reply__free_unpacked(cr, NULL);
+            rc = finish(g, AOS_RUN_FAILED, "the model's reply could not be read");
+            goto out;
+        }
+        size_t al;
+        char *at = assistant_text(cr->message, &al);
+        if (!at || page(g, pos, 1, AOS_MEM_ASSISTANT, NULL, at, al)) {
+            free(at);
+            aos__llm__chat_reply__free_unpacked(cr, NULL);
+            goto out;
+        }
+        char l[200];
+        line_of(l, sizeof l, (const uint8_t *)at, al, 160);
+        say("turn %ld%s: %s", turn, replaying ? " (replayed)" : "", l);
+        free(at);
+        maybe_crash(g, turn, 0);
+        if (cr->message->n_tool_calls == 0) {
+            char reason[AOS_RUN_REASON_MAX];
+            line_of(reason, sizeof reason,
+                    cr->message->n_content ? cr->message->content[0]->text.data : NULL,
+                    cr->message->n_content ? cr->message->content[0]->text.len : 0, 300);
+            aos__llm__chat_reply__free_unpacked(cr, NULL);
+            rc = finish(g, AOS_RUN_DONE, reason[0] ? reason : "the model had nothing to add");
+            goto out;
+        }
+        for (size_t i = 0; i < cr->message->n_tool_calls; i++) {
+            const Aos__Llm__ToolCall *tc = cr->message->tool_calls[i];
+            /* the loop breaker: the same call, arguments and all, N times in a row */
+            size_t kl = tc->name.len + 1 + tc->arguments.len;
+            char *key = malloc(kl + 1);
+            if (!key) {
+                aos__llm__chat_reply__free_unpacked(cr, NULL);
+                goto out;
+            }
+            memcpy(key, tc->name.data, tc->name.len);
+            key[tc->name.len] = '\t';
+            memcpy(key + tc->name.len + 1, tc->arguments.data, tc->arguments.len);
+            key[kl] = 0;
+            repeat = last_call && !strcmp(last_call, key) ? repeat + 1 : 1;
+            free(last_call);
+            last_call = key;
+            if (repeat >= g->cf.repeat) {
+                char reason[AOS_RUN_REASON_MAX];
+                snprintf(reason, sizeof reason, "loop: %.*s was called %u times in a row with "
+                         "the same arguments (%.*s)", (int)(tc->name.len > 64 ? 64 : tc->name.len),
+                         (const char *)tc->name.data, repeat,
+                         (int)(tc->arguments.len > 200 ? 200 : tc->arguments.len),
+                         (const char *)tc->arguments.data);
+                aos__llm__chat_reply__free_unpacked(cr, NULL);
+                rc = finish(g, AOS_RUN_FAILED, reason);
+                goto out;
+            }
+            int st;
+            char *res = act(g, tc, aos_run_position(g->run) + 1, &st);
+            if (!res) {
+                aos__llm__chat_reply__free_unpacked(cr, NULL);
+                goto out;   /* unrecorded or unreadable: a restart resumes here */
+            }
+            char src[96];
+            snprintf(src, sizeof src, "tool:%.*s", (int)(tc->name.len > 64 ? 64 : tc->name.len),
+                     (const char *)tc->name.data);
+            /* keyed by the step that produced it (todo_write takes none: its LLM step's) */
+            uint64_t rp = aos_run_position(g->run);
+            e = page(g, rp, 10u + (uint32_t)i, AOS_MEM_TOOL_RESULT, src, res, strlen(res));
+            free(res);
+            if (e) {
+                aos__llm__chat_reply__free_unpacked(cr, NULL);
+                goto out;
+            }
+        }
+        aos__llm__chat_reply__free_unpacked(cr, NULL);
+        maybe_crash(g, turn, 1);
+    }
+out:
+    free(last_call);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    agent g;
+    memset(&g, 0, sizeof g);
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = aos_agent_open(&g.a, why, sizeof why);
+    if (e) {
+        say("aos-agent: %s: %s", aos_err_name(e), why);
+        return 1;
+    }
+    g.c = aos_agent_conn(g.a);
+    snprintf(g.cf.name, sizeof g.cf.name, "%s", aos_agent_name(g.a));
+    int rc = 2;
+    if (parse_manifest(aos_agent_manifest(g.a), &g.cf, why, sizeof why)) {
+        say("aos-agent %s: %s", g.cf.name, why);
+        goto out;
+    }
+    const char *ct = getenv("TEST_CRASH_AT_TURN");
+    if (ct && *ct) {
+        char *end;
+        g.crash_turn = strtol(ct, &end, 10);
+        g.crash_after_tool = !strcmp(end, ":tool");
+    }
+    rc = 1;
+    int resumed = 0;
+    if ((e = aos_run_open(g.c, NULL, 0, &g.run, &resumed, why, sizeof why))) {
+        say("aos-agent %s: the run: %s: %s", g.cf.name, aos_err_name(e), why);
+        goto out;
+    }
+    if (aos_run_state_of(g.run) != AOS_RUN_RUNNING) {
+        say("run %s finished before (%s): nothing to do", aos_run_id(g.run),
+            aos_run_state_name(aos_run_state_of(g.run)));
+        rc = 0;
+        goto out;
+    }
+    say("run %s %s (model %s, %zu tools, %llu steps at most)", aos_run_id(g.run),
+        resumed ? "resumed: its recorded steps replay" : "started", g.cf.model, g.cf.ntools,
+        (unsigned long long)g.cf.steps);
+    if ((e = load_tools(&g, why, sizeof why))) {
+        say("aos-agent %s: %s: %s", g.cf.name, aos_err_name(e), why);
+        goto out;
+    }
+    aos_call_opts bo = {.timeout_ms = CALL_MS};
+    if ((e = aos_mem_budget_set(g.c, &bo, (int64_t)g.cf.context_tokens, 0, why, sizeof why)))
+        say("memory budget: %s: %s (going on with the default)", aos_err_name(e), why);
+    /* the run's opening pages: position 0, each its own salt */
+    char sys[TEXT_MAX + 512];
+    snprintf(sys, sizeof sys, "%s\n\nYour goal: %s\nAct through the tools you are given, one "
+             "step at a time; keep your todo list current with " TODO_TOOL "; when the goal "
+             "is reached, answer with a short summary and call no tool.",
+             g.cf.system ? g.cf.system : "You are an agent running on aos.", g.cf.goal);
+    if (page(&g, 0, 1, AOS_MEM_SYSTEM, NULL, sys, strlen(sys)) ||
+        page(&g, 0, 2, AOS_MEM_TODO, NULL, g.cf.todo ? g.cf.todo : "1. work towards the goal",
+             strlen(g.cf.todo ? g.cf.todo : "1. work towards the goal")) ||
+        page(&g, 0, 3, AOS_MEM_USER, NULL, g.cf.goal, strlen(g.cf.goal)))
+        goto out;
+    rc = run_loop(&g);
+out:
+    aos_run_close(g.run);
+    if (g.catalogue)
+        aos__tool__list_reply__free_unpacked(g.catalogue, NULL);
+    free(g.ltools);
+    free(g.lp);
+    cfg_clear(&g.cf);
+    aos_agent_close(g.a);
+    return rc;
+}
