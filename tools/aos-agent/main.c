@@ -463,6 +463,15 @@ static int run_loop(agent *g)
     unsigned repeat = 0;
     int rc = 1;
     for (long turn = 1;; turn++) {
+        /* before the kernel's step boundary, which stops an agent past budgets.steps: the
+         * run ends with its reason rather than stopping resumable */
+        if ((uint64_t)turn > g->cf.steps) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "the step budget of %llu steps is spent",
+                     (unsigned long long)g->cf.steps);
+            rc = finish(g, AOS_RUN_FAILED, reason);
+            goto out;
+        }
         aos_agent_action act_now;
         aos_err e = aos_agent_step(g->a, &act_now, why, sizeof why);
         if (e) {
@@ -473,13 +482,6 @@ static int run_loop(agent *g)
             say("stop asked: run %s stays resumable at step %llu", aos_run_id(g->run),
                 (unsigned long long)aos_run_position(g->run));
             rc = 0;
-            goto out;
-        }
-        if ((uint64_t)turn > g->cf.steps) {
-            char reason[128];
-            snprintf(reason, sizeof reason, "the step budget of %llu steps is spent",
-                     (unsigned long long)g->cf.steps);
-            rc = finish(g, AOS_RUN_FAILED, reason);
             goto out;
         }
         int replaying = aos_run_replaying(g->run);

@@ -188,7 +188,8 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
         }
     }
     free(cur);
-    qsort(rows, n, sizeof *rows, by_start);
+    if (n)
+        qsort(rows, n, sizeof *rows, by_start);
     if (c->json) {
         json_t *a = json_array();
         for (size_t i = 0; a && i < n; i++)
