@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds aos, starts aosd in the background on the default data dir
-# and shows `aosctl status`. Idempotent: if aosd already serves that data dir, only shows it.
+# Installs dependencies, builds aos, starts aosd in the background on the default data dir,
+# shows `aosctl status`, then runs the demo (tools/demo: three cooperating agents) and
+# prints its summary. Idempotent: if aosd already serves that data dir, it shows it and
+# applies the demo again (agents whose runs finished are not run twice).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,9 +29,16 @@ if [ ! -f build/CMakeCache.txt ]; then
 else
     cmake -S "$root" -B build >/dev/null
 fi
-# Only what runs: aosd, aosctl and the servers (tests are tools/test.sh's business).
-targets=(aosd aosctl aos-memory aos-storage aos-tool aos-llm aos-audit)
-if ! cmake --build build -j"$jobs" --target "${targets[@]}" >build/build.log 2>&1; then
+# Only what runs: aosd, aosctl, the servers and the agent runner (tests are tools/test.sh's
+# business). The build's progress is shown as it goes: a line per target built.
+targets=(aosd aosctl aos-memory aos-storage aos-tool aos-llm aos-audit aos-agent)
+echo "run.sh: building ${targets[*]} (-j$jobs; full log: build/build.log)"
+set +o pipefail
+cmake --build build -j"$jobs" --target "${targets[@]}" 2>&1 | tee build/build.log |
+    grep --line-buffered -E '^\[ *[0-9]+%\] Built target ' | sed -u 's/^/  /'
+rc=${PIPESTATUS[0]}
+set -o pipefail
+if [ "$rc" != 0 ]; then
     tail -40 build/build.log >&2
     echo "run.sh: build failed (full log: $root/build/build.log)" >&2
     exit 1
@@ -46,11 +55,70 @@ llm_hello() {
     "${aosctl[@]}" llm test sim "hello" || echo "run.sh: the LLM gateway did not answer" >&2
 }
 
+# ---- the demo (tools/demo): three aos-agent runs cooperating through tools and shared
+# memory collections on the offline sim provider; progress lines, then a summary.
+demo_agents=(gatherer writer reviewer)
+demo() {
+    echo
+    if ! "${aosctl[@]}" llm providers 2>/dev/null | grep -q '^demo-reviewer '; then
+        echo "run.sh: the demo needs the providers of tools/demo/aos.yaml in $dir/aos.yaml" \
+             "(run.sh writes them when there is no aos.yaml); skipped" >&2
+        return 0
+    fi
+    echo "\$ aosctl apply -f tools/demo/deploy.yaml   # the demo: gatherer, writer, reviewer"
+    local out
+    out=$("${aosctl[@]}" apply -f tools/demo/deploy.yaml) || { echo "run.sh: apply failed" >&2; return 1; }
+    echo "$out"
+    if grep -q ' 0 created, 0 updated' <<<"$out"; then
+        echo "  (the demo ran before on this aosd: its finished runs are not run twice; the" \
+             "summary of those runs follows)"
+    fi
+    local t0=$SECONDS last="" now states
+    while :; do
+        now=$("${aosctl[@]}" ps 2>/dev/null | awk 'NR > 1 && ($1 == "gatherer" || $1 == "writer" || $1 == "reviewer") {printf "%s %s step %s, %s tokens; ", $1, $2, $4, $5}')
+        if [ "$now" != "$last" ]; then
+            echo "  [$((SECONDS - t0))s] $now"
+            last=$now
+        fi
+        states=$(for a in "${demo_agents[@]}"; do "${aosctl[@]}" agent runs "$a" 2>/dev/null | awk 'NR == 2 {print $2}'; done | tr '\n' ' ')
+        if ! grep -q running <<<"$states" && [ "$(wc -w <<<"$states")" = 3 ]; then
+            break
+        fi
+        if [ $((SECONDS - t0)) -gt 300 ]; then
+            echo "run.sh: the demo did not finish in 5 minutes; see aosctl ps" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+    echo
+    echo "The demo ran in $((SECONDS - t0)) s (runs: $states):"
+    "${aosctl[@]}" ps | awk 'NR == 1 || $1 == "gatherer" || $1 == "writer" || $1 == "reviewer"'
+    for a in "${demo_agents[@]}"; do
+        "${aosctl[@]}" agent runs "$a" | awk -v a="$a" 'NR == 2 {$1 = a ": run " $1; print}'
+    done
+    echo "The report:  $dir/workspaces/writer/report.md (the review: $dir/workspaces/reviewer/review.md)"
+    [ -f "$dir/workspaces/writer/report.md" ] && sed 's/^/    /' "$dir/workspaces/writer/report.md"
+    echo "Each agent's steps:          aosctl agent logs writer"
+    local wrun
+    wrun=$("${aosctl[@]}" agent runs writer 2>/dev/null | awk 'NR == 2 {print $1}')
+    echo "The decision trace:          aosctl audit trace --run ${wrun:-RUN}   (or --agent writer)"
+    echo "Its runs, durable steps:     aosctl agent runs writer"
+}
+
 if "${aosctl[@]}" status >/dev/null 2>&1; then
     echo "aosd is already running on $dir"
     "${aosctl[@]}" status
     llm_hello
+    demo
     exit 0
+fi
+
+# No aos.yaml yet: the demo's providers (its scripts by absolute path) and the default sim.
+if [ ! -e "$dir/aos.yaml" ]; then
+    mkdir -p "$dir"
+    sed "s|script: \([a-z]*\.yaml\)|script: $root/tools/demo/\1|" tools/demo/aos.yaml \
+        >"$dir/aos.yaml"
+    echo "run.sh: wrote $dir/aos.yaml (the sim providers of tools/demo)"
 fi
 
 # aosd opens its log itself (--log), once it has made sure nobody else can plant a link
@@ -76,6 +144,7 @@ show_settled() {
         echo "run.sh: some servers failed; see $log and \`aosctl status\`" >&2
     fi
     llm_hello
+    demo
     exit 0
 }
 

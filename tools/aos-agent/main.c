@@ -52,6 +52,9 @@
 #define TEXT_MAX 65536u         /* bytes of an argument (goal, todo, system) */
 #define TOOLS_MAX 256u
 #define TODO_TOOL "todo_write"
+#define MEM_STORE "memory_store"
+#define MEM_SEARCH "memory_search"
+#define MEM_SHARE "memory_share"
 
 typedef struct cfg {
     char name[AOS_AGENT_ID_MAX + 1];
@@ -75,6 +78,7 @@ typedef struct agent {
     Aos__Tool__ListReply *catalogue;
     long crash_turn;
     int crash_after_tool;
+    uint32_t call_index;        /* the tool call of the current LLM reply being acted on */
 } agent;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -226,8 +230,8 @@ static aos_err load_tools(agent *g, char *why, size_t whylen)
         snprintf(why, whylen, "tool.list: not a ListReply");
         return AOS_ERR_PROTO;
     }
-    g->ltools = calloc(g->cf.ntools + 1, sizeof *g->ltools);
-    g->lp = calloc(g->cf.ntools + 1, sizeof *g->lp);
+    g->ltools = calloc(g->cf.ntools + 4, sizeof *g->ltools);
+    g->lp = calloc(g->cf.ntools + 4, sizeof *g->lp);
     if (!g->ltools || !g->lp)
         return AOS_ERR_NOMEM;
     for (size_t i = 0; i < g->cf.ntools; i++) {
@@ -256,6 +260,29 @@ static aos_err load_tools(agent *g, char *why, size_t whylen)
     t->input_schema = txt("{\"type\":\"object\",\"properties\":{\"todo\":{\"type\":\"string\"}"
                           "},\"required\":[\"todo\"],\"additionalProperties\":false}");
     g->lp[g->nltools++] = t;
+    static const char *const mem[][3] = {
+        {MEM_STORE, "keep a text in one of your memory collections (full text search)",
+         "{\"type\":\"object\",\"properties\":{\"collection\":{\"type\":\"string\"},"
+         "\"id\":{\"type\":\"string\"},\"text\":{\"type\":\"string\"}},\"required\":["
+         "\"collection\",\"text\"],\"additionalProperties\":false}"},
+        {MEM_SEARCH, "search a memory collection: yours, or one another agent shared with you "
+         "(owner: that agent)",
+         "{\"type\":\"object\",\"properties\":{\"collection\":{\"type\":\"string\"},"
+         "\"owner\":{\"type\":\"string\"},\"query\":{\"type\":\"string\"}},\"required\":["
+         "\"query\"],\"additionalProperties\":false}"},
+        {MEM_SHARE, "let another agent search one of your collections",
+         "{\"type\":\"object\",\"properties\":{\"collection\":{\"type\":\"string\"},"
+         "\"agent\":{\"type\":\"string\"}},\"required\":[\"collection\",\"agent\"],"
+         "\"additionalProperties\":false}"},
+    };
+    for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++) {
+        t = &g->ltools[g->nltools];
+        aos__llm__tool__init(t);
+        t->name = txt(mem[i][0]);
+        t->description = txt(mem[i][1]);
+        t->input_schema = txt(mem[i][2]);
+        g->lp[g->nltools++] = t;
+    }
     return AOS_OK;
 }
 
@@ -349,6 +376,150 @@ static void line_of(char *out, size_t cap, const uint8_t *d, size_t n, size_t ma
     out[k] = 0;
 }
 
+static char *fmt_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_dup(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *out = NULL;
+    if (vasprintf(&out, fmt, ap) < 0)
+        out = NULL;
+    va_end(ap);
+    return out;
+}
+
+/* memory_store and memory_share are writes aos-memory makes idempotent by request id (one
+ * derived from the step: a replay writes nothing twice); memory_search reads what other
+ * agents may have changed since, so its answer is a durable step of its own. */
+static char *memory_tool(agent *g, const char *name, const Aos__Llm__ToolCall *tc,
+                         uint64_t pos, int *status)
+{
+    json_error_t je;
+    json_t *a = json_loadb((const char *)tc->arguments.data, tc->arguments.len, 0, &je);
+    const char *col = json_string_value(json_object_get(a, "collection"));
+    const char *txt_ = json_string_value(json_object_get(a, "text"));
+    const char *id = json_string_value(json_object_get(a, "id"));
+    const char *owner = json_string_value(json_object_get(a, "owner"));
+    const char *query = json_string_value(json_object_get(a, "query"));
+    const char *who = json_string_value(json_object_get(a, "agent"));
+    char *res = NULL;
+    uint8_t *buf = NULL;
+    size_t n;
+    aos_reply r;
+    memset(&r, 0, sizeof r);
+    *status = AOS_OK;
+    if (!strcmp(name, MEM_SEARCH)) {
+        if (!query) {
+            res = fmt_dup("%s wants a query", name);
+            goto out;
+        }
+        Aos__Memory__SearchRequest q = AOS__MEMORY__SEARCH_REQUEST__INIT;
+        q.query = txt(query);
+        q.collection = txt(col ? col : "");
+        q.owner = txt(owner ? owner : "");
+        q.mode = AOS__MEMORY__MODE__MODE_FTS;
+        q.limit = 5;
+        n = aos__memory__search_request__get_packed_size(&q);
+        if (!(buf = malloc(n ? n : 1)))
+            goto nomem;
+        aos__memory__search_request__pack(&q, buf);
+        aos_err e = aos_step_call(g->run, "memory.search", "memory.search", AOS_STEP_AFTER, buf,
+                                  n, NULL, NULL, CALL_MS, &r);
+        if (e == AOS_ERR_UNAVAILABLE || e == AOS_ERR_TIMEOUT || e == AOS_ERR_CONFLICT ||
+            e == AOS_ERR_PROTO) {
+            *status = e;
+            say("%s: %s: %s", name, aos_err_name(e), r.error);
+            goto out;
+        }
+        if (e) {
+            res = fmt_dup("error %s: %s", aos_err_name(e), r.error);
+            goto out;
+        }
+        Aos__Memory__SearchReply *sr =
+            aos__memory__search_reply__unpack(NULL, r.payload_len, r.payload);
+        size_t cap = 64, k = 0;
+        for (size_t i = 0; sr && i < sr->n_hits; i++)
+            cap += sr->hits[i]->text.len + sr->hits[i]->doc_id.len + 16;
+        if (!(res = malloc(cap))) {
+            if (sr)
+                aos__memory__search_reply__free_unpacked(sr, NULL);
+            goto nomem;
+        }
+        k = (size_t)snprintf(res, cap, "%zu hits\n", sr ? sr->n_hits : 0);
+        for (size_t i = 0; sr && i < sr->n_hits; i++)
+            k += (size_t)snprintf(res + k, cap - k, "[%.*s] %.*s\n",
+                                  (int)sr->hits[i]->doc_id.len,
+                                  (const char *)sr->hits[i]->doc_id.data,
+                                  (int)sr->hits[i]->text.len,
+                                  (const char *)sr->hits[i]->text.data);
+        say("%s %s: %zu hits", name, col ? col : "", sr ? sr->n_hits : 0);
+        if (sr)
+            aos__memory__search_reply__free_unpacked(sr, NULL);
+        goto out;
+    }
+    uint8_t rid[AOS_ID_LEN];
+    aos_step_request_id(aos_run_id(g->run), pos, 2000u + g->call_index, rid);
+    const char *method;
+    if (!strcmp(name, MEM_STORE)) {
+        if (!col || !txt_) {
+            res = fmt_dup("%s wants a collection and a text", name);
+            goto out;
+        }
+        Aos__Memory__Doc d = AOS__MEMORY__DOC__INIT, *dp[1] = {&d};
+        d.doc_id = txt(id ? id : "");
+        d.text = txt(txt_);
+        d.trust = AOS__MEMORY__TRUST__TRUST_OWN;
+        Aos__Memory__StoreRequest q = AOS__MEMORY__STORE_REQUEST__INIT;
+        q.collection = txt(col);
+        q.n_docs = 1;
+        q.docs = dp;
+        q.no_embed = 1;
+        n = aos__memory__store_request__get_packed_size(&q);
+        if (!(buf = malloc(n ? n : 1)))
+            goto nomem;
+        aos__memory__store_request__pack(&q, buf);
+        method = "memory.store";
+    } else {
+        if (!col || !who) {
+            res = fmt_dup("%s wants a collection and an agent", name);
+            goto out;
+        }
+        Aos__Memory__ShareRequest q = AOS__MEMORY__SHARE_REQUEST__INIT;
+        q.collection = txt(col);
+        q.agent = txt(who);
+        n = aos__memory__share_request__get_packed_size(&q);
+        if (!(buf = malloc(n ? n : 1)))
+            goto nomem;
+        aos__memory__share_request__pack(&q, buf);
+        method = "memory.share";
+    }
+    aos_err e = AOS_OK;
+    for (int tries = 0; tries < 30; tries++) {
+        aos_reply_clear(&r);
+        aos_call_opts o = {.request_id = rid, .timeout_ms = CALL_MS};
+        e = aos_call(g->c, &o, method, buf, n, &r);
+        if (e != AOS_ERR_UNAVAILABLE && e != AOS_ERR_TIMEOUT)
+            break;
+        usleep(200000);
+    }
+    if (e == AOS_ERR_UNAVAILABLE || e == AOS_ERR_TIMEOUT) {
+        *status = e;
+        say("%s: %s: %s", name, aos_err_name(e), r.error);
+        goto out;
+    }
+    res = e ? fmt_dup("error %s: %s", aos_err_name(e), r.error)
+            : fmt_dup("%s: done", name);
+    say("%s %s: %s", name, col, e ? aos_err_name(e) : "ok");
+    goto out;
+nomem:
+    *status = AOS_ERR_NOMEM;
+out:
+    aos_reply_clear(&r);
+    free(buf);
+    json_decref(a);
+    return res;
+}
+
 /* The tool call's result as text for the model; *status its outcome. */
 static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *status)
 {
@@ -360,7 +531,8 @@ static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *stat
         const char *todo = json_string_value(json_object_get(a, "todo"));
         char *res;
         if (todo && *todo) {
-            *status = page(g, pos, 2, AOS_MEM_TODO, NULL, todo, strnlen(todo, TEXT_MAX));
+            *status = page(g, pos, 100u + g->call_index, AOS_MEM_TODO, NULL, todo,
+                           strnlen(todo, TEXT_MAX));
             res = strdup(*status ? "the todo list could not be written" : "todo list replaced");
         } else {
             *status = AOS_ERR_USAGE;
@@ -369,6 +541,8 @@ static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *stat
         json_decref(a);
         return res;
     }
+    if (!strcmp(name, MEM_STORE) || !strcmp(name, MEM_SEARCH) || !strcmp(name, MEM_SHARE))
+        return memory_tool(g, name, tc, pos, status);
     Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
     q.agent = txt(g->cf.name);
     q.tool = tc->name;
@@ -559,6 +733,7 @@ static int run_loop(agent *g)
                 goto out;
             }
             int st;
+            g->call_index = (uint32_t)i;
             char *res = act(g, tc, aos_run_position(g->run) + 1, &st);
             if (!res) {
                 aos__llm__chat_reply__free_unpacked(cr, NULL);
