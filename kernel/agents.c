@@ -1620,7 +1620,8 @@ static aos_err check_tool(agent *a, const aos_env *req, uint8_t **out, size_t *o
         goto out;
     }
     /* whose workspace and which grant: the kernel's word, never the agent's */
-    Aos__Tool__Grant g = AOS__TOOL__GRANT__INIT;
+    Aos__Tool__Grant g = AOS__TOOL__GRANT__INIT, *their_grant = r->grant;
+    ProtobufCBinaryData their_agent = r->agent;
     g.network = m->network;
     r->grant = &g;
     r->agent = bin(a->name);
@@ -1630,8 +1631,10 @@ static aos_err check_tool(agent *a, const aos_env *req, uint8_t **out, size_t *o
         aos__tool__run_request__pack(r, *out);
     else
         rc = AOS_ERR_NOMEM;
-    r->grant = NULL; /* not the unpacked message's to free */
-    r->agent = (ProtobufCBinaryData){0, NULL};
+    /* the unpacked message's own fields back, for its free (the agent's name and grant,
+     * which an agent program may well have filled in, were leaked here) */
+    r->grant = their_grant;
+    r->agent = their_agent;
 out:
     aos__tool__run_request__free_unpacked(r, NULL);
     return rc;
