@@ -28,7 +28,8 @@ typedef struct fake {
     long ops_left;        /* -1: never crash */
     int crashed;
     int tool_restarted;
-    int before;           /* the crash comes before the op (else after it, answer lost) */   /* the tool server lost its kept replies (a restart) */
+    int before;           /* the crash comes before the op (else after it, answer lost) */
+    int cancel_next;      /* the next call runs, and answers CANCELLED (its caller died) */   /* the tool server lost its kept replies (a restart) */
     unsigned paid, tool_runs, builds;
     uint64_t now;
 } fake;
@@ -84,6 +85,16 @@ static aos_err f_call(void *arg, const aos_call_opts *o, const char *m, const vo
     }
     if (cp == 1)
         return r->status = AOS_ERR_UNAVAILABLE;
+    if (f->cancel_next) {
+        f->cancel_next = 0;
+        d->n = 0;   /* what the server kept for this id: the cancellation */
+        snprintf(r->error, sizeof r->error, "cancelled: the caller went away");
+        return r->status = AOS_ERR_CANCELLED;
+    }
+    if (!d->n) {
+        snprintf(r->error, sizeof r->error, "cancelled: the caller went away");
+        return r->status = AOS_ERR_CANCELLED;
+    }
     r->payload = malloc(d->n + 1);
     memcpy(r->payload, d->rep, d->n);
     r->payload_len = d->n;
@@ -489,6 +500,41 @@ static void test_request_ids_and_states(void **st)
     aos_reply_clear(&r);
 }
 
+/* A call the server kept as CANCELLED (its first caller died mid-call): an LLM step asks
+ * again under a new request id; a tool step's outcome is unknown, so INTERRUPTED. */
+static void test_cancelled(void **st)
+{
+    (void)st;
+    fake *f = fresh();
+    step_io io = io_of(f);
+    aos_run *r;
+    assert_int_equal(step_run_open_io(&io, NULL, 0, &r, NULL, NULL, 0), AOS_OK);
+    aos_reply rep;
+    bctx b = {f, 0};
+    f->cancel_next = 1;
+    assert_int_equal(aos_step_llm(r, build, &b, 5000, &rep), AOS_OK);
+    assert_int_equal(rep.payload_len, 19);
+    assert_memory_equal(rep.payload, "reply of question 0", 19);
+    assert_int_equal(f->paid, 2);   /* the cancelled call, and the one asked again */
+    aos_reply_clear(&rep);
+    f->cancel_next = 1;
+    assert_int_equal(aos_step_tool(r, "tool 1", 6, 5000, &rep), AOS_ERR_INTERRUPTED);
+    assert_non_null(strstr(rep.error, "not run again"));
+    aos_reply_clear(&rep);
+    assert_int_equal(f->tool_runs, 1);
+    aos_run_close(r);
+    /* replayed: the same outcomes from the log, nothing called */
+    assert_int_equal(step_run_open_io(&io, NULL, 0, &r, NULL, NULL, 0), AOS_OK);
+    assert_int_equal(aos_step_llm(r, build, &b, 5000, &rep), AOS_OK);
+    aos_reply_clear(&rep);
+    assert_int_equal(aos_step_tool(r, "tool 1", 6, 5000, &rep), AOS_ERR_INTERRUPTED);
+    aos_reply_clear(&rep);
+    assert_int_equal(f->paid, 2);
+    assert_int_equal(f->tool_runs, 1);
+    aos_run_close(r);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_interrupted),
         cmocka_unit_test(test_divergence),
         cmocka_unit_test(test_request_ids_and_states),
+        cmocka_unit_test(test_cancelled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
