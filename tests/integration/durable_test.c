@@ -377,6 +377,97 @@ static void kill9_of_the_agent_at_every_step(void **st)
     assert_int_equal(seen, CRASHES);
 }
 
+/* The agent's pid from aosctl ps (0: none now). */
+static int agent_pid(const char *name)
+{
+    static char out[1 << 16];
+    const char *ps[] = {"--json", "ps", NULL};
+    if (h_aosctl(H, out, sizeof out, ps) != 0)
+        return 0;
+    json_error_t je;
+    json_t *d = json_loads(out, 0, &je);
+    size_t i;
+    json_t *a;
+    int pid = 0;
+    json_array_foreach(json_object_get(d, "agents"), i, a) {
+        const char *nm = json_string_value(json_object_get(a, "name"));
+        if (nm && !strcmp(nm, name))
+            pid = (int)json_integer_value(json_object_get(a, "pid"));
+    }
+    json_decref(d);
+    return pid;
+}
+
+/* kill -9 from outside, at moments the test does not choose: mid-LLM call, mid-tool, mid-
+ * record. Whatever was cut, no tool runs twice (a tool cut mid-run comes back INTERRUPTED,
+ * is told to the model and not run again), every run ends, and an LLM call is paid again
+ * only when it was cancelled mid-call with its caller. */
+#define RANDOM_KILLS 5
+static void kill9_of_the_agent_at_random_moments(void **st)
+{
+    (void)st;
+    char y[4096], name[RANDOM_KILLS][16];
+    const char *names[RANDOM_KILLS];
+    size_t k = (size_t)snprintf(y, sizeof y, "agents:\n");
+    for (int i = 0; i < RANDOM_KILLS; i++) {
+        snprintf(name[i], sizeof name[i], "x%d", i);
+        names[i] = name[i];
+        k += (size_t)snprintf(y + k, sizeof y - k,
+                              "  - name: %s\n    program: aos-agent\n    model: paced/p1\n"
+                              "    tools: [sh, write_file]\n    args: [--goal, \"take twenty "
+                              "steps\"]\n    restart: {policy: on-failure, intensity: 50/60, "
+                              "backoff_min_ms: 50}\n", name[i]);
+    }
+    assert_int_equal(apply(y), AOS_OK);
+    srand((unsigned)aos_mono_ms());
+    uint64_t t0 = aos_mono_ms();
+    unsigned at[RANDOM_KILLS];
+    for (int i = 0; i < RANDOM_KILLS; i++)
+        at[i] = 500u + (unsigned)(rand() % 5500);
+    int killed[RANDOM_KILLS] = {0};
+    for (int left = RANDOM_KILLS; left > 0;) {
+        for (int i = 0; i < RANDOM_KILLS; i++) {
+            if (killed[i] || aos_mono_ms() - t0 < at[i])
+                continue;
+            int pid = agent_pid(names[i]);
+            if (pid > 0 && kill(pid, SIGKILL) == 0)
+                print_message("%s: kill -9 at %u ms\n", names[i], at[i]);
+            killed[i] = 1;
+            left--;
+        }
+        usleep(20000);
+    }
+    wait_finished(names, RANDOM_KILLS, 120000);
+    PGconn *pg = pg_open();
+    for (int i = 0; i < RANDOM_KILLS; i++) {
+        char files[8192], st2[32];
+        workspace(names[i], files, sizeof files);
+        for (int t = 1; t < TURNS; t += 2) {
+            char line[32];
+            snprintf(line, sizeof line, "ran %d\n", t);
+            if (lines_of(files, line) > 1)
+                fail_msg("%s: the tool of turn %d ran twice: %s", names[i], t, files);
+        }
+        run_state(pg, names[i], st2, sizeof st2);
+        assert_string_equal(st2, "done");
+        long long starts = count(pg, "SELECT count(*) FROM storage.step WHERE agent = '%s' AND "
+                                     "kind = 'tool.start'", names[i]);
+        long long intr = count(pg, "SELECT count(*) FROM storage.step WHERE agent = '%s' AND "
+                                   "kind = 'tool.end' AND substr(data, 1, 5) = "
+                                   "'\\x0100000010'::bytea", names[i]);
+        long long paid = count(pg, "SELECT count(*) FROM llm.calls WHERE agent = '%s'", names[i]);
+        long long llm = count(pg, "SELECT count(*) FROM storage.step WHERE agent = '%s' AND "
+                                  "kind = 'llm'", names[i]);
+        print_message("%s: %lld LLM steps, %lld paid calls, %lld tool steps, %lld interrupted\n",
+                      names[i], llm, paid, starts, intr);
+        assert_int_equal(llm, TURNS);
+        assert_int_equal(starts, TURNS - 2);
+        assert_true(intr <= 1);          /* one kill: at most one tool cut */
+        assert_true(paid <= TURNS + 1);  /* at most one call cancelled mid-way */
+    }
+    PQfinish(pg);
+}
+
 /* aosd killed -9 three times during one run (agents, servers and the run's calls in flight
  * go with it); the agent comes back with aosd and resumes. */
 static void kill9_of_aosd_mid_run(void **st)
@@ -493,6 +584,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(an_uncrashed_run_is_the_reference),
         cmocka_unit_test(kill9_of_the_agent_at_every_step),
+        cmocka_unit_test(kill9_of_the_agent_at_random_moments),
         cmocka_unit_test(kill9_of_aosd_mid_run),
         cmocka_unit_test(kill9_of_aos_tool_mid_tool_is_interrupted),
         cmocka_unit_test(the_loop_breaker_and_the_step_budget),
