@@ -173,7 +173,7 @@ static aos_err keys(ctx *x, const yaml_node_t *n, const char *where,
     if (n->type != YAML_MAPPING_NODE)
         return fail(x, n, where, "expects a mapping of keys (%s ...), not %s", names[0],
                     n->type == YAML_SCALAR_NODE ? "a single value" : "a sequence");
-    const yaml_node_t *at[16] = {0};
+    const yaml_node_t *at[32] = {0}; /* the widest table, the top level, has 18 */
     if (nn > sizeof at / sizeof at[0])
         return fail(x, n, where, "internal: too many keys in a table");
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;

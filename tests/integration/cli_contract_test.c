@@ -315,6 +315,8 @@ static const struct sample {
     const char *args[8];
 } samples[] = {
     {"status", {NULL}},
+    {"logs", {"storage", "-n", "5"}},
+    {"logs", {"-n", "3"}},
     {"config check", {NULL}},
     {"server stats", {"storage"}},
     {"server stats", {"aos-llm"}},
