@@ -1904,6 +1904,27 @@ void agents_shutdown(void)
     pthread_mutex_unlock(&A.mu);
 }
 
+unsigned agents_running(void)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&A.mu);
+    for (uint32_t i = 0; i < AG_MAX; i++)
+        n += A.tab[i] && A.tab[i]->pid;
+    pthread_mutex_unlock(&A.mu);
+    return n;
+}
+
+void agents_kill_all(void)
+{
+    pthread_mutex_lock(&A.mu);
+    for (uint32_t i = 0; i < AG_MAX; i++)
+        if (A.tab[i] && A.tab[i]->pid) {
+            A.tab[i]->stop_req = 3;
+            kill(A.tab[i]->pid, SIGKILL); /* bubblewrap: its sandbox dies with it */
+        }
+    pthread_mutex_unlock(&A.mu);
+}
+
 int agents_stopped(void)
 {
     pthread_mutex_lock(&A.mu);

@@ -41,6 +41,9 @@ int agents_own_pid(pid_t pid);
 /* aosd stops: every agent is asked to stop, then killed; agents_stopped() when all are. */
 void agents_shutdown(void);
 int agents_stopped(void);
+/* Agents with a process still; agents_kill_all SIGKILLs them (a shutdown's timeout). */
+unsigned agents_running(void);
+void agents_kill_all(void);
 
 /* ---- identity: the agent socket's pipes ---------------------------------------------- */
 

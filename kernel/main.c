@@ -24,6 +24,9 @@
 #include "config.h"
 #include "llmq.h"
 #include "logs.h"
+#include "notify.h"
+
+#define STOP_AGENTS_MS 30000u /* aosctl shutdown's default, and a signal's: then killed */
 #include "route.h"
 #include "supervise.h"
 
@@ -145,7 +148,11 @@ int main(int argc, char **argv)
              geteuid() == 0 ? "each child as its own user"
                             : "not root: every child as this user, see README");
 
+    /* stopping: 1 the agents (at their step boundaries, they need the servers for that),
+     * 2 the servers, then postgres (supervise.c keeps that order) */
     int stopping = 0;
+    uint64_t agents_until = 0;
+    ntf_init();
     for (;;) {
         uint64_t now = aos_mono_ms();
         uint64_t wake = sup_tick(now);
@@ -155,7 +162,33 @@ int main(int argc, char **argv)
         route_tick(r, now);
         logs_tick(now);
         dg_tick(now);
-        if (stopping && sup_stopped() && agents_stopped())
+        ntf_tick(now, !stopping && sup_all_running());
+        uint64_t asked_ms;
+        if (sup_stop_requested(&asked_ms) && !stopping) {
+            aos_info("aosctl shutdown: stopping (agents within %llu s)",
+                     (unsigned long long)((asked_ms ? asked_ms : STOP_AGENTS_MS) / 1000));
+            stopping = 1;
+            agents_until = now + (asked_ms ? asked_ms : STOP_AGENTS_MS);
+            agents_shutdown();
+        }
+        if (stopping == 1) {
+            unsigned left = agents_running();
+            if (left && now < agents_until) {
+                char ph[64];
+                snprintf(ph, sizeof ph, "agents: %u left", left);
+                sup_set_phase(ph);
+                ntf_stopping(ph);
+            } else {
+                if (left)
+                    aos_warn("shutdown: %u agents still running after the timeout: killed", left);
+                agents_kill_all();
+                stopping = 2;
+                sup_set_phase("servers");
+                ntf_stopping("servers");
+                sup_shutdown();
+            }
+        }
+        if (stopping == 2 && sup_stopped() && agents_stopped())
             break;
         int timeout = wake > now ? (int)(wake - now) : 0;
         if (timeout > 100)
@@ -176,8 +209,8 @@ int main(int argc, char **argv)
             } else if (!stopping) {
                 aos_info("signal %u: stopping", si.ssi_signo);
                 stopping = 1;
+                agents_until = aos_mono_ms() + STOP_AGENTS_MS;
                 agents_shutdown();
-                sup_shutdown();
             }
         }
     }

@@ -89,6 +89,21 @@ static aos_err k_sched_set(const aos_env *req, const km_env *k, uint8_t **out, s
     return llmq_set(req->payload, req->payload_len, why, whylen);
 }
 
+static aos_err k_shutdown(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                          char *why, size_t whylen)
+{
+    (void)k; (void)out; (void)len;
+    Aos__ShutdownRequest *r = aos__shutdown_request__unpack(NULL, req->payload_len,
+                                                            req->payload);
+    if (!r) {
+        snprintf(why, whylen, "kernel.shutdown: payload is not a ShutdownRequest");
+        return AOS_ERR_USAGE;
+    }
+    sup_request_stop((uint64_t)r->timeout_s * 1000u);
+    aos__shutdown_request__free_unpacked(r, NULL);
+    return AOS_OK;
+}
+
 #define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
 #define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, NULL, cap, w, 0}
 #define ASYNC(n, f, cap, w) {n, KM_CONTROL, KM_ASYNC, NULL, NULL, f, cap, w, 0}
@@ -106,6 +121,7 @@ static const kmethod table[] = {
     KERNEL("kernel.ping", k_ping, PING_MAX + 64, KM_ADMIN | KM_AGENT),
     KERNEL("kernel.server.kill", k_kill, SMALL, KM_ADMIN),
     KERNEL("kernel.server.restart", k_restart, SMALL, KM_ADMIN),
+    KERNEL("kernel.shutdown", k_shutdown, SMALL, KM_ADMIN),
     KERNEL("kernel.sched", k_sched, SMALL, KM_ADMIN),
     KERNEL("kernel.sched.set", k_sched_set, SMALL, KM_ADMIN),
     {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT,

@@ -170,6 +170,10 @@ static const kcfg *cfg;
 static const datadir *dd;
 static sup_policy policy;
 static atomic_int shutting_down;
+/* aosctl shutdown asks the loop (any thread may); the loop says what it is stopping */
+static atomic_int stop_asked;
+static atomic_ullong stop_asked_timeout_ms;
+static char stop_phase[96]; /* under mu */
 static uint64_t boot_mono;
 static pid_t migrating_pid;  /* one migrator at a time: the first creates the database */
 
@@ -1023,6 +1027,38 @@ void sup_shutdown(void)
     pthread_mutex_unlock(&mu);
 }
 
+void sup_request_stop(uint64_t timeout_ms)
+{
+    atomic_store(&stop_asked_timeout_ms, timeout_ms);
+    atomic_store(&stop_asked, 1);
+}
+
+int sup_stop_requested(uint64_t *timeout_ms)
+{
+    if (!atomic_exchange(&stop_asked, 0))
+        return 0;
+    *timeout_ms = atomic_load(&stop_asked_timeout_ms);
+    return 1;
+}
+
+void sup_set_phase(const char *phase)
+{
+    pthread_mutex_lock(&mu);
+    snprintf(stop_phase, sizeof stop_phase, "%s", phase);
+    pthread_mutex_unlock(&mu);
+}
+
+int sup_all_running(void)
+{
+    int all = 1;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < NKIDS && all; i++)
+        if (kids[i].enabled && kids[i].state != ST_RUNNING)
+            all = 0;
+    pthread_mutex_unlock(&mu);
+    return all;
+}
+
 int sup_stopped(void)
 {
     int left = 0;
@@ -1130,6 +1166,7 @@ aos_err sup_status(uint64_t bad_messages, uint64_t routed, uint8_t **out, size_t
             r.bad_messages += link_bad_messages(kids[i].link);
     r.routed = routed;
     r.cgroup = cg_setup_why;
+    r.stopping = stop_phase; /* mu held */
     int low = 0;
     dg_state(&r.disk_free_mb, &r.disk_min_free_mb, &low);
     r.disk_low = low != 0;

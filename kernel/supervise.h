@@ -103,6 +103,14 @@ void sup_reap(void);
 /* Begin the orderly stop of everything; sup_stopped() says when all have exited. */
 void sup_shutdown(void);
 int sup_stopped(void);
+/* Every enabled child (postgres too) is running: aosd is ready (systemd's READY=1). */
+int sup_all_running(void);
+/* kernel.shutdown (any thread): the loop stops agents, then servers, then postgres, within
+ * timeout_ms for the agents (0: the default). The loop takes the request once. */
+void sup_request_stop(uint64_t timeout_ms);
+int sup_stop_requested(uint64_t *timeout_ms);
+/* What the loop is stopping now ("agents: 3 left", "servers"), for kernel.status. */
+void sup_set_phase(const char *phase);
 
 /* For the router. The link of a server by bare name, NULL if unknown. *failed: 0, or the
  * status to answer with (AOS_ERR_FAILED: marked failed, an operator must act;

@@ -784,6 +784,26 @@ void h_stop_keep(h_aosd *h, char *dir, size_t cap)
     h_free(h, 0);
 }
 
+void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap)
+{
+    int st;
+    snprintf(dir, cap, "%s", h->dir);
+    if (!wait_exit(h->pid, &st, timeout_ms)) {
+        kill(h->pid, SIGKILL);
+        wait_exit(h->pid, &st, H_STOP_MS);
+        h_fail(h, "h_wait_gone: aosd (pid %d) did not exit within %u ms", (int)h->pid,
+               timeout_ms);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        h_fail(h, "h_wait_gone: aosd ended with %s %d, want exit 0",
+               WIFEXITED(st) ? "exit" : "signal",
+               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    int n = leftovers_after(h, H_GRACE_MS, "its own exit 0");
+    if (n)
+        h_fail(h, "h_wait_gone: %d process(es) of aosd outlived its exit 0", n);
+    h_free(h, 0);
+}
+
 /* The start-up wait of h_start, but a refusal is an answer, not a test failure: the caller
  * checks what aosd said. Whatever aosd started is gone when this returns NULL. */
 h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,

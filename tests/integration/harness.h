@@ -64,6 +64,9 @@ void h_stop_keep(h_aosd *h, char *dir, size_t cap);
  * is kept and nothing aosd started is left running. */
 h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,
                    char *why, size_t whylen);
+/* aosd exits by itself (aosctl shutdown): wait up to timeout_ms, want exit 0 and nothing it
+ * started left running; h is freed, the data dir kept (its path into dir). */
+void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap);
 /* h_kill9, but the data dir is kept: its path goes into dir (cap bytes). */
 void h_kill9_keep(h_aosd *h, char *dir, size_t cap);
 /* Remove a data dir kept by h_stop_keep or h_start_on (symlinks removed, not followed). */

@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -225,9 +228,132 @@ static void the_log_rotates_by_size_and_aosctl_logs_reads_it(void **st)
     h_remove_dir(kept);
 }
 
+/* systemd's notify socket, played by a datagram socket of ours: READY=1 once, when every
+ * child runs; WATCHDOG=1 at half the interval; STOPPING=1 at aosctl shutdown, which stops
+ * the agents at their step boundaries before the servers and leaves nothing running. */
+static int recv_msg(int fd, char *buf, size_t cap, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return 0;
+    ssize_t n = recv(fd, buf, cap - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    return 1;
+}
+
+static void under_systemd_ready_watchdog_and_shutdown_at_step_boundaries(void **st)
+{
+    (void)st;
+    char dir[64], path[160], why[1024], out[65536];
+    snprintf(dir, sizeof dir, "/tmp/it-ops-ntf-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s.notify", dir);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    unlink(sa.sun_path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+    setenv("WATCHDOG_USEC", "1000000", 1);
+    h_aosd *h = h_start_on(dir, NULL, 120000, why, sizeof why);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    if (!h)
+        fail_msg("aosd on %s: %s", dir, why);
+    int ready = 0, dog = 0;
+    char m[512];
+    for (int i = 0; i < 100 && !(ready && dog >= 2); i++) {
+        if (!recv_msg(fd, m, sizeof m, 100))
+            continue;
+        if (strstr(m, "READY=1")) {
+            ready++;
+            /* sent once every child runs */
+            Aos__StatusReply *s = h_status(h, why, sizeof why);
+            assert_non_null(s);
+            for (size_t k = 0; k < s->n_children; k++)
+                assert_string_equal(s->children[k]->state, "running");
+            aos__status_reply__free_unpacked(s, NULL);
+        }
+        dog += strstr(m, "WATCHDOG=1") != NULL;
+    }
+    assert_int_equal(ready, 1);
+    assert_true(dog >= 2);
+
+    snprintf(path, sizeof path, "%s.deploy.yaml", dir);
+    write_file(path, "agents:\n"
+                     "  - {name: s1, program: aos-test-agent, args: [steps, \"100000\", \"30\"], "
+                     "model: sim/sim-1}\n"
+                     "  - {name: s2, program: aos-test-agent, args: [steps, \"100000\", \"30\"], "
+                     "model: sim/sim-1}\n"
+                     "  - {name: s3, program: aos-test-agent, args: [steps, \"100000\", \"30\"], "
+                     "model: sim/sim-1}\n");
+    const char *ap[] = {"apply", "-f", path, NULL};
+    assert_int_equal(h_aosctl(h, out, sizeof out, ap), 0);
+    const char *ps[] = {"ps", "--json", NULL};
+    int running = 0;
+    for (int i = 0; i < 100 && running < 3; i++) {
+        assert_int_equal(h_aosctl(h, out, sizeof out, ps), 0);
+        running = 0;
+        for (char *p = out; (p = strstr(p, "\"state\":\"running\"")); p++)
+            running++;
+        if (running < 3)
+            sleep_ms(100);
+    }
+    assert_int_equal(running, 3);
+    sleep_ms(300); /* a few steps each */
+    const char *sd[] = {"shutdown", "--timeout", "20", NULL};
+    assert_int_equal(h_aosctl(h, out, sizeof out, sd), 0);
+    assert_non_null(strstr(out, "stopped in"));
+    int stopping = 0;
+    while (recv_msg(fd, m, sizeof m, 200))
+        stopping += strstr(m, "STOPPING=1") != NULL;
+    assert_true(stopping >= 1);
+    char kept[128];
+    h_wait_gone(h, 30000, kept, sizeof kept); /* exit 0, nothing of it left running */
+    for (int a = 1; a <= 3; a++) { /* each heard the stop at a step boundary and finished */
+        snprintf(path, sizeof path, "%s/agent-logs/s%d", kept, a);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        size_t n = fread(out, 1, sizeof out - 1, f);
+        fclose(f);
+        out[n] = 0;
+        assert_non_null(strstr(out, ": stop\n"));
+    }
+    close(fd);
+    unlink(sa.sun_path);
+    snprintf(path, sizeof path, "%s.deploy.yaml", dir);
+    unlink(path);
+    h_remove_dir(kept);
+}
+
+/* The unit file as the package installs it, checked by systemd's own verifier where
+ * systemd is there (its ExecStart pointed at this build's aosd). */
+static void the_unit_file_verifies(void **st)
+{
+    (void)st;
+    if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
+        print_message("skipped: no systemd-analyze here\n");
+        skip();
+    }
+    char cmd[2048];
+    char tmp[] = "/tmp/it-ops-unit-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    snprintf(cmd, sizeof cmd, "sed 's#/usr/bin/aosd#%saosd#' '%s' > %s/aosd.service && "
+             "systemd-analyze verify --man=no %s/aosd.service", h_bin(""), AOS_SOURCE_DIR
+             "/tools/systemd/aosd.service", tmp, tmp);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_unit_file_verifies),
+        cmocka_unit_test(under_systemd_ready_watchdog_and_shutdown_at_step_boundaries),
         cmocka_unit_test(a_full_disk_refuses_writes_serves_reads_and_heals),
         cmocka_unit_test(the_log_rotates_by_size_and_aosctl_logs_reads_it),
     };

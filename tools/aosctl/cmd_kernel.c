@@ -2,7 +2,9 @@
  * Each decodes and checks the reply before printing it for people or as one JSON doc. */
 #include "aosctl.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +111,11 @@ static void print_status(const Aos__StatusReply *s)
            v[0] ? v : "?", pg[0] ? pg : "?", dd[0] ? dd : "?");
     printf("routed %" PRIu64 " requests, refused %" PRIu64 " malformed messages\n",
            s->routed, s->bad_messages);
+    if (s->stopping[0]) {
+        char ph[128];
+        clean(ph, sizeof ph, s->stopping);
+        printf("STOPPING: %s\n", ph);
+    }
     if (s->disk_low)
         printf("DISK NEARLY FULL: %" PRIu64 " MiB free, below %" PRIu64 " MiB: writes, tool "
                "runs and LLM calls are refused until space is freed\n", s->disk_free_mb,
@@ -221,11 +228,12 @@ static json_t *status_json(const Aos__StatusReply *s)
     }
     if (!kids)
         return NULL;
-    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:{s:I,s:I,s:b}},s:o}", "aosd",
+    return json_pack("{s:{s:i,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:{s:I,s:I,s:b}},s:o}", "aosd",
                      "pid", (int)s->aosd_pid, "uptime_ms", (json_int_t)s->aosd_uptime_ms,
                      "version", s->version, "data_dir", s->data_dir, "pg_mode", s->pg_mode,
                      "bad_messages", (json_int_t)s->bad_messages, "routed",
-                     (json_int_t)s->routed, "cgroup", s->cgroup, "disk", "free_mb",
+                     (json_int_t)s->routed, "cgroup", s->cgroup, "stopping", s->stopping,
+                     "disk", "free_mb",
                      (json_int_t)s->disk_free_mb, "min_free_mb",
                      (json_int_t)s->disk_min_free_mb, "low", s->disk_low, "children", kids);
 }
@@ -447,6 +455,85 @@ static int cmd_ping(ctl_ctx *c, const ctl_vals *v)
     return rc;
 }
 
+/* ---- shutdown ----------------------------------------------------------------------- */
+
+/* Gone, or a zombie its parent has not reaped yet (a test harness, a slow supervisor). */
+static int pid_gone(pid_t pid)
+{
+    if (kill(pid, 0) != 0)
+        return errno == ESRCH;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Asks aosd to stop, then follows kernel.status until aosd is gone, saying what it stops. */
+static int cmd_shutdown(ctl_ctx *c, const ctl_vals *v)
+{
+    uint32_t t = (uint32_t)ctl_int(v, "--timeout");
+    aos_reply r;
+    if (ctl_call(c, NULL, "kernel.status", NULL, &r) != AOS_OK)
+        return ctl_fail_reply(c, &r);
+    Aos__StatusReply *s = aos__status_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!s)
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.status: aosd sent a malformed StatusReply");
+    pid_t pid = s->aosd_pid;
+    aos__status_reply__free_unpacked(s, NULL);
+    Aos__ShutdownRequest q = AOS__SHUTDOWN_REQUEST__INIT;
+    q.timeout_s = t;
+    if (ctl_call(c, NULL, "kernel.shutdown", &q.base, &r) != AOS_OK)
+        return ctl_fail_reply(c, &r);
+    aos_reply_clear(&r);
+    uint64_t t0 = now_ms(), limit = t0 + (uint64_t)t * 1000u + 120000u;
+    char last[128] = "";
+    c->timeout_ms = 1000; /* a status poll: aosd may go at any moment */
+    while (now_ms() < limit) {
+        if (pid > 0 && pid_gone(pid))
+            break;
+        if (ctl_call(c, NULL, "kernel.status", NULL, &r) == AOS_OK &&
+            (s = aos__status_reply__unpack(NULL, r.payload_len, r.payload))) {
+            char ph[128];
+            ctl_clean(ph, sizeof ph, (const uint8_t *)s->stopping, strlen(s->stopping), 100,
+                      NULL);
+            if (ph[0] && strcmp(ph, last)) {
+                if (!c->json)
+                    fprintf(stderr, "aosctl: %.1f s: stopping %s\n", (now_ms() - t0) / 1000.0,
+                            ph);
+                snprintf(last, sizeof last, "%s", ph);
+            }
+            aos__status_reply__free_unpacked(s, NULL);
+        }
+        aos_reply_clear(&r);
+        struct timespec ts = {0, 200000000L};
+        nanosleep(&ts, NULL);
+    }
+    int gone = pid > 0 && pid_gone(pid);
+    double secs = (now_ms() - t0) / 1000.0;
+    if (!gone)
+        return ctl_fail(c, AOS_ERR_TIMEOUT, "aosd (pid %d) is still running %.0f s after the "
+                        "shutdown request; see aosctl logs", (int)pid, secs);
+    if (c->json)
+        return ctl_print_json(c, json_pack("{s:b,s:i,s:f}", "stopped", 1, "pid", (int)pid,
+                                           "seconds", secs));
+    printf("aosd (pid %d) stopped in %.1f s\n", (int)pid, secs);
+    return 0;
+}
+
 /* ---- the table ------------------------------------------------------------------ */
 
 static const char status_out[] =
@@ -461,6 +548,8 @@ static const char status_out[] =
     "refused as malformed\"},\"routed\":{\"type\":\"integer\",\"minimum\":0,"
     "\"description\":\"requests routed to servers\"},\"cgroup\":{\"type\":\"string\","
     "\"description\":\"what aosd's cgroup v2 set-up achieved, or why not\"},"
+    "\"stopping\":{\"type\":\"string\",\"description\":\"empty while running; during a "
+    "shutdown, what is being stopped\"},"
     "\"disk\":{\"type\":\"object\",\"required\":[\"free_mb\",\"min_free_mb\",\"low\"],"
     "\"description\":\"the data dir's file system: below min_free_mb (aos.yaml's "
     "disk_min_free_mb) effectful syscalls are refused\",\"properties\":{"
@@ -583,6 +672,16 @@ static const ctl_arg ping_args[] = {
      .max = PING_MAX, .def = "1", .summary = "number of pings"},
 };
 
+static const ctl_arg shutdown_args[] = {
+    {.name = "--timeout", .type = CTL_INTEGER, .value = "S", .min = 1, .max = 86400,
+     .def = "30", .summary = "seconds the agents get to reach a step boundary"},
+};
+static const char shutdown_out[] =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"type\":\"object\","
+    "\"required\":[\"stopped\",\"pid\",\"seconds\"],\"properties\":{\"stopped\":{"
+    "\"type\":\"boolean\"},\"pid\":{\"type\":\"integer\",\"description\":\"aosd's, now "
+    "gone\"},\"seconds\":{\"type\":\"number\",\"minimum\":0}}}";
+
 static const ctl_cmd kernel_cmds[] = {
     {"status", "show aosd and every server it supervises, with its sandbox layers", NULL, 0,
      status_out, cmd_status},
@@ -594,6 +693,9 @@ static const ctl_cmd kernel_cmds[] = {
      CTL_ARGS(stats_args), stats_out, cmd_stats},
     {"ping", "ping a server through aosd N times, one at a time; report latency",
      CTL_ARGS(ping_args), ping_out, cmd_ping},
+    {"shutdown", "stop aos gracefully: the agents at their step boundaries (killed after "
+     "--timeout), then the servers, then postgres; waits until aosd is gone",
+     CTL_ARGS(shutdown_args), shutdown_out, cmd_shutdown},
 };
 
 const ctl_group ctl_group_kernel = {kernel_cmds, sizeof kernel_cmds / sizeof kernel_cmds[0]};
