@@ -317,6 +317,8 @@ static const struct sample {
     {"status", {NULL}},
     {"logs", {"storage", "-n", "5"}},
     {"logs", {"-n", "3"}},
+    /* run last of all, by the_shutdown_stops_aosd_last: it ends the aosd every case shares */
+    {"shutdown", {"--timeout", "10"}},
     {"config check", {NULL}},
     {"server stats", {"storage"}},
     {"server stats", {"aos-llm"}},
@@ -574,6 +576,8 @@ static void every_command_prints_what_its_schema_says(void **st)
     assert_int_equal(aos_ckpt_save(h_conn(H), &o, NULL, "state", 5, "{\"step\":1}", NULL, why,
                                    sizeof why), AOS_OK);
     for (size_t i = 0; i < NSAMPLES; i++) {
+        if (!strcmp(samples[i].cmd, "shutdown"))
+            continue;
         json_t *c = desc_cmd(samples[i].cmd);
         const char *argv[ARGV_MAX];
         const char *pre[] = {"--data-dir", h_data_dir(H), NULL}, *post[] = {"--json", NULL};
@@ -1172,9 +1176,32 @@ static int teardown(void **st)
         kill(follower, SIGKILL);
         waitpid(follower, NULL, 0);
     }
-    h_stop(H);
+    if (H)
+        h_stop(H);
     json_decref(DESC);
     return 0;
+}
+
+/* Last: aosctl shutdown ends the shared aosd, which must exit 0 with nothing left over. */
+static void the_shutdown_stops_aosd_last(void **st)
+{
+    (void)st;
+    json_t *c = desc_cmd("shutdown");
+    const char *argv[ARGV_MAX];
+    const char *pre[] = {"--data-dir", h_data_dir(H), NULL}, *post[] = {"--json", NULL};
+    build(argv, c, sample_of("shutdown"), pre, post);
+    static run r;
+    ctl_argv(&r, argv);
+    if (r.rc != 0)
+        fail_msg("shutdown: exit %d: %s%s", r.rc, r.out, r.err);
+    json_t *out = doc_of(&r, "shutdown");
+    assert_valid(json_object_get(c, "output"), out, "shutdown");
+    assert_true(json_is_true(json_object_get(out, "stopped")));
+    json_decref(out);
+    char kept[256];
+    h_wait_gone(H, 30000, kept, sizeof kept);
+    H = NULL;
+    h_remove_dir(kept);
 }
 
 int main(void)
@@ -1189,6 +1216,7 @@ int main(void)
         cmocka_unit_test(flags_mean_the_same_in_every_spelling),
         cmocka_unit_test(people_get_the_table_and_help),
         cmocka_unit_test(audit_tail_follows_until_sigterm),
+        cmocka_unit_test(the_shutdown_stops_aosd_last),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
