@@ -67,15 +67,7 @@ if [ -f /etc/postgresql/15/main/start.conf ] &&
     echo manual | as_root tee /etc/postgresql/15/main/start.conf >/dev/null
 fi
 
-# aosd, when root, runs each child as its own unprivileged user: PostgreSQL (which refuses
-# root) and each server, so none can read another's data, log in as another's database role
-# or signal another; agents all run as aos-agent, a uid no server has (their sandboxes keep
-# them apart). A non-root aosd runs everything as its own user and needs none.
-USERS=(aos-pg aos-storage aos-memory aos-audit aos-llm aos-tool aos-api aos-agent)
+# the service users (tools/users.sh: shared with the .deb's postinst)
 if [ "$(id -u)" = 0 ]; then
-    for u in "${USERS[@]}"; do
-        getent passwd "$u" >/dev/null && continue
-        useradd --system --user-group --home-dir /nonexistent --no-create-home \
-            --shell /usr/sbin/nologin --comment "aos ${u#aos-}" "$u"
-    done
+    "$(dirname "$0")/users.sh"
 fi

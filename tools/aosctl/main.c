@@ -1,6 +1,7 @@
 /* aosctl: one pass over the command line finds the command and its values from the tables,
  * global flags anywhere; owns --json (one document per run, errors too), --desc, --help. */
 #include "aosctl.h"
+#include "gendoc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -827,6 +828,11 @@ static int run_main(ctl_ctx *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
     ctl_ctx c = {.json = 0, .data_dir = NULL, .timeout_ms = AOS_DEFAULT_TIMEOUT_MS};
+    /* the build's: the man page and the completion from this same table */
+    if (argc == 2 && !strcmp(argv[1], "--gen-man"))
+        return ctl_gen_man(stdout, &global_cmd, groups, NGROUPS);
+    if (argc == 2 && !strcmp(argv[1], "--gen-bash-completion"))
+        return ctl_gen_bash(stdout, &global_cmd, groups, NGROUPS);
     int rc = run_main(&c, argc, argv);
     aos_close(c.conn);
     if (fflush(stdout) != 0 || ferror(stdout)) {
