@@ -601,11 +601,12 @@ static void fmt_duration(uint64_t ms, char *buf, size_t cap)
 
 enum {
     A_NAME, A_PROGRAM, A_ARGS, A_MODEL, A_TOOLS, A_MCP_TOOLS, A_NETWORK, A_BUDGETS, A_WEIGHT,
-    A_PRIORITY, A_RESTART, A_STOP, A_WAKE, A_COLLECTIONS, A_ENV, A_N
+    A_PRIORITY, A_RESTART, A_STOP, A_WAKE, A_COLLECTIONS, A_ENV, A_TALKS_TO, A_SUBSCRIBES, A_N
 };
 static const char *const agent_keys[] = {
     "name", "program", "args", "model", "tools", "mcp_tools", "network", "budgets", "weight",
-    "priority", "restart", "stop_timeout_ms", "wake", "collections", "env", NULL};
+    "priority", "restart", "stop_timeout_ms", "wake", "collections", "env", "talks_to",
+    "subscribes", NULL};
 _Static_assert(sizeof agent_keys / sizeof agent_keys[0] == A_N + 1, "a name per key");
 
 static void agent_defaults(dep_agent *a)
@@ -950,6 +951,55 @@ static aos_err agent_fields(ctx *x, vnode n, const char *where, dep_agent *a)
     }
     if (!absent(v[A_ENV]) && (rc = env(x, v[A_ENV], sub(w, where, "env"), a)))
         return rc;
+    /* the agents it names are checked once the whole file is read (file_body): one may
+     * name an agent declared after it */
+    if (!absent(v[A_TALKS_TO]) && (rc = get_names(x, v[A_TALKS_TO], sub(w, where, "talks_to"),
+                                                  &colls, &a->talks_to, &a->ntalks_to)))
+        return rc;
+    if (!absent(v[A_SUBSCRIBES])) {
+        sub(w, where, "subscribes");
+        if ((rc = get_names(x, v[A_SUBSCRIBES], w, &colls, &a->subscribes, &a->nsubscribes)))
+            return rc;
+        for (size_t i = 0; x->d && i < seq_len(v[A_SUBSCRIBES]); i++) {
+            vnode e = seq_at(x, v[A_SUBSCRIBES], i);
+            const char *t = (const char *)e.y->data.scalar.value;
+            size_t k = 0;
+            while (k < x->d->ntopics && strcmp(x->d->topics[k], t))
+                k++;
+            if (k == x->d->ntopics) {
+                char wi[WHERE_MAX];
+                return fail(x, e, item(wi, w, i), "topic '%s' is not in the file's topics "
+                            "list", t);
+            }
+        }
+    }
+    return AOS_OK;
+}
+
+/* Every name in each agent's talks_to is an agent of the file: a typo is refused by its
+ * line, not found at the first send. */
+static aos_err check_talks_to(ctx *x, const dep *d, vnode agents)
+{
+    for (size_t i = 0; i < d->nagents; i++) {
+        if (!d->agents[i]->ntalks_to)
+            continue;
+        vnode v[A_N];
+        char where[WHERE_MAX], w[WHERE_MAX], wi[WHERE_MAX];
+        item(where, "agents", i);
+        aos_err rc = keys(x, seq_at(x, agents, i), where, agent_keys, v);
+        if (rc)
+            return rc;
+        sub(w, where, "talks_to");
+        for (size_t j = 0; j < seq_len(v[A_TALKS_TO]); j++) {
+            vnode e = seq_at(x, v[A_TALKS_TO], j);
+            const char *t = (const char *)e.y->data.scalar.value;
+            size_t k = 0;
+            while (k < d->nagents && strcmp(d->agents[k]->name, t))
+                k++;
+            if (k == d->nagents)
+                return fail(x, e, item(wi, w, j), "agent '%s' is not an agent of this file", t);
+        }
+    }
     return AOS_OK;
 }
 
@@ -1006,7 +1056,7 @@ static aos_err file_body(ctx *x, dep *d)
             return rc;
         d->nagents++;
     }
-    return AOS_OK;
+    return check_talks_to(x, d, v[0]);
 }
 
 aos_err dep_parse(const char *text, size_t len, const char *file, dep_known_fn known,
@@ -1157,6 +1207,8 @@ static json_t *agent_object(const dep_agent *a)
     bad |= json_object_set_new(o, "priority", json_string(a->batch ? "batch" : "interactive"));
     bad |= json_object_set_new(o, "stop_timeout_ms", json_integer((json_int_t)a->stop_timeout_ms));
     bad |= json_object_set_new(o, "collections", str_array(a->collections, a->ncollections));
+    bad |= json_object_set_new(o, "talks_to", str_array(a->talks_to, a->ntalks_to));
+    bad |= json_object_set_new(o, "subscribes", str_array(a->subscribes, a->nsubscribes));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -1211,6 +1263,7 @@ dep_agent *dep_agent_dup(const dep_agent *a)
     int bad = 0;
     d->program = d->model = d->cron = NULL;
     d->args = d->tools = d->mcp_tools = d->collections = d->env = NULL;
+    d->talks_to = d->subscribes = NULL;
     size_t counts[5] = {a->nargs, a->ntools, a->nmcp_tools, a->ncollections, a->nenv};
     d->nargs = d->ntools = d->nmcp_tools = d->ncollections = d->nenv = 0;
     if ((a->program && !(d->program = strdup(a->program))) ||
@@ -1227,6 +1280,10 @@ dep_agent *dep_agent_dup(const dep_agent *a)
     d->ncollections = d->collections ? counts[3] : 0;
     d->env = dup_list(a->env, counts[4], &bad);
     d->nenv = d->env ? counts[4] : 0;
+    d->talks_to = dup_list(a->talks_to, a->ntalks_to, &bad);
+    d->ntalks_to = d->talks_to ? a->ntalks_to : 0;
+    d->subscribes = dup_list(a->subscribes, a->nsubscribes, &bad);
+    d->nsubscribes = d->subscribes ? a->nsubscribes : 0;
     if (bad) {
         dep_agent_free(d);
         return NULL;
@@ -1246,6 +1303,8 @@ void dep_agent_free(dep_agent *a)
     free_list(a->mcp_tools, a->nmcp_tools);
     free_list(a->collections, a->ncollections);
     free_list(a->env, a->nenv);
+    free_list(a->talks_to, a->ntalks_to);
+    free_list(a->subscribes, a->nsubscribes);
     free(a);
 }
 
@@ -1289,6 +1348,8 @@ size_t dep_agent_diff(const dep_agent *a, const dep_agent *b, const char **out, 
                         a->period_ms == b->period_ms && a->backoff_min_ms == b->backoff_min_ms &&
                         a->backoff_max_ms == b->backoff_max_ms},
         {"stop_timeout_ms", a->stop_timeout_ms == b->stop_timeout_ms},
+        {"subscribes", list_eq(a->subscribes, a->nsubscribes, b->subscribes, b->nsubscribes)},
+        {"talks_to", list_eq(a->talks_to, a->ntalks_to, b->talks_to, b->ntalks_to)},
         {"tools", list_eq(a->tools, a->ntools, b->tools, b->ntools)},
         {"wake", a->every_ms == b->every_ms && !a->cron == !b->cron &&
                      (!a->cron || !strcmp(a->cron, b->cron))},

@@ -23,7 +23,7 @@
 typedef enum { DEP_RESTART_NEVER, DEP_RESTART_ON_FAILURE, DEP_RESTART_ALWAYS } dep_restart;
 
 /* One agent as the file declares it, defaults filled in. Plain data: every pointer is owned
- * by the dep_agent (a NULL list has its count 0). tools, mcp_tools, collections and env are
+ * by the dep_agent (a NULL list has its count 0). tools, mcp_tools, collections, talks_to, subscribes and env are
  * sorted (env by name) so that one agent has one form, whichever order the file used. */
 typedef struct dep_agent {
     char name[DEP_NAME_MAX + 1];
@@ -51,6 +51,10 @@ typedef struct dep_agent {
     size_t ncollections;
     char **env;                     /* "NAME=value" */
     size_t nenv;
+    char **talks_to;                /* the agents it may send mail to (agents of its file) */
+    size_t ntalks_to;
+    char **subscribes;              /* the topics whose publications reach its inbox */
+    size_t nsubscribes;
     unsigned line;                  /* the line of its entry in the file (0 from JSON) */
 } dep_agent;
 

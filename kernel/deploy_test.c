@@ -57,6 +57,8 @@ static const char full[] =
     "      cron: \"*/5 * * * *\"\n"
     "    collections: [notes]\n"
     "    env: {LOG_LEVEL: debug, A1: 1, A: \"x=y\"}\n"
+    "    talks_to: [watcher, idle-1]\n"
+    "    subscribes: [alerts]\n"
     "  - name: watcher\n"
     "    program: /usr/local/bin/watch\n"
     "    wake: {every: 30s}\n"
@@ -70,7 +72,8 @@ static const char watcher_json[] =
     "\"name\":\"watcher\",\"network\":false,\"priority\":\"interactive\","
     "\"program\":\"/usr/local/bin/watch\",\"restart\":{\"backoff_max_ms\":30000,"
     "\"backoff_min_ms\":100,\"intensity\":\"5/30\",\"policy\":\"on-failure\"},"
-    "\"stop_timeout_ms\":5000,\"tools\":[],\"wake\":{\"every\":\"30s\"},\"weight\":1.0}";
+    "\"stop_timeout_ms\":5000,\"subscribes\":[],\"talks_to\":[],\"tools\":[],"
+    "\"wake\":{\"every\":\"30s\"},\"weight\":1.0}";
 
 static dep *parse_ok(const char *text)
 {
@@ -161,10 +164,15 @@ static void a_full_file_reads_and_round_trips(void **st)
     assert_string_equal(a->env[0], "A=x=y");
     assert_string_equal(a->env[1], "A1=1");
     assert_string_equal(a->env[2], "LOG_LEVEL=debug");
+    assert_int_equal(a->ntalks_to, 2); /* sorted */
+    assert_string_equal(a->talks_to[0], "idle-1");
+    assert_string_equal(a->talks_to[1], "watcher");
+    assert_int_equal(a->nsubscribes, 1);
+    assert_string_equal(a->subscribes[0], "alerts");
 
     const dep_agent *w = dep_agent_at(d, 1);
     assert_string_equal(w->name, "watcher");
-    assert_int_equal(w->line, 28);
+    assert_int_equal(w->line, 30);
     assert_string_equal(w->program, "/usr/local/bin/watch");
     assert_int_equal(w->every_ms, 30000);
     assert_null(w->cron);
@@ -174,7 +182,7 @@ static void a_full_file_reads_and_round_trips(void **st)
     free(j);
 
     const dep_agent *i = dep_agent_at(d, 2);
-    assert_int_equal(i->line, 31);
+    assert_int_equal(i->line, 33);
     assert_true(i->budget_cost_usd == 0.1);
     assert_int_equal(i->every_ms, 0);
     assert_null(i->cron);
@@ -382,6 +390,15 @@ static void every_refusal_names_its_line_and_field(void **st)
     refused(A0 "    collections: [notes, other]\ncollections: [notes]\n", AOS_ERR_USAGE,
             "d.yaml:4:26: agents[0].collections[1]: collection 'other' is not in the file's "
             "collections list");
+    /* talks_to: agents of the file, also those declared after; subscribes: its topics */
+    refused(A0 "    talks_to: [b, nobody]\n  - name: b\n    program: p\n", AOS_ERR_USAGE,
+            "d.yaml:4:19: agents[0].talks_to[1]: agent 'nobody' is not an agent of this file");
+    refused(A0 "    talks_to: [B]\n", AOS_ERR_USAGE, "d.yaml:4:16: agents[0].talks_to[0]: 'B'");
+    refused(A0 "    talks_to: [b, b]\n", AOS_ERR_USAGE,
+            "d.yaml:4:19: agents[0].talks_to[1]: 'b' is listed twice");
+    refused(A0 "    subscribes: [alerts, news]\ntopics: [alerts]\n", AOS_ERR_USAGE,
+            "d.yaml:4:26: agents[0].subscribes[1]: topic 'news' is not in the file's topics "
+            "list");
     /* env */
     refused(A0 "    env:\n      AOS_X: 1\n", AOS_ERR_USAGE,
             "d.yaml:5:7: agents[0].env.AOS_X: names starting AOS_ are aosd's own");
