@@ -40,6 +40,7 @@ aos_err op_queue_recv(stg_call *c);
 aos_err op_queue_ack(stg_call *c);
 aos_err op_queue_nack(stg_call *c);
 aos_err op_queue_list(stg_call *c);
+aos_err op_queue_peek(stg_call *c);
 
 /* The methods, "storage.<op>", in one table: X(op, handler). */
 #define STG_OP_TABLE(X)                                                                    \
@@ -68,6 +69,7 @@ aos_err op_queue_list(stg_call *c);
     X("queue.recv", op_queue_recv)                                                         \
     X("queue.ack", op_queue_ack)                                                           \
     X("queue.nack", op_queue_nack)                                                         \
-    X("queue.list", op_queue_list)
+    X("queue.list", op_queue_list)                                                         \
+    X("queue.peek", op_queue_peek)
 
 #endif

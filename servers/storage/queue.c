@@ -60,7 +60,8 @@ static const db_stmt st_unrecv = {
 static const db_stmt st_next = {
     "stg_queue_next",
     "SELECT greatest(0, ceil(extract(epoch FROM min(visible_at) - now()) * 1000))::bigint "
-    "FROM storage.queue_msg WHERE agent = $1 AND queue = $2", 2};
+    "FROM storage.queue_msg WHERE agent = $1 AND queue = $2 "
+    "HAVING min(visible_at) IS NOT NULL", 2}; /* greatest() ignores a NULL: no row, not 0 */
 static const db_stmt st_ack = {
     "stg_queue_ack",
     "DELETE FROM storage.queue_msg WHERE agent = $1 AND queue = $2 AND id = $3 "
@@ -82,6 +83,16 @@ static const db_stmt st_list = {
     "  count(*) FILTER (WHERE visible_at > now() AND receipt IS NOT NULL), "
     "  count(*) FILTER (WHERE visible_at > now() AND receipt IS NULL) "
     "FROM storage.queue_msg WHERE agent = $1 GROUP BY queue ORDER BY queue LIMIT 1000", 1};
+
+/* Oldest first: the queue, then (with $3) its dead letters; $4 rows at most. */
+static const db_stmt st_peek = {
+    "stg_queue_peek",
+    "SELECT id, body, tries, from_agent, floor(extract(epoch FROM enqueued_at) * 1000)::bigint, "
+    "  CASE WHEN queue <> $2 THEN 'dead' WHEN visible_at <= now() THEN 'ready' "
+    "    WHEN receipt IS NOT NULL THEN 'inflight' ELSE 'delayed' END "
+    "FROM storage.queue_msg WHERE agent = $1 AND (queue = $2 OR ($3 AND queue = $2 || '"
+    DEAD_SUFFIX "')) ORDER BY queue <> $2, id LIMIT $4", 4};
+#define PEEK_MAX 1000u
 
 static int is_dead_queue(const char *q)
 {
@@ -282,7 +293,8 @@ static uint64_t next_visible(stg_call *c, const char *queue)
     dp_text(&p, queue);
     if (db_exec(c->db, &st_next, &p, &r, why, sizeof why))
         return 250;   /* the database hiccupped: look again soon */
-    uint64_t ms = PQgetisnull(r, 0, 0) ? UINT64_MAX : (uint64_t)db_i64(r, 0, 0);
+    uint64_t ms = PQntuples(r) != 1 || PQgetisnull(r, 0, 0) ? UINT64_MAX
+                                                              : (uint64_t)db_i64(r, 0, 0);
     PQclear(r);
     return ms;
 }
@@ -336,12 +348,15 @@ aos_err op_queue_recv(stg_call *c)
             continue;
         }
         uint64_t now = aos_mono_ms();
+        uint64_t nv = next_visible(c, queue), stop = until;
         if (now >= until) {
+            /* empty: nothing came in time; when something will, so that the caller sleeps
+             * until then (a kernel wake) rather than asking again and again */
             Aos__Storage__QueueRecvReply rp = AOS__STORAGE__QUEUE_RECV_REPLY__INIT;
-            e = stg_reply(c, &rp.base);   /* empty: nothing came in time */
+            rp.next_visible_ms = nv == UINT64_MAX ? 0 : nv ? nv : 1;
+            e = stg_reply(c, &rp.base);
             break;
         }
-        uint64_t nv = next_visible(c, queue), stop = until;
         if (nv != UINT64_MAX && now + nv < stop)
             stop = now + nv;
         if (stop > now && notify_wait(c->st->notify, &w, stop) < 0)
@@ -504,6 +519,74 @@ aos_err op_queue_list(stg_call *c)
 out:
     free(qi);
     free(qp);
+    PQclear(r);
+    stg_free(rq);
+    return e;
+}
+
+aos_err op_queue_peek(stg_call *c)
+{
+    char why[AOS_ERRMSG_MAX], queue[AOS_NAME_MAX + 1];
+    aos_err e;
+    PGresult *r = NULL;
+    Aos__Storage__QueueMessage *m = NULL, **mp = NULL;
+    if ((e = stg_need_agent(c)))
+        return e;
+    Aos__Storage__QueuePeekRequest *rq =
+        stg_decode(c, &aos__storage__queue_peek_request__descriptor);
+    if (!rq)
+        return AOS_ERR_PROTO;
+    uint32_t max;
+    if ((e = queue_name(c, rq->queue, queue)))
+        goto out;
+    if ((e = stg_valid_limit(rq->max, 100, PEEK_MAX, "max", &max, why, sizeof why))) {
+        e = stg_fail(c, e, "%s", why);
+        goto out;
+    }
+    if ((e = stg_check_deadline(c)))
+        goto out;
+    db_params p;
+    dp_init(&p);
+    dp_text(&p, c->agent);
+    dp_text(&p, queue);
+    dp_bool(&p, rq->with_dead && !is_dead_queue(queue));
+    dp_i64(&p, (int64_t)max + 1); /* one more: was there more */
+    if ((e = stg_exec(c, &st_peek, &p, &r)))
+        goto out;
+    int n = PQntuples(r);
+    m = calloc((size_t)n + 1, sizeof *m);
+    mp = calloc((size_t)n + 1, sizeof *mp);
+    if (!m || !mp) {
+        e = stg_fail(c, AOS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    Aos__Storage__QueuePeekReply rp = AOS__STORAGE__QUEUE_PEEK_REPLY__INIT;
+    size_t bytes = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const uint8_t *body = db_bytes(r, i, 1, &len);
+        if (k == max || (k > 0 && bytes + len > STG_PAGE_BYTES)) {
+            rp.truncated = 1;
+            break;
+        }
+        aos__storage__queue_message__init(&m[k]);
+        m[k].id = (uint64_t)db_i64(r, i, 0);
+        m[k].body = (ProtobufCBinaryData){len, (uint8_t *)body};
+        m[k].tries = (uint32_t)db_i32(r, i, 2);
+        if (!PQgetisnull(r, i, 3))
+            m[k].from_agent.data = (uint8_t *)db_bytes(r, i, 3, &m[k].from_agent.len);
+        m[k].enqueued_ms = (uint64_t)db_i64(r, i, 4);
+        m[k].state.data = (uint8_t *)db_bytes(r, i, 5, &m[k].state.len);
+        bytes += len;
+        mp[k] = &m[k];
+        k++;
+    }
+    rp.n_messages = k;
+    rp.messages = mp;
+    e = stg_reply(c, &rp.base);
+out:
+    free(m);
+    free(mp);
     PQclear(r);
     stg_free(rq);
     return e;
