@@ -70,6 +70,8 @@ typedef struct agent {
     uint64_t next_wake;          /* monotonic ms, 0: none */
     int64_t next_wake_wall;      /* the same in wall-clock ms */
     kreply *waiter;              /* its kernel.agent.wait, while idle */
+    int waiter_mail;             /* that wait is a receive's: mail ends it, timers do not */
+    uint64_t mail_in;            /* messages aosd put into its inbox or replies */
     unsigned calls[5];           /* in flight, by km_class */
     unsigned restarts;
     sup_track track;
@@ -501,8 +503,9 @@ static void kc_on_done(void *arg, nng_msg *reply, int status, const char *err)
 
 /* A request of aosd's own on storage's link: it waits there until storage is ready and
  * is re-sent to a restarted one. done runs exactly once (no lock held). */
-static void kc_storage(const char *method, const ProtobufCMessage *msg, kc_done_fn done,
-                       void *arg)
+static void kc_storage_as(const char *method, const char *who, const uint8_t *request_id,
+                          uint32_t timeout_ms, const ProtobufCMessage *msg, kc_done_fn done,
+                          void *arg)
 {
     int failed = 0;
     char why[AOS_ERRMSG_MAX] = "";
@@ -523,19 +526,120 @@ static void kc_storage(const char *method, const ProtobufCMessage *msg, kc_done_
     aos_env e;
     aos_env_init(&e, AOS_KIND_REQUEST);
     snprintf(e.method, sizeof e.method, "%s", method);
-    snprintf(e.agent_id, sizeof e.agent_id, AG_KV_AGENT);
-    aos_id_random(e.request_id);
+    snprintf(e.agent_id, sizeof e.agent_id, "%s", who);
+    if (request_id)
+        memcpy(e.request_id, request_id, AOS_ID_LEN);
+    else
+        aos_id_random(e.request_id);
     e.has_request_id = 1;
-    e.deadline_ms = aos_now_ms() + AG_STORAGE_MS;
+    e.deadline_ms = aos_now_ms() + timeout_ms;
     e.payload = buf;
     e.payload_len = len;
-    link_fwd f = {.deadline = aos_mono_ms() + AG_STORAGE_MS, .done = kc_on_done, .arg = c};
+    link_fwd f = {.deadline = aos_mono_ms() + timeout_ms, .done = kc_on_done, .arg = c};
     aos_err rc = link_forward(l, &e, &f, NULL);
     free(buf);
     if (rc != AOS_OK) {
         free(c);
         done(arg, rc, NULL, 0, "cannot forward to aos-storage");
     }
+}
+
+static void kc_storage(const char *method, const ProtobufCMessage *msg, kc_done_fn done,
+                       void *arg)
+{
+    kc_storage_as(method, AG_KV_AGENT, NULL, AG_STORAGE_MS, msg, done, arg);
+}
+
+void agents_storage(const char *method, const char *who, const uint8_t *request_id,
+                    uint32_t timeout_ms, const ProtobufCMessage *msg, agents_storage_fn done,
+                    void *arg)
+{
+    kc_storage_as(method, who, request_id, timeout_ms, msg, done, arg);
+}
+
+/* ---- mail (msg.c) ---------------------------------------------------------------------------- */
+
+static int has(char *const *v, size_t n, const char *s, size_t len);
+static ProtobufCBinaryData bin(const char *s);
+static aos_err refuse(agent *a, char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+aos_err agents_may_mail(const char *from, const char *to, char *why, size_t whylen)
+{
+    aos_err rc = AOS_OK;
+    pthread_mutex_lock(&A.mu);
+    agent *s = from[0] ? find(from, NULL) : NULL;
+    if (!find(to, NULL)) {
+        rc = AOS_ERR_NOT_FOUND;
+        snprintf(why, whylen, "no agent %s is applied", to);
+    } else if (from[0] && !s) {
+        rc = AOS_ERR_REFUSED;
+        snprintf(why, whylen, "agent %s is no longer applied", from);
+    } else if (s && !has(s->m->talks_to, s->m->ntalks_to, to, strlen(to))) {
+        rc = refuse(s, why, whylen, "agent %s may not send mail to %s: its manifest's talks_to "
+                    "names %zu agents, not this one", from, to, s->m->ntalks_to);
+    }
+    pthread_mutex_unlock(&A.mu);
+    return rc;
+}
+
+aos_err agents_subscribers(const char *topic, char ***out, size_t *n, char *why,
+                           size_t whylen)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&A.mu);
+    aos_err rc = AOS_OK;
+    if (!has(A.topics, A.ntopics, topic, strlen(topic))) {
+        rc = AOS_ERR_NOT_FOUND;
+        snprintf(why, whylen, "no topic %s in the applied deployment", topic);
+        goto out;
+    }
+    size_t cap = 0;
+    for (uint32_t i = 0; i < A.hi; i++)
+        cap += A.tab[i] != NULL;
+    char **v = calloc(cap + 1, sizeof *v);
+    if (!v) {
+        rc = AOS_ERR_NOMEM;
+        snprintf(why, whylen, "aosd is out of memory");
+        goto out;
+    }
+    for (uint32_t i = 0; i < A.hi; i++) {
+        agent *a = A.tab[i];
+        if (a && !a->removed && has(a->m->subscribes, a->m->nsubscribes, topic, strlen(topic)))
+            if (!(v[(*n)++] = strdup(a->name))) {
+                for (size_t j = 0; j < *n; j++)
+                    free(v[j]);
+                free(v);
+                *n = 0;
+                rc = AOS_ERR_NOMEM;
+                snprintf(why, whylen, "aosd is out of memory");
+                goto out;
+            }
+    }
+    *out = v;
+out:
+    pthread_mutex_unlock(&A.mu);
+    return rc;
+}
+
+void agents_mail_arrived(const char *name)
+{
+    pthread_mutex_lock(&A.mu);
+    agent *a = find(name, NULL);
+    if (a) {
+        a->mail_in++; /* a receive not waiting yet sees the count moved and looks again */
+        if (a->waiter && a->waiter_mail && !a->frozen) {
+            Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
+            uint8_t buf[48];
+            w.woken = 1;
+            w.why = bin("message");
+            w.mail_in = a->mail_in;
+            kreply_send(a->waiter, AOS_OK, NULL, buf, aos__agent__wait_reply__pack(&w, buf));
+            a->waiter = NULL;
+        }
+    }
+    pthread_mutex_unlock(&A.mu);
 }
 
 /* ---- the deployment record ---------------------------------------------------------------- */
@@ -1077,6 +1181,8 @@ static const char *waiting_on(const agent *a)
         return "llm";
     if (a->calls[KM_EFFECT])
         return "tool";
+    if (a->waiter && a->waiter_mail)
+        return "mailbox";
     if (a->waiter)
         return a->next_wake ? "timer" : "wake";
     return "";
@@ -1231,8 +1337,9 @@ static void stop_now(agent *a, const char *why)
     a->st = AS_STOPPING;
     if (a->waiter) {
         Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
-        uint8_t buf[32];
+        uint8_t buf[48];
         w.why = bin("stop");
+        w.mail_in = a->mail_in;
         size_t len = aos__agent__wait_reply__pack(&w, buf);
         kreply_send(a->waiter, AOS_OK, NULL, buf, len);
         a->waiter = NULL;
@@ -1448,19 +1555,34 @@ void agents_m_step(const aos_env *req, const char *caller, kreply *k)
 
 void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
 {
-    (void)req;
+    Aos__Agent__WaitRequest *wr =
+        aos__agent__wait_request__unpack(NULL, req->payload_len, req->payload);
+    if (!wr) {
+        kreply_send(k, AOS_ERR_PROTO, "kernel.agent.wait: payload is not a WaitRequest", NULL,
+                    0);
+        return;
+    }
+    int mail = wr->mail;
+    uint64_t seen = wr->mail_seen;
+    aos__agent__wait_request__free_unpacked(wr, NULL);
     pthread_mutex_lock(&A.mu);
     agent *a = find(caller, NULL);
-    if (!a || a->stop_req) {
-        pthread_mutex_unlock(&A.mu);
+    if (!a || a->stop_req || (mail && a->mail_in != seen)) {
+        /* a receive whose count is behind: mail came since it last looked (maybe while
+         * no wait was there to wake), so it looks again at once */
+        const char *why = !a || a->stop_req ? "stop" : "message";
         Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
-        uint8_t buf[32];
-        w.why = bin("stop");
+        w.woken = !strcmp(why, "message");
+        w.why = bin(why);
+        w.mail_in = a ? a->mail_in : 0;
+        pthread_mutex_unlock(&A.mu);
+        uint8_t buf[48];
         kreply_send(k, AOS_OK, NULL, buf, aos__agent__wait_reply__pack(&w, buf));
         return;
     }
     kreply *old = a->waiter;
     a->waiter = k;
+    a->waiter_mail = mail;
     if (a->suspend_req) { /* idle is a boundary */
         a->suspend_req = 0;
         freeze(a, 1);
@@ -1687,6 +1809,17 @@ aos_err agents_check(const char *agent_name, const kmethod *km, const aos_env *r
             }
             aos__llm__chat_request__free_unpacked(c, NULL);
         }
+    } else if (!strcmp(req->method, "storage.queue.send")) {
+        /* mail to another agent goes through msg.send, where talks_to is checked */
+        Aos__Storage__QueueSendRequest *q =
+            aos__storage__queue_send_request__unpack(NULL, req->payload_len, req->payload);
+        if (q && q->to_agent.len && !(q->to_agent.len == strlen(a->name) &&
+                                      !memcmp(q->to_agent.data, a->name, q->to_agent.len)))
+            rc = refuse(a, why, whylen, "agent %s may not put mail into another agent's "
+                        "inbox with storage.queue.send: msg.send does, to the agents its "
+                        "manifest's talks_to names", a->name);
+        if (q)
+            aos__storage__queue_send_request__free_unpacked(q, NULL);
     } else if (!strcmp(req->method, "memory.search")) {
         Aos__Memory__SearchRequest *s =
             aos__memory__search_request__unpack(NULL, req->payload_len, req->payload);
@@ -1723,7 +1856,7 @@ void agents_call(const char *agent_name, km_class cls, int begin)
 
 static void wake(agent *a, uint64_t now)
 {
-    if (a->waiter && !a->frozen) {
+    if (a->waiter && !a->frozen && !a->waiter_mail) {
         Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
         uint8_t buf[32];
         w.woken = 1;
@@ -1778,7 +1911,8 @@ uint64_t agents_tick(uint64_t now)
         }
         if (a->waiter && now >= kreply_deadline(a->waiter)) {
             Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
-            uint8_t buf[32];
+            uint8_t buf[48];
+            w.mail_in = a->mail_in;
             kreply_send(a->waiter, AOS_OK, NULL, buf, aos__agent__wait_reply__pack(&w, buf));
             a->waiter = NULL;
         }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "aos/envelope.h"
 #include "aos/err.h"
 #include "config.h"
@@ -67,6 +69,29 @@ aos_err agents_check(const char *agent, const kmethod *km, const aos_env *req,
                      uint8_t **payload, size_t *len, char *why, size_t whylen);
 /* An agent's call of class cls began / ended (what ps shows it waiting on). */
 void agents_call(const char *agent, km_class cls, int begin);
+
+/* ---- mail: msg.c's questions and the wake it triggers ---------------------------------- */
+
+/* May agent from ("" : the operator, who may mail anyone) send mail to agent to? AOS_OK;
+ * NOT_FOUND (no such agent applied) or REFUSED (to is not in from's talks_to; counted as
+ * a refusal of from's), why says which. */
+aos_err agents_may_mail(const char *from, const char *to, char *why, size_t whylen);
+/* The applied agents whose manifest subscribes to topic: *out (n names, malloc'd, each
+ * and the array freed by the caller). NOT_FOUND when topic is not the deployment's. */
+aos_err agents_subscribers(const char *topic, char ***out, size_t *n, char *why,
+                           size_t whylen);
+/* Mail is durable in agent's inbox or replies: its count moves and its receive waiting in
+ * kernel.agent.wait (mail) wakes with "message"; one not waiting yet returns at once. */
+void agents_mail_arrived(const char *agent);
+/* aosd's own request to aos-storage acting as agent (its namespace), with request_id (16
+ * bytes; NULL: a fresh one) as the idempotency key; it waits on the link until storage is
+ * ready and is re-sent to a restarted one within timeout_ms. done runs exactly once, no
+ * lock held; payload is the reply's (valid during done). */
+typedef void (*agents_storage_fn)(void *arg, int status, const uint8_t *payload, size_t len,
+                                  const char *err);
+void agents_storage(const char *method, const char *agent, const uint8_t *request_id,
+                    uint32_t timeout_ms, const ProtobufCMessage *msg, agents_storage_fn done,
+                    void *arg);
 
 /* ---- methods (methods.c lists them) ----------------------------------------------------- */
 

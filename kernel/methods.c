@@ -10,6 +10,8 @@
 #include "agents.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
+#include "aos/msg.h"
+#include "msg.h"
 #include "supervise.h"
 
 #define PING_MAX (64u << 10)
@@ -137,6 +139,11 @@ static const kmethod table[] = {
     ASYNC("kernel.agent.self", agents_m_self, SMALL, KM_AGENT),
     ASYNC("kernel.agent.step", agents_m_step, SMALL, KM_AGENT),
     ASYNC("kernel.agent.wait", agents_m_wait, SMALL, KM_AGENT),
+    /* mail: into another agent's durable inbox (talks_to checked), to a topic's
+     * subscribers; operators send as aos:operator and look into an inbox */
+    ASYNC("msg.send", msg_m_send, AOS_MSG_BODY_MAX + (16u << 10), KM_ADMIN | KM_AGENT),
+    ASYNC("msg.publish", msg_m_publish, AOS_MSG_BODY_MAX + (16u << 10), KM_ADMIN | KM_AGENT),
+    ASYNC("msg.ls", msg_m_ls, SMALL, KM_ADMIN),
 
     SERVER_COMMON("storage"),
     FWD("storage.kv.put", KM_WRITE, "storage", WHOLE, ALL),
@@ -165,6 +172,7 @@ static const kmethod table[] = {
     FWD("storage.queue.ack", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.queue.nack", KM_WRITE, "storage", SMALL, ALL),
     FWD("storage.queue.list", KM_READ, "storage", SMALL, ALL),
+    FWD("storage.queue.peek", KM_READ, "storage", SMALL, ALL),
 
     SERVER_COMMON("memory"),
     /* context windows: an assembly can swap pages out, so it writes; a search's automatic

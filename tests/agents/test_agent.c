@@ -1,5 +1,6 @@
 /* aos-test-agent: an agent program for the tests and benchmarks, one behaviour per mode
- * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call); one stdout line per event. */
+ * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call, mail); one stdout line per
+ * event. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "aos/agent.h"
 #include "aos/envelope.h"
+#include "aos/msg.h"
 #include "aos/storage.h"
 #include "llm.pb-c.h"
 #include "tool.pb-c.h"
@@ -27,6 +29,13 @@ static const char usage[] =
     "  llm MODEL [TEXT]      llm.chat of one user message (\"hello\")\n"
     "  tool NAME ARGSJSON    tool.run\n"
     "  call METHOD           a call with an empty payload\n"
+    "  send TO N [PREFIX]    N messages to TO, ids PREFIX+i, each retried until sent\n"
+    "  receive [VIS_MS [MS]] receive for ever: handled once per id (a create-only\n"
+    "                        \"seen:<id>\" key), then acked; MS ms between effect and ack\n"
+    "  recv1 TIMEOUT_MS      one receive: print it, ack it, exit 0 (3: timeout)\n"
+    "  echo                  answer every request with \"echo:<body>\"\n"
+    "  request TO TEXT MS    one request, its reply within MS: exit 0, 7 on TIMEOUT\n"
+    "  publish TOPIC TEXT    one publication\n"
     "llm, tool, call: exit 0 on OK, 4 on REFUSED, 1 otherwise\n";
 
 static void ms_sleep(unsigned ms)
@@ -281,6 +290,180 @@ static int m_call(const char *method)
     return rc;
 }
 
+/* ---- mail -------------------------------------------------------------------------------- */
+
+/* The id of message i of a sender: PREFIX (at most 4 bytes) then i in decimal, 16 bytes.
+ * msg_test computes the same. */
+static void msg_id(const char *prefix, long i, uint8_t id[AOS_MSG_ID_LEN])
+{
+    char s[40];
+    snprintf(s, sizeof s, "%.4s-%011ld", prefix, i % 100000000000L);
+    memset(id, 0, AOS_MSG_ID_LEN);
+    memcpy(id, s, strlen(s) < AOS_MSG_ID_LEN ? strlen(s) : AOS_MSG_ID_LEN);
+}
+
+static int m_send(const char *to, long n, const char *prefix)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    for (long i = 1; i <= n; i++) {
+        uint8_t id[AOS_MSG_ID_LEN];
+        msg_id(prefix, i, id);
+        char body[64];
+        int len = snprintf(body, sizeof body, "%s message %ld", prefix, i);
+        aos_msg_send_opts o = {.id = id, .timeout_ms = 20000};
+        for (int tries = 1;; tries++) {
+            aos_err e = aos_msg_send(a, to, body, (size_t)len, &o, NULL, why, sizeof why);
+            if (e == AOS_OK)
+                break;
+            printf("send %ld: %s: %s (try %d)\n", i, aos_err_name(e), why, tries);
+            if (e == AOS_ERR_REFUSED || e == AOS_ERR_NOT_FOUND || e == AOS_ERR_USAGE) {
+                aos_agent_close(a);
+                return e == AOS_ERR_REFUSED ? 4 : 1;
+            }
+            ms_sleep(200); /* the same id again: one message however often it is sent */
+        }
+        printf("sent %ld\n", i);
+    }
+    printf("sent all %ld\n", n);
+    aos_agent_close(a);
+    return 0;
+}
+
+static int m_receive(long vis, long pause)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    for (;;) {
+        aos_msg *m = NULL;
+        aos_err e = aos_msg_recv(a, 60000, (uint32_t)vis, &m, why, sizeof why);
+        if (e == AOS_ERR_CANCELLED)
+            break;
+        if (e == AOS_ERR_TIMEOUT)
+            continue;
+        if (e != AOS_OK) {
+            printf("recv: %s: %s\n", aos_err_name(e), why);
+            ms_sleep(200);
+            continue;
+        }
+        /* the effect and its "handled" record are one create-only write keyed by the id */
+        char key[64];
+        snprintf(key, sizeof key, "seen:%s", m->id_hex);
+        aos_kv_put_opts po = {.cas = 1, .if_version = 0};
+        for (;;) {
+            e = aos_kv_put(aos_agent_conn(a), NULL, key, m->body, m->len, &po, NULL, why,
+                           sizeof why);
+            if (e == AOS_OK || e == AOS_ERR_CONFLICT)
+                break;
+            printf("put %s: %s: %s\n", m->id_hex, aos_err_name(e), why);
+            ms_sleep(200);
+        }
+        if (e == AOS_OK)
+            printf("handled %s from %s tries %u\n", m->id_hex, m->from, m->tries);
+        else
+            printf("dup %s tries %u\n", m->id_hex, m->tries);
+        if (pause)
+            ms_sleep((unsigned)pause);
+        e = aos_msg_ack(a, m, why, sizeof why);
+        if (e != AOS_OK) /* delivered again later: then it is a dup */
+            printf("ack %s: %s: %s\n", m->id_hex, aos_err_name(e), why);
+        aos_msg_stats st;
+        aos_msg_get_stats(&st);
+        printf("stats recvs %llu waits %llu wakes %llu\n", (unsigned long long)st.storage_recvs,
+               (unsigned long long)st.kernel_waits, (unsigned long long)st.mail_wakes);
+        aos_msg_free(m);
+    }
+    printf("receive: stop\n");
+    aos_agent_close(a);
+    return 0;
+}
+
+static int m_recv1(long timeout)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    aos_msg *m = NULL;
+    aos_err e = aos_msg_recv(a, (uint32_t)timeout, 0, &m, why, sizeof why);
+    if (e != AOS_OK) {
+        printf("recv1: %s: %s\n", aos_err_name(e), why);
+        aos_agent_close(a);
+        return e == AOS_ERR_TIMEOUT ? 3 : 1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    aos_msg_stats st;
+    aos_msg_get_stats(&st);
+    printf("recv1: from %s kind %s topic %s at_us %lld recvs %llu waits %llu wakes %llu body ",
+           m->from, m->kind, m->topic[0] ? m->topic : "-",
+           (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+           (unsigned long long)st.storage_recvs, (unsigned long long)st.kernel_waits,
+           (unsigned long long)st.mail_wakes);
+    put_line(m->body, m->len);
+    e = aos_msg_ack(a, m, why, sizeof why);
+    printf("ack: %s\n", aos_err_name(e));
+    aos_msg_free(m);
+    aos_agent_close(a);
+    return e == AOS_OK ? 0 : 1;
+}
+
+static int m_echo(void)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    for (;;) {
+        aos_msg *m = NULL;
+        aos_err e = aos_msg_recv(a, 60000, 0, &m, why, sizeof why);
+        if (e == AOS_ERR_CANCELLED)
+            break;
+        if (e != AOS_OK)
+            continue;
+        if (!strcmp(m->kind, "request")) {
+            char out[512];
+            int n = snprintf(out, sizeof out, "echo:%.400s", (const char *)m->body);
+            e = aos_msg_reply(a, m, out, (size_t)n, why, sizeof why);
+            printf("reply to %s: %s%s%s\n", m->from, aos_err_name(e), e ? ": " : "",
+                   e ? why : "");
+        }
+        aos_msg_ack(a, m, NULL, 0);
+        aos_msg_free(m);
+    }
+    aos_agent_close(a);
+    return 0;
+}
+
+static int m_request(const char *to, const char *text, long ms)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1];
+    aos_msg *r = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    aos_err e = aos_msg_request(a, to, text, strlen(text), NULL, (uint32_t)ms, &r, why,
+                                sizeof why);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long took = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (e == AOS_OK) {
+        printf("request: reply from %s after %ld ms: ", r->from, took);
+        put_line(r->body, r->len);
+        aos_msg_free(r);
+    } else {
+        printf("request: %s after %ld ms: %s\n", aos_err_name(e), took, why);
+    }
+    aos_agent_close(a);
+    return e == AOS_OK ? 0 : e == AOS_ERR_TIMEOUT ? 7 : e == AOS_ERR_REFUSED ? 4 : 1;
+}
+
+static int m_publish(const char *topic, const char *text)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    uint32_t n = 0;
+    aos_err e = aos_msg_publish(a, topic, text, strlen(text), NULL, &n, why, sizeof why);
+    printf("publish: %s, %u delivered%s%s\n", aos_err_name(e), n, e ? ": " : "", e ? why : "");
+    aos_agent_close(a);
+    return e == AOS_OK ? 0 : e == AOS_ERR_REFUSED ? 4 : 1;
+}
+
 int main(int argc, char **argv)
 {
     /* the kernel keeps stdout as the logs: a line is out when it is printed, also before
@@ -308,6 +491,25 @@ int main(int argc, char **argv)
         return m_tool(argv[2], argv[3]);
     if (!strcmp(m, "call") && argc == 3)
         return m_call(argv[2]);
+    if (!strcmp(m, "send") && (argc == 4 || argc == 5)) {
+        long n = count(argv[3], 1000000L);
+        if (n >= 0)
+            return m_send(argv[2], n, argc == 5 ? argv[4] : "m");
+    }
+    if (!strcmp(m, "receive") && argc >= 2 && argc <= 4) {
+        long vis = argc >= 3 ? count(argv[2], 3600000L) : 0;
+        long pause = argc == 4 ? count(argv[3], 60000L) : 0;
+        if (vis >= 0 && pause >= 0)
+            return m_receive(vis, pause);
+    }
+    if (!strcmp(m, "recv1") && argc == 3 && count(argv[2], 600000L) >= 0)
+        return m_recv1(count(argv[2], 600000L));
+    if (!strcmp(m, "echo") && argc == 2)
+        return m_echo();
+    if (!strcmp(m, "request") && argc == 5 && count(argv[4], 600000L) >= 0)
+        return m_request(argv[2], argv[3], count(argv[4], 600000L));
+    if (!strcmp(m, "publish") && argc == 4)
+        return m_publish(argv[2], argv[3]);
     fputs(usage, stderr);
     return 2;
 }
