@@ -381,6 +381,11 @@ static const struct sample {
     {"agent logs", {BOT, "--bytes", "4096"}},
     {"agent runs", {AGENT}},
     {"agent runs", {AGENT, "--prune"}},
+    /* mail from the operator into the bot's inbox (it never receives: it stays there) */
+    {"msg send", {BOT, "hello bot"}},
+    {"msg send", {"--id=00112233445566778899aabbccddeeff", BOT, "once"}},
+    {"msg ls", {BOT, "--limit=10"}},
+    {"msg ls", {"-n", "1", BOT}},
     {"agent suspend", {BOT}},
     {"agent resume", {BOT}},
     {"agent kill", {BOT}},

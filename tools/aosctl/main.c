@@ -31,6 +31,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_agent,
     &ctl_group_logs,
     &ctl_group_runs,
+    &ctl_group_msg,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
