@@ -36,6 +36,7 @@ static const char usage[] =
     "  echo                  answer every request with \"echo:<body>\"\n"
     "  request TO TEXT MS    one request, its reply within MS: exit 0, 7 on TIMEOUT\n"
     "  publish TOPIC TEXT    one publication\n"
+    "  rawmail TO            storage.queue.send into TO's inbox, past msg.send\n"
     "llm, tool, call: exit 0 on OK, 4 on REFUSED, 1 otherwise\n";
 
 static void ms_sleep(unsigned ms)
@@ -464,6 +465,19 @@ static int m_publish(const char *topic, const char *text)
     return e == AOS_OK ? 0 : e == AOS_ERR_REFUSED ? 4 : 1;
 }
 
+static int m_rawmail(const char *to)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_queue_send_opts so = {.to_agent = to};
+    uint64_t id = 0;
+    aos_err e = aos_queue_send(aos_agent_conn(a), NULL, "inbox", "x", 1, &so, &id, why,
+                               sizeof why);
+    int rc = outcome("rawmail", e, why);
+    aos_agent_close(a);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     /* the kernel keeps stdout as the logs: a line is out when it is printed, also before
@@ -508,6 +522,8 @@ int main(int argc, char **argv)
         return m_echo();
     if (!strcmp(m, "request") && argc == 5 && count(argv[4], 600000L) >= 0)
         return m_request(argv[2], argv[3], count(argv[4], 600000L));
+    if (!strcmp(m, "rawmail") && argc == 3)
+        return m_rawmail(argv[2]);
     if (!strcmp(m, "publish") && argc == 4)
         return m_publish(argv[2], argv[3]);
     fputs(usage, stderr);

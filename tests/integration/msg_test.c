@@ -263,7 +263,9 @@ static void an_agent_not_named_is_refused_and_audited(void **st)
     apply("agents:\n" AGENT("vault", "[recv1, \"4000\"]", "")
               AGENT("rogue", "[send, vault, \"1\", r]", "    restart: {policy: never}\n")
                   AGENT("friend", "[send, vault, \"1\", f]", "    talks_to: [rogue]\n"
-                                                             "    restart: {policy: never}\n"));
+                                                             "    restart: {policy: never}\n")
+                      AGENT("sneak", "[rawmail, vault]", "    talks_to: [vault]\n"
+                                                         "    restart: {policy: never}\n"));
     ainfo a;
     wait_end("rogue", 30000, &a);
     assert_non_null(strstr(a.reason, "exit 4")); /* REFUSED */
@@ -272,6 +274,13 @@ static void an_agent_not_named_is_refused_and_audited(void **st)
     /* naming some other agent is no right to this one */
     wait_end("friend", 30000, &a);
     assert_non_null(strstr(a.reason, "exit 4"));
+    /* mail past msg.send, straight into aos-storage's queue of another agent: refused by
+     * the kernel before it reaches storage, even to an agent its talks_to names */
+    wait_end("sneak", 30000, &a);
+    assert_non_null(strstr(a.reason, "exit 4"));
+    must_log("sneak", "rawmail: REFUSED: agent sneak may not put mail into another agent's "
+                      "inbox with storage.queue.send");
+    assert_true(audited("sneak", "storage.queue.send", AOS_ERR_REFUSED));
     assert_true(audited("rogue", "msg.send", AOS_ERR_REFUSED));
     assert_true(audited("friend", "msg.send", AOS_ERR_REFUSED));
     /* nothing reached the vault: its receive ran out */
