@@ -29,7 +29,8 @@ static const char usage[] =
     "  llm MODEL [TEXT]      llm.chat of one user message (\"hello\")\n"
     "  tool NAME ARGSJSON    tool.run\n"
     "  call METHOD           a call with an empty payload\n"
-    "  send TO N [PREFIX]    N messages to TO, ids PREFIX+i, each retried until sent\n"
+    "  send TO N [PREFIX [MS]] N messages to TO, ids PREFIX+i, each retried until sent,\n"
+    "                        MS ms apart (0)\n"
     "  receive [VIS_MS [MS]] receive for ever: handled once per id (a create-only\n"
     "                        \"seen:<id>\" key), then acked; MS ms between effect and ack\n"
     "  recv1 TIMEOUT_MS      one receive: print it, ack it, exit 0 (3: timeout)\n"
@@ -303,7 +304,7 @@ static void msg_id(const char *prefix, long i, uint8_t id[AOS_MSG_ID_LEN])
     memcpy(id, s, strlen(s) < AOS_MSG_ID_LEN ? strlen(s) : AOS_MSG_ID_LEN);
 }
 
-static int m_send(const char *to, long n, const char *prefix)
+static int m_send(const char *to, long n, const char *prefix, long pause)
 {
     aos_agent *a = open_or_die();
     char why[AOS_ERRMSG_MAX + 1];
@@ -325,6 +326,8 @@ static int m_send(const char *to, long n, const char *prefix)
             ms_sleep(200); /* the same id again: one message however often it is sent */
         }
         printf("sent %ld\n", i);
+        if (pause)
+            ms_sleep((unsigned)pause);
     }
     printf("sent all %ld\n", n);
     aos_agent_close(a);
@@ -505,10 +508,10 @@ int main(int argc, char **argv)
         return m_tool(argv[2], argv[3]);
     if (!strcmp(m, "call") && argc == 3)
         return m_call(argv[2]);
-    if (!strcmp(m, "send") && (argc == 4 || argc == 5)) {
-        long n = count(argv[3], 1000000L);
-        if (n >= 0)
-            return m_send(argv[2], n, argc == 5 ? argv[4] : "m");
+    if (!strcmp(m, "send") && argc >= 4 && argc <= 6) {
+        long n = count(argv[3], 1000000L), pause = argc == 6 ? count(argv[5], 60000L) : 0;
+        if (n >= 0 && pause >= 0)
+            return m_send(argv[2], n, argc >= 5 ? argv[4] : "m", pause);
     }
     if (!strcmp(m, "receive") && argc >= 2 && argc <= 4) {
         long vis = argc >= 3 ? count(argv[2], 3600000L) : 0;

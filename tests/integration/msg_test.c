@@ -157,6 +157,9 @@ static char *logs(const char *name)
     s[l->text.len] = 0;
     aos__agent__logs_reply__free_unpacked(l, NULL);
     aos_reply_clear(&rep);
+    /* the ASan build's agents report there: a sanitizer's finding fails the test */
+    if (strstr(s, "runtime error:") || strstr(s, "Sanitizer"))
+        fail_msg("agent %s's log has a sanitizer report:\n%s", name, s);
     return s;
 }
 
@@ -260,7 +263,7 @@ static int audited(const char *agent, const char *method, int status)
 static void an_agent_not_named_is_refused_and_audited(void **st)
 {
     (void)st;
-    apply("agents:\n" AGENT("vault", "[recv1, \"4000\"]", "")
+    apply("agents:\n" AGENT("vault", "[recv1, \"4000\"]", "    restart: {policy: never}\n")
               AGENT("rogue", "[send, vault, \"1\", r]", "    restart: {policy: never}\n")
                   AGENT("friend", "[send, vault, \"1\", f]", "    talks_to: [rogue]\n"
                                                              "    restart: {policy: never}\n")
@@ -370,7 +373,8 @@ static void topics_fan_out_into_each_subscribers_inbox(void **st)
     apply("topics: [news, other]\nagents:\n"
           AGENT("sub1", "[recv1, \"30000\"]", "    subscribes: [news]\n")
               AGENT("sub2", "[recv1, \"30000\"]", "    subscribes: [news, other]\n")
-                  AGENT("deaf", "[recv1, \"3000\"]", "    subscribes: [other]\n")
+                  AGENT("deaf", "[recv1, \"3000\"]",
+                            "    subscribes: [other]\n    restart: {policy: never}\n")
                       AGENT("pub", "[publish, news, extra]", "    restart: {policy: never}\n"));
     ainfo a;
     wait_end("pub", 30000, &a);
@@ -388,7 +392,7 @@ static void topics_fan_out_into_each_subscribers_inbox(void **st)
 
 /* ---- at least once, handled once, across kill -9 ------------------------------------------- */
 
-#define N_MSGS 60
+#define N_MSGS 40
 
 static void id_hex(long i, char out[2 * AOS_MSG_ID_LEN + 1])
 {
@@ -456,11 +460,12 @@ static void no_message_lost_or_handled_twice_across_kill9(void **st)
 {
     (void)st;
     /* the receiver waits 30 ms between its effect and its ack, so kills land there too;
-     * a delivery it held shows again after 1.5 s */
+     * a delivery it held shows again after 1.5 s; the sender sends every 120 ms, so the
+     * kills fall while mail flows */
     apply("agents:\n" AGENT("sink", "[receive, \"1500\", \"30\"]",
                             "    restart: {policy: always, intensity: 50/60, backoff_min_ms: "
                             "100, backoff_max_ms: 500}\n")
-              AGENT("source", "[send, sink, \"" "60" "\", k]",
+              AGENT("source", "[send, sink, \"40\", k, \"120\"]",
                     "    talks_to: [sink]\n    restart: {policy: on-failure}\n"));
     int have[N_MSGS + 1];
     const char *plan[] = {"sink", "storage", "sink", "postgres", "sink", "sink"};
@@ -470,7 +475,7 @@ static void no_message_lost_or_handled_twice_across_kill9(void **st)
     while (aos_mono_ms() - t0 < 90000) {
         got = seen(have);
         /* a kill every ~8 handled messages, while the flow goes on */
-        if (next < sizeof plan / sizeof plan[0] && got >= 4 + next * 8) {
+        if (next < sizeof plan / sizeof plan[0] && got >= 4 + next * 6) {
             print_message("kill -9 %s after %zu handled\n", plan[next], got);
             if (!strcmp(plan[next], "sink"))
                 kill_receiver();
@@ -511,11 +516,24 @@ static void no_message_lost_or_handled_twice_across_kill9(void **st)
             fail_msg("message %ld was handled %d times:\n%s", k, count_of(s, line), s);
     }
     ainfo a;
-    assert_int_equal(info("source", &a), 0);
+    wait_end("source", 20000, &a);
+    assert_string_equal(a.state, "done");
     print_message("%d messages: %d handled lines (a kill may cut one), %d deliveries deduped "
-                  "by id, source %s\n", N_MSGS, handled, dups, a.state);
+                  "by id\n", N_MSGS, handled, dups);
     free(s);
-    must_log("source", "sent all 60");
+    must_log("source", "sent all 40");
+    /* a stop reaches an agent idle in its receive: the wait ends, the program exits 0 */
+    Aos__Agent__CtlRequest cr = AOS__AGENT__CTL_REQUEST__INIT;
+    cr.name = (ProtobufCBinaryData){4, (uint8_t *)"sink"};
+    cr.action = (ProtobufCBinaryData){4, (uint8_t *)"stop"};
+    uint8_t buf[64];
+    size_t len = aos__agent__ctl_request__pack(&cr, buf);
+    aos_reply rep;
+    assert_int_equal(aos_call(h_conn(H), NULL, "kernel.agent.ctl", buf, len, &rep), AOS_OK);
+    aos_reply_clear(&rep);
+    wait_end("sink", 20000, &a);
+    assert_string_equal(a.state, "done");
+    must_log("sink", "receive: stop");
 }
 
 int main(void)
