@@ -71,6 +71,7 @@ typedef struct agent {
     int64_t next_wake_wall;      /* the same in wall-clock ms */
     kreply *waiter;              /* its kernel.agent.wait, while idle */
     int waiter_mail;             /* that wait is a receive's: mail ends it, timers do not */
+    uint64_t waiter_seen;        /* the mail count that receive had seen */
     uint64_t mail_in;            /* messages aosd put into its inbox or replies */
     unsigned calls[5];           /* in flight, by km_class */
     unsigned restarts;
@@ -623,21 +624,28 @@ out:
     return rc;
 }
 
+/* A receive waiting behind the mail count wakes (not while frozen: resume calls this). mu
+ * held. */
+static void mail_wake(agent *a)
+{
+    if (!a->waiter || !a->waiter_mail || a->frozen || a->mail_in == a->waiter_seen)
+        return;
+    Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
+    uint8_t buf[48];
+    w.woken = 1;
+    w.why = bin("message");
+    w.mail_in = a->mail_in;
+    kreply_send(a->waiter, AOS_OK, NULL, buf, aos__agent__wait_reply__pack(&w, buf));
+    a->waiter = NULL;
+}
+
 void agents_mail_arrived(const char *name)
 {
     pthread_mutex_lock(&A.mu);
     agent *a = find(name, NULL);
     if (a) {
         a->mail_in++; /* a receive not waiting yet sees the count moved and looks again */
-        if (a->waiter && a->waiter_mail && !a->frozen) {
-            Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
-            uint8_t buf[48];
-            w.woken = 1;
-            w.why = bin("message");
-            w.mail_in = a->mail_in;
-            kreply_send(a->waiter, AOS_OK, NULL, buf, aos__agent__wait_reply__pack(&w, buf));
-            a->waiter = NULL;
-        }
+        mail_wake(a);
     }
     pthread_mutex_unlock(&A.mu);
 }
@@ -1321,6 +1329,8 @@ static void freeze(agent *a, int on)
     a->st = on ? AS_SUSPENDED : AS_RUNNING;
     snprintf(a->reason, sizeof a->reason, on ? "suspended by the admin (frozen at a step "
                                                "boundary)" : "resumed");
+    if (!on)
+        mail_wake(a); /* mail that came while it was frozen */
 }
 
 static void stop_now(agent *a, const char *why)
@@ -1583,6 +1593,7 @@ void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
     kreply *old = a->waiter;
     a->waiter = k;
     a->waiter_mail = mail;
+    a->waiter_seen = seen;
     if (a->suspend_req) { /* idle is a boundary */
         a->suspend_req = 0;
         freeze(a, 1);

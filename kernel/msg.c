@@ -10,7 +10,6 @@
 
 #include <sodium.h>
 
-#include "aos/log.h"
 #include "aos/msg.h"
 #include "audit.h"
 #include "deploy.h"
@@ -302,8 +301,6 @@ void msg_m_send(const aos_env *req, const char *caller, kreply *k)
                  "correlation, and only a reply does");
     else if ((rc = agents_may_mail(caller, to, why, sizeof why)) != AOS_OK) {
         aos__msg__send_request__free_unpacked(sr, NULL);
-        if (rc == AOS_ERR_REFUSED)
-            aos_info("msg.send refused: %s", why);
         refused(req, k, rc, why);
         return;
     } else if (!(c = mcall_new(req, caller, k, 1))) {

@@ -343,6 +343,44 @@ static void a_receive_sleeps_until_a_send_wakes_it(void **st)
     assert_true(wakes >= 1);
 }
 
+static int ctl(const char *name, const char *action)
+{
+    Aos__Agent__CtlRequest cr = AOS__AGENT__CTL_REQUEST__INIT;
+    cr.name = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
+    cr.action = (ProtobufCBinaryData){strlen(action), (uint8_t *)action};
+    uint8_t buf[128];
+    size_t len = aos__agent__ctl_request__pack(&cr, buf);
+    aos_reply rep;
+    aos_err e = aos_call(h_conn(H), NULL, "kernel.agent.ctl", buf, len, &rep);
+    aos_reply_clear(&rep);
+    return e;
+}
+
+static void mail_to_a_suspended_receiver_waits_for_its_resume(void **st)
+{
+    (void)st;
+    apply("agents:\n" AGENT("napper", "[recv1, \"30000\"]", "    restart: {policy: never}\n"));
+    ainfo a;
+    for (int i = 0; i < 400 && !(info("napper", &a) == 0 && !strcmp(a.waiting, "mailbox"));
+         i++)
+        usleep(25000);
+    assert_string_equal(a.waiting, "mailbox");
+    assert_int_equal(ctl("napper", "suspend"), AOS_OK);
+    assert_int_equal(op_send("napper", "while you slept", NULL, 0), AOS_OK);
+    usleep(500000);
+    assert_int_equal(info("napper", &a), 0);
+    assert_string_equal(a.state, "suspended"); /* frozen: nothing taken */
+    assert_int_equal(ls_count("napper", "ready"), 1);
+    uint64_t t0 = aos_mono_ms();
+    assert_int_equal(ctl("napper", "resume"), AOS_OK);
+    wait_end("napper", 10000, &a);
+    uint64_t took = aos_mono_ms() - t0;
+    must_log("napper", "body while you slept");
+    print_message("resume to received: %llu ms (its receive's deadline: 30 s)\n",
+                  (unsigned long long)took);
+    assert_true(took < 5000); /* woken at the resume, not at its deadline */
+}
+
 static void request_reply_and_its_deadline(void **st)
 {
     (void)st;
@@ -523,14 +561,7 @@ static void no_message_lost_or_handled_twice_across_kill9(void **st)
     free(s);
     must_log("source", "sent all 40");
     /* a stop reaches an agent idle in its receive: the wait ends, the program exits 0 */
-    Aos__Agent__CtlRequest cr = AOS__AGENT__CTL_REQUEST__INIT;
-    cr.name = (ProtobufCBinaryData){4, (uint8_t *)"sink"};
-    cr.action = (ProtobufCBinaryData){4, (uint8_t *)"stop"};
-    uint8_t buf[64];
-    size_t len = aos__agent__ctl_request__pack(&cr, buf);
-    aos_reply rep;
-    assert_int_equal(aos_call(h_conn(H), NULL, "kernel.agent.ctl", buf, len, &rep), AOS_OK);
-    aos_reply_clear(&rep);
+    assert_int_equal(ctl("sink", "stop"), AOS_OK);
     wait_end("sink", 20000, &a);
     assert_string_equal(a.state, "done");
     must_log("sink", "receive: stop");
@@ -542,6 +573,7 @@ int main(void)
         cmocka_unit_test(send_recv_ack_between_two_agents),
         cmocka_unit_test(an_agent_not_named_is_refused_and_audited),
         cmocka_unit_test(a_receive_sleeps_until_a_send_wakes_it),
+        cmocka_unit_test(mail_to_a_suspended_receiver_waits_for_its_resume),
         cmocka_unit_test(request_reply_and_its_deadline),
         cmocka_unit_test(topics_fan_out_into_each_subscribers_inbox),
         cmocka_unit_test(no_message_lost_or_handled_twice_across_kill9),
