@@ -295,6 +295,79 @@ static void an_agent_not_named_is_refused_and_audited(void **st)
     assert_int_equal(op_send("nobody", "x", why, sizeof why), AOS_ERR_NOT_FOUND);
 }
 
+/* A raw payload to method as the operator: its status, the message into why. */
+static aos_err raw(const char *method, const void *p, size_t n, char *why, size_t whylen)
+{
+    aos_reply rep;
+    aos_err e = aos_call(h_conn(H), NULL, method, p, n, &rep);
+    snprintf(why, whylen, "%.200s", rep.error);
+    aos_reply_clear(&rep);
+    return e;
+}
+
+static aos_err send_req(const Aos__Msg__SendRequest *r, char *why, size_t whylen)
+{
+    size_t n = aos__msg__send_request__get_packed_size(r);
+    uint8_t *buf = malloc(n ? n : 1);
+    aos__msg__send_request__pack(r, buf);
+    aos_err e = raw("msg.send", buf, n, why, whylen);
+    free(buf);
+    return e;
+}
+
+static void bad_requests_are_refused_with_a_reason(void **st)
+{
+    (void)st;
+    apply("agents:\n" AGENT("target", "[idle]", ""));
+    char why[256];
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0x0f, 0x01};
+    assert_int_equal(raw("msg.send", junk, sizeof junk, why, sizeof why), AOS_ERR_PROTO);
+    assert_int_equal(raw("msg.publish", junk, sizeof junk, why, sizeof why), AOS_ERR_PROTO);
+    assert_int_equal(raw("msg.ls", junk, sizeof junk, why, sizeof why), AOS_ERR_USAGE);
+    Aos__Msg__SendRequest r = AOS__MSG__SEND_REQUEST__INIT;
+    r.to = (ProtobufCBinaryData){7, (uint8_t *)"tar\xffget"};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_ERR_USAGE);
+    assert_non_null(strstr(why, "not an agent's name"));
+    r.to = (ProtobufCBinaryData){6, (uint8_t *)"target"};
+    r.kind = (ProtobufCBinaryData){4, (uint8_t *)"spam"};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_ERR_USAGE);
+    assert_non_null(strstr(why, "kind is msg, request or reply"));
+    r.kind = (ProtobufCBinaryData){5, (uint8_t *)"reply"};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_ERR_USAGE); /* no correlation */
+    assert_non_null(strstr(why, "correlation"));
+    r.kind = (ProtobufCBinaryData){0, NULL};
+    r.msg_id = (ProtobufCBinaryData){3, (uint8_t *)"abc"};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_ERR_USAGE);
+    assert_non_null(strstr(why, "msg_id is 16 bytes"));
+    r.msg_id = (ProtobufCBinaryData){0, NULL};
+    size_t big = AOS_MSG_BODY_MAX + 1;
+    uint8_t *body = calloc(1, big);
+    r.body = (ProtobufCBinaryData){big, body};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_ERR_TOO_BIG);
+    free(body);
+    /* the same id twice is one message; nothing of the refusals above was stored */
+    static const uint8_t id[16] = "same-id-twice!!";
+    r.body = (ProtobufCBinaryData){4, (uint8_t *)"once"};
+    r.msg_id = (ProtobufCBinaryData){16, (uint8_t *)id};
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_OK);
+    assert_int_equal(send_req(&r, why, sizeof why), AOS_OK);
+    assert_int_equal(ls_count("target", ""), 1);
+    /* the same id with another body is no second message either: aos-storage answers the
+     * first's result while it remembers the id in memory, CONFLICT from its durable record
+     * after that */
+    r.body = (ProtobufCBinaryData){5, (uint8_t *)"twice"};
+    aos_err e = send_req(&r, why, sizeof why);
+    assert_true(e == AOS_OK || e == AOS_ERR_CONFLICT);
+    assert_int_equal(ls_count("target", ""), 1);
+    /* a topic that is not the deployment's */
+    Aos__Msg__PublishRequest p = AOS__MSG__PUBLISH_REQUEST__INIT;
+    p.topic = (ProtobufCBinaryData){4, (uint8_t *)"none"};
+    uint8_t buf[64];
+    size_t n = aos__msg__publish_request__pack(&p, buf);
+    assert_int_equal(raw("msg.publish", buf, n, why, sizeof why), AOS_ERR_NOT_FOUND);
+    assert_non_null(strstr(why, "no topic none"));
+}
+
 static long long now_us(void)
 {
     struct timespec ts;
@@ -572,6 +645,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(send_recv_ack_between_two_agents),
         cmocka_unit_test(an_agent_not_named_is_refused_and_audited),
+        cmocka_unit_test(bad_requests_are_refused_with_a_reason),
         cmocka_unit_test(a_receive_sleeps_until_a_send_wakes_it),
         cmocka_unit_test(mail_to_a_suspended_receiver_waits_for_its_resume),
         cmocka_unit_test(request_reply_and_its_deadline),

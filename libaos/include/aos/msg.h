@@ -24,7 +24,9 @@
  * - A sender that retries a send (after an error, or after its own crash) passes the same
  *   id (aos_msg_send_opts.id): the kernel makes the same id to the same agent one stored
  *   message, so a retry does not make a copy. With no id given, a fresh random one is
- *   drawn per call: then a retried call is a second message with its own id.
+ *   drawn per call: then a retried call is a second message with its own id. Another
+ *   body under an id already sent is not stored either (the call answers the first send's
+ *   result, or CONFLICT once aos-storage only has its durable record of the id).
  * - Past max_tries deliveries without an ack, a message moves to the dead-letter queue
  *   "inbox.dead" (aosctl msg ls shows it).
  * Ordering: oldest first, but a redelivered message comes after those queued since. */
