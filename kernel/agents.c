@@ -538,6 +538,22 @@ static void kc_storage(const char *method, const ProtobufCMessage *msg, kc_done_
     }
 }
 
+void agents_storage(const char *method, const ProtobufCMessage *msg,
+                    void (*done)(void *arg, int status, const uint8_t *payload, size_t len,
+                                 const char *err),
+                    void *arg)
+{
+    kc_storage(method, msg, done, arg);
+}
+
+int agents_applied(const char *name)
+{
+    pthread_mutex_lock(&A.mu);
+    int ok = find(name, NULL) != NULL;
+    pthread_mutex_unlock(&A.mu);
+    return ok;
+}
+
 /* ---- the deployment record ---------------------------------------------------------------- */
 
 /* {"agents":[manifest...], "collections":[...], "topics":[...]}: the whole applied set in

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "aos/envelope.h"
 #include "aos/err.h"
 #include "config.h"
@@ -64,6 +66,16 @@ aos_err agents_check(const char *agent, const kmethod *km, const aos_env *req,
                      uint8_t **payload, size_t *len, char *why, size_t whylen);
 /* An agent's call of class cls began / ended (what ps shows it waiting on). */
 void agents_call(const char *agent, km_class cls, int begin);
+
+/* 1 when an agent of that name is applied (not removed). */
+int agents_applied(const char *name);
+/* A request of aosd's own to aos-storage (method "storage.kv.get", ...) under aosd's agent
+ * id aos:kernel: it waits on storage's link until storage is ready. done runs exactly once,
+ * no lock held, with the reply's status, payload (borrowed) and error text. */
+void agents_storage(const char *method, const ProtobufCMessage *msg,
+                    void (*done)(void *arg, int status, const uint8_t *payload, size_t len,
+                                 const char *err),
+                    void *arg);
 
 /* ---- methods (methods.c lists them) ----------------------------------------------------- */
 

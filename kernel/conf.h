@@ -42,6 +42,11 @@ typedef struct conf_kernel {
     unsigned workers;
     int log;                  /* log: true, as --log */
     int audit_fail_open;      /* audit_fail_open: true: syscalls do not wait for records */
+    int has_api;              /* api: the front door's section */
+    unsigned api_port;        /* api.port: 0 (or absent): a free port, written to
+                               * DATA/api/port */
+    unsigned api_max_connections; /* 0: aos-api's default (1024) */
+    uint64_t api_max_body;    /* 0: aos-api's default */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

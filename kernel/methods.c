@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "agents.h"
+#include "keys.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
 #include "supervise.h"
@@ -118,6 +119,10 @@ static const kmethod table[] = {
     ASYNC("kernel.agent.list", agents_m_list, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.ctl", agents_m_ctl, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.logs", agents_m_logs, SMALL, KM_ADMIN),
+    /* the front door's API keys: each one is an agent's identity for aos-api's clients */
+    ASYNC("kernel.agent.key.create", keys_m_create, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.key.list", keys_m_list, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.key.revoke", keys_m_revoke, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.self", agents_m_self, SMALL, KM_AGENT),
     ASYNC("kernel.agent.step", agents_m_step, SMALL, KM_AGENT),
     ASYNC("kernel.agent.wait", agents_m_wait, SMALL, KM_AGENT),
@@ -182,6 +187,7 @@ static const kmethod table[] = {
     FWD("audit.prove", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.verify", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.tail", KM_READ, "audit", SMALL, KM_ADMIN),
+    SERVER_COMMON("api"),
 };
 #define NTABLE (sizeof table / sizeof table[0])
 

@@ -19,6 +19,7 @@
 #include "aos/envelope.h"
 #include "aos/log.h"
 #include "audit.h"
+#include "keys.h"
 #include "link.h"
 #include "listen.h"
 #include "llmq.h"
@@ -390,6 +391,37 @@ static aos_err on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len,
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
+}
+
+/* A part of the answer to aos-api's front-door call: on to aos-api at once, which streams
+ * it to its HTTP client. The link's outbox bounds what waits for a slow aos-api. */
+static aos_err on_part_front(void *arg, uint32_t seq, const uint8_t *data, size_t len,
+                             char *why, size_t whylen)
+{
+    rcall *c = arg;
+    pthread_mutex_lock(&c->r->mu);
+    int cancelled = c->cancelled;
+    c->streaming = 1; /* a 429 after this is the caller's: nothing is sent twice */
+    pthread_mutex_unlock(&c->r->mu);
+    if (cancelled) {
+        snprintf(why, whylen, "cancelled");
+        return AOS_ERR_CANCELLED;
+    }
+    aos_env p;
+    aos_env_reply_to(&p, &c->hdr, AOS_OK, NULL);
+    p.kind = AOS_KIND_REPLY_PART;
+    p.seq = seq;
+    p.link_id = 0;
+    p.payload = data;
+    p.payload_len = len;
+    nng_msg *m;
+    aos_err rc = aos_env_encode(&p, &m);
+    if (rc != AOS_OK) {
+        snprintf(why, whylen, "cannot encode a part for aos-api");
+        return rc;
+    }
+    link_send(c->caller, m);
+    return AOS_OK;
 }
 
 /* A server's call: its answer goes back on its link, as it came or written here. */
@@ -986,16 +1018,59 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         return;
     }
     char why[AOS_ERRMSG_MAX];
+    /* The front door: aos-api acts for nobody itself. Every call it makes carries the hash
+     * of the API key its HTTP client showed, and runs as that key's agent's own syscall
+     * (the manifest's rights, the scheduler, budgets, audit), as if from its agent link */
+    int front = !strcmp(link_name(from), "api");
+    char fagent[AOS_AGENT_ID_MAX + 1] = "";
+    uint8_t *rewritten = NULL;
+    if (req.has_key_hash && !front) {
+        server_answer(from, &req, AOS_ERR_REFUSED, "only aos-api's calls carry an API key");
+        return;
+    }
+    if (front) {
+        if (!req.has_key_hash) {
+            server_answer(from, &req, AOS_ERR_REFUSED, "aos-api calls only as an API key's "
+                          "agent: this call has no key hash");
+            return;
+        }
+        aos_err krc = keys_agent_of(req.key_hash, fagent, sizeof fagent, why, sizeof why);
+        req.has_key_hash = 0; /* no further: the servers see the agent, never the key */
+        if (krc == AOS_OK && !km_allowed(km, KM_AGENT)) {
+            krc = AOS_ERR_REFUSED;
+            snprintf(why, sizeof why, "%s may not be called by an agent", req.method);
+        }
+        if (krc == AOS_OK) {
+            size_t nlen = 0;
+            why[0] = 0;
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent);
+            krc = agents_check(fagent, km, &req, &rewritten, &nlen, why, sizeof why);
+            if (krc == AOS_OK && rewritten) {
+                req.payload = rewritten;
+                req.payload_len = nlen;
+            }
+        }
+        if (krc != AOS_OK) {
+            /* a refusal is a decision: in the log, under the key's agent when it has one */
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent[0] ? fagent : "aos:api");
+            if (kaud_records(req.method))
+                kaud_event(&req, NULL, KAUD_END, krc, 0, 0, NULL, NULL);
+            server_answer(from, &req, krc, "%s", why);
+            return;
+        }
+    }
     int failed = 0;
     klink *to = sup_link(km->server, &failed, why, sizeof why);
     if (!to || failed) {
         server_answer(from, &req, to ? failed : AOS_ERR_NOT_FOUND, "%s",
                       to ? why : "no server for this method");
+        free(rewritten);
         return;
     }
     if (chain & (1u << link_idx(to))) {
         server_answer(from, &req, AOS_ERR_REFUSED, "call cycle: %s calls %s, which is already "
                       "in this request's path", link_name(from), req.method);
+        free(rewritten);
         return;
     }
     uint64_t now = aos_now_ms();
@@ -1006,12 +1081,15 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         dl = parent_deadline;
     if (dl <= aos_mono_ms()) {
         server_answer(from, &req, AOS_ERR_TIMEOUT, "deadline already passed");
+        free(rewritten);
         return;
     }
-    snprintf(req.agent_id, sizeof req.agent_id, "%s", parent_agent);
+    if (!front)
+        snprintf(req.agent_id, sizeof req.agent_id, "%s", parent_agent);
     rcall *c = calloc(1, sizeof *c);
     if (!c) {
         server_answer(from, &req, AOS_ERR_NOMEM, "aosd is out of memory");
+        free(rewritten);
         return;
     }
     c->r = r;
@@ -1026,18 +1104,36 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         aos_id_random(sp);
         memcpy(req.span_id, sp, AOS_SPAN_LEN);
         memcpy(c->hdr.span_id, sp, AOS_SPAN_LEN);
+    } else if (front) { /* an HTTP request starts a trace of its own, as a syscall does */
+        aos_id_random(req.trace_id);
+        uint8_t sp[AOS_ID_LEN];
+        aos_id_random(sp);
+        memcpy(req.span_id, sp, AOS_SPAN_LEN);
+        req.has_trace = 1;
+        memcpy(c->hdr.trace_id, req.trace_id, AOS_ID_LEN);
+        memcpy(c->hdr.span_id, sp, AOS_SPAN_LEN);
+        c->hdr.has_trace = 1;
     }
     c->l = to;
+    c->from_agent = front;
+    c->cls = km->cls;
+    if (front)
+        agents_call(fagent, km->cls, 1);
     pthread_mutex_lock(&r->mu);
     c->next = r->calls;
     if (r->calls)
         r->calls->prev = c;
     r->calls = c;
     pthread_mutex_unlock(&r->mu);
-    /* no parts: a server's call gets its final answer only */
-    c->f = (link_fwd){.deadline = dl, .chain = chain, .done = on_done, .arg = c};
+    /* a server's call gets its final answer only; aos-api's gets the parts too (its HTTP
+     * client streams) */
+    c->f = (link_fwd){.deadline = dl, .chain = chain, .done = on_done,
+                      .part = front ? on_part_front : NULL, .arg = c};
     aos_err rc = launch(c, km, &req);
+    free(rewritten);
     if (rc != AOS_OK) {
+        if (front)
+            agents_call(fagent, km->cls, 0);
         pthread_mutex_lock(&r->mu);
         call_free(r, c);
         pthread_mutex_unlock(&r->mu);

@@ -8,7 +8,7 @@ PKGS=(
     clang libclang-rt-14-dev            # clang's ASan/UBSan and libFuzzer runtimes
     libnng-dev libprotobuf-c-dev protobuf-c-compiler
     libpq-dev libcurl4-openssl-dev libseccomp-dev libjansson-dev libsodium-dev libyaml-dev
-    libcmocka-dev
+    libcmocka-dev libmicrohttpd-dev   # the front door (aos-api) serves HTTP with libmicrohttpd
     bubblewrap                          # the tool sandbox (aos-tool runs every tool in it)
     slirp4netns                         # network for tool runs granted it, in their own netns
     postgresql-15                       # server binaries in /usr/lib/postgresql/15/bin

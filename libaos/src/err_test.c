@@ -50,7 +50,8 @@ static void test_values_dense_and_unique(void **state)
     assert_int_equal(AOS_ERR_OK, 0);
     assert_int_equal(AOS_ERR_IO, 14);
     assert_int_equal(AOS_ERR_RATE_LIMITED, 15);
-    assert_int_equal(N_TABLE, 16);
+    assert_int_equal(AOS_ERR_UNAUTHENTICATED, 16);
+    assert_int_equal(N_TABLE, 17);
 }
 
 /* DESIGN.md: 0 ok; 2 usage; 3 not found; 4 refused/permission; 5 conflict;
@@ -64,6 +65,7 @@ static void test_exit_codes_follow_design(void **state)
         {AOS_ERR_UNAVAILABLE, 6}, {AOS_ERR_TIMEOUT, 7},   {AOS_ERR_NOMEM, 1},
         {AOS_ERR_PROTO, 1},       {AOS_ERR_TOO_BIG, 2},   {AOS_ERR_CANCELLED, 6},
         {AOS_ERR_FAILED, 6},      {AOS_ERR_QUOTA, 4},     {AOS_ERR_IO, 1},   {AOS_ERR_RATE_LIMITED, 6},
+        {AOS_ERR_UNAUTHENTICATED, 4},
     };
     assert_int_equal(sizeof want / sizeof want[0], N_TABLE);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -90,7 +92,7 @@ static void test_names_and_messages(void **state)
 static void test_unknown_values(void **state)
 {
     (void)state;
-    static const int unknown[] = {-1, (int)N_TABLE, 16, 100, 1000, INT_MIN, INT_MAX, -14};
+    static const int unknown[] = {-1, (int)N_TABLE, 17, 100, 1000, INT_MIN, INT_MAX, -14};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         int v = unknown[i];
         assert_false(aos_err_valid(v));

@@ -23,7 +23,8 @@
     X(FAILED, 12, 6, "failed, not restarted")                                \
     X(QUOTA, 13, 4, "quota exceeded")                                        \
     X(IO, 14, 1, "input/output error")                                      \
-    X(RATE_LIMITED, 15, 6, "rate limited, retry after the time given")
+    X(RATE_LIMITED, 15, 6, "rate limited, retry after the time given")           \
+    X(UNAUTHENTICATED, 16, 4, "not authenticated")
 
 typedef enum {
 #define AOS_ERR_ENUM_(name, val, exitc, msg) AOS_ERR_##name = val,
