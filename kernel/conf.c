@@ -1351,8 +1351,8 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
     }
     if (v[K_API]) { /* the front door (aos-api): on 127.0.0.1 only, so far */
         static const char *const names[] = {"port", "max_connections", "max_body_bytes",
-                                            NULL};
-        const yaml_node_t *a[3];
+                                            "idle_timeout_s", NULL};
+        const yaml_node_t *a[4];
         if ((rc = keys(x, v[K_API], "api", names, a)))
             return rc;
         if (a[0] && (rc = get_uint(x, a[0], "api.port", 0, 65535, &u)))
@@ -1364,6 +1364,9 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
         if (a[2] && (rc = get_uint(x, a[2], "api.max_body_bytes", 1024, 64u << 20, &u)))
             return rc;
         k->api_max_body = a[2] ? u : 0;
+        if (a[3] && (rc = get_uint(x, a[3], "api.idle_timeout_s", 1, 3600, &u)))
+            return rc;
+        k->api_idle_s = a[3] ? (unsigned)u : 0;
         k->has_api = 1;
     }
     return AOS_OK;

@@ -47,6 +47,7 @@ typedef struct conf_kernel {
                                * DATA/api/port */
     unsigned api_max_connections; /* 0: aos-api's default (1024) */
     uint64_t api_max_body;    /* 0: aos-api's default */
+    unsigned api_idle_s;      /* api.idle_timeout_s; 0: aos-api's default (15) */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

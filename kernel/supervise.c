@@ -298,6 +298,7 @@ static int api_config_fd(void)
         ac.port = ck->api_port;
         ac.max_connections = ck->api_max_connections;
         ac.max_body_bytes = ck->api_max_body;
+        ac.idle_timeout_s = ck->api_idle_s;
     }
     uint8_t buf[64];
     size_t len = aos__api_config__get_packed_size(&ac);

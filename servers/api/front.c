@@ -969,7 +969,7 @@ int front_sse_end(front_sse *s, const Aos__Llm__ChatReply *r, aos_err status,
         return 0;
     s->ended = 1;
     if (status != AOS_OK || !r) {
-        front_error e = front_error_of(status, s->f);
+        front_error e = front_error_of(status, s->f, message);
         json_t *msg = json_string(message ? message : aos_strerror(status));
         if (!msg)
             msg = json_string(aos_strerror(status));
@@ -1024,34 +1024,50 @@ int front_sse_end(front_sse *s, const Aos__Llm__ChatReply *r, aos_err status,
 /* ---- errors ---------------------------------------------------------------------------- */
 
 /* The one table: what each API's own clients expect for each outcome. OpenAI's SDKs read
- * the status (their exception class) and error.code; Anthropic's read error.type. */
+ * the status (their exception class) and error.code; Anthropic's read error.type. ctx, when
+ * set, must be in aosd's message for the row to apply: the scheduler refuses a budget used
+ * up with REFUSED, as agents_check refuses a model not granted, but the clients expect 429
+ * insufficient_quota for the first and 403 for the second. First match wins. */
 static const struct {
     aos_err err;
+    const char *ctx;
     int http;
     const char *oai_type, *oai_code, *ant_type;
     int retry_after;
 } errtab[] = {
-    {AOS_ERR_UNAUTHENTICATED, 401, "invalid_request_error", "invalid_api_key",
+    {AOS_ERR_UNAUTHENTICATED, NULL, 401, "invalid_request_error", "invalid_api_key",
      "authentication_error", 0},
-    {AOS_ERR_REFUSED, 403, "permission_error", "permission_denied", "permission_error", 0},
-    {AOS_ERR_QUOTA, 429, "insufficient_quota", "insufficient_quota", "rate_limit_error", 0},
-    {AOS_ERR_RATE_LIMITED, 429, "requests", "rate_limit_exceeded", "rate_limit_error", 1},
-    {AOS_ERR_TIMEOUT, 504, "timeout", "timeout", "timeout_error", 0},
-    {AOS_ERR_UNAVAILABLE, 503, "server_error", "service_unavailable", "overloaded_error", 1},
-    {AOS_ERR_FAILED, 503, "server_error", "service_unavailable", "overloaded_error", 1},
-    {AOS_ERR_CANCELLED, 503, "server_error", "service_unavailable", "overloaded_error", 1},
-    {AOS_ERR_USAGE, 400, "invalid_request_error", NULL, "invalid_request_error", 0},
-    {AOS_ERR_PROTO, 400, "invalid_request_error", NULL, "invalid_request_error", 0},
-    {AOS_ERR_TOO_BIG, 413, "invalid_request_error", "request_too_large",
+    {AOS_ERR_REFUSED, "budget", 429, "insufficient_quota", "insufficient_quota",
+     "rate_limit_error", 0},
+    {AOS_ERR_REFUSED, "spend cap", 429, "insufficient_quota", "insufficient_quota",
+     "rate_limit_error", 0},
+    {AOS_ERR_REFUSED, NULL, 403, "permission_error", "permission_denied", "permission_error",
+     0},
+    {AOS_ERR_QUOTA, NULL, 429, "insufficient_quota", "insufficient_quota", "rate_limit_error",
+     0},
+    {AOS_ERR_RATE_LIMITED, NULL, 429, "requests", "rate_limit_exceeded", "rate_limit_error",
+     1},
+    {AOS_ERR_TIMEOUT, NULL, 504, "timeout", "timeout", "timeout_error", 0},
+    {AOS_ERR_UNAVAILABLE, NULL, 503, "server_error", "service_unavailable",
+     "overloaded_error", 1},
+    {AOS_ERR_FAILED, NULL, 503, "server_error", "service_unavailable", "overloaded_error", 1},
+    {AOS_ERR_CANCELLED, NULL, 503, "server_error", "service_unavailable", "overloaded_error",
+     1},
+    {AOS_ERR_USAGE, NULL, 400, "invalid_request_error", NULL, "invalid_request_error", 0},
+    {AOS_ERR_PROTO, NULL, 400, "invalid_request_error", NULL, "invalid_request_error", 0},
+    {AOS_ERR_TOO_BIG, NULL, 413, "invalid_request_error", "request_too_large",
      "request_too_large", 0},
-    {AOS_ERR_NOT_FOUND, 404, "invalid_request_error", "not_found", "not_found_error", 0},
-    {AOS_ERR_CONFLICT, 409, "invalid_request_error", "conflict", "invalid_request_error", 0},
+    {AOS_ERR_NOT_FOUND, NULL, 404, "invalid_request_error", "not_found", "not_found_error",
+     0},
+    {AOS_ERR_CONFLICT, NULL, 409, "invalid_request_error", "conflict",
+     "invalid_request_error", 0},
 };
 
-front_error front_error_of(aos_err status, front_flavour f)
+front_error front_error_of(aos_err status, front_flavour f, const char *message)
 {
     for (size_t i = 0; i < sizeof errtab / sizeof errtab[0]; i++)
-        if (errtab[i].err == status)
+        if (errtab[i].err == status &&
+            (!errtab[i].ctx || (message && strstr(message, errtab[i].ctx))))
             return (front_error){errtab[i].http,
                                  f == FRONT_ANTHROPIC ? errtab[i].ant_type : errtab[i].oai_type,
                                  f == FRONT_ANTHROPIC ? NULL : errtab[i].oai_code,
@@ -1082,7 +1098,7 @@ static json_t *safe_string(const char *m)
 
 char *front_error_body(aos_err status, front_flavour f, const char *message, size_t *len)
 {
-    front_error e = front_error_of(status, f);
+    front_error e = front_error_of(status, f, message);
     json_t *msg = safe_string(message && message[0] ? message : aos_strerror(status));
     json_t *o = f == FRONT_ANTHROPIC
                     ? json_pack("{s:s, s:{s:s, s:o}}", "type", "error", "error", "type", e.type,

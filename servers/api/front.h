@@ -68,8 +68,9 @@ typedef struct front_error {
     const char *code;      /* OpenAI's "code" (NULL: null) */
     int retry_after;       /* 1: send Retry-After */
 } front_error;
-/* The row for status (an aos_err from aosd, or one of aos-api's own) in flavour f. */
-front_error front_error_of(aos_err status, front_flavour f);
+/* The row for status (an aos_err from aosd, or one of aos-api's own) in flavour f, with
+ * aosd's message as context (may be NULL): REFUSED for a budget is 429, not 403. */
+front_error front_error_of(aos_err status, front_flavour f, const char *message);
 /* The JSON error body ({"error":{...}} or Anthropic's {"type":"error","error":{...}}) for
  * status with message (any bytes: invalid UTF-8 is replaced); malloc'd, NULL: no memory. */
 char *front_error_body(aos_err status, front_flavour f, const char *message, size_t *len);

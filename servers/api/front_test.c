@@ -33,16 +33,26 @@ static void error_table(void **st)
         {AOS_ERR_INTERNAL, 500, "server_error", "api_error", 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        front_error o = front_error_of(want[i].e, FRONT_OPENAI);
-        front_error a = front_error_of(want[i].e, FRONT_ANTHROPIC);
+        front_error o = front_error_of(want[i].e, FRONT_OPENAI, "x");
+        front_error a = front_error_of(want[i].e, FRONT_ANTHROPIC, NULL);
         assert_int_equal(o.http, want[i].http);
         assert_int_equal(a.http, want[i].http);
         assert_string_equal(o.type, want[i].oai);
         assert_string_equal(a.type, want[i].ant);
         assert_int_equal(o.retry_after, want[i].ra);
     }
-    assert_string_equal(front_error_of(AOS_ERR_UNAUTHENTICATED, FRONT_OPENAI).code,
+    assert_string_equal(front_error_of(AOS_ERR_UNAUTHENTICATED, FRONT_OPENAI, NULL).code,
                         "invalid_api_key");
+    /* context: the scheduler's budget refusal is a quota to the clients, not a permission */
+    front_error q = front_error_of(AOS_ERR_REFUSED, FRONT_OPENAI,
+                                   "agent 'a' is over its token budget: 9 used");
+    assert_int_equal(q.http, 429);
+    assert_string_equal(q.code, "insufficient_quota");
+    assert_string_equal(front_error_of(AOS_ERR_REFUSED, FRONT_ANTHROPIC, "over its cost budget")
+                            .type,
+                        "rate_limit_error");
+    assert_int_equal(front_error_of(AOS_ERR_REFUSED, FRONT_OPENAI, "may use the model x").http,
+                     403);
     size_t len;
     char *b = front_error_body(AOS_ERR_UNAUTHENTICATED, FRONT_OPENAI, "bad \xff key", &len);
     json_t *o = json_loads(b, 0, NULL);

@@ -42,7 +42,7 @@ typedef struct api {
     srv *s;
     struct MHD_Daemon *d;
     int lfd;
-    unsigned port, max_conns;
+    unsigned port, max_conns, idle_s;
     size_t max_body;
     atomic_uint conns;
     atomic_ullong served, refused_over_cap, bad_requests, calls, streams;
@@ -131,7 +131,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const ch
 static enum MHD_Result respond_error(struct MHD_Connection *c, front_flavour f, aos_err st,
                                      const char *msg, uint64_t retry_after_ms)
 {
-    front_error e = front_error_of(st, f);
+    front_error e = front_error_of(st, f, msg);
     size_t len = 0;
     char *body = front_error_body(st, f, msg, &len);
     unsigned ra = 0;
@@ -636,6 +636,7 @@ static aos_err api_open(srv *s, char *why, size_t whylen)
     A.port = ac ? ac->port : 0;
     A.max_conns = ac && ac->max_connections ? ac->max_connections : API_CONNS_DEFAULT;
     A.max_body = ac && ac->max_body_bytes ? (size_t)ac->max_body_bytes : API_BODY_DEFAULT;
+    A.idle_s = ac && ac->idle_timeout_s ? ac->idle_timeout_s : API_IDLE_S;
     if (ac)
         aos__api_config__free_unpacked(ac, NULL);
     if (sodium_init() < 0) {
@@ -661,7 +662,7 @@ static aos_err api_open(srv *s, char *why, size_t whylen)
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, A.lfd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(A.max_conns + API_OVER_BAND), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)API_HEADERS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
+        (size_t)API_HEADERS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, A.idle_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, NULL, MHD_OPTION_END);
     if (!A.d) {

@@ -375,6 +375,11 @@ static const struct sample {
     {"top", {"--interval=500"}},
     {"agent inspect", {BOT}},
     {"agent logs", {BOT, "--bytes", "4096"}},
+    /* the front door's keys of that agent: made (printed once), listed, revoked */
+    {"agent key create", {BOT}},
+    {"agent key ls", {NULL}},
+    {"agent key ls", {BOT}},
+    {"agent key revoke", {BOT}},
     {"agent suspend", {BOT}},
     {"agent resume", {BOT}},
     {"agent kill", {BOT}},
