@@ -76,7 +76,8 @@ int kaud_fail_open(void) { return K.fail_open; }
 int kaud_records(const char *method)
 {
     if (!strncmp(method, "audit.", 6) || !strncmp(method, "kernel.stream.", 14) ||
-        !strcmp(method, "kernel.status") || !strcmp(method, "kernel.sched"))
+        !strcmp(method, "kernel.status") || !strcmp(method, "kernel.sched") ||
+        !strcmp(method, "kernel.metrics"))
         return 0;
     const char *dot = strrchr(method, '.');
     return !(dot && (!strcmp(dot, ".ping") || !strcmp(dot, ".stats")));
@@ -433,5 +434,8 @@ void kaud_get_stats(kaud_stats *st)
 {
     pthread_mutex_lock(&K.mu);
     *st = K.st;
+    st->queued = K.queued;
+    uint64_t now = mono_ms();
+    st->oldest_ms = K.head && K.oldest && now > K.oldest ? now - K.oldest : 0;
     pthread_mutex_unlock(&K.mu);
 }

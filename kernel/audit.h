@@ -39,6 +39,8 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
 /* Figures for kernel.status / tests. */
 typedef struct kaud_stats {
     uint64_t events, emits, durable_waits, failed_waits, lost, gaps;
+    uint64_t queued;       /* events not yet handed to aos-audit (kaud_get_stats fills it) */
+    uint64_t oldest_ms;    /* how long the oldest of them has waited, ms: the audit lag */
 } kaud_stats;
 void kaud_get_stats(kaud_stats *st);
 

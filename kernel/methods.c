@@ -11,6 +11,7 @@
 #include "keys.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
+#include "metrics.h"
 #include "supervise.h"
 
 #define PING_MAX (64u << 10)
@@ -90,6 +91,17 @@ static aos_err k_sched_set(const aos_env *req, const km_env *k, uint8_t **out, s
     return llmq_set(req->payload, req->payload_len, why, whylen);
 }
 
+/* Prometheus text: for the admin, and for aos-api's /metrics (read-only) */
+static aos_err k_metrics(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                         char *why, size_t whylen)
+{
+    (void)req;
+    char *t = NULL;
+    aos_err rc = kmetrics_text(k->bad_messages, k->routed, &t, len, why, whylen);
+    *out = (uint8_t *)t;
+    return rc;
+}
+
 #define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
 #define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, NULL, cap, w, 0}
 #define ASYNC(n, f, cap, w) {n, KM_CONTROL, KM_ASYNC, NULL, NULL, f, cap, w, 0}
@@ -109,6 +121,7 @@ static const kmethod table[] = {
     KERNEL("kernel.server.restart", k_restart, SMALL, KM_ADMIN),
     KERNEL("kernel.sched", k_sched, SMALL, KM_ADMIN),
     KERNEL("kernel.sched.set", k_sched_set, SMALL, KM_ADMIN),
+    KERNEL("kernel.metrics", k_metrics, SMALL, KM_ADMIN | KM_SERVER),
     {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT,
      0},
     {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, NULL, SMALL,

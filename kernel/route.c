@@ -118,7 +118,8 @@ typedef struct rcall {
 
 /* A kernel method's pending answer: the context it goes out on, the request's ids. */
 struct kreply {
-    rctx *w;
+    rctx *w;                 /* the context the answer goes out on, or NULL: */
+    klink *link;             /* a server's link (aos-api's front calls) */
     aos_env hdr;
     uint64_t deadline;
 };
@@ -138,6 +139,15 @@ struct route {
     pconn *conns;
     size_t held;
 };
+
+/* Requests routed, by method class (kernel.metrics). */
+static atomic_ullong routed_by_class[5];
+
+void route_class_counts(uint64_t out[5])
+{
+    for (int i = 0; i < 5; i++)
+        out[i] = atomic_load(&routed_by_class[i]);
+}
 
 /* ---- answering on a context ---------------------------------------------------------- */
 
@@ -615,6 +625,8 @@ static void begun(void *arg, aos_err st, const char *err)
  * other code: nothing was started, the caller answers and frees c. */
 static aos_err launch(rcall *c, const kmethod *km, const aos_env *req)
 {
+    if ((unsigned)km->cls < 5)
+        atomic_fetch_add(&routed_by_class[km->cls], 1);
     c->t0_us = mono_us();
     c->audited = kaud_records(req->method);
     c->llm = km->cls == KM_LLM;
@@ -967,6 +979,18 @@ out:
 void kreply_send(kreply *k, aos_err status, const char *why, const uint8_t *payload,
                  size_t len)
 {
+    if (k->link) {
+        aos_env rep;
+        nng_msg *m;
+        aos_env_reply_to(&rep, &k->hdr, status, why && why[0] ? "%s" : NULL, why);
+        rep.link_id = 0;
+        rep.payload = status == AOS_OK ? payload : NULL;
+        rep.payload_len = status == AOS_OK ? len : 0;
+        if (aos_env_encode(&rep, &m) == AOS_OK)
+            link_send(k->link, m);
+        free(k);
+        return;
+    }
     answer(k->w, &k->hdr, AOS_KIND_REPLY, status, why && why[0] ? why : NULL, 0,
            status == AOS_OK ? payload : NULL, status == AOS_OK ? len : 0);
     free(k);
@@ -1003,11 +1027,34 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     aos_env req = *in;
     req.pb_ = NULL;
     const kmethod *km = km_find(req.method);
-    if (!km || km->kind != KM_FORWARD) {
+    if (km && km->kind == KM_KERNEL && !strcmp(req.method, "kernel.metrics") &&
+        km_allowed(km, KM_SERVER)) {
+        /* read-only figures, answered here (aos-api's /metrics) */
+        uint8_t *out = NULL;
+        size_t len = 0;
+        char why[AOS_ERRMSG_MAX] = "";
+        km_env k = {.bad_messages = r->bad, .routed = r->routed};
+        aos_err rc = km->fn(&req, &k, &out, &len, why, sizeof why);
+        aos_env rep;
+        nng_msg *m;
+        aos_env_reply_to(&rep, &req, rc, why[0] ? "%s" : NULL, why);
+        rep.link_id = 0;
+        rep.payload = rc == AOS_OK ? out : NULL;
+        rep.payload_len = rc == AOS_OK ? len : 0;
+        if (aos_env_encode(&rep, &m) == AOS_OK)
+            link_send(from, m);
+        free(out);
+        return;
+    }
+    /* of the kernel's own methods, the front door asks only who its key's agent is (the
+     * model /v1/models lists): step and wait are the agent process's, never its clients' */
+    int front_kernel = km && km->kind == KM_ASYNC && !strcmp(req.method, "kernel.agent.self") &&
+                       !strcmp(link_name(from), "api");
+    if (!km || (km->kind != KM_FORWARD && !front_kernel)) {
         server_answer(from, &req, AOS_ERR_NOT_FOUND, "no method %s for servers", req.method);
         return;
     }
-    if (!km_allowed(km, KM_SERVER)) {
+    if (!front_kernel && !km_allowed(km, KM_SERVER)) {
         server_answer(from, &req, AOS_ERR_REFUSED, "%s may not be called by a server",
                       req.method);
         return;
@@ -1029,7 +1076,7 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         return;
     }
     if (front) {
-        if (!req.has_key_hash) {
+        if (!req.has_key_hash) { /* kernel.metrics was answered above */
             server_answer(from, &req, AOS_ERR_REFUSED, "aos-api calls only as an API key's "
                           "agent: this call has no key hash");
             return;
@@ -1039,6 +1086,25 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         if (krc == AOS_OK && !km_allowed(km, KM_AGENT)) {
             krc = AOS_ERR_REFUSED;
             snprintf(why, sizeof why, "%s may not be called by an agent", req.method);
+        }
+        if (krc == AOS_OK && front_kernel) {
+            /* a kernel method an agent may call (kernel.agent.self: what /v1/models lists),
+             * answered on aos-api's link as the key's agent */
+            kreply *k = calloc(1, sizeof *k);
+            if (!k) {
+                server_answer(from, &req, AOS_ERR_NOMEM, "aosd is out of memory");
+                return;
+            }
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent);
+            k->link = from;
+            k->hdr = req;
+            k->hdr.pb_ = NULL;
+            k->hdr.payload = NULL;
+            k->hdr.payload_len = 0;
+            k->deadline = mono_deadline(req.deadline_ms ? req.deadline_ms
+                                                        : aos_now_ms() + DEFAULT_DEADLINE_MS);
+            km->afn(&req, fagent, k);
+            return;
         }
         if (krc == AOS_OK) {
             size_t nlen = 0;

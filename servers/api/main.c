@@ -17,6 +17,9 @@
 #include <microhttpd.h>
 #include <sodium.h>
 
+#include <jansson.h>
+
+#include "agent.pb-c.h"
 #include "aos.pb-c.h"
 #include "aos/log.h"
 #include "front.h"
@@ -36,7 +39,8 @@
 #define API_CALL_MS 600000u           /* an LLM call's deadline (aosd's ceiling) */
 #define API_RETRY_AFTER_S 1u          /* Retry-After when aosd gave no hint */
 
-typedef enum { R_NONE, R_CHAT, R_MESSAGES, R_EMBED, R_MODELS, R_NOTFOUND, R_METHOD } route_t;
+typedef enum { R_NONE, R_CHAT, R_MESSAGES, R_EMBED, R_MODELS, R_METRICS, R_NOTFOUND,
+               R_METHOD } route_t;
 
 typedef struct api {
     srv *s;
@@ -293,6 +297,25 @@ static enum MHD_Result dispatch(hreq *h)
     ProtobufCMessage *m = NULL;
     const char *method = "llm.chat";
     aos_err rc = AOS_OK;
+    if (h->route == R_MODELS) { /* who the key's agent is: its manifest names its model */
+        pthread_mutex_lock(&h->mu);
+        h->refs++;
+        h->dispatched = 1;
+        h->suspended = 1;
+        pthread_mutex_unlock(&h->mu);
+        MHD_suspend_connection(c);
+        aos_err mrc = srv_request_front(A.s, hash, "kernel.agent.self", NULL, 0, 10000, NULL,
+                                        on_done, h);
+        if (mrc != AOS_OK) {
+            aos_reply r;
+            memset(&r, 0, sizeof r);
+            r.status = mrc;
+            snprintf(r.error, sizeof r.error, "aos-api cannot reach aosd: %s",
+                     aos_strerror(mrc));
+            on_done(h, &r);
+        }
+        return MHD_YES;
+    }
     if (h->route == R_CHAT) {
         Aos__Llm__ChatRequest *cr = NULL;
         rc = front_openai_chat(h->body, h->len, &cr, &h->stream, &h->usage, why, sizeof why);
@@ -342,6 +365,27 @@ static enum MHD_Result dispatch(hreq *h)
                            h->stream ? on_part : NULL, on_done, h);
     free(buf);
     if (rc != AOS_OK) { /* nothing was sent: answer now */
+        aos_reply r;
+        memset(&r, 0, sizeof r);
+        r.status = rc;
+        snprintf(r.error, sizeof r.error, "aos-api cannot reach aosd: %s", aos_strerror(rc));
+        on_done(h, &r);
+    }
+    return MHD_YES;
+}
+
+/* GET /metrics: aosd's kernel.metrics, without a key. The listener is on 127.0.0.1 only, so
+ * every client is local (a scrape token for other addresses comes with TLS). */
+static enum MHD_Result metrics(hreq *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->refs++;
+    h->dispatched = 1;
+    h->suspended = 1;
+    pthread_mutex_unlock(&h->mu);
+    MHD_suspend_connection(h->conn);
+    aos_err rc = srv_request_async(A.s, NULL, "kernel.metrics", NULL, 0, 5000, on_done, h);
+    if (rc != AOS_OK) {
         aos_reply r;
         memset(&r, 0, sizeof r);
         r.status = rc;
@@ -433,7 +477,25 @@ static enum MHD_Result answer(hreq *h)
         pthread_mutex_unlock(&h->mu);
         return respond(c, 200, "text/event-stream", body, len, 0);
     }
-    if (h->route == R_EMBED) {
+    if (h->route == R_METRICS) {
+        char *t = malloc(h->reply_len + 1);
+        if (!t)
+            return MHD_NO;
+        memcpy(t, h->reply, h->reply_len);
+        return respond(c, 200, "text/plain; version=0.0.4", t, h->reply_len, 0);
+    }
+    if (h->route == R_MODELS) {
+        Aos__Agent__SelfReply *sr = aos__agent__self_reply__unpack(NULL, h->reply_len, h->reply);
+        json_t *man = sr ? json_loadb((const char *)sr->manifest_json.data,
+                                      sr->manifest_json.len, 0, NULL)
+                         : NULL;
+        const char *model = json_string_value(json_object_get(man, "model"));
+        if (sr)
+            body = front_openai_models(model, now, &len);
+        json_decref(man);
+        if (sr)
+            aos__agent__self_reply__free_unpacked(sr, NULL);
+    } else if (h->route == R_EMBED) {
         Aos__Llm__EmbedReply *er = aos__llm__embed_reply__unpack(NULL, h->reply_len, h->reply);
         if (er) {
             body = front_openai_embed_reply(er, h->model, &len);
@@ -467,6 +529,8 @@ static route_t route_of(const char *method, const char *url, front_flavour *f)
     }
     if (!strcmp(url, "/v1/models"))
         return get ? R_MODELS : R_METHOD;
+    if (!strcmp(url, "/metrics"))
+        return get ? R_METRICS : R_METHOD;
     return R_NOTFOUND;
 }
 
@@ -531,8 +595,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return respond_error(c, h->flav, AOS_ERR_USAGE, "wrong HTTP method for this "
                              "endpoint", 0);
     case R_MODELS:
-        return respond_error(c, h->flav, AOS_ERR_NOT_FOUND, "GET /v1/models is not served "
-                             "yet", 0);
+        return dispatch(h);
+    case R_METRICS:
+        return metrics(h);
     default:
         break;
     }

@@ -456,6 +456,140 @@ static void embeddings(void **st)
     resp_free(&r);
 }
 
+static void models(void **st)
+{
+    (void)st;
+    const char *keys[] = {KEY_A1, KEY_A2}, *want[] = {"sim/sim-1", "tsim/t1"};
+    for (int i = 0; i < 2; i++) {
+        resp r;
+        http("GET", "/v1/models", bearer(keys[i]), NULL, 0, 0, &r);
+        assert_int_equal(r.status, 200);
+        json_t *o = body_json(&r);
+        assert_string_equal(json_string_value(json_object_get(o, "object")), "list");
+        json_t *data = json_object_get(o, "data");
+        assert_int_equal(json_array_size(data), 1); /* what this key's agent may use */
+        assert_string_equal(json_string_value(json_object_get(json_array_get(data, 0), "id")),
+                            want[i]);
+        json_decref(o);
+        resp_free(&r);
+    }
+    resp r;
+    http("GET", "/v1/models", NULL, NULL, 0, 0, &r);
+    expect_error(&r, 401, "code", "invalid_api_key");
+    resp_free(&r);
+}
+
+/* ---- /metrics: Prometheus text, checked by a small parser ------------------------------- */
+
+static int metric_name_ok(const char *s, size_t n)
+{
+    if (!n || !(s[0] == '_' || s[0] == ':' || ((s[0] | 32) >= 'a' && (s[0] | 32) <= 'z')))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!(s[i] == '_' || s[i] == ':' || ((s[i] | 32) >= 'a' && (s[i] | 32) <= 'z') ||
+              (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+/* Parses the text exposition format line by line: # HELP / # TYPE, then samples
+ * name{l="v",...} value, each family's TYPE before its samples. Returns the samples parsed;
+ * fails the test on any malformed line. find (may be NULL): a sample's "name{labels}" text
+ * whose value goes to *found. */
+static int prom_parse(const char *text, const char *find, double *found)
+{
+    char typed[64][96];
+    int ntyped = 0, samples = 0;
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            fail_msg("the last line has no newline");
+        size_t n = (size_t)(nl - p);
+        char line[1024];
+        assert_true(n < sizeof line);
+        memcpy(line, p, n);
+        line[n] = 0;
+        p = nl + 1;
+        if (!n)
+            continue;
+        if (line[0] == '#') {
+            char kw[8], name[96], type[32];
+            if (sscanf(line, "# %7s %95s %31s", kw, name, type) < 2)
+                fail_msg("bad comment line: %s", line);
+            if (!strcmp(kw, "TYPE")) {
+                assert_true(metric_name_ok(name, strlen(name)));
+                if (strcmp(type, "counter") && strcmp(type, "gauge") &&
+                    strcmp(type, "summary") && strcmp(type, "histogram") &&
+                    strcmp(type, "untyped"))
+                    fail_msg("bad type: %s", line);
+                assert_true(ntyped < 64);
+                snprintf(typed[ntyped++], sizeof typed[0], "%s", name);
+            } else if (strcmp(kw, "HELP")) {
+                fail_msg("bad comment keyword: %s", line);
+            }
+            continue;
+        }
+        size_t nm = strcspn(line, "{ ");
+        if (!metric_name_ok(line, nm))
+            fail_msg("bad metric name: %s", line);
+        int known = 0;
+        for (int i = 0; i < ntyped; i++)
+            known |= strlen(typed[i]) == nm && !strncmp(typed[i], line, nm);
+        if (!known)
+            fail_msg("a sample before its TYPE: %s", line);
+        const char *q = line + nm;
+        if (*q == '{') { /* label="value" pairs, comma-separated */
+            q++;
+            while (*q != '}') {
+                size_t ln = strcspn(q, "=");
+                if (!metric_name_ok(q, ln) || q[ln] != '=' || q[ln + 1] != '"')
+                    fail_msg("bad label: %s", line);
+                q += ln + 2;
+                while (*q && *q != '"')
+                    q += *q == '\\' ? 2 : 1;
+                if (*q != '"')
+                    fail_msg("unterminated label value: %s", line);
+                q++;
+                if (*q == ',')
+                    q++;
+                else if (*q != '}')
+                    fail_msg("bad label list: %s", line);
+            }
+            q++;
+        }
+        if (*q != ' ')
+            fail_msg("no value: %s", line);
+        char *end;
+        double v = strtod(q + 1, &end);
+        if (end == q + 1 || *end)
+            fail_msg("bad value: %s", line);
+        if (find && (size_t)(q - line) == strlen(find) && !strncmp(line, find, strlen(find)))
+            *found = v;
+        samples++;
+    }
+    return samples;
+}
+
+static void metrics(void **st)
+{
+    (void)st;
+    resp r;
+    http("GET", "/metrics", NULL, NULL, 0, 0, &r); /* loopback: no key */
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.hdrs, "text/plain"));
+    double up = -1, tokens = -1, llm = -1;
+    assert_true(prom_parse(r.body, "aos_child_up{child=\"api\",state=\"running\"}", &up) > 10);
+    assert_true(up == 1);
+    prom_parse(r.body, "aos_llm_tokens_total{agent=\"a1\"}", &tokens);
+    assert_true(tokens > 0); /* a1's calls through the front door were booked to a1 */
+    prom_parse(r.body, "aos_routed_requests_total{class=\"llm\"}", &llm);
+    assert_true(llm > 0);
+    assert_non_null(strstr(r.body, "aos_audit_lag_seconds "));
+    assert_non_null(strstr(r.body, "aos_llm_queue_depth{provider="));
+    resp_free(&r);
+}
+
 /* ---- Anthropic ---------------------------------------------------------------------------- */
 
 static void messages_plain_and_stream(void **st)
@@ -849,9 +983,11 @@ int main(void)
         cmocka_unit_test(chat_stream),
         cmocka_unit_test(chat_tool_round_trip),
         cmocka_unit_test(embeddings),
+        cmocka_unit_test(models),
         cmocka_unit_test(messages_plain_and_stream),
         cmocka_unit_test(messages_tool_use),
         cmocka_unit_test(auth_refusals),
+        cmocka_unit_test(metrics),
         cmocka_unit_test(hostile_http),
         cmocka_unit_test(connection_cap),
         cmocka_unit_test(kill9_serves_again),
