@@ -559,9 +559,10 @@ out:
 /* ---- OpenAI: POST /v1/embeddings --------------------------------------------------------- */
 
 aos_err front_openai_embed(const char *body, size_t len, Aos__Llm__EmbedRequest **out,
-                           char *why, size_t whylen)
+                           int *base64, char *why, size_t whylen)
 {
     *out = NULL;
+    *base64 = 0;
     json_t *o = load(body, len, why, whylen);
     if (!o)
         return AOS_ERR_USAGE;
@@ -579,10 +580,11 @@ aos_err front_openai_embed(const char *body, size_t len, Aos__Llm__EmbedRequest 
         rc = bad(why, whylen, "model: a string of 1..%u bytes is required", FRONT_NAME_MAX);
         goto out;
     }
-    if (fmt && strcmp(fmt, "float")) {
-        rc = bad(why, whylen, "encoding_format: only \"float\" is served");
+    if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64")) {
+        rc = bad(why, whylen, "encoding_format: \"float\" or \"base64\"");
         goto out;
     }
+    *base64 = fmt && !strcmp(fmt, "base64");
     size_t n = clean_str(in) ? 1 : json_array_size(in);
     if (!n || n > FRONT_EMBED_INPUTS_MAX) {
         rc = bad(why, whylen, "input: a string or an array of 1..%u strings",
@@ -741,12 +743,50 @@ char *front_anthropic_reply(const Aos__Llm__ChatReply *r, const char *id, const 
     return dump(o, len);
 }
 
-char *front_openai_embed_reply(const Aos__Llm__EmbedReply *r, const char *model, size_t *len)
+/* A vector as base64 of its little-endian float32s (what encoding_format base64 asks). */
+static json_t *b64_floats(const float *v, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t bytes = n * 4, olen = (bytes + 2) / 3 * 4;
+    uint8_t *in = malloc(bytes ? bytes : 1);
+    char *o = malloc(olen + 1);
+    json_t *s = NULL;
+    if (!in || !o)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        float f = isfinite(v[i]) ? v[i] : 0.0f;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        in[i * 4] = (uint8_t)u;
+        in[i * 4 + 1] = (uint8_t)(u >> 8);
+        in[i * 4 + 2] = (uint8_t)(u >> 16);
+        in[i * 4 + 3] = (uint8_t)(u >> 24);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < bytes; i += 3) {
+        uint32_t w = (uint32_t)in[i] << 16 | (i + 1 < bytes ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < bytes ? in[i + 2] : 0);
+        o[k++] = tab[w >> 18 & 63];
+        o[k++] = tab[w >> 12 & 63];
+        o[k++] = i + 1 < bytes ? tab[w >> 6 & 63] : '=';
+        o[k++] = i + 2 < bytes ? tab[w & 63] : '=';
+    }
+    o[k] = 0;
+    s = json_stringn(o, k);
+out:
+    free(in);
+    free(o);
+    return s ? s : json_string("");
+}
+
+char *front_openai_embed_reply(const Aos__Llm__EmbedReply *r, const char *model, int base64,
+                               size_t *len)
 {
     json_t *data = json_array();
     for (size_t i = 0; data && i < r->n_vectors; i++) {
-        json_t *v = json_array();
-        for (size_t j = 0; v && j < r->vectors[i]->n_values; j++)
+        json_t *v = base64 ? b64_floats(r->vectors[i]->values, r->vectors[i]->n_values)
+                           : json_array();
+        for (size_t j = 0; !base64 && v && j < r->vectors[i]->n_values; j++)
             json_array_append_new(v, json_real(isfinite(r->vectors[i]->values[j])
                                                    ? r->vectors[i]->values[j]
                                                    : 0.0));

@@ -31,8 +31,10 @@ aos_err front_openai_chat(const char *body, size_t len, Aos__Llm__ChatRequest **
                           int *stream, int *usage_in_stream, char *why, size_t whylen);
 aos_err front_anthropic_messages(const char *body, size_t len, Aos__Llm__ChatRequest **out,
                                  int *stream, char *why, size_t whylen);
+/* *base64: encoding_format "base64" (the official clients' default): the vectors go back
+ * as base64 of little-endian float32s. */
 aos_err front_openai_embed(const char *body, size_t len, Aos__Llm__EmbedRequest **out,
-                           char *why, size_t whylen);
+                           int *base64, char *why, size_t whylen);
 
 /* ---- replies: malloc'd NUL-terminated JSON (*len bytes) the caller frees; NULL when out of
  * memory. id is the response's id ("chatcmpl-…", "msg_…"), model the name the client asked
@@ -41,7 +43,8 @@ char *front_openai_reply(const Aos__Llm__ChatReply *r, const char *id, const cha
                          uint64_t created, size_t *len);
 char *front_anthropic_reply(const Aos__Llm__ChatReply *r, const char *id, const char *model,
                             size_t *len);
-char *front_openai_embed_reply(const Aos__Llm__EmbedReply *r, const char *model, size_t *len);
+char *front_openai_embed_reply(const Aos__Llm__EmbedReply *r, const char *model, int base64,
+                               size_t *len);
 /* GET /v1/models: the one model the agent's manifest grants (none: an empty list). */
 char *front_openai_models(const char *model, uint64_t created, size_t *len);
 

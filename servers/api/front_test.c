@@ -155,6 +155,32 @@ static void anthropic_request(void **st)
                      AOS_ERR_USAGE);
 }
 
+static void embeddings_base64(void **st)
+{
+    (void)st;
+    Aos__Llm__EmbedRequest *r = NULL;
+    int b64 = 0;
+    char why[256];
+    assert_int_equal(front_openai_embed(S("{\"model\":\"e\",\"input\":\"x\","
+                                          "\"encoding_format\":\"base64\"}"),
+                                        &r, &b64, why, sizeof why),
+                     AOS_OK);
+    assert_true(b64);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    float vals[2] = {1.0f, -2.0f};
+    Aos__Llm__Embedding e = AOS__LLM__EMBEDDING__INIT, *ep = &e;
+    e.n_values = 2;
+    e.values = vals;
+    Aos__Llm__EmbedReply rep = AOS__LLM__EMBED_REPLY__INIT;
+    rep.n_vectors = 1;
+    rep.vectors = &ep;
+    size_t len;
+    char *b = front_openai_embed_reply(&rep, "e", 1, &len);
+    /* 1.0f = 00 00 80 3f, -2.0f = 00 00 00 c0 (little-endian) */
+    assert_non_null(strstr(b, "\"embedding\":\"AACAPwAAAMA=\""));
+    free(b);
+}
+
 static Aos__Llm__ChatReply *reply_with_call(void)
 {
     static Aos__Llm__ContentPart part = AOS__LLM__CONTENT_PART__INIT;
@@ -267,7 +293,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_table),    cmocka_unit_test(openai_request),
         cmocka_unit_test(anthropic_request), cmocka_unit_test(replies),
-        cmocka_unit_test(streams),
+        cmocka_unit_test(streams),        cmocka_unit_test(embeddings_base64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

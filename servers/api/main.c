@@ -79,7 +79,7 @@ typedef struct hreq {
     uint8_t *reply;
     size_t reply_len;
     /* streams: parts come on several receive threads; put back in order by seq */
-    int stream, usage, streaming;
+    int stream, usage, streaming, base64;
     uint32_t next_seq;
     struct pend *pend;          /* parts ahead of next_seq, in seq order */
     size_t pend_bytes;
@@ -328,7 +328,7 @@ static enum MHD_Result dispatch(hreq *h)
         new_id(h, "msg_");
     } else {
         Aos__Llm__EmbedRequest *er = NULL;
-        rc = front_openai_embed(h->body, h->len, &er, why, sizeof why);
+        rc = front_openai_embed(h->body, h->len, &er, &h->base64, why, sizeof why);
         m = er ? &er->base : NULL;
         method = "llm.embed";
     }
@@ -498,7 +498,7 @@ static enum MHD_Result answer(hreq *h)
     } else if (h->route == R_EMBED) {
         Aos__Llm__EmbedReply *er = aos__llm__embed_reply__unpack(NULL, h->reply_len, h->reply);
         if (er) {
-            body = front_openai_embed_reply(er, h->model, &len);
+            body = front_openai_embed_reply(er, h->model, h->base64, &len);
             aos__llm__embed_reply__free_unpacked(er, NULL);
         }
     } else {

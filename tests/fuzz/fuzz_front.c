@@ -100,7 +100,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     case 2: {
         Aos__Llm__EmbedRequest *r = NULL;
-        aos_err rc = front_openai_embed(body, len, &r, why, sizeof why);
+        int b64;
+        aos_err rc = front_openai_embed(body, len, &r, &b64, why, sizeof why);
         if ((rc == AOS_OK) != (r != NULL))
             broken("embeddings: status and result disagree");
         if (r) {

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -477,6 +478,53 @@ static void models(void **st)
     http("GET", "/v1/models", NULL, NULL, 0, 0, &r);
     expect_error(&r, 401, "code", "invalid_api_key");
     resp_free(&r);
+}
+
+/* ---- the official openai npm client ------------------------------------------------------- */
+
+/* tools/openai-client.sh installs it into the build tree (npm-openai/); when npm cannot
+ * reach its registry the case says so and skips: it never fakes the client. */
+static void openai_npm_client(void **st)
+{
+    (void)st;
+    const char *src = getenv("AOS_SOURCE_DIR");
+    const char *bin = getenv("AOS_BIN_DIR");
+    assert_non_null(src);
+    assert_non_null(bin);
+    char cmd[2048], out[8192] = "";
+    snprintf(cmd, sizeof cmd, "'%s/tools/openai-client.sh' '%s/../npm-openai' 2>&1", src, bin);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st_ = pclose(p);
+    int code = WIFEXITED(st_) ? WEXITSTATUS(st_) : -1;
+    if (code == 77) {
+        print_message("openai npm client: SKIPPED, npm cannot install it here: %s\n", out);
+        skip();
+    }
+    if (code != 0)
+        fail_msg("tools/openai-client.sh exit %d: %s", code, out);
+    char pkg[1024];
+    snprintf(pkg, sizeof pkg, "%s", out);
+    pkg[strcspn(pkg, "\n")] = 0;
+    snprintf(cmd, sizeof cmd,
+             "node '%s/tests/integration/openai_client.js' '%s' 'http://127.0.0.1:%d/v1' "
+             "'%s' '%s' 2>&1",
+             src, pkg, PORT, KEY_A1, KEY_A2);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    st_ = pclose(p);
+    if (!WIFEXITED(st_) || WEXITSTATUS(st_) != 0)
+        fail_msg("the openai client against the front door: %s", out);
+    print_message("openai npm client: %s", out);
+    json_t *o = json_loads(out, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "tool")), "It is sunny in Paris.");
+    assert_true(json_integer_value(json_object_get(o, "stream_chunks")) > 1);
+    json_decref(o);
 }
 
 /* ---- /metrics: Prometheus text, checked by a small parser ------------------------------- */
@@ -984,6 +1032,7 @@ int main(void)
         cmocka_unit_test(chat_tool_round_trip),
         cmocka_unit_test(embeddings),
         cmocka_unit_test(models),
+        cmocka_unit_test(openai_npm_client),
         cmocka_unit_test(messages_plain_and_stream),
         cmocka_unit_test(messages_tool_use),
         cmocka_unit_test(auth_refusals),
