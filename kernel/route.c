@@ -13,6 +13,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <jansson.h>
+#include <sodium.h>
 
 #include "agents.h"
 #include "aos.pb-c.h"
@@ -22,6 +24,7 @@
 #include "keys.h"
 #include "link.h"
 #include "listen.h"
+#include "llm.pb-c.h"
 #include "llmq.h"
 #include "methods.h"
 #include "supervise.h"
@@ -1017,6 +1020,55 @@ static void server_answer(klink *to, const aos_env *req, int status, const char 
         link_send(to, m);
 }
 
+/* The tool results an HTTP client sends back in a front-door chat: the agent ran those tools
+ * itself, outside aos's sandbox, so the log marks them untrusted (digests, not contents). */
+static void front_tool_results(const aos_env *req)
+{
+    Aos__Llm__ChatRequest *c = aos__llm__chat_request__unpack(NULL, req->payload_len,
+                                                              req->payload);
+    if (!c)
+        return;
+    json_t *arr = json_array();
+    size_t n = 0;
+    for (size_t i = 0; arr && i < c->n_messages; i++) {
+        const Aos__Llm__Message *m = c->messages[i];
+        if (m->role != AOS__LLM__ROLE__TOOL)
+            continue;
+        if (++n > 32)
+            continue; /* the count says how many; the first 32 are listed */
+        crypto_generichash_state hs;
+        uint8_t d[32];
+        char dh[65];
+        size_t bytes = 0;
+        crypto_generichash_init(&hs, NULL, 0, sizeof d);
+        for (size_t j = 0; j < m->n_content; j++) {
+            crypto_generichash_update(&hs, m->content[j]->text.data, m->content[j]->text.len);
+            bytes += m->content[j]->text.len;
+        }
+        crypto_generichash_final(&hs, d, sizeof d);
+        aos_hex(d, sizeof d, dh);
+        json_t *id = json_stringn((const char *)m->tool_call_id.data,
+                                  m->tool_call_id.len > 128 ? 128 : m->tool_call_id.len);
+        json_array_append_new(arr, json_pack("{s:o, s:s, s:I, s:b}", "tool_call_id",
+                                             id ? id : json_string("?"), "content_blake2b",
+                                             dh, "content_len", (json_int_t)bytes, "is_error",
+                                             m->is_error));
+    }
+    if (n && arr) {
+        json_t *o = json_pack("{s:b, s:s, s:I, s:o}", "untrusted", 1, "source",
+                              "the front door's HTTP client ran these tools itself", "count",
+                              (json_int_t)n, "results", arr);
+        char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (body)
+            kaud_detail(req, "front.tool_results", body);
+        free(body);
+        json_decref(o);
+    } else {
+        json_decref(arr);
+    }
+    aos__llm__chat_request__free_unpacked(c, NULL);
+}
+
 /* A request a server sent on its link. The caller is that server (the link says so, not
  * the message); it inherits the deadline and call path of the request it works for. */
 static void on_server_request(void *arg, klink *from, const aos_env *in,
@@ -1071,6 +1123,7 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     int front = !strcmp(link_name(from), "api");
     char fagent[AOS_AGENT_ID_MAX + 1] = "";
     uint8_t *rewritten = NULL;
+    int front_traced = 0; /* the trace was made here for a front call, not sent by aos-api */
     if (req.has_key_hash && !front) {
         server_answer(from, &req, AOS_ERR_REFUSED, "only aos-api's calls carry an API key");
         return;
@@ -1114,6 +1167,18 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
             if (krc == AOS_OK && rewritten) {
                 req.payload = rewritten;
                 req.payload_len = nlen;
+            }
+            if (krc == AOS_OK && !strcmp(req.method, "llm.chat") && kaud_records(req.method)) {
+                /* its own trace first: the detail and the syscall's records share it */
+                if (!req.has_trace) {
+                    aos_id_random(req.trace_id);
+                    uint8_t sp[AOS_ID_LEN];
+                    aos_id_random(sp);
+                    memcpy(req.span_id, sp, AOS_SPAN_LEN);
+                    req.has_trace = 1;
+                    front_traced = 1;
+                }
+                front_tool_results(&req);
             }
         }
         if (krc != AOS_OK) {
@@ -1163,7 +1228,11 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     c->hdr.payload = NULL;
     c->hdr.payload_len = 0;
     c->caller = from;
-    if (req.has_trace) { /* a span of its own under the parent's, which the server sent */
+    if (front_traced) { /* made above: this call's own trace, no parent */
+        memcpy(c->hdr.trace_id, req.trace_id, AOS_ID_LEN);
+        memcpy(c->hdr.span_id, req.span_id, AOS_SPAN_LEN);
+        c->hdr.has_trace = 1;
+    } else if (req.has_trace) { /* a span of its own under the parent's, which the server sent */
         memcpy(c->parent_span, req.span_id, AOS_SPAN_LEN);
         c->has_parent = 1;
         uint8_t sp[AOS_ID_LEN];

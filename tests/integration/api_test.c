@@ -430,6 +430,25 @@ static void chat_tool_round_trip(void **st)
         "It is sunny in Paris.");
     json_decref(o);
     resp_free(&r);
+    /* the tool result the client sent back is in the audit log, marked untrusted */
+    int found = 0;
+    for (int tries = 0; tries < 50 && !found; tries++) {
+        json_t *t = ctl_json((const char *const[]){"--json", "audit", "tail", "--agent", "a2",
+                                                   "--limit", "100", NULL});
+        size_t i;
+        json_t *e;
+        json_array_foreach(t, i, e) {
+            const char *kind = json_string_value(json_object_get(e, "kind"));
+            const char *b = json_string_value(json_object_get(e, "body"));
+            if (kind && !strcmp(kind, "front.tool_results") && b &&
+                strstr(b, "\"untrusted\":true") && strstr(b, "\"tool_call_id\":\"call_w1\""))
+                found = 1;
+        }
+        json_decref(t);
+        if (!found)
+            usleep(100000);
+    }
+    assert_true(found);
 }
 
 static void embeddings(void **st)
