@@ -1008,7 +1008,7 @@ static void people_get_the_table_and_help(void **st)
     *eol = 0;
     assert_non_null(strstr(head, "SANDBOX"));
     assert_non_null(strstr(head, "REASON"));
-    const char *names[] = {"memory", "storage", "tool", "llm", "audit", "postgres"};
+    const char *names[] = {"memory", "storage", "tool", "llm", "audit", "api", "postgres"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char line[32];
         snprintf(line, sizeof line, "\n%s ", names[i]);
