@@ -321,12 +321,46 @@ static double success_pct(const result *r)
     return all ? 100.0 * (double)r->done / (double)all : 0;
 }
 
-/* bench_front [SECS [CONC [RATE]]]: 10 200 200. */
+/* The front door's own round trip: GET /v1/models, sequential (HTTP, the key's lookup in
+ * aosd and aosd's answer on aos-api's link; no LLM call). p50 and p99 in us into out. */
+static void front_rtt(const side *sd, unsigned n, double *p50, double *p99)
+{
+    uint64_t *v = calloc(n, sizeof *v);
+    CURL *h = curl_easy_init();
+    char url[200];
+    snprintf(url, sizeof url, "%.*s/models", (int)(strlen(sd->url) - strlen("/chat/completions")),
+             sd->url);
+    struct curl_slist *hd = curl_slist_append(NULL, sd->auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    req q = {0};
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &q);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    size_t k = 0;
+    for (unsigned i = 0; v && i < n; i++) {
+        uint64_t t0 = now_ns();
+        long code = 0;
+        if (curl_easy_perform(h) == CURLE_OK &&
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200)
+            v[k++] = now_ns() - t0;
+    }
+    *p50 = pct_us(v, k, 50);
+    *p99 = pct_us(v, k, 99);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    free(v);
+}
+
+/* bench_front [SECS [CONC [RATE [fail-open]]]]: 10 200 200. fail-open: audit_fail_open: true,
+ * to show what the durable audit records of each LLM call cost (the default is fail-closed). */
 int main(int argc, char **argv)
 {
     unsigned secs = argc > 1 ? (unsigned)atoi(argv[1]) : 10;
     unsigned conc = argc > 2 ? (unsigned)atoi(argv[2]) : 200;
     unsigned rate = argc > 3 ? (unsigned)atoi(argv[3]) : 200;
+    int fail_open = argc > 4 && !strcmp(argv[4], "fail-open");
     if (!secs || secs > 600)
         secs = 10;
     if (!conc || conc > 4000)
@@ -353,6 +387,7 @@ int main(int argc, char **argv)
     /* limits unset: the front door's own path is measured, not a configured cap; the audit
      * log is on (fail-closed, the default) */
     snprintf(text, sizeof text,
+             "%s"
              "api: {max_connections: 4096}\n"
              "llm:\n"
              "  default_model: ep/m1\n"
@@ -363,7 +398,7 @@ int main(int argc, char **argv)
              "      timeout_ms: %u\n"
              "      max_retries: 0\n"
              "      models: [{name: m1}]\n",
-             ep.port, CALL_TIMEOUT_MS);
+             fail_open ? "audit_fail_open: true\n" : "", ep.port, CALL_TIMEOUT_MS);
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
     write_file(path, text);
     h_aosd *h = h_start_on(dir, NULL, 90000, why, sizeof why);
@@ -400,6 +435,10 @@ int main(int argc, char **argv)
     run(&direct, &warm, &rd);
     run(&front, &warm, &rf);
     printf("secs: %u\n", secs);
+    printf("audit: %s\n", fail_open ? "fail-open" : "fail-closed (each LLM call's records durable)");
+    double m50, m99;
+    front_rtt(&front, 1000, &m50, &m99);
+    printf("front_door_rtt_us_p50: %.0f\nfront_door_rtt_us_p99: %.0f\n", m50, m99);
 
     /* throughput: CONC in flight, each reply's 10 chunks spread over 1 s */
     phase tp = {.directive = "[[chunks=10 spread_ms=1000]]", .conc = conc, .ramp_ms = 1000,
