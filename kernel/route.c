@@ -1277,6 +1277,34 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     }
 }
 
+/* A server cancels a request of its own (aos-api: the HTTP client went away): as when a
+ * client's connection closes, an LLM call still queued leaves the scheduler, one at a
+ * server is told to stop, so no more tokens are paid for an answer nobody reads. */
+static void on_server_cancel(void *arg, klink *from, const aos_env *e)
+{
+    route *r = arg;
+    klink *l = NULL;
+    rcall *queued = NULL;
+    uint64_t id = 0;
+    pthread_mutex_lock(&r->mu);
+    for (rcall *c = r->calls; c; c = c->next)
+        if (c->caller == from && !c->cancelled &&
+            !memcmp(c->hdr.request_id, e->request_id, AOS_ID_LEN)) {
+            if (cancel_locked(r, c)) {
+                if (c->llm && llmq_cancel(&c->si))
+                    queued = c;
+                else
+                    l = c->l, id = c->link_id;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&r->mu);
+    if (queued)
+        on_done(queued, NULL, AOS_ERR_CANCELLED, "the caller went away");
+    else if (l)
+        link_cancel(l, id, AOS_ERR_CANCELLED, "the caller went away");
+}
+
 /* ---- the socket ---------------------------------------------------------------------- */
 
 static void on_aio(void *arg)
@@ -1400,6 +1428,7 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
         }
     }
     link_set_request_handler(on_server_request, r);
+    link_set_cancel_handler(on_server_cancel);
     /* armed only now: route_undo stops each aio, so none can run on a freed route */
     for (int i = 0; i < ROUTE_CTX; i++)
         arm_recv(&r->ctxs[i]);

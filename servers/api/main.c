@@ -49,7 +49,7 @@ typedef struct api {
     unsigned port, max_conns, idle_s;
     size_t max_body;
     atomic_uint conns;
-    atomic_ullong served, refused_over_cap, bad_requests, calls, streams;
+    atomic_ullong served, refused_over_cap, bad_requests, calls, streams, cancelled;
 } api;
 
 static api A = {.lfd = -1};
@@ -88,6 +88,7 @@ typedef struct hreq {
     size_t out_len, out_off, out_cap;
     int out_broken;
     char id[64], model[FRONT_NAME_MAX + 1];
+    uint8_t call_id[AOS_ID_LEN]; /* the request to aosd, to cancel when the client goes */
 } hreq;
 
 static void hreq_unref(hreq *h)
@@ -305,7 +306,7 @@ static enum MHD_Result dispatch(hreq *h)
         pthread_mutex_unlock(&h->mu);
         MHD_suspend_connection(c);
         aos_err mrc = srv_request_front(A.s, hash, "kernel.agent.self", NULL, 0, 10000, NULL,
-                                        on_done, h);
+                                        on_done, h, NULL);
         if (mrc != AOS_OK) {
             aos_reply r;
             memset(&r, 0, sizeof r);
@@ -362,7 +363,7 @@ static enum MHD_Result dispatch(hreq *h)
     MHD_suspend_connection(c); /* before the call: its answer may resume at once */
     atomic_fetch_add(&A.calls, 1);
     rc = srv_request_front(A.s, hash, method, buf, len, API_CALL_MS,
-                           h->stream ? on_part : NULL, on_done, h);
+                           h->stream ? on_part : NULL, on_done, h, h->call_id);
     free(buf);
     if (rc != AOS_OK) { /* nothing was sent: answer now */
         aos_reply r;
@@ -619,7 +620,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
     pthread_mutex_lock(&h->mu);
     h->mhd_gone = 1;
+    /* the client went away before the answer was whole: aosd stops the LLM call */
+    int cancel = h->dispatched && !h->finished && h->route != R_MODELS &&
+                 h->route != R_METRICS;
     pthread_mutex_unlock(&h->mu);
+    if (cancel) {
+        atomic_fetch_add(&A.cancelled, 1);
+        srv_request_cancel(A.s, h->call_id);
+    }
     hreq_unref(h);
 }
 
@@ -749,6 +757,7 @@ static void api_stats(srv *s, srv_stats *st)
     srv_stat(st, "streams", (int64_t)atomic_load(&A.streams), NULL);
     srv_stat(st, "refused_over_cap", (int64_t)atomic_load(&A.refused_over_cap), NULL);
     srv_stat(st, "bad_requests", (int64_t)atomic_load(&A.bad_requests), NULL);
+    srv_stat(st, "cancelled", (int64_t)atomic_load(&A.cancelled), NULL);
 }
 
 int main(int argc, char **argv)

@@ -120,6 +120,7 @@ typedef struct outreq {
     uint8_t key_hash[AOS_KEY_HASH_LEN];
     int has_key_hash;         /* aos-api's: the call runs as the key's agent */
     uint32_t parts_seen;      /* parts handed to part (under rmu) */
+    uint8_t *id_out;          /* srv_request_front's caller wants the request id here */
     aos_reply *final;         /* a final reply that came before its last parts (receivers
                                * pass each other): held until they are in */
     sync_wait *w;             /* srv_request: the reply is handed over, not copied */
@@ -777,6 +778,8 @@ static aos_err outreq_send(srv *s, const srv_call *parent, const char *method,
         return rc;
     }
     memcpy(o->id, e.request_id, AOS_ID_LEN);
+    if (o->id_out) /* before the push: the reply may complete (and free) o at once */
+        memcpy(o->id_out, o->id, AOS_ID_LEN);
     o->deadline_ms = dl;
     snprintf(o->method, sizeof o->method, "%s", method);
     if (o->w) {
@@ -827,7 +830,8 @@ aos_err srv_request_front(srv *s, const uint8_t key_hash[AOS_KEY_HASH_LEN],
                           uint32_t timeout_ms,
                           void (*part)(void *arg, uint32_t seq, const uint8_t *data,
                                        size_t len),
-                          void (*done)(void *arg, const aos_reply *r), void *arg)
+                          void (*done)(void *arg, const aos_reply *r), void *arg,
+                          uint8_t id_out[AOS_ID_LEN])
 {
     char why[160];
     if (!done || !key_hash)
@@ -840,12 +844,24 @@ aos_err srv_request_front(srv *s, const uint8_t key_hash[AOS_KEY_HASH_LEN],
     o->arg = arg;
     o->has_key_hash = 1;
     memcpy(o->key_hash, key_hash, AOS_KEY_HASH_LEN);
+    o->id_out = id_out;
     aos_err rc = outreq_send(s, NULL, method, payload, len, timeout_ms, o, why, sizeof why);
     if (rc) {
         aos_debug("outbound request refused: %s", why);
         free(o);
     }
     return rc;
+}
+
+void srv_request_cancel(srv *s, const uint8_t id[AOS_ID_LEN])
+{
+    aos_env e;
+    aos_env_init(&e, AOS_KIND_CANCEL);
+    memcpy(e.request_id, id, AOS_ID_LEN);
+    e.has_request_id = 1;
+    nng_msg *m;
+    if (aos_env_encode(&e, &m) == AOS_OK)
+        ob_push(s->ob, m, OB_DROPPABLE);
 }
 
 /* A REPLY_PART of one of our requests: to its part function, under rmu so that the final

@@ -189,7 +189,12 @@ aos_err srv_request_front(srv *s, const uint8_t key_hash[AOS_KEY_HASH_LEN],
                           uint32_t timeout_ms,
                           void (*part)(void *arg, uint32_t seq, const uint8_t *data,
                                        size_t len),
-                          void (*done)(void *arg, const aos_reply *r), void *arg);
+                          void (*done)(void *arg, const aos_reply *r), void *arg,
+                          uint8_t id_out[AOS_ID_LEN]);
+/* Ask aosd to cancel an outbound request of ours (id from srv_request_front's id_out):
+ * its caller went away. Its done still runs once, with CANCELLED or whatever came first;
+ * nothing happens for a request already answered. Never blocks. */
+void srv_request_cancel(srv *s, const uint8_t id[AOS_ID_LEN]);
 
 /* ---- the audit log ------------------------------------------------------------------- */
 

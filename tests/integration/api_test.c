@@ -26,7 +26,7 @@
 
 static h_aosd *H;
 static char DATA_DIR[128];
-static char KEY_A1[128], KEY_A2[128], KEY_POOR[128];
+static char KEY_A1[128], KEY_A2[128], KEY_POOR[128], KEY_SLOW[128];
 static int PORT;
 
 #define CAP_CONNS 16
@@ -253,7 +253,11 @@ static int setup(void **st)
              "    - name: tsim\n"
              "      kind: sim\n"
              "      sim: {script: %s}\n"
-             "      models: [{name: t1}]\n",
+             "      models: [{name: t1}]\n"
+             "    - name: slow\n"
+             "      kind: sim\n"
+             "      sim: {tokens_per_s: 4}\n"
+             "      models: [{name: s1}]\n",
              CAP_CONNS, IDLE_S, path);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     write_file(path, yaml);
@@ -268,12 +272,15 @@ static int setup(void **st)
                      "  - name: a2\n    program: aos-test-agent\n    args: [idle]\n"
                      "    model: tsim/t1\n"
                      "  - name: poor\n    program: aos-test-agent\n    args: [idle]\n"
-                     "    model: sim/sim-1\n    budgets: {tokens: 5}\n");
+                     "    model: sim/sim-1\n    budgets: {tokens: 5}\n"
+                     "  - name: a3\n    program: aos-test-agent\n    args: [idle]\n"
+                     "    model: slow/s1\n");
     json_t *o = ctl_json((const char *const[]){"--json", "apply", "-f", path, NULL});
     json_decref(o);
     new_key("a1", KEY_A1, sizeof KEY_A1, NULL, 0);
     new_key("a2", KEY_A2, sizeof KEY_A2, NULL, 0);
     new_key("poor", KEY_POOR, sizeof KEY_POOR, NULL, 0);
+    new_key("a3", KEY_SLOW, sizeof KEY_SLOW, NULL, 0);
     PORT = read_port();
     return 0;
 }
@@ -987,6 +994,37 @@ static void hostile_http(void **st)
     still_serves();
 }
 
+/* A streaming client that goes away mid-answer: aos-api cancels the call, aosd stops
+ * aos-llm, and the syscall's record says CANCELLED (no more tokens paid for). */
+static void client_gone_cancels(void **st)
+{
+    (void)st;
+    char rq[1024];
+    const char *body = "{\"model\":\"slow/s1\",\"stream\":true,\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"tell me a long story about the sea\"}]}";
+    int n = snprintf(rq, sizeof rq,
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     "%s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     KEY_SLOW, strlen(body), body);
+    int fd = tcp_connect();
+    assert_true(send(fd, rq, (size_t)n, MSG_NOSIGNAL) == n);
+    char buf[4096];
+    size_t got = 0;
+    uint64_t end = aos_mono_ms() + 10000;
+    while (!memmem(buf, got, "data: ", 6) && aos_mono_ms() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 500) <= 0)
+            continue;
+        ssize_t k = recv(fd, buf + got, sizeof buf - got, 0);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+    assert_non_null(memmem(buf, got, " 200 ", 5));
+    close(fd); /* gone after the first event, some 4 s before the answer's end */
+    assert_true(audit_has("a3", "CANCELLED"));
+    still_serves();
+}
+
 static void connection_cap(void **st)
 {
     (void)st;
@@ -1061,6 +1099,7 @@ int main(void)
         cmocka_unit_test(auth_refusals),
         cmocka_unit_test(metrics),
         cmocka_unit_test(hostile_http),
+        cmocka_unit_test(client_gone_cancels),
         cmocka_unit_test(connection_cap),
         cmocka_unit_test(kill9_serves_again),
     };
