@@ -650,6 +650,14 @@ void agents_mail_arrived(const char *name)
     pthread_mutex_unlock(&A.mu);
 }
 
+int agents_applied(const char *name)
+{
+    pthread_mutex_lock(&A.mu);
+    int ok = find(name, NULL) != NULL;
+    pthread_mutex_unlock(&A.mu);
+    return ok;
+}
+
 /* ---- the deployment record ---------------------------------------------------------------- */
 
 /* {"agents":[manifest...], "collections":[...], "topics":[...]}: the whole applied set in

@@ -70,6 +70,8 @@ aos_err agents_check(const char *agent, const kmethod *km, const aos_env *req,
 /* An agent's call of class cls began / ended (what ps shows it waiting on). */
 void agents_call(const char *agent, km_class cls, int begin);
 
+/* 1 when an agent of that name is applied (not removed). */
+int agents_applied(const char *name);
 /* ---- mail: msg.c's questions and the wake it triggers ---------------------------------- */
 
 /* May agent from ("" : the operator, who may mail anyone) send mail to agent to? AOS_OK;

@@ -76,7 +76,8 @@ int kaud_fail_open(void) { return K.fail_open; }
 int kaud_records(const char *method)
 {
     if (!strncmp(method, "audit.", 6) || !strncmp(method, "kernel.stream.", 14) ||
-        !strcmp(method, "kernel.status") || !strcmp(method, "kernel.sched"))
+        !strcmp(method, "kernel.status") || !strcmp(method, "kernel.sched") ||
+        !strcmp(method, "kernel.metrics"))
         return 0;
     const char *dot = strrchr(method, '.');
     return !(dot && (!strcmp(dot, ".ping") || !strcmp(dot, ".stats")));
@@ -122,39 +123,12 @@ static void enqueue(kev *e)
     pthread_mutex_unlock(&K.mu);
 }
 
-void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase,
-                int status, uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done,
-                void *arg)
+/* One event of req's ids (agent, run, step, trace, method) into the queue. */
+static void put_event(const aos_env *req, const uint8_t *parent_span, const char *kind,
+                      const char *key, int status, uint64_t latency_us, const char *body,
+                      uint64_t deadline_mono, kaud_done_fn done, void *arg)
 {
-    /* the key makes a re-sent emit harmless: the agent, the request id and the phase name
-     * one event, and a client's retry of the same request is the same syscall */
-    uint8_t kh[16];
-    char key[33];
-    crypto_generichash_state hs;
-    crypto_generichash_init(&hs, NULL, 0, sizeof kh);
-    crypto_generichash_update(&hs, (const uint8_t *)req->agent_id, strlen(req->agent_id) + 1);
-    crypto_generichash_update(&hs, req->request_id, AOS_ID_LEN);
-    uint8_t ph = (uint8_t)phase;
-    crypto_generichash_update(&hs, &ph, 1);
-    crypto_generichash_final(&hs, kh, sizeof kh);
-    aos_hex(kh, sizeof kh, key);
-
-    /* the details: for BEGIN what was asked (the arguments' digest: contents stay with
-     * the server that keeps them), for END how it went */
-    char body[256];
-    if (phase == KAUD_BEGIN) {
-        uint8_t d[32];
-        char dh[65];
-        crypto_generichash(d, sizeof d, req->payload, req->payload_len, NULL, 0);
-        aos_hex(d, sizeof d, dh);
-        snprintf(body, sizeof body, "{\"args_blake2b\":\"%s\",\"args_len\":%zu}", dh,
-                 req->payload_len);
-    } else {
-        snprintf(body, sizeof body, "{\"status\":\"%s\"}", aos_err_name(status));
-    }
-
     Aos__Audit__Event ev = AOS__AUDIT__EVENT__INIT;
-    const char *kind = phase == KAUD_BEGIN ? "syscall.begin" : "syscall";
     ev.kind = bin(kind, strlen(kind));
     ev.agent = bin(req->agent_id, strlen(req->agent_id));
     ev.run = bin(req->run_id, strlen(req->run_id));
@@ -188,6 +162,55 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
     e->deadline = deadline_mono;
     e->len = aos__audit__event__pack(&ev, e->buf);
     enqueue(e);
+}
+
+void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase,
+                int status, uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done,
+                void *arg)
+{
+    /* the key makes a re-sent emit harmless: the agent, the request id and the phase name
+     * one event, and a client's retry of the same request is the same syscall */
+    uint8_t kh[16];
+    char key[33];
+    crypto_generichash_state hs;
+    crypto_generichash_init(&hs, NULL, 0, sizeof kh);
+    crypto_generichash_update(&hs, (const uint8_t *)req->agent_id, strlen(req->agent_id) + 1);
+    crypto_generichash_update(&hs, req->request_id, AOS_ID_LEN);
+    uint8_t ph = (uint8_t)phase;
+    crypto_generichash_update(&hs, &ph, 1);
+    crypto_generichash_final(&hs, kh, sizeof kh);
+    aos_hex(kh, sizeof kh, key);
+
+    /* the details: for BEGIN what was asked (the arguments' digest: contents stay with
+     * the server that keeps them), for END how it went */
+    char body[256];
+    if (phase == KAUD_BEGIN) {
+        uint8_t d[32];
+        char dh[65];
+        crypto_generichash(d, sizeof d, req->payload, req->payload_len, NULL, 0);
+        aos_hex(d, sizeof d, dh);
+        snprintf(body, sizeof body, "{\"args_blake2b\":\"%s\",\"args_len\":%zu}", dh,
+                 req->payload_len);
+    } else {
+        snprintf(body, sizeof body, "{\"status\":\"%s\"}", aos_err_name(status));
+    }
+
+    put_event(req, parent_span, phase == KAUD_BEGIN ? "syscall.begin" : "syscall", key,
+              status, latency_us, body, deadline_mono, done, arg);
+}
+
+void kaud_detail(const aos_env *req, const char *kind, const char *body)
+{
+    uint8_t kh[16];
+    char key[33];
+    crypto_generichash_state hs;
+    crypto_generichash_init(&hs, NULL, 0, sizeof kh);
+    crypto_generichash_update(&hs, (const uint8_t *)req->agent_id, strlen(req->agent_id) + 1);
+    crypto_generichash_update(&hs, req->request_id, AOS_ID_LEN);
+    crypto_generichash_update(&hs, (const uint8_t *)kind, strlen(kind));
+    crypto_generichash_final(&hs, kh, sizeof kh);
+    aos_hex(kh, sizeof kh, key);
+    put_event(req, NULL, kind, key, 0, 0, body, 0, NULL, NULL);
 }
 
 /* A "gap" event declaring what was lost, ahead of the next batch (K.mu held). */
@@ -433,5 +456,8 @@ void kaud_get_stats(kaud_stats *st)
 {
     pthread_mutex_lock(&K.mu);
     *st = K.st;
+    st->queued = K.queued;
+    uint64_t now = mono_ms();
+    st->oldest_ms = K.head && K.oldest && now > K.oldest ? now - K.oldest : 0;
     pthread_mutex_unlock(&K.mu);
 }

@@ -36,9 +36,15 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
                 int status, uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done,
                 void *arg);
 
+/* A decision detail of aosd's own about req (kind "front.tool_results", body a JSON text
+ * of at most a few KiB, contents as digests), under req's ids; fire and forget. */
+void kaud_detail(const aos_env *req, const char *kind, const char *body);
+
 /* Figures for kernel.status / tests. */
 typedef struct kaud_stats {
     uint64_t events, emits, durable_waits, failed_waits, lost, gaps;
+    uint64_t queued;       /* events not yet handed to aos-audit (kaud_get_stats fills it) */
+    uint64_t oldest_ms;    /* how long the oldest of them has waited, ms: the audit lag */
 } kaud_stats;
 void kaud_get_stats(kaud_stats *st);
 

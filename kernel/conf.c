@@ -1268,13 +1268,13 @@ static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cf
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
        K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_RUN_RETENTION,
-       K_LLM, K_TOOLS, K_N };
+       K_LLM, K_TOOLS, K_API, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
                                         "log", "audit_fail_open", "log_max_mb", "log_keep",
                                         "disk_min_free_mb", "run_retention_s", "llm", "tools",
-                                        NULL};
+                                        "api", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
@@ -1375,6 +1375,26 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
             *un[i].dst = (unsigned)u;
             *un[i].has = 1;
         }
+    if (v[K_API]) { /* the front door (aos-api): on 127.0.0.1 only, so far */
+        static const char *const names[] = {"port", "max_connections", "max_body_bytes",
+                                            "idle_timeout_s", NULL};
+        const yaml_node_t *a[4];
+        if ((rc = keys(x, v[K_API], "api", names, a)))
+            return rc;
+        if (a[0] && (rc = get_uint(x, a[0], "api.port", 0, 65535, &u)))
+            return rc;
+        k->api_port = a[0] ? (unsigned)u : 0;
+        if (a[1] && (rc = get_uint(x, a[1], "api.max_connections", 1, 1000000, &u)))
+            return rc;
+        k->api_max_connections = a[1] ? (unsigned)u : 0;
+        if (a[2] && (rc = get_uint(x, a[2], "api.max_body_bytes", 1024, 64u << 20, &u)))
+            return rc;
+        k->api_max_body = a[2] ? u : 0;
+        if (a[3] && (rc = get_uint(x, a[3], "api.idle_timeout_s", 1, 3600, &u)))
+            return rc;
+        k->api_idle_s = a[3] ? (unsigned)u : 0;
+        k->has_api = 1;
+    }
     return AOS_OK;
 }
 

@@ -49,6 +49,12 @@ typedef struct conf_kernel {
     unsigned log_keep;        /* log_keep: old files kept of each */
     unsigned disk_min_free_mb; /* disk_min_free_mb: below it, effectful syscalls are refused */
     uint64_t run_retention_s; /* finished agent runs older than this may be pruned */
+    int has_api;              /* api: the front door's section */
+    unsigned api_port;        /* api.port: 0 (or absent): a free port, written to
+                               * DATA/api/port */
+    unsigned api_max_connections; /* 0: aos-api's default (1024) */
+    uint64_t api_max_body;    /* 0: aos-api's default */
+    unsigned api_idle_s;      /* api.idle_timeout_s; 0: aos-api's default (15) */
 } conf_kernel;
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose

@@ -97,6 +97,10 @@ void link_set_request_handler(link_request_fn fn, void *arg)
     on_request_arg = arg;
 }
 
+static link_cancel_fn on_cancel_req;
+
+void link_set_cancel_handler(link_cancel_fn fn) { on_cancel_req = fn; }
+
 int link_idx(const klink *l) { return l->idx; }
 const char *link_name(const klink *l) { return l->name; }
 
@@ -362,6 +366,10 @@ static int take_one(klink *l, nng_msg *whole, nng_msg *frame, const uint8_t *rec
     }
     case AOS_KIND_REQUEST:
         server_request(l, &e);
+        break;
+    case AOS_KIND_CANCEL: /* of a request the server made: its caller went away */
+        if (e.has_request_id && on_cancel_req)
+            on_cancel_req(on_request_arg, l, &e);
         break;
     case AOS_KIND_HEARTBEAT:
         pthread_mutex_lock(&l->mu);

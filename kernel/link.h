@@ -59,6 +59,10 @@ aos_err link_renew(klink *l, char *why, size_t whylen);
 
 /* Who handles server-originated requests, for every link; set once before any link opens. */
 void link_set_request_handler(link_request_fn fn, void *arg);
+/* A server's CANCEL of a request it made on its link (req->request_id names it): aos-api's
+ * HTTP client went away. Called on an nng thread with no lock held; arg as above. */
+typedef void (*link_cancel_fn)(void *arg, klink *from, const aos_env *req);
+void link_set_cancel_handler(link_cancel_fn fn);
 /* The link's index (the supervisor's child index) and server name. */
 int link_idx(const klink *l);
 const char *link_name(const klink *l);

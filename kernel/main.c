@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agents.h"
+#include "keys.h"
 #include "aos/log.h"
 #include "audit.h"
 #include "cgroup.h"
@@ -143,6 +144,7 @@ int main(int argc, char **argv)
         return 1;
     }
     agents_load(); /* waits on storage's link until storage is ready */
+    keys_load();
     aos_info("aosd %s on %s (%s PostgreSQL; %s)", AOS_VERSION, cfg.data_dir,
              cfg.pg_dsn[0] ? "external" : "embedded",
              geteuid() == 0 ? "each child as its own user"
@@ -157,6 +159,7 @@ int main(int argc, char **argv)
         uint64_t now = aos_mono_ms();
         uint64_t wake = sup_tick(now);
         uint64_t awake = agents_tick(now);
+        keys_tick(now);
         if (awake < wake)
             wake = awake;
         route_tick(r, now);

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include "agents.h"
+#include "keys.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
 #include "aos/msg.h"
 #include "msg.h"
+#include "metrics.h"
 #include "supervise.h"
 
 #define PING_MAX (64u << 10)
@@ -106,6 +108,17 @@ static aos_err k_shutdown(const aos_env *req, const km_env *k, uint8_t **out, si
     return AOS_OK;
 }
 
+/* Prometheus text: for the admin, and for aos-api's /metrics (read-only) */
+static aos_err k_metrics(const aos_env *req, const km_env *k, uint8_t **out, size_t *len,
+                         char *why, size_t whylen)
+{
+    (void)req;
+    char *t = NULL;
+    aos_err rc = kmetrics_text(k->bad_messages, k->routed, &t, len, why, whylen);
+    *out = (uint8_t *)t;
+    return rc;
+}
+
 #define ALL (KM_ADMIN | KM_AGENT | KM_SERVER)
 #define KERNEL(n, f, cap, w) {n, KM_CONTROL, KM_KERNEL, NULL, f, NULL, cap, w, 0}
 #define ASYNC(n, f, cap, w) {n, KM_CONTROL, KM_ASYNC, NULL, NULL, f, cap, w, 0}
@@ -126,6 +139,7 @@ static const kmethod table[] = {
     KERNEL("kernel.shutdown", k_shutdown, SMALL, KM_ADMIN),
     KERNEL("kernel.sched", k_sched, SMALL, KM_ADMIN),
     KERNEL("kernel.sched.set", k_sched_set, SMALL, KM_ADMIN),
+    KERNEL("kernel.metrics", k_metrics, SMALL, KM_ADMIN | KM_SERVER),
     {"kernel.stream.next", KM_CONTROL, KM_PULL, NULL, NULL, NULL, SMALL, KM_ADMIN | KM_AGENT,
      0},
     {"kernel.stream.cancel", KM_CONTROL, KM_STOP_STREAM, NULL, NULL, NULL, SMALL,
@@ -136,6 +150,10 @@ static const kmethod table[] = {
     ASYNC("kernel.agent.list", agents_m_list, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.ctl", agents_m_ctl, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.logs", agents_m_logs, SMALL, KM_ADMIN),
+    /* the front door's API keys: each one is an agent's identity for aos-api's clients */
+    ASYNC("kernel.agent.key.create", keys_m_create, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.key.list", keys_m_list, SMALL, KM_ADMIN),
+    ASYNC("kernel.agent.key.revoke", keys_m_revoke, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.self", agents_m_self, SMALL, KM_AGENT),
     ASYNC("kernel.agent.step", agents_m_step, SMALL, KM_AGENT),
     ASYNC("kernel.agent.wait", agents_m_wait, SMALL, KM_AGENT),
@@ -207,6 +225,7 @@ static const kmethod table[] = {
     FWD("audit.prove", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.verify", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.tail", KM_READ, "audit", SMALL, KM_ADMIN),
+    SERVER_COMMON("api"),
 };
 #define NTABLE (sizeof table / sizeof table[0])
 

@@ -13,6 +13,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <jansson.h>
+#include <sodium.h>
 
 #include "agents.h"
 #include "aos.pb-c.h"
@@ -20,8 +22,10 @@
 #include "aos/log.h"
 #include "audit.h"
 #include "diskguard.h"
+#include "keys.h"
 #include "link.h"
 #include "listen.h"
+#include "llm.pb-c.h"
 #include "llmq.h"
 #include "methods.h"
 #include "supervise.h"
@@ -118,7 +122,8 @@ typedef struct rcall {
 
 /* A kernel method's pending answer: the context it goes out on, the request's ids. */
 struct kreply {
-    rctx *w;
+    rctx *w;                 /* the context the answer goes out on, or NULL: */
+    klink *link;             /* a server's link (aos-api's front calls) */
     aos_env hdr;
     uint64_t deadline;
 };
@@ -138,6 +143,15 @@ struct route {
     pconn *conns;
     size_t held;
 };
+
+/* Requests routed, by method class (kernel.metrics). */
+static atomic_ullong routed_by_class[5];
+
+void route_class_counts(uint64_t out[5])
+{
+    for (int i = 0; i < 5; i++)
+        out[i] = atomic_load(&routed_by_class[i]);
+}
 
 /* ---- answering on a context ---------------------------------------------------------- */
 
@@ -393,6 +407,37 @@ static aos_err on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len,
     return rc;
 }
 
+/* A part of the answer to aos-api's front-door call: on to aos-api at once, which streams
+ * it to its HTTP client. The link's outbox bounds what waits for a slow aos-api. */
+static aos_err on_part_front(void *arg, uint32_t seq, const uint8_t *data, size_t len,
+                             char *why, size_t whylen)
+{
+    rcall *c = arg;
+    pthread_mutex_lock(&c->r->mu);
+    int cancelled = c->cancelled;
+    c->streaming = 1; /* a 429 after this is the caller's: nothing is sent twice */
+    pthread_mutex_unlock(&c->r->mu);
+    if (cancelled) {
+        snprintf(why, whylen, "cancelled");
+        return AOS_ERR_CANCELLED;
+    }
+    aos_env p;
+    aos_env_reply_to(&p, &c->hdr, AOS_OK, NULL);
+    p.kind = AOS_KIND_REPLY_PART;
+    p.seq = seq;
+    p.link_id = 0;
+    p.payload = data;
+    p.payload_len = len;
+    nng_msg *m;
+    aos_err rc = aos_env_encode(&p, &m);
+    if (rc != AOS_OK) {
+        snprintf(why, whylen, "cannot encode a part for aos-api");
+        return rc;
+    }
+    link_send(c->caller, m);
+    return AOS_OK;
+}
+
 /* A server's call: its answer goes back on its link, as it came or written here. */
 static void answer_server(rcall *c, nng_msg *reply, int status, const char *err)
 {
@@ -584,6 +629,8 @@ static void begun(void *arg, aos_err st, const char *err)
  * other code: nothing was started, the caller answers and frees c. */
 static aos_err launch(rcall *c, const kmethod *km, const aos_env *req)
 {
+    if ((unsigned)km->cls < 5)
+        atomic_fetch_add(&routed_by_class[km->cls], 1);
     c->t0_us = mono_us();
     c->audited = kaud_records(req->method);
     c->llm = km->cls == KM_LLM;
@@ -943,6 +990,18 @@ out:
 void kreply_send(kreply *k, aos_err status, const char *why, const uint8_t *payload,
                  size_t len)
 {
+    if (k->link) {
+        aos_env rep;
+        nng_msg *m;
+        aos_env_reply_to(&rep, &k->hdr, status, why && why[0] ? "%s" : NULL, why);
+        rep.link_id = 0;
+        rep.payload = status == AOS_OK ? payload : NULL;
+        rep.payload_len = status == AOS_OK ? len : 0;
+        if (aos_env_encode(&rep, &m) == AOS_OK)
+            link_send(k->link, m);
+        free(k);
+        return;
+    }
     answer(k->w, &k->hdr, AOS_KIND_REPLY, status, why && why[0] ? why : NULL, 0,
            status == AOS_OK ? payload : NULL, status == AOS_OK ? len : 0);
     free(k);
@@ -969,6 +1028,55 @@ static void server_answer(klink *to, const aos_env *req, int status, const char 
         link_send(to, m);
 }
 
+/* The tool results an HTTP client sends back in a front-door chat: the agent ran those tools
+ * itself, outside aos's sandbox, so the log marks them untrusted (digests, not contents). */
+static void front_tool_results(const aos_env *req)
+{
+    Aos__Llm__ChatRequest *c = aos__llm__chat_request__unpack(NULL, req->payload_len,
+                                                              req->payload);
+    if (!c)
+        return;
+    json_t *arr = json_array();
+    size_t n = 0;
+    for (size_t i = 0; arr && i < c->n_messages; i++) {
+        const Aos__Llm__Message *m = c->messages[i];
+        if (m->role != AOS__LLM__ROLE__TOOL)
+            continue;
+        if (++n > 32)
+            continue; /* the count says how many; the first 32 are listed */
+        crypto_generichash_state hs;
+        uint8_t d[32];
+        char dh[65];
+        size_t bytes = 0;
+        crypto_generichash_init(&hs, NULL, 0, sizeof d);
+        for (size_t j = 0; j < m->n_content; j++) {
+            crypto_generichash_update(&hs, m->content[j]->text.data, m->content[j]->text.len);
+            bytes += m->content[j]->text.len;
+        }
+        crypto_generichash_final(&hs, d, sizeof d);
+        aos_hex(d, sizeof d, dh);
+        json_t *id = json_stringn((const char *)m->tool_call_id.data,
+                                  m->tool_call_id.len > 128 ? 128 : m->tool_call_id.len);
+        json_array_append_new(arr, json_pack("{s:o, s:s, s:I, s:b}", "tool_call_id",
+                                             id ? id : json_string("?"), "content_blake2b",
+                                             dh, "content_len", (json_int_t)bytes, "is_error",
+                                             m->is_error));
+    }
+    if (n && arr) {
+        json_t *o = json_pack("{s:b, s:s, s:I, s:o}", "untrusted", 1, "source",
+                              "the front door's HTTP client ran these tools itself", "count",
+                              (json_int_t)n, "results", arr);
+        char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (body)
+            kaud_detail(req, "front.tool_results", body);
+        free(body);
+        json_decref(o);
+    } else {
+        json_decref(arr);
+    }
+    aos__llm__chat_request__free_unpacked(c, NULL);
+}
+
 /* A request a server sent on its link. The caller is that server (the link says so, not
  * the message); it inherits the deadline and call path of the request it works for. */
 static void on_server_request(void *arg, klink *from, const aos_env *in,
@@ -979,11 +1087,34 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     aos_env req = *in;
     req.pb_ = NULL;
     const kmethod *km = km_find(req.method);
-    if (!km || km->kind != KM_FORWARD) {
+    if (km && km->kind == KM_KERNEL && !strcmp(req.method, "kernel.metrics") &&
+        km_allowed(km, KM_SERVER)) {
+        /* read-only figures, answered here (aos-api's /metrics) */
+        uint8_t *out = NULL;
+        size_t len = 0;
+        char why[AOS_ERRMSG_MAX] = "";
+        km_env k = {.bad_messages = r->bad, .routed = r->routed};
+        aos_err rc = km->fn(&req, &k, &out, &len, why, sizeof why);
+        aos_env rep;
+        nng_msg *m;
+        aos_env_reply_to(&rep, &req, rc, why[0] ? "%s" : NULL, why);
+        rep.link_id = 0;
+        rep.payload = rc == AOS_OK ? out : NULL;
+        rep.payload_len = rc == AOS_OK ? len : 0;
+        if (aos_env_encode(&rep, &m) == AOS_OK)
+            link_send(from, m);
+        free(out);
+        return;
+    }
+    /* of the kernel's own methods, the front door asks only who its key's agent is (the
+     * model /v1/models lists): step and wait are the agent process's, never its clients' */
+    int front_kernel = km && km->kind == KM_ASYNC && !strcmp(req.method, "kernel.agent.self") &&
+                       !strcmp(link_name(from), "api");
+    if (!km || (km->kind != KM_FORWARD && !front_kernel)) {
         server_answer(from, &req, AOS_ERR_NOT_FOUND, "no method %s for servers", req.method);
         return;
     }
-    if (!km_allowed(km, KM_SERVER)) {
+    if (!front_kernel && !km_allowed(km, KM_SERVER)) {
         server_answer(from, &req, AOS_ERR_REFUSED, "%s may not be called by a server",
                       req.method);
         return;
@@ -994,16 +1125,91 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         return;
     }
     char why[AOS_ERRMSG_MAX];
+    /* The front door: aos-api acts for nobody itself. Every call it makes carries the hash
+     * of the API key its HTTP client showed, and runs as that key's agent's own syscall
+     * (the manifest's rights, the scheduler, budgets, audit), as if from its agent link */
+    int front = !strcmp(link_name(from), "api");
+    char fagent[AOS_AGENT_ID_MAX + 1] = "";
+    uint8_t *rewritten = NULL;
+    int front_traced = 0; /* the trace was made here for a front call, not sent by aos-api */
+    if (req.has_key_hash && !front) {
+        server_answer(from, &req, AOS_ERR_REFUSED, "only aos-api's calls carry an API key");
+        return;
+    }
+    if (front) {
+        if (!req.has_key_hash) { /* kernel.metrics was answered above */
+            server_answer(from, &req, AOS_ERR_REFUSED, "aos-api calls only as an API key's "
+                          "agent: this call has no key hash");
+            return;
+        }
+        aos_err krc = keys_agent_of(req.key_hash, fagent, sizeof fagent, why, sizeof why);
+        req.has_key_hash = 0; /* no further: the servers see the agent, never the key */
+        if (krc == AOS_OK && !km_allowed(km, KM_AGENT)) {
+            krc = AOS_ERR_REFUSED;
+            snprintf(why, sizeof why, "%s may not be called by an agent", req.method);
+        }
+        if (krc == AOS_OK && front_kernel) {
+            /* a kernel method an agent may call (kernel.agent.self: what /v1/models lists),
+             * answered on aos-api's link as the key's agent */
+            kreply *k = calloc(1, sizeof *k);
+            if (!k) {
+                server_answer(from, &req, AOS_ERR_NOMEM, "aosd is out of memory");
+                return;
+            }
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent);
+            k->link = from;
+            k->hdr = req;
+            k->hdr.pb_ = NULL;
+            k->hdr.payload = NULL;
+            k->hdr.payload_len = 0;
+            k->deadline = mono_deadline(req.deadline_ms ? req.deadline_ms
+                                                        : aos_now_ms() + DEFAULT_DEADLINE_MS);
+            km->afn(&req, fagent, k);
+            return;
+        }
+        if (krc == AOS_OK) {
+            size_t nlen = 0;
+            why[0] = 0;
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent);
+            krc = agents_check(fagent, km, &req, &rewritten, &nlen, why, sizeof why);
+            if (krc == AOS_OK && rewritten) {
+                req.payload = rewritten;
+                req.payload_len = nlen;
+            }
+            if (krc == AOS_OK && !strcmp(req.method, "llm.chat") && kaud_records(req.method)) {
+                /* its own trace first: the detail and the syscall's records share it */
+                if (!req.has_trace) {
+                    aos_id_random(req.trace_id);
+                    uint8_t sp[AOS_ID_LEN];
+                    aos_id_random(sp);
+                    memcpy(req.span_id, sp, AOS_SPAN_LEN);
+                    req.has_trace = 1;
+                    front_traced = 1;
+                }
+                front_tool_results(&req);
+            }
+        }
+        if (krc != AOS_OK) {
+            /* a refusal is a decision: in the log, under the key's agent when it has one */
+            snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent[0] ? fagent : "aos:api");
+            if (kaud_records(req.method))
+                kaud_event(&req, NULL, KAUD_END, krc, 0, 0, NULL, NULL);
+            server_answer(from, &req, krc, "%s", why);
+            return;
+        }
+    }
     int failed = 0;
     klink *to = sup_link(km->server, &failed, why, sizeof why);
     if (!to || failed) {
         server_answer(from, &req, to ? failed : AOS_ERR_NOT_FOUND, "%s",
                       to ? why : "no server for this method");
+        free(rewritten);
         return;
     }
     if (chain & (1u << link_idx(to))) {
         server_answer(from, &req, AOS_ERR_REFUSED, "call cycle: %s calls %s, which is already "
                       "in this request's path", link_name(from), req.method);
+        free(rewritten);
         return;
     }
     uint64_t now = aos_now_ms();
@@ -1014,12 +1220,15 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
         dl = parent_deadline;
     if (dl <= aos_mono_ms()) {
         server_answer(from, &req, AOS_ERR_TIMEOUT, "deadline already passed");
+        free(rewritten);
         return;
     }
-    snprintf(req.agent_id, sizeof req.agent_id, "%s", parent_agent);
+    if (!front)
+        snprintf(req.agent_id, sizeof req.agent_id, "%s", parent_agent);
     rcall *c = calloc(1, sizeof *c);
     if (!c) {
         server_answer(from, &req, AOS_ERR_NOMEM, "aosd is out of memory");
+        free(rewritten);
         return;
     }
     c->r = r;
@@ -1027,31 +1236,81 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
     c->hdr.payload = NULL;
     c->hdr.payload_len = 0;
     c->caller = from;
-    if (req.has_trace) { /* a span of its own under the parent's, which the server sent */
+    if (front_traced) { /* made above: this call's own trace, no parent */
+        memcpy(c->hdr.trace_id, req.trace_id, AOS_ID_LEN);
+        memcpy(c->hdr.span_id, req.span_id, AOS_SPAN_LEN);
+        c->hdr.has_trace = 1;
+    } else if (req.has_trace) { /* a span of its own under the parent's, which the server sent */
         memcpy(c->parent_span, req.span_id, AOS_SPAN_LEN);
         c->has_parent = 1;
         uint8_t sp[AOS_ID_LEN];
         aos_id_random(sp);
         memcpy(req.span_id, sp, AOS_SPAN_LEN);
         memcpy(c->hdr.span_id, sp, AOS_SPAN_LEN);
+    } else if (front) { /* an HTTP request starts a trace of its own, as a syscall does */
+        aos_id_random(req.trace_id);
+        uint8_t sp[AOS_ID_LEN];
+        aos_id_random(sp);
+        memcpy(req.span_id, sp, AOS_SPAN_LEN);
+        req.has_trace = 1;
+        memcpy(c->hdr.trace_id, req.trace_id, AOS_ID_LEN);
+        memcpy(c->hdr.span_id, sp, AOS_SPAN_LEN);
+        c->hdr.has_trace = 1;
     }
     c->l = to;
+    c->from_agent = front;
+    c->cls = km->cls;
+    if (front)
+        agents_call(fagent, km->cls, 1);
     pthread_mutex_lock(&r->mu);
     c->next = r->calls;
     if (r->calls)
         r->calls->prev = c;
     r->calls = c;
     pthread_mutex_unlock(&r->mu);
-    /* no parts: a server's call gets its final answer only */
-    c->f = (link_fwd){.deadline = dl, .chain = chain, .done = on_done, .arg = c};
+    /* a server's call gets its final answer only; aos-api's gets the parts too (its HTTP
+     * client streams) */
+    c->f = (link_fwd){.deadline = dl, .chain = chain, .done = on_done,
+                      .part = front ? on_part_front : NULL, .arg = c};
     aos_err rc = launch(c, km, &req);
+    free(rewritten);
     if (rc != AOS_OK) {
+        if (front)
+            agents_call(fagent, km->cls, 0);
         pthread_mutex_lock(&r->mu);
         call_free(r, c);
         pthread_mutex_unlock(&r->mu);
         server_answer(from, &req, rc, "cannot forward to %s", km->server);
         return;
     }
+}
+
+/* A server cancels a request of its own (aos-api: the HTTP client went away): as when a
+ * client's connection closes, an LLM call still queued leaves the scheduler, one at a
+ * server is told to stop, so no more tokens are paid for an answer nobody reads. */
+static void on_server_cancel(void *arg, klink *from, const aos_env *e)
+{
+    route *r = arg;
+    klink *l = NULL;
+    rcall *queued = NULL;
+    uint64_t id = 0;
+    pthread_mutex_lock(&r->mu);
+    for (rcall *c = r->calls; c; c = c->next)
+        if (c->caller == from && !c->cancelled &&
+            !memcmp(c->hdr.request_id, e->request_id, AOS_ID_LEN)) {
+            if (cancel_locked(r, c)) {
+                if (c->llm && llmq_cancel(&c->si))
+                    queued = c;
+                else
+                    l = c->l, id = c->link_id;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&r->mu);
+    if (queued)
+        on_done(queued, NULL, AOS_ERR_CANCELLED, "the caller went away");
+    else if (l)
+        link_cancel(l, id, AOS_ERR_CANCELLED, "the caller went away");
 }
 
 /* ---- the socket ---------------------------------------------------------------------- */
@@ -1177,6 +1436,7 @@ aos_err route_open(route **out, const char *url, char *why, size_t whylen)
         }
     }
     link_set_request_handler(on_server_request, r);
+    link_set_cancel_handler(on_server_cancel);
     /* armed only now: route_undo stops each aio, so none can run on a freed route */
     for (int i = 0; i < ROUTE_CTX; i++)
         arm_recv(&r->ctxs[i]);

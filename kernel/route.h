@@ -26,5 +26,7 @@ uint64_t route_bad_messages(const route *r);
 struct llmq_hooks;
 const struct llmq_hooks *route_llm_hooks(void);
 uint64_t route_routed(const route *r);
+/* Requests routed so far by method class (km_class: control, read, write, effect, llm). */
+void route_class_counts(uint64_t out[5]);
 
 #endif

@@ -294,6 +294,25 @@ static int tool_config_fd(void)
     return fd;
 }
 
+/* aos-api's: the api: section's numbers (no secret, but one way in for every server). */
+static int api_config_fd(void)
+{
+    Aos__ApiConfig ac = AOS__API_CONFIG__INIT;
+    const conf_kernel *ck = cfg->cf ? conf_kernel_settings(cfg->cf) : NULL;
+    if (ck && ck->has_api) {
+        ac.port = ck->api_port;
+        ac.max_connections = ck->api_max_connections;
+        ac.max_body_bytes = ck->api_max_body;
+        ac.idle_timeout_s = ck->api_idle_s;
+    }
+    uint8_t buf[64];
+    size_t len = aos__api_config__get_packed_size(&ac);
+    if (len > sizeof buf)
+        return -1;
+    aos__api_config__pack(&ac, buf);
+    return sealed_fd("aos-api-config", buf, len);
+}
+
 /* The DSN a server's role logs in with: DATA/etc/<server>.dsn when root put one there
  * (an external PostgreSQL with a password per role), else derived from the admin's. */
 static void role_dsn(const child *k, char *out, size_t cap)
@@ -375,15 +394,18 @@ static void start_child(child *k, uint64_t now)
             argv[n++] = "--dsn-fd";
             argv[n++] = "3";
         }
-        if ((!strcmp(k->name, "llm") && cfg->cf) || !strcmp(k->name, "tool")) {
+        if ((!strcmp(k->name, "llm") && cfg->cf) || !strcmp(k->name, "tool") ||
+            !strcmp(k->name, "api")) {
             /* the next free slot: r.fds[i] is fd 3 + i in the child (spawn.c) */
             int slot = r.fds[0] >= 0 ? 1 : 0;
-            int llm = !strcmp(k->name, "llm");
-            if ((r.fds[slot] = llm ? llm_config_fd() : tool_config_fd()) < 0) {
+            int llm = !strcmp(k->name, "llm"), api = !strcmp(k->name, "api");
+            if ((r.fds[slot] = llm ? llm_config_fd() : api ? api_config_fd()
+                                                          : tool_config_fd()) < 0) {
                 if (r.fds[0] >= 0)
                     close(r.fds[0]);
-                start_failed(k, now, llm ? "memfd for the LLM configuration"
-                                         : "memfd for the tool configuration");
+                start_failed(k, now, llm   ? "memfd for the LLM configuration"
+                                     : api ? "memfd for the front door's configuration"
+                                           : "memfd for the tool configuration");
                 return;
             }
             snprintf(cfgfd, sizeof cfgfd, "%d", 3 + slot);

@@ -10,6 +10,7 @@ PKGS=(
     libpq-dev libcurl4-openssl-dev libseccomp-dev libjansson-dev libsodium-dev libyaml-dev
     libcmocka-dev
     libsystemd-dev                      # sd_notify: aosd as a systemd Type=notify service
+    libmicrohttpd-dev                   # the front door (aos-api) serves HTTP with libmicrohttpd
     bubblewrap                          # the tool sandbox (aos-tool runs every tool in it)
     slirp4netns                         # network for tool runs granted it, in their own netns
     postgresql-15                       # server binaries in /usr/lib/postgresql/15/bin

@@ -183,6 +183,8 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
         bad = "invalid run id";
     else if (pb->step && !pb->run_id.len)
         bad = "a step needs a run id";
+    else if (pb->key_hash.len != 0 && pb->key_hash.len != AOS_KEY_HASH_LEN)
+        bad = "key hash must be 32 bytes";
     else if (!aos_err_valid(pb->status))
         bad = "unknown status code";
     else if (!copy_text(e->error, sizeof e->error, pb->error))
@@ -214,6 +216,9 @@ aos_err aos_env_decode(const void *buf, size_t len, aos_env *e, char *why, size_
     if (pb->run_id.len)
         memcpy(e->run_id, pb->run_id.data, pb->run_id.len);
     e->step = pb->step;
+    e->has_key_hash = pb->key_hash.len == AOS_KEY_HASH_LEN;
+    if (e->has_key_hash)
+        memcpy(e->key_hash, pb->key_hash.data, AOS_KEY_HASH_LEN);
     e->payload = pb->payload.data;
     e->payload_len = pb->payload.len;
     e->pb_ = pb;
@@ -246,6 +251,8 @@ aos_err aos_env_encode(const aos_env *e, nng_msg **out)
     pb.agent_id = bin(e->agent_id, strnlen(e->agent_id, sizeof e->agent_id));
     pb.run_id = bin(e->run_id, strnlen(e->run_id, sizeof e->run_id));
     pb.step = e->step;
+    if (e->has_key_hash)
+        pb.key_hash = bin(e->key_hash, AOS_KEY_HASH_LEN);
     pb.error = bin(e->error, strnlen(e->error, sizeof e->error));
     pb.payload = bin(e->payload, e->payload_len);
     size_t n = aos__envelope__get_packed_size(&pb);

@@ -498,7 +498,7 @@ static void test_reject_status(void **state)
     (void)state;
     Aos__Envelope pb = valid_pb();
     pb.kind = AOS__KIND__REPLY;
-    pb.status = AOS_ERR_INTERRUPTED + 1;
+    pb.status = AOS_ERR_UNAUTHENTICATED + 1;
     expect_reject(&pb, "unknown status code");
     pb.status = -1;
     expect_reject(&pb, "unknown status code");

@@ -51,6 +51,7 @@ static void test_values_dense_and_unique(void **state)
     assert_int_equal(AOS_ERR_IO, 14);
     assert_int_equal(AOS_ERR_RATE_LIMITED, 15);
     assert_int_equal(AOS_ERR_INTERRUPTED, 16);
+    assert_int_equal(AOS_ERR_UNAUTHENTICATED, 17);
     assert_int_equal(N_TABLE, 17);
 }
 
@@ -66,6 +67,7 @@ static void test_exit_codes_follow_design(void **state)
         {AOS_ERR_PROTO, 1},       {AOS_ERR_TOO_BIG, 2},   {AOS_ERR_CANCELLED, 6},
         {AOS_ERR_FAILED, 6},      {AOS_ERR_QUOTA, 4},     {AOS_ERR_IO, 1},   {AOS_ERR_RATE_LIMITED, 6},
         {AOS_ERR_INTERRUPTED, 5},
+        {AOS_ERR_UNAUTHENTICATED, 4},
     };
     assert_int_equal(sizeof want / sizeof want[0], N_TABLE);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

@@ -115,7 +115,14 @@ typedef struct outreq {
     uint64_t deadline_ms;     /* wall clock */
     char method[AOS_METHOD_MAX + 1];
     void (*done)(void *, const aos_reply *);
+    void (*part)(void *, uint32_t, const uint8_t *, size_t); /* streamed parts, or NULL */
     void *arg;
+    uint8_t key_hash[AOS_KEY_HASH_LEN];
+    int has_key_hash;         /* aos-api's: the call runs as the key's agent */
+    uint32_t parts_seen;      /* parts handed to part (under rmu) */
+    uint8_t *id_out;          /* srv_request_front's caller wants the request id here */
+    aos_reply *final;         /* a final reply that came before its last parts (receivers
+                               * pass each other): held until they are in */
     sync_wait *w;             /* srv_request: the reply is handed over, not copied */
     struct outreq *next;
 } outreq;
@@ -631,6 +638,11 @@ static outreq *outreq_take(srv *s, const uint8_t *id)
  * then free o. */
 static void outreq_complete(outreq *o, aos_reply *r)
 {
+    if (o->final) { /* held for parts that never came: the tick's TIMEOUT wins */
+        aos_reply_clear(o->final);
+        free(o->final);
+        o->final = NULL;
+    }
     if (o->w) {
         sync_wait *w = o->w;
         pthread_mutex_lock(&w->mu);
@@ -663,6 +675,30 @@ static void outreq_fail(outreq *o, int status, const char *fmt, ...)
 /* A REPLY from aosd to one of our requests (on a receive thread). */
 static void on_reply(srv *s, const aos_env *e)
 {
+    if (e->has_request_id && e->seq) {
+        /* a streamed call's final may overtake its last parts on another receiver: it
+         * waits in the request until they are delivered (on_reply_part completes it) */
+        pthread_mutex_lock(&s->rmu);
+        outreq *w = s->out_by_id[out_bucket(e->request_id)];
+        while (w && memcmp(w->id, e->request_id, AOS_ID_LEN))
+            w = w->next;
+        if (w && w->part && w->parts_seen < e->seq && !w->final &&
+            (w->final = calloc(1, sizeof *w->final))) {
+            w->final->status = e->status;
+            w->final->parts_total = e->seq;
+            w->final->retry_after_ms = e->retry_after_ms;
+            snprintf(w->final->error, sizeof w->final->error, "%s", e->error);
+            if (e->payload_len && (w->final->payload = malloc(e->payload_len))) {
+                memcpy(w->final->payload, e->payload, e->payload_len);
+                w->final->payload_len = e->payload_len;
+            } else if (e->payload_len) {
+                w->final->status = AOS_ERR_NOMEM;
+            }
+            pthread_mutex_unlock(&s->rmu);
+            return;
+        }
+        pthread_mutex_unlock(&s->rmu);
+    }
     outreq *o = e->has_request_id ? outreq_take(s, e->request_id) : NULL;
     if (!o) { /* after its deadline, or to nothing we asked: nobody waits for it */
         atomic_fetch_add(&s->late_replies, 1);
@@ -671,6 +707,9 @@ static void on_reply(srv *s, const aos_env *e)
     aos_reply r;
     memset(&r, 0, sizeof r);
     r.status = e->status;
+    r.parts_total = e->seq;
+    r.parts = o->parts_seen;
+    r.retry_after_ms = e->retry_after_ms;
     snprintf(r.error, sizeof r.error, "%s", e->error);
     if (e->payload_len) {
         r.payload = malloc(e->payload_len);
@@ -717,6 +756,10 @@ static aos_err outreq_send(srv *s, const srv_call *parent, const char *method,
     e.deadline_ms = dl;
     e.payload = payload;
     e.payload_len = len;
+    if (o->has_key_hash) {
+        e.has_key_hash = 1;
+        memcpy(e.key_hash, o->key_hash, AOS_KEY_HASH_LEN);
+    }
     if (parent) {
         e.link_id = atomic_load(&parent->target);
         /* the work is the parent's: its audit records belong to the same run and step */
@@ -735,6 +778,8 @@ static aos_err outreq_send(srv *s, const srv_call *parent, const char *method,
         return rc;
     }
     memcpy(o->id, e.request_id, AOS_ID_LEN);
+    if (o->id_out) /* before the push: the reply may complete (and free) o at once */
+        memcpy(o->id_out, o->id, AOS_ID_LEN);
     o->deadline_ms = dl;
     snprintf(o->method, sizeof o->method, "%s", method);
     if (o->w) {
@@ -778,6 +823,74 @@ aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
         free(o);
     }
     return rc;
+}
+
+aos_err srv_request_front(srv *s, const uint8_t key_hash[AOS_KEY_HASH_LEN],
+                          const char *method, const void *payload, size_t len,
+                          uint32_t timeout_ms,
+                          void (*part)(void *arg, uint32_t seq, const uint8_t *data,
+                                       size_t len),
+                          void (*done)(void *arg, const aos_reply *r), void *arg,
+                          uint8_t id_out[AOS_ID_LEN])
+{
+    char why[160];
+    if (!done || !key_hash)
+        return AOS_ERR_USAGE;
+    outreq *o = calloc(1, sizeof *o);
+    if (!o)
+        return AOS_ERR_NOMEM;
+    o->done = done;
+    o->part = part;
+    o->arg = arg;
+    o->has_key_hash = 1;
+    memcpy(o->key_hash, key_hash, AOS_KEY_HASH_LEN);
+    o->id_out = id_out;
+    aos_err rc = outreq_send(s, NULL, method, payload, len, timeout_ms, o, why, sizeof why);
+    if (rc) {
+        aos_debug("outbound request refused: %s", why);
+        free(o);
+    }
+    return rc;
+}
+
+void srv_request_cancel(srv *s, const uint8_t id[AOS_ID_LEN])
+{
+    aos_env e;
+    aos_env_init(&e, AOS_KIND_CANCEL);
+    memcpy(e.request_id, id, AOS_ID_LEN);
+    e.has_request_id = 1;
+    nng_msg *m;
+    if (aos_env_encode(&e, &m) == AOS_OK)
+        ob_push(s->ob, m, OB_DROPPABLE);
+}
+
+/* A REPLY_PART of one of our requests: to its part function, under rmu so that the final
+ * reply (outreq_take takes rmu) cannot free the request while the part is handed over. */
+static void on_reply_part(srv *s, const aos_env *e)
+{
+    outreq *ready = NULL;
+    pthread_mutex_lock(&s->rmu);
+    outreq **pp = &s->out_by_id[out_bucket(e->request_id)];
+    while (*pp && memcmp((*pp)->id, e->request_id, AOS_ID_LEN))
+        pp = &(*pp)->next;
+    outreq *o = *pp;
+    if (o && o->part) {
+        o->part(o->arg, e->seq, e->payload, e->payload_len);
+        o->parts_seen++;
+        if (o->final && o->parts_seen >= o->final->parts_total) { /* the last one: done */
+            *pp = o->next;
+            s->nout--;
+            ready = o;
+        }
+    }
+    pthread_mutex_unlock(&s->rmu);
+    if (ready) {
+        aos_reply r = *ready->final;
+        r.parts = ready->parts_seen;
+        free(ready->final);
+        ready->final = NULL;
+        outreq_complete(ready, &r);
+    }
 }
 
 aos_err srv_request(srv *s, const srv_call *parent, const char *method, const void *payload,
@@ -1197,7 +1310,9 @@ static void on_env(srv *s, aos_env *e)
         on_reply(s, e);
         break;
     case AOS_KIND_REPLY_PART:
-        break; /* our outbound calls take final replies only */
+        if (e->has_request_id) /* only aos-api's front calls ask for parts */
+            on_reply_part(s, e);
+        break;
     default:
         atomic_fetch_add(&s->bad_messages, 1);
         aos_warn("unexpected envelope kind %d from aosd", e->kind);

@@ -178,6 +178,24 @@ aos_err srv_request_async(srv *s, const srv_call *parent, const char *method,
                           const void *payload, size_t len, uint32_t timeout_ms,
                           void (*done)(void *arg, const aos_reply *r), void *arg);
 
+/* The front door's call (aos-api only): method as the agent whose API key hashes to
+ * key_hash (BLAKE2b-256 of the key the HTTP client presented). aosd maps the hash to the
+ * agent, checks that agent's rights and runs the call as its syscall; this server's own
+ * identity gives it nothing. part (may be NULL) gets each streamed part as it comes, on a
+ * receive thread, under a lock: copy and return, never block nor call back into the serve
+ * loop. Otherwise as srv_request_async (no parent). */
+aos_err srv_request_front(srv *s, const uint8_t key_hash[AOS_KEY_HASH_LEN],
+                          const char *method, const void *payload, size_t len,
+                          uint32_t timeout_ms,
+                          void (*part)(void *arg, uint32_t seq, const uint8_t *data,
+                                       size_t len),
+                          void (*done)(void *arg, const aos_reply *r), void *arg,
+                          uint8_t id_out[AOS_ID_LEN]);
+/* Ask aosd to cancel an outbound request of ours (id from srv_request_front's id_out):
+ * its caller went away. Its done still runs once, with CANCELLED or whatever came first;
+ * nothing happens for a request already answered. Never blocks. */
+void srv_request_cancel(srv *s, const uint8_t id[AOS_ID_LEN]);
+
 /* ---- the audit log ------------------------------------------------------------------- */
 
 /* One decision detail for the audit log (kind "tool.run", "llm.reply", ...; body a JSON

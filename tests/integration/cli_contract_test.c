@@ -386,6 +386,11 @@ static const struct sample {
     {"msg send", {"--id=00112233445566778899aabbccddeeff", BOT, "once"}},
     {"msg ls", {BOT, "--limit=10"}},
     {"msg ls", {"-n", "1", BOT}},
+    /* the front door's keys of that agent: made (printed once), listed, revoked */
+    {"agent key create", {BOT}},
+    {"agent key ls", {NULL}},
+    {"agent key ls", {BOT}},
+    {"agent key revoke", {BOT}},
     {"agent suspend", {BOT}},
     {"agent resume", {BOT}},
     {"agent kill", {BOT}},
@@ -1016,7 +1021,7 @@ static void people_get_the_table_and_help(void **st)
     *eol = 0;
     assert_non_null(strstr(head, "SANDBOX"));
     assert_non_null(strstr(head, "REASON"));
-    const char *names[] = {"memory", "storage", "tool", "llm", "audit", "postgres"};
+    const char *names[] = {"memory", "storage", "tool", "llm", "audit", "api", "postgres"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char line[32];
         snprintf(line, sizeof line, "\n%s ", names[i]);

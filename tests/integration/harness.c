@@ -64,7 +64,7 @@ static int is_live_aosd(pid_t pid)
     return 0;
 }
 
-static const char *const h_children[] = {"memory", "storage", "tool", "llm", "audit",
+static const char *const h_children[] = {"memory", "storage", "tool", "llm", "audit", "api",
                                          "postgres"};
 
 static void h_sleep_ms(unsigned ms)

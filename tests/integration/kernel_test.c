@@ -19,7 +19,8 @@
 #include "aos.pb-c.h"
 #include "harness.h"
 
-static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit"};
+static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit", "api"};
+#define N_SERVERS (sizeof servers / sizeof servers[0])
 
 static aos_err ping(aos_conn *c, const char *server, uint32_t timeout_ms, char *err, size_t n)
 {
@@ -83,7 +84,7 @@ static void all_children_run_and_status_says_so(void **st)
     json_t *doc = json_loads(out, 0, &je);
     assert_non_null(doc);
     json_t *kids = json_object_get(doc, "children");
-    assert_int_equal(json_array_size(kids), 6);
+    assert_int_equal(json_array_size(kids), N_SERVERS + 1); /* and postgres */
     size_t i;
     json_t *k;
     json_array_foreach(kids, i, k) {
@@ -91,7 +92,7 @@ static void all_children_run_and_status_says_so(void **st)
         assert_true(json_integer_value(json_object_get(k, "pid")) > 0);
     }
     json_decref(doc);
-    for (size_t s = 0; s < 5; s++) {
+    for (size_t s = 0; s < N_SERVERS; s++) {
         char err[AOS_ERRMSG_MAX + 1];
         assert_int_equal(ping(h_conn(h), servers[s], 10000, err, sizeof err), AOS_OK);
     }
@@ -177,7 +178,7 @@ static void kill9_each_server_under_load_loses_nothing(void **st)
 {
     (void)st;
     h_aosd *h = h_start(NULL);
-    for (size_t s = 0; s < 5; s++)
+    for (size_t s = 0; s < N_SERVERS; s++)
         kill9_under_load(h, servers[s]);
     h_stop(h);
 }
@@ -278,7 +279,7 @@ static void a_forbidden_syscall_kills_the_server_which_is_restarted(void **st)
     (void)st;
     const char *args[] = {"--test-hooks", NULL};
     h_aosd *h = h_start(args);
-    for (size_t s = 0; s < 5; s++) {
+    for (size_t s = 0; s < N_SERVERS; s++) {
         pid_t old = h_child(h, servers[s], NULL);
         char method[64];
         snprintf(method, sizeof method, "%s.test.forbidden", servers[s]);

@@ -33,10 +33,10 @@
 
 extern char **environ;
 
-static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit"};
+static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit", "api"};
 /* every uid a service runs as: what none of them may do is the same list */
 static const char *const service_uids[] = {"aos-pg",  "aos-storage", "aos-memory",
-                                           "aos-audit", "aos-llm",   "aos-tool"};
+                                           "aos-audit", "aos-llm",   "aos-tool", "aos-api"};
 #define N_SERVERS (sizeof servers / sizeof servers[0])
 
 /* Who must not touch root's files: every service uid, and the old single user `aos` where

@@ -13,7 +13,7 @@
 #include "aos.pb-c.h"
 #include "harness.h"
 
-static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit"};
+static const char *const servers[] = {"memory", "storage", "tool", "llm", "audit", "api"};
 
 static void test_status(void **state)
 {

@@ -704,6 +704,124 @@ static int cmd_ctl(ctl_ctx *c, const ctl_vals *v)
     return 0;
 }
 
+/* ---- agent key create|ls|revoke: the front door's API keys ------------------------------ */
+
+static int id_ok(ProtobufCBinaryData b)
+{
+    if (b.len != 12)
+        return 0;
+    for (size_t i = 0; i < b.len; i++)
+        if (!strchr("0123456789abcdef", b.data[i]) || !b.data[i])
+            return 0;
+    return 1;
+}
+
+static int cmd_key_create(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *name = ctl_str(v, "NAME");
+    Aos__Agent__KeyCreateRequest q = AOS__AGENT__KEY_CREATE_REQUEST__INIT;
+    q.agent = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
+    aos_reply r;
+    if (ctl_call(c, NULL, "kernel.agent.key.create", &q.base, &r) != AOS_OK)
+        return ctl_fail_reply(c, &r);
+    Aos__Agent__KeyCreateReply *k =
+        aos__agent__key_create_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!k || !id_ok(k->id) || !is(k->agent, name) || k->key.len < 8 || k->key.len > 256 ||
+        !bytes_ok(k->key) || memchr(k->key.data, '\n', k->key.len)) {
+        if (k)
+            aos__agent__key_create_reply__free_unpacked(k, NULL);
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.agent.key.create: aosd sent a malformed "
+                        "KeyCreateReply");
+    }
+    int rc = 0;
+    if (c->json) {
+        rc = ctl_print_json(c, json_pack("{s:o, s:s, s:o, s:I}", "id", jbytes(k->id), "agent",
+                                         name, "key", jbytes(k->key), "created_ms",
+                                         (json_int_t)k->created_ms));
+    } else {
+        printf("%.*s\n", (int)k->key.len, (const char *)k->key.data);
+        fprintf(stderr, "key %.*s for agent %s: shown once, aosd keeps only its hash\n",
+                (int)k->id.len, (const char *)k->id.data, name);
+    }
+    aos__agent__key_create_reply__free_unpacked(k, NULL);
+    return rc;
+}
+
+static int cmd_key_ls(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *name = ctl_str(v, "NAME");
+    Aos__Agent__KeyListRequest q = AOS__AGENT__KEY_LIST_REQUEST__INIT;
+    if (name)
+        q.agent = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
+    aos_reply r;
+    if (ctl_call(c, NULL, "kernel.agent.key.list", &q.base, &r) != AOS_OK)
+        return ctl_fail_reply(c, &r);
+    Aos__Agent__KeyListReply *l =
+        aos__agent__key_list_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    int ok = l != NULL;
+    for (size_t i = 0; ok && i < l->n_keys; i++)
+        ok = id_ok(l->keys[i]->id) && bytes_ok(l->keys[i]->agent) && l->keys[i]->agent.len &&
+             l->keys[i]->created_ms <= INT64_MAX && l->keys[i]->revoked_ms <= INT64_MAX;
+    if (!ok) {
+        if (l)
+            aos__agent__key_list_reply__free_unpacked(l, NULL);
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.agent.key.list: aosd sent a malformed "
+                        "KeyListReply");
+    }
+    if (c->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l->n_keys; i++)
+            json_array_append_new(arr, json_pack("{s:o, s:o, s:I, s:I, s:b}", "id",
+                                                 jbytes(l->keys[i]->id), "agent",
+                                                 jbytes(l->keys[i]->agent), "created_ms",
+                                                 (json_int_t)l->keys[i]->created_ms,
+                                                 "revoked_ms",
+                                                 (json_int_t)l->keys[i]->revoked_ms,
+                                                 "active", !l->keys[i]->revoked_ms));
+        aos__agent__key_list_reply__free_unpacked(l, NULL);
+        return ctl_print_json(c, json_pack("{s:o}", "keys", arr));
+    }
+    printf("%-12s  %-32s  %-8s  %s\n", "ID", "AGENT", "STATE", "CREATED");
+    for (size_t i = 0; i < l->n_keys; i++) {
+        char ag[NAME_COLS * 4 + 1], when[32];
+        time_t t = (time_t)(l->keys[i]->created_ms / 1000);
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+        printf("%.*s  %-32s  %-8s  %s\n", (int)l->keys[i]->id.len,
+               (const char *)l->keys[i]->id.data,
+               clean(ag, sizeof ag, l->keys[i]->agent, NAME_COLS),
+               l->keys[i]->revoked_ms ? "revoked" : "active", when);
+    }
+    aos__agent__key_list_reply__free_unpacked(l, NULL);
+    return 0;
+}
+
+static int cmd_key_revoke(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *name = ctl_str(v, "NAME"), *id = ctl_str(v, "--id");
+    Aos__Agent__KeyRevokeRequest q = AOS__AGENT__KEY_REVOKE_REQUEST__INIT;
+    q.agent = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
+    if (id)
+        q.id = (ProtobufCBinaryData){strlen(id), (uint8_t *)id};
+    aos_reply r;
+    if (ctl_call(c, NULL, "kernel.agent.key.revoke", &q.base, &r) != AOS_OK)
+        return ctl_fail_reply(c, &r);
+    Aos__Agent__KeyRevokeReply *k =
+        aos__agent__key_revoke_reply__unpack(NULL, r.payload_len, r.payload);
+    aos_reply_clear(&r);
+    if (!k)
+        return ctl_fail(c, AOS_ERR_PROTO, "kernel.agent.key.revoke: aosd sent a malformed "
+                        "KeyRevokeReply");
+    uint32_t n = k->revoked;
+    aos__agent__key_revoke_reply__free_unpacked(k, NULL);
+    if (c->json)
+        return ctl_print_json(c, json_pack("{s:s, s:i}", "agent", name, "revoked", (int)n));
+    printf("%s: %u key%s revoked\n", name, n, n == 1 ? "" : "s");
+    return 0;
+}
+
 /* ---- agent inspect ------------------------------------------------------------------------ */
 
 static int cmd_inspect(ctl_ctx *c, const ctl_vals *v)
@@ -925,6 +1043,24 @@ static const char apply_out[] = SCHEMA
     "\"type\":\"array\",\"description\":\"update: the top-level fields that differ\","
     "\"items\":" STR "}}}}}}";
 
+static const char key_create_out[] = SCHEMA
+    "\"type\":\"object\",\"required\":[\"id\",\"agent\",\"key\",\"created_ms\"],\"properties\":{"
+    "\"id\":{\"type\":\"string\",\"pattern\":\"^[0-9a-f]{12}$\"},\"agent\":" STR ","
+    "\"key\":{\"type\":\"string\",\"description\":\"the API key (aos-...), shown this once: "
+    "aosd keeps only its BLAKE2b hash\"},\"created_ms\":" INT0 "}}";
+
+static const char key_ls_out[] = SCHEMA
+    "\"type\":\"object\",\"required\":[\"keys\"],\"properties\":{\"keys\":{\"type\":"
+    "\"array\",\"items\":{\"type\":\"object\",\"required\":[\"id\",\"agent\",\"created_ms\","
+    "\"revoked_ms\",\"active\"],\"properties\":{\"id\":" STR ",\"agent\":" STR ","
+    "\"created_ms\":" INT0 ",\"revoked_ms\":{\"type\":\"integer\",\"minimum\":0,"
+    "\"description\":\"0: in force\"},\"active\":{\"type\":\"boolean\"}}}}}}";
+
+static const char key_revoke_out[] = SCHEMA
+    "\"type\":\"object\",\"required\":[\"agent\",\"revoked\"],\"properties\":{"
+    "\"agent\":" STR ",\"revoked\":{\"type\":\"integer\",\"minimum\":0,\"description\":"
+    "\"keys revoked now (already revoked ones are not counted)\"}}}";
+
 #define NAME_ARG                                                                           \
     {.name = "NAME", .required = 1, .pattern = "^[A-Za-z0-9_.:-]{1,64}$",                   \
      .check = ctl_check_agent, .summary = "the agent (aosctl ps lists them)"}
@@ -940,6 +1076,15 @@ static const ctl_arg apply_args[] = {
      .summary = "list what is unchanged too (\"= agent NAME\")"},
 };
 static const ctl_arg name_args[] = {NAME_ARG};
+static const ctl_arg key_ls_args[] = {
+    {.name = "NAME", .pattern = "^[A-Za-z0-9_.:-]{1,64}$", .check = ctl_check_agent,
+     .summary = "only this agent's keys (default: every agent's)"},
+};
+static const ctl_arg key_revoke_args[] = {
+    NAME_ARG,
+    {.name = "--id", .value = "ID", .pattern = "^[0-9a-f]{12}$",
+     .summary = "only this key (agent key ls shows the ids); default: all of the agent's"},
+};
 static const ctl_arg logs_args[] = {
     NAME_ARG,
     {.name = "--bytes", .type = CTL_INTEGER, .value = "N", .min = 1, .max = LOGS_MAX,
@@ -973,6 +1118,13 @@ static const ctl_cmd agent_cmds[] = {
      "its manifest", CTL_ARGS(name_args), inspect_out, cmd_inspect},
     {"agent logs", "the tail of an agent's standard output and error, as it wrote them",
      CTL_ARGS(logs_args), logs_out, cmd_logs},
+    {"agent key create", "a new API key for the front door (aos-api), bound to the agent: "
+     "HTTP clients that show it act as that agent; printed once", CTL_ARGS(name_args),
+     key_create_out, cmd_key_create},
+    {"agent key ls", "the front door's API keys: id, agent, active or revoked (never the keys)",
+     CTL_ARGS(key_ls_args), key_ls_out, cmd_key_ls},
+    {"agent key revoke", "revoke an agent's API keys (or one, --id): their clients get 401 "
+     "from the next call on", CTL_ARGS(key_revoke_args), key_revoke_out, cmd_key_revoke},
 };
 
 const ctl_group ctl_group_agent = {agent_cmds, sizeof agent_cmds / sizeof agent_cmds[0]};

@@ -18,6 +18,7 @@
 #define AOS_AGENT_ID_MAX 64
 #define AOS_RUN_ID_MAX 64        /* same charset as an agent id */
 #define AOS_ERRMSG_MAX 1024
+#define AOS_KEY_HASH_LEN 32      /* an API key's BLAKE2b-256 (the front door's requests) */
 /* The largest part of a streamed reply: a part travels in one envelope on the link and in
  * a chunk of several to the client, both under AOS_MSG_MAX. */
 #define AOS_PART_MAX (1u << 20)
@@ -52,6 +53,8 @@ typedef struct aos_env {
     char agent_id[AOS_AGENT_ID_MAX + 1];
     char run_id[AOS_RUN_ID_MAX + 1]; /* "" when the request belongs to no run */
     uint32_t step;
+    uint8_t key_hash[AOS_KEY_HASH_LEN]; /* has_key_hash: aos-api's requests only */
+    int has_key_hash;
     char error[AOS_ERRMSG_MAX + 1];
     const uint8_t *payload;
     size_t payload_len;

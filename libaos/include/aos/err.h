@@ -24,7 +24,8 @@
     X(QUOTA, 13, 4, "quota exceeded")                                        \
     X(IO, 14, 1, "input/output error")                                      \
     X(RATE_LIMITED, 15, 6, "rate limited, retry after the time given")             \
-    X(INTERRUPTED, 16, 5, "interrupted: it started, its outcome was never recorded")
+    X(INTERRUPTED, 16, 5, "interrupted: it started, its outcome was never recorded") \
+    X(UNAUTHENTICATED, 17, 4, "not authenticated")
 
 typedef enum {
 #define AOS_ERR_ENUM_(name, val, exitc, msg) AOS_ERR_##name = val,

@@ -17,7 +17,8 @@
     X(storage, AOS_SRV_DB)        \
     X(tool, AOS_SRV_CGROUP | AOS_SRV_DIR | AOS_SRV_WORKSPACES) \
     X(llm, AOS_SRV_DB)            \
-    X(audit, AOS_SRV_DB | AOS_SRV_DIR)
+    X(audit, AOS_SRV_DB | AOS_SRV_DIR) \
+    X(api, AOS_SRV_DIR)
 
 /* The embedded PostgreSQL's name as a child of aosd ("aosctl server restart postgres"). */
 #define AOS_CHILD_PG "postgres"
@@ -31,7 +32,7 @@
 #define AOS_SRV_NAMES AOS_SERVERS(AOS_SRV_NAME_)
 
 #define AOS_SRV_TEXT_(name, flags) ", " #name
-/* "memory, storage, tool, llm, audit": for messages that list the valid names. */
+/* "memory, storage, tool, llm, audit, api": for messages that list the valid names. */
 #define AOS_SRV_NAMES_TEXT (&AOS_SERVERS(AOS_SRV_TEXT_)[2])
 
 #endif

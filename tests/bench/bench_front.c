@@ -1,0 +1,489 @@
+/* The front door's bench: streamed chats (OpenAI wire, 10 chunks) through aos-api, aosd, the
+ * scheduler and aos-llm to a local endpoint, against the same calls straight to it, one run. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "harness.h"
+
+#define CALL_TIMEOUT_MS 60000u
+#define OPEN_HANDLES 512         /* the open loop's transfers at once, most */
+#define OPEN_MAX 60000u          /* requests of one open-loop phase */
+#define ERR_PRINTS 5
+#define CHUNKS 10
+
+/* A text delta in both sides' SSE (aos-api writes "content" before "role" too). */
+static const char DELTA_PAT[] = "\"delta\":{\"content\":";
+#define PAT_LEN (sizeof DELTA_PAT - 1)
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct_us(uint64_t *v, size_t n, double q)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_u64);
+    size_t i = (size_t)(q / 100.0 * (double)n);
+    return (double)v[i < n ? i : n - 1] / 1000.0;
+}
+
+/* ---- the endpoint (tests/llm_endpoint) ------------------------------------------------- */
+
+typedef struct endpoint {
+    pid_t pid;
+    int port, stdin_w;
+} endpoint;
+
+static int ep_start(endpoint *ep)
+{
+    char bin[4096];
+    snprintf(bin, sizeof bin, "%s", h_bin("aos-test-llm-endpoint"));
+    int out[2], in[2];
+    if (pipe2(out, O_CLOEXEC) || pipe2(in, O_CLOEXEC))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execl(bin, bin, "--port", "0", "--stdin-eof", "--max-s", "3600", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    FILE *f = fdopen(out[0], "r");
+    int port = 0;
+    if (!f || fscanf(f, "port %d", &port) != 1 || port <= 0) {
+        fprintf(stderr, "bench_front: %s did not say its port\n", bin);
+        close(in[1]);
+        waitpid(pid, NULL, 0);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    ep->pid = pid;
+    ep->port = port;
+    ep->stdin_w = in[1];
+    return 0;
+}
+
+static void ep_stop(endpoint *ep)
+{
+    close(ep->stdin_w);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(ep->pid, NULL, WNOHANG) == ep->pid)
+            return;
+        usleep(20000);
+    }
+    kill(ep->pid, SIGKILL);
+    waitpid(ep->pid, NULL, 0);
+}
+
+/* ---- one side: a libcurl multi client, closed or open loop --------------------------------- */
+
+typedef struct side {
+    const char *name;
+    char url[160];
+    char auth[200];          /* "Authorization: Bearer ..." or "" */
+    const char *model;
+} side;
+
+typedef struct phase {
+    const char *directive;
+    unsigned conc;           /* closed loop: in flight */
+    unsigned ramp_ms, warm_ms, measure_ms;
+    unsigned rate, count, skip; /* open loop (rate > 0) */
+} phase;
+
+typedef struct result {
+    uint64_t done, failed;
+    double secs;
+    uint64_t lat[OPEN_MAX];  /* open loop: ns per request, start to last byte */
+    size_t nlat;
+} result;
+
+typedef struct req {
+    CURL *h;
+    unsigned idx;
+    uint64_t t0;
+    unsigned deltas;
+    char carry[PAT_LEN];
+    size_t carry_len;
+    int busy;
+} req;
+
+static unsigned count_pat(const char *s, size_t n)
+{
+    unsigned k = 0;
+    const char *p = s, *end = s + n;
+    while (p < end && (p = memmem(p, (size_t)(end - p), DELTA_PAT, PAT_LEN))) {
+        k++;
+        p += PAT_LEN;
+    }
+    return k;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    req *q = arg;
+    size_t n = size * nmemb;
+    char buf[2 * PAT_LEN];
+    size_t k = n < PAT_LEN - 1 ? n : PAT_LEN - 1;
+    memcpy(buf, q->carry, q->carry_len);
+    memcpy(buf + q->carry_len, data, k);
+    q->deltas += count_pat(buf, q->carry_len + k) + count_pat(data, n);
+    if (n >= PAT_LEN - 1) {
+        memcpy(q->carry, data + n - (PAT_LEN - 1), PAT_LEN - 1);
+        q->carry_len = PAT_LEN - 1;
+    } else {
+        size_t all = q->carry_len + k, keep = all < PAT_LEN - 1 ? all : PAT_LEN - 1;
+        memcpy(q->carry, buf + all - keep, keep);
+        q->carry_len = keep;
+    }
+    return n;
+}
+
+static void start(CURLM *m, req *q, unsigned idx)
+{
+    q->idx = idx;
+    q->deltas = 0;
+    q->carry_len = 0;
+    q->busy = 1;
+    q->t0 = now_ns();
+    curl_multi_add_handle(m, q->h);
+}
+
+static void run(const side *sd, const phase *ph, result *res)
+{
+    memset(res, 0, sizeof *res);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
+             "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+             sd->model, ph->directive);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    hd = curl_slist_append(hd, "Expect:");
+    if (sd->auth[0])
+        hd = curl_slist_append(hd, sd->auth);
+    unsigned nh = ph->rate ? OPEN_HANDLES : ph->conc;
+    req *q = calloc(nh, sizeof *q);
+    CURLM *m = curl_multi_init();
+    if (!q || !m || !hd) {
+        res->failed++;
+        goto out;
+    }
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)nh + 16);
+    for (unsigned i = 0; i < nh; i++) {
+        CURL *h = q[i].h = curl_easy_init();
+        curl_easy_setopt(h, CURLOPT_URL, sd->url);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &q[i]);
+        curl_easy_setopt(h, CURLOPT_PRIVATE, &q[i]);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)CALL_TIMEOUT_MS);
+    }
+    uint64_t t0 = now_ns();
+    uint64_t w0 = t0 + (uint64_t)ph->warm_ms * 1000000u;
+    uint64_t w1 = w0 + (uint64_t)ph->measure_ms * 1000000u;
+    uint64_t period = ph->rate ? 1000000000u / ph->rate : 0;
+    unsigned next = 0, active = 0, errs = 0;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!ph->rate)
+            for (; next < nh && t0 + (uint64_t)next * ph->ramp_ms * 1000000u / nh <= now;
+                 next++, active++)
+                start(m, &q[next], next);
+        else
+            for (unsigned i = 0; i < nh && next < ph->count && t0 + next * period <= now; i++)
+                if (!q[i].busy) {
+                    start(m, &q[i], next++);
+                    active++;
+                }
+        int running;
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            char *pv = NULL;
+            long code = 0;
+            CURLcode cc = msg->data.result;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &pv);
+            req *r = (req *)pv;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+            curl_multi_remove_handle(m, msg->easy_handle);
+            uint64_t t = now_ns();
+            r->busy = 0;
+            active--;
+            if (cc != CURLE_OK || code != 200 || r->deltas != CHUNKS) {
+                res->failed++;
+                if (errs++ < ERR_PRINTS)
+                    fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", sd->name,
+                            curl_easy_strerror(cc), code, r->deltas, CHUNKS);
+            } else if (ph->rate) {
+                if (r->idx >= ph->skip && res->nlat < OPEN_MAX)
+                    res->lat[res->nlat++] = t - r->t0;
+                res->done++;
+            } else if (t >= w0 && t <= w1) {
+                res->done++;
+            }
+            if (!ph->rate && t < w1) {
+                start(m, r, 0);
+                active++;
+            }
+        }
+        now = now_ns();
+        if (ph->rate ? next >= ph->count && !active : now >= w1 && !active)
+            break;
+        int wait = 20;
+        if (ph->rate && next < ph->count) {
+            uint64_t due = t0 + next * period;
+            wait = due <= now ? 0 : (int)((due - now) / 1000000u);
+            if (wait > 5)
+                wait = 5;
+        }
+        curl_multi_poll(m, NULL, 0, wait, NULL);
+    }
+    res->secs = ph->rate ? (double)(now_ns() - t0) / 1e9 : (double)ph->measure_ms / 1000.0;
+out:
+    if (q)
+        for (unsigned i = 0; i < nh; i++)
+            if (q[i].h) {
+                if (q[i].busy)
+                    curl_multi_remove_handle(m, q[i].h);
+                curl_easy_cleanup(q[i].h);
+            }
+    if (m)
+        curl_multi_cleanup(m);
+    free(q);
+    curl_slist_free_all(hd);
+}
+
+/* ---- set-up -------------------------------------------------------------------------------- */
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "we");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int read_port(const char *dir)
+{
+    char path[256], txt[16] = "";
+    snprintf(path, sizeof path, "%s/api/port", dir);
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(path, "re");
+        if (f) {
+            size_t n = fread(txt, 1, sizeof txt - 1, f);
+            fclose(f);
+            txt[n] = 0;
+            if (atoi(txt) > 0)
+                return atoi(txt);
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+static double success_pct(const result *r)
+{
+    uint64_t all = r->done + r->failed;
+    return all ? 100.0 * (double)r->done / (double)all : 0;
+}
+
+/* The front door's own round trip: GET /v1/models, sequential (HTTP, the key's lookup in
+ * aosd and aosd's answer on aos-api's link; no LLM call). p50 and p99 in us into out. */
+static void front_rtt(const side *sd, unsigned n, double *p50, double *p99)
+{
+    uint64_t *v = calloc(n, sizeof *v);
+    CURL *h = curl_easy_init();
+    char url[200];
+    snprintf(url, sizeof url, "%.*s/models", (int)(strlen(sd->url) - strlen("/chat/completions")),
+             sd->url);
+    struct curl_slist *hd = curl_slist_append(NULL, sd->auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    req q = {0};
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &q);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    size_t k = 0;
+    for (unsigned i = 0; v && i < n; i++) {
+        uint64_t t0 = now_ns();
+        long code = 0;
+        if (curl_easy_perform(h) == CURLE_OK &&
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200)
+            v[k++] = now_ns() - t0;
+    }
+    *p50 = pct_us(v, k, 50);
+    *p99 = pct_us(v, k, 99);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    free(v);
+}
+
+/* bench_front [SECS [CONC [RATE [fail-open]]]]: 10 200 200. fail-open: audit_fail_open: true,
+ * to show what the durable audit records of each LLM call cost (the default is fail-closed). */
+int main(int argc, char **argv)
+{
+    unsigned secs = argc > 1 ? (unsigned)atoi(argv[1]) : 10;
+    unsigned conc = argc > 2 ? (unsigned)atoi(argv[2]) : 200;
+    unsigned rate = argc > 3 ? (unsigned)atoi(argv[3]) : 200;
+    int fail_open = argc > 4 && !strcmp(argv[4], "fail-open");
+    if (!secs || secs > 600)
+        secs = 10;
+    if (!conc || conc > 4000)
+        conc = 200;
+    if (!rate || rate > 5000)
+        rate = 200;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    long errors = 0;
+    endpoint ep;
+    if (ep_start(&ep) != 0)
+        return 1;
+    char dir[] = "/tmp/bench-front-XXXXXX", why[1024], path[300], text[2048];
+    if (!mkdtemp(dir)) {
+        ep_stop(&ep);
+        return 1;
+    }
+    /* limits unset: the front door's own path is measured, not a configured cap; the audit
+     * log is on (fail-closed, the default) */
+    snprintf(text, sizeof text,
+             "%s"
+             "api: {max_connections: 4096}\n"
+             "llm:\n"
+             "  default_model: ep/m1\n"
+             "  providers:\n"
+             "    - name: ep\n"
+             "      kind: openai\n"
+             "      base_url: http://127.0.0.1:%d/v1\n"
+             "      timeout_ms: %u\n"
+             "      max_retries: 0\n"
+             "      models: [{name: m1}]\n",
+             fail_open ? "audit_fail_open: true\n" : "", ep.port, CALL_TIMEOUT_MS);
+    snprintf(path, sizeof path, "%s/aos.yaml", dir);
+    write_file(path, text);
+    h_aosd *h = h_start_on(dir, NULL, 90000, why, sizeof why);
+    if (!h) {
+        fprintf(stderr, "bench_front: aosd: %s\n", why);
+        ep_stop(&ep);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/deploy.yaml", dir);
+    write_file(path, "agents:\n  - name: bench\n    program: aos-test-agent\n    args: [idle]\n"
+                     "    model: ep/m1\n");
+    static char out[65536];
+    const char *apply[] = {"--json", "apply", "-f", path, NULL};
+    const char *mk[] = {"--json", "agent", "key", "create", "bench", NULL};
+    json_t *k = NULL;
+    if (h_aosctl(h, out, sizeof out, apply) != 0 || h_aosctl(h, out, sizeof out, mk) != 0 ||
+        !(k = json_loads(out, 0, NULL))) {
+        fprintf(stderr, "bench_front: apply / key create: %s\n", out);
+        errors++;
+        goto done;
+    }
+    int aport = read_port(dir);
+    side direct = {.name = "direct", .model = "m1"};
+    side front = {.name = "front", .model = "ep/m1"};
+    snprintf(direct.url, sizeof direct.url, "http://127.0.0.1:%d/v1/chat/completions", ep.port);
+    snprintf(front.url, sizeof front.url, "http://127.0.0.1:%d/v1/chat/completions", aport);
+    snprintf(front.auth, sizeof front.auth, "Authorization: Bearer %s",
+             json_string_value(json_object_get(k, "key")));
+    json_decref(k);
+    static result rd, rf;
+
+    /* warm both paths */
+    phase warm = {.directive = "[[chunks=10]]", .conc = 8, .measure_ms = 1000};
+    run(&direct, &warm, &rd);
+    run(&front, &warm, &rf);
+    printf("secs: %u\n", secs);
+    printf("audit: %s\n", fail_open ? "fail-open" : "fail-closed (each LLM call's records durable)");
+    double m50, m99;
+    front_rtt(&front, 1000, &m50, &m99);
+    printf("front_door_rtt_us_p50: %.0f\nfront_door_rtt_us_p99: %.0f\n", m50, m99);
+
+    /* throughput: CONC in flight, each reply's 10 chunks spread over 1 s */
+    phase tp = {.directive = "[[chunks=10 spread_ms=1000]]", .conc = conc, .ramp_ms = 1000,
+                .warm_ms = 1500, .measure_ms = secs * 1000};
+    run(&direct, &tp, &rd);
+    run(&front, &tp, &rf);
+    double r1 = rd.done / rd.secs, r2 = rf.done / rf.secs;
+    printf("front_concurrency: %u\n", conc);
+    printf("direct_rps: %.1f\nfront_rps: %.1f\n", r1, r2);
+    printf("front_throughput_ratio: %.1f\n", r1 > 0 ? 100.0 * r2 / r1 : 0.0);
+    errors += (long)(rd.failed + rf.failed);
+
+    /* latency: an open loop at RATE/s, replies that start at once */
+    phase lat = {.directive = "[[chunks=10 first_ms=0]]", .rate = rate,
+                 .count = secs * rate + 50, .skip = 50};
+    run(&direct, &lat, &rd);
+    run(&front, &lat, &rf);
+    double d50 = pct_us(rd.lat, rd.nlat, 50), d99 = pct_us(rd.lat, rd.nlat, 99);
+    double f50 = pct_us(rf.lat, rf.nlat, 50), f99 = pct_us(rf.lat, rf.nlat, 99);
+    printf("open_rate: %u\n", rate);
+    printf("direct_us_p50: %.0f\ndirect_us_p99: %.0f\nfront_us_p50: %.0f\nfront_us_p99: %.0f\n",
+           d50, d99, f50, f99);
+    printf("front_added_us_p50: %.0f\n", f50 - d50);
+    printf("front_added_us_p99: %.0f\n", f99 - d99);
+    printf("front_success_pct: %.2f\n", success_pct(&rf));
+    errors += (long)(rd.failed + rf.failed);
+
+    /* the highest open-loop rate held with 100 % success and p99 added <= 5 ms */
+    unsigned best = 0;
+    for (unsigned q = 200; q <= 1000; q += 200) {
+        phase p = {.directive = "[[chunks=10 first_ms=0]]", .rate = q, .count = 3 * q + 20,
+                   .skip = 20};
+        run(&direct, &p, &rd);
+        run(&front, &p, &rf);
+        double add = pct_us(rf.lat, rf.nlat, 99) - pct_us(rd.lat, rd.nlat, 99);
+        printf("at_%u_qps: success %.2f %%, p99 added %.0f us\n", q, success_pct(&rf), add);
+        if (rf.failed || add > 5000)
+            break;
+        best = q;
+    }
+    printf("front_max_qps: %u\n", best);
+done:
+    printf("errors: %ld\n", errors);
+    h_stop(h);
+    ep_stop(&ep);
+    curl_global_cleanup();
+    return errors ? 1 : 0;
+}
