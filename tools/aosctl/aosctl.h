@@ -89,6 +89,7 @@ extern const ctl_group ctl_group_mem;      /* mem show|search|stats */
 extern const ctl_group ctl_group_agent;    /* apply, ps, top, agent ACTION|inspect|logs */
 extern const ctl_group ctl_group_logs;     /* logs */
 extern const ctl_group ctl_group_runs;     /* agent runs */
+extern const ctl_group ctl_group_backup;   /* backup, restore */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */

@@ -29,6 +29,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_mem,
     &ctl_group_agent,
     &ctl_group_logs,
+    &ctl_group_backup,
     &ctl_group_runs,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
