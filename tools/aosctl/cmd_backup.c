@@ -18,14 +18,14 @@
 
 #include "aos/aos.h"
 #include "aosctl.h"
+#include "bkman.h"
 #include "conf.h"
 
-#define BK_FORMAT 1
-#define BK_MANIFEST "manifest.json"
+#define BK_FORMAT BKM_FORMAT
+#define BK_MANIFEST BKM_FILE
 #define BK_MANIFEST_MAX (64u << 20)
-#define BK_FILES_MAX 1000000
 #define BK_DEPTH_MAX 32
-#define BK_HASH_LEN 32 /* BLAKE2b-256 */
+#define BK_HASH_LEN BKM_HASH_LEN
 #define BK_PATH_MAX 4096
 #define PG_SUPERUSER "aos_admin" /* kernel/pgembed.h's PGEM_SUPERUSER */
 
@@ -563,72 +563,6 @@ static int cmd_backup(ctl_ctx *c, const ctl_vals *v)
 
 /* ---- restore ------------------------------------------------------------------------ */
 
-/* A manifest path: relative, '/'-separated names, none empty, "." or "..". */
-static int path_ok(const char *p)
-{
-    if (!p || !*p || *p == '/' || strlen(p) >= BK_PATH_MAX - 64)
-        return 0;
-    const char *s = p;
-    while (*s) {
-        const char *e = strchr(s, '/');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-            return 0;
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                return 0;
-        s += n;
-        if (*s == '/')
-            s++;
-        else
-            break;
-    }
-    return p[strlen(p) - 1] != '/';
-}
-
-typedef struct rent {
-    const char *path, *type, *owner, *group, *hash;
-    int mode;
-    uint64_t size;
-} rent;
-
-static int rent_get(json_t *e, rent *r, char *why, size_t whylen, size_t i)
-{
-    json_t *sz = json_object_get(e, "size");
-    *r = (rent){json_string_value(json_object_get(e, "path")),
-                json_string_value(json_object_get(e, "type")),
-                json_string_value(json_object_get(e, "owner")),
-                json_string_value(json_object_get(e, "group")),
-                json_string_value(json_object_get(e, "blake2b")),
-                (int)json_integer_value(json_object_get(e, "mode")),
-                json_is_integer(sz) ? (uint64_t)json_integer_value(sz) : 0};
-    int isfile = r->type && !strcmp(r->type, "file");
-    if (!json_is_object(e) || !path_ok(r->path) || !r->type || !r->owner || !r->group ||
-        (!isfile && strcmp(r->type, "dir")) || r->mode < 0 || r->mode > 07777 ||
-        (isfile && (!r->hash || strlen(r->hash) != 2 * BK_HASH_LEN || !json_is_integer(sz) ||
-                    json_integer_value(sz) < 0))) {
-        snprintf(why, whylen, "%s: entry %zu (%s) is malformed", BK_MANIFEST, i,
-                 path_ok(r->path) ? r->path : "a bad path");
-        return -1;
-    }
-    return 0;
-}
-
-/* Where an entry's copy is in the backup: the cluster's as pg/..., the rest files/... */
-static void backup_path(const rent *r, char *out, size_t cap)
-{
-    if (!strcmp(r->owner, "postgres") && !strcmp(r->group, "postgres") &&
-        (!strncmp(r->path, "pg/", 3) || !strcmp(r->path, "pg")))
-        snprintf(out, cap, "%s", r->path);
-    else
-        snprintf(out, cap, "files/%s", r->path);
-}
-
-static int is_pg(const rent *r)
-{
-    return !strcmp(r->owner, "postgres") && (!strncmp(r->path, "pg/", 3) || !strcmp(r->path, "pg"));
-}
-
 static int open_under(int root, const char *rel, int flags)
 {
     /* each component without following a symlink */
@@ -655,7 +589,7 @@ static int open_under(int root, const char *rel, int flags)
     }
 }
 
-static int ids_of(const rent *r, const char *pg_owner, uid_t *u, gid_t *g, char *why,
+static int ids_of(const bkm_entry *r, const char *pg_owner, uid_t *u, gid_t *g, char *why,
                   size_t whylen)
 {
     if (geteuid() != 0) { /* a data dir of one user: everything is ours */
@@ -663,7 +597,7 @@ static int ids_of(const rent *r, const char *pg_owner, uid_t *u, gid_t *g, char 
         *g = getegid();
         return 0;
     }
-    const char *un = is_pg(r) ? pg_owner : r->owner;
+    const char *un = bkm_is_pg(r) ? pg_owner : r->owner;
     struct passwd *pw = getpwnam(un);
     if (!pw) {
         char *end;
@@ -678,7 +612,7 @@ static int ids_of(const rent *r, const char *pg_owner, uid_t *u, gid_t *g, char 
     } else {
         *u = pw->pw_uid;
     }
-    if (is_pg(r)) {
+    if (bkm_is_pg(r)) {
         *g = pw ? pw->pw_gid : (gid_t)*u;
         return 0;
     }
@@ -730,31 +664,25 @@ static int cmd_restore(ctl_ctx *c, const ctl_vals *v)
                  m ? "not an object" : je.text, je.line);
         goto out;
     }
-    json_t *fmt = json_object_get(m, "format"), *files = json_object_get(m, "files");
+    json_t *files = json_object_get(m, "files");
     const char *pgmode = json_string_value(json_object_get(m, "postgres"));
     const char *pg_owner = json_string_value(json_object_get(m, "pg_owner"));
-    if (!json_is_integer(fmt) || json_integer_value(fmt) > BK_FORMAT) {
-        setwhy(b.why, sizeof b.why, "%s: backup format %lld; this aosctl reads format %d "
-                 "and older", in, (long long)json_integer_value(fmt), BK_FORMAT);
-        goto out;
-    }
-    if (!json_is_array(files) || json_array_size(files) > BK_FILES_MAX || !pgmode ||
-        (strcmp(pgmode, "external") && (strcmp(pgmode, "pg_basebackup") || !pg_owner))) {
-        setwhy(b.why, sizeof b.why, "%s/%s: no file list, or no postgres/pg_owner", in,
-                 BK_MANIFEST);
+    char mwhy[400];
+    if (bkm_check(m, mwhy, sizeof mwhy)) {
+        setwhy(b.why, sizeof b.why, "%s/%s: %s", in, BK_MANIFEST, mwhy);
         goto out;
     }
     size_t n = json_array_size(files);
     if (!c->json)
         fprintf(stderr, "aosctl restore: checking %zu entries of %s\n", n, in);
     for (size_t i = 0; i < n; i++) {
-        rent r;
-        if (rent_get(json_array_get(files, i), &r, b.why, sizeof b.why, i))
+        bkm_entry r;
+        if (bkm_entry_get(json_array_get(files, i), &r, b.why, sizeof b.why, i))
             goto out;
         if (strcmp(r.type, "file"))
             continue;
         char bp[BK_PATH_MAX + 8];
-        backup_path(&r, bp, sizeof bp);
+        bkm_backup_path(&r, bp, sizeof bp);
         int fd = open_under(bfd, bp, O_RDONLY | O_NONBLOCK);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -807,8 +735,8 @@ static int cmd_restore(ctl_ctx *c, const ctl_vals *v)
     b.done_files = b.done_bytes = 0;
     code = AOS_ERR_IO;
     for (size_t i = 0; i < n; i++) {
-        rent r;
-        rent_get(json_array_get(files, i), &r, b.why, sizeof b.why, i);
+        bkm_entry r;
+        bkm_entry_get(json_array_get(files, i), &r, b.why, sizeof b.why, i);
         char parent[BK_PATH_MAX];
         snprintf(parent, sizeof parent, "%s", r.path);
         char *slash = strrchr(parent, '/');
@@ -832,7 +760,7 @@ static int cmd_restore(ctl_ctx *c, const ctl_vals *v)
             continue;
         }
         char bp[BK_PATH_MAX + 8];
-        backup_path(&r, bp, sizeof bp);
+        bkm_backup_path(&r, bp, sizeof bp);
         int fd = open_under(bfd, bp, O_RDONLY | O_NONBLOCK);
         char h[65];
         uint64_t size;
@@ -848,7 +776,7 @@ static int cmd_restore(ctl_ctx *c, const ctl_vals *v)
         }
         uid_t u;
         gid_t g;
-        mode_t mode = is_pg(&r) ? 0600 : (mode_t)r.mode;
+        mode_t mode = bkm_is_pg(&r) ? 0600 : (mode_t)r.mode;
         if (!k && (ids_of(&r, pg_owner, &u, &g, b.why, sizeof b.why) ||
                    fchownat(pfd, name, u, g, AT_SYMLINK_NOFOLLOW) != 0 ||
                    fchmodat(pfd, name, mode, 0) != 0)) {
@@ -863,14 +791,14 @@ static int cmd_restore(ctl_ctx *c, const ctl_vals *v)
         progress(&b, "restored", 0);
     }
     for (size_t i = n; i-- > 0;) {
-        rent r;
-        rent_get(json_array_get(files, i), &r, b.why, sizeof b.why, i);
+        bkm_entry r;
+        bkm_entry_get(json_array_get(files, i), &r, b.why, sizeof b.why, i);
         if (strcmp(r.type, "dir"))
             continue;
         uid_t u;
         gid_t g;
         /* PostgreSQL wants its data dir 0700 (or 0750) */
-        mode_t mode = is_pg(&r) ? 0700 : (mode_t)r.mode;
+        mode_t mode = bkm_is_pg(&r) ? 0700 : (mode_t)r.mode;
         int dfd = open_under(nfd, r.path, O_RDONLY | O_DIRECTORY);
         if (dfd < 0 || ids_of(&r, pg_owner ? pg_owner : "root", &u, &g, b.why, sizeof b.why) ||
             fchown(dfd, u, g) != 0 || fchmod(dfd, mode) != 0 || fsync(dfd) != 0) {
