@@ -41,6 +41,7 @@ typedef struct bk {
     uint64_t bytes, nfiles;
     uint64_t done_bytes, done_files; /* progress */
     time_t last_progress;
+    int denied;                /* a file could not be read for want of rights */
     char why[512];
 } bk;
 
@@ -218,8 +219,15 @@ static int copy_tree(bk *b, int src, int dst, const char *rel, int depth)
             continue; /* gone since readdir: a file being replaced */
         if (S_ISDIR(st.st_mode)) {
             int s2 = openat(src, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (s2 < 0)
-                continue;
+            if (s2 < 0 && errno == ENOENT)
+                continue; /* removed since readdir */
+            if (s2 < 0) {
+                b->denied = errno == EACCES || errno == EPERM;
+                setwhy(b->why, sizeof b->why, "cannot open %s: %s%s", path, strerror(errno),
+                       errno == EACCES ? " (the data dir is root's: run aosctl as root)" : "");
+                rc = -1;
+                break;
+            }
             int d2 = -1;
             if (mkdirat(dst, de->d_name, 0700) != 0 ||
                 (d2 = openat(dst, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
@@ -236,8 +244,15 @@ static int copy_tree(bk *b, int src, int dst, const char *rel, int depth)
             close(d2);
         } else if (S_ISREG(st.st_mode)) {
             int in = openat(src, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-            if (in < 0)
-                continue;
+            if (in < 0 && errno == ENOENT)
+                continue; /* replaced or removed since readdir */
+            if (in < 0) {
+                b->denied = errno == EACCES || errno == EPERM;
+                setwhy(b->why, sizeof b->why, "cannot read %s: %s%s", path, strerror(errno),
+                       errno == EACCES ? " (the data dir is root's: run aosctl as root)" : "");
+                rc = -1;
+                break;
+            }
             struct stat st2;
             if (fstat(in, &st2) != 0 || !S_ISREG(st2.st_mode)) {
                 close(in);
@@ -542,6 +557,8 @@ static int cmd_backup(ctl_ctx *c, const ctl_vals *v)
     double f_s = (double)(t2.tv_sec - t1.tv_sec) + (double)(t2.tv_nsec - t1.tv_nsec) / 1e9;
     if (rc) {
         json_decref(b.entries);
+        if (b.denied)
+            code = AOS_ERR_REFUSED;
         return ctl_fail(c, code, "backup: %s (the partial copy in %s is of no use: remove it)",
                         b.why[0] ? b.why : "failed", out);
     }
