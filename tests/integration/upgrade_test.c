@@ -82,7 +82,10 @@ static void the_previous_schema_is_migrated_in_place(void **st)
     sql(pg, "DROP SCHEMA storage, llm, memory CASCADE");
     PQfinish(pg);
     /* the test step that loads the dump: psql, as an operator would */
-    const char *load[] = {"/usr/bin/psql", "-X", "-q", "-h", sock, "-U", "aos_admin", "-d", "aos",
+    char psql[600];
+    const char *bindir = getenv("AOS_PG_BINDIR"); /* where aosd finds PostgreSQL too */
+    snprintf(psql, sizeof psql, "%s/psql", bindir && *bindir ? bindir : "/usr/lib/postgresql/15/bin");
+    const char *load[] = {psql, "-X", "-q", "-h", sock, "-U", "aos_admin", "-d", "aos",
                           "-v", "ON_ERROR_STOP=1", "-f", fixture, NULL};
     int rc = h_run_as(NULL, load, out, sizeof out, 60000);
     if (rc != 0)
