@@ -94,6 +94,40 @@ out:
     return e;
 }
 
+/* DATA/etc/format: refused when newer than this aosd knows, written when missing. Read
+ * after the lock, so two aosds never race on it. */
+static aos_err check_format(const kcfg *c, int etc, char *why, size_t whylen)
+{
+    char buf[32];
+    int fd = openat(etc, "format", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT) {
+        snprintf(why, whylen, "%s/etc/format: %s", c->data_dir, strerror(errno));
+        return AOS_ERR_IO;
+    }
+    if (fd < 0) {
+        int n = snprintf(buf, sizeof buf, "%d\n", DD_FORMAT);
+        return fs_write(etc, "format", buf, (size_t)n, 0644, why, whylen);
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *end;
+    long f = strtol(buf, &end, 10);
+    if (n <= 0 || end == buf || (*end && *end != '\n') || f < 1) {
+        snprintf(why, whylen, "%s/etc/format does not hold a format number (it says '%.16s')",
+                 c->data_dir, buf);
+        return AOS_ERR_REFUSED;
+    }
+    if (f > DD_FORMAT) {
+        snprintf(why, whylen, "this data dir has format %ld, newer than this aos (%s) knows "
+                 "(format %d): it was last run by a newer aos; run that aos again, or "
+                 "restore a backup made before the upgrade", f, AOS_VERSION, DD_FORMAT);
+        return AOS_ERR_REFUSED;
+    }
+    /* older formats would be brought up to DD_FORMAT here, one step at a time */
+    return AOS_OK;
+}
+
 static aos_err take_lock(const kcfg *c, datadir *d, char *why, size_t whylen)
 {
     char buf[32];
@@ -137,6 +171,8 @@ aos_err dd_open(const kcfg *c, uid_t pg_uid, gid_t pg_gid, uid_t legacy_uid, dat
     if ((d->run = fs_dir(d->dir, "run", 0755, geteuid(), getegid(), why, whylen)) < 0 ||
         (d->etc = fs_dir(d->dir, "etc", 0755, geteuid(), getegid(), why, whylen)) < 0)
         return AOS_ERR_REFUSED;
+    if ((e = check_format(c, d->etc, why, whylen)))
+        return e;
     if (!c->pg_dsn[0]) {
         int sock;
         if ((d->pg = fs_dir(d->dir, "pg", 0700, pg_uid, pg_gid, why, whylen)) < 0 ||

@@ -18,6 +18,11 @@ typedef struct datadir {
     int pg_log;     /* DATA/pg.log, append (-1 with an external PostgreSQL) */
 } datadir;
 
+/* The format of the files outside PostgreSQL, kept in DATA/etc/format: raised when a
+ * release changes their layout, so an older aosd refuses a data dir it cannot read. A data
+ * dir without the file (made before it) is format 1. */
+#define DD_FORMAT 1
+
 /* Make or check the layout (see README "Files and users"). pg_uid/pg_gid: PostgreSQL's
  * account; legacy_uid: the single service user of older versions ((uid_t)-1: none).
  * Takes the lock: a second aosd is refused with the holder's pid. */

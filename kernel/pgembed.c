@@ -27,7 +27,10 @@ static aos_err write_auth(int etcfd, const pgem_ident *map, size_t nmap, char *w
         "# Written by aosd at every start; edits are lost. Unix socket only, and every\n"
         "# login is checked against the OS user of the connecting process (peer) through\n"
         "# the map in pg_ident.conf: each aos server's user may be its own role only.\n"
-        "local all all peer map=aos\n";
+        "local all all peer map=aos\n"
+        "# aosctl backup's pg_basebackup (a replication connection, which 'all' does not\n"
+        "# match): the superuser only, which the map gives to root and aosd's own user.\n"
+        "local replication " PGEM_SUPERUSER " peer map=aos\n";
     char ident[4096];
     size_t n = (size_t)snprintf(ident, sizeof ident,
                                 "# Written by aosd at every start; edits are lost.\n"

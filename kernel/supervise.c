@@ -131,6 +131,7 @@ typedef struct child {
     cstate state;
     pid_t pid;
     pid_t mig_pid;        /* its one-shot migrator, while it runs */
+    int mig_why;          /* read end + 1 of the pipe its migrator says a refusal on; 0 */
     int migrated;         /* schema brought up to date since aosd started */
     uint64_t started, ready_at, next_start, stop_step_at, hb_sent;
     int stop_step;        /* 0 asked, 1 SIGTERM sent, 2 SIGKILL sent */
@@ -508,16 +509,42 @@ static void start_migrator(child *k, uint64_t now)
     snprintf(bin, sizeof bin, "%s/aos-%s", cfg->bin_dir, k->name);
     /* it starts as root and drops to PostgreSQL's uid itself: its binary may sit where
      * only root can reach (a build tree under /root) */
-    char *argv[] = {bin, "--migrate", "--name", (char *)k->name, "--dsn-fd", "3",
-                    geteuid() == 0 ? "--user" : NULL, (char *)PG->user, NULL};
+    /* a refusal (a schema newer than this aos) comes back on fd 4 as one short message,
+     * which fits the pipe's buffer: read once the migrator has exited, for the status */
+    int wp[2] = {-1, -1};
+    if (k->mig_why) {
+        close(k->mig_why - 1);
+        k->mig_why = 0;
+    }
+    if (pipe2(wp, O_CLOEXEC | O_NONBLOCK) != 0)
+        wp[0] = wp[1] = -1;
+    char *argv[12] = {bin, "--migrate", "--name", (char *)k->name, "--dsn-fd", "3"};
+    int an = 6;
+    if (wp[1] >= 0) {
+        argv[an++] = "--why-fd";
+        argv[an++] = "4";
+    }
+    if (geteuid() == 0) {
+        argv[an++] = "--user";
+        argv[an++] = (char *)PG->user;
+    }
+    argv[an] = NULL;
     pgem_admin_dsn(cfg, dsn, sizeof dsn);
     child_env(envp, wk, sizeof wk);
     snprintf(logname, sizeof logname, "migrate-%s", k->name);
     spawn_req r = {.argv = argv, .envp = envp,
-                   .out_fd = clog_pipe(logname), .fds = {secret_fd(dsn), -1},
+                   .out_fd = clog_pipe(logname), .fds = {secret_fd(dsn), wp[1], -1},
                    .deathsig = SIGKILL, .no_new_privs = 1};
+    if (r.fds[0] < 0)
+        r.fds[1] = -1;
     pid_t pid = r.fds[0] >= 0 ? spawn_child(&r) : -1;
     int e = errno;
+    if (wp[1] >= 0)
+        close(wp[1]);
+    if (pid >= 0 && wp[0] >= 0)
+        k->mig_why = wp[0] + 1;
+    else if (wp[0] >= 0)
+        close(wp[0]);
     if (r.fds[0] >= 0)
         close(r.fds[0]);
     if (r.out_fd >= 0)
@@ -950,6 +977,16 @@ static void migrator_exited(child *k, int st, uint64_t now)
     char how[80];
     describe_exit(st, how, sizeof how);
     k->mig_pid = migrating_pid = 0;
+    char said[300] = "";
+    if (k->mig_why) {
+        ssize_t n = read(k->mig_why - 1, said, sizeof said - 1);
+        said[n > 0 ? n : 0] = 0;
+        for (char *p = said; *p; p++) /* for a status line: one line, printable */
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
+        close(k->mig_why - 1);
+        k->mig_why = 0;
+    }
     if (shutting_down) {
         k->state = ST_STOPPED;
         snprintf(k->reason, sizeof k->reason, "not started: aosd is stopping");
@@ -959,6 +996,18 @@ static void migrator_exited(child *k, int st, uint64_t now)
         k->migrated = 1;
         k->state = ST_STOPPED; /* the next tick starts it */
         snprintf(k->reason, sizeof k->reason, "schema migrated: starting");
+        return;
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == AOS_SRV_EXIT_REFUSED) {
+        /* a schema newer than this aos: no restart changes that, so none is tried */
+        k->state = ST_FAILED;
+        atomic_store(&k->failed, 1);
+        snprintf(k->last_exit, sizeof k->last_exit, "schema migration refused");
+        snprintf(k->reason, sizeof k->reason, "refused to start: %s",
+                 said[0] ? said : "its schema migration was refused (see aosd's log)");
+        aos_error("%s: %s", k->name, k->reason);
+        if (k->link)
+            link_fail_all(k->link, AOS_ERR_FAILED, k->reason);
         return;
     }
     k->state = ST_BACKOFF;

@@ -286,6 +286,27 @@ static aos_err pg_migrate_tx(PGconn *c, const srv_schema *sc, const char *qs, co
              "applied_at timestamptz NOT NULL DEFAULT now())", qs);
     if ((e = pg_exec(c, sql, 0, NULL, "creating schema_migrations", why, whylen)))
         return e;
+    /* A database migrated by a newer aos: its tables may not be what this binary's SQL
+     * expects, and nothing here can undo the newer migrations. Refused, not run. */
+    snprintf(sql, sizeof sql, "SELECT coalesce(max(version), 0) FROM %s.schema_migrations",
+             qs);
+    r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        char msg[256];
+        pg_msg(msg, sizeof msg, PQresultErrorMessage(r));
+        snprintf(why, whylen, "reading %s.schema_migrations: %s", sc->schema, msg);
+        PQclear(r);
+        return AOS_ERR_INTERNAL;
+    }
+    long have = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    int known = sc->n_migrations ? sc->migrations[sc->n_migrations - 1].version : 0;
+    if (have > known) {
+        snprintf(why, whylen, "schema %s is at version %ld, newer than this aos knows "
+                 "(version %d): the data dir was last run by a newer aos; run that aos "
+                 "again, or restore a backup made before the upgrade", sc->schema, have, known);
+        return AOS_ERR_REFUSED;
+    }
 
     for (size_t i = 0; i < sc->n_migrations; i++) {
         const srv_migration *m = &sc->migrations[i];

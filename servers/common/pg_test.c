@@ -165,6 +165,23 @@ static void test_migrate_failure_rolls_back(void **state)
     PQfinish(a);
 }
 
+/* An older binary on a newer database: t1 is at version 3, this "binary" knows 1 and 2.
+ * Refused with both versions in the message, and nothing changed. */
+static void test_migrate_refuses_a_newer_schema(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char why[512] = "";
+    srv_schema sc = {"t1", "aos_t1", t1_v1, 2};
+    assert_int_equal(migrate(&sc, why, sizeof why), AOS_ERR_REFUSED);
+    assert_non_null(strstr(why, "schema t1 is at version 3, newer than this aos knows "
+                                "(version 2)"));
+    PGconn *a = connect_as("aos_admin");
+    assert_string_equal(one(a, "SELECT string_agg(version::text, ',' ORDER BY version) "
+                               "FROM t1.schema_migrations"), "1,2,3");
+    PQfinish(a);
+}
+
 static void test_migrate_bad_input(void **state)
 {
     (void)state;
@@ -397,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_migrate_creates_everything),
         cmocka_unit_test(test_migrate_again_applies_only_new),
         cmocka_unit_test(test_migrate_failure_rolls_back),
+        cmocka_unit_test(test_migrate_refuses_a_newer_schema),
         cmocka_unit_test(test_migrate_bad_input),
         cmocka_unit_test(test_migrate_concurrent_new_database),
         cmocka_unit_test(test_audit_is_append_only),

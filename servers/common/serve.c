@@ -21,6 +21,7 @@
 #include "aos.pb-c.h"
 #include "aos/batch.h"
 #include "aos/log.h"
+#include "aos/servers.h"
 #include "hooks.h"
 #include "idem.h"
 #include "monotime.h"
@@ -1601,7 +1602,7 @@ static int usage(const char *prog)
 
 /* One-shot: apply the schema's migrations with the admin DSN, then exit. aosd runs this
  * as PostgreSQL's own uid before the server's first start; servers never migrate. */
-static int migrate_main(const srv_def *def, const char *dsn, const char *user)
+static int migrate_main(const srv_def *def, const char *dsn, const char *user, int why_fd)
 {
     char why[512] = "";
     if (user && geteuid() == 0 && sbx_drop_to(user, why, sizeof why) != AOS_OK) {
@@ -1616,6 +1617,12 @@ static int migrate_main(const srv_def *def, const char *dsn, const char *user)
     if (e == AOS_OK)
         return 0;
     aos_error("migrations of schema %s: %s", def->schema->schema, why);
+    if (e == AOS_ERR_REFUSED) {
+        /* aosd shows it in its status and does not start this server again */
+        if (why_fd > 2 && write(why_fd, why, strlen(why)) < 0)
+            aos_warn("cannot tell aosd why: %s", strerror(errno));
+        return AOS_SRV_EXIT_REFUSED;
+    }
     return e == AOS_ERR_UNAVAILABLE ? EX_TEMPFAIL : 1;
 }
 
@@ -1656,7 +1663,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
     tzset();
 
     const char *link = NULL, *name = NULL, *own_dir = NULL, *workspaces = NULL;
-    int test_hooks = 0, migrate = 0, dsn_fd = -1, config_fd = -1, nkeep = 0;
+    int test_hooks = 0, migrate = 0, dsn_fd = -1, config_fd = -1, nkeep = 0, why_fd = -1;
     sbx_opts so = {.name = def->name};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--link") && i + 1 < argc)
@@ -1667,6 +1674,8 @@ int srv_main(const srv_def *def, int argc, char **argv)
             so.user = argv[++i];
         else if (!strcmp(argv[i], "--dsn-fd") && i + 1 < argc)
             dsn_fd = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--why-fd") && i + 1 < argc)
+            why_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--config-fd") && i + 1 < argc)
             config_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc && nkeep < SBX_KEEP_MAX - 1)
@@ -1711,7 +1720,7 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
     if (migrate)
-        return migrate_main(def, dsn, so.user);
+        return migrate_main(def, dsn, so.user, why_fd);
 
     for (size_t i = 0; i < def->n_methods; i++)
         if (!def->methods[i].fn == !def->methods[i].afn) {

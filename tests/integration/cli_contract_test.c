@@ -319,6 +319,8 @@ static const struct sample {
     {"logs", {"-n", "3"}},
     /* run last of all, by the_shutdown_stops_aosd_last: it ends the aosd every case shares */
     {"shutdown", {"--timeout", "10"}},
+    {"backup", {"{backup}"}},
+    {"restore", {"{backup}", "--data-dir", "{restored}"}},
     {"config check", {NULL}},
     {"server stats", {"storage"}},
     {"server stats", {"aos-llm"}},
@@ -422,6 +424,8 @@ static const char *deploy_file(void)
     return deploy_path;
 }
 
+static char backup_path[PATH_MAX], restored_path[PATH_MAX];
+
 /* A sample argument with its placeholder filled (or a stand-in when none was recorded). */
 static const char *fill(const char *a)
 {
@@ -431,6 +435,12 @@ static const char *fill(const char *a)
     }
     if (!strcmp(a, "{deploy}"))
         return deploy_file();
+    if (!strcmp(a, "{backup}") || !strcmp(a, "{restored}")) {
+        /* outside the data dir (a backup into the dir it copies is refused), new per run */
+        snprintf(a[1] == 'b' ? backup_path : restored_path, PATH_MAX, "/tmp/it-contract-%s-%d",
+                 a[1] == 'b' ? "backup" : "restored", (int)getpid());
+        return a[1] == 'b' ? backup_path : restored_path;
+    }
     if (!strcmp(a, "--file={deploy}")) {
         static char flag[PATH_MAX + 16];
         snprintf(flag, sizeof flag, "--file=%s", deploy_file());
@@ -731,8 +741,15 @@ static void every_command_prints_what_its_schema_says(void **st)
             json_t *kids = json_object_get(out, "children");
             assert_true(json_array_size(kids) >= 6);
         }
+        if (!strcmp(samples[i].cmd, "restore"))
+            assert_string_equal(json_string_value(json_object_get(out, "postgres")),
+                                "pg_basebackup");
         json_decref(out);
     }
+    if (backup_path[0])
+        h_remove_dir(backup_path);
+    if (restored_path[0])
+        h_remove_dir(restored_path);
 }
 
 static void assert_usage_doc(const run *r, const json_t *schema, const char *what)

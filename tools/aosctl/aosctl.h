@@ -90,6 +90,7 @@ extern const ctl_group ctl_group_agent;    /* apply, ps, top, agent ACTION|inspe
 extern const ctl_group ctl_group_logs;     /* logs */
 extern const ctl_group ctl_group_runs;     /* agent runs */
 extern const ctl_group ctl_group_msg;      /* msg send|ls */
+extern const ctl_group ctl_group_backup;   /* backup, restore */
 
 /* Values by the name in the table. Asking for a name the command does not have is a bug in
  * aosctl: it aborts, so the contract test, which runs every command, finds it. */

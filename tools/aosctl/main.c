@@ -30,6 +30,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_mem,
     &ctl_group_agent,
     &ctl_group_logs,
+    &ctl_group_backup,
     &ctl_group_runs,
     &ctl_group_msg,
 };

@@ -20,6 +20,11 @@
     X(audit, AOS_SRV_DB | AOS_SRV_DIR) \
     X(api, AOS_SRV_DIR)
 
+/* A server's migrator exits with this when the database's schema is newer than the
+ * binary knows (EX_CONFIG): aosd marks the server failed with the migrator's message and
+ * does not start it again. */
+#define AOS_SRV_EXIT_REFUSED 78
+
 /* The embedded PostgreSQL's name as a child of aosd ("aosctl server restart postgres"). */
 #define AOS_CHILD_PG "postgres"
 
