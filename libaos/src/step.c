@@ -691,6 +691,37 @@ aos_err aos_step_call(aos_run *r, const char *kind, const char *method, aos_step
     return e;
 }
 
+aos_err aos_step_do(aos_run *r, const char *kind, aos_step_fn fn, void *arg, aos_reply *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    if (!kind || !*kind || strlen(kind) > AOS_NAME_MAX - 6 || !fn)
+        return reply_fail(rep, AOS_ERR_USAGE, "a step needs a kind (at most %d bytes) and "
+                          "its function", AOS_NAME_MAX - 6);
+    if (r->finished)
+        return reply_fail(rep, AOS_ERR_CONFLICT, "run %s has finished", r->id);
+    if (r->open_start)
+        return reply_fail(rep, AOS_ERR_CONFLICT, "step %llu of run %s started and has no "
+                          "outcome yet: only that step may come next",
+                          (unsigned long long)r->open_start, r->id);
+    if (r->pos < r->nlog) {
+        const aos_step *s = &r->log[r->pos];
+        if (strcmp(s->kind, kind))
+            return reply_fail(rep, AOS_ERR_CONFLICT, "the run diverged from its log: step "
+                              "%llu is recorded as %s, not %s", (unsigned long long)s->step,
+                              s->kind, kind);
+        return replay(r, s, rep);
+    }
+    aos_err e = fn(arg, rep);
+    if (e) {
+        if (!rep->error[0])
+            snprintf(rep->error, sizeof rep->error, "step %llu (%s) failed",
+                     (unsigned long long)r->pos + 1, kind);
+        rep->status = e;
+        return e;
+    }
+    return record(r, kind, rep);
+}
+
 aos_err aos_step_llm(aos_run *r, aos_step_build_fn build, void *arg, uint32_t timeout_ms,
                      aos_reply *reply)
 {

@@ -535,6 +535,84 @@ static void test_cancelled(void **st)
     free(f);
 }
 
+/* A step whose outcome a function makes (aos_step_do): recorded once, replayed without
+ * calling the function, a failure of the function unrecorded, a crash before the record
+ * calls it again. */
+typedef struct doctx { unsigned calls; aos_err fail; } doctx;
+
+static aos_err do_fn(void *arg, aos_reply *rep)
+{
+    doctx *d = arg;
+    d->calls++;
+    if (d->fail)
+        return d->fail;
+    rep->payload = malloc(8);
+    memcpy(rep->payload, "got mail", 8);
+    rep->payload_len = 8;
+    rep->status = d->calls == 2 ? AOS_OK : AOS_ERR_TIMEOUT;   /* an outcome, recorded too */
+    return AOS_OK;
+}
+
+static void test_do(void **st)
+{
+    (void)st;
+    fake *f = fresh();
+    step_io io = io_of(f);
+    aos_run *r;
+    assert_int_equal(step_run_open_io(&io, NULL, 0, &r, NULL, NULL, 0), AOS_OK);
+    doctx d = {0, AOS_ERR_UNAVAILABLE};
+    aos_reply rep;
+    assert_int_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_ERR_UNAVAILABLE);
+    assert_int_equal(aos_run_position(r), 0);   /* unrecorded */
+    aos_reply_clear(&rep);
+    d.fail = AOS_OK;
+    assert_int_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_OK);
+    assert_int_equal(rep.payload_len, 8);
+    aos_reply_clear(&rep);
+    assert_int_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_ERR_TIMEOUT);
+    aos_reply_clear(&rep);
+    assert_int_equal(d.calls, 3);
+    assert_int_equal(aos_run_position(r), 2);
+    assert_int_equal(aos_step_do(r, "", do_fn, &d, &rep), AOS_ERR_USAGE);
+    aos_reply_clear(&rep);
+    aos_run_close(r);
+    /* replayed: both outcomes from the log, the function not called */
+    assert_int_equal(step_run_open_io(&io, NULL, 0, &r, NULL, NULL, 0), AOS_OK);
+    assert_true(aos_run_replaying(r));
+    /* another kind at a recorded step is a divergence */
+    assert_int_equal(aos_step_do(r, "other", do_fn, &d, &rep), AOS_ERR_CONFLICT);
+    aos_reply_clear(&rep);
+    assert_int_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_OK);
+    assert_int_equal(rep.payload_len, 8);
+    assert_memory_equal(rep.payload, "got mail", 8);
+    aos_reply_clear(&rep);
+    assert_int_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_ERR_TIMEOUT);
+    aos_reply_clear(&rep);
+    assert_int_equal(d.calls, 3);
+    assert_false(aos_run_replaying(r));
+    /* a crash at the record: the function is called again by the next incarnation */
+    f->ops_left = 1;
+    f->before = 1;
+    assert_int_not_equal(aos_step_do(r, "msg.recv", do_fn, &d, &rep), AOS_OK);
+    aos_reply_clear(&rep);
+    assert_int_equal(d.calls, 4);
+    aos_run_close(r);
+    f->crashed = 0;
+    f->ops_left = -1;
+    assert_int_equal(step_run_open_io(&io, NULL, 0, &r, NULL, NULL, 0), AOS_OK);
+    for (int i = 0; i < 2; i++) {
+        aos_step_do(r, "msg.recv", do_fn, &d, &rep);
+        aos_reply_clear(&rep);
+    }
+    assert_int_equal(d.calls, 4);   /* replayed */
+    aos_step_do(r, "msg.recv", do_fn, &d, &rep);
+    aos_reply_clear(&rep);
+    assert_int_equal(d.calls, 5);   /* the step lost at the crash, made again */
+    assert_int_equal(aos_run_position(r), 3);
+    aos_run_close(r);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_divergence),
         cmocka_unit_test(test_request_ids_and_states),
         cmocka_unit_test(test_cancelled),
+        cmocka_unit_test(test_do),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,12 +80,34 @@ static void write_slow_tool_script(const char *path)
                      "  - text: \"It was interrupted; going on without it.\"\n");
 }
 
+/* Mail through aos-agent's msg_send and msg_recv: the sender sends one message; the
+ * receiver gets it, then waits again and must get none (a message handled twice would be
+ * the second receive's outcome: the test reads both from the step log). The sim's
+ * `expect` is not used: aos-agent recites its todo list last, after the tool result. */
+static void write_mail_scripts(const char *sender, const char *receiver)
+{
+    write_file(sender, "turns:\n"
+                       "  - text: \"Telling the receiver.\"\n    tool_calls:\n"
+                       "      - {name: msg_send, arguments: {to: mailee, text: \"hello mailee, "
+                       "the facts are ready\"}}\n"
+                       "  - text: \"Sent.\"\n");
+    write_file(receiver, "turns:\n"
+                         "  - text: \"Waiting for mail.\"\n    tool_calls:\n"
+                         "      - {name: msg_recv, arguments: {timeout_s: 30}}\n"
+                         "  - text: \"Got it; anything more?\"\n    tool_calls:\n"
+                         "      - {name: msg_recv, arguments: {timeout_s: 3}}\n"
+                         "  - text: \"One message, handled once.\"\n");
+}
+
 static int setup(void **st)
 {
     (void)st;
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-durable-XXXXXX");
     assert_non_null(mkdtemp(DATA_DIR));
-    char run[128], loop[128], slow[128], path[128], yaml[4096];
+    char run[128], loop[128], slow[128], path[128], yaml[4096], snd[128], rcv[128];
+    snprintf(snd, sizeof snd, "%s/mailer.yaml", DATA_DIR);
+    snprintf(rcv, sizeof rcv, "%s/mailee.yaml", DATA_DIR);
+    write_mail_scripts(snd, rcv);
     snprintf(run, sizeof run, "%s/run.yaml", DATA_DIR);
     snprintf(loop, sizeof loop, "%s/loop.yaml", DATA_DIR);
     snprintf(slow, sizeof slow, "%s/slow.yaml", DATA_DIR);
@@ -113,8 +135,16 @@ static int setup(void **st)
              "    - name: slow\n"
              "      kind: sim\n"
              "      sim: {script: %s}\n"
-             "      models: [{name: w1}]\n",
-             run, run, loop, slow);
+             "      models: [{name: w1}]\n"
+             "    - name: mailer\n"
+             "      kind: sim\n"
+             "      sim: {script: %s}\n"
+             "      models: [{name: m1}]\n"
+             "    - name: mailee\n"
+             "      kind: sim\n"
+             "      sim: {script: %s}\n"
+             "      models: [{name: m1}]\n",
+             run, run, loop, slow, snd, rcv);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     write_file(path, yaml);
     char why[1024];
@@ -579,6 +609,63 @@ static void the_loop_breaker_and_the_step_budget(void **st)
     PQfinish(pg);
 }
 
+/* aos-agent's msg_recv is a durable step: the receiver killed -9 after the message was
+ * recorded in its step log and before the ack gets the recorded message back on replay
+ * (nothing received again) and its redelivery, if any, is dropped by id: the message is
+ * handled once, the inbox is left empty. */
+static void kill9_of_the_agent_between_recv_and_ack(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n"
+                           "  - name: mailer\n    program: aos-agent\n    model: mailer/m1\n"
+                           "    args: [--goal, \"tell mailee\"]\n    talks_to: [mailee]\n"
+                           "  - name: mailee\n    program: aos-agent\n    model: mailee/m1\n"
+                           "    args: [--goal, \"read your mail\"]\n    talks_to: [mailer]\n"
+                           "    restart: {policy: on-failure, intensity: 50/60, "
+                           "backoff_min_ms: 50}\n"
+                           "    env: {TEST_CRASH_AT_TURN: \"1:recv\"}\n"),
+                     AOS_OK);
+    const char *n[] = {"mailer", "mailee"};
+    wait_finished(n, 2, 60000);
+    PGconn *pg = pg_open();
+    char s1[32], s2[32];
+    run_state(pg, "mailer", s1, sizeof s1);
+    run_state(pg, "mailee", s2, sizeof s2);
+    if (strcmp(s2, "done"))
+        h_dump_log(H);
+    assert_string_equal(s1, "done");
+    assert_string_equal(s2, "done");   /* each turn's expectation held */
+    /* two receives recorded: the message, then none; nothing recorded twice */
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.step WHERE agent = '%s' AND kind = "
+                               "'msg.recv'", "mailee"), 2);
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.step WHERE agent = '%s' AND kind = "
+                               "'llm'", "mailee"), 3);
+    /* the first receive is the message (from the kernel's word of its sender), the second
+     * none: its redelivery after the crash was not handed out again */
+    assert_int_equal(count(pg, "SELECT count(*) FROM (SELECT data FROM storage.step WHERE agent "
+                               "= '%s' AND kind = 'msg.recv' ORDER BY step LIMIT 1) s WHERE "
+                               "encode(data, 'escape') LIKE '%%\"from\":\"mailer\"%%hello mailee, "
+                               "the facts are ready%%'", "mailee"), 1);
+    assert_int_equal(count(pg, "SELECT count(*) FROM (SELECT data FROM storage.step WHERE agent "
+                               "= '%s' AND kind = 'msg.recv' ORDER BY step DESC LIMIT 1) s "
+                               "WHERE encode(data, 'escape') LIKE '%%no message came within 3 "
+                               "s%%'", "mailee"), 1);
+    /* the model saw the message as the tool's result */
+    assert_true(count(pg, "SELECT count(*) FROM memory.pages WHERE agent_id = '%s' AND body "
+                          "LIKE 'message from mailer (msg): hello mailee%%'", "mailee") >= 1);
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.queue_msg WHERE agent = '%s'",
+                           "mailee"), 0);
+    PQfinish(pg);
+    static char out[1 << 16];
+    const char *lg[] = {"agent", "logs", "mailee", NULL};
+    assert_int_equal(h_aosctl(H, out, sizeof out, lg), 0);
+    assert_non_null(strstr(out, "SIGKILL at turn 1 before the ack"));
+    assert_non_null(strstr(out, "msg_recv (replayed): from mailer"));
+    /* the first incarnation died before it printed its receipt; the second replayed it and
+     * did not receive it again */
+    assert_int_equal(lines_of(out, "msg_recv: from mailer"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +675,7 @@ int main(void)
         cmocka_unit_test(kill9_of_aosd_mid_run),
         cmocka_unit_test(kill9_of_aos_tool_mid_tool_is_interrupted),
         cmocka_unit_test(the_loop_breaker_and_the_step_budget),
+        cmocka_unit_test(kill9_of_the_agent_between_recv_and_ack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

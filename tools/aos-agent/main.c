@@ -23,7 +23,7 @@
  *
  * For the crash tests only: TEST_CRASH_AT_TURN=K[:tool] in its environment makes the
  * first incarnation SIGKILL itself right after turn K's LLM step (with :tool, after its
- * tool steps) was recorded. */
+ * tool steps; with :recv, after a msg_recv step's record, before its ack) was recorded. */
 #include <errno.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -37,6 +37,7 @@
 #include "aos/agent.h"
 #include "aos/envelope.h"
 #include "aos/memory.h"
+#include "aos/msg.h"
 #include "aos/step.h"
 #include "llm.pb-c.h"
 #include "memory.pb-c.h"
@@ -55,6 +56,12 @@
 #define MEM_STORE "memory_store"
 #define MEM_SEARCH "memory_search"
 #define MEM_SHARE "memory_share"
+#define MSG_SEND "msg_send"
+#define MSG_RECV "msg_recv"
+#define RECV_DEFAULT_S 30
+#define RECV_MAX_S 600
+#define RECV_VISIBLE_MS 120000u /* a received message hidden while its step is recorded */
+#define SEEN_MAX 512u           /* message ids of this run's receives, to drop redeliveries */
 
 typedef struct cfg {
     char name[AOS_AGENT_ID_MAX + 1];
@@ -64,6 +71,7 @@ typedef struct cfg {
     size_t ntools;
     uint64_t steps, context_tokens;
     unsigned repeat, max_tokens;
+    size_t ntalks;              /* names in talks_to: the mail tools are offered when > 0 */
 } cfg;
 
 typedef struct agent {
@@ -77,8 +85,11 @@ typedef struct agent {
     char *tool_text;            /* their descriptions, owned here */
     Aos__Tool__ListReply *catalogue;
     long crash_turn;
-    int crash_after_tool;
+    int crash_after_tool;       /* 1: after its tool steps; 2: a msg_recv's record, unacked */
+    long turn;
     uint32_t call_index;        /* the tool call of the current LLM reply being acted on */
+    char seen[SEEN_MAX][2 * AOS_MSG_ID_LEN + 1];   /* a ring of the ids received this run */
+    size_t nseen;
 } agent;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -132,6 +143,8 @@ static int parse_manifest(const char *json, cfg *cf, char *why, size_t whylen)
         if (t)
             cf->tools[cf->ntools++] = dup_capped(t);
     }
+    cf->ntalks = json_array_size(json_object_get(m, "talks_to")) +
+                 json_array_size(json_object_get(m, "subscribes"));
     json_t *args = json_object_get(m, "args");
     size_t na = json_array_size(args);
     int rc = 0;
@@ -230,8 +243,8 @@ static aos_err load_tools(agent *g, char *why, size_t whylen)
         snprintf(why, whylen, "tool.list: not a ListReply");
         return AOS_ERR_PROTO;
     }
-    g->ltools = calloc(g->cf.ntools + 4, sizeof *g->ltools);
-    g->lp = calloc(g->cf.ntools + 4, sizeof *g->lp);
+    g->ltools = calloc(g->cf.ntools + 8, sizeof *g->ltools);
+    g->lp = calloc(g->cf.ntools + 8, sizeof *g->lp);
     if (!g->ltools || !g->lp)
         return AOS_ERR_NOMEM;
     for (size_t i = 0; i < g->cf.ntools; i++) {
@@ -274,8 +287,18 @@ static aos_err load_tools(agent *g, char *why, size_t whylen)
          "{\"type\":\"object\",\"properties\":{\"collection\":{\"type\":\"string\"},"
          "\"agent\":{\"type\":\"string\"}},\"required\":[\"collection\",\"agent\"],"
          "\"additionalProperties\":false}"},
+        {MSG_RECV, "wait for the next message to you (from another agent or an operator), up "
+         "to timeout_s seconds (30 by default): its sender and text, or that none came",
+         "{\"type\":\"object\",\"properties\":{\"timeout_s\":{\"type\":\"integer\"}},"
+         "\"additionalProperties\":false}"},
+        {MSG_SEND, "send a text message to another agent (one your manifest's talks_to names)",
+         "{\"type\":\"object\",\"properties\":{\"to\":{\"type\":\"string\"},"
+         "\"text\":{\"type\":\"string\"}},\"required\":[\"to\",\"text\"],"
+         "\"additionalProperties\":false}"},
     };
     for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++) {
+        if (i >= 3 && !g->cf.ntalks)
+            break;   /* mail tools only for an agent whose manifest names whom it talks to */
         t = &g->ltools[g->nltools];
         aos__llm__tool__init(t);
         t->name = txt(mem[i][0]);
@@ -349,7 +372,8 @@ static void maybe_crash(agent *g, long turn, int after_tool)
 {
     if (g->crash_turn == turn && g->crash_after_tool == after_tool &&
         aos_agent_incarnation(g->a) == 1) {
-        say("test: SIGKILL at turn %ld%s", turn, after_tool ? " after its tools" : "");
+        say("test: SIGKILL at turn %ld%s", turn, after_tool == 2 ? " before the ack"
+            : after_tool ? " after its tools" : "");
         fflush(stdout);
         raise(SIGKILL);
     }
@@ -520,6 +544,205 @@ out:
     return res;
 }
 
+/* ---- mail ------------------------------------------------------------------------------ */
+
+static int seen_has(const agent *g, const char *id)
+{
+    size_t n = g->nseen < SEEN_MAX ? g->nseen : SEEN_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(g->seen[i], id))
+            return 1;
+    return 0;
+}
+
+static void seen_add(agent *g, const char *id)
+{
+    if (!seen_has(g, id))
+        snprintf(g->seen[g->nseen++ % SEEN_MAX], sizeof g->seen[0], "%s", id);
+}
+
+typedef struct recv_ctx {
+    agent *g;
+    uint32_t timeout_ms;
+    aos_msg *m;                 /* the live delivery, acked once its step is recorded */
+} recv_ctx;
+
+static void hex_of(char *out, const uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+    out[2 * n] = 0;
+}
+
+/* The receive of a msg_recv step: the next message not handled in this run yet (a
+ * redelivery of one whose step is recorded, its ack lost at a crash, is acked and
+ * skipped), its outcome as JSON; none in time is the outcome TIMEOUT. */
+static aos_err recv_fn(void *arg, aos_reply *rep)
+{
+    recv_ctx *x = arg;
+    agent *g = x->g;
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    uint64_t t0 = aos_mono_ms();
+    for (;;) {
+        uint64_t now = aos_mono_ms();
+        uint32_t left = now - t0 >= x->timeout_ms ? 0 : x->timeout_ms - (uint32_t)(now - t0);
+        aos_msg *m = NULL;
+        aos_err e = left ? aos_msg_recv(g->a, left, RECV_VISIBLE_MS, &m, why, sizeof why)
+                         : AOS_ERR_TIMEOUT;
+        if (e == AOS_ERR_TIMEOUT) {
+            rep->status = AOS_ERR_TIMEOUT;
+            snprintf(rep->error, sizeof rep->error, "no message came within %u s",
+                     x->timeout_ms / 1000u);
+            return AOS_OK;
+        }
+        if (e) {
+            snprintf(rep->error, sizeof rep->error, "%.900s", why);
+            return e;   /* unrecorded: CANCELLED (a stop), or storage away */
+        }
+        if (seen_has(g, m->id_hex)) {
+            say("msg_recv: %s from %s was handled in this run already: acked again",
+                m->id_hex, m->from);
+            aos_msg_ack(g->a, m, why, sizeof why);
+            aos_msg_free(m);
+            continue;
+        }
+        char rc[33];
+        hex_of(rc, m->receipt, sizeof m->receipt);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s%, s:s, s:I, s:s}", "id", m->id_hex,
+                              "from", m->from, "kind", m->kind, "topic", m->topic, "text",
+                              (const char *)m->body, m->len, "queue", m->queue, "qid",
+                              (json_int_t)m->qid, "receipt", rc);
+        char *d = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (!d) {
+            /* a body jansson will not take (not UTF-8): given back, dead-lettered later */
+            say("msg_recv: %s from %s: its text cannot be handed to the model: given back",
+                m->id_hex, m->from);
+            aos_msg_nack(g->a, m, 1000, why, sizeof why);
+            aos_msg_free(m);
+            continue;
+        }
+        rep->payload = (uint8_t *)d;
+        rep->payload_len = strlen(d);
+        rep->status = AOS_OK;
+        x->m = m;
+        return AOS_OK;
+    }
+}
+
+/* msg_recv: a durable step (aos_step_do): the message is recorded in the step log, then
+ * acked, so a crash in between gives the recorded message on replay and its redelivery
+ * is dropped; msg_send: the message id derived from the step, so a replay or a retry is
+ * the one message the kernel stored already. */
+static char *mail_tool(agent *g, const char *name, const Aos__Llm__ToolCall *tc,
+                       uint64_t pos, int *status)
+{
+    json_error_t je;
+    json_t *a = json_loadb((const char *)tc->arguments.data, tc->arguments.len, 0, &je);
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    char *res = NULL;
+    *status = AOS_OK;
+    if (!strcmp(name, MSG_SEND)) {
+        const char *to = json_string_value(json_object_get(a, "to"));
+        const char *text = json_string_value(json_object_get(a, "text"));
+        if (!to || !text) {
+            res = fmt_dup("%s wants {\"to\": an agent, \"text\": the message}", name);
+            goto out;
+        }
+        uint8_t id[AOS_ID_LEN];
+        aos_step_request_id(aos_run_id(g->run), pos, 3000u + g->call_index, id);
+        aos_msg_send_opts o = {.id = id};
+        uint8_t got[AOS_MSG_ID_LEN];
+        aos_err e = AOS_OK;
+        size_t tl = strnlen(text, AOS_MSG_BODY_MAX);
+        for (int tries = 0; tries < 30; tries++) {
+            e = aos_msg_send(g->a, to, text, tl, &o, got, why, sizeof why);
+            if (e != AOS_ERR_UNAVAILABLE && e != AOS_ERR_TIMEOUT)
+                break;
+            usleep(200000);
+        }
+        if (e == AOS_ERR_UNAVAILABLE || e == AOS_ERR_TIMEOUT || e == AOS_ERR_NOMEM) {
+            *status = e;
+            say("%s to %s: %s: %s", name, to, aos_err_name(e), why);
+            goto out;
+        }
+        char hx[2 * AOS_MSG_ID_LEN + 1];
+        hex_of(hx, got, sizeof got);
+        res = e ? fmt_dup("error %s: %s", aos_err_name(e), why)
+                : fmt_dup("sent to %s (message %s)", to, hx);
+        say("%s to %s: %s", name, to, e ? aos_err_name(e) : hx);
+        goto out;
+    }
+    json_int_t ts = json_integer_value(json_object_get(a, "timeout_s"));
+    if (ts <= 0)
+        ts = RECV_DEFAULT_S;
+    if (ts > RECV_MAX_S)
+        ts = RECV_MAX_S;
+    recv_ctx x = {g, (uint32_t)ts * 1000u, NULL};
+    aos_reply r;
+    aos_err e = aos_step_do(g->run, "msg.recv", recv_fn, &x, &r);
+    if (e == AOS_ERR_TIMEOUT) {
+        res = fmt_dup("no message came within %lld s", (long long)ts);
+        say("%s: none within %lld s", name, (long long)ts);
+    } else if (e) {
+        *status = e;   /* unrecorded (a stop, storage away) or the log diverged: stop */
+        say("%s: %s: %s", name, aos_err_name(e), r.error);
+    } else {
+        json_t *m = json_loadb((const char *)r.payload, r.payload_len, 0, &je);
+        const char *id = json_string_value(json_object_get(m, "id"));
+        const char *from = json_string_value(json_object_get(m, "from"));
+        const char *kind = json_string_value(json_object_get(m, "kind"));
+        const char *text = json_string_value(json_object_get(m, "text"));
+        if (!id || !from || !text) {
+            *status = AOS_ERR_PROTO;
+            say("%s: the recorded message cannot be read", name);
+        } else {
+            if (x.m)
+                maybe_crash(g, g->turn, 2);
+            aos_msg del;
+            memset(&del, 0, sizeof del);
+            if (x.m) {
+                del = *x.m;   /* the live delivery's handle */
+            } else {
+                /* replayed: its recorded delivery handle (stale when it was delivered again:
+                 * then the redelivery is dropped by id) */
+                const char *q = json_string_value(json_object_get(m, "queue"));
+                const char *rc = json_string_value(json_object_get(m, "receipt"));
+                snprintf(del.queue, sizeof del.queue, "%s", q ? q : "inbox");
+                del.qid = (uint64_t)json_integer_value(json_object_get(m, "qid"));
+                for (size_t i = 0; rc && i < sizeof del.receipt && rc[2 * i] && rc[2 * i + 1];
+                     i++) {
+                    unsigned v;
+                    if (sscanf(rc + 2 * i, "%2x", &v) == 1)
+                        del.receipt[i] = (uint8_t)v;
+                }
+            }
+            del.body = NULL;
+            aos_err ae = AOS_OK;
+            for (int tries = 0; tries < 30; tries++) {
+                ae = aos_msg_ack(g->a, &del, why, sizeof why);
+                if (ae != AOS_ERR_UNAVAILABLE && ae != AOS_ERR_TIMEOUT)
+                    break;
+                usleep(200000);
+            }
+            if (ae && ae != AOS_ERR_NOT_FOUND)
+                say("%s: ack of %s: %s: %s (it comes again and is dropped by id)", name, id,
+                    aos_err_name(ae), why);
+            seen_add(g, id);
+            res = fmt_dup("message from %s (%s): %s", from, kind ? kind : "msg", text);
+            char l[160];
+            line_of(l, sizeof l, (const uint8_t *)text, strlen(text), 120);
+            say("%s%s: from %s: %s", name, x.m ? "" : " (replayed)", from, l);
+        }
+        json_decref(m);
+    }
+    aos_reply_clear(&r);
+    aos_msg_free(x.m);
+out:
+    json_decref(a);
+    return res;
+}
+
 /* The tool call's result as text for the model; *status its outcome. */
 static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *status)
 {
@@ -543,6 +766,8 @@ static char *act(agent *g, const Aos__Llm__ToolCall *tc, uint64_t pos, int *stat
     }
     if (!strcmp(name, MEM_STORE) || !strcmp(name, MEM_SEARCH) || !strcmp(name, MEM_SHARE))
         return memory_tool(g, name, tc, pos, status);
+    if (!strcmp(name, MSG_SEND) || !strcmp(name, MSG_RECV))
+        return mail_tool(g, name, tc, pos, status);
     Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
     q.agent = txt(g->cf.name);
     q.tool = tc->name;
@@ -646,6 +871,7 @@ static int run_loop(agent *g)
             rc = finish(g, AOS_RUN_FAILED, reason);
             goto out;
         }
+        g->turn = turn;
         aos_agent_action act_now;
         aos_err e = aos_agent_step(g->a, &act_now, why, sizeof why);
         if (e) {
@@ -737,6 +963,11 @@ static int run_loop(agent *g)
             char *res = act(g, tc, aos_run_position(g->run) + 1, &st);
             if (!res) {
                 aos__llm__chat_reply__free_unpacked(cr, NULL);
+                if (st == AOS_ERR_CANCELLED) {
+                    say("stop asked while waiting for mail: run %s stays resumable",
+                        aos_run_id(g->run));
+                    rc = 0;
+                }
                 goto out;   /* unrecorded or unreadable: a restart resumes here */
             }
             char src[96];
@@ -782,7 +1013,7 @@ int main(int argc, char **argv)
     if (ct && *ct) {
         char *end;
         g.crash_turn = strtol(ct, &end, 10);
-        g.crash_after_tool = !strcmp(end, ":tool");
+        g.crash_after_tool = !strcmp(end, ":tool") ? 1 : !strcmp(end, ":recv") ? 2 : 0;
     }
     rc = 1;
     int resumed = 0;

@@ -109,6 +109,17 @@ aos_err aos_step_call(aos_run *r, const char *kind, const char *method, aos_step
                       const void *req, size_t len, aos_step_build_fn build, void *arg,
                       uint32_t timeout_ms, aos_reply *reply);
 
+/* A step whose outcome a function makes (not one call: a receive that waits for mail, a
+ * read of several calls) as a step of kind (AOS_STEP_AFTER's rules): found in the log, the
+ * recorded outcome comes back and fn is not called; else fn(arg, reply) fills reply (its
+ * status, error and payload: the outcome) and returns AOS_OK to have it recorded before
+ * this returns (the outcome's status is returned), or an error: a failure to make the
+ * outcome, returned unrecorded (the next try is the same step). A crash between fn and the
+ * record calls fn again: what it does must be safe to do twice (a receive whose message
+ * stays in the inbox until it is acked after the record is). */
+typedef aos_err (*aos_step_fn)(void *arg, aos_reply *reply);
+aos_err aos_step_do(aos_run *r, const char *kind, aos_step_fn fn, void *arg, aos_reply *reply);
+
 /* The request id of step `position` (1, 2, ...) of run: derived, so a retry after a crash
  * sends the same one. For other idempotent writes an agent makes in that step, salt
  * tells them apart (0 is the step's own call). */
