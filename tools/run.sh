@@ -55,8 +55,8 @@ llm_hello() {
     "${aosctl[@]}" llm test sim "hello" || echo "run.sh: the LLM gateway did not answer" >&2
 }
 
-# ---- the demo (tools/demo): three aos-agent runs cooperating through tools and shared
-# memory collections on the offline sim provider; progress lines, then a summary.
+# ---- the demo (tools/demo): three aos-agent runs cooperating through tools, shared memory
+# collections and messages on the offline sim provider; progress lines, then a summary.
 demo_agents=(gatherer writer reviewer)
 demo() {
     echo
@@ -103,6 +103,7 @@ demo() {
     wrun=$("${aosctl[@]}" agent runs writer 2>/dev/null | awk 'NR == 2 {print $1}')
     echo "The decision trace:          aosctl audit trace --run ${wrun:-RUN}   (or --agent writer)"
     echo "Its runs, durable steps:     aosctl agent runs writer"
+    echo "The mail (inbox, dead):      aosctl msg ls writer"
 }
 
 if "${aosctl[@]}" status >/dev/null 2>&1; then

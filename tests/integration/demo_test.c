@@ -1,5 +1,5 @@
-/* The demo of tools/demo (three aos-agent runs cooperating through tools and shared memory
- * collections on the sim) runs to its end, also while aos-llm, aos-tool and aos-storage are
+/* The demo of tools/demo (three aos-agent runs cooperating through tools, shared memory
+ * collections and messages on the sim) runs to its end, also while aos-llm, aos-tool and aos-storage are
  * each killed -9 once during it. */
 #include <setjmp.h>
 #include <signal.h>
@@ -142,6 +142,35 @@ static void wait_done(unsigned ms)
     }
 }
 
+/* The agent's n-th msg.recv step (1, 2, ...) holds a message from `from` whose text has
+ * `text` (the step log's record of what it received). */
+static int received(const char *agent, int n, const char *from, const char *text)
+{
+    char sql[768];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT data FROM storage.step WHERE agent "
+             "= '%s' AND kind = 'msg.recv' ORDER BY step OFFSET %d LIMIT 1) s WHERE "
+             "encode(data, 'escape') LIKE '%%\"from\":\"%s\"%%' AND encode(data, 'escape') "
+             "LIKE '%%%s%%'", agent, n - 1, from, text);
+    return count(sql) == 1;
+}
+
+/* The messages: the gatherer's word to the writer, the report back and forth once, each
+ * received once (one msg.recv step each) and acked (the inboxes are empty). */
+static void check_mail(void)
+{
+    assert_true(count("SELECT count(*) FROM storage.step WHERE agent = 'writer' AND kind = "
+                      "'msg.recv'") == 3);
+    assert_true(count("SELECT count(*) FROM storage.step WHERE agent = 'reviewer' AND kind = "
+                      "'msg.recv'") == 2);
+    assert_true(received("writer", 1, "gatherer", "facts ready"));
+    assert_true(received("reviewer", 1, "writer", "report.md v1 is ready"));
+    assert_true(received("writer", 2, "reviewer", "add a conclusion"));
+    assert_true(received("reviewer", 2, "writer", "report.md v2 has a conclusion"));
+    assert_true(received("writer", 3, "reviewer", "report.md v2 approved"));
+    assert_true(count("SELECT count(*) FROM storage.queue_msg WHERE agent IN ('gatherer', "
+                      "'writer', 'reviewer')") == 0);
+}
+
 static void check_outputs(void)
 {
     char p[256];
@@ -149,6 +178,7 @@ static void check_outputs(void)
     char *rep = slurp(p, NULL);
     assert_non_null(rep);
     assert_non_null(strstr(rep, "# aos in four facts"));
+    assert_non_null(strstr(rep, "## Conclusion"));   /* the revision the reviewer asked for */
     free(rep);
     snprintf(p, sizeof p, "%s/workspaces/reviewer/review.md", DATA_DIR);
     char *rev = slurp(p, NULL);
@@ -160,8 +190,9 @@ static void check_outputs(void)
     assert_true(count("SELECT count(*) FROM storage.step WHERE agent = 'writer' AND kind = "
                       "'memory.search'") == 1);
     assert_true(count("SELECT count(*) FROM storage.step WHERE agent = 'reviewer' AND kind = "
-                      "'memory.search'") == 2);
+                      "'memory.search'") == 3);
     assert_true(count("SELECT count(*) FROM memory.chunks WHERE agent_id = 'gatherer'") >= 1);
+    check_mail();
 }
 
 static void the_demo_runs_to_its_end(void **st)
@@ -216,6 +247,7 @@ static void the_demo_survives_kill9_of_llm_tool_and_storage(void **st)
     char *rev = slurp(p, NULL);
     assert_non_null(rev);
     free(rev);
+    check_mail();   /* no message lost or handled twice across the kill -9s */
 }
 
 int main(void)
