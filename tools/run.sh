@@ -73,12 +73,33 @@ demo() {
         echo "  (the demo ran before on this aosd: its finished runs are not run twice; the" \
              "summary of those runs follows)"
     fi
-    local t0=$SECONDS last="" now states
+    # On a terminal a live view: the agents' rows of aosctl ps and each one's last log line,
+    # redrawn in place; else (CI, a pipe) a progress line whenever something changes.
+    local t0=$SECONDS last="" now states view drawn=0 live=0 cols=80
+    if [ -t 1 ]; then
+        live=1
+        cols=$(tput cols 2>/dev/null || echo 80)
+    fi
     while :; do
-        now=$("${aosctl[@]}" ps 2>/dev/null | awk 'NR > 1 && ($1 == "gatherer" || $1 == "writer" || $1 == "reviewer") {printf "%s %s step %s, %s tokens; ", $1, $2, $4, $5}')
-        if [ "$now" != "$last" ]; then
-            echo "  [$((SECONDS - t0))s] $now"
-            last=$now
+        if [ "$live" = 1 ]; then
+            view=$(
+                echo "  the demo, live ($((SECONDS - t0)) s):"
+                "${aosctl[@]}" ps 2>/dev/null | awk 'NR == 1 || $1 == "gatherer" || $1 == "writer" || $1 == "reviewer"' | sed 's/^/  /'
+                for a in "${demo_agents[@]}"; do
+                    printf '  %-9s %s\n' "$a:" "$("${aosctl[@]}" agent logs "$a" --bytes 2048 2>/dev/null | grep -v '^ *$' | tail -1)"
+                done
+            )
+            # lines cut to the terminal's width: a wrapped line would break the redraw
+            view=$(cut -c1-$((cols > 20 ? cols - 1 : 79)) <<<"$view")
+            [ "$drawn" -gt 0 ] && printf '\033[%dA\033[J' "$drawn"
+            printf '%s\n' "$view"
+            drawn=$(printf '%s\n' "$view" | wc -l)
+        else
+            now=$("${aosctl[@]}" ps 2>/dev/null | awk 'NR > 1 && ($1 == "gatherer" || $1 == "writer" || $1 == "reviewer") {printf "%s %s step %s, %s tokens; ", $1, $2, $4, $5}')
+            if [ "$now" != "$last" ]; then
+                echo "  [$((SECONDS - t0))s] $now"
+                last=$now
+            fi
         fi
         states=$(for a in "${demo_agents[@]}"; do "${aosctl[@]}" agent runs "$a" 2>/dev/null | awk 'NR == 2 {print $2}'; done | tr '\n' ' ')
         if ! grep -q running <<<"$states" && [ "$(wc -w <<<"$states")" = 3 ]; then
