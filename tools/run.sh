@@ -2,7 +2,7 @@
 # Installs dependencies, builds aos, starts aosd in the background on the default data dir,
 # shows `aosctl status`, then runs the demo (tools/demo: three cooperating agents) and
 # prints its summary. Idempotent: if aosd already serves that data dir, it shows it and
-# applies the demo again (agents whose runs finished are not run twice).
+# runs the demo again (each agent asked for a new run).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,10 +69,24 @@ demo() {
     local out
     out=$("${aosctl[@]}" apply -f tools/demo/deploy.yaml) || { echo "run.sh: apply failed" >&2; return 1; }
     echo "$out"
-    if grep -q ' 0 created, 0 updated' <<<"$out"; then
-        echo "  (the demo ran before on this aosd: its finished runs are not run twice; the" \
-             "summary of those runs follows)"
-    fi
+    # Run again on this aosd: the agents' runs finished before, and a restart alone resumes a
+    # finished run (nothing to do). aos-agent starts a new run when asked (kv aos.run.again),
+    # with its prompt from that run's first page on, so the scripts count their turns anew.
+    local a st again=0 old_runs=""
+    for a in "${demo_agents[@]}"; do
+        st=$("${aosctl[@]}" agent runs "$a" 2>/dev/null | awk '/\(current\)/ {print $2}')
+        if [ -n "$st" ] && [ "$st" != running ]; then
+            # the finished run: the demo is done once a new one replaced it and finished
+            old_runs+=" $("${aosctl[@]}" agent runs "$a" 2>/dev/null | awk '/\(current\)/ {print $1}')"
+            "${aosctl[@]}" kv put "$a" aos.run.again "$(date +%s)" >/dev/null
+            "${aosctl[@]}" agent restart "$a" >/dev/null
+            again=1
+        elif [ "$st" = running ] && "${aosctl[@]}" ps 2>/dev/null | awk -v a="$a" '$1 == a && $3 == "-" {f = 1} END {exit !f}'; then
+            # an unfinished run whose process is gone (stopped): started again, it resumes
+            "${aosctl[@]}" agent restart "$a" >/dev/null
+        fi
+    done
+    [ "$again" = 1 ] && echo "  (the demo ran before on this aosd: its agents were asked for new runs)"
     # On a terminal a live view: the agents' rows of aosctl ps and each one's last log line,
     # redrawn in place; else (CI, a pipe) a progress line whenever something changes.
     local t0=$SECONDS last="" now states view drawn=0 live=0 cols=80
@@ -101,7 +115,8 @@ demo() {
                 last=$now
             fi
         fi
-        states=$(for a in "${demo_agents[@]}"; do "${aosctl[@]}" agent runs "$a" 2>/dev/null | awk 'NR == 2 {print $2}'; done | tr '\n' ' ')
+        # each agent's current run, "running" while it is one of before the ask
+        states=$(for a in "${demo_agents[@]}"; do "${aosctl[@]}" agent runs "$a" 2>/dev/null | awk -v old="$old_runs" '/\(current\)/ {print (index(old, $1) ? "running" : $2)}'; done | tr '\n' ' ')
         if ! grep -q running <<<"$states" && [ "$(wc -w <<<"$states")" = 3 ]; then
             break
         fi
@@ -115,13 +130,13 @@ demo() {
     echo "The demo ran in $((SECONDS - t0)) s (runs: $states):"
     "${aosctl[@]}" ps | awk 'NR == 1 || $1 == "gatherer" || $1 == "writer" || $1 == "reviewer"'
     for a in "${demo_agents[@]}"; do
-        "${aosctl[@]}" agent runs "$a" | awk -v a="$a" 'NR == 2 {$1 = a ": run " $1; print}'
+        "${aosctl[@]}" agent runs "$a" | awk -v a="$a" '/\(current\)/ {$1 = a ": run " $1; print}'
     done
     echo "The report:  $dir/workspaces/writer/report.md (the review: $dir/workspaces/reviewer/review.md)"
     [ -f "$dir/workspaces/writer/report.md" ] && sed 's/^/    /' "$dir/workspaces/writer/report.md"
     echo "Each agent's steps:          aosctl agent logs writer"
     local wrun
-    wrun=$("${aosctl[@]}" agent runs writer 2>/dev/null | awk 'NR == 2 {print $1}')
+    wrun=$("${aosctl[@]}" agent runs writer 2>/dev/null | awk '/\(current\)/ {print $1}')
     echo "The decision trace:          aosctl audit trace --run ${wrun:-RUN}   (or --agent writer)"
     echo "Its runs, durable steps:     aosctl agent runs writer"
     echo "The mail (inbox, dead):      aosctl msg ls writer"

@@ -276,7 +276,8 @@ static void workspace(const char *agent, char *out, size_t cap)
 }
 
 /* The durable state that must not depend on crashes, ids and timestamps aside (the run id,
- * page ids and created times are not in it; tool results lose duration_ms and
+ * also in each run's first page, page ids and created times are not in it; tool results
+ * lose duration_ms and
  * peak_rss_kb): the step log's kinds in order, the memory pages' kinds and texts, the
  * workspace files. */
 typedef struct state {
@@ -290,8 +291,9 @@ static void state_of(const char *agent, state *s)
     text_of(pg, s->steps, sizeof s->steps, "SELECT string_agg(kind, ',' ORDER BY step) FROM storage.step WHERE agent = "
                 "'%s'", agent);
     text_of(pg, s->memory, sizeof s->memory,
-            "SELECT md5(string_agg(kind || ':' || regexp_replace(body, "
-            "'\"(duration_ms|peak_rss_kb)\":[0-9]+', '', 'g'), '|' ORDER BY page_id)) || "
+            "SELECT md5(string_agg(kind || ':' || regexp_replace(regexp_replace(body, "
+            "'\"(duration_ms|peak_rss_kb)\":[0-9]+', '', 'g'), 'r-[0-9a-f]{32}', 'r-ID', 'g'), "
+            "'|' ORDER BY page_id)) || "
             "':' || count(*) FROM memory.pages WHERE agent_id = '%s'", agent);
     s->paid = count(pg, "SELECT count(*) FROM llm.calls WHERE agent = '%s'", agent);
     s->paid_ids = count(pg, "SELECT count(DISTINCT request_id) FROM llm.calls WHERE agent = "
@@ -666,6 +668,60 @@ static void kill9_of_the_agent_between_recv_and_ack(void **st)
     assert_int_equal(lines_of(out, "msg_recv: from mailer"), 0);
 }
 
+/* A finished run is not run again by a restart, unless an operator asks for a new run
+ * (kv aos.run.again, then aosctl agent restart): a fresh run, whose prompt starts at its
+ * own first page (the sim's turns count from 1 again: the earlier run's turns in the
+ * window would run the 2-turn script off its end). */
+static void a_new_run_when_asked(void **st)
+{
+    (void)st;
+    static char out[1 << 16];
+    const char *rs[] = {"agent", "restart", "mailer", NULL};
+    const char *runs[] = {"--json", "agent", "runs", "mailer", NULL};
+    PGconn *pg = pg_open();
+    long long llm0 = count(pg, "SELECT count(*) FROM storage.step WHERE agent = 'mailer' AND "
+                               "kind = 'llm'");
+    /* a restart alone: the finished run stays finished, nothing is asked again */
+    assert_int_equal(h_aosctl(H, out, sizeof out, rs), 0);
+    usleep(1500000);
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.step WHERE agent = 'mailer' AND "
+                               "kind = 'llm'"), llm0);
+    const char *put[] = {"kv", "put", "mailer", "aos.run.again", "1", NULL};
+    assert_int_equal(h_aosctl(H, out, sizeof out, put), 0);
+    assert_int_equal(h_aosctl(H, out, sizeof out, rs), 0);
+    uint64_t end = aos_mono_ms() + 30000;
+    while (count(pg, "SELECT count(*) FROM storage.step WHERE agent = 'mailer' AND kind = "
+                     "'llm'") < llm0 + 2) {
+        if (aos_mono_ms() > end) {
+            h_dump_log(H);
+            fail_msg("mailer: no second run");
+        }
+        usleep(100000);
+    }
+    const char *n[] = {"mailer"};
+    wait_finished(n, 1, 30000);
+    char s1[32];
+    run_state(pg, "mailer", s1, sizeof s1);
+    assert_string_equal(s1, "done");
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.step WHERE agent = 'mailer' AND "
+                               "kind = 'llm'"), llm0 + 2);
+    /* the ask was used up: another restart does not start a third run */
+    assert_int_equal(count(pg, "SELECT count(*) FROM storage.kv WHERE agent = 'mailer' AND "
+                               "key = convert_to('aos.run.again', 'UTF8')"), 0);
+    PQfinish(pg);
+    assert_int_equal(h_aosctl(H, out, sizeof out, runs), 0);
+    json_error_t je;
+    json_t *d = json_loads(out, 0, &je);
+    assert_non_null(d);
+    json_t *arr = json_is_array(d) ? d : json_object_get(d, "runs");
+    assert_int_equal(json_array_size(arr), 2);
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r)
+        assert_string_equal(json_string_value(json_object_get(r, "state")), "done");
+    json_decref(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -676,6 +732,7 @@ int main(void)
         cmocka_unit_test(kill9_of_aos_tool_mid_tool_is_interrupted),
         cmocka_unit_test(the_loop_breaker_and_the_step_budget),
         cmocka_unit_test(kill9_of_the_agent_between_recv_and_ack),
+        cmocka_unit_test(a_new_run_when_asked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -39,6 +39,7 @@
 #include "aos/memory.h"
 #include "aos/msg.h"
 #include "aos/step.h"
+#include "aos/storage.h"
 #include "llm.pb-c.h"
 #include "memory.pb-c.h"
 #include "tool.pb-c.h"
@@ -56,6 +57,8 @@
 #define MEM_STORE "memory_store"
 #define MEM_SEARCH "memory_search"
 #define MEM_SHARE "memory_share"
+#define RUN_AGAIN_KEY "aos.run.again"   /* an operator's ask for a new run (kv, any value) */
+#define RUN_MARK "[run %s begins]"      /* the first page of each run: its prompt starts there */
 #define MSG_SEND "msg_send"
 #define MSG_RECV "msg_recv"
 #define RECV_DEFAULT_S 30
@@ -349,21 +352,61 @@ static aos_err build_chat(void *arg, uint8_t **buf, size_t *len)
         say("memory.assemble: %s: %s", aos_err_name(e), why);
         return e;
     }
+    /* The window holds the agent's earlier runs too: this run's prompt is its system
+     * messages (the same goal: told once) and what came from this run's first page on. */
+    char mark[AOS_RUN_ID_MAX + 32];
+    snprintf(mark, sizeof mark, RUN_MARK, aos_run_id(g->run));
+    size_t from = 0, ml = strlen(mark);
+    for (size_t i = 0; i < pr->n_messages; i++) {
+        const Aos__Llm__Message *m = pr->messages[i];
+        for (size_t k = 0; m && k < m->n_content; k++)
+            if (m->content[k]->text.len >= ml &&
+                memmem(m->content[k]->text.data, m->content[k]->text.len, mark, ml))
+                from = i;
+    }
+    Aos__Llm__Message **kept = calloc(pr->n_messages + 1, sizeof *kept);
+    if (!kept) {
+        aos_mem_prompt_free(pr);
+        return AOS_ERR_NOMEM;
+    }
+    size_t nk = 0;
+    uint32_t bp = 0;
+    for (size_t i = 0; i < pr->n_messages; i++) {
+        Aos__Llm__Message *m = pr->messages[i];
+        int keep = i >= from;
+        if (!keep && m && m->role == AOS__LLM__ROLE__SYSTEM) {
+            keep = 1;   /* unless the same text is kept already */
+            for (size_t j = 0; j < nk && keep; j++)
+                if (kept[j]->role == AOS__LLM__ROLE__SYSTEM && kept[j]->n_content == 1 &&
+                    m->n_content == 1 &&
+                    kept[j]->content[0]->text.len == m->content[0]->text.len &&
+                    !memcmp(kept[j]->content[0]->text.data, m->content[0]->text.data,
+                            m->content[0]->text.len))
+                    keep = 0;
+        }
+        if (keep && m) {
+            kept[nk++] = m;
+            if (i < pr->cache_breakpoint)
+                bp = (uint32_t)nk;
+        }
+    }
     Aos__Llm__ChatRequest q = AOS__LLM__CHAT_REQUEST__INIT;
     q.model = txt(g->cf.model);
-    q.n_messages = pr->n_messages;
-    q.messages = pr->messages;
-    q.cache_breakpoint = pr->cache_breakpoint;
+    q.n_messages = nk;
+    q.messages = kept;
+    q.cache_breakpoint = bp;
     q.n_tools = g->nltools;
     q.tools = g->lp;
     q.max_tokens = g->cf.max_tokens;
     *len = aos__llm__chat_request__get_packed_size(&q);
     *buf = malloc(*len ? *len : 1);
     if (!*buf) {
+        free(kept);
         aos_mem_prompt_free(pr);
         return AOS_ERR_NOMEM;
     }
     aos__llm__chat_request__pack(&q, *buf);
+    free(kept);
     aos_mem_prompt_free(pr);
     return AOS_OK;
 }
@@ -1021,6 +1064,36 @@ int main(int argc, char **argv)
         say("aos-agent %s: the run: %s: %s", g.cf.name, aos_err_name(e), why);
         goto out;
     }
+    /* A finished run stays finished across restarts, unless an operator asked for a new
+     * one (kv RUN_AGAIN_KEY): then a fresh run, and the ask is deleted once it is open (a
+     * crash in between resumes the fresh run, which is current by then). */
+    aos_call_opts ko = {.timeout_ms = CALL_MS};
+    uint8_t *again = NULL;
+    size_t againl = 0;
+    aos_err ge = aos_kv_get(g.c, &ko, RUN_AGAIN_KEY, &again, &againl, NULL, why, sizeof why);
+    free(again);
+    if (ge != AOS_OK && ge != AOS_ERR_NOT_FOUND) {
+        say("aos-agent %s: %s: %s: %s", g.cf.name, RUN_AGAIN_KEY, aos_err_name(ge), why);
+        goto out;
+    }
+    if (aos_run_state_of(g.run) != AOS_RUN_RUNNING && ge == AOS_OK) {
+        say("run %s finished before (%s); a new run is asked", aos_run_id(g.run),
+            aos_run_state_name(aos_run_state_of(g.run)));
+        aos_run_close(g.run);
+        g.run = NULL;
+        if ((e = aos_run_open(g.c, NULL, 1, &g.run, &resumed, why, sizeof why))) {
+            say("aos-agent %s: a new run: %s: %s", g.cf.name, aos_err_name(e), why);
+            goto out;
+        }
+        resumed = 0;
+    }
+    if (ge == AOS_OK && aos_run_state_of(g.run) == AOS_RUN_RUNNING) {
+        e = aos_kv_delete(g.c, &ko, RUN_AGAIN_KEY, NULL, why, sizeof why);
+        if (e && e != AOS_ERR_NOT_FOUND) {
+            say("aos-agent %s: %s: %s: %s", g.cf.name, RUN_AGAIN_KEY, aos_err_name(e), why);
+            goto out;
+        }
+    }
     if (aos_run_state_of(g.run) != AOS_RUN_RUNNING) {
         say("run %s finished before (%s): nothing to do", aos_run_id(g.run),
             aos_run_state_name(aos_run_state_of(g.run)));
@@ -1043,7 +1116,10 @@ int main(int argc, char **argv)
              "step at a time; keep your todo list current with " TODO_TOOL "; when the goal "
              "is reached, answer with a short summary and call no tool.",
              g.cf.system ? g.cf.system : "You are an agent running on aos.", g.cf.goal);
-    if (page(&g, 0, 1, AOS_MEM_SYSTEM, NULL, sys, strlen(sys)) ||
+    char mark[AOS_RUN_ID_MAX + 32];
+    snprintf(mark, sizeof mark, RUN_MARK, aos_run_id(g.run));
+    if (page(&g, 0, 4, AOS_MEM_USER, NULL, mark, strlen(mark)) ||
+        page(&g, 0, 1, AOS_MEM_SYSTEM, NULL, sys, strlen(sys)) ||
         page(&g, 0, 2, AOS_MEM_TODO, NULL, g.cf.todo ? g.cf.todo : "1. work towards the goal",
              strlen(g.cf.todo ? g.cf.todo : "1. work towards the goal")) ||
         page(&g, 0, 3, AOS_MEM_USER, NULL, g.cf.goal, strlen(g.cf.goal)))
