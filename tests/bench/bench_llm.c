@@ -187,59 +187,10 @@ static double idle_pct(const result *r)
 
 /* ---- the endpoint ---------------------------------------------------------------------- */
 
-typedef struct endpoint {
-    pid_t pid;
-    int port;
-    int stdin_w; /* its stdin: closing it ends the endpoint (--stdin-eof), also if we die */
-} endpoint;
+typedef h_endpoint endpoint;
 
-static int ep_start(endpoint *ep)
-{
-    char bin[4096];
-    snprintf(bin, sizeof bin, "%s", h_bin("aos-test-llm-endpoint"));
-    int out[2], in[2];
-    if (pipe2(out, O_CLOEXEC) || pipe2(in, O_CLOEXEC))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        /* no --log: a line per request would be part of what is measured */
-        execl(bin, bin, "--port", "0", "--stdin-eof", "--max-s", "3600", (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    FILE *f = fdopen(out[0], "r");
-    int port = 0;
-    if (!f || fscanf(f, "port %d", &port) != 1 || port <= 0) {
-        fprintf(stderr, "bench_llm: %s did not say its port\n", bin);
-        close(in[1]);
-        waitpid(pid, NULL, 0);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    ep->pid = pid;
-    ep->port = port;
-    ep->stdin_w = in[1];
-    return 0;
-}
-
-static void ep_stop(endpoint *ep)
-{
-    close(ep->stdin_w);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(ep->pid, NULL, WNOHANG) == ep->pid)
-            return;
-        usleep(20000);
-    }
-    kill(ep->pid, SIGKILL);
-    waitpid(ep->pid, NULL, 0);
-}
+static int ep_start(endpoint *ep) { return h_endpoint_start(ep, NULL); }
+static void ep_stop(endpoint *ep) { h_endpoint_stop(ep); }
 
 /* ---- (a) the plain client: one libcurl multi handle, straight to the endpoint ---------- */
 

@@ -415,68 +415,25 @@ static void finished(agent *a)
 
 /* ---- the endpoint ---------------------------------------------------------------------- */
 
-typedef struct endpoint {
-    pid_t pid;
-    int port;
-    int stdin_w; /* its stdin: closing it ends the endpoint (--stdin-eof), also if we die */
-} endpoint;
+typedef h_endpoint endpoint;
 
 static uint32_t g_rpm, g_tpm;
 
+/* the provider: the limits aosd gets too, the pacing of LATENCY_MS and GAP_MS */
 static int ep_start(endpoint *ep, unsigned conc)
 {
-    char bin[4096], c[16], r[16], t[16], l[16], gp[16];
-    snprintf(bin, sizeof bin, "%s", h_bin("aos-test-llm-endpoint"));
+    char c[16], r[16], t[16], l[16], gp[16];
     snprintf(c, sizeof c, "%u", conc);
     snprintf(r, sizeof r, "%u", g_rpm);
     snprintf(t, sizeof t, "%u", g_tpm);
     snprintf(l, sizeof l, "%u", LATENCY_MS);
     snprintf(gp, sizeof gp, "%u", GAP_MS);
-    int out[2], in[2];
-    if (pipe2(out, O_CLOEXEC) || pipe2(in, O_CLOEXEC))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        /* no --log: a line per request would be part of what is measured */
-        execl(bin, bin, "--port", "0", "--stdin-eof", "--max-s", "3600", "--expect-key", KEY,
-              "--max-concurrency", c, "--rpm", r, "--tpm", t, "--latency-ms", l, "--gap-ms",
-              gp, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    FILE *f = fdopen(out[0], "r");
-    int port = 0;
-    if (!f || fscanf(f, "port %d", &port) != 1 || port <= 0) {
-        fprintf(stderr, "bench_sched: %s did not say its port\n", bin);
-        close(in[1]);
-        waitpid(pid, NULL, 0);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    fclose(f);
-    ep->pid = pid;
-    ep->port = port;
-    ep->stdin_w = in[1];
-    return 0;
+    const char *args[] = {"--expect-key", KEY, "--max-concurrency", c, "--rpm", r, "--tpm", t,
+                          "--latency-ms", l, "--gap-ms", gp, NULL};
+    return h_endpoint_start(ep, args);
 }
 
-static void ep_stop(endpoint *ep)
-{
-    close(ep->stdin_w);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(ep->pid, NULL, WNOHANG) == ep->pid)
-            return;
-        usleep(20000);
-    }
-    kill(ep->pid, SIGKILL);
-    waitpid(ep->pid, NULL, 0);
-}
+static void ep_stop(endpoint *ep) { h_endpoint_stop(ep); }
 
 typedef struct membuf {
     char b[4096];

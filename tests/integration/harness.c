@@ -784,6 +784,58 @@ void h_stop_keep(h_aosd *h, char *dir, size_t cap)
     h_free(h, 0);
 }
 
+int h_endpoint_start(h_endpoint *ep, const char *const *extra_args)
+{
+    char bin[PATH_MAX];
+    snprintf(bin, sizeof bin, "%s", h_bin("aos-test-llm-endpoint"));
+    const char *argv[H_ARGS_MAX + 8] = {bin, "--port", "0", "--stdin-eof", "--max-s", "3600"};
+    size_t n = 6;
+    for (size_t i = 0; extra_args && extra_args[i] && n < H_ARGS_MAX + 7; i++)
+        argv[n++] = extra_args[i];
+    argv[n] = NULL;
+    int out[2], in[2];
+    if (pipe2(out, O_CLOEXEC) || pipe2(in, O_CLOEXEC))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    FILE *f = fdopen(out[0], "r");
+    int port = 0;
+    if (!f || fscanf(f, "port %d", &port) != 1 || port <= 0) {
+        fprintf(stderr, "h_endpoint_start: %s did not say its port\n", bin);
+        close(in[1]);
+        waitpid(pid, NULL, 0);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    ep->pid = pid;
+    ep->port = port;
+    ep->stdin_w = in[1];
+    return 0;
+}
+
+void h_endpoint_stop(h_endpoint *ep)
+{
+    close(ep->stdin_w);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(ep->pid, NULL, WNOHANG) == ep->pid)
+            return;
+        usleep(20000);
+    }
+    kill(ep->pid, SIGKILL);
+    waitpid(ep->pid, NULL, 0);
+}
+
 void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap)
 {
     int st;

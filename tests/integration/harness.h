@@ -64,6 +64,19 @@ void h_stop_keep(h_aosd *h, char *dir, size_t cap);
  * is kept and nothing aosd started is left running. */
 h_aosd *h_start_on(const char *dir, const char *const *extra_args, uint32_t timeout_ms,
                    char *why, size_t whylen);
+/* tests/llm_endpoint's aos-test-llm-endpoint on a free port of 127.0.0.1, with --stdin-eof
+ * (it ends when its stdin, ours, closes: also when we die), --max-s 3600 and no --log (a
+ * line per request would be part of what a benchmark measures), plus extra_args
+ * (NULL-terminated, may be NULL). 0, or -1 with the reason on stderr. */
+typedef struct h_endpoint {
+    pid_t pid;
+    int port;
+    int stdin_w;
+} h_endpoint;
+int h_endpoint_start(h_endpoint *ep, const char *const *extra_args);
+/* Closes its stdin, waits up to 2 s, then SIGKILL. */
+void h_endpoint_stop(h_endpoint *ep);
+
 /* aosd exits by itself (aosctl shutdown): wait up to timeout_ms, want exit 0 and nothing it
  * started left running; h is freed, the data dir kept (its path into dir). */
 void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap);
