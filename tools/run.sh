@@ -3,6 +3,8 @@
 # shows `aosctl status`, then runs the demo (tools/demo: three cooperating agents) and
 # prints its summary. Idempotent: if aosd already serves that data dir, it shows it and
 # runs the demo again (each agent asked for a new run).
+# run.sh --install: instead, builds the .deb (tools/package.sh), installs it and, where
+# systemd runs, enables and starts aosd.service (root).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +24,27 @@ fi
 
 tools/deps.sh
 
+if [ "${1:-}" = --install ]; then
+    [ "$(id -u)" = 0 ] || { echo "run.sh --install: run it as root" >&2; exit 1; }
+    deb=$(tools/package.sh | tail -1)
+    echo "run.sh: installing $deb"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$root/$deb" \
+        >/dev/null
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable --now aosd.service
+        systemctl --no-pager status aosd.service | head -5 || true
+        aosctl --data-dir /var/lib/aos status || true
+    else
+        echo "run.sh: installed; systemd is not running here: start aosd with" \
+             "'aosd --data-dir /var/lib/aos --log &'"
+    fi
+    exit 0
+elif [ -n "${1:-}" ]; then
+    echo "usage: tools/run.sh [--install]" >&2
+    exit 2
+fi
+
 # Configured once with its options; re-run later so that new folders are picked up.
 if [ ! -f build/CMakeCache.txt ]; then
     cmake -S "$root" -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc \
@@ -31,7 +54,7 @@ else
 fi
 # Only what runs: aosd, aosctl, the servers and the agent runner (tests are tools/test.sh's
 # business). The build's progress is shown as it goes: a line per target built.
-targets=(aosd aosctl aos-memory aos-storage aos-tool aos-llm aos-audit aos-agent)
+targets=(aosd aosctl aos-memory aos-storage aos-tool aos-llm aos-audit aos-api aos-agent)
 echo "run.sh: building ${targets[*]} (-j$jobs; full log: build/build.log)"
 set +o pipefail
 cmake --build build -j"$jobs" --target "${targets[@]}" 2>&1 | tee build/build.log |
