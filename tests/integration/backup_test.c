@@ -378,9 +378,17 @@ static void online_backup_and_restore(void **st)
     }
     if (rf)
         fclose(rf);
+    /* a tool step whose start is in the restored cluster but not its end comes back
+     * INTERRUPTED (the agent is told, it is not run again): its line is in the restored
+     * files or not, as the copy's moment fell. The contract, not a loss: at most one. */
+    long intr = count(h, "SELECT count(*) FROM storage.step WHERE agent = 'phoenix' AND kind "
+                         "= 'tool.end' AND substr(data, 1, 5) = '\\x0100000010'::bytea");
     print_message("phoenix done after the restore: %ld LLM steps, %ld calls paid; ran.log "
-                  "%d lines, %d twice\n", llm, paid, lines, twice);
-    assert_true(lines - twice == TURNS / 2); /* every tool line there, none lost */
+                  "%d lines, %d twice, %ld tool steps interrupted\n", llm, paid, lines, twice,
+                  intr);
+    assert_true(intr <= 1);
+    /* every recorded tool line there; the interrupted one's maybe */
+    assert_true(lines - twice >= TURNS / 2 - intr && lines - twice <= TURNS / 2);
     assert_int_equal(llm, TURNS);
     /* at most one call was in flight at the backup's point, and asked again after it */
     assert_true(paid >= TURNS && paid <= TURNS + 1);
