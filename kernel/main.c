@@ -154,6 +154,7 @@ int main(int argc, char **argv)
      * 2 the servers, then postgres (supervise.c keeps that order) */
     int stopping = 0;
     uint64_t agents_until = 0;
+    unsigned agents_told = 0;
     ntf_init();
     for (;;) {
         uint64_t now = aos_mono_ms();
@@ -177,10 +178,13 @@ int main(int argc, char **argv)
         if (stopping == 1) {
             unsigned left = agents_running();
             if (left && now < agents_until) {
-                char ph[64];
-                snprintf(ph, sizeof ph, "agents: %u left", left);
-                sup_set_phase(ph);
-                ntf_stopping(ph);
+                if (left != agents_told) { /* said when it changes, not every turn */
+                    char ph[64];
+                    snprintf(ph, sizeof ph, "agents: %u left", left);
+                    sup_set_phase(ph);
+                    ntf_stopping(ph);
+                    agents_told = left;
+                }
             } else {
                 if (left)
                     aos_warn("shutdown: %u agents still running after the timeout: killed", left);

@@ -23,8 +23,6 @@
 #define CHUNKS 10
 
 /* A text delta in both sides' SSE (aos-api writes "content" before "role" too). */
-static const char DELTA_PAT[] = "\"delta\":{\"content\":";
-#define PAT_LEN (sizeof DELTA_PAT - 1)
 
 static uint64_t now_ns(void)
 {
@@ -82,48 +80,22 @@ typedef struct req {
     CURL *h;
     unsigned idx;
     uint64_t t0;
-    unsigned deltas;
-    char carry[PAT_LEN];
-    size_t carry_len;
+    h_deltas d;                  /* the text deltas counted so far */
     int busy;
 } req;
-
-static unsigned count_pat(const char *s, size_t n)
-{
-    unsigned k = 0;
-    const char *p = s, *end = s + n;
-    while (p < end && (p = memmem(p, (size_t)(end - p), DELTA_PAT, PAT_LEN))) {
-        k++;
-        p += PAT_LEN;
-    }
-    return k;
-}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     req *q = arg;
     size_t n = size * nmemb;
-    char buf[2 * PAT_LEN];
-    size_t k = n < PAT_LEN - 1 ? n : PAT_LEN - 1;
-    memcpy(buf, q->carry, q->carry_len);
-    memcpy(buf + q->carry_len, data, k);
-    q->deltas += count_pat(buf, q->carry_len + k) + count_pat(data, n);
-    if (n >= PAT_LEN - 1) {
-        memcpy(q->carry, data + n - (PAT_LEN - 1), PAT_LEN - 1);
-        q->carry_len = PAT_LEN - 1;
-    } else {
-        size_t all = q->carry_len + k, keep = all < PAT_LEN - 1 ? all : PAT_LEN - 1;
-        memcpy(q->carry, buf + all - keep, keep);
-        q->carry_len = keep;
-    }
+    h_deltas_feed(&q->d, data, n);
     return n;
 }
 
 static void start(CURLM *m, req *q, unsigned idx)
 {
     q->idx = idx;
-    q->deltas = 0;
-    q->carry_len = 0;
+    q->d = (h_deltas){0};
     q->busy = 1;
     q->t0 = now_ns();
     curl_multi_add_handle(m, q->h);
@@ -195,11 +167,11 @@ static void run(const side *sd, const phase *ph, result *res)
             uint64_t t = now_ns();
             r->busy = 0;
             active--;
-            if (cc != CURLE_OK || code != 200 || r->deltas != CHUNKS) {
+            if (cc != CURLE_OK || code != 200 || r->d.n != CHUNKS) {
                 res->failed++;
                 if (errs++ < ERR_PRINTS)
                     fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", sd->name,
-                            curl_easy_strerror(cc), code, r->deltas, CHUNKS);
+                            curl_easy_strerror(cc), code, r->d.n, CHUNKS);
             } else if (ph->rate) {
                 if (r->idx >= ph->skip && res->nlat < OPEN_MAX)
                     res->lat[res->nlat++] = t - r->t0;

@@ -29,8 +29,6 @@
 #define MODEL "ep/m1"
 
 /* A text delta in the endpoint's SSE; its role chunk has "delta":{"role" instead. */
-static const char DELTA_PAT[] = "\"delta\":{\"content\":";
-#define PAT_LEN (sizeof DELTA_PAT - 1)
 
 static uint64_t now_ns(void)
 {
@@ -198,22 +196,9 @@ typedef struct preq {
     CURL *h;
     unsigned idx;        /* open loop: which request */
     uint64_t t0, first_ns;
-    unsigned deltas;
-    char carry[PAT_LEN];
-    size_t carry_len;
+    h_deltas d;                  /* the text deltas counted so far */
     int busy;
 } preq;
-
-static unsigned count_pat(const char *s, size_t n)
-{
-    unsigned k = 0;
-    const char *p = s, *end = s + n;
-    while (p < end && (p = memmem(p, (size_t)(end - p), DELTA_PAT, PAT_LEN))) {
-        k++;
-        p += PAT_LEN;
-    }
-    return k;
-}
 
 /* Counts the text deltas as the body streams in, a pattern cut by a read boundary too. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -222,20 +207,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     size_t n = size * nmemb;
     if (!q->first_ns)
         q->first_ns = now_ns();
-    char buf[2 * PAT_LEN];
-    size_t k = n < PAT_LEN - 1 ? n : PAT_LEN - 1;
-    /* carry and the head are each shorter than the pattern: a match here straddles */
-    memcpy(buf, q->carry, q->carry_len);
-    memcpy(buf + q->carry_len, data, k);
-    q->deltas += count_pat(buf, q->carry_len + k) + count_pat(data, n);
-    if (n >= PAT_LEN - 1) {
-        memcpy(q->carry, data + n - (PAT_LEN - 1), PAT_LEN - 1);
-        q->carry_len = PAT_LEN - 1;
-    } else {
-        size_t all = q->carry_len + k, keep = all < PAT_LEN - 1 ? all : PAT_LEN - 1;
-        memcpy(q->carry, buf + all - keep, keep);
-        q->carry_len = keep;
-    }
+    h_deltas_feed(&q->d, data, n);
     return n;
 }
 
@@ -254,8 +226,7 @@ static void preq_start(CURLM *m, preq *q, unsigned idx)
 {
     q->idx = idx;
     q->first_ns = 0;
-    q->deltas = 0;
-    q->carry_len = 0;
+    q->d = (h_deltas){0};
     q->busy = 1;
     q->t0 = now_ns();
     curl_multi_add_handle(m, q->h);
@@ -345,19 +316,19 @@ static void plain_run(const phase *ph, int port, result *res)
             uint64_t t = now_ns();
             r->busy = 0;
             active--;
-            if (cc != CURLE_OK || code != 200 || r->deltas != ph->chunks) {
+            if (cc != CURLE_OK || code != 200 || r->d.n != ph->chunks) {
                 res->failed++;
                 if (errs++ < ERR_PRINTS)
                     fprintf(stderr, "plain %s: %s, HTTP %ld, %u of %u deltas\n", ph->name,
-                            curl_easy_strerror(cc), code, r->deltas, ph->chunks);
+                            curl_easy_strerror(cc), code, r->d.n, ph->chunks);
             } else if (ph->rate) {
                 if (r->idx >= ph->skip && res->nttft < OPEN_MAX)
                     res->ttft[res->nttft++] = r->first_ns - r->t0;
                 res->done++;
-                res->parts += r->deltas;
+                res->parts += r->d.n;
             } else if (t >= w0 && t <= w1) {
                 res->done++;
-                res->parts += r->deltas;
+                res->parts += r->d.n;
                 res->dur_ns += t - r->t0;
             }
             if (!ph->rate && t < w1) {

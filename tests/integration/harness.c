@@ -836,6 +836,37 @@ void h_endpoint_stop(h_endpoint *ep)
     waitpid(ep->pid, NULL, 0);
 }
 
+static unsigned count_pat(const char *s, size_t n)
+{
+    static const size_t plen = sizeof H_DELTA_PAT - 1;
+    unsigned k = 0;
+    const char *p = s, *end = s + n;
+    while (p < end && (p = memmem(p, (size_t)(end - p), H_DELTA_PAT, plen))) {
+        k++;
+        p += plen;
+    }
+    return k;
+}
+
+void h_deltas_feed(h_deltas *d, const char *data, size_t n)
+{
+    enum { PLEN = sizeof H_DELTA_PAT - 1 };
+    char buf[2 * PLEN];
+    size_t k = n < PLEN - 1 ? n : PLEN - 1;
+    /* carry and the head are each shorter than the pattern: a match here straddles */
+    memcpy(buf, d->carry, d->carry_len);
+    memcpy(buf + d->carry_len, data, k);
+    d->n += count_pat(buf, d->carry_len + k) + count_pat(data, n);
+    if (n >= PLEN - 1) {
+        memcpy(d->carry, data + n - (PLEN - 1), PLEN - 1);
+        d->carry_len = PLEN - 1;
+    } else {
+        size_t all = d->carry_len + k, keep = all < PLEN - 1 ? all : PLEN - 1;
+        memcpy(d->carry, buf + all - keep, keep);
+        d->carry_len = keep;
+    }
+}
+
 void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap)
 {
     int st;

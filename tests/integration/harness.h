@@ -77,6 +77,16 @@ int h_endpoint_start(h_endpoint *ep, const char *const *extra_args);
 /* Closes its stdin, waits up to 2 s, then SIGKILL. */
 void h_endpoint_stop(h_endpoint *ep);
 
+/* The OpenAI text deltas ("delta":{"content":) in a streamed body fed as it comes in
+ * pieces, a pattern cut by a read boundary counted too. Zero it to start a body. */
+#define H_DELTA_PAT "\"delta\":{\"content\":"
+typedef struct h_deltas {
+    unsigned n;
+    char carry[sizeof H_DELTA_PAT];
+    size_t carry_len;
+} h_deltas;
+void h_deltas_feed(h_deltas *d, const char *data, size_t len);
+
 /* aosd exits by itself (aosctl shutdown): wait up to timeout_ms, want exit 0 and nothing it
  * started left running; h is freed, the data dir kept (its path into dir). */
 void h_wait_gone(h_aosd *h, uint32_t timeout_ms, char *dir, size_t cap);
