@@ -727,8 +727,12 @@ static void send_stop(child *k, uint64_t now)
     snprintf(k->reason, sizeof k->reason, "%s: asked to finish (%s)",
              k->restart_after_stop ? "restarting on request" : "stopping",
              k->kind == KIND_PG ? "SIGINT, fast shutdown" : "STOP on its link");
-    if (k->kind == KIND_PG)
+    if (k->kind == KIND_PG) {
+        /* our probe's connection, open while it waits for its answer, would hold a backend
+         * in its start-up through the shutdown (authentication_timeout: a minute) */
+        pgem_probe_reset();
         kill(k->pid, SIGINT); /* fast shutdown: aborts open transactions, exits cleanly */
+    }
     else
         link_stop(k->link);
 }
