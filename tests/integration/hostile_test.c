@@ -310,6 +310,10 @@ static void wrong_methods_are_not_found(void **st)
     assert_int_equal(aos_call(h_conn(H), NULL, "kernel.server.kill", junk, sizeof junk, &r),
                      AOS_ERR_USAGE);
     aos_reply_clear(&r);
+    /* junk in kernel.shutdown is refused, and stops nothing */
+    assert_int_equal(aos_call(h_conn(H), NULL, "kernel.shutdown", junk, sizeof junk, &r),
+                     AOS_ERR_USAGE);
+    aos_reply_clear(&r);
     still_serves();
 }
 
