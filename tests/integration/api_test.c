@@ -943,6 +943,17 @@ static void hostile_http(void **st)
     http("POST", "/v1/chat/completions", bearer(KEY_A1), b, (long)big, 1, &r);
     assert_int_equal(r.status, 413);
     resp_free(&r);
+    /* a terabyte announced: answered at once, never read */
+    {
+        int fd = tcp_connect();
+        const char *rq = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Length: 1099511627776\r\n\r\n";
+        assert_true(send(fd, rq, strlen(rq), MSG_NOSIGNAL) > 0);
+        char buf[4096];
+        assert_true(drain(fd, buf, sizeof buf, 5000) > 0);
+        assert_non_null(strstr(buf, "HTTP/1.1 413 "));
+        close(fd);
+    }
     /* a header past the cap: refused (431) or cut */
     char *hdr = malloc(64 * 1024 + 32);
     snprintf(hdr, 32, "X-Big: ");
