@@ -1760,6 +1760,13 @@ static aos_err check_tool(agent *a, const aos_env *req, uint8_t **out, size_t *o
         rc = refuse(a, why, whylen, "an agent's tool runs are always sandboxed");
         goto out;
     }
+    /* asking for a network its manifest does not grant is refused, not quietly narrowed:
+     * the agent learns why its run would fail, and the refusal is audited */
+    if (r->grant && r->grant->network && !m->network) {
+        rc = refuse(a, why, whylen, "agent %s may not give its tool runs a network (its "
+                    "manifest has network: no)", a->name);
+        goto out;
+    }
     /* whose workspace and which grant: the kernel's word, never the agent's */
     Aos__Tool__Grant g = AOS__TOOL__GRANT__INIT, *their_grant = r->grant;
     ProtobufCBinaryData their_agent = r->agent;

@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 #include <sodium.h>
@@ -22,6 +23,7 @@
 #define KAUD_BATCH 1024u            /* events per audit.emit (EmitRequest's cap) */
 #define KAUD_BATCH_BYTES (2u << 20) /* and bytes: the emit must fit the link */
 #define KAUD_INFLIGHT 4u            /* emits in flight: a few commits overlap */
+#define KAUD_WHY_MAX 240u           /* bytes of a refusal's reason kept in its record */
 #define KAUD_LINGER_MS 5u           /* fire-and-forget events wait this long for company */
 #define KAUD_QUEUE_MAX 65536u       /* events held; beyond, fire-and-forget ones are lost
                                      * (counted, declared as a gap) and waiters refused */
@@ -164,9 +166,47 @@ static void put_event(const aos_env *req, const uint8_t *parent_span, const char
     enqueue(e);
 }
 
+static void event_why(const aos_env *req, const uint8_t *parent_span, kaud_phase phase,
+                      int status, uint64_t latency_us, uint64_t deadline_mono,
+                      kaud_done_fn done, void *arg, const char *why);
+
+/* {"status":..,"why":..} into body; 0 when it does not fit. The reason may quote what an
+ * agent sent (a tool's name): its bytes outside printable ASCII become '?', so the body
+ * is valid JSON and one line whatever they were. */
+static int why_body(int status, const char *why, char *body, size_t cap)
+{
+    char clean[KAUD_WHY_MAX + 1];
+    size_t n = 0;
+    for (; why[n] && n < KAUD_WHY_MAX; n++)
+        clean[n] = why[n] >= 0x20 && why[n] < 0x7f ? why[n] : '?';
+    clean[n] = 0;
+    json_t *o = json_pack("{s:s,s:s}", "status", aos_err_name(status), "why", clean);
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    int ok = t && strlen(t) < cap;
+    if (ok)
+        memcpy(body, t, strlen(t) + 1);
+    free(t);
+    return ok;
+}
+
 void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase,
                 int status, uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done,
                 void *arg)
+{
+    event_why(req, parent_span, phase, status, latency_us, deadline_mono, done, arg, NULL);
+}
+
+void kaud_refusal(const aos_env *req, const uint8_t *parent_span, int status,
+                  uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done, void *arg,
+                  const char *why)
+{
+    event_why(req, parent_span, KAUD_END, status, latency_us, deadline_mono, done, arg, why);
+}
+
+static void event_why(const aos_env *req, const uint8_t *parent_span, kaud_phase phase,
+                      int status, uint64_t latency_us, uint64_t deadline_mono,
+                      kaud_done_fn done, void *arg, const char *why)
 {
     /* the key makes a re-sent emit harmless: the agent, the request id and the phase name
      * one event, and a client's retry of the same request is the same syscall */
@@ -183,7 +223,7 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
 
     /* the details: for BEGIN what was asked (the arguments' digest: contents stay with
      * the server that keeps them), for END how it went */
-    char body[256];
+    char body[256 + KAUD_WHY_MAX * 6];
     if (phase == KAUD_BEGIN) {
         uint8_t d[32];
         char dh[65];
@@ -191,6 +231,8 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
         aos_hex(d, sizeof d, dh);
         snprintf(body, sizeof body, "{\"args_blake2b\":\"%s\",\"args_len\":%zu}", dh,
                  req->payload_len);
+    } else if (why && why[0] && why_body(status, why, body, sizeof body)) {
+        /* the reason is in body */
     } else {
         snprintf(body, sizeof body, "{\"status\":\"%s\"}", aos_err_name(status));
     }

@@ -36,6 +36,14 @@ void kaud_event(const aos_env *req, const uint8_t *parent_span, kaud_phase phase
                 int status, uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done,
                 void *arg);
 
+/* The END record of a call the kernel itself refused or failed (a right the manifest lacks,
+ * a budget, the scheduler's deadline), with the kernel's reason in it. Only aosd's own words
+ * go here, never a server's or a provider's error text (which may quote a key). done as
+ * for kaud_event. */
+void kaud_refusal(const aos_env *req, const uint8_t *parent_span, int status,
+                  uint64_t latency_us, uint64_t deadline_mono, kaud_done_fn done, void *arg,
+                  const char *why);
+
 /* A decision detail of aosd's own about req (kind "front.tool_results", body a JSON text
  * of at most a few KiB, contents as digests), under req's ids; fire and forget. */
 void kaud_detail(const aos_env *req, const char *kind, const char *body);

@@ -104,6 +104,7 @@ typedef struct rcall {
     /* the audit: a recorded call's BEGIN may have to be durable before it is forwarded
      * (then the request waits here, payload copied), its END before the final answer */
     int audited, ended, end_wait, has_parent;
+    int own_err; /* the error is aosd's own word (the scheduler's): it goes in the record */
     uint8_t parent_span[AOS_SPAN_LEN]; /* a server's call: the span of the call it serves */
     uint64_t t0_us;
     link_fwd f;
@@ -534,12 +535,12 @@ static void on_done(void *arg, nng_msg *reply, int status, const char *err)
             c->pend_reply = reply;
             c->pend_status = status;
             snprintf(c->pend_err, sizeof c->pend_err, "%s", err ? err : "");
-            kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_END, status, lat,
-                       audit_deadline(c->f.deadline), ended, c);
+            kaud_refusal(&c->hdr, c->has_parent ? c->parent_span : NULL, status, lat,
+                         audit_deadline(c->f.deadline), ended, c, c->own_err ? err : NULL);
             return;
         }
-        kaud_event(&c->hdr, c->has_parent ? c->parent_span : NULL, KAUD_END, status, lat, 0,
-                   NULL, NULL);
+        kaud_refusal(&c->hdr, c->has_parent ? c->parent_span : NULL, status, lat, 0, NULL,
+                     NULL, c->own_err ? err : NULL);
     }
     finish(c, reply, status, err);
 }
@@ -570,6 +571,7 @@ static void llm_go(void *arg)
 
 static void llm_fail(void *arg, aos_err st, const char *why)
 {
+    ((rcall *)arg)->own_err = 1;
     on_done(arg, NULL, st, why);
 }
 
@@ -583,6 +585,7 @@ static void schedule(rcall *c)
                              c->f.deadline, &c->si, &queued, why, sizeof why);
     if (rc != AOS_OK) {
         c->end_wait = 0; /* an answer without a run has no reply to hold back */
+        c->own_err = 1;
         on_done(c, NULL, rc, why);
         return;
     }
@@ -932,7 +935,7 @@ static void handle(rctx *w, nng_msg *m)
         rc = agents_check(caller, km, &req, &rewritten, &nlen, why, sizeof why);
         if (rc != AOS_OK) {
             if (kaud_records(req.method)) /* a refusal is a decision: it is in the log */
-                kaud_event(&req, NULL, KAUD_END, rc, 0, 0, NULL, NULL);
+                kaud_refusal(&req, NULL, rc, 0, 0, NULL, NULL, why);
             answer(w, &req, AOS_KIND_REPLY, rc, why, 0, NULL, 0);
             goto out;
         }
@@ -1193,7 +1196,7 @@ static void on_server_request(void *arg, klink *from, const aos_env *in,
             /* a refusal is a decision: in the log, under the key's agent when it has one */
             snprintf(req.agent_id, sizeof req.agent_id, "%s", fagent[0] ? fagent : "aos:api");
             if (kaud_records(req.method))
-                kaud_event(&req, NULL, KAUD_END, krc, 0, 0, NULL, NULL);
+                kaud_refusal(&req, NULL, krc, 0, 0, NULL, NULL, why);
             server_answer(from, &req, krc, "%s", why);
             return;
         }

@@ -26,8 +26,9 @@ static const char usage[] =
     "  ignore-stop           ignore SIGTERM and sleep; never steps\n"
     "  spoof OTHER           storage.kv.put spoof=x naming OTHER as the agent; exit 0\n"
     "  dial URL              aos_connect + kernel.ping: exit 3 if it got through, else 0\n"
-    "  llm MODEL [TEXT]      llm.chat of one user message (\"hello\")\n"
-    "  tool NAME ARGSJSON    tool.run\n"
+    "  llm MODEL [TEXT [N]]  llm.chat of one user message (\"hello\"), N times (1) or\n"
+    "                        until one fails\n"
+    "  tool NAME ARGSJSON [net]  tool.run (net: asks for a network)\n"
     "  call METHOD           a call with an empty payload\n"
     "  send TO N [PREFIX [MS]] N messages to TO, ids PREFIX+i, each retried until sent,\n"
     "                        MS ms apart (0)\n"
@@ -209,9 +210,20 @@ static void put_line(const uint8_t *d, size_t n)
     putchar('\n');
 }
 
-static int m_llm(const char *model, const char *text)
+static int llm_once(aos_agent *a, const char *model, const char *text);
+
+static int m_llm(const char *model, const char *text, long times)
 {
     aos_agent *a = open_or_die();
+    int rc = 0;
+    for (long t = 0; t < times && !rc; t++)
+        rc = llm_once(a, model, text);
+    aos_agent_close(a);
+    return rc;
+}
+
+static int llm_once(aos_agent *a, const char *model, const char *text)
+{
     Aos__Llm__ContentPart part = AOS__LLM__CONTENT_PART__INIT, *parts[1] = {&part};
     Aos__Llm__Message msg = AOS__LLM__MESSAGE__INIT, *msgs[1] = {&msg};
     Aos__Llm__ChatRequest q = AOS__LLM__CHAT_REQUEST__INIT;
@@ -246,15 +258,15 @@ static int m_llm(const char *model, const char *text)
             aos__llm__chat_reply__free_unpacked(cr, NULL);
     }
     aos_reply_clear(&r);
-    aos_agent_close(a);
     return rc;
 }
 
-static int m_tool(const char *tool, const char *args)
+static int m_tool(const char *tool, const char *args, int net)
 {
     aos_agent *a = open_or_die();
     Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
     Aos__Tool__Grant g = AOS__TOOL__GRANT__INIT;
+    g.network = net; /* a wish: the kernel grants what the manifest says, or refuses */
     q.agent = txt(aos_agent_name(a)); /* its own: the kernel decides whose it is anyway */
     q.tool = txt(tool);
     q.args = txt(args);
@@ -502,10 +514,15 @@ int main(int argc, char **argv)
         return m_spoof(argv[2]);
     if (!strcmp(m, "dial") && argc == 3)
         return m_dial(argv[2]);
-    if (!strcmp(m, "llm") && (argc == 3 || argc == 4))
-        return m_llm(argv[2], argc == 4 ? argv[3] : "hello");
+    if (!strcmp(m, "llm") && argc >= 3 && argc <= 5) {
+        long n = argc == 5 ? count(argv[4], 100000L) : 1;
+        if (n >= 0)
+            return m_llm(argv[2], argc >= 4 ? argv[3] : "hello", n);
+    }
     if (!strcmp(m, "tool") && argc == 4)
-        return m_tool(argv[2], argv[3]);
+        return m_tool(argv[2], argv[3], 0);
+    if (!strcmp(m, "tool") && argc == 5 && !strcmp(argv[4], "net"))
+        return m_tool(argv[2], argv[3], 1);
     if (!strcmp(m, "call") && argc == 3)
         return m_call(argv[2]);
     if (!strcmp(m, "send") && argc >= 4 && argc <= 6) {

@@ -403,6 +403,45 @@ static void ungranted_tools_and_models_are_refused(void **st)
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
 
+/* A tool run asking for a network the manifest does not grant, and LLM calls past the token
+ * budget: REFUSED (exit 4), counted, and each refusal is in the audit log under the agent. */
+static void network_and_budget_refusals_are_audited(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("netter", "[tool, cat, \"{}\", net]",
+                                             "    tools: [cat]\n")
+                                       AGENT("spender", "[llm, sim/s1, hello, \"50\"]",
+                                             "    budgets: {tokens: 300}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    assert_int_equal(wait_state("netter", "done|failed", 20000, &a), 0);
+    assert_non_null(strstr(a.reason, "exit 4"));
+    assert_true(a.refused >= 1);
+    assert_int_equal(wait_state("spender", "done|failed", 60000, &a), 0);
+    assert_non_null(strstr(a.reason, "exit 4")); /* some call past the budget was refused */
+    static const struct {
+        const char *agent, *needle;
+    } want[] = {{"netter", "network"}, {"spender", "token budget"}};
+    for (size_t i = 0; i < 2; i++) {
+        char out[1 << 16];
+        const char *argv[] = {"--json", "audit", "tail", "--agent", want[i].agent, "-n", "200",
+                              NULL};
+        int found = 0;
+        for (int t = 0; t < 50 && !found; t++) {
+            if (h_aosctl(H, out, sizeof out, argv) == 0 && strstr(out, "REFUSED") &&
+                strstr(out, want[i].needle))
+                found = 1;
+            else
+                usleep(100000);
+        }
+        if (!found)
+            print_message("audit tail of %s: %.2000s\n", want[i].agent, out);
+        assert_true(found);
+    }
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+}
+
 /* ---- aosd's crash, and many agents -------------------------------------------------------- */
 
 static void agents_come_back_after_aosd_kill9(void **st)
@@ -466,6 +505,7 @@ int main(void)
         cmocka_unit_test(a_wake_while_busy_is_skipped_and_counted),
         cmocka_unit_test(an_agent_acts_as_itself_only),
         cmocka_unit_test(ungranted_tools_and_models_are_refused),
+        cmocka_unit_test(network_and_budget_refusals_are_audited),
         cmocka_unit_test(agents_come_back_after_aosd_kill9),
         cmocka_unit_test(two_hundred_agents_alive_at_once),
     };
