@@ -1,6 +1,6 @@
 /* The demo of tools/demo (three aos-agent runs cooperating through tools, shared memory
- * collections and messages on the sim) runs to its end, also while aos-llm, aos-tool and aos-storage are
- * each killed -9 once during it. */
+ * collections and messages) runs to its end on the sim, while aos-llm, aos-tool and
+ * aos-storage are each killed -9 once, and on local servers of the OpenAI wire format. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -250,11 +250,71 @@ static void the_demo_survives_kill9_of_llm_tool_and_storage(void **st)
     check_mail();   /* no message lost or handled twice across the kill -9s */
 }
 
+/* The same agents on a model behind the OpenAI wire format: each demo provider is an
+ * `openai` provider pointed at a local aos-test-llm-endpoint serving that agent's script
+ * (streamed SSE, tool calls in argument fragments), as a real endpoint would be used. The
+ * demo ends as it does on the sim, and each endpoint's log shows the calls it served. */
+static void the_demo_runs_on_the_openai_wire(void **st)
+{
+    (void)st;
+    h_aosd *old = H;
+    H = NULL;
+    h_stop(old);
+    static const char *const who[] = {"gatherer", "writer", "reviewer"};
+    h_endpoint ep[3];
+    char logs[3][96];
+    snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-demo-XXXXXX");
+    assert_non_null(mkdtemp(DATA_DIR));
+    char path[128];
+    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("restart_intensity: 100/60\nllm:\n  default_model: sim/sim-1\n  providers:\n"
+          "    - name: sim\n      kind: sim\n"
+          "      models: [{name: sim-1}, {name: sim-embed, embedding: true}]\n", f);
+    for (int i = 0; i < 3; i++) {
+        char script[256];
+        snprintf(script, sizeof script, AOS_SOURCE_DIR "/tools/demo/%s.yaml", who[i]);
+        snprintf(logs[i], sizeof logs[i], "%s/ep-%s.log", DATA_DIR, who[i]);
+        const char *args[] = {"--script", script, "--log", logs[i], "--latency-ms", "50", NULL};
+        assert_int_equal(h_endpoint_start(&ep[i], args), 0);
+        fprintf(f, "    - name: demo-%s\n      kind: openai\n"
+                "      base_url: http://127.0.0.1:%d/v1\n      max_retries: 0\n"
+                "      models: [{name: sim-1, price: {input: 0.15, output: 0.60}}]\n",
+                who[i], ep[i].port);
+    }
+    fclose(f);
+    char why[1024];
+    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
+    if (!H)
+        fail_msg("aosd on %s: %s", DATA_DIR, why);
+    uint64_t t0 = aos_mono_ms();
+    assert_int_equal(apply_file(AOS_SOURCE_DIR "/tools/demo/deploy.yaml"), AOS_OK);
+    wait_done(120000);
+    print_message("the demo on the OpenAI wire: %.1f s\n",
+                  (double)(aos_mono_ms() - t0) / 1000.0);
+    check_outputs();
+    for (int i = 0; i < 3; i++) {
+        size_t n = 0;
+        char *l = slurp(logs[i], &n);
+        assert_non_null(l);
+        long lines = 0;
+        for (size_t k = 0; k < n; k++)
+            lines += l[k] == '\n';
+        print_message("endpoint of %s: %ld requests\n", who[i], lines);
+        assert_true(lines >= 3);
+        assert_null(strstr(l, "past the script")); /* no turn asked for twice or skipped */
+        free(l);
+        h_endpoint_stop(&ep[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_demo_runs_to_its_end),
         cmocka_unit_test(the_demo_survives_kill9_of_llm_tool_and_storage),
+        cmocka_unit_test(the_demo_runs_on_the_openai_wire),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

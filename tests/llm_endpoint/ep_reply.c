@@ -45,7 +45,7 @@ typedef struct {
 
 typedef struct {
     char id[48];
-    char name[16];
+    char name[65];
     char *args;      /* JSON text of the arguments */
     size_t len;
 } ep_tool;
@@ -348,6 +348,7 @@ static aos_err parse_messages(ep_ask *a, json_t *msgs, char *why, size_t whylen)
             goto out;
         }
         int user = strcmp(role, "user") == 0;
+        a->turns += strcmp(role, "assistant") == 0;
         int ok = user || strcmp(role, "assistant") == 0;
         if (a->dialect == EP_OPENAI)
             ok = ok || strcmp(role, "system") == 0 || strcmp(role, "developer") == 0 ||
@@ -925,11 +926,50 @@ static uint32_t delta_at(const ep_directive *d, uint64_t n, uint64_t D)
     return clamp32(d->first_ms + n * (uint64_t)d->gap_ms);
 }
 
+/* r->text cut before each word, every byte kept: one delta per word. */
+static aos_err split_words(ep_reply *r, const ep_directive *d, uint32_t *n_text)
+{
+    r->segs = calloc(MAX_SEGS, sizeof *r->segs);
+    if (!r->segs)
+        return AOS_ERR_NOMEM;
+    size_t b = 0, L = r->text.len;
+    const unsigned char *s = (const unsigned char *)r->text.p;
+    while (b < L) {
+        size_t e = b;
+        while (e < L && is_ws(s[e]))
+            e++;
+        if (e == L && r->nsegs) {
+            r->segs[r->nsegs - 1].len += (uint32_t)(L - b);
+            break;
+        }
+        while (e < L && !is_ws(s[e]))
+            e++;
+        if (r->nsegs == MAX_SEGS - 1)
+            e = L;
+        r->segs[r->nsegs++] = (ep_seg){(uint32_t)b, (uint32_t)(e - b), 0, 0};
+        b = e;
+    }
+    if (d->badutf8 && r->nsegs)
+        r->segs[0].bad = 1;
+    *n_text = r->nsegs;
+    return AOS_OK;
+}
+
 /* Segments of the reply's text: echo mode cuts "echo: <text>" before each word, keeping
  * every byte; text= and chunks= repeat one word. */
 static aos_err build_text(ep_reply *r, const ep_ask *a, uint32_t *n_text)
 {
     const ep_directive *d = &a->d;
+    if (a->turn) { /* the script's text, a delta per word like echo mode */
+        const char *t = json_string_value(json_object_get(a->turn, "text"));
+        if (!t || !t[0]) {
+            *n_text = 0;
+            return AOS_OK;
+        }
+        if (ep_buf_add(&r->text, t, strlen(t), OUT_MAX) != AOS_OK)
+            return AOS_ERR_NOMEM;
+        return split_words(r, d, n_text);
+    }
     int word_mode = d->has_text || d->has_chunks;
     if (!word_mode && d->tools && !a->tools_done) {
         *n_text = 0;
@@ -951,26 +991,7 @@ static aos_err build_text(ep_reply *r, const ep_ask *a, uint32_t *n_text)
         if (ep_buf_add(&r->text, "echo: ", 6, OUT_MAX) != AOS_OK ||
             ep_buf_add(&r->text, a->text ? a->text : "", a->text_len, OUT_MAX) != AOS_OK)
             return AOS_ERR_NOMEM;
-        r->segs = calloc(MAX_SEGS, sizeof *r->segs);
-        if (!r->segs)
-            return AOS_ERR_NOMEM;
-        size_t b = 0, L = r->text.len;
-        const unsigned char *s = (const unsigned char *)r->text.p;
-        while (b < L) {
-            size_t e = b;
-            while (e < L && is_ws(s[e]))
-                e++;
-            if (e == L && r->nsegs) {
-                r->segs[r->nsegs - 1].len += (uint32_t)(L - b);
-                break;
-            }
-            while (e < L && !is_ws(s[e]))
-                e++;
-            if (r->nsegs == MAX_SEGS - 1)
-                e = L;
-            r->segs[r->nsegs++] = (ep_seg){(uint32_t)b, (uint32_t)(e - b), 0, 0};
-            b = e;
-        }
+        return split_words(r, d, n_text);
     }
     if (d->badutf8 && r->nsegs)
         r->segs[0].bad = 1;
@@ -978,8 +999,38 @@ static aos_err build_text(ep_reply *r, const ep_ask *a, uint32_t *n_text)
     return AOS_OK;
 }
 
+/* The script's tool calls for this turn: names and arguments as written. */
+static aos_err script_tools(ep_reply *r, const ep_ask *a, const ep_ctx *ctx)
+{
+    json_t *calls = json_object_get(a->turn, "tool_calls");
+    size_t k;
+    json_t *c;
+    json_array_foreach(calls, k, c) {
+        if (k >= MAX_TOOLS)
+            break;
+        ep_tool *t = &r->tools[k];
+        snprintf(t->id, sizeof t->id, "%s%06llu_%zu",
+                 r->dia == EP_ANTHROPIC ? "toolu_aos" : "call_aos",
+                 (unsigned long long)ctx->seq, k);
+        const char *name = json_string_value(json_object_get(c, "name"));
+        snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+        json_t *args = json_object_get(c, "arguments");
+        t->args = json_is_string(args) ? strdup(json_string_value(args)) /* JSON already */
+                  : args ? json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER)
+                         : strdup("{}");
+        if (!t->args)
+            return AOS_ERR_NOMEM;
+        t->len = strlen(t->args);
+        r->ntools = (uint32_t)k + 1;
+    }
+    r->stop_tools = r->ntools > 0;
+    return AOS_OK;
+}
+
 static aos_err build_tools(ep_reply *r, const ep_ask *a, const ep_ctx *ctx)
 {
+    if (a->turn)
+        return script_tools(r, a, ctx);
     uint32_t n = a->tools_done ? 0 : a->d.tools;
     for (uint32_t k = 0; k < n; k++) {
         ep_tool *t = &r->tools[k];

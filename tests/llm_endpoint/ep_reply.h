@@ -49,6 +49,9 @@ typedef struct {
     size_t text_len;
     uint64_t words;      /* input tokens: words of every message (and Anthropic system) */
     int tools_done;      /* a tool result follows the directive: tools= is ignored */
+    unsigned turns;      /* assistant messages in the conversation: a script's turn */
+    const json_t *turn;  /* --script: this turn ({text, tool_calls: [{name, arguments}]}),
+                          * borrowed; it replaces the directive's text and tools */
     json_t *root;        /* the body */
 } ep_ask;
 

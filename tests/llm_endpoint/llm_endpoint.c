@@ -43,6 +43,7 @@
 
 #include <jansson.h>
 
+#include "aos/yjson.h"
 #include "ep_http.h"
 #include "ep_reply.h"
 #include "llm.pb-c.h"
@@ -87,6 +88,8 @@ typedef struct conn {
     uint64_t discarded;
 } conn;
 
+#define SCRIPT_MAX (1u << 20)
+
 static struct {
     int port;
     const char *log_path;
@@ -95,7 +98,8 @@ static struct {
     long max_s;
     long max_conc, rpm, tpm;    /* provider-limits mode when any is > 0 */
     long latency_ms, gap_ms;    /* -1: the directive's (default 0) */
-} opt = {0, NULL, NULL, 0, 600, 0, 0, 0, -1, -1};
+    const char *script_path;    /* --script: the sim provider's turns, served by turn */
+} opt = {0, NULL, NULL, 0, 600, 0, 0, 0, -1, -1, NULL};
 
 /* What the provider-limits mode counts (and plain mode too, without refusals): since the
  * start or the last POST /v1/stats/reset. */
@@ -124,6 +128,7 @@ static struct {
     uint64_t seq;
     int stop;
     sim_limiter *lim;           /* NULL: no limits */
+    json_t *turns;              /* --script's turns (an array), or NULL */
     ep_stats st;
     ep_sec win[EP_WINDOW_S];
 } g;
@@ -643,7 +648,20 @@ static void request_done(conn *c)
         e = ep_reply_embed(&a, &ctx, &r, why, sizeof why);
     } else {
         status = 200;
-        e = ep_reply_chat(&a, &ctx, &r, why, sizeof why);
+        e = AOS_OK;
+        char past[160];
+        if (g.turns) { /* the script's turn for this conversation, as the sim picks it */
+            a.turn = json_array_get(g.turns, a.turns);
+            if (!a.turn) {
+                snprintf(past, sizeof past, "the conversation (%u assistant turns) is past "
+                         "the script's %zu turns", a.turns, json_array_size(g.turns));
+                e = AOS_ERR_NOT_FOUND;
+            }
+        }
+        if (e == AOS_OK)
+            e = ep_reply_chat(&a, &ctx, &r, why, sizeof why);
+        else
+            e = ep_reply_error(dia, status = 400, past, -1, 0, &ctx, &r, why, sizeof why);
         ep_usage u = {0};
         uint64_t tokens = 0, retry = 0;
         if (e == AOS_OK && ep_reply_usage(r, &u))
@@ -963,10 +981,12 @@ static void usage(FILE *f)
     fprintf(f, "usage: aos-test-llm-endpoint [--port N] [--log FILE] [--expect-key KEY]\n"
                "                             [--stdin-eof] [--max-s S]\n"
                "                             [--max-concurrency N] [--rpm N] [--tpm N]\n"
-               "                             [--latency-ms MS] [--gap-ms MS]\n"
+               "                             [--latency-ms MS] [--gap-ms MS] [--script FILE]\n"
                "Serves OpenAI and Anthropic wire formats on 127.0.0.1; prints \"port N\".\n"
                "With a limit, chats over it get 429 with Retry-After and retry-after-ms;\n"
-               "GET /v1/stats counts them.\n");
+               "GET /v1/stats counts them.\n"
+               "With --script (a sim provider's script: turns of text and tool_calls), a\n"
+               "chat with N assistant messages is answered with turn N, like the sim.\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -988,7 +1008,8 @@ static int parse_args(int argc, char **argv)
         {"max-s", required_argument, NULL, 'm'},  {"help", no_argument, NULL, 'h'},
         {"max-concurrency", required_argument, NULL, 'C'}, {"rpm", required_argument, NULL, 'R'},
         {"tpm", required_argument, NULL, 'T'},    {"latency-ms", required_argument, NULL, 'L'},
-        {"gap-ms", required_argument, NULL, 'G'}, {NULL, 0, NULL, 0},
+        {"gap-ms", required_argument, NULL, 'G'}, {"script", required_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
     };
     /* the limits as aos.yaml takes them (uint32), the pacing as the directive does */
     static const struct {
@@ -1020,6 +1041,9 @@ static int parse_args(int argc, char **argv)
             break;
         case 'e':
             opt.stdin_eof = 1;
+            break;
+        case 's':
+            opt.script_path = optarg;
             break;
         case 'm':
             if (parse_long(optarg, 1, 86400, &v) != 0) {
@@ -1089,6 +1113,45 @@ static int listen_on(int port)
     return fd;
 }
 
+/* --script FILE into g.turns: the YAML the sim provider reads (turns: [{text, tool_calls}]),
+ * read with aos's own safe loader. */
+static int load_script(const char *path)
+{
+    char why[512];
+    FILE *f = fopen(path, "re");
+    char *buf = f ? malloc(SCRIPT_MAX) : NULL;
+    size_t n = buf ? fread(buf, 1, SCRIPT_MAX, f) : 0;
+    if (f)
+        fclose(f);
+    if (!buf || n == SCRIPT_MAX) {
+        fprintf(stderr, "aos-test-llm-endpoint: %s: %s\n", path,
+                buf ? "over 1 MiB" : strerror(errno));
+        free(buf);
+        return -1;
+    }
+    yaml_document_t doc;
+    aos_err e = aos_yaml_load(path, buf, n, 32, &doc, why, sizeof why);
+    free(buf);
+    if (e != AOS_OK) {
+        fprintf(stderr, "aos-test-llm-endpoint: %s\n", why);
+        return -1;
+    }
+    aos_yjson_err err = {0};
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    json_t *j = root ? aos_yjson(&doc, root, 32, &err) : NULL;
+    yaml_document_delete(&doc);
+    json_t *turns = json_object_get(j, "turns");
+    if (!json_is_array(turns)) {
+        fprintf(stderr, "aos-test-llm-endpoint: %s: no turns list (%s)\n", path,
+                err.what[0] ? err.what : "turns: [...]");
+        json_decref(j);
+        return -1;
+    }
+    g.turns = json_incref(turns);
+    json_decref(j);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rc = parse_args(argc, argv);
@@ -1121,6 +1184,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (opt.script_path && load_script(opt.script_path) != 0)
+        return 2;
     g.st.last_us = g.st.since_us = now_us();
     if (opt.log_path) {
         g.log = fopen(opt.log_path, "we");
