@@ -114,6 +114,10 @@ typedef struct rcall {
     int llm;                 /* the LLM class: the scheduler admits it */
     llmq_ticket *si;         /* its place in the scheduler: llmq's to read and write */
     int from_agent;          /* an agent's syscall: agents_call is told when it ends */
+    int detached;            /* its agent's connection closed while it ran: a durable step's
+                              * LLM call runs on so the reply is kept for the step's replay
+                              * (aos-llm answers the re-issued request id with it); its parts
+                              * are dropped, nobody reads them */
     km_class cls;
     nng_msg *pend_reply;     /* the final answer while its END record is written */
     int pend_status;
@@ -358,6 +362,8 @@ static aos_err on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len,
     if (c->cancelled) {
         snprintf(why, whylen, "cancelled");
         rc = AOS_ERR_CANCELLED;
+    } else if (c->detached) {
+        /* nobody reads them: only the final reply matters (kept by aos-llm) */
     } else if (seq < c->next_out) {
         snprintf(why, whylen, "part %u came twice", seq);
         rc = AOS_ERR_PROTO;
@@ -826,7 +832,12 @@ static void stop_stream(rctx *w, route *r, const aos_env *req, uint32_t pipe)
 }
 
 /* A client's connection is gone: whatever it still had in flight is cancelled, so an LLM
- * call stops paying for tokens and a tool run is killed. */
+ * call stops paying for tokens and a tool run is killed. Except a durable step's LLM call
+ * that a provider already has: an agent that died mid-call comes back and asks for the same
+ * step again (the same request id), and cancelling would make it pay for the call twice;
+ * run to its end, its reply is what aos-llm answers the re-issued request with (its replay
+ * table waits for a run still going). One still queued in the scheduler costs nothing yet:
+ * it leaves the queue. */
 static void pipe_gone(route *r, uint32_t pipe)
 {
     for (;;) {
@@ -836,8 +847,18 @@ static void pipe_gone(route *r, uint32_t pipe)
         pthread_mutex_lock(&r->mu);
         for (rcall *c = r->calls, *n; c; c = n) {
             n = c->next;
-            if (c->pipe != pipe || c->cancelled || c->caller)
+            if (c->pipe != pipe || c->cancelled || c->caller || c->detached)
                 continue;
+            if (c->llm && c->from_agent && c->hdr.run_id[0] && !c->finished) {
+                if (!llmq_cancel(&c->si)) {
+                    c->detached = 1;
+                    drop_parts(r, c);
+                    continue;
+                }
+                c->cancelled = 1; /* it left the queue: answered CANCELLED below */
+                queued = c;
+                break;
+            }
             if (cancel_locked(r, c)) {
                 /* an LLM call still in the scheduler's queue leaves it: no server has it */
                 if (c->llm && llmq_cancel(&c->si))
