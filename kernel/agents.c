@@ -1878,6 +1878,15 @@ void agents_call(const char *agent_name, km_class cls, int begin)
     pthread_mutex_unlock(&A.mu);
 }
 
+void agents_refused(const char *agent_name)
+{
+    pthread_mutex_lock(&A.mu);
+    agent *a = find(agent_name, NULL);
+    if (a)
+        a->refused++;
+    pthread_mutex_unlock(&A.mu);
+}
+
 /* ---- supervision ---------------------------------------------------------------------------- */
 
 static void wake(agent *a, uint64_t now)

@@ -69,6 +69,9 @@ aos_err agents_check(const char *agent, const kmethod *km, const aos_env *req,
                      uint8_t **payload, size_t *len, char *why, size_t whylen);
 /* An agent's call of class cls began / ended (what ps shows it waiting on). */
 void agents_call(const char *agent, km_class cls, int begin);
+/* A call of the agent was refused outside agents_check (the scheduler: a budget, a cap):
+ * counted with its other refusals. */
+void agents_refused(const char *agent);
 
 /* 1 when an agent of that name is applied (not removed). */
 int agents_applied(const char *name);

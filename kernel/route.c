@@ -464,6 +464,8 @@ static void finish(rcall *c, nng_msg *reply, int status, const char *err)
     route *r = c->r;
     if (c->from_agent)
         agents_call(c->hdr.agent_id, c->cls, 0);
+    if (c->from_agent && c->own_err && status == AOS_ERR_REFUSED)
+        agents_refused(c->hdr.agent_id);
     if (c->caller) {
         answer_server(c, reply, status, err);
         pthread_mutex_lock(&r->mu);

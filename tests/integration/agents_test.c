@@ -420,6 +420,7 @@ static void network_and_budget_refusals_are_audited(void **st)
     assert_true(a.refused >= 1);
     assert_int_equal(wait_state("spender", "done|failed", 60000, &a), 0);
     assert_non_null(strstr(a.reason, "exit 4")); /* some call past the budget was refused */
+    assert_true(a.refused >= 1);                  /* the scheduler's refusal counts too */
     static const struct {
         const char *agent, *needle;
     } want[] = {{"netter", "network"}, {"spender", "token budget"}};
