@@ -2,6 +2,7 @@
  * and the LLM gateway's Aos__Llm__Config; every refusal names file:line:column and why. */
 #include "conf.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sodium.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -1277,6 +1279,89 @@ static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "api", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
+/* A PEM file named at v into *out (malloc'd, NUL-terminated; the caller's conf frees it):
+ * read now, as root, so a file aos-api could never open is handed over in its config. */
+static aos_err pem_file(ctx *x, const yaml_node_t *v, const char *where, const char *what,
+                        char **out, size_t *len)
+{
+    char path[CONF_PATH_MAX];
+    aos_err rc = get_path(x, v, where, path, sizeof path);
+    if (rc)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return fail(x, v, where, "cannot open %s: %s", path, strerror(errno));
+    size_t n = 0;
+    char *b = aos_read_all(fd, CONF_PEM_MAX, &n);
+    int e = errno;
+    close(fd);
+    if (!b)
+        return e == EFBIG ? fail_big(x, v, where, "%s is over %u KiB", path, CONF_PEM_MAX >> 10)
+               : e == ENOMEM ? nomem(x)
+                             : fail(x, v, where, "cannot read %s: %s", path, strerror(e));
+    if (!memmem(b, n, "-----BEGIN ", 11)) {
+        explicit_bzero(b, n);
+        free(b);
+        return fail(x, v, where, "%s holds no PEM %s", path, what);
+    }
+    *out = b;
+    *len = n;
+    return AOS_OK;
+}
+
+/* api.listen, api.tls_cert and api.tls_key (a[4..6]) and api.metrics_token_env (a[7]): a
+ * front door off loopback serves TLS only, and both halves of it come together. */
+static aos_err api_listen(ctx *x, const yaml_node_t *api, const yaml_node_t **a,
+                          conf_kernel *k)
+{
+    aos_err rc;
+    const char *s;
+    snprintf(k->api_listen, sizeof k->api_listen, "127.0.0.1");
+    if (a[4]) {
+        struct in_addr in;
+        if ((rc = get_str(x, a[4], "api.listen", sizeof k->api_listen - 1, &s)))
+            return rc;
+        if (inet_pton(AF_INET, s, &in) != 1)
+            return fail(x, a[4], "api.listen", "expects an IPv4 address (127.0.0.1, "
+                        "0.0.0.0, 192.0.2.7), not '%s'", s);
+        snprintf(k->api_listen, sizeof k->api_listen, "%s", s);
+    }
+    if (!a[5] != !a[6])
+        return fail(x, a[5] ? a[5] : a[6], a[5] ? "api.tls_cert" : "api.tls_key",
+                    "needs api.%s too (TLS takes a certificate and its key)",
+                    a[5] ? "tls_key" : "tls_cert");
+    struct in_addr in;
+    inet_pton(AF_INET, k->api_listen, &in);
+    if (!a[5] && (ntohl(in.s_addr) >> 24) != 127)
+        return fail(x, a[4], "api.listen", "%s is off loopback: the front door serves it "
+                    "only over TLS (set api.tls_cert and api.tls_key)", k->api_listen);
+    if (a[5] && ((rc = pem_file(x, a[5], "api.tls_cert", "certificate", &k->api_tls_cert,
+                                &k->api_tls_cert_len)) ||
+                 (rc = pem_file(x, a[6], "api.tls_key", "key", &k->api_tls_key,
+                                &k->api_tls_key_len))))
+        return rc;
+    if (a[7]) {
+        if ((rc = want_scalar(x, a[7], "api.metrics_token_env", "a variable's name")))
+            return rc;
+        s = text(a[7]); /* never echoed: a token pasted here by mistake must not be shown */
+        if (strlen(s) != a[7]->data.scalar.length || !env_name_ok(s))
+            return fail(x, a[7], "api.metrics_token_env", "expects the name of an environment "
+                        "variable ([A-Z_][A-Z0-9_]{0,%u}), not the token itself",
+                        ENV_NAME_MAX - 1);
+        if ((rc = secret_var(x, s)))
+            return rc;
+        const char *t = getenv(s);
+        if (!t || !t[0])
+            return add_warning(x, "api.metrics_token_env: %s is not set; /metrics answers on "
+                               "loopback only", s);
+        crypto_generichash(k->api_token_hash, sizeof k->api_token_hash, (const uint8_t *)t,
+                           strlen(t), NULL, 0);
+        k->has_api_token = 1;
+    }
+    (void)api;
+    return AOS_OK;
+}
+
 static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
 {
     aos_err rc;
@@ -1375,10 +1460,11 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
             *un[i].dst = (unsigned)u;
             *un[i].has = 1;
         }
-    if (v[K_API]) { /* the front door (aos-api): on 127.0.0.1 only, so far */
+    if (v[K_API]) { /* the front door (aos-api) */
         static const char *const names[] = {"port", "max_connections", "max_body_bytes",
-                                            "idle_timeout_s", NULL};
-        const yaml_node_t *a[4];
+                                            "idle_timeout_s", "listen", "tls_cert", "tls_key",
+                                            "metrics_token_env", NULL};
+        const yaml_node_t *a[8];
         if ((rc = keys(x, v[K_API], "api", names, a)))
             return rc;
         if (a[0] && (rc = get_uint(x, a[0], "api.port", 0, 65535, &u)))
@@ -1393,6 +1479,8 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
         if (a[3] && (rc = get_uint(x, a[3], "api.idle_timeout_s", 1, 3600, &u)))
             return rc;
         k->api_idle_s = a[3] ? (unsigned)u : 0;
+        if ((rc = api_listen(x, v[K_API], a, k)))
+            return rc;
         k->has_api = 1;
     }
     return AOS_OK;
@@ -1529,6 +1617,10 @@ void conf_free(conf *c)
                 explicit_bzero(c->tool->secrets[i]->value.data, c->tool->secrets[i]->value.len);
         protobuf_c_message_free_unpacked(&c->tool->base, NULL);
     }
+    free(c->k.api_tls_cert);
+    if (c->k.api_tls_key)
+        explicit_bzero(c->k.api_tls_key, c->k.api_tls_key_len);
+    free(c->k.api_tls_key);
     for (size_t i = 0; i < c->nwarn; i++)
         free(c->warn[i]);
     free(c->warn);

@@ -55,7 +55,16 @@ typedef struct conf_kernel {
     unsigned api_max_connections; /* 0: aos-api's default (1024) */
     uint64_t api_max_body;    /* 0: aos-api's default */
     unsigned api_idle_s;      /* api.idle_timeout_s; 0: aos-api's default (15) */
+    char api_listen[16];      /* api.listen: an IPv4 address ("127.0.0.1" when absent);
+                               * outside 127.0.0.0/8 only with TLS */
+    char *api_tls_cert;       /* api.tls_cert's file, read at load (PEM, the chain), or NULL */
+    size_t api_tls_cert_len;
+    char *api_tls_key;        /* api.tls_key's file (PEM; a secret: zeroed when freed) */
+    size_t api_tls_key_len;
+    int has_api_token;        /* api.metrics_token_env named a variable that was set */
+    uint8_t api_token_hash[32]; /* BLAKE2b-256 of its value: /metrics wants it as Bearer */
 } conf_kernel;
+#define CONF_PEM_MAX (64u << 10)  /* a certificate chain or a key file */
 
 /* Reads and checks path. path_given 0 means path is the default (<data-dir>/aos.yaml), whose
  * absence gives the built-in defaults (the sim provider only); an explicit path must exist.

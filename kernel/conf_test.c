@@ -286,6 +286,17 @@ static const struct bad {
      ":4:1: not valid YAML: found a tab character that violates indentation"},
     {"a: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
      AOS_ERR_TOO_BIG, "nested more than 32 levels deep"},
+    {"api: {listen: 0.0.0.0}\n", AOS_ERR_USAGE,
+     ":1:15: api.listen: 0.0.0.0 is off loopback: the front door serves it only over TLS"},
+    {"api: {listen: localhost}\n", AOS_ERR_USAGE, ":1:15: api.listen: expects an IPv4 address"},
+    {"api: {tls_key: /nonexistent/k.pem}\n", AOS_ERR_USAGE,
+     ":1:16: api.tls_key: needs api.tls_cert too"},
+    {"api: {tls_cert: /nonexistent/c.pem, tls_key: /nonexistent/k.pem}\n", AOS_ERR_USAGE,
+     ":1:17: api.tls_cert: cannot open /nonexistent/c.pem"},
+    {"api: {tls_cert: /proc/self/stat, tls_key: /proc/self/stat}\n", AOS_ERR_USAGE,
+     ":1:17: api.tls_cert: /proc/self/stat holds no PEM certificate"},
+    {"api: {metrics_token_env: \"tok en\"}\n", AOS_ERR_USAGE,
+     ":1:26: api.metrics_token_env: expects the name of an environment variable"},
 };
 
 static void every_bad_file_is_refused_with_its_line_and_column(void **st)

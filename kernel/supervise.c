@@ -295,7 +295,8 @@ static int tool_config_fd(void)
     return fd;
 }
 
-/* aos-api's: the api: section's numbers (no secret, but one way in for every server). */
+/* aos-api's: the api: section, with the TLS key when there is one (a secret: the sealed
+ * memfd is its only copy, and the buffer is wiped). */
 static int api_config_fd(void)
 {
     Aos__ApiConfig ac = AOS__API_CONFIG__INIT;
@@ -305,13 +306,28 @@ static int api_config_fd(void)
         ac.max_connections = ck->api_max_connections;
         ac.max_body_bytes = ck->api_max_body;
         ac.idle_timeout_s = ck->api_idle_s;
+        ac.listen = (ProtobufCBinaryData){strlen(ck->api_listen), (uint8_t *)ck->api_listen};
+        if (ck->api_tls_cert && ck->api_tls_key) {
+            ac.tls_cert_pem = (ProtobufCBinaryData){ck->api_tls_cert_len,
+                                                    (uint8_t *)ck->api_tls_cert};
+            ac.tls_key_pem = (ProtobufCBinaryData){ck->api_tls_key_len,
+                                                   (uint8_t *)ck->api_tls_key};
+        }
+        if (ck->has_api_token)
+            ac.metrics_token_hash = (ProtobufCBinaryData){sizeof ck->api_token_hash,
+                                                          (uint8_t *)ck->api_token_hash};
     }
-    uint8_t buf[64];
     size_t len = aos__api_config__get_packed_size(&ac);
-    if (len > sizeof buf)
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
         return -1;
     aos__api_config__pack(&ac, buf);
-    return sealed_fd("aos-api-config", buf, len);
+    int fd = sealed_fd("aos-api-config", buf, len);
+    int e = errno;
+    explicit_bzero(buf, len);
+    free(buf);
+    errno = e;
+    return fd;
 }
 
 /* The DSN a server's role logs in with: DATA/etc/<server>.dsn when root put one there

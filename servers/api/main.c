@@ -52,6 +52,12 @@ typedef struct api {
     size_t max_body;
     atomic_uint conns;
     atomic_ullong served, refused_over_cap, bad_requests, calls, streams, cancelled;
+    struct in_addr addr;        /* where it listens (api.listen) */
+    int loopback;               /* in 127.0.0.0/8 */
+    char *tls_cert, *tls_key;   /* PEM for MHD, which keeps pointers to them: for life */
+    int has_token;              /* /metrics wants Bearer <token> whose hash is token_hash */
+    uint8_t token_hash[AOS_KEY_HASH_LEN];
+    atomic_ullong metrics_refused;
 } api;
 
 static api A = {.lfd = -1};
@@ -378,10 +384,23 @@ static enum MHD_Result dispatch(hreq *h)
     return MHD_YES;
 }
 
-/* GET /metrics: aosd's kernel.metrics, without a key. The listener is on 127.0.0.1 only, so
- * every client is local (a scrape token for other addresses comes with TLS). */
+/* GET /metrics: aosd's kernel.metrics. On loopback without a key; with a scrape token
+ * configured (api.metrics_token_env) only with it, and off loopback only then: it shows
+ * every agent's cost. */
 static enum MHD_Result metrics(hreq *h)
 {
+    uint8_t hash[AOS_KEY_HASH_LEN];
+    if (A.has_token && !(key_hash(h->conn, hash) &&
+                         !sodium_memcmp(hash, A.token_hash, sizeof hash))) {
+        atomic_fetch_add(&A.metrics_refused, 1);
+        return respond_error(h->conn, h->flav, AOS_ERR_UNAUTHENTICATED, "/metrics wants the "
+                             "scrape token: Authorization: Bearer TOKEN", 0);
+    }
+    if (!A.has_token && !A.loopback) {
+        atomic_fetch_add(&A.metrics_refused, 1);
+        return respond_error(h->conn, h->flav, AOS_ERR_REFUSED, "/metrics is not served off "
+                             "loopback without a scrape token (api.metrics_token_env)", 0);
+    }
     pthread_mutex_lock(&h->mu);
     h->refs++;
     h->dispatched = 1;
@@ -701,7 +720,7 @@ static int listen_on(unsigned port)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_addr = A.addr;
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024)) {
         int e = errno;
         close(fd);
@@ -709,6 +728,38 @@ static int listen_on(unsigned port)
         return -1;
     }
     return fd;
+}
+
+/* The address, TLS and the scrape token from the config (checked by aosd already; an
+ * address off loopback without TLS is refused here too, whatever handed it over). */
+static aos_err tls_config(const Aos__ApiConfig *ac, char *why, size_t whylen)
+{
+    char ip[16] = "127.0.0.1";
+    if (ac && ac->listen.len && ac->listen.len < sizeof ip) {
+        memcpy(ip, ac->listen.data, ac->listen.len);
+        ip[ac->listen.len] = 0;
+    }
+    if (inet_pton(AF_INET, ip, &A.addr) != 1) {
+        snprintf(why, whylen, "api.listen: not an IPv4 address");
+        return AOS_ERR_USAGE;
+    }
+    A.loopback = (ntohl(A.addr.s_addr) >> 24) == 127;
+    if (ac && ac->tls_cert_pem.len && ac->tls_key_pem.len) {
+        A.tls_cert = strndup((const char *)ac->tls_cert_pem.data, ac->tls_cert_pem.len);
+        A.tls_key = strndup((const char *)ac->tls_key_pem.data, ac->tls_key_pem.len);
+        if (!A.tls_cert || !A.tls_key) {
+            snprintf(why, whylen, "out of memory");
+            return AOS_ERR_NOMEM;
+        }
+    } else if (!A.loopback) {
+        snprintf(why, whylen, "api.listen %s is off loopback and no TLS certificate came", ip);
+        return AOS_ERR_USAGE;
+    }
+    if (ac && ac->metrics_token_hash.len == sizeof A.token_hash) {
+        memcpy(A.token_hash, ac->metrics_token_hash.data, sizeof A.token_hash);
+        A.has_token = 1;
+    }
+    return AOS_OK;
 }
 
 static aos_err api_open(srv *s, char *why, size_t whylen)
@@ -725,8 +776,14 @@ static aos_err api_open(srv *s, char *why, size_t whylen)
     A.max_conns = ac && ac->max_connections ? ac->max_connections : API_CONNS_DEFAULT;
     A.max_body = ac && ac->max_body_bytes ? (size_t)ac->max_body_bytes : API_BODY_DEFAULT;
     A.idle_s = ac && ac->idle_timeout_s ? ac->idle_timeout_s : API_IDLE_S;
-    if (ac)
+    aos_err e = tls_config(ac, why, whylen);
+    if (ac) {
+        if (ac->tls_key_pem.data)
+            explicit_bzero(ac->tls_key_pem.data, ac->tls_key_pem.len);
         aos__api_config__free_unpacked(ac, NULL);
+    }
+    if (e != AOS_OK)
+        return e;
     if (sodium_init() < 0) {
         snprintf(why, whylen, "libsodium does not start");
         return AOS_ERR_INTERNAL;
@@ -735,8 +792,10 @@ static aos_err api_open(srv *s, char *why, size_t whylen)
     A.lfd = listen_on(want);
     if (A.lfd < 0 && !A.port && want)
         A.lfd = listen_on(0); /* the old port is taken: any */
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &A.addr, ip, sizeof ip);
     if (A.lfd < 0) {
-        snprintf(why, whylen, "listening on 127.0.0.1:%u: %s", want, strerror(errno));
+        snprintf(why, whylen, "listening on %s:%u: %s", ip, want, strerror(errno));
         return AOS_ERR_IO;
     }
     struct sockaddr_in sa;
@@ -746,19 +805,30 @@ static aos_err api_open(srv *s, char *why, size_t whylen)
     write_port(A.port);
     /* one polling thread (epoll) for every connection; calls wait suspended, so a slow model
      * holds no thread. Its epoll set and wakeup eventfd are made here, before the sandbox */
+    /* TLS (GnuTLS inside libmicrohttpd) when a certificate came: the key and chain are
+     * handed over in memory, so nothing in the sandbox reads a file */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, A.tls_key},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, A.tls_cert},
+        {MHD_OPTION_END, 0, NULL},
+    };
     A.d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, A.lfd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(A.max_conns + API_OVER_BAND), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)API_HEADERS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, A.idle_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, NULL, MHD_OPTION_END);
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            (A.tls_cert ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, A.lfd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(A.max_conns + API_OVER_BAND),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_HEADERS_MAX,
+        MHD_OPTION_CONNECTION_TIMEOUT, A.idle_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_ARRAY,
+        A.tls_cert ? tls : &tls[2], MHD_OPTION_END);
     if (!A.d) {
-        snprintf(why, whylen, "libmicrohttpd does not start on 127.0.0.1:%u", A.port);
+        snprintf(why, whylen, "libmicrohttpd does not start on %s:%u%s", ip, A.port,
+                 A.tls_cert ? " (with TLS: is the key the certificate's?)" : "");
         return AOS_ERR_INTERNAL;
     }
-    aos_info("api: the front door on http://127.0.0.1:%u/v1 (%u connections, %zu-byte "
-             "bodies)", A.port, A.max_conns, A.max_body);
+    aos_info("api: the front door on %s://%s:%u/v1 (%u connections, %zu-byte bodies%s)",
+             A.tls_cert ? "https" : "http", ip, A.port, A.max_conns, A.max_body,
+             A.has_token ? ", /metrics with its scrape token" : "");
     return AOS_OK;
 }
 
@@ -773,6 +843,8 @@ static void api_stats(srv *s, srv_stats *st)
     srv_stat(st, "refused_over_cap", (int64_t)atomic_load(&A.refused_over_cap), NULL);
     srv_stat(st, "bad_requests", (int64_t)atomic_load(&A.bad_requests), NULL);
     srv_stat(st, "cancelled", (int64_t)atomic_load(&A.cancelled), NULL);
+    srv_stat(st, "tls", A.tls_cert != NULL, NULL);
+    srv_stat(st, "metrics_refused", (int64_t)atomic_load(&A.metrics_refused), NULL);
 }
 
 int main(int argc, char **argv)

@@ -1096,6 +1096,121 @@ static void kill9_serves_again(void **st)
     still_serves();
 }
 
+/* GET url over HTTPS trusting only the test certificate, with an optional bearer token:
+ * the status (0: no HTTP answer). */
+static long https_get(const char *url, const char *token, resp *r)
+{
+    memset(r, 0, sizeof *r);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    struct curl_slist *hl = NULL;
+    char h[256];
+    if (token) {
+        snprintf(h, sizeof h, "Authorization: Bearer %s", token);
+        hl = curl_slist_append(hl, h);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_CAINFO, AOS_TLS_DATA "/cert.pem");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    r->cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return r->status;
+}
+
+/* api.tls_cert/tls_key: the front door serves HTTPS only (a plain request gets no answer),
+ * inside aos-api's sandbox; api.metrics_token_env: /metrics wants the token; the private
+ * key is in no log. A second aosd on its own data dir. */
+static void tls_and_the_scrape_token(void **st)
+{
+    (void)st;
+    char dir[64], path[128], why[1024];
+    snprintf(dir, sizeof dir, "/tmp/it-apitls-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/aos.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("api:\n  port: 0\n  listen: 127.0.0.1\n"
+          "  tls_cert: " AOS_TLS_DATA "/cert.pem\n"
+          "  tls_key: " AOS_TLS_DATA "/key.pem\n"
+          "  metrics_token_env: AOS_TEST_SCRAPE_TOKEN\n", f);
+    fclose(f);
+    setenv("AOS_TEST_SCRAPE_TOKEN", "scrape-0f3c9e1d", 1);
+    h_aosd *t = h_start_on(dir, NULL, 120000, why, sizeof why);
+    unsetenv("AOS_TEST_SCRAPE_TOKEN");
+    if (!t)
+        fail_msg("aosd on %s: %s", dir, why);
+    snprintf(path, sizeof path, "%s/api/port", dir);
+    int port = 0;
+    for (int i = 0; i < 200 && port <= 0; i++) {
+        FILE *pf = fopen(path, "r");
+        if (pf) {
+            if (fscanf(pf, "%d", &port) != 1)
+                port = 0;
+            fclose(pf);
+        }
+        if (port <= 0)
+            usleep(50000);
+    }
+    assert_true(port > 0);
+    char url[128];
+    resp r;
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/metrics", port);
+    assert_int_equal(https_get(url, "scrape-0f3c9e1d", &r), 200);
+    assert_non_null(r.body);
+    assert_non_null(strstr(r.body, "aos_child_up"));
+    resp_free(&r);
+    assert_int_equal(https_get(url, NULL, &r), 401);
+    resp_free(&r);
+    assert_int_equal(https_get(url, "a-wrong-token", &r), 401);
+    resp_free(&r);
+    /* a key's call over TLS is refused for the key, not for the transport */
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/v1/models", port);
+    assert_int_equal(https_get(url, "sk-nope", &r), 401);
+    resp_free(&r);
+    /* plain HTTP on the TLS port: no HTTP answer at all */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    memset(&r, 0, sizeof r);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    assert_int_equal(r.status, 0);
+    resp_free(&r);
+    /* neither the key nor the token is in aosd's log */
+    char *key = NULL, *log = NULL;
+    FILE *kf = fopen(AOS_TLS_DATA "/key.pem", "r");
+    assert_non_null(kf);
+    key = calloc(1, 4096);
+    assert_true(fread(key, 1, 4095, kf) > 64);
+    fclose(kf);
+    char *body = strstr(key, "-----\n");
+    assert_non_null(body);
+    body[6 + 40] = 0; /* the first 40 characters of the key's base64 */
+    FILE *lf = fopen(h_log_path(t), "r");
+    if (lf) {
+        log = calloc(1, 1 << 22);
+        size_t got = fread(log, 1, (1 << 22) - 1, lf);
+        log[got] = 0;
+        fclose(lf);
+        assert_null(strstr(log, body + 6));
+        assert_null(strstr(log, "scrape-0f3c9e1d"));
+        free(log);
+    }
+    free(key);
+    h_stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1113,6 +1228,7 @@ int main(void)
         cmocka_unit_test(client_gone_cancels),
         cmocka_unit_test(connection_cap),
         cmocka_unit_test(kill9_serves_again),
+        cmocka_unit_test(tls_and_the_scrape_token),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
