@@ -25,6 +25,7 @@
 
 #include "agent.pb-c.h"
 #include "aos/log.h"
+#include "cgroup.h"
 #include "deploy.h"
 #include "fsafe.h"
 #include "link.h"
@@ -48,6 +49,7 @@
 #define AG_SOCK_DIR "/run/aos"       /* where the agent socket is inside the sandbox */
 #define AG_STORAGE_MS 20000u
 #define AG_BWRAP_ARGV 96
+
 
 typedef enum { AS_PENDING, AS_RUNNING, AS_SUSPENDED, AS_STOPPING, AS_DONE, AS_FAILED,
                AS_BACKOFF } astate;
@@ -103,6 +105,7 @@ static struct {
     uint32_t gens[AG_MAX];
     pslot pipes[AG_PIPES];
     int loaded, loading, applying, shutting;
+    int cg_said;                 /* "no cgroup for agents" was logged */
     uint64_t load_retry, kv_version;
     char **collections, **topics; /* of the applied deployment */
     size_t ncollections, ntopics;
@@ -431,7 +434,7 @@ static void spawn_agent(agent *a, uint64_t now)
     spawn_req r = {.argv = argv, .envp = envp, .uid = A.uid, .gid = A.gid, .out_fd = logfd,
                    .fds = {fds[0], fds[1], -1, -1}, .cwd = "/", .deathsig = SIGKILL,
                    .no_new_privs = 1};
-    /* per-process caps; memory and process counts need a cgroup (see README) */
+    /* per-process caps; memory and process counts are its cgroup's (below) */
     r.rlim_res[r.nrlim] = RLIMIT_CORE;
     r.rlim_val[r.nrlim++] = (struct rlimit){0, 0};
     r.rlim_res[r.nrlim] = RLIMIT_NOFILE;
@@ -440,8 +443,25 @@ static void spawn_agent(agent *a, uint64_t now)
     r.rlim_val[r.nrlim++] = (struct rlimit){1ull << 30, 1ull << 30};
     r.rlim_res[r.nrlim] = RLIMIT_MEMLOCK;
     r.rlim_val[r.nrlim++] = (struct rlimit){64u << 10, 64u << 10};
+    char cgwhy[400];
+    /* what rlimits cannot bound for processes that share one uid: a fork or thread bomb,
+     * memory a sanitizer build cannot cap with RLIMIT_AS (aos.yaml agent_memory_mb and
+     * agent_pids_max; tool runs have their own limits in aos-tool) */
+    int cgfd[3];
+    int limits = cg_agent(a->name, (uint64_t)A.cfg->agent_memory_mb << 20,
+                          A.cfg->agent_pids_max, cgfd, cgwhy, sizeof cgwhy);
+    r.cgroup_fd = cgfd[0] >= 0 ? cgfd[0] : 0;
+    r.cgroup_v1_fd[0] = cgfd[1] >= 0 ? cgfd[1] : 0;
+    r.cgroup_v1_fd[1] = cgfd[2] >= 0 ? cgfd[2] : 0;
+    if (limits < 2 && !A.cg_said) { /* once: the same reason holds for every agent */
+        A.cg_said = 1;
+        aos_warn("agents run without a cgroup of their own (rlimits only): %s", cgwhy);
+    }
     pid_t pid = spawn_child(&r);
     int err = errno;
+    for (int i = 0; i < 3; i++)
+        if (cgfd[i] >= 0)
+            close(cgfd[i]);
     for (int i = 0; i < 2; i++)
         close(fds[i]);
     close(logfd);

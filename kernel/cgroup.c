@@ -530,6 +530,133 @@ void cg_delegate(const char *name, uid_t uid, gid_t gid, cg_deleg *out)
     pthread_mutex_unlock(&cg_mu);
 }
 
+static int v1_find(const char *ctrl, char *dir, size_t cap);
+
+/* dir/<name> below an open parent: made fresh (an empty old one removed), the limit
+ * written to file (NULL: none), its cgroup.procs opened. -1 with why. */
+static int agent_leaf(int parent, const char *name, const char *file, uint64_t limit,
+                      char *why, size_t whylen)
+{
+    rm_tree(parent, name, 0); /* an empty one from an earlier run: fresh counters */
+    int e = 0, dfd = cg_mkdir(parent, name, &e);
+    if (dfd < 0) {
+        snprintf(why, whylen, "mkdir %s: %s", name, strerror(e));
+        return -1;
+    }
+    char v[32];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)limit);
+    int fd = -1;
+    if (file && limit && (e = write_small(dfd, file, v)))
+        snprintf(why, whylen, "%s/%s: %s", name, file, strerror(e));
+    else if ((fd = openat(dfd, "cgroup.procs", O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        snprintf(why, whylen, "open %s/cgroup.procs: %s", name, strerror(errno));
+    close(dfd);
+    return fd;
+}
+
+/* The v2 half: B/agents/<name> with both limits, or -1 (why). mu held. */
+static int agent_v2(const char *name, uint64_t memory_max, uint64_t pids_max, char *why,
+                    size_t whylen)
+{
+    int e = 0, afd = cg_mkdir(cg.basefd, "agents", &e), fd = -1;
+    if (afd < 0) {
+        fail_text(why, whylen, "mkdir", "agents", e);
+        return -1;
+    }
+    size_t i;
+    for (i = 0; i < cg.nnames && strcmp(cg.names[i], "agents") != 0; i++)
+        ;
+    if (i == cg.nnames && i < CG_NAMES_MAX)
+        snprintf(cg.names[cg.nnames++], sizeof cg.names[0], "agents");
+    /* B/agents holds no process, so the controllers can be on in it for its children */
+    char on[256] = "";
+    read_small(afd, "cgroup.subtree_control", on, sizeof on);
+    if ((!has_word(on, "memory", ' ') &&
+         (e = write_small(afd, "cgroup.subtree_control", "+memory"))) ||
+        (!has_word(on, "pids", ' ') && (e = write_small(afd, "cgroup.subtree_control", "+pids"))))
+        snprintf(why, whylen, "v2: memory and pids for agents: %s", strerror(e));
+    else if ((fd = agent_leaf(afd, name, "memory.max", memory_max, why, whylen)) >= 0) {
+        int dfd = openat(afd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        char v[32];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)pids_max);
+        if (dfd < 0 || (pids_max && (e = write_small(dfd, "pids.max", v)))) {
+            snprintf(why, whylen, "v2: %s/pids.max: %s", name, strerror(dfd < 0 ? errno : e));
+            close(fd);
+            fd = -1;
+        }
+        if (dfd >= 0) {
+            if (memory_max)
+                write_small(dfd, "memory.swap.max", "0"); /* absent without swap accounting */
+            close(dfd);
+        }
+    }
+    close(afd);
+    return fd;
+}
+
+int cg_agent(const char *name, uint64_t memory_max, uint64_t pids_max, int fds[3], char *why,
+             size_t whylen)
+{
+    fds[0] = fds[1] = fds[2] = -1;
+    why[0] = 0;
+    if (!name || !name[0] || strlen(name) >= 64 || strchr(name, '/') || strchr(name, '.') ||
+        strchr(name, '\n')) {
+        snprintf(why, whylen, "none: invalid cgroup name");
+        return 0;
+    }
+    char t[300] = "";
+    pthread_mutex_lock(&cg_mu);
+    if (cg.basefd >= 0)
+        fds[0] = agent_v2(name, memory_max, pids_max, t, sizeof t);
+    else
+        snprintf(t, sizeof t, "v2: %s", cg.done ? cg.none : "cg_setup was not called");
+    pthread_mutex_unlock(&cg_mu);
+    if (fds[0] >= 0) {
+        snprintf(why, whylen, "%.300s/agents/%s", cg.base, name);
+        return 2;
+    }
+    cat(why, whylen, "%s", t);
+    /* a hybrid host: pids and memory are v1 hierarchies of their own */
+    static const char *const ctrls[] = {"pids", "memory"};
+    static const char *const files[] = {"pids.max", "memory.limit_in_bytes"};
+    const uint64_t limits[] = {pids_max, memory_max};
+    int got = 0;
+    for (int c = 0; c < 2; c++) {
+        char base[480], parent[96], dir[600];
+        if (v1_find(ctrls[c], base, sizeof base)) {
+            cat(why, whylen, "; no v1 %s", ctrls[c]);
+            continue;
+        }
+        snprintf(parent, sizeof parent, "aos-%d-agents", (int)getpid());
+        snprintf(dir, sizeof dir, "%.480s/%.96s", base, parent);
+        int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = 0;
+        int pfd = bfd >= 0 ? cg_mkdir(bfd, parent, &e) : -1;
+        if (bfd >= 0)
+            close(bfd);
+        if (pfd < 0) {
+            cat(why, whylen, "; v1 %s: %s", ctrls[c], strerror(bfd < 0 ? errno : e));
+            continue;
+        }
+        pthread_mutex_lock(&cg_mu);
+        size_t k;
+        for (k = 0; k < cg.nv1 && strcmp(cg.v1dirs[k], dir); k++)
+            ;
+        if (k == cg.nv1 && k < sizeof cg.v1dirs / sizeof cg.v1dirs[0])
+            snprintf(cg.v1dirs[cg.nv1++], sizeof cg.v1dirs[0], "%s", dir);
+        pthread_mutex_unlock(&cg_mu);
+        char lt[200] = "";
+        fds[1 + c] = agent_leaf(pfd, name, files[c], limits[c], lt, sizeof lt);
+        close(pfd);
+        if (fds[1 + c] >= 0)
+            got++;
+        else
+            cat(why, whylen, "; v1 %s: %s", ctrls[c], lt);
+    }
+    if (got == 2)
+        snprintf(why, whylen, "v1 pids and memory: aos-%d-agents/%s", (int)getpid(), name);
+    return got;
+}
+
 /* rmdir a cgroup and the cgroups the child made below it, deepest first. 0 or an errno. */
 static int rm_tree(int parent, const char *name, int depth)
 {

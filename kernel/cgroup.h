@@ -4,6 +4,7 @@
 #define AOS_CGROUP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "aos/err.h"
@@ -44,6 +45,17 @@ typedef struct cg_deleg_v1 {
 } cg_deleg_v1;
 void cg_delegate_v1(const char *name, uid_t uid, gid_t gid, const cg_deleg *v2,
                     cg_deleg_v1 *out);
+
+/* An agent's cgroups, NOT delegated (root's files: the agent cannot raise its own limits),
+ * with its memory and pids limits (0: not set): B/agents/<name> in cgroup v2 with pids and
+ * memory enabled in B/agents; where those controllers are v1 hierarchies (hybrid hosts),
+ * <v1 cgroup>/aos-<aosd pid>-agents/<name> in each. fds[0] gets the v2 cgroup.procs,
+ * fds[1] and fds[2] the v1 pids and memory ones, each opened O_WRONLY for the spawned child
+ * to join (spawn_req.cgroup_fd, cgroup_v1_fd), -1 where none; the caller closes them. why
+ * says what was made, or why a limit is missing (the agent then has its rlimits only).
+ * Returns how many of the two limits are in place. Thread-safe. */
+int cg_agent(const char *name, uint64_t memory_max, uint64_t pids_max, int fds[3], char *why,
+             size_t whylen);
 
 /* At aosd exit: remove every cgroup cg_delegate made (with whatever sub-cgroups the
  * child made inside), which works once no process is left in them. why ("" when all went)

@@ -1270,12 +1270,13 @@ static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cf
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
        K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_RUN_RETENTION,
-       K_LLM, K_TOOLS, K_API, K_N };
+       K_AGENT_MEM, K_AGENT_PIDS, K_LLM, K_TOOLS, K_API, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
                                         "log", "audit_fail_open", "log_max_mb", "log_keep",
-                                        "disk_min_free_mb", "run_retention_s", "llm", "tools",
+                                        "disk_min_free_mb", "run_retention_s",
+                                        "agent_memory_mb", "agent_pids_max", "llm", "tools",
                                         "api", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
@@ -1451,6 +1452,8 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
         {K_LOG_MAX, 0, 1u << 20, &k->log_max_mb, &k->has_log_max_mb},
         {K_LOG_KEEP, 1, 100, &k->log_keep, &k->has_log_keep},
         {K_DISK_MIN, 0, 1u << 30, &k->disk_min_free_mb, &k->has_disk_min_free_mb},
+        {K_AGENT_MEM, 16, 1u << 20, &k->agent_memory_mb, &k->has_agent_memory_mb},
+        {K_AGENT_PIDS, 16, 1u << 22, &k->agent_pids_max, &k->has_agent_pids_max},
     };
     for (size_t i = 0; i < sizeof un / sizeof un[0]; i++)
         if (v[un[i].idx]) {

@@ -35,7 +35,7 @@ typedef struct conf_kernel {
     int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
         has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log,
         has_audit_fail_open, has_log_max_mb, has_log_keep, has_disk_min_free_mb,
-        has_run_retention_s;
+        has_run_retention_s, has_agent_memory_mb, has_agent_pids_max;
     char pg_dsn[CONF_DSN_MAX];
     char bin_dir[CONF_PATH_MAX];
     char pg_bin_dir[CONF_PATH_MAX];
@@ -49,6 +49,8 @@ typedef struct conf_kernel {
     unsigned log_keep;        /* log_keep: old files kept of each */
     unsigned disk_min_free_mb; /* disk_min_free_mb: below it, effectful syscalls are refused */
     uint64_t run_retention_s; /* finished agent runs older than this may be pruned */
+    unsigned agent_memory_mb; /* agent_memory_mb: each agent's cgroup memory.max */
+    unsigned agent_pids_max;  /* agent_pids_max: its pids.max (threads count) */
     int has_api;              /* api: the front door's section */
     unsigned api_port;        /* api.port: 0 (or absent): a free port, written to
                                * DATA/api/port */

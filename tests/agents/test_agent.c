@@ -2,6 +2,7 @@
  * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call, mail); one stdout line per
  * event. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ static const char usage[] =
     "  llm MODEL [TEXT [N]]  llm.chat of one user message (\"hello\"), N times (1) or\n"
     "                        until one fails\n"
     "  tool NAME ARGSJSON [net]  tool.run (net: asks for a network)\n"
+    "  hog MB                touch MB MiB of memory (its cgroup's memory.max ends it)\n"
+    "  threads N             start N threads (its cgroup's pids.max stops them: exit 3)\n"
     "  call METHOD           a call with an empty payload\n"
     "  send TO N [PREFIX [MS]] N messages to TO, ids PREFIX+i, each retried until sent,\n"
     "                        MS ms apart (0)\n"
@@ -94,6 +97,51 @@ static int m_idle(void)
             break;
     }
     aos_agent_close(a);
+    return 0;
+}
+
+/* Touches mb MiB of fresh memory, a MiB at a time, saying how far it got: its cgroup's
+ * memory.max ends it (the kernel's OOM killer, in its cgroup only). */
+static int m_hog(long mb)
+{
+    for (long i = 0; i < mb; i++) {
+        char *p = malloc(1u << 20);
+        if (!p) {
+            printf("hog: malloc failed at %ld MiB\n", i);
+            return 1;
+        }
+        memset(p, 0x5a, 1u << 20);
+        if (i % 16 == 0)
+            printf("hog: %ld MiB\n", i);
+    }
+    printf("hog: all %ld MiB\n", mb);
+    return 0;
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    pause();
+    return NULL;
+}
+
+/* Starts threads until one fails or n are running: its cgroup's pids.max stops it. */
+static int m_threads(long n)
+{
+    long i;
+    for (i = 0; i < n; i++) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setstacksize(&at, 64u << 10);
+        int e = pthread_create(&t, &at, sleeper, NULL);
+        pthread_attr_destroy(&at);
+        if (e) {
+            printf("threads: %ld started, then %s\n", i, strerror(e));
+            return 3;
+        }
+    }
+    printf("threads: all %ld started\n", i);
     return 0;
 }
 
@@ -508,6 +556,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(m, "crash") && argc == 2)
         m_crash();
+    if (!strcmp(m, "hog") && argc == 3 && count(argv[2], 1L << 20) >= 0)
+        return m_hog(count(argv[2], 1L << 20));
+    if (!strcmp(m, "threads") && argc == 3 && count(argv[2], 100000L) >= 0)
+        return m_threads(count(argv[2], 100000L));
     if (!strcmp(m, "ignore-stop") && argc == 2)
         m_ignore_stop();
     if (!strcmp(m, "spoof") && argc == 3)
