@@ -476,8 +476,20 @@ static void an_agent_is_held_to_its_cgroup(void **st)
     }
     assert_int_equal(wait_state("spawner", "done|failed", 60000, &a), 0);
     print_message("spawner: %s\n", a.reason);
-    if (limited)
-        assert_non_null(strstr(a.reason, "exit 3")); /* a thread refused, under 128 */
+    if (limited) {
+        /* a thread refused under 128: the program says so (exit 3), or a sanitizer's runtime
+         * gives up on it first (exit 1); never all 1000 started */
+        assert_null(strstr(a.reason, "exit 0"));
+        char lp[160], lg[4096] = "";
+        snprintf(lp, sizeof lp, "%s/agent-logs/spawner", DATA_DIR);
+        FILE *lf = fopen(lp, "r");
+        if (lf) {
+            lg[fread(lg, 1, sizeof lg - 1, lf)] = 0;
+            fclose(lf);
+        }
+        print_message("spawner's log: %.300s\n", lg);
+        assert_null(strstr(lg, "threads: all"));
+    }
     assert_int_equal(wait_state("calm", "running|waiting", 20000, &a), 0);
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
