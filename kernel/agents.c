@@ -26,6 +26,7 @@
 #include "agent.pb-c.h"
 #include "aos/log.h"
 #include "aos/storage.h"
+#include "agstate.h"
 #include "deploy.h"
 #include "fsafe.h"
 #include "link.h"
@@ -756,37 +757,33 @@ static void slot_drop(uint32_t i)
 
 static char *state_json(const agent *a)
 {
-    int term = a->st == AS_DONE || a->st == AS_FAILED;
-    json_t *o = json_object();
-    json_object_set_new(o, "state", json_string(term ? state_names[a->st] : "live"));
-    json_object_set_new(o, "reason", json_string(a->reason)); /* NULL (skipped): not UTF-8 */
-    json_object_set_new(o, "stopped", json_string(term ? a->stop_why : ""));
-    json_object_set_new(o, "restarts", json_integer((json_int_t)a->restarts));
-    json_object_set_new(o, "at_ms", json_integer(wall_ms()));
-    char *txt = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(o);
-    return txt;
+    agst r = {.state = a->st == AS_DONE ? AGST_DONE : a->st == AS_FAILED ? AGST_FAILED
+                                                                         : AGST_LIVE,
+              .restarts = a->restarts, .at_ms = wall_ms()};
+    snprintf(r.reason, sizeof r.reason, "%s", a->reason);
+    snprintf(r.stopped, sizeof r.stopped, "%s", r.state == AGST_LIVE ? "" : a->stop_why);
+    return agst_encode(&r);
 }
 
-/* A record read back (our own, still checked: it is a stored value); mu held. */
+/* A record read back (a stored value: agst_decode checks it whole); mu held. */
 static void state_restore(agent *a, const uint8_t *val, size_t len, uint64_t now)
 {
-    json_t *o = json_loadb((const char *)val, len, 0, NULL);
-    const char *st = json_string_value(json_object_get(o, "state"));
-    const char *why = json_string_value(json_object_get(o, "reason"));
-    const char *stop = json_string_value(json_object_get(o, "stopped"));
-    json_t *r = json_object_get(o, "restarts");
-    if (json_is_integer(r) && json_integer_value(r) >= 0 && json_integer_value(r) <= 1000000000)
-        a->restarts = (unsigned)json_integer_value(r);
-    if (st && (!strcmp(st, "done") || !strcmp(st, "failed")) && !a->pid &&
-        a->st == AS_PENDING) {
-        a->st = !strcmp(st, "done") ? AS_DONE : AS_FAILED;
-        snprintf(a->reason, sizeof a->reason, "%s", why ? why : st);
-        snprintf(a->stop_why, sizeof a->stop_why, "%s", stop ? stop : "");
+    agst r;
+    char why[200];
+    if (agst_decode(val, len, &r, why, sizeof why) != AOS_OK) {
+        aos_warn("agent %s: its state record does not read (%s): started as if new", a->name,
+                 why);
+        return;
+    }
+    a->restarts = r.restarts;
+    if (r.state != AGST_LIVE && !a->pid && a->st == AS_PENDING) {
+        a->st = r.state == AGST_DONE ? AS_DONE : AS_FAILED;
+        snprintf(a->reason, sizeof a->reason, "%s", r.reason);
+        snprintf(a->stop_why, sizeof a->stop_why, "%.*s", (int)sizeof a->stop_why - 1,
+                 r.stopped);
         if (a->st == AS_DONE && !a->stop_why[0])
             plan_wake(a, now); /* its wakes start it again, as they did before */
     }
-    json_decref(o);
 }
 
 static void state_load(const uint8_t *after, size_t alen);
