@@ -2177,6 +2177,16 @@ aos_err agents_check(const char *agent_name, const kmethod *km, const aos_env *r
         rc = refuse(a, why, whylen, "agent %s: its context budget is its manifest's "
                     "budgets.context_tokens (%" PRIu64 "), which aosd sets; an agent does not",
                     a->name, a->m->budget_context_tokens);
+    } else if (!strcmp(req->method, "memory.assemble") && a->m->budget_context_tokens) {
+        /* a call's own budget may be smaller than the manifest's, never larger */
+        Aos__Memory__AssembleRequest *q =
+            aos__memory__assemble_request__unpack(NULL, req->payload_len, req->payload);
+        if (q && q->budget > 0 && (uint64_t)q->budget > a->m->budget_context_tokens)
+            rc = refuse(a, why, whylen, "agent %s: a prompt of %" PRId64 " tokens is over its "
+                        "manifest's budgets.context_tokens (%" PRIu64 ")", a->name, q->budget,
+                        a->m->budget_context_tokens);
+        if (q)
+            aos__memory__assemble_request__free_unpacked(q, NULL);
     } else if (!strcmp(req->method, "storage.queue.send")) {
         /* mail to another agent goes through msg.send, where talks_to is checked */
         Aos__Storage__QueueSendRequest *q =

@@ -11,6 +11,7 @@
 
 #include "aos/agent.h"
 #include "aos/envelope.h"
+#include "aos/memory.h"
 #include "aos/msg.h"
 #include "aos/storage.h"
 #include "llm.pb-c.h"
@@ -28,6 +29,7 @@ static const char usage[] =
     "  dial URL              aos_connect + kernel.ping: exit 3 if it got through, else 0\n"
     "  llm MODEL [TEXT]      llm.chat of one user message (\"hello\")\n"
     "  tool NAME ARGSJSON    tool.run\n"
+    "  assemble BUDGET       memory.assemble with this call's own budget (tokens)\n"
     "  call METHOD           a call with an empty payload\n"
     "  send TO N [PREFIX [MS]] N messages to TO, ids PREFIX+i, each retried until sent,\n"
     "                        MS ms apart (0)\n"
@@ -279,6 +281,19 @@ static int m_tool(const char *tool, const char *args)
     return rc;
 }
 
+static int m_assemble(long budget)
+{
+    aos_agent *a = open_or_die();
+    aos_call_opts o = {.timeout_ms = CALL_MS};
+    aos_mem_assemble_opts ao = {.budget = budget};
+    struct Aos__Memory__AssembleReply *p = NULL;
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = aos_mem_assemble(aos_agent_conn(a), &o, &ao, &p, why, sizeof why);
+    aos_mem_prompt_free(p);
+    aos_agent_close(a);
+    return outcome("memory.assemble", e, why);
+}
+
 static int m_call(const char *method)
 {
     aos_agent *a = open_or_die();
@@ -506,6 +521,8 @@ int main(int argc, char **argv)
         return m_llm(argv[2], argc == 4 ? argv[3] : "hello");
     if (!strcmp(m, "tool") && argc == 4)
         return m_tool(argv[2], argv[3]);
+    if (!strcmp(m, "assemble") && argc == 3 && count(argv[2], 2000000L) >= 0)
+        return m_assemble(count(argv[2], 2000000L));
     if (!strcmp(m, "call") && argc == 3)
         return m_call(argv[2]);
     if (!strcmp(m, "send") && argc >= 4 && argc <= 6) {

@@ -476,6 +476,12 @@ static void the_context_budget_reaches_aos_memory(void **st)
                                              "    budgets: {context_tokens: 5000}\n")
                                        AGENT("ctxb", "[call, memory.budget.set]",
                                              "    budgets: {context_tokens: 4000}\n"
+                                             "    restart: {policy: never}\n")
+                                       AGENT("ctxc", "[assemble, \"8000\"]",
+                                             "    budgets: {context_tokens: 4000}\n"
+                                             "    restart: {policy: never}\n")
+                                       AGENT("ctxd", "[assemble, \"2000\"]",
+                                             "    budgets: {context_tokens: 4000}\n"
                                              "    restart: {policy: never}\n"),
                            0, 0, NULL, NULL, 0),
                      AOS_OK);
@@ -488,6 +494,13 @@ static void the_context_budget_reaches_aos_memory(void **st)
         fail_msg("ctxb: %s", a.reason);
     assert_true(a.refused >= 1);
     assert_int_equal(memory_budget("ctxb"), 4000);
+    /* a prompt over the manifest's budget: REFUSED; one under it is the call's to ask */
+    assert_int_equal(wait_state("ctxc", "done|failed", 20000, &a), 0);
+    if (!strstr(a.reason, "exit 4"))
+        fail_msg("ctxc: %s", a.reason);
+    assert_int_equal(wait_state("ctxd", "done|failed", 20000, &a), 0);
+    if (!strstr(a.reason, "exit 0"))
+        fail_msg("ctxd: %s", a.reason);
     /* an update of a running agent's budget reaches aos-memory too */
     assert_int_equal(apply("agents:\n" AGENT("ctxa", "[idle]",
                                              "    budgets: {context_tokens: 7000}\n"),
