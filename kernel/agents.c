@@ -1248,8 +1248,12 @@ static void applied_cb(void *arg, int status, const uint8_t *pl, size_t len, con
     if (r)
         aos__storage__kv_put_reply__free_unpacked(r, NULL);
     if (status == AOS_OK) {
+        /* a removed agent's record goes with it; a created one starts without any (one
+         * left by an earlier agent of its name whose delete was lost or raced its last
+         * write would make a restarted aosd take it for finished) */
         for (size_t i = 0; i < p->n; i++)
-            if (p->ch[i].kind == 0 && p->ch[i].action == CH_DELETE)
+            if (p->ch[i].kind == 0 &&
+                (p->ch[i].action == CH_DELETE || p->ch[i].action == CH_CREATE))
                 state_delete(p->ch[i].name);
         kreply_send(p->k, AOS_OK, NULL, p->reply, p->reply_len);
     } else {
