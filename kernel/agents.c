@@ -83,6 +83,7 @@ typedef struct agent {
     char reason[256];
     int budget_ok, budget_busy;  /* aos-memory holds its context budget / a set in flight */
     int st_dirty, st_busy;       /* its state record needs writing / a write in flight */
+    uint64_t budget_retry, st_retry; /* after a failed set / write: not before (mono ms) */
     uint32_t slot;               /* its index in A.tab */
     struct agent *hnext;         /* the name hash's chain */
 } agent;
@@ -863,7 +864,8 @@ static void state_put_cb(void *arg, int status, const uint8_t *pl, size_t len,
     if (a) {
         a->st_busy = 0;
         if (status != AOS_OK) {
-            a->st_dirty = 1; /* the next tick writes it again */
+            a->st_dirty = 1; /* written again a second later */
+            a->st_retry = aos_mono_ms() + 1000;
             aos_warn("agent %s: writing its state record: %s (%s); again", x->name,
                      aos_err_name(status), err ? err : "");
         }
@@ -915,6 +917,7 @@ static void budget_cb(void *arg, int status, const uint8_t *pl, size_t len, cons
         } else {
             aos_warn("agent %s: aos-memory did not take its context budget: %s (%s)",
                      x->name, aos_err_name(status), err ? err : "");
+            a->budget_retry = aos_mono_ms() + 1000;
             if (!a->pid) {
                 snprintf(a->reason, sizeof a->reason, "waiting for aos-memory to take its "
                          "context budget (%s: %.150s)", aos_err_name(status), err ? err : "");
@@ -2290,12 +2293,12 @@ uint64_t agents_tick(uint64_t now)
         /* aosd, not the agent, gives aos-memory its context budget: before it starts, and
          * again when the manifest changes it */
         if (ctx && !a->budget_ok && !a->budget_busy && !a->removed && (due || a->pid) &&
-            nb < AG_SENDS) {
+            now >= a->budget_retry && nb < AG_SENDS) {
             a->budget_busy = 1;
             snprintf(budgets[nb].name, sizeof budgets[nb].name, "%s", a->name);
             budgets[nb++].n = ctx;
         }
-        if (a->st_dirty && !a->st_busy && !a->removed && ns < AG_SENDS &&
+        if (a->st_dirty && !a->st_busy && !a->removed && now >= a->st_retry && ns < AG_SENDS &&
             (sjson[ns] = state_json(a))) {
             a->st_dirty = 0;
             a->st_busy = 1;
