@@ -24,7 +24,9 @@
 #include <jansson.h>
 
 #include "agent.pb-c.h"
+#include "agstate.h"
 #include "aos/log.h"
+#include "aos/storage.h"
 #include "cgroup.h"
 #include "deploy.h"
 #include "fsafe.h"
@@ -43,6 +45,8 @@
 #define AG_KV_AGENT "aos:kernel"     /* the storage namespace of aosd's own records: ':' is
                                       * never in an agent's name, so no agent reads it */
 #define AG_KV_KEY "deployment"
+#define AG_KV_STATE "state/"       /* + an agent's name: what a restarted aosd must know */
+#define AG_SENDS 256u              /* budget sets and state writes one tick sends at most */
 #define AG_LOG_MAX (1u << 20)        /* an agent's log file; past it, it starts anew */
 #define AG_BWRAP "/usr/bin/bwrap"
 #define AG_INNER_UID "1000"
@@ -79,6 +83,9 @@ typedef struct agent {
     unsigned restarts;
     sup_track track;
     char reason[256];
+    int budget_ok, budget_busy;  /* aos-memory holds its context budget / a set in flight */
+    int st_dirty, st_busy;       /* its state record needs writing / a write in flight */
+    uint64_t budget_retry, st_retry; /* after a failed set / write: not before (mono ms) */
     uint32_t slot;               /* its index in A.tab */
     struct agent *hnext;         /* the name hash's chain */
 } agent;
@@ -106,7 +113,8 @@ static struct {
     pslot pipes[AG_PIPES];
     int loaded, loading, applying, shutting;
     int cg_said;                 /* "no cgroup for agents" was logged */
-    uint64_t load_retry, kv_version;
+    int state_loaded, state_loading; /* the agents' state records read back (spawns wait) */
+    uint64_t load_retry, kv_version, state_retry;
     char **collections, **topics; /* of the applied deployment */
     size_t ncollections, ntopics;
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER, .wsdir = -1, .logdir = -1};
@@ -515,30 +523,33 @@ static void kc_on_done(void *arg, nng_msg *reply, int status, const char *err)
         aos_env_clear(&rep);
     } else {
         c->done(c->arg, reply ? AOS_ERR_PROTO : status, NULL, 0,
-                reply ? "aos-storage's reply is not an envelope" : err);
+                reply ? "the server's reply is not an envelope" : err);
     }
     if (reply)
         nng_msg_free(reply);
     free(c);
 }
 
-/* A request of aosd's own on storage's link: it waits there until storage is ready and
- * is re-sent to a restarted one. done runs exactly once (no lock held). */
-static void kc_storage_as(const char *method, const char *who, const uint8_t *request_id,
-                          uint32_t timeout_ms, const ProtobufCMessage *msg, kc_done_fn done,
-                          void *arg)
+/* A request of aosd's own on a server's link: it waits there until the server is ready
+ * (or timeout_ms passes: TIMEOUT) and is re-sent to a restarted one. done runs exactly
+ * once (no lock held; inline when it cannot be forwarded). */
+static void kc_call_as(const char *server, const char *method, const char *who,
+                       const uint8_t *request_id, uint32_t timeout_ms,
+                       const ProtobufCMessage *msg, kc_done_fn done, void *arg)
 {
     int failed = 0;
     char why[AOS_ERRMSG_MAX] = "";
-    klink *l = sup_link("storage", &failed, why, sizeof why);
+    klink *l = sup_link(server, &failed, why, sizeof why);
     kcall *c = malloc(sizeof *c);
     size_t len = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = malloc(len ? len : 1);
     if (!l || failed || !c || !buf) {
         free(c);
         free(buf);
+        char w[AOS_ERRMSG_MAX];
+        snprintf(w, sizeof w, "aos-%s is not there", server);
         done(arg, failed ? failed : !l ? AOS_ERR_NOT_FOUND : AOS_ERR_NOMEM, NULL, 0,
-             why[0] ? why : "aos-storage is not there");
+             why[0] ? why : w);
         return;
     }
     protobuf_c_message_pack(msg, buf);
@@ -561,8 +572,16 @@ static void kc_storage_as(const char *method, const char *who, const uint8_t *re
     free(buf);
     if (rc != AOS_OK) {
         free(c);
-        done(arg, rc, NULL, 0, "cannot forward to aos-storage");
+        snprintf(why, sizeof why, "cannot forward to aos-%s", server);
+        done(arg, rc, NULL, 0, why);
     }
+}
+
+static void kc_storage_as(const char *method, const char *who, const uint8_t *request_id,
+                          uint32_t timeout_ms, const ProtobufCMessage *msg, kc_done_fn done,
+                          void *arg)
+{
+    kc_call_as("storage", method, who, request_id, timeout_ms, msg, done, arg);
 }
 
 static void kc_storage(const char *method, const ProtobufCMessage *msg, kc_done_fn done,
@@ -751,6 +770,185 @@ static void slot_drop(uint32_t i)
     agent_free(a);
 }
 
+/* ---- what a restart must know: one small record per agent ---------------------------------
+ * Written (by agents_tick, one write in flight per agent, the latest state each time) when
+ * an agent reaches done or failed, and when it leaves them (a wake, a restart): "live".
+ * A restarted aosd reads them before it starts anything: a finished agent stays finished,
+ * with its reason and restart count; a live one is started again. */
+
+static char *state_json(const agent *a)
+{
+    agst r = {.state = a->st == AS_DONE ? AGST_DONE : a->st == AS_FAILED ? AGST_FAILED
+                                                                         : AGST_LIVE,
+              .restarts = a->restarts, .at_ms = wall_ms()};
+    snprintf(r.reason, sizeof r.reason, "%s", a->reason);
+    snprintf(r.stopped, sizeof r.stopped, "%s", r.state == AGST_LIVE ? "" : a->stop_why);
+    return agst_encode(&r);
+}
+
+/* A record read back (a stored value: agst_decode checks it whole); mu held. */
+static void state_restore(agent *a, const uint8_t *val, size_t len, uint64_t now)
+{
+    agst r;
+    char why[200];
+    if (agst_decode(val, len, &r, why, sizeof why) != AOS_OK) {
+        aos_warn("agent %s: its state record does not read (%s): started as if new", a->name,
+                 why);
+        return;
+    }
+    a->restarts = r.restarts;
+    if (r.state != AGST_LIVE && !a->pid && a->st == AS_PENDING) {
+        a->st = r.state == AGST_DONE ? AS_DONE : AS_FAILED;
+        snprintf(a->reason, sizeof a->reason, "%s", r.reason);
+        snprintf(a->stop_why, sizeof a->stop_why, "%.*s", (int)sizeof a->stop_why - 1,
+                 r.stopped);
+        if (a->st == AS_DONE && !a->stop_why[0])
+            plan_wake(a, now); /* its wakes start it again, as they did before */
+    }
+}
+
+static void state_load(const uint8_t *after, size_t alen);
+
+static void state_page_cb(void *arg, int status, const uint8_t *pl, size_t len,
+                          const char *err)
+{
+    (void)arg;
+    Aos__Storage__KvListReply *r = NULL;
+    if (status == AOS_OK && !(r = aos__storage__kv_list_reply__unpack(NULL, len, pl)))
+        status = AOS_ERR_PROTO;
+    if (status != AOS_OK) {
+        aos_warn("agents: reading their state records from aos-storage: %s (%s); retrying",
+                 aos_err_name(status), err ? err : "");
+        pthread_mutex_lock(&A.mu);
+        A.state_loading = 0;
+        A.state_retry = aos_mono_ms() + 1000;
+        pthread_mutex_unlock(&A.mu);
+        return;
+    }
+    uint64_t now = aos_mono_ms();
+    size_t pre = strlen(AG_KV_STATE), kept = 0;
+    pthread_mutex_lock(&A.mu);
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const ProtobufCBinaryData *k = &r->entries[i]->key;
+        char name[DEP_NAME_MAX + 1];
+        if (k->len <= pre || k->len - pre > DEP_NAME_MAX || memcmp(k->data, AG_KV_STATE, pre))
+            continue;
+        memcpy(name, k->data + pre, k->len - pre);
+        name[k->len - pre] = 0;
+        agent *a = find(name, NULL);
+        if (a) {
+            state_restore(a, r->entries[i]->value.data, r->entries[i]->value.len, now);
+            kept += a->st == AS_DONE || a->st == AS_FAILED;
+        }
+    }
+    int more = r->next.len > 0;
+    if (!more) {
+        A.state_loading = 0;
+        A.state_loaded = 1;
+    }
+    pthread_mutex_unlock(&A.mu);
+    if (kept)
+        aos_info("agents: %zu finished before aosd restarted stay finished", kept);
+    if (more)
+        state_load(r->next.data, r->next.len);
+    aos__storage__kv_list_reply__free_unpacked(r, NULL);
+}
+
+/* One page of the state records, after the key after (NULL: from the first). */
+static void state_load(const uint8_t *after, size_t alen)
+{
+    pthread_mutex_lock(&A.mu);
+    A.state_loading = 1;
+    pthread_mutex_unlock(&A.mu);
+    Aos__Storage__KvListRequest l = AOS__STORAGE__KV_LIST_REQUEST__INIT;
+    l.prefix = (ProtobufCBinaryData){strlen(AG_KV_STATE), (uint8_t *)AG_KV_STATE};
+    l.after = (ProtobufCBinaryData){after ? alen : 0, (uint8_t *)after};
+    l.limit = 1000;
+    l.values = 1;
+    kc_storage("storage.kv.list", &l.base, state_page_cb, NULL);
+}
+
+typedef struct kname {
+    char name[DEP_NAME_MAX + 1];
+    uint64_t n;
+} kname;
+
+static void state_put_cb(void *arg, int status, const uint8_t *pl, size_t len,
+                         const char *err)
+{
+    (void)pl;
+    (void)len;
+    kname *x = arg;
+    pthread_mutex_lock(&A.mu);
+    agent *a = find(x->name, NULL);
+    if (a) {
+        a->st_busy = 0;
+        if (status != AOS_OK) {
+            a->st_dirty = 1; /* written again a second later */
+            a->st_retry = aos_mono_ms() + 1000;
+            aos_warn("agent %s: writing its state record: %s (%s); again", x->name,
+                     aos_err_name(status), err ? err : "");
+        }
+    }
+    pthread_mutex_unlock(&A.mu);
+    free(x);
+}
+
+static void state_del_cb(void *arg, int status, const uint8_t *pl, size_t len,
+                         const char *err)
+{
+    (void)pl;
+    (void)len;
+    kname *x = arg;
+    if (status != AOS_OK && status != AOS_ERR_NOT_FOUND)
+        aos_warn("agent %s: deleting its state record: %s (%s)", x->name,
+                 aos_err_name(status), err ? err : "");
+    free(x);
+}
+
+/* A removed agent's record goes with it. No lock held. */
+static void state_delete(const char *name)
+{
+    kname *x = calloc(1, sizeof *x);
+    if (!x)
+        return;
+    snprintf(x->name, sizeof x->name, "%s", name);
+    char key[DEP_NAME_MAX + 16];
+    snprintf(key, sizeof key, AG_KV_STATE "%.*s", (int)DEP_NAME_MAX, name);
+    Aos__Storage__KvDeleteRequest d = AOS__STORAGE__KV_DELETE_REQUEST__INIT;
+    d.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    kc_storage("storage.kv.delete", &d.base, state_del_cb, x);
+}
+
+/* ---- budgets.context_tokens: aos-memory's window budget for the agent --------------------- */
+
+static void budget_cb(void *arg, int status, const uint8_t *pl, size_t len, const char *err)
+{
+    (void)pl;
+    (void)len;
+    kname *x = arg;
+    pthread_mutex_lock(&A.mu);
+    agent *a = find(x->name, NULL);
+    if (a) {
+        a->budget_busy = 0;
+        if (status == AOS_OK) {
+            /* a manifest changed meanwhile is sent again */
+            a->budget_ok = a->m->budget_context_tokens == x->n;
+        } else {
+            aos_warn("agent %s: aos-memory did not take its context budget: %s (%s)",
+                     x->name, aos_err_name(status), err ? err : "");
+            a->budget_retry = aos_mono_ms() + 1000;
+            if (!a->pid) {
+                snprintf(a->reason, sizeof a->reason, "waiting for aos-memory to take its "
+                         "context budget (%s: %.150s)", aos_err_name(status), err ? err : "");
+                a->next_start = aos_mono_ms() + 1000;
+            }
+        }
+    }
+    pthread_mutex_unlock(&A.mu);
+    free(x);
+}
+
 static void loaded_cb(void *arg, int status, const uint8_t *pl, size_t len, const char *err)
 {
     (void)arg;
@@ -758,6 +956,7 @@ static void loaded_cb(void *arg, int status, const uint8_t *pl, size_t len, cons
     A.loading = 0;
     if (status == AOS_ERR_NOT_FOUND) {
         A.loaded = 1;
+        A.state_loaded = 1; /* no agents: no state of theirs to read */
         A.kv_version = 0;
         aos_info("agents: no deployment applied yet");
         pthread_mutex_unlock(&A.mu);
@@ -814,6 +1013,7 @@ static void loaded_cb(void *arg, int status, const uint8_t *pl, size_t len, cons
              A.kv_version);
     aos__storage__kv_get_reply__free_unpacked(g, NULL);
     pthread_mutex_unlock(&A.mu);
+    state_load(NULL, 0);
 }
 
 void agents_load(void)
@@ -886,12 +1086,31 @@ static int known_model(const char *name)
     return 0;
 }
 
-/* Models are aos.yaml's, which aosd holds; tools are aos-tool's (aosd never reads a
- * descriptor): a tool the catalogue lacks is refused when it is called. */
+/* What known() consults. Models are aos.yaml's, which aosd holds; tools and MCP tools are
+ * aos-tool's catalogue (aosd never reads a descriptor), asked for by the apply itself. */
+typedef struct kctx {
+    json_t *cat;                 /* the catalogue's names as keys; NULL: not fetched yet */
+    int asked;                   /* a tool was named while cat was NULL */
+} kctx;
+
 static int known(void *arg, const char *kind, const char *name)
 {
-    (void)arg;
-    return strcmp(kind, "model") ? 1 : known_model(name);
+    kctx *x = arg;
+    if (!strcmp(kind, "model"))
+        return known_model(name);
+    if (!x->cat) { /* first pass: note that the file needs the catalogue */
+        x->asked = 1;
+        return 1;
+    }
+    if (!strcmp(kind, "tool"))
+        return json_object_get(x->cat, name) != NULL;
+    /* mcp_tool SERVER/TOOL is mcp.SERVER.TOOL in the catalogue (as in tool.run) */
+    const char *sl = strchr(name, '/');
+    char full[300];
+    if (!sl || (size_t)snprintf(full, sizeof full, "mcp.%.*s.%s", (int)(sl - name), name,
+                                sl + 1) >= sizeof full)
+        return 0;
+    return json_object_get(x->cat, full) != NULL;
 }
 
 static int strv_has(char *const *v, size_t n, const char *s)
@@ -991,6 +1210,8 @@ static void commit(plan *p, uint64_t version)
             for (size_t f = 0; f < c->nfields; f++)
                 restart |= !strcmp(c->fields[f], "program") || !strcmp(c->fields[f], "args") ||
                            !strcmp(c->fields[f], "env");
+            if (!m || a->m->budget_context_tokens != m->budget_context_tokens)
+                a->budget_ok = 0; /* the next tick hands aos-memory the new one */
             dep_agent_free(a->m);
             free(a->mjson);
             a->m = m;
@@ -1050,6 +1271,13 @@ static void applied_cb(void *arg, int status, const uint8_t *pl, size_t len, con
     if (r)
         aos__storage__kv_put_reply__free_unpacked(r, NULL);
     if (status == AOS_OK) {
+        /* a removed agent's record goes with it; a created one starts without any (one
+         * left by an earlier agent of its name whose delete was lost or raced its last
+         * write would make a restarted aosd take it for finished) */
+        for (size_t i = 0; i < p->n; i++)
+            if (p->ch[i].kind == 0 &&
+                (p->ch[i].action == CH_DELETE || p->ch[i].action == CH_CREATE))
+                state_delete(p->ch[i].name);
         kreply_send(p->k, AOS_OK, NULL, p->reply, p->reply_len);
     } else {
         char why[AOS_ERRMSG_MAX];
@@ -1064,29 +1292,21 @@ static void applied_cb(void *arg, int status, const uint8_t *pl, size_t len, con
     plan_free(p);
 }
 
-void agents_m_apply(const aos_env *req, const char *caller, kreply *k)
+/* The applied set's record must fit one storage value: aos-storage's cap, which it reads
+ * from the same variable in the environment aosd hands it. */
+static size_t record_cap(void)
 {
-    (void)caller;
-    char why[AOS_ERRMSG_MAX] = "";
-    dep *d = NULL;
-    plan *p = NULL;
-    Aos__Agent__ApplyRequest *ar =
-        aos__agent__apply_request__unpack(NULL, req->payload_len, req->payload);
-    if (!ar || !aos_utf8_valid(ar->file.data, ar->file.len) || ar->file.len > 1024) {
-        kreply_send(k, AOS_ERR_PROTO, "kernel.agent.apply: payload is not an ApplyRequest",
-                    NULL, 0);
-        goto out;
-    }
-    char file[1100];
-    snprintf(file, sizeof file, "%.*s", (int)ar->file.len,
-             ar->file.len ? (const char *)ar->file.data : "-");
-    aos_err rc = dep_parse((const char *)ar->yaml.data, ar->yaml.len, file, known, NULL, &d,
-                           why, sizeof why);
-    if (rc != AOS_OK) {
-        kreply_send(k, rc, why, NULL, 0);
-        goto out;
-    }
-    p = calloc(1, sizeof *p);
+    const char *v = getenv("AOS_STORAGE_VALUE_MAX");
+    char *end;
+    unsigned long long n = v && *v ? strtoull(v, &end, 10) : 0;
+    return n > 0 && !*end && n <= (3u << 20) ? (size_t)n : AOS_VALUE_MAX_DEFAULT;
+}
+
+/* The file is valid and checked whole (d): the plan, then one compare-and-set of the
+ * record (or, dry, the plan alone). Takes k, ar and d. */
+static void apply_checked(kreply *k, Aos__Agent__ApplyRequest *ar, dep *d)
+{
+    plan *p = calloc(1, sizeof *p);
     size_t cap = dep_nagents(d) + AG_MAX + dep_ncollections(d) + dep_ntopics(d) + 8;
     if (p)
         p->ch = calloc(cap + A.ncollections + A.ntopics, sizeof *p->ch);
@@ -1174,6 +1394,21 @@ void agents_m_apply(const aos_env *req, const char *caller, kreply *k)
     free(jsons);
     uint64_t version = A.kv_version;
     int dry = ar->dry_run;
+    size_t rlen = p->record ? strlen(p->record) : 0, vcap = record_cap();
+    if (rlen > vcap) {
+        /* aos-storage would refuse it: said here with what the cap means in agents */
+        pthread_mutex_unlock(&A.mu);
+        char why[AOS_ERRMSG_MAX];
+        size_t per = nj ? rlen / nj : rlen;
+        snprintf(why, sizeof why, "the applied deployment would hold %zu agents in a record "
+                 "of %zu bytes, over aos-storage's value cap of %zu bytes "
+                 "(AOS_STORAGE_VALUE_MAX; about %zu agents of this size fit): nothing changed; "
+                 "split the agents over fewer or smaller manifests, or raise the cap",
+                 nj, rlen, vcap, per ? vcap / per : 0);
+        kreply_send(k, AOS_ERR_TOO_BIG, why, NULL, 0);
+        p->k = NULL;
+        goto out;
+    }
     if (!dry && p->record)
         A.applying = 1;
     pthread_mutex_unlock(&A.mu);
@@ -1205,8 +1440,119 @@ out:
     if (p)
         plan_free(p);
     dep_free(d);
-    if (ar)
+    aos__agent__apply_request__free_unpacked(ar, NULL);
+}
+
+/* An apply waiting for aos-tool's catalogue. */
+typedef struct acheck {
+    kreply *k;
+    Aos__Agent__ApplyRequest *ar;
+    char file[1100];
+    uint32_t waited_ms;
+} acheck;
+
+static void catalogue_cb(void *arg, int status, const uint8_t *pl, size_t len,
+                         const char *err)
+{
+    acheck *c = arg;
+    char why[AOS_ERRMSG_MAX] = "";
+    kctx x = {.cat = NULL};
+    dep *d = NULL;
+    Aos__Tool__ListReply *r = NULL;
+    if (status == AOS_OK && !(r = aos__tool__list_reply__unpack(NULL, len, pl)))
+        status = AOS_ERR_PROTO;
+    if (status != AOS_OK) {
+        /* never applied unchecked: without the catalogue nothing is */
+        snprintf(why, sizeof why, "the file names tools, and aos-tool's catalogue is not "
+                 "available to check them (%s%s%.300s; waited up to %u ms): nothing changed, "
+                 "try again when aos-tool runs (aosctl status)",
+                 aos_err_name(status), err && err[0] ? ": " : "", err ? err : "",
+                 c->waited_ms);
+        kreply_send(c->k, AOS_ERR_UNAVAILABLE, why, NULL, 0);
+        goto out;
+    }
+    x.cat = json_object();
+    for (size_t i = 0; x.cat && i < r->n_tools; i++) {
+        const ProtobufCBinaryData *n = &r->tools[i]->name;
+        char name[256];
+        /* untrusted: a name we could not compare is left out (refused if a file names it) */
+        if (!n->len || n->len >= sizeof name || memchr(n->data, 0, n->len) ||
+            !aos_utf8_valid(n->data, n->len))
+            continue;
+        memcpy(name, n->data, n->len);
+        name[n->len] = 0;
+        json_object_set_new(x.cat, name, json_true());
+    }
+    if (!x.cat) {
+        kreply_send(c->k, AOS_ERR_NOMEM, "aosd is out of memory", NULL, 0);
+        goto out;
+    }
+    aos_err rc = dep_parse((const char *)c->ar->yaml.data, c->ar->yaml.len, c->file, known,
+                           &x, &d, why, sizeof why);
+    if (rc != AOS_OK) {
+        kreply_send(c->k, rc, why, NULL, 0);
+        goto out;
+    }
+    apply_checked(c->k, c->ar, d);
+    c->ar = NULL;
+out:
+    if (r)
+        aos__tool__list_reply__free_unpacked(r, NULL);
+    json_decref(x.cat);
+    if (c->ar)
+        aos__agent__apply_request__free_unpacked(c->ar, NULL);
+    free(c);
+}
+
+void agents_m_apply(const aos_env *req, const char *caller, kreply *k)
+{
+    (void)caller;
+    char why[AOS_ERRMSG_MAX] = "";
+    dep *d = NULL;
+    Aos__Agent__ApplyRequest *ar =
+        aos__agent__apply_request__unpack(NULL, req->payload_len, req->payload);
+    if (!ar || !aos_utf8_valid(ar->file.data, ar->file.len) || ar->file.len > 1024) {
+        kreply_send(k, AOS_ERR_PROTO, "kernel.agent.apply: payload is not an ApplyRequest",
+                    NULL, 0);
+        if (ar)
+            aos__agent__apply_request__free_unpacked(ar, NULL);
+        return;
+    }
+    char file[1100];
+    snprintf(file, sizeof file, "%.*s", (int)ar->file.len,
+             ar->file.len ? (const char *)ar->file.data : "-");
+    /* first pass: everything but the tools' existence, which needs aos-tool */
+    kctx x = {.cat = NULL};
+    aos_err rc = dep_parse((const char *)ar->yaml.data, ar->yaml.len, file, known, &x, &d,
+                           why, sizeof why);
+    if (rc != AOS_OK) {
+        kreply_send(k, rc, why, NULL, 0);
         aos__agent__apply_request__free_unpacked(ar, NULL);
+        return;
+    }
+    if (!x.asked) { /* no tool named: nothing to ask aos-tool */
+        apply_checked(k, ar, d);
+        return;
+    }
+    dep_free(d);
+    acheck *c = calloc(1, sizeof *c);
+    if (!c) {
+        kreply_send(k, AOS_ERR_NOMEM, "aosd is out of memory", NULL, 0);
+        aos__agent__apply_request__free_unpacked(ar, NULL);
+        return;
+    }
+    c->k = k;
+    c->ar = ar;
+    snprintf(c->file, sizeof c->file, "%s", file);
+    /* the catalogue within the request's deadline, leaving a part of it for the store */
+    uint64_t now = aos_mono_ms(), dl = kreply_deadline(k);
+    uint64_t left = dl > now ? dl - now : 0;
+    uint64_t keep = left / 4 < 3000 ? left / 4 : 3000;
+    c->waited_ms = (uint32_t)(left - keep > 600000 ? 600000 : left - keep < 100 ? 100
+                                                                              : left - keep);
+    Aos__Tool__ListRequest lr = AOS__TOOL__LIST_REQUEST__INIT; /* every tool, no render */
+    kc_call_as("tool", "tool.list", AG_KV_AGENT, NULL, c->waited_ms, &lr.base, catalogue_cb,
+               c);
 }
 
 /* ---- the admin's view and commands ---------------------------------------------------------- */
@@ -1431,6 +1777,8 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
         else if (a->st == AS_BACKOFF || a->st == AS_PENDING) {
             a->st = AS_DONE;
             snprintf(a->reason, sizeof a->reason, "stopped by the admin");
+            snprintf(a->stop_why, sizeof a->stop_why, "stopped by the admin");
+            a->st_dirty = 1;
         }
     } else if (!strcmp(act, "kill")) {
         if (a->pid) {
@@ -1442,6 +1790,8 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
         } else if (a->st == AS_BACKOFF || a->st == AS_PENDING) {
             a->st = AS_DONE;
             snprintf(a->reason, sizeof a->reason, "killed by the admin");
+            snprintf(a->stop_why, sizeof a->stop_why, "killed by the admin");
+            a->st_dirty = 1;
         }
     } else if (!strcmp(act, "restart")) {
         memset(&a->track, 0, sizeof a->track); /* an operator's restart starts afresh */
@@ -1451,6 +1801,8 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
         } else {
             a->st = AS_PENDING;
             a->next_start = now;
+            a->stop_why[0] = 0;
+            a->st_dirty = 1;
             snprintf(a->reason, sizeof a->reason, "restart requested");
         }
     } else {
@@ -1855,6 +2207,20 @@ aos_err agents_check(const char *agent_name, const kmethod *km, const aos_env *r
             }
             aos__llm__chat_request__free_unpacked(c, NULL);
         }
+    } else if (!strcmp(req->method, "memory.budget.set") && a->m->budget_context_tokens) {
+        rc = refuse(a, why, whylen, "agent %s: its context budget is its manifest's "
+                    "budgets.context_tokens (%" PRIu64 "), which aosd sets; an agent does not",
+                    a->name, a->m->budget_context_tokens);
+    } else if (!strcmp(req->method, "memory.assemble") && a->m->budget_context_tokens) {
+        /* a call's own budget may be smaller than the manifest's, never larger */
+        Aos__Memory__AssembleRequest *q =
+            aos__memory__assemble_request__unpack(NULL, req->payload_len, req->payload);
+        if (q && q->budget > 0 && (uint64_t)q->budget > a->m->budget_context_tokens)
+            rc = refuse(a, why, whylen, "agent %s: a prompt of %" PRId64 " tokens is over its "
+                        "manifest's budgets.context_tokens (%" PRIu64 ")", a->name, q->budget,
+                        a->m->budget_context_tokens);
+        if (q)
+            aos__memory__assemble_request__free_unpacked(q, NULL);
     } else if (!strcmp(req->method, "storage.queue.send")) {
         /* mail to another agent goes through msg.send, where talks_to is checked */
         Aos__Storage__QueueSendRequest *q =
@@ -1923,6 +2289,7 @@ static void wake(agent *a, uint64_t now)
         a->st = AS_PENDING; /* a finished agent is started again by its wake */
         a->next_start = now;
         a->wakes++;
+        a->st_dirty = 1;
     } else if (!a->pid) {
         /* failed, stopped by the admin, waiting for its restart: no wake is due to it */
     } else {
@@ -1934,6 +2301,10 @@ static void wake(agent *a, uint64_t now)
 uint64_t agents_tick(uint64_t now)
 {
     uint64_t next = now + 1000;
+    /* what this tick sends once mu is let go (a failed send calls back at once) */
+    static kname budgets[AG_SENDS], states[AG_SENDS];
+    static char *sjson[AG_SENDS];
+    size_t nb = 0, ns = 0;
     pthread_mutex_lock(&A.mu);
     if (!A.loaded && !A.loading && A.load_retry && now >= A.load_retry) {
         A.load_retry = 0;
@@ -1941,12 +2312,36 @@ uint64_t agents_tick(uint64_t now)
         agents_load();
         pthread_mutex_lock(&A.mu);
     }
+    if (A.loaded && !A.state_loaded && !A.state_loading && A.state_retry &&
+        now >= A.state_retry) {
+        A.state_retry = 0;
+        pthread_mutex_unlock(&A.mu);
+        state_load(NULL, 0);
+        pthread_mutex_lock(&A.mu);
+    }
     for (uint32_t i = 0; A.loaded && i < AG_MAX; i++) {
         agent *a = A.tab[i];
         if (!a)
             continue;
-        if (!A.shutting && !a->removed && !a->pid &&
-            (a->st == AS_PENDING || a->st == AS_BACKOFF) && now >= a->next_start)
+        int due = !A.shutting && !a->removed && !a->pid &&
+                  (a->st == AS_PENDING || a->st == AS_BACKOFF) && now >= a->next_start;
+        uint64_t ctx = a->m->budget_context_tokens;
+        /* aosd, not the agent, gives aos-memory its context budget: before it starts, and
+         * again when the manifest changes it */
+        if (ctx && !a->budget_ok && !a->budget_busy && !a->removed && (due || a->pid) &&
+            now >= a->budget_retry && nb < AG_SENDS) {
+            a->budget_busy = 1;
+            snprintf(budgets[nb].name, sizeof budgets[nb].name, "%s", a->name);
+            budgets[nb++].n = ctx;
+        }
+        if (a->st_dirty && !a->st_busy && !a->removed && now >= a->st_retry && ns < AG_SENDS &&
+            (sjson[ns] = state_json(a))) {
+            a->st_dirty = 0;
+            a->st_busy = 1;
+            snprintf(states[ns].name, sizeof states[ns].name, "%s", a->name);
+            ns++;
+        }
+        if (due && A.state_loaded && (!ctx || a->budget_ok))
             spawn_agent(a, now);
         if (a->pid && a->m->budget_wall_s && !a->stop_req &&
             now - a->started > a->m->budget_wall_s * 1000)
@@ -1979,6 +2374,44 @@ uint64_t agents_tick(uint64_t now)
             next = a->next_start;
     }
     pthread_mutex_unlock(&A.mu);
+    for (size_t i = 0; i < nb; i++) {
+        kname *x = malloc(sizeof *x);
+        Aos__Memory__BudgetRequest b = AOS__MEMORY__BUDGET_REQUEST__INIT;
+        b.budget = (int64_t)budgets[i].n; /* dep_parse kept it in aos-memory's range */
+        if (x) {
+            *x = budgets[i];
+            kc_call_as("memory", "memory.budget.set", x->name, NULL, AG_STORAGE_MS, &b.base,
+                       budget_cb, x);
+        } else {
+            pthread_mutex_lock(&A.mu);
+            agent *a = find(budgets[i].name, NULL);
+            if (a)
+                a->budget_busy = 0;
+            pthread_mutex_unlock(&A.mu);
+        }
+    }
+    for (size_t i = 0; i < ns; i++) {
+        kname *x = malloc(sizeof *x);
+        char key[DEP_NAME_MAX + 16];
+        snprintf(key, sizeof key, AG_KV_STATE "%.*s", (int)DEP_NAME_MAX, states[i].name);
+        Aos__Storage__KvPutRequest put = AOS__STORAGE__KV_PUT_REQUEST__INIT;
+        put.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+        put.value = (ProtobufCBinaryData){strlen(sjson[i]), (uint8_t *)sjson[i]};
+        if (x) {
+            *x = states[i];
+            kc_storage("storage.kv.put", &put.base, state_put_cb, x);
+        } else {
+            pthread_mutex_lock(&A.mu);
+            agent *a = find(states[i].name, NULL);
+            if (a) {
+                a->st_busy = 0;
+                a->st_dirty = 1;
+            }
+            pthread_mutex_unlock(&A.mu);
+        }
+        free(sjson[i]);
+        sjson[i] = NULL;
+    }
     return next;
 }
 
@@ -2067,8 +2500,11 @@ int agents_reaped(pid_t pid, int st)
             snprintf(a->reason, sizeof a->reason, "%s: %.160s", how, r);
         }
     }
-    if (A.tab[i])
+    if (A.tab[i]) {
         aos_info("agent %s: %s", a->name, a->reason);
+        if (!A.shutting && (a->st == AS_DONE || a->st == AS_FAILED))
+            a->st_dirty = 1; /* a restarted aosd must not run it again */
+    }
     pthread_mutex_unlock(&A.mu);
     return 1;
 }

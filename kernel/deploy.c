@@ -638,6 +638,10 @@ static aos_err budgets(ctx *x, vnode n, const char *where, dep_agent *a)
         if (dst[i]) {
             if ((rc = get_budget(x, v[i], w, dst[i])))
                 return rc;
+            /* aosd hands it to aos-memory (memory.budget.set), which takes this range */
+            if (i == 2 && *dst[i] && (*dst[i] < DEP_CONTEXT_MIN || *dst[i] > DEP_CONTEXT_MAX))
+                return fail(x, v[i], w, "must be 0 (none) or %u to %u tokens", DEP_CONTEXT_MIN,
+                            DEP_CONTEXT_MAX);
             continue;
         }
         double d;

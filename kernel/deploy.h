@@ -19,6 +19,8 @@
 #define DEP_ENV_VALUE_MAX 4096u
 #define DEP_LIST_MAX 256u         /* tools, mcp_tools, collections of one agent */
 #define DEP_BUDGET_MAX 9007199254740992ull /* 2^53: a budget stays exact as a JSON number */
+#define DEP_CONTEXT_MIN 256u      /* budgets.context_tokens: aos-memory's window range */
+#define DEP_CONTEXT_MAX 2000000u
 
 typedef enum { DEP_RESTART_NEVER, DEP_RESTART_ON_FAILURE, DEP_RESTART_ALWAYS } dep_restart;
 

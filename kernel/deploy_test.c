@@ -349,6 +349,12 @@ static void every_refusal_names_its_line_and_field(void **st)
             "'.inf'");
     refused(A0 "    budgets: {wall_s: 1e400}\n", AOS_ERR_USAGE,
             "d.yaml:4:23: agents[0].budgets.wall_s: must be a non-negative number, not '1e400'");
+    refused(A0 "    budgets: {context_tokens: 255}\n", AOS_ERR_USAGE,
+            "d.yaml:4:31: agents[0].budgets.context_tokens: must be 0 (none) or 256 to 2000000 "
+            "tokens");
+    refused(A0 "    budgets: {context_tokens: 2000001}\n", AOS_ERR_USAGE,
+            "d.yaml:4:31: agents[0].budgets.context_tokens: must be 0 (none) or 256 to 2000000 "
+            "tokens");
     refused(A0 "    budgets: {steps: \"5\"}\n", AOS_ERR_USAGE,
             "d.yaml:4:22: agents[0].budgets.steps: must be a non-negative number, not '5'");
     refused(A0 "    budgets: {steps: 2.5}\n", AOS_ERR_USAGE,

@@ -12,6 +12,7 @@
 
 #include "aos/agent.h"
 #include "aos/envelope.h"
+#include "aos/memory.h"
 #include "aos/msg.h"
 #include "aos/storage.h"
 #include "llm.pb-c.h"
@@ -32,6 +33,7 @@ static const char usage[] =
     "  tool NAME ARGSJSON [net]  tool.run (net: asks for a network)\n"
     "  hog MB                touch MB MiB of memory (its cgroup's memory.max ends it)\n"
     "  threads N             start N threads (its cgroup's pids.max stops them: exit 3)\n"
+    "  assemble BUDGET       memory.assemble with this call's own budget (tokens)\n"
     "  call METHOD           a call with an empty payload\n"
     "  send TO N [PREFIX [MS]] N messages to TO, ids PREFIX+i, each retried until sent,\n"
     "                        MS ms apart (0)\n"
@@ -339,6 +341,19 @@ static int m_tool(const char *tool, const char *args, int net)
     return rc;
 }
 
+static int m_assemble(long budget)
+{
+    aos_agent *a = open_or_die();
+    aos_call_opts o = {.timeout_ms = CALL_MS};
+    aos_mem_assemble_opts ao = {.budget = budget};
+    struct Aos__Memory__AssembleReply *p = NULL;
+    char why[AOS_ERRMSG_MAX + 1] = "";
+    aos_err e = aos_mem_assemble(aos_agent_conn(a), &o, &ao, &p, why, sizeof why);
+    aos_mem_prompt_free(p);
+    aos_agent_close(a);
+    return outcome("memory.assemble", e, why);
+}
+
 static int m_call(const char *method)
 {
     aos_agent *a = open_or_die();
@@ -575,6 +590,8 @@ int main(int argc, char **argv)
         return m_tool(argv[2], argv[3], 0);
     if (!strcmp(m, "tool") && argc == 5 && !strcmp(argv[4], "net"))
         return m_tool(argv[2], argv[3], 1);
+    if (!strcmp(m, "assemble") && argc == 3 && count(argv[2], 2000000L) >= 0)
+        return m_assemble(count(argv[2], 2000000L));
     if (!strcmp(m, "call") && argc == 3)
         return m_call(argv[2]);
     if (!strcmp(m, "send") && argc >= 4 && argc <= 6) {

@@ -1,5 +1,6 @@
 /* Agents as processes under a real aosd: deployments applied, validated and pruned; each
  * lifecycle transition; identity from the kernel; rights refused; kill -9 of aosd; 200 agents. */
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -19,6 +21,7 @@
 #include "aos/aos.h"
 #include "aos/envelope.h"
 #include "harness.h"
+#include "memory.pb-c.h"
 #include "storage.pb-c.h"
 
 static h_aosd *H;
@@ -37,16 +40,28 @@ static int setup(void **st)
     (void)st;
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-agents-XXXXXX");
     assert_non_null(mkdtemp(DATA_DIR));
-    char path[128];
+    chmod(DATA_DIR, 0755);
+    /* the fake MCP server of tool_mcp_test: its tools are in aos-tool's catalogue, which
+     * an apply checks the file's mcp_tools against */
+    const char *bin = getenv("AOS_BIN_DIR");
+    assert_non_null(bin);
+    char bindir[PATH_MAX], yaml[16384], path[128];
+    assert_non_null(realpath(bin, bindir));
+    snprintf(yaml, sizeof yaml,
+             "agent_memory_mb: 192\n"
+             "agent_pids_max: 128\n"
+             "llm:\n"
+             "  default_model: sim/s1\n"
+             "  providers:\n"
+             "    - name: sim\n"
+             "      kind: sim\n"
+             "      models: [{name: s1, price: {input: 1, output: 2}}, {name: s2}]\n"
+             "tools:\n"
+             "  mcp:\n"
+             "    - {name: fake, command: %s/mcp_fake, args: [normal], paths: [%s]}\n",
+             bindir, bindir);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, "agent_memory_mb: 192\n"
-                     "agent_pids_max: 128\n"
-                     "llm:\n"
-                     "  default_model: sim/s1\n"
-                     "  providers:\n"
-                     "    - name: sim\n"
-                     "      kind: sim\n"
-                     "      models: [{name: s1, price: {input: 1, output: 2}}, {name: s2}]\n");
+    write_file(path, yaml);
     char why[1024];
     H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
     if (!H)
@@ -63,19 +78,24 @@ static int teardown(void **st)
 
 /* ---- calls ------------------------------------------------------------------------------ */
 
-static int apply(const char *yaml, int prune, int dry, Aos__Agent__ApplyReply **out,
-                 char *err, size_t errlen)
+static Aos__Agent__ListReply *list(const char *name);
+
+static int apply_in(const char *yaml, int prune, int dry, Aos__Agent__ApplyReply **out,
+                    char *err, size_t errlen, uint32_t timeout_ms)
 {
     Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
     r.yaml = (ProtobufCBinaryData){strlen(yaml), (uint8_t *)yaml};
     r.file = (ProtobufCBinaryData){8, (uint8_t *)"dep.yaml"};
     r.prune = prune;
     r.dry_run = dry;
-    uint8_t buf[1 << 16];
-    size_t len = aos__agent__apply_request__pack(&r, buf);
+    size_t len = aos__agent__apply_request__get_packed_size(&r);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    aos__agent__apply_request__pack(&r, buf);
     aos_reply rep;
-    aos_call_opts o = {.timeout_ms = 30000};
+    aos_call_opts o = {.timeout_ms = timeout_ms};
     aos_call(h_conn(H), &o, "kernel.agent.apply", buf, len, &rep);
+    free(buf);
     int st = rep.status;
     if (err)
         snprintf(err, errlen, "%.*s", (int)(errlen > 1 ? errlen - 1 : 0), rep.error);
@@ -85,6 +105,21 @@ static int apply(const char *yaml, int prune, int dry, Aos__Agent__ApplyReply **
                             : NULL;
     aos_reply_clear(&rep);
     return st;
+}
+
+static int apply(const char *yaml, int prune, int dry, Aos__Agent__ApplyReply **out,
+                 char *err, size_t errlen)
+{
+    return apply_in(yaml, prune, dry, out, err, errlen, 30000);
+}
+
+static size_t n_applied(void)
+{
+    Aos__Agent__ListReply *l = list("");
+    assert_non_null(l);
+    size_t n = l->n_agents;
+    aos__agent__list_reply__free_unpacked(l, NULL);
+    return n;
 }
 
 static Aos__Agent__ListReply *list(const char *name)
@@ -201,6 +236,8 @@ static void bad_files_are_refused_with_their_line(void **st)
         {"agents:\n  - name: a\n    program: aos-test-agent\n    wake: {cron: \"61 * * * *\"}\n",
          ":4:"},
         {"agents:\n  - name: a\n    program: aos-test-agent\n    colour: blue\n", ":4:"},
+        {"agents:\n  - name: a\n    program: aos-test-agent\n"
+         "    budgets: {context_tokens: 100}\n", ":4:"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[512];
@@ -213,6 +250,70 @@ static void bad_files_are_refused_with_their_line(void **st)
     assert_non_null(l);
     assert_int_equal(l->n_agents, 0); /* nothing changed */
     aos__agent__list_reply__free_unpacked(l, NULL);
+}
+
+static int has_change(const Aos__Agent__ApplyReply *r, const char *name, const char *action);
+
+/* Tools and MCP tools are checked against aos-tool's catalogue at apply: an unknown one is
+ * refused with its line, also in a dry run, and nothing changes. */
+static void unknown_tools_are_refused_at_apply(void **st)
+{
+    (void)st;
+    size_t before = n_applied();
+    char err[512];
+    static const char *const bad[] = {
+        "agents:\n  - name: t1\n    program: aos-test-agent\n    tools: [cat]\n"
+        "  - name: t2\n    program: aos-test-agent\n    tools: [ls, no_such_tool]\n",
+        "agents:\n  - name: t1\n    program: aos-test-agent\n    tools: [cat]\n"
+        "  - name: t2\n    program: aos-test-agent\n    mcp_tools: [fake/no_such_tool]\n",
+        "agents:\n  - name: t1\n    program: aos-test-agent\n    tools: [cat]\n"
+        "  - name: t2\n    program: aos-test-agent\n    mcp_tools: [nosrv/echo]\n",
+    };
+    static const char *const needle[] = {"no_such_tool", "fake/no_such_tool", "nosrv/echo"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for (int dry = 0; dry < 2; dry++) {
+            int rc = apply(bad[i], 0, dry, NULL, err, sizeof err);
+            if (rc != AOS_ERR_USAGE || !strstr(err, "dep.yaml:7:") || !strstr(err, needle[i]))
+                fail_msg("case %zu%s: %s: %s", i, dry ? " (dry run)" : "", aos_err_name(rc),
+                         err);
+        }
+    assert_int_equal(n_applied(), before); /* nothing changed: t1 is not there either */
+    assert_int_not_equal(info("t1", &(ainfo){0}), 0);
+    /* what the catalogue has passes: a built-in and the fake server's echo */
+    Aos__Agent__ApplyReply *r = NULL;
+    const char *good = "agents:\n  - name: t1\n    program: aos-test-agent\n    args: [idle]\n"
+                       "    tools: [cat]\n    mcp_tools: [fake/echo]\n";
+    assert_int_equal(apply(good, 0, 1, &r, err, sizeof err), AOS_OK);
+    assert_true(!r->applied && has_change(r, "t1", "create"));
+    aos__agent__apply_reply__free_unpacked(r, NULL);
+    assert_int_equal(n_applied(), before);
+}
+
+/* Without aos-tool's answer nothing is applied unchecked: UNAVAILABLE once the request's
+ * deadline is near. aos-tool is frozen (SIGSTOP) for less than its heartbeat timeout. */
+static void an_apply_without_the_catalogue_is_unavailable(void **st)
+{
+    (void)st;
+    char state[32], err[512];
+    pid_t tool = h_child(H, "tool", state);
+    assert_true(tool > 0);
+    size_t before = n_applied();
+    const char *y = "agents:\n  - name: t3\n    program: aos-test-agent\n    args: [idle]\n"
+                    "    tools: [cat]\n";
+    assert_int_equal(kill(tool, SIGSTOP), 0);
+    int rc = apply_in(y, 0, 0, NULL, err, sizeof err, 1500);
+    kill(tool, SIGCONT);
+    if (rc != AOS_ERR_UNAVAILABLE || !strstr(err, "aos-tool"))
+        fail_msg("%s: %s", aos_err_name(rc), err);
+    assert_int_equal(n_applied(), before);
+    /* a file that names no tool needs no catalogue */
+    assert_int_equal(kill(tool, SIGSTOP), 0);
+    rc = apply_in("agents:\n  - name: t4\n    program: aos-test-agent\n    args: [idle]\n",
+                  0, 1, NULL, err, sizeof err, 1500);
+    kill(tool, SIGCONT);
+    assert_int_equal(rc, AOS_OK);
+    /* and with aos-tool back it applies */
+    assert_int_equal(apply(y, 0, 1, NULL, err, sizeof err), AOS_OK);
 }
 
 static int has_change(const Aos__Agent__ApplyReply *r, const char *name, const char *action)
@@ -333,6 +434,81 @@ static void a_wake_while_busy_is_skipped_and_counted(void **st)
     assert_true(a.wakes >= 2);
     assert_true(b.skipped >= 3);
     assert_int_equal(b.wakes, 0); /* never stacked */
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+}
+
+/* ---- budgets.context_tokens ---------------------------------------------------------------- */
+
+/* aos-memory's budget of the agent's window, as memory.show reports it (0: no answer). */
+static uint64_t memory_budget(const char *agent)
+{
+    Aos__Memory__ShowRequest q = AOS__MEMORY__SHOW_REQUEST__INIT;
+    uint8_t buf[16];
+    size_t len = aos__memory__show_request__pack(&q, buf);
+    aos_reply rep;
+    aos_call_opts o = {.agent_id = agent, .timeout_ms = 10000};
+    aos_call(h_conn(H), &o, "memory.show", buf, len, &rep);
+    uint64_t b = 0;
+    Aos__Memory__ShowReply *r = rep.status == AOS_OK
+                                    ? aos__memory__show_reply__unpack(NULL, rep.payload_len,
+                                                                      rep.payload)
+                                    : NULL;
+    if (r) {
+        b = r->budget;
+        aos__memory__show_reply__free_unpacked(r, NULL);
+    }
+    aos_reply_clear(&rep);
+    return b;
+}
+
+static uint64_t wait_budget(const char *agent, uint64_t want)
+{
+    uint64_t b = 0;
+    for (int i = 0; i < 200 && (b = memory_budget(agent)) != want; i++)
+        usleep(50000);
+    return b;
+}
+
+/* The manifest's context budget is aos-memory's for the agent before it starts, follows an
+ * update, and the agent cannot set its own. */
+static void the_context_budget_reaches_aos_memory(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("ctxa", "[idle]",
+                                             "    budgets: {context_tokens: 5000}\n")
+                                       AGENT("ctxb", "[call, memory.budget.set]",
+                                             "    budgets: {context_tokens: 4000}\n"
+                                             "    restart: {policy: never}\n")
+                                       AGENT("ctxc", "[assemble, \"8000\"]",
+                                             "    budgets: {context_tokens: 4000}\n"
+                                             "    restart: {policy: never}\n")
+                                       AGENT("ctxd", "[assemble, \"2000\"]",
+                                             "    budgets: {context_tokens: 4000}\n"
+                                             "    restart: {policy: never}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    assert_int_equal(wait_state("ctxa", "waiting", 20000, &a), 0);
+    assert_int_equal(memory_budget("ctxa"), 5000); /* set before it started */
+    /* its own memory.budget.set: REFUSED (exit 4), the budget stays */
+    assert_int_equal(wait_state("ctxb", "done|failed", 20000, &a), 0);
+    if (!strstr(a.reason, "exit 4"))
+        fail_msg("ctxb: %s", a.reason);
+    assert_true(a.refused >= 1);
+    assert_int_equal(memory_budget("ctxb"), 4000);
+    /* a prompt over the manifest's budget: REFUSED; one under it is the call's to ask */
+    assert_int_equal(wait_state("ctxc", "done|failed", 20000, &a), 0);
+    if (!strstr(a.reason, "exit 4"))
+        fail_msg("ctxc: %s", a.reason);
+    assert_int_equal(wait_state("ctxd", "done|failed", 20000, &a), 0);
+    if (!strstr(a.reason, "exit 0"))
+        fail_msg("ctxd: %s", a.reason);
+    /* an update of a running agent's budget reaches aos-memory too */
+    assert_int_equal(apply("agents:\n" AGENT("ctxa", "[idle]",
+                                             "    budgets: {context_tokens: 7000}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    assert_int_equal(wait_budget("ctxa", 7000), 7000);
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
 
@@ -514,6 +690,136 @@ static void agents_come_back_after_aosd_kill9(void **st)
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
 
+/* The agent's state record in aosd's namespace, "" when there is none. */
+static void state_record(const char *agent, char *out, size_t cap)
+{
+    char key[96];
+    snprintf(key, sizeof key, "state/%s", agent);
+    Aos__Storage__KvGetRequest g = AOS__STORAGE__KV_GET_REQUEST__INIT;
+    g.key = (ProtobufCBinaryData){strlen(key), (uint8_t *)key};
+    uint8_t buf[128];
+    size_t len = aos__storage__kv_get_request__pack(&g, buf);
+    aos_reply rep;
+    aos_call_opts o = {.agent_id = "aos:kernel"};
+    aos_call(h_conn(H), &o, "storage.kv.get", buf, len, &rep);
+    out[0] = 0;
+    Aos__Storage__KvGetReply *r = rep.status == AOS_OK
+                                      ? aos__storage__kv_get_reply__unpack(NULL, rep.payload_len,
+                                                                           rep.payload)
+                                      : NULL;
+    if (r) {
+        snprintf(out, cap, "%.*s", (int)r->value.len, (const char *)r->value.data);
+        aos__storage__kv_get_reply__free_unpacked(r, NULL);
+    }
+    aos_reply_clear(&rep);
+}
+
+static void wait_record(const char *agent, const char *needle)
+{
+    char rec[1024] = "";
+    for (int i = 0; i < 200 && !strstr(rec, needle); i++) {
+        state_record(agent, rec, sizeof rec);
+        if (!strstr(rec, needle))
+            usleep(50000);
+    }
+    if (!strstr(rec, needle))
+        fail_msg("state record of %s: '%s', wanted %s", agent, rec, needle);
+}
+
+/* A finished restart-never agent is not run again by a restarted aosd: done and failed stay,
+ * with their reasons, shown so by ps; one with a wake still wakes; a live one starts again. */
+static void finished_agents_stay_finished_after_aosd_kill9(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("once", "[steps, \"2\", \"10\"]",
+                                             "    restart: {policy: never}\n")
+                                       AGENT("oops", "[crash]", "    restart: {policy: never}\n")
+                                       AGENT("tick", "[steps, \"1\", \"10\"]",
+                                             "    restart: {policy: never}\n"
+                                             "    wake: {every: 2s}\n")
+                                       AGENT("alive", "[idle]", ""),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    assert_int_equal(wait_state("once", "done", 20000, &a), 0);
+    assert_non_null(strstr(a.reason, "exit 0"));
+    assert_int_equal(wait_state("oops", "failed", 20000, &a), 0);
+    char oops_reason[256];
+    snprintf(oops_reason, sizeof oops_reason, "%s", a.reason);
+    assert_int_equal(wait_state("alive", "waiting", 20000, &a), 0);
+    wait_record("once", "\"state\":\"done\"");
+    wait_record("oops", "\"state\":\"failed\"");
+    char dir[256], why[512];
+    h_kill9_keep(H, dir, sizeof dir);
+    H = h_start_on(dir, NULL, 120000, why, sizeof why);
+    if (!H)
+        fail_msg("aosd again: %s", why);
+    assert_int_equal(wait_state("alive", "waiting", 30000, &a), 0); /* started again */
+    assert_int_equal(info("once", &a), 0);
+    assert_string_equal(a.state, "done");
+    assert_non_null(strstr(a.reason, "exit 0"));
+    assert_int_equal(info("oops", &a), 0);
+    assert_string_equal(a.state, "failed");
+    assert_string_equal(a.reason, oops_reason);
+    /* still so a while later: nothing started them */
+    usleep(1500000);
+    assert_int_equal(info("once", &a), 0);
+    assert_string_equal(a.state, "done");
+    assert_int_equal(a.pid, 0);
+    assert_int_equal(info("oops", &a), 0);
+    assert_string_equal(a.state, "failed");
+    char out[1 << 16];
+    const char *argv[] = {"ps", "--json", NULL};
+    assert_int_equal(h_aosctl(H, out, sizeof out, argv), 0);
+    const char *o = strstr(out, "\"once\"");
+    assert_non_null(o);
+    const char *next = strstr(o + 1, "\"name\"");
+    const char *d = strstr(o, "\"done\"");
+    assert_true(d && (!next || d < next));
+    /* the agent with a wake wakes */
+    for (int i = 0; i < 100 && (info("tick", &a), a.wakes < 1); i++)
+        usleep(100000);
+    assert_true(a.wakes >= 1);
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+    /* a removed agent's record goes with it */
+    char rec[1024] = "x";
+    for (int i = 0; i < 100 && rec[0]; i++) {
+        state_record("once", rec, sizeof rec);
+        if (rec[0])
+            usleep(50000);
+    }
+    assert_string_equal(rec, "");
+}
+
+/* The applied set is one storage value: past its cap the apply is refused whole, saying how
+ * many agents it holds and what the cap is. */
+static void a_deployment_over_the_record_cap_is_refused(void **st)
+{
+    (void)st;
+    /* 1,500 agents of about 1.1 kB each (a 600-byte argument): 1.6 MB */
+    size_t n = 1500, cap = n * 720 + 64;
+    char *y = malloc(cap), err[1024], pad[601];
+    assert_non_null(y);
+    memset(pad, 'x', 600);
+    pad[600] = 0;
+    size_t k = (size_t)snprintf(y, cap, "agents:\n");
+    for (size_t i = 0; i < n; i++)
+        k += (size_t)snprintf(y + k, cap - k, "  - {name: big%04zu, program: aos-test-agent, "
+                              "args: [idle, %s], restart: {policy: never}}\n", i, pad);
+    assert_true(k < cap);
+    size_t before = n_applied();
+    /* the dry run first: were it let through, the real one would start 1,500 agents */
+    for (int dry = 1; dry >= 0; dry--) {
+        int rc = apply(y, 0, dry, NULL, err, sizeof err);
+        if (rc != AOS_ERR_TOO_BIG || !strstr(err, "1500 agents") || !strstr(err, "1048576")) {
+            free(y);
+            fail_msg("%s%s: %s", dry ? "dry run: " : "", aos_err_name(rc), err);
+        }
+    }
+    free(y);
+    assert_int_equal(n_applied(), before);
+}
+
 static void two_hundred_agents_alive_at_once(void **st)
 {
     (void)st;
@@ -550,6 +856,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_files_are_refused_with_their_line),
+        cmocka_unit_test(unknown_tools_are_refused_at_apply),
+        cmocka_unit_test(an_apply_without_the_catalogue_is_unavailable),
         cmocka_unit_test(apply_update_prune_and_dry_run),
         cmocka_unit_test(suspend_resume_stop_at_step_boundaries),
         cmocka_unit_test(stop_of_an_agent_that_ignores_it_ends_in_sigkill),
@@ -559,7 +867,10 @@ int main(void)
         cmocka_unit_test(ungranted_tools_and_models_are_refused),
         cmocka_unit_test(network_and_budget_refusals_are_audited),
         cmocka_unit_test(an_agent_is_held_to_its_cgroup),
+        cmocka_unit_test(the_context_budget_reaches_aos_memory),
         cmocka_unit_test(agents_come_back_after_aosd_kill9),
+        cmocka_unit_test(finished_agents_stay_finished_after_aosd_kill9),
+        cmocka_unit_test(a_deployment_over_the_record_cap_is_refused),
         cmocka_unit_test(two_hundred_agents_alive_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -73,6 +73,7 @@ typedef struct cfg {
     char **tools;
     size_t ntools;
     uint64_t steps, context_tokens;
+    int context_by_kernel;      /* the manifest has budgets.context_tokens: aosd set it */
     unsigned repeat, max_tokens;
     size_t ntalks;              /* names in talks_to: the mail tools are offered when > 0 */
 } cfg;
@@ -134,6 +135,7 @@ static int parse_manifest(const char *json, cfg *cf, char *why, size_t whylen)
     json_int_t ctx = json_integer_value(json_object_get(b, "context_tokens"));
     cf->steps = steps > 0 ? (uint64_t)steps : STEPS_DEFAULT;
     cf->context_tokens = ctx > 0 ? (uint64_t)ctx : CONTEXT_DEFAULT;
+    cf->context_by_kernel = ctx > 0;
     cf->repeat = REPEAT_DEFAULT;
     cf->max_tokens = 1024;
     json_t *tools = json_object_get(m, "tools");
@@ -1107,8 +1109,11 @@ int main(int argc, char **argv)
         say("aos-agent %s: %s: %s", g.cf.name, aos_err_name(e), why);
         goto out;
     }
+    /* a manifest's budget is aosd's to set (an agent's own set is refused); without one
+     * the runner picks its default */
     aos_call_opts bo = {.timeout_ms = CALL_MS};
-    if ((e = aos_mem_budget_set(g.c, &bo, (int64_t)g.cf.context_tokens, 0, why, sizeof why)))
+    if (!g.cf.context_by_kernel &&
+        (e = aos_mem_budget_set(g.c, &bo, (int64_t)g.cf.context_tokens, 0, why, sizeof why)))
         say("memory budget: %s: %s (going on with the default)", aos_err_name(e), why);
     /* the run's opening pages: position 0, each its own salt */
     char sys[TEXT_MAX + 512];

@@ -1,0 +1,108 @@
+/* The agent state record's codec: what aosd writes when an agent ends done or failed (or
+ * leaves those states) and reads back at start, so a finished agent is not run again. */
+#include "agstate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "aos/envelope.h"
+
+static const char *const names[] = {"live", "done", "failed"};
+
+/* s as a JSON string: whole when it is UTF-8, else without the 1 to 3 non-ASCII bytes that
+ * end it (a character cut by a bounded snprintf), else with every non-ASCII byte as '?'. */
+static json_t *utf8_string(const char *s)
+{
+    size_t n = strnlen(s, AGST_REASON_MAX - 1);
+    if (aos_utf8_valid(s, n))
+        return json_stringn(s, n);
+    /* a cut character is non-ASCII bytes at the very end */
+    for (size_t cut = 1; cut <= 3 && cut <= n && (unsigned char)s[n - cut] >= 0x80; cut++)
+        if (aos_utf8_valid(s, n - cut))
+            return json_stringn(s, n - cut);
+    char buf[AGST_REASON_MAX];
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    return json_stringn(buf, n);
+}
+
+char *agst_encode(const agst *s)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    int bad = (unsigned)s->state > AGST_FAILED;
+    bad |= json_object_set_new(o, "state", json_string(names[bad ? 0 : s->state]));
+    bad |= json_object_set_new(o, "reason", utf8_string(s->reason));
+    bad |= json_object_set_new(o, "stopped", utf8_string(s->stopped));
+    bad |= json_object_set_new(o, "restarts", json_integer((json_int_t)s->restarts));
+    bad |= json_object_set_new(o, "at_ms", json_integer((json_int_t)s->at_ms));
+    char *txt = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return txt;
+}
+
+/* A string field of at most AGST_REASON_MAX - 1 bytes, no NUL in it. */
+static int get_str(json_t *o, const char *key, char *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v))
+        return -1;
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n >= AGST_REASON_MAX || memchr(s, 0, n))
+        return -1;
+    memcpy(out, s, n);
+    out[n] = 0;
+    return 0;
+}
+
+aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t whylen)
+{
+    memset(out, 0, sizeof *out);
+    if (len > AGST_RECORD_MAX) {
+        snprintf(why, whylen, "a state record of %zu bytes: at most %u", len, AGST_RECORD_MAX);
+        return AOS_ERR_USAGE;
+    }
+    json_error_t je;
+    json_t *o = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &je);
+    const char *field = NULL;
+    if (!json_is_object(o)) {
+        snprintf(why, whylen, "a state record is a JSON object: %s", o ? "not one" : je.text);
+        json_decref(o);
+        return AOS_ERR_USAGE;
+    }
+    const char *st = json_string_value(json_object_get(o, "state"));
+    json_t *r = json_object_get(o, "restarts"), *at = json_object_get(o, "at_ms");
+    int found = 0;
+    for (int i = 0; st && i <= AGST_FAILED; i++)
+        if (!strcmp(st, names[i])) {
+            out->state = (agst_state)i;
+            found = 1;
+        }
+    if (!found)
+        field = "state";
+    else if (get_str(o, "reason", out->reason))
+        field = "reason";
+    else if (get_str(o, "stopped", out->stopped))
+        field = "stopped";
+    else if (!json_is_integer(r) || json_integer_value(r) < 0 ||
+             json_integer_value(r) > AGST_RESTARTS_MAX)
+        field = "restarts";
+    else if (!json_is_integer(at) || json_integer_value(at) < 0)
+        field = "at_ms";
+    if (!field) {
+        out->restarts = (unsigned)json_integer_value(r);
+        out->at_ms = (int64_t)json_integer_value(at);
+    }
+    json_decref(o);
+    if (field) {
+        memset(out, 0, sizeof *out);
+        snprintf(why, whylen, "a state record's %s is missing or out of range", field);
+        return AOS_ERR_USAGE;
+    }
+    return AOS_OK;
+}

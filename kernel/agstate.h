@@ -1,0 +1,33 @@
+/* An agent's state record: what a restarted aosd must know of it (done or failed, why, its
+ * restarts), one small JSON value per agent in aosd's storage namespace. Pure: no I/O. */
+#ifndef AOS_AGSTATE_H
+#define AOS_AGSTATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aos/err.h"
+
+#define AGST_REASON_MAX 256u     /* bytes of reason and of stopped, with the NUL */
+#define AGST_RECORD_MAX 4096u    /* bytes of a record: a longer value is not one of ours */
+#define AGST_RESTARTS_MAX 1000000000u
+
+typedef enum { AGST_LIVE, AGST_DONE, AGST_FAILED } agst_state;
+
+typedef struct agst {
+    agst_state state;            /* LIVE: start it again; DONE/FAILED: it stays so */
+    char reason[AGST_REASON_MAX];  /* as ps showed it: the last exit and why */
+    char stopped[AGST_REASON_MAX]; /* who stopped it ("stopped by the admin"), "" if none */
+    unsigned restarts;
+    int64_t at_ms;               /* wall clock when written */
+} agst;
+
+/* The record's JSON (keys sorted, compact). A reason that is not UTF-8 (a message cut inside
+ * a character) is cut back to a whole one, else its non-ASCII bytes become '?'. malloc'd, the
+ * caller frees; NULL when out of memory. */
+char *agst_encode(const agst *s);
+/* A stored value back, checked whole (it is read from storage, so untrusted): AOS_OK with
+ * *out filled, else AOS_ERR_USAGE with why naming the field; *out is then zeroed. */
+aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t whylen);
+
+#endif

@@ -1,0 +1,99 @@
+/* agstate: a record comes back as it was written; a reason cut inside a character is
+ * written as UTF-8; a damaged or foreign value is refused naming its field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "agstate.h"
+
+static void a_record_comes_back(void **st)
+{
+    (void)st;
+    agst a = {.state = AGST_FAILED, .restarts = 7, .at_ms = 1764720000123};
+    strcpy(a.reason, "exit 134 after 80 ms (restart: never)");
+    strcpy(a.stopped, "");
+    char *j = agst_encode(&a);
+    assert_non_null(j);
+    assert_string_equal(j, "{\"at_ms\":1764720000123,\"reason\":\"exit 134 after 80 ms "
+                           "(restart: never)\",\"restarts\":7,\"state\":\"failed\","
+                           "\"stopped\":\"\"}");
+    agst b;
+    char why[256];
+    assert_int_equal(agst_decode((const uint8_t *)j, strlen(j), &b, why, sizeof why), AOS_OK);
+    assert_int_equal(b.state, AGST_FAILED);
+    assert_string_equal(b.reason, a.reason);
+    assert_int_equal(b.restarts, 7);
+    assert_int_equal(b.at_ms, a.at_ms);
+    free(j);
+}
+
+static void a_cut_reason_is_still_utf8(void **st)
+{
+    (void)st;
+    agst a = {.state = AGST_DONE};
+    strcpy(a.reason, "stopped: \xc3\xa9t\xc3"); /* "été" cut inside its last character */
+    strcpy(a.stopped, "x\xff" "y");              /* not UTF-8 at all */
+    char *j = agst_encode(&a);
+    assert_non_null(j);
+    agst b;
+    char why[256];
+    assert_int_equal(agst_decode((const uint8_t *)j, strlen(j), &b, why, sizeof why), AOS_OK);
+    assert_string_equal(b.reason, "stopped: \xc3\xa9t");
+    assert_string_equal(b.stopped, "x?y");
+    free(j);
+}
+
+static void damaged_records_are_refused(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *json, *needle;
+    } cases[] = {
+        {"", "JSON object"},
+        {"[1]", "JSON object"},
+        {"{\"state\":\"zombie\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":0,\"at_ms\":0}",
+         "state"},
+        {"{\"state\":\"done\",\"reason\":5,\"stopped\":\"\",\"restarts\":0,\"at_ms\":0}",
+         "reason"},
+        {"{\"state\":\"done\",\"reason\":\"a\\u0000b\",\"stopped\":\"\",\"restarts\":0,"
+         "\"at_ms\":0}", "not allowed"}, /* jansson refuses a NUL itself */
+        {"{\"state\":\"done\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":-1,\"at_ms\":0}",
+         "restarts"},
+        {"{\"state\":\"done\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":1}", "at_ms"},
+        {"{\"state\":\"done\",\"state\":\"live\",\"reason\":\"\",\"stopped\":\"\","
+         "\"restarts\":0,\"at_ms\":0}", "JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        agst b;
+        char why[256];
+        aos_err e = agst_decode((const uint8_t *)cases[i].json, strlen(cases[i].json), &b, why,
+                                sizeof why);
+        if (e != AOS_ERR_USAGE || !strstr(why, cases[i].needle))
+            fail_msg("case %zu: %d: %s", i, (int)e, why);
+        assert_int_equal(b.state, AGST_LIVE); /* zeroed */
+    }
+    /* a reason past the cap */
+    char big[600];
+    int n = snprintf(big, sizeof big, "{\"state\":\"done\",\"reason\":\"%0300d\",\"stopped\":"
+                     "\"\",\"restarts\":0,\"at_ms\":0}", 0);
+    agst b;
+    char why[256];
+    assert_int_equal(agst_decode((const uint8_t *)big, (size_t)n, &b, why, sizeof why),
+                     AOS_ERR_USAGE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_record_comes_back),
+        cmocka_unit_test(a_cut_reason_is_still_utf8),
+        cmocka_unit_test(damaged_records_are_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
