@@ -85,7 +85,7 @@ static void forbidden_calls_are_refused_and_needed_ones_work(void **st)
     static const char *const distinct[] = {
         "socket(AF_INET)", "socket(AF_INET6)", "socketpair(AF_INET)", "setns",
         "process_vm_readv", "ioctl(TIOCSTI)", "symlink", "link",
-        "clone without CLONE_THREAD (fork)",
+        "clone without CLONE_THREAD (fork)", "posix_spawn (clone with CLONE_VFORK)",
     };
     for (size_t i = 0; i < sizeof distinct / sizeof distinct[0]; i++) {
         char want[128];

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -89,6 +90,19 @@ static long p_fork(void)
         waitpid((pid_t)pid, NULL, 0);
     return pid > 0 ? 0 : pid;
 }
+/* posix_spawn: glibc's clone(CLONE_VM|CLONE_VFORK), which LeakSanitizer's clone rule in
+ * the sanitized build must not let through either */
+extern char **environ;
+static long p_spawn(void)
+{
+    pid_t pid;
+    char *argv[] = {"/bin/true", NULL};
+    int rc = posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ);
+    if (rc)
+        return errno = rc, -1;
+    waitpid(pid, NULL, 0);
+    return 0;
+}
 /* pid 1 of an agent's namespace is bubblewrap's reaper: never attachable */
 static long p_ptrace1(void)
 {
@@ -126,6 +140,7 @@ static const esc_probe esc_probes[] = {
     {"symlink", p_symlink, 1},
     {"link", p_link, 1},
     {"clone without CLONE_THREAD (fork)", p_fork, 1},
+    {"posix_spawn (clone with CLONE_VFORK)", p_spawn, 1},
     {"unshare(CLONE_NEWNET)", p_netns, 1},
     {"unshare(CLONE_NEWUSER)", p_userns, 1},
     {"ptrace(PTRACE_ATTACH, 1)", p_ptrace1, 0},
