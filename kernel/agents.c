@@ -8,13 +8,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <pwd.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +22,7 @@
 #include <jansson.h>
 
 #include "agent.pb-c.h"
+#include "agent_filter.h"
 #include "agstate.h"
 #include "aos/log.h"
 #include "aos/storage.h"
@@ -179,67 +178,14 @@ static void sched_apply(const agent *a)
 
 /* ---- the sandbox ------------------------------------------------------------------------ */
 
-/* What no agent needs and what would let one leave its sandbox or reach another process:
- * refused with EPERM on top of bubblewrap's own namespaces. ptrace stays allowed: in its
- * own pid namespace an agent can name no process but its own (LeakSanitizer, gdb), and
- * another agent's pid is not there to attach to. */
+/* The allow-list (agent_filter.c), compiled once: every spawn hands bubblewrap a copy. */
 static aos_err compile_seccomp(char *why, size_t whylen)
 {
-    static const int deny[] = {
-        SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev),
-        SCMP_SYS(mount), SCMP_SYS(umount2), SCMP_SYS(pivot_root), SCMP_SYS(chroot),
-        SCMP_SYS(unshare), SCMP_SYS(setns), SCMP_SYS(kexec_load), SCMP_SYS(kexec_file_load),
-        SCMP_SYS(init_module), SCMP_SYS(finit_module), SCMP_SYS(delete_module),
-        SCMP_SYS(bpf), SCMP_SYS(perf_event_open), SCMP_SYS(keyctl), SCMP_SYS(add_key),
-        SCMP_SYS(request_key), SCMP_SYS(userfaultfd), SCMP_SYS(open_by_handle_at),
-        SCMP_SYS(name_to_handle_at), SCMP_SYS(quotactl), SCMP_SYS(swapon),
-        SCMP_SYS(swapoff), SCMP_SYS(reboot), SCMP_SYS(settimeofday),
-        SCMP_SYS(clock_settime), SCMP_SYS(adjtimex), SCMP_SYS(syslog), SCMP_SYS(acct),
-        SCMP_SYS(iopl), SCMP_SYS(ioperm), SCMP_SYS(fsopen), SCMP_SYS(fsmount),
-        SCMP_SYS(fsconfig), SCMP_SYS(move_mount), SCMP_SYS(open_tree),
-        SCMP_SYS(mount_setattr), SCMP_SYS(pidfd_getfd), SCMP_SYS(kcmp),
-    };
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx) {
-        snprintf(why, whylen, "seccomp_init failed");
-        return AOS_ERR_NOMEM;
-    }
-    aos_err e = AOS_ERR_INTERNAL;
-    int rv = 0;
-    for (size_t i = 0; i < sizeof deny / sizeof deny[0] && rv == 0; i++)
-        if (deny[i] >= 0)
-            rv = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), deny[i], 0);
-    /* clone3's flags sit behind a pointer: ENOSYS makes glibc fall back to clone */
-    if (rv == 0)
-        rv = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    /* input pushed into a terminal the agent may share with its operator */
-    if (rv == 0)
-        rv = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
-                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
-    if (rv != 0) {
-        snprintf(why, whylen, "seccomp rule: %s", strerror(-rv));
-        goto out;
-    }
-    int fd = memfd_create("aos-agent-seccomp", MFD_CLOEXEC);
-    if (fd < 0 || (rv = seccomp_export_bpf(ctx, fd)) != 0) {
-        snprintf(why, whylen, "seccomp export: %s", strerror(fd < 0 ? errno : -rv));
-        if (fd >= 0)
-            close(fd);
-        goto out;
-    }
-    off_t n = lseek(fd, 0, SEEK_END);
-    A.bpf = n > 0 ? malloc((size_t)n) : NULL;
-    if (!A.bpf || pread(fd, A.bpf, (size_t)n, 0) != n) {
-        snprintf(why, whylen, "seccomp export: cannot read the program back");
-        close(fd);
-        goto out;
-    }
-    A.bpf_len = (size_t)n;
-    close(fd);
-    e = AOS_OK;
-out:
-    seccomp_release(ctx);
-    return e;
+    agf_mode mode = agf_mode_from_env();
+    if (mode == AGF_KILL)
+        aos_warn("AOS_AGENT_SECCOMP=kill: an agent's unlisted syscall kills it, and the "
+                 "kernel logs which (dmesg)");
+    return agf_compile(mode, &A.bpf, &A.bpf_len, why, whylen);
 }
 
 /* The seccomp program on a fresh fd for bubblewrap, which reads it once from offset 0. */

@@ -68,7 +68,12 @@ if [ -f /etc/postgresql/15/main/start.conf ] &&
     echo manual | as_root tee /etc/postgresql/15/main/start.conf >/dev/null
 fi
 
-# the service users (tools/users.sh: shared with the .deb's postinst)
+# the service users (tools/users.sh: shared with the .deb's postinst), and aos-itest, an
+# ordinary user the tests (agents_user_test) run aosd as: not a service user, so not in the
+# .deb; no home, no shell, no password
 if [ "$(id -u)" = 0 ]; then
     "$(dirname "$0")/users.sh"
+    getent passwd aos-itest >/dev/null ||
+        useradd --system --user-group --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin --comment "aos tests, aosd as an ordinary user" aos-itest
 fi

@@ -1,6 +1,6 @@
 /* aos-test-agent: an agent program for the tests and benchmarks, one behaviour per mode
- * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call, mail); one stdout line per
- * event. */
+ * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call, mail, escape); one stdout
+ * line per event. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,6 +15,7 @@
 #include "aos/memory.h"
 #include "aos/msg.h"
 #include "aos/storage.h"
+#include "escape.h"
 #include "llm.pb-c.h"
 #include "tool.pb-c.h"
 
@@ -44,6 +45,9 @@ static const char usage[] =
     "  request TO TEXT MS    one request, its reply within MS: exit 0, 7 on TIMEOUT\n"
     "  publish TOPIC TEXT    one publication\n"
     "  rawmail TO            storage.queue.send into TO's inbox, past msg.send\n"
+    "  escape                try what the sandbox forbids (network sockets, namespaces,\n"
+    "                        mount, bpf, io_uring, fork, ...): exit 0 when each is refused\n"
+    "                        with EPERM and what it needs still works, else 3\n"
     "llm, tool, call: exit 0 on OK, 4 on REFUSED, 1 otherwise\n";
 
 static void ms_sleep(unsigned ms)
@@ -556,6 +560,17 @@ static int m_rawmail(const char *to)
     return rc;
 }
 
+/* After its link is up (libaos works under the filter), every forbidden call once. */
+static int m_escape(void)
+{
+    aos_agent *a = open_or_die();
+    int bad = esc_run(stdout, 0);
+    int broken = esc_allowed(stdout, ".");
+    printf("escape: %d not refused, %d of what it needs broken\n", bad, broken);
+    aos_agent_close(a);
+    return bad || broken ? 3 : 0;
+}
+
 int main(int argc, char **argv)
 {
     /* the kernel keeps stdout as the logs: a line is out when it is printed, also before
@@ -613,6 +628,8 @@ int main(int argc, char **argv)
         return m_request(argv[2], argv[3], count(argv[4], 600000L));
     if (!strcmp(m, "rawmail") && argc == 3)
         return m_rawmail(argv[2]);
+    if (!strcmp(m, "escape") && argc == 2)
+        return m_escape();
     if (!strcmp(m, "publish") && argc == 4)
         return m_publish(argv[2], argv[3]);
     fputs(usage, stderr);

@@ -562,6 +562,38 @@ static void an_agent_acts_as_itself_only(void **st)
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
 
+/* The seccomp allow-list from inside: every forbidden call refused with EPERM, libaos and
+ * the workspace still working (aos-test-agent escape exits 0 only then). */
+static void an_agent_cannot_leave_its_sandbox(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("escaper", "[escape]", ""), 0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    assert_int_equal(wait_state("escaper", "done|failed", 20000, &a), 0);
+    char path[128], log[16384];
+    snprintf(path, sizeof path, "%s/agent-logs/escaper", DATA_DIR);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(log, 1, sizeof log - 1, f);
+    fclose(f);
+    log[n] = 0;
+    if (!strstr(a.reason, "exit 0"))
+        fail_msg("escaper: %s; its log:\n%s", a.reason, log);
+    static const char *const refused[] = {
+        "socket(AF_INET): refused", "socket(AF_NETLINK): refused", "socket(AF_PACKET): refused",
+        "unshare(CLONE_NEWUSER): refused", "mount: refused", "bpf: refused",
+        "io_uring_setup: refused", "ptrace(PTRACE_ATTACH, 1): refused",
+        "clone without CLONE_THREAD (fork): refused", "ioctl(TIOCSTI): refused",
+        "posix_spawn (clone with CLONE_VFORK): refused",
+        "escape: 0 not refused, 0 of what it needs broken",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (!strstr(log, refused[i]))
+            fail_msg("no \"%s\" in the escaper's log:\n%s", refused[i], log);
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+}
+
 static void ungranted_tools_and_models_are_refused(void **st)
 {
     (void)st;
@@ -864,6 +896,7 @@ int main(void)
         cmocka_unit_test(a_crash_loop_backs_off_then_fails),
         cmocka_unit_test(a_wake_while_busy_is_skipped_and_counted),
         cmocka_unit_test(an_agent_acts_as_itself_only),
+        cmocka_unit_test(an_agent_cannot_leave_its_sandbox),
         cmocka_unit_test(ungranted_tools_and_models_are_refused),
         cmocka_unit_test(network_and_budget_refusals_are_audited),
         cmocka_unit_test(an_agent_is_held_to_its_cgroup),
