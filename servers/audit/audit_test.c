@@ -510,6 +510,78 @@ static void archive_body(void **st)
     audit_tree_free(t);
 }
 
+/* After an archive only the frontier at the cut is left of leaves 0..base-1: the proofs
+ * built from it are byte for byte the proofs built from every leaf, for every base, leaf
+ * and tree size up to 40. */
+static void proofs_past_an_archive(void **st)
+{
+    (void)st;
+    enum { N = 40 };
+    hash_t leaves[N], p1[AUDIT_PROOF_MAX], p2[AUDIT_PROOF_MAX], fr[AUDIT_TREE_DEPTH];
+    for (int i = 0; i < N; i++) {
+        uint8_t d[2] = {(uint8_t)i, 0x5a};
+        naive_leaf(d, sizeof d, leaves[i]);
+    }
+    audit_tree *t;
+    assert_int_equal(audit_tree_new(&t, NULL, 0), AOS_OK);
+    for (uint64_t base = 0; base < N; base++) {
+        size_t nf = audit_tree_frontier(t, fr, AUDIT_TREE_DEPTH);
+        assert_int_equal(nf, (size_t)__builtin_popcountll(base));
+        for (uint64_t n = base + 1; n <= N; n++)
+            for (uint64_t m = base; m < n; m++) {
+                size_t l1, l2;
+                assert_int_equal(audit_inclusion_proof(leaf_of, leaves, m, n, p1,
+                                                       AUDIT_PROOF_MAX, &l1, NULL, 0), AOS_OK);
+                assert_int_equal(audit_inclusion_proof_base(leaf_of, leaves, base,
+                                                            (const uint8_t(*)[32])fr, nf, m,
+                                                            n, p2, AUDIT_PROOF_MAX, &l2, NULL,
+                                                            0), AOS_OK);
+                assert_int_equal(l1, l2);
+                assert_memory_equal(p1, p2, l1 * 32);
+            }
+        if (base > 0) /* a leaf inside the archived range has no proof left */
+            assert_int_equal(audit_inclusion_proof_base(leaf_of, leaves, base,
+                                                        (const uint8_t(*)[32])fr, nf,
+                                                        base - 1, N, p2, AUDIT_PROOF_MAX,
+                                                        &(size_t){0}, NULL, 0),
+                             AOS_ERR_USAGE);
+        assert_int_equal(audit_tree_append(t, leaves[base], NULL, 0), AOS_OK);
+    }
+    audit_tree_free(t);
+}
+
+static void archive_body_v2(void **st)
+{
+    (void)st;
+    audit_archive a = {.archived_to = 11, .n = 3, .archived_from = 5, .head_time_ns = 77};
+    memset(a.chain, 0x11, 32);
+    memset(a.frontier, 0x22, sizeof a.frontier);
+    memset(a.digest, 0x33, 32);
+    memset(a.head_sig, 0x44, 64);
+    uint8_t b[AUDIT_ARCHIVE_MAX];
+    size_t len;
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_OK);
+    assert_int_equal(len, 1 + 8 + 32 + 1 + 3 * 32 + AUDIT_ARCHIVE_V2_TAIL);
+    audit_archive d;
+    assert_int_equal(audit_archive_decode(b, len, &d, NULL, 0), AOS_OK);
+    assert_int_equal(d.version, 2);
+    assert_int_equal(d.archived_to, 11);
+    assert_int_equal(d.archived_from, 5);
+    assert_int_equal(d.head_time_ns, 77);
+    assert_memory_equal(d.digest, a.digest, 32);
+    assert_memory_equal(d.head_sig, a.head_sig, 64);
+    assert_memory_equal(d.frontier, a.frontier, 3 * 32);
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(audit_archive_decode(b, n, &d, NULL, 0), AOS_ERR_PROTO);
+    a.archived_from = 12; /* past its end */
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_ERR_USAGE);
+    a.archived_from = 5;
+    a.n = 2;
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_ERR_USAGE);
+    a.n = 3;
+    assert_int_equal(audit_archive_encode_v2(&a, b, 40, &len, NULL, 0), AOS_ERR_TOO_BIG);
+}
+
 /* ---- verify: a log of 1000 records with a head every 100, tampered every way ---- */
 
 enum { NREC = 1000, EVERY = 100, CAP = NREC + 8 };
@@ -974,6 +1046,7 @@ int main(void)
         cmocka_unit_test(chain_hash_def), cmocka_unit_test(ct_vectors),
         cmocka_unit_test(tree_vs_naive),  cmocka_unit_test(proofs_all),
         cmocka_unit_test(heads_and_keys), cmocka_unit_test(archive_body),
+        cmocka_unit_test(proofs_past_an_archive), cmocka_unit_test(archive_body_v2),
     };
     const struct CMUnitTest log[] = {
         cmocka_unit_test(verify_clean),     cmocka_unit_test(verify_altered),
