@@ -185,7 +185,13 @@ void aexp_record(aexp *x, const audit_rec *r)
         return;
     otlp_span s;
     aexp_span_of(x, r, &s);
-    otlp_push(x->e, &s, NULL, 0);
+    if (x->e)
+        otlp_push(x->e, &s, NULL, 0);
+}
+
+aexp *aexp_mapper(void)
+{
+    return calloc(1, sizeof(aexp));
 }
 
 static Aos__Audit__Config *config_of(const uint8_t *config, size_t len)
@@ -274,7 +280,7 @@ out:
 
 void aexp_stats(aexp *x, srv_stats *st)
 {
-    if (!x)
+    if (!x || !x->e)
         return;
     otlp_stats o;
     otlp_stats_get(x->e, &o);

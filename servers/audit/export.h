@@ -22,7 +22,11 @@ int aexp_wanted(const uint8_t *config, size_t len);
 /* The span of r, queued (never blocks: drop-oldest when the queue is full). Called on the
  * writer thread, in seq order, once r is committed. */
 void aexp_record(aexp *x, const audit_rec *r);
-/* The record as a span (no exporter needed): what aexp_record pushes. */
+/* A mapper without an exporter (what tests check the spans with): aexp_record maps and
+ * drops. NULL without memory; free with aexp_free. */
+aexp *aexp_mapper(void);
+/* The record as a span (x may be NULL: then an llm.reply does not learn its request's
+ * model): what aexp_record pushes. */
 void aexp_span_of(aexp *x, const audit_rec *r, otlp_span *s);
 void aexp_stats(aexp *x, srv_stats *st);
 void aexp_free(aexp *x);
