@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "aos/log.h"
 #include "audit.pb-c.h"
 #include "db.h"
 #include "merkle.h"
@@ -52,6 +53,8 @@ static const db_stmt st_page = {
     "SELECT " COLS " FROM audit.records WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
     3};
 static const db_stmt st_drop = {"ax_drop", "SELECT audit.drop_archived($1)", 1};
+static const db_stmt st_below = {
+    "ax_below", "SELECT 1 FROM audit.records WHERE seq <= $1 LIMIT 1", 1};
 static const db_stmt st_cover = {
     "ax_cover",
     "SELECT tree_size, time_ns, root, signature FROM audit.heads WHERE tree_size >= $1 "
@@ -200,6 +203,7 @@ typedef struct arch_arg {
     uint8_t fr[AUDIT_TREE_DEPTH][AUDIT_HASH_LEN];
     uint8_t chain_to[AUDIT_HASH_LEN];
     int retry; /* the commit was made already: its record is latest_seq */
+    int unfinished; /* the latest archive's range is still there: its drop was cut short */
     /* after the commit */
     uint64_t archive_seq, dropped;
     audit_sth sealed;
@@ -274,6 +278,16 @@ static aos_err plan_attempt(PGconn *c, void *arg, srv_reply *rep)
         return rc;
     if ((rc = read_latest(c, a, why, whylen)) != AOS_OK)
         goto out;
+    if (a->base) {
+        db_params bp;
+        dp_init(&bp);
+        dp_i64(&bp, (int64_t)a->base);
+        if ((rc = db_exec(c, &st_below, &bp, &r, why, whylen)) != AOS_OK)
+            goto out;
+        a->unfinished = PQntuples(r) > 0;
+        PQclear(r);
+        r = NULL;
+    }
     uint64_t bound;
     db_params p;
     if (a->q->before_seq) {
@@ -486,6 +500,26 @@ aos_err ax_archive(srv *s, alog *l, const aos_env *req, srv_reply *rep)
     a->q = q;
     if (!q->commit) {
         rc = db_run(pg, req->deadline_ms, "audit.archive", rep, plan_attempt, a, NULL);
+        if ((rc == AOS_OK || rc == AOS_ERR_NOT_FOUND) && a->unfinished) {
+            /* a cut recorded and sealed whose drop never happened (aos-audit died between
+             * the two): its archive was written before the record, so finish it first */
+            aos_info("audit.archive: finishing the drop of archive record %llu (seqs up to "
+                     "%llu)", U(a->latest_seq), U(a->base));
+            a->archive_seq = a->latest_seq;
+            rc = db_run(pg, req->deadline_ms, "audit.archive", rep, drop_attempt, a, NULL);
+            if (rc == AOS_OK) {
+                atomic_fetch_add(&n_dropped, a->dropped);
+                a->unfinished = 0;
+                memset(&a->sealed, 0, sizeof a->sealed);
+                uint64_t was = a->latest_seq, upto = a->base;
+                rc = db_run(pg, req->deadline_ms, "audit.archive", rep, plan_attempt, a, NULL);
+                if (rc == AOS_ERR_NOT_FOUND)
+                    rc = srv_fail(rep, AOS_ERR_NOT_FOUND, "audit.archive: finished the cut of "
+                                  "archive record %llu, whose drop had not happened (seqs "
+                                  "1..%llu are gone now); nothing more to archive",
+                                  U(was), U(upto));
+            }
+        }
         if (rc != AOS_OK)
             goto out;
     } else {
