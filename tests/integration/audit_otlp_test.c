@@ -332,12 +332,10 @@ static long long stat_of(h_aosd *h, const char *name)
 
 /* ---- the test ------------------------------------------------------------------------------ */
 
-static void spans_arrive_and_syscalls_never_wait(void **st)
+/* aosd on a new dir whose aos.yaml exports to R (queue and batch as given), with a keyed
+ * provider beside the simulator. */
+static h_aosd *start(char *dir, unsigned queue, unsigned batch)
 {
-    (void)st;
-    pthread_mutex_init(&R.mu, NULL);
-    rcv_up(&R, RCV_OK);
-    char dir[] = "/tmp/aos-it-otlp-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char path[256], yaml[2048];
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
@@ -346,9 +344,9 @@ static void spans_arrive_and_syscalls_never_wait(void **st)
              "  otlp:\n"
              "    endpoint: http://127.0.0.1:%d/v1/traces\n"
              "    headers: [{name: authorization, value_env: AOS_TEST_OTLP_AUTH}]\n"
-             "    batch_size: 64\n"
+             "    batch_size: %u\n"
              "    flush_ms: 100\n"
-             "    max_queue_spans: 4096\n"
+             "    max_queue_spans: %u\n"
              "    timeout_ms: 2000\n"
              "    retry_initial_ms: 100\n"
              "    retry_max_ms: 1000\n"
@@ -362,7 +360,7 @@ static void spans_arrive_and_syscalls_never_wait(void **st)
              "      base_url: http://127.0.0.1:9/v1\n"
              "      api_key_env: AOS_TEST_OTLP_PROVIDER_KEY\n"
              "      models: [{name: k1}]\n",
-             R.port);
+             R.port, batch, queue);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs(yaml, f);
@@ -373,6 +371,30 @@ static void spans_arrive_and_syscalls_never_wait(void **st)
     h_aosd *h = h_start_on(dir, NULL, 120000, why, sizeof why);
     if (!h)
         fail_msg("aosd on %s: %s", dir, why);
+    return h;
+}
+
+static void rcv_reset(void)
+{
+    pthread_mutex_lock(&R.mu);
+    free(R.all);
+    R.all = NULL;
+    R.len = 0;
+    R.requests = R.refused = 0;
+    R.saw_header = 0;
+    pthread_mutex_unlock(&R.mu);
+    R.port = 0;
+}
+
+static void spans_arrive_and_syscalls_never_wait(void **st)
+{
+    (void)st;
+    rcv_reset();
+    rcv_up(&R, RCV_OK);
+    char dir[] = "/tmp/aos-it-otlp-XXXXXX";
+    h_aosd *h = start(dir, 4096, 64);
+    char why[1024];
+    (void)why;
 
     /* 1. an LLM call through the sim provider and storage writes: spans with the GenAI
      * attributes arrive */
@@ -433,7 +455,84 @@ static void spans_arrive_and_syscalls_never_wait(void **st)
     assert_false(rcv_has(&R, "HEADER-SECRET"));
     h_stop(h);
     rcv_down(&R);
-    free(R.all);
+    rmdir(dir);
+}
+
+/* aos-audit's sandbox report: with an endpoint it has the network (no namespace of its own)
+ * and may make AF_INET sockets; the other servers of the embedded setup keep theirs. */
+static void check_audit_net(h_aosd *h)
+{
+    static char out[1 << 17];
+    const char *a[] = {"status", "--json", NULL};
+    assert_int_equal(h_aosctl(h, out, sizeof out, a), 0);
+    json_error_t je;
+    json_t *d = json_loads(out, 0, &je), *ch;
+    assert_non_null(d);
+    size_t i;
+    int seen = 0;
+    json_array_foreach(json_object_get(d, "children"), i, ch) {
+        const char *name = json_string_value(json_object_get(ch, "name"));
+        json_t *rep = json_object_get(json_object_get(ch, "sandbox"), "report");
+        if (!name || !json_is_object(rep))
+            continue;
+        if (!strcmp(name, "audit")) {
+            assert_true(json_is_true(json_object_get(rep, "inet")));
+            seen = 1;
+        } else if (!strcmp(name, "storage")) {
+            assert_false(json_is_true(json_object_get(rep, "inet")));
+        }
+    }
+    assert_true(seen);
+    json_decref(d);
+}
+
+/* The memory bound: with the receiver away past max_queue_spans, the oldest spans go and
+ * are counted; the newest still arrive once it is back, and every span is accounted for. */
+static void a_full_queue_drops_the_oldest_and_counts_them(void **st)
+{
+    (void)st;
+    rcv_reset();
+    rcv_up(&R, RCV_OK);
+    char dir[] = "/tmp/aos-it-otlp-XXXXXX";
+    h_aosd *h = start(dir, 40, 20);
+    check_audit_net(h);
+    double p50, max;
+    writes(h, "warm", &p50, &max);
+    int n = WRITES;
+    wait_for(puts_arrived, &n, 30000, "storage.kv.put spans");
+    rcv_down(&R);
+    for (int round = 0; round < 4; round++)
+        writes(h, round % 2 ? "away-b" : "away-a", &p50, &max);
+    double t0 = now_ms();
+    while (stat_of(h, "otlp_dropped_full") < 1 && now_ms() - t0 < 15000)
+        usleep(200 * 1000);
+    long long dropped = stat_of(h, "otlp_dropped_full");
+    print_message("receiver away for %d writes with a queue of 40: %lld spans dropped, "
+                  "oldest first (last write p50 %.2f ms, max %.2f ms)\n", 4 * WRITES, dropped,
+                  p50, max);
+    assert_true(dropped >= 4 * WRITES - 40 - 20);
+    PGconn *pg = su_admin_connect(h);
+    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    long long newest = su_count(pg, "SELECT max(seq) FROM audit.records WHERE kind = 'syscall' "
+                                    "AND method = 'storage.kv.put'");
+    PQfinish(pg);
+    rcv_up(&R, RCV_OK);
+    long long seqv = newest;
+    want_seqs w = {.seq = &seqv, .n = 1, .seen = &(int){0}};
+    wait_for(all_seen, &w, 60000, "span of the newest write");
+    /* every span pushed is sent, dropped or still queued: none lost unaccounted */
+    t0 = now_ms();
+    while (stat_of(h, "otlp_queued") != 0 && now_ms() - t0 < 20000)
+        usleep(200 * 1000);
+    long long pushed = stat_of(h, "otlp_pushed"), sent = stat_of(h, "otlp_sent"),
+              full = stat_of(h, "otlp_dropped_full"), rej = stat_of(h, "otlp_dropped_rejected"),
+              queued = stat_of(h, "otlp_queued");
+    print_message("pushed %lld = sent %lld + dropped %lld + rejected %lld + queued %lld\n",
+                  pushed, sent, full, rej, queued);
+    assert_true(pushed >= sent + full + rej && pushed - (sent + full + rej) <= queued + 64);
+    assert_int_equal(rej, 0);
+    h_stop(h);
+    rcv_down(&R);
     rmdir(dir);
 }
 
@@ -441,6 +540,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(spans_arrive_and_syscalls_never_wait),
+        cmocka_unit_test(a_full_queue_drops_the_oldest_and_counts_them),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    pthread_mutex_init(&R.mu, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    free(R.all);
+    return rc;
 }
