@@ -753,15 +753,14 @@ fail:
 
 /* The batch's records, committed, to the commit hook (the OTLP export): rebuilt from the
  * events as run_batch encoded them, in seq order from first. */
-static void tell_commit(alog *l, item *batch, uint64_t first, alog_commit_fn fn, void *arg)
+static void tell_commit(alog *l, Aos__Audit__EmitRequest *const *reqs, size_t nreq,
+                        uint64_t first, alog_commit_fn fn, void *arg)
 {
     size_t evi = 0;
     uint64_t seq = first;
-    for (item *it = batch; it; it = it->next) {
-        if (it->kind != IT_EMIT)
-            continue;
-        for (size_t i = 0; i < it->req->n_events; i++) {
-            const Aos__Audit__Event *e = it->req->events[i];
+    for (size_t k = 0; k < nreq; k++) {
+        for (size_t i = 0; i < reqs[k]->n_events; i++) {
+            const Aos__Audit__Event *e = reqs[k]->events[i];
             if (!l->fresh[evi++])
                 continue;
             audit_rec r = {
@@ -839,7 +838,8 @@ static void finish(alog *l, item *it, aos_err rc, const char *why)
         waiter *w = it->w;
         if (rc != AOS_OK)
             atomic_fetch_add(&l->failed, 1);
-        aos__audit__emit_request__free_unpacked(it->req, NULL);
+        if (it->req)
+            aos__audit__emit_request__free_unpacked(it->req, NULL);
         uint64_t seq = it->first_seq;
         uint32_t n = it->appended;
         free(it);
@@ -1067,12 +1067,31 @@ static void *writer_main(void *arg)
         alog_commit_fn fn = l->on_commit;
         void *fn_arg = l->on_commit_arg;
         pthread_mutex_unlock(&l->mu);
-        if (fn && pl.nevents)
-            tell_commit(l, batch, first, fn, fn_arg);
+        /* the callers hear first; the hook (the span export) maps the events after, from
+         * the requests kept back from finish */
+        Aos__Audit__EmitRequest **reqs = NULL;
+        size_t nreq = 0;
+        if (fn && pl.nevents) {
+            size_t n = 0;
+            for (item *it = batch; it; it = it->next)
+                n += it->kind == IT_EMIT;
+            if ((reqs = malloc(n * sizeof *reqs)))
+                for (item *it = batch; it; it = it->next)
+                    if (it->kind == IT_EMIT) {
+                        reqs[nreq++] = it->req;
+                        it->req = NULL;
+                    }
+        }
         while (batch) {
             item *it = batch;
             batch = it->next;
             finish(l, it, AOS_OK, NULL);
+        }
+        if (reqs) {
+            tell_commit(l, reqs, nreq, first, fn, fn_arg);
+            for (size_t i = 0; i < nreq; i++)
+                aos__audit__emit_request__free_unpacked(reqs[i], NULL);
+            free(reqs);
         }
     }
 }
