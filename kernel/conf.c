@@ -42,6 +42,7 @@ struct conf {
     conf_kernel k;
     Aos__Llm__Config *llm;
     Aos__Tool__Config *tool;   /* NULL: no tools: section */
+    Aos__Audit__Config *audit; /* NULL: no audit: section */
     char **secret_vars;        /* environment variables secrets and API keys come from */
     size_t nsecret_vars;
     char **warn;
@@ -175,7 +176,7 @@ static aos_err keys(ctx *x, const yaml_node_t *n, const char *where,
     if (n->type != YAML_MAPPING_NODE)
         return fail(x, n, where, "expects a mapping of keys (%s ...), not %s", names[0],
                     n->type == YAML_SCALAR_NODE ? "a single value" : "a sequence");
-    const yaml_node_t *at[32] = {0}; /* the widest table, the top level, has 18 */
+    const yaml_node_t *at[32] = {0}; /* the widest table, the top level, has 22 */
     if (nn > sizeof at / sizeof at[0])
         return fail(x, n, where, "internal: too many keys in a table");
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
@@ -1266,18 +1267,138 @@ static aos_err tools_section(ctx *x, const yaml_node_t *n, Aos__Tool__Config *cf
     return AOS_OK;
 }
 
+/* ---- audit: ------------------------------------------------------------------------------ */
+
+#define OTLP_HEADERS_MAX 16u
+#define OTLP_HEADER_VALUE_MAX 4096u
+
+/* audit.otlp.headers[i]: {name, value_env}; the value is read from the environment (a
+ * collector's key is a secret like a provider's) and never echoed. */
+static aos_err otlp_header(ctx *x, const yaml_node_t *n, const char *where,
+                           Aos__Audit__Config *cfg)
+{
+    static const char *const names[] = {"name", "value_env", NULL};
+    const yaml_node_t *v[2];
+    char w[WHERE_MAX];
+    aos_err rc = keys(x, n, where, names, v);
+    if (rc)
+        return rc;
+    if (!v[0] || !v[1])
+        return fail(x, n, where, "needs name: and value_env:");
+    const char *name, *var;
+    if ((rc = get_str(x, v[0], sub(w, where, "name"), 64, &name)))
+        return rc;
+    if (!name[0] || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                 "0123456789-_") != strlen(name))
+        return fail(x, v[0], w, "expects an HTTP header name ([A-Za-z0-9_-]{1,64})");
+    sub(w, where, "value_env");
+    if ((rc = want_scalar(x, v[1], w, "a variable's name")))
+        return rc;
+    var = text(v[1]);
+    if (strlen(var) != v[1]->data.scalar.length || !env_name_ok(var))
+        return fail(x, v[1], w, "expects the name of an environment variable "
+                    "([A-Z_][A-Z0-9_]{0,%u}), not the value itself", ENV_NAME_MAX - 1);
+    if (secret_var(x, var))
+        return AOS_ERR_NOMEM;
+    const char *val = getenv(var);
+    if (!val || !val[0])
+        return add_warning(x, "$%s is not set: the OTLP header %s is not sent", var, name);
+    size_t len = strlen(val);
+    if (len > OTLP_HEADER_VALUE_MAX)
+        return fail(x, v[1], w, "the value of $%s is %zu bytes, more than %u", var, len,
+                    OTLP_HEADER_VALUE_MAX);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)val[i] < 0x20 || (unsigned char)val[i] >= 0x7f)
+            return fail(x, v[1], w, "the value of $%s holds a control character or non-ASCII "
+                        "bytes: an HTTP header cannot carry it", var);
+    Aos__Audit__OtlpHeader *h = NEW(Aos__Audit__OtlpHeader, AOS__AUDIT__OTLP_HEADER__INIT);
+    if (!h || set_cstr(&h->name, name) || set_cstr(&h->value, val) ||
+        append((void ***)&cfg->otlp_headers, &cfg->n_otlp_headers, h)) {
+        if (h)
+            protobuf_c_message_free_unpacked(&h->base, NULL);
+        return nomem(x);
+    }
+    return AOS_OK;
+}
+
+/* audit: {otlp: {endpoint, headers, batch_size, flush_ms, max_queue_spans, timeout_ms,
+ * retry_initial_ms, retry_max_ms}}: where aos-audit sends its spans (the only network it
+ * gets, and only when an endpoint is set). */
+static aos_err audit_section(ctx *x, const yaml_node_t *n, Aos__Audit__Config *cfg)
+{
+    static const char *const top[] = {"otlp", NULL};
+    const yaml_node_t *t[1];
+    aos_err rc = keys(x, n, "audit", top, t);
+    if (rc || !t[0])
+        return rc;
+    enum { EP, HDR, BATCH, FLUSH, QUEUE, TIMEOUT, RETRY0, RETRYMAX, NK };
+    static const char *const names[] = {"endpoint", "headers", "batch_size", "flush_ms",
+                                        "max_queue_spans", "timeout_ms", "retry_initial_ms",
+                                        "retry_max_ms", NULL};
+    const yaml_node_t *v[NK];
+    if ((rc = keys(x, t[0], "audit.otlp", names, v)))
+        return rc;
+    if (!v[EP])
+        return fail(x, t[0], "audit.otlp", "needs endpoint: (http://host:port/v1/traces)");
+    const char *ep, *bad;
+    if ((rc = get_str(x, v[EP], "audit.otlp.endpoint", URL_MAX, &ep)))
+        return rc;
+    if ((bad = url_problem(ep)))
+        return fail(x, v[EP], "audit.otlp.endpoint", "%s", bad);
+    if (set_cstr(&cfg->otlp_endpoint, ep))
+        return nomem(x);
+    struct {
+        int k;
+        const char *where;
+        uint64_t min, max;
+        uint32_t *dst;
+    } nums[] = {
+        {BATCH, "audit.otlp.batch_size", 1, 4096, &cfg->batch_size},
+        {FLUSH, "audit.otlp.flush_ms", 10, 600000, &cfg->flush_ms},
+        {QUEUE, "audit.otlp.max_queue_spans", 1, 65536, &cfg->max_queue_spans},
+        {TIMEOUT, "audit.otlp.timeout_ms", 100, 600000, &cfg->timeout_ms},
+        {RETRY0, "audit.otlp.retry_initial_ms", 10, 600000, &cfg->retry_initial_ms},
+        {RETRYMAX, "audit.otlp.retry_max_ms", 10, 3600000, &cfg->retry_max_ms},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        uint64_t u;
+        if (v[nums[i].k]) {
+            if ((rc = get_uint(x, v[nums[i].k], nums[i].where, nums[i].min, nums[i].max, &u)))
+                return rc;
+            *nums[i].dst = (uint32_t)u;
+        }
+    }
+    if (cfg->batch_size && cfg->max_queue_spans && cfg->batch_size > cfg->max_queue_spans)
+        return fail(x, v[BATCH], "audit.otlp.batch_size", "%u is more than max_queue_spans "
+                    "(%u)", cfg->batch_size, cfg->max_queue_spans);
+    if (v[HDR]) {
+        if (v[HDR]->type != YAML_SEQUENCE_NODE)
+            return fail(x, v[HDR], "audit.otlp.headers", "expects a sequence of {name, "
+                        "value_env}");
+        if (seq_len(v[HDR]) > OTLP_HEADERS_MAX)
+            return fail_big(x, v[HDR], "audit.otlp.headers", "%zu headers, more than %u",
+                            seq_len(v[HDR]), OTLP_HEADERS_MAX);
+        char wi[WHERE_MAX];
+        for (size_t i = 0; i < seq_len(v[HDR]); i++)
+            if ((rc = otlp_header(x, seq_at(x, v[HDR], i), item(wi, "audit.otlp.headers", i),
+                                  cfg)))
+                return rc;
+    }
+    return AOS_OK;
+}
+
 /* ---- the kernel's keys ------------------------------------------------------------------ */
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
        K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_RUN_RETENTION,
-       K_AGENT_MEM, K_AGENT_PIDS, K_LLM, K_TOOLS, K_API, K_N };
+       K_AGENT_MEM, K_AGENT_PIDS, K_LLM, K_TOOLS, K_API, K_AUDIT, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
                                         "log", "audit_fail_open", "log_max_mb", "log_keep",
                                         "disk_min_free_mb", "run_retention_s",
                                         "agent_memory_mb", "agent_pids_max", "llm", "tools",
-                                        "api", NULL};
+                                        "api", "audit", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
 
 /* A PEM file named at v into *out (malloc'd, NUL-terminated; the caller's conf frees it):
@@ -1582,6 +1703,12 @@ aos_err conf_load(const char *path, int path_given, conf **out, char *why, size_
         else
             rc = tools_section(&x, v[K_TOOLS], c->tool);
     }
+    if (!rc && v[K_AUDIT]) {
+        if (!(c->audit = NEW(Aos__Audit__Config, AOS__AUDIT__CONFIG__INIT)))
+            rc = nomem(&x);
+        else
+            rc = audit_section(&x, v[K_AUDIT], c->audit);
+    }
     /* several sim scripts of a MiB each could outgrow what aos-llm reads: say so now */
     size_t packed = rc ? 0 : aos__llm__config__get_packed_size(c->llm);
     if (packed > CONF_LLM_PACKED_MAX) {
@@ -1624,6 +1751,13 @@ void conf_free(conf *c)
     if (c->k.api_tls_key)
         explicit_bzero(c->k.api_tls_key, c->k.api_tls_key_len);
     free(c->k.api_tls_key);
+    if (c->audit) {
+        for (size_t i = 0; i < c->audit->n_otlp_headers; i++)
+            if (c->audit->otlp_headers[i]->value.data)
+                explicit_bzero(c->audit->otlp_headers[i]->value.data,
+                               c->audit->otlp_headers[i]->value.len);
+        protobuf_c_message_free_unpacked(&c->audit->base, NULL);
+    }
     for (size_t i = 0; i < c->nwarn; i++)
         free(c->warn[i]);
     free(c->warn);
@@ -1674,6 +1808,11 @@ int conf_from_file(const conf *c)
 const conf_kernel *conf_kernel_settings(const conf *c)
 {
     return &c->k;
+}
+
+const Aos__Audit__Config *conf_audit(const conf *c)
+{
+    return c ? c->audit : NULL;
 }
 
 const Aos__Llm__Config *conf_llm(const conf *c)

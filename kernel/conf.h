@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "aos/err.h"
+#include "audit.pb-c.h"
 #include "llm.pb-c.h"
 #include "tool.pb-c.h"
 
@@ -91,6 +92,9 @@ const conf_kernel *conf_kernel_settings(const conf *c);
  * and at least one model, a sim one has sim; 0 and empty fields are the proto's defaults.
  * Here (not once unpacked) the bytes fields are also NUL-terminated. */
 const Aos__Llm__Config *conf_llm(const conf *c);
+/* The audit: section (the OTLP export, its header values read from the environment), NULL
+ * when the file has none; owned by c. */
+const Aos__Audit__Config *conf_audit(const conf *c);
 /* The tools: section (MCP servers, secrets with their values read from aosd's
  * environment), NULL when the file has none; owned by c. conf_tool_packed gives it packed
  * for aos-tool's fd: malloc'd, the caller bzeroes (secrets) and frees it; NULL when none. */

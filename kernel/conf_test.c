@@ -535,6 +535,65 @@ static void the_api_key_comes_from_the_environment_or_a_warning(void **st)
     unsetenv(KEYVAR);
 }
 
+/* audit.otlp: the endpoint and numbers as given, a header's value from the environment (a
+ * warning when unset, never in a message), and each bad value refused with its place. */
+static void the_audit_section_configures_the_otlp_export(void **st)
+{
+    (void)st;
+    char why[1024];
+    conf *c;
+    static const char t[] = "audit:\n  otlp:\n    endpoint: http://127.0.0.1:4318/v1/traces\n"
+                            "    headers: [{name: authorization, value_env: AOS_TEST_OTLP_H}]\n"
+                            "    batch_size: 100\n    max_queue_spans: 1000\n"
+                            "    flush_ms: 50\n    retry_max_ms: 2000\n";
+    setenv("AOS_TEST_OTLP_H", "Bearer Zq8xV1uE-otlp", 1);
+    assert_int_equal(load_text(t, &c, why, sizeof why), AOS_OK);
+    const Aos__Audit__Config *a = conf_audit(c);
+    assert_non_null(a);
+    assert_memory_equal(a->otlp_endpoint.data, "http://127.0.0.1:4318/v1/traces", 31);
+    assert_int_equal(a->batch_size, 100);
+    assert_int_equal(a->max_queue_spans, 1000);
+    assert_int_equal(a->flush_ms, 50);
+    assert_int_equal(a->retry_max_ms, 2000);
+    assert_int_equal(a->timeout_ms, 0); /* absent: the exporter's default */
+    assert_int_equal(a->n_otlp_headers, 1);
+    assert_memory_equal(a->otlp_headers[0]->value.data, "Bearer Zq8xV1uE-otlp", 20);
+    conf_free(c);
+    unsetenv("AOS_TEST_OTLP_H");
+    assert_int_equal(load_text(t, &c, why, sizeof why), AOS_OK);
+    assert_int_equal(conf_audit(c)->n_otlp_headers, 0);
+    assert_int_equal(conf_nwarnings(c), 1);
+    conf_free(c);
+    assert_int_equal(load_text("workers: 2\n", &c, why, sizeof why), AOS_OK);
+    assert_null(conf_audit(c)); /* no section: no export, no network for aos-audit */
+    conf_free(c);
+    static const struct {
+        const char *text, *want;
+    } abads[] = {
+        {"audit:\n  otlp:\n    endpoint: ftp://h/v1/traces\n",
+         "audit.otlp.endpoint: must start with http:// or https://"},
+        {"audit:\n  otlp:\n    endpoint: http://u:p@h/v1/traces\n", "credentials"},
+        {"audit:\n  otlp: {batch_size: 10}\n", "audit.otlp: needs endpoint:"},
+        {"audit:\n  otlp: {endpoint: http://h/, batch_size: 0}\n", "audit.otlp.batch_size"},
+        {"audit:\n  otlp: {endpoint: http://h/, batch_size: 100, max_queue_spans: 10}\n",
+         "more than max_queue_spans"},
+        {"audit:\n  otlp: {endpoint: http://h/, max_queue_spans: 100000}\n",
+         "audit.otlp.max_queue_spans"},
+        {"audit:\n  otlp: {endpoint: http://h/, headerz: []}\n", "headerz"},
+        {"audit:\n  otlp: {endpoint: http://h/, headers: [{name: a, value_env: "
+         "\"Bearer Zq8xV1uE\"}]}\n", "not the value itself"},
+        {"audit:\n  otlp: {endpoint: http://h/, headers: [{name: \"a b\", value_env: X}]}\n",
+         "HTTP header name"},
+        {"audit:\n  exporter: {}\n", "exporter"},
+    };
+    for (size_t i = 0; i < sizeof abads / sizeof abads[0]; i++) {
+        assert_int_not_equal(load_text(abads[i].text, &c, why, sizeof why), AOS_OK);
+        if (!strstr(why, abads[i].want))
+            fail_msg("%s: wanted %s in: %s", abads[i].text, abads[i].want, why);
+        assert_null(strstr(why, "Zq8xV1uE"));
+    }
+}
+
 /* The key read from the environment never reaches a message, whatever goes wrong after. */
 static void a_planted_key_never_appears_in_any_message(void **st)
 {
@@ -728,6 +787,7 @@ int main(void)
         cmocka_unit_test(the_sim_script_loads_relative_to_the_file_with_its_own_errors),
         cmocka_unit_test(an_absent_default_file_is_the_sim_provider_only),
         cmocka_unit_test(the_api_key_comes_from_the_environment_or_a_warning),
+        cmocka_unit_test(the_audit_section_configures_the_otlp_export),
         cmocka_unit_test(a_planted_key_never_appears_in_any_message),
         cmocka_unit_test(the_example_file_is_a_good_file),
         cmocka_unit_test(aosd_takes_flag_over_environment_over_file_over_default),

@@ -225,6 +225,9 @@ static const kmethod table[] = {
     FWD("audit.prove", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.verify", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.tail", KM_READ, "audit", SMALL, KM_ADMIN),
+    /* retention: an admin exports a range, then aos-audit records the cut and drops it */
+    FWD("audit.export", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.archive", KM_CONTROL, "audit", SMALL, KM_ADMIN),
     SERVER_COMMON("api"),
 };
 #define NTABLE (sizeof table / sizeof table[0])

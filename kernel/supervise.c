@@ -274,6 +274,25 @@ static int llm_config_fd(void)
     return fd;
 }
 
+/* aos-audit's: the audit: section (the OTLP export), header values included: a collector's
+ * key travels like a provider's. Only when aos.yaml has one (else aos-audit exports
+ * nothing and keeps its network namespace). */
+static int audit_config_fd(void)
+{
+    const Aos__Audit__Config *ac = conf_audit(cfg->cf);
+    size_t len = aos__audit__config__get_packed_size(ac);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -1;
+    aos__audit__config__pack(ac, buf);
+    int fd = sealed_fd("aos-audit-config", buf, len);
+    int e = errno;
+    explicit_bzero(buf, len);
+    free(buf);
+    errno = e;
+    return fd;
+}
+
 /* aos-tool's: DATA/tools' descriptor files, read at each start so that a restart picks up
  * new ones, with aos.yaml's MCP servers and secrets. */
 static int tool_config_fd(void)
@@ -411,18 +430,22 @@ static void start_child(child *k, uint64_t now)
             argv[n++] = "--dsn-fd";
             argv[n++] = "3";
         }
+        int audit = !strcmp(k->name, "audit") && conf_audit(cfg->cf);
         if ((!strcmp(k->name, "llm") && cfg->cf) || !strcmp(k->name, "tool") ||
-            !strcmp(k->name, "api")) {
+            !strcmp(k->name, "api") || audit) {
             /* the next free slot: r.fds[i] is fd 3 + i in the child (spawn.c) */
             int slot = r.fds[0] >= 0 ? 1 : 0;
             int llm = !strcmp(k->name, "llm"), api = !strcmp(k->name, "api");
-            if ((r.fds[slot] = llm ? llm_config_fd() : api ? api_config_fd()
-                                                          : tool_config_fd()) < 0) {
+            if ((r.fds[slot] = llm     ? llm_config_fd()
+                               : api   ? api_config_fd()
+                               : audit ? audit_config_fd()
+                                       : tool_config_fd()) < 0) {
                 if (r.fds[0] >= 0)
                     close(r.fds[0]);
-                start_failed(k, now, llm   ? "memfd for the LLM configuration"
-                                     : api ? "memfd for the front door's configuration"
-                                           : "memfd for the tool configuration");
+                start_failed(k, now, llm     ? "memfd for the LLM configuration"
+                                     : api   ? "memfd for the front door's configuration"
+                                     : audit ? "memfd for the audit configuration"
+                                             : "memfd for the tool configuration");
                 return;
             }
             snprintf(cfgfd, sizeof cfgfd, "%d", 3 + slot);

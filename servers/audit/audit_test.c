@@ -510,6 +510,78 @@ static void archive_body(void **st)
     audit_tree_free(t);
 }
 
+/* After an archive only the frontier at the cut is left of leaves 0..base-1: the proofs
+ * built from it are byte for byte the proofs built from every leaf, for every base, leaf
+ * and tree size up to 40. */
+static void proofs_past_an_archive(void **st)
+{
+    (void)st;
+    enum { N = 40 };
+    hash_t leaves[N], p1[AUDIT_PROOF_MAX], p2[AUDIT_PROOF_MAX], fr[AUDIT_TREE_DEPTH];
+    for (int i = 0; i < N; i++) {
+        uint8_t d[2] = {(uint8_t)i, 0x5a};
+        naive_leaf(d, sizeof d, leaves[i]);
+    }
+    audit_tree *t;
+    assert_int_equal(audit_tree_new(&t, NULL, 0), AOS_OK);
+    for (uint64_t base = 0; base < N; base++) {
+        size_t nf = audit_tree_frontier(t, fr, AUDIT_TREE_DEPTH);
+        assert_int_equal(nf, (size_t)__builtin_popcountll(base));
+        for (uint64_t n = base + 1; n <= N; n++)
+            for (uint64_t m = base; m < n; m++) {
+                size_t l1, l2;
+                assert_int_equal(audit_inclusion_proof(leaf_of, leaves, m, n, p1,
+                                                       AUDIT_PROOF_MAX, &l1, NULL, 0), AOS_OK);
+                assert_int_equal(audit_inclusion_proof_base(leaf_of, leaves, base,
+                                                            (const uint8_t(*)[32])fr, nf, m,
+                                                            n, p2, AUDIT_PROOF_MAX, &l2, NULL,
+                                                            0), AOS_OK);
+                assert_int_equal(l1, l2);
+                assert_memory_equal(p1, p2, l1 * 32);
+            }
+        if (base > 0) /* a leaf inside the archived range has no proof left */
+            assert_int_equal(audit_inclusion_proof_base(leaf_of, leaves, base,
+                                                        (const uint8_t(*)[32])fr, nf,
+                                                        base - 1, N, p2, AUDIT_PROOF_MAX,
+                                                        &(size_t){0}, NULL, 0),
+                             AOS_ERR_USAGE);
+        assert_int_equal(audit_tree_append(t, leaves[base], NULL, 0), AOS_OK);
+    }
+    audit_tree_free(t);
+}
+
+static void archive_body_v2(void **st)
+{
+    (void)st;
+    audit_archive a = {.archived_to = 11, .n = 3, .archived_from = 5, .head_time_ns = 77};
+    memset(a.chain, 0x11, 32);
+    memset(a.frontier, 0x22, sizeof a.frontier);
+    memset(a.digest, 0x33, 32);
+    memset(a.head_sig, 0x44, 64);
+    uint8_t b[AUDIT_ARCHIVE_MAX];
+    size_t len;
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_OK);
+    assert_int_equal(len, 1 + 8 + 32 + 1 + 3 * 32 + AUDIT_ARCHIVE_V2_TAIL);
+    audit_archive d;
+    assert_int_equal(audit_archive_decode(b, len, &d, NULL, 0), AOS_OK);
+    assert_int_equal(d.version, 2);
+    assert_int_equal(d.archived_to, 11);
+    assert_int_equal(d.archived_from, 5);
+    assert_int_equal(d.head_time_ns, 77);
+    assert_memory_equal(d.digest, a.digest, 32);
+    assert_memory_equal(d.head_sig, a.head_sig, 64);
+    assert_memory_equal(d.frontier, a.frontier, 3 * 32);
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(audit_archive_decode(b, n, &d, NULL, 0), AOS_ERR_PROTO);
+    a.archived_from = 12; /* past its end */
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_ERR_USAGE);
+    a.archived_from = 5;
+    a.n = 2;
+    assert_int_equal(audit_archive_encode_v2(&a, b, sizeof b, &len, NULL, 0), AOS_ERR_USAGE);
+    a.n = 3;
+    assert_int_equal(audit_archive_encode_v2(&a, b, 40, &len, NULL, 0), AOS_ERR_TOO_BIG);
+}
+
 /* ---- verify: a log of 1000 records with a head every 100, tampered every way ---- */
 
 enum { NREC = 1000, EVERY = 100, CAP = NREC + 8 };
@@ -925,6 +997,86 @@ static void verify_archive(void **st)
     assert_int_equal(audit_verify_new(pk, hs, ngood_heads, &arch, &v, NULL, 0), AOS_ERR_PROTO);
 }
 
+/* A version-2 declaration (what audit.archive writes) names the head at the cut: its
+ * signature, over the frontier's root, is checked; a forged one is a bad head. */
+static int archive_v2_case(int forge)
+{
+    enum { TO = 300 };
+    const audit_sth *cut = NULL;
+    for (size_t i = 0; i < ngood_heads; i++)
+        if (good_heads[i].tree_size == TO)
+            cut = &good_heads[i];
+    assert_non_null(cut);
+    audit_tree *t;
+    assert_int_equal(audit_tree_new(&t, NULL, 0), AOS_OK);
+    for (int i = 0; i < TO; i++)
+        audit_tree_append(t, good_leaf[i], NULL, 0);
+    audit_archive d = {.archived_to = TO, .archived_from = 1, .head_time_ns = cut->time_ns};
+    memcpy(d.chain, good[TO - 1].chain, 32);
+    d.n = audit_tree_frontier(t, d.frontier, AUDIT_TREE_DEPTH);
+    audit_tree_free(t);
+    memset(d.digest, 0x5c, 32);
+    memcpy(d.head_sig, cut->sig, AUDIT_SIG_LEN);
+    if (forge)
+        d.head_sig[3] ^= 1;
+    static uint8_t body[AUDIT_ARCHIVE_MAX];
+    size_t blen;
+    assert_int_equal(audit_archive_encode_v2(&d, body, sizeof body, &blen, NULL, 0), AOS_OK);
+    size_t n = fresh();
+    row *a = &scratch[n];
+    *a = good[999];
+    a->r.seq = 1001;
+    a->r.kind = "archive";
+    a->r.kind_len = 7;
+    memcpy(a->r.prev_hash, good[999].chain, 32);
+    a->body[0] = 0;
+    a->r.body = body;
+    a->r.body_len = blen;
+    static uint8_t enc[AUDIT_REC_MAX];
+    size_t elen;
+    assert_int_equal(audit_rec_encode(&a->r, enc, sizeof enc, &elen, NULL, 0), AOS_OK);
+    audit_chain_hash(a->r.prev_hash, enc, elen, a->chain);
+    hash_t aleaf;
+    audit_leaf_hash(enc, elen, aleaf);
+    n++;
+    audit_tree *full;
+    assert_int_equal(audit_tree_new(&full, NULL, 0), AOS_OK);
+    for (int i = 0; i < NREC; i++)
+        audit_tree_append(full, good_leaf[i], NULL, 0);
+    audit_tree_append(full, aleaf, NULL, 0);
+    audit_sth hs[NREC / EVERY + 1];
+    memcpy(hs, good_heads, ngood_heads * sizeof *hs);
+    hs[ngood_heads].tree_size = 1001;
+    hs[ngood_heads].time_ns = 1;
+    audit_tree_root(full, hs[ngood_heads].root);
+    audit_sth_sign(&hs[ngood_heads], key, NULL, 0);
+    audit_tree_free(full);
+    audit_rec arch = a->r;
+    audit_verifier *v;
+    audit_finding f;
+    assert_int_equal(audit_verify_new(pk, hs, ngood_heads + 1, &arch, &v, NULL, 0), AOS_OK);
+    for (size_t i = TO; i < n; i++) {
+        if (i < n - 1) {
+            scratch[i].r.body = (const uint8_t *)scratch[i].body;
+            scratch[i].r.body_len = strlen(scratch[i].body);
+        }
+        audit_verify_add(v, &scratch[i].r, scratch[i].chain, NULL, 0);
+    }
+    assert_int_equal(audit_verify_finish(v, &f), AOS_OK);
+    audit_verify_free(v);
+    print_message("v2 archive (forged %d): %s at %llu: %s\n", forge, audit_find_name(f.kind),
+                  (unsigned long long)f.seq, f.what);
+    assert_int_equal(f.seq, forge ? TO : 1);
+    return f.kind;
+}
+
+static void verify_archive_v2(void **st)
+{
+    (void)st;
+    assert_int_equal(archive_v2_case(0), AUDIT_FIND_DECLARED_GAP);
+    assert_int_equal(archive_v2_case(1), AUDIT_FIND_BAD_HEAD);
+}
+
 /* The iterator form over the same rows. */
 typedef struct {
     row *rows;
@@ -974,12 +1126,14 @@ int main(void)
         cmocka_unit_test(chain_hash_def), cmocka_unit_test(ct_vectors),
         cmocka_unit_test(tree_vs_naive),  cmocka_unit_test(proofs_all),
         cmocka_unit_test(heads_and_keys), cmocka_unit_test(archive_body),
+        cmocka_unit_test(proofs_past_an_archive), cmocka_unit_test(archive_body_v2),
     };
     const struct CMUnitTest log[] = {
         cmocka_unit_test(verify_clean),     cmocka_unit_test(verify_altered),
         cmocka_unit_test(verify_deleted),   cmocka_unit_test(verify_reordered),
         cmocka_unit_test(verify_inserted),  cmocka_unit_test(verify_truncated),
         cmocka_unit_test(verify_bad_heads), cmocka_unit_test(verify_archive),
+        cmocka_unit_test(verify_archive_v2),
         cmocka_unit_test(verify_iterator),
     };
     if (sodium_init() < 0)

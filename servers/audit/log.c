@@ -30,9 +30,21 @@
 
 enum { IT_EMIT, IT_HEAD };
 
+/* A caller inside aos-audit (audit.archive) waiting for its emit: no srv_call. */
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    aos_err rc;
+    uint64_t first_seq;
+    uint32_t appended;
+    char why[AOS_ERRMSG_MAX];
+} waiter;
+
 typedef struct item {
     int kind;
     srv_call *call;
+    waiter *w;                    /* instead of call */
     Aos__Audit__EmitRequest *req; /* IT_EMIT, owned */
     int sign_now;                 /* IT_HEAD */
     uint64_t deadline_ms;         /* epoch ms */
@@ -79,6 +91,10 @@ struct alog {
     size_t nleaves, cleaves;
     kslot *ks;
     size_t kcap;
+    uint8_t *fresh;               /* per event of the batch: 1 when appended, 0 a duplicate */
+    size_t cfresh;
+    alog_commit_fn on_commit;     /* set under mu; the writer reads it there */
+    void *on_commit_arg;
 
     atomic_ullong records, heads, commits, committed_events, dups, db_waits, queued,
         failed;
@@ -516,6 +532,7 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
     size_t nkeys = 0, nev = 0;
     for (item *it = batch; it; it = it->next)
         if (it->kind == IT_EMIT) {
+            sign |= it->sign_now; /* audit.archive: the head covers its record at once */
             nev += it->req->n_events;
             for (size_t i = 0; i < it->req->n_events; i++)
                 nkeys += it->req->events[i]->key.len > 0;
@@ -535,6 +552,16 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
         l->leaves = p;
         l->cleaves = nev;
     }
+    if (l->cfresh < nev) {
+        void *p = realloc(l->fresh, nev);
+        if (!p) {
+            WHY("out of memory for a batch of %zu events", nev);
+            return AOS_ERR_NOMEM;
+        }
+        l->fresh = p;
+        l->cfresh = nev;
+    }
+    size_t evi = 0;
     l->nleaves = 0;
     aos_err rc = db_cmd(c, "BEGIN", why, whylen);
     if (rc != AOS_OK)
@@ -589,12 +616,14 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
             if (e->key.len) {
                 ks = kfind(l, e->key.data, e->key.len);
                 if (ks->k) { /* appended already, by an earlier call or this batch */
+                    l->fresh[evi++] = 0;
                     atomic_fetch_add(&l->dups, 1);
                     if (i == 0)
                         it->first_seq = ks->seq;
                     continue;
                 }
             }
+            l->fresh[evi++] = 1;
             audit_rec rec = {
                 .seq = ++seq,
                 .time_ns = e->time_ns,
@@ -722,6 +751,46 @@ fail:
     return rc;
 }
 
+/* The batch's records, committed, to the commit hook (the OTLP export): rebuilt from the
+ * events as run_batch encoded them, in seq order from first. */
+static void tell_commit(alog *l, Aos__Audit__EmitRequest *const *reqs, size_t nreq,
+                        uint64_t first, alog_commit_fn fn, void *arg)
+{
+    size_t evi = 0;
+    uint64_t seq = first;
+    for (size_t k = 0; k < nreq; k++) {
+        for (size_t i = 0; i < reqs[k]->n_events; i++) {
+            const Aos__Audit__Event *e = reqs[k]->events[i];
+            if (!l->fresh[evi++])
+                continue;
+            audit_rec r = {
+                .seq = seq++,
+                .time_ns = e->time_ns,
+                .kind = (const char *)e->kind.data,
+                .kind_len = e->kind.len,
+                .agent = (const char *)e->agent.data,
+                .agent_len = e->agent.len,
+                .run = (const char *)e->run.data,
+                .run_len = e->run.len,
+                .step = e->step,
+                .method = (const char *)e->method.data,
+                .method_len = e->method.len,
+                .status = e->status,
+                .latency_us = e->latency_us,
+                .body = e->body.data,
+                .body_len = e->body.len,
+            };
+            if (e->trace_id.len == AUDIT_TRACE_LEN)
+                memcpy(r.trace_id, e->trace_id.data, AUDIT_TRACE_LEN);
+            if (e->span_id.len == AUDIT_SPAN_LEN)
+                memcpy(r.span_id, e->span_id.data, AUDIT_SPAN_LEN);
+            if (e->parent_span_id.len == AUDIT_SPAN_LEN)
+                memcpy(r.parent_span_id, e->parent_span_id.data, AUDIT_SPAN_LEN);
+            fn(arg, &r);
+        }
+    }
+}
+
 /* The batch committed: memory follows, then the callers hear it. */
 static void apply(alog *l, const plan *pl)
 {
@@ -765,6 +834,25 @@ static void reply_head(alog *l, item *it)
 
 static void finish(alog *l, item *it, aos_err rc, const char *why)
 {
+    if (it->w) {
+        waiter *w = it->w;
+        if (rc != AOS_OK)
+            atomic_fetch_add(&l->failed, 1);
+        if (it->req)
+            aos__audit__emit_request__free_unpacked(it->req, NULL);
+        uint64_t seq = it->first_seq;
+        uint32_t n = it->appended;
+        free(it);
+        pthread_mutex_lock(&w->mu);
+        w->rc = rc;
+        w->first_seq = seq;
+        w->appended = n;
+        snprintf(w->why, sizeof w->why, "%s", why ? why : "");
+        w->done = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
     if (rc == AOS_OK && it->kind == IT_HEAD) {
         reply_head(l, it);
     } else if (rc == AOS_OK) {
@@ -973,11 +1061,37 @@ static void *writer_main(void *arg)
             continue;
         }
         db_retry_take();
+        uint64_t first = l->last_seq + 1;
         apply(l, &pl);
+        pthread_mutex_lock(&l->mu);
+        alog_commit_fn fn = l->on_commit;
+        void *fn_arg = l->on_commit_arg;
+        pthread_mutex_unlock(&l->mu);
+        /* the callers hear first; the hook (the span export) maps the events after, from
+         * the requests kept back from finish */
+        Aos__Audit__EmitRequest **reqs = NULL;
+        size_t nreq = 0;
+        if (fn && pl.nevents) {
+            size_t n = 0;
+            for (item *it = batch; it; it = it->next)
+                n += it->kind == IT_EMIT;
+            if ((reqs = malloc(n * sizeof *reqs)))
+                for (item *it = batch; it; it = it->next)
+                    if (it->kind == IT_EMIT) {
+                        reqs[nreq++] = it->req;
+                        it->req = NULL;
+                    }
+        }
         while (batch) {
             item *it = batch;
             batch = it->next;
             finish(l, it, AOS_OK, NULL);
+        }
+        if (reqs) {
+            tell_commit(l, reqs, nreq, first, fn, fn_arg);
+            for (size_t i = 0; i < nreq; i++)
+                aos__audit__emit_request__free_unpacked(reqs[i], NULL);
+            free(reqs);
         }
     }
 }
@@ -986,10 +1100,12 @@ static void *writer_main(void *arg)
 
 static void push(alog *l, item *it)
 {
-    const aos_env *env = srv_call_env(it->call);
-    it->deadline_ms = env->deadline_ms ? env->deadline_ms
-                                       : aos_now_ms() + DB_WAIT_NO_DEADLINE_MS;
-    it->bytes = env->payload_len;
+    if (it->call) {
+        const aos_env *env = srv_call_env(it->call);
+        it->deadline_ms = env->deadline_ms ? env->deadline_ms
+                                           : aos_now_ms() + DB_WAIT_NO_DEADLINE_MS;
+        it->bytes = env->payload_len;
+    }
     pthread_mutex_lock(&l->mu);
     if (l->stop) { /* the writer is gone: nobody would answer */
         pthread_mutex_unlock(&l->mu);
@@ -1031,6 +1147,49 @@ void alog_head(alog *l, srv_call *call, int sign_now)
     it->call = call;
     it->sign_now = sign_now;
     push(l, it);
+}
+
+aos_err alog_append_sealed(alog *l, Aos__Audit__EmitRequest *req, uint64_t deadline_ms,
+                           uint64_t *first_seq, uint32_t *appended, char *why, size_t whylen)
+{
+    item *it = calloc(1, sizeof *it);
+    if (!it) {
+        aos__audit__emit_request__free_unpacked(req, NULL);
+        WHY("out of memory");
+        return AOS_ERR_NOMEM;
+    }
+    waiter w = {.done = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    mt_cond_init(&w.cv);
+    it->kind = IT_EMIT;
+    it->w = &w;
+    it->req = req;
+    it->sign_now = 1;
+    it->deadline_ms = deadline_ms ? deadline_ms : aos_now_ms() + DB_WAIT_NO_DEADLINE_MS;
+    it->bytes = aos__audit__emit_request__get_packed_size(req);
+    push(l, it);
+    /* the writer answers every item, at its deadline at the latest, and when it stops */
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    if (w.rc == AOS_OK) {
+        *first_seq = w.first_seq;
+        *appended = w.appended;
+    } else {
+        WHY("%s", w.why);
+    }
+    return w.rc;
+}
+
+void alog_on_commit(alog *l, alog_commit_fn fn, void *arg)
+{
+    pthread_mutex_lock(&l->mu);
+    l->on_commit = fn;
+    l->on_commit_arg = arg;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void alog_public_key(const alog *l, uint8_t pk[AUDIT_PK_LEN])
@@ -1142,6 +1301,7 @@ void alog_stop(alog *l)
     free(l->cbuf);
     free(l->leaves);
     free(l->ks);
+    free(l->fresh);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

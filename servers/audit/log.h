@@ -42,6 +42,20 @@ void alog_emit(alog *l, srv_call *call, Aos__Audit__EmitRequest *req);
  * the last one, or there is none), NOT_FOUND when the log has no head yet. */
 void alog_head(alog *l, srv_call *call, int sign_now);
 
+/* From inside aos-audit (a worker thread, never the writer): append req's events (req
+ * owned by the log from here on) with a head signed in the same commit, so the head covers
+ * them as soon as they exist, and wait for the outcome: AOS_OK with the seq of the first
+ * event (an event whose key is in the log already: the seq it has) and how many were
+ * appended now; UNAVAILABLE at deadline_ms (0: the writer's default) or when stopping. */
+aos_err alog_append_sealed(alog *l, Aos__Audit__EmitRequest *req, uint64_t deadline_ms,
+                           uint64_t *first_seq, uint32_t *appended, char *why, size_t whylen);
+
+/* Called on the writer thread for each record of a committed batch, in seq order (the
+ * record's pointers live for the call only). It must not block: it runs between COMMIT and
+ * the callers' answers. A commit whose answer was lost (found on reload) is not told. */
+typedef void (*alog_commit_fn)(void *arg, const audit_rec *r);
+void alog_on_commit(alog *l, alog_commit_fn fn, void *arg);
+
 /* The head key's public half (fixed once alog_start returned). */
 void alog_public_key(const alog *l, uint8_t pk[AUDIT_PK_LEN]);
 void alog_stats(alog *l, srv_stats *st);

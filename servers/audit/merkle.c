@@ -226,6 +226,80 @@ aos_err audit_inclusion_proof(audit_leaf_fn leaf, void *arg, uint64_t m, uint64_
     return emit(tmp, cnt, path, cap, len, why, whylen);
 }
 
+typedef struct based {
+    audit_leaf_fn leaf;
+    void *arg;
+    uint64_t base;
+    const uint8_t (*fr)[AUDIT_HASH_LEN];
+    size_t nf;
+} based;
+
+/* MTH of [lo, hi) when [0, base) is known only by its frontier: a range inside it is one
+ * of the frontier's subtrees (see merkle.h), a range past it is read leaf by leaf, and a
+ * range across it splits as RFC 6962 splits it. */
+static aos_err based_root(const based *b, uint64_t lo, uint64_t hi, uint8_t out[AUDIT_HASH_LEN],
+                          char *why, size_t whylen)
+{
+    if (lo >= b->base)
+        return range_root(b->leaf, b->arg, lo, hi, out, why, whylen);
+    if (hi <= b->base) {
+        uint64_t at = 0;
+        for (size_t i = 0; i < b->nf; i++) {
+            uint64_t size = (uint64_t)1 << (63 - __builtin_clzll(b->base - at));
+            if (at == lo && at + size == hi) {
+                memcpy(out, b->fr[i], AUDIT_HASH_LEN);
+                return AOS_OK;
+            }
+            at += size;
+        }
+        WHY("leaves %llu..%llu are archived and not one subtree of the frontier",
+            (unsigned long long)lo, (unsigned long long)hi - 1);
+        return AOS_ERR_USAGE;
+    }
+    uint64_t k = split(hi - lo);
+    hash_t l, r;
+    aos_err e = based_root(b, lo, lo + k, l, why, whylen);
+    if (e == AOS_OK)
+        e = based_root(b, lo + k, hi, r, why, whylen);
+    if (e == AOS_OK)
+        audit_node_hash(l, r, out);
+    return e;
+}
+
+aos_err audit_inclusion_proof_base(audit_leaf_fn leaf, void *arg, uint64_t base,
+                                   const uint8_t (*frontier)[AUDIT_HASH_LEN], size_t nf,
+                                   uint64_t m, uint64_t n, uint8_t (*path)[AUDIT_HASH_LEN],
+                                   size_t cap, size_t *len, char *why, size_t whylen)
+{
+    if (!leaf || !path || !len || (nf && !frontier)) {
+        WHY("audit_inclusion_proof_base: NULL argument");
+        return AOS_ERR_USAGE;
+    }
+    if (m >= n || m < base || nf != (size_t)__builtin_popcountll(base)) {
+        WHY("leaf %llu of a tree of %llu leaves past %llu archived ones (%zu subtrees)",
+            (unsigned long long)m, (unsigned long long)n, (unsigned long long)base, nf);
+        return AOS_ERR_USAGE;
+    }
+    based b = {leaf, arg, base, frontier, nf};
+    hash_t tmp[AUDIT_PROOF_MAX];
+    size_t cnt = 0;
+    uint64_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        uint64_t k = split(hi - lo);
+        aos_err e;
+        if (m - lo < k) {
+            e = based_root(&b, lo + k, hi, tmp[cnt++], why, whylen);
+            hi = lo + k;
+        } else {
+            e = based_root(&b, lo, lo + k, tmp[cnt++], why, whylen);
+            lo += k;
+        }
+        if (e != AOS_OK)
+            return e;
+    }
+    return emit(tmp, cnt, path, cap, len, why, whylen);
+}
+
 aos_err audit_consistency_proof(audit_leaf_fn leaf, void *arg, uint64_t m, uint64_t n,
                                 uint8_t (*path)[AUDIT_HASH_LEN], size_t cap, size_t *len,
                                 char *why, size_t whylen)

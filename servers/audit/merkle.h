@@ -70,6 +70,16 @@ aos_err audit_inclusion_verify(const uint8_t leaf_hash[AUDIT_HASH_LEN], uint64_t
                                uint64_t n, const uint8_t (*path)[AUDIT_HASH_LEN], size_t len,
                                const uint8_t root[AUDIT_HASH_LEN], char *why, size_t whylen);
 
+/* audit_inclusion_proof for a log whose leaves 0..base-1 are gone (archived): the
+ * subtrees over them come from the frontier at size base (frontier[0..nf), largest first,
+ * nf == popcount(base)), which is all a path to a leaf m >= base needs (every node of that
+ * path inside the archived range is one of those subtrees). The path is the same RFC 6962
+ * path audit_inclusion_verify checks. AOS_ERR_USAGE for m < base or a bad frontier. */
+aos_err audit_inclusion_proof_base(audit_leaf_fn leaf, void *arg, uint64_t base,
+                                   const uint8_t (*frontier)[AUDIT_HASH_LEN], size_t nf,
+                                   uint64_t m, uint64_t n, uint8_t (*path)[AUDIT_HASH_LEN],
+                                   size_t cap, size_t *len, char *why, size_t whylen);
+
 /* The proof that the tree of size m is a prefix of the tree of size n (m <= n); empty
  * when m == 0 or m == n. */
 aos_err audit_consistency_proof(audit_leaf_fn leaf, void *arg, uint64_t m, uint64_t n,

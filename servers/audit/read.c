@@ -395,7 +395,45 @@ typedef struct prove_arg {
     uint64_t seq, size;
     alog *l;
     leaves L;
+    uint64_t base;      /* seqs 1..base are archived (the latest archive record's) */
+    audit_archive arch;
 } prove_arg;
+
+/* After an archive the leaves below the cut are gone: a record there has no proof left
+ * (its archive holds it and the head of the cut), and a path past the cut takes the
+ * archived subtrees from the archive record's frontier. */
+static aos_err prove_base(PGconn *c, prove_arg *pa, char *why, size_t whylen)
+{
+    PGresult *ar = NULL;
+    pa->base = 0;
+    aos_err rc = db_exec(c, &st_archive, NULL, &ar, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    if (PQntuples(ar) == 1) {
+        audit_rec arch;
+        uint8_t chain[AUDIT_HASH_LEN];
+        row_rec(ar, 0, &arch, chain, NULL);
+        if (audit_archive_decode(arch.body, arch.body_len, &pa->arch, NULL, 0) != AOS_OK) {
+            WHY("audit.prove: the archive record %llu does not decode (audit.verify names "
+                "it)", (unsigned long long)arch.seq);
+            rc = AOS_ERR_CONFLICT;
+        } else if (pa->seq <= pa->arch.archived_to) {
+            WHY("audit.prove: record %llu was archived: seqs 1..%llu were dropped from the "
+                "log (declared by archive record %llu), so no proof of it can be built "
+                "here; its archive holds it with the signed head of size %llu",
+                (unsigned long long)pa->seq, (unsigned long long)pa->arch.archived_to,
+                (unsigned long long)arch.seq, (unsigned long long)pa->arch.archived_to);
+            rc = AOS_ERR_NOT_FOUND;
+        } else {
+            /* records above the cut may still be the dropped range's neighbours in a
+             * log that was not dropped yet: then the leaves are there and this is the
+             * same path */
+            pa->base = pa->arch.archived_to;
+        }
+    }
+    PQclear(ar);
+    return rc;
+}
 
 static aos_err prove_attempt(PGconn *c, void *arg, srv_reply *rep)
 {
@@ -425,6 +463,8 @@ static aos_err prove_attempt(PGconn *c, void *arg, srv_reply *rep)
     }
     audit_sth h;
     row_sth(hr, 0, &h);
+    if ((rc = prove_base(c, pa, why, whylen)) != AOS_OK)
+        goto out;
     if (h.tree_size < pa->seq) {
         rc = AOS_ERR_USAGE;
         WHY("audit.prove: seq %llu is not in the tree of size %llu",
@@ -459,8 +499,15 @@ static aos_err prove_attempt(PGconn *c, void *arg, srv_reply *rep)
     pa->L = (leaves){.c = c, .n = h.tree_size, .h = pa->L.h};
     uint8_t path[AUDIT_PROOF_MAX][AUDIT_HASH_LEN];
     size_t plen;
-    if ((rc = audit_inclusion_proof(leaf_at, &pa->L, pa->seq - 1, h.tree_size, path,
-                                    AUDIT_PROOF_MAX, &plen, why, whylen)) != AOS_OK)
+    if (pa->base)
+        rc = audit_inclusion_proof_base(leaf_at, &pa->L, pa->base,
+                                        (const uint8_t(*)[AUDIT_HASH_LEN])pa->arch.frontier,
+                                        pa->arch.n, pa->seq - 1, h.tree_size, path,
+                                        AUDIT_PROOF_MAX, &plen, why, whylen);
+    else
+        rc = audit_inclusion_proof(leaf_at, &pa->L, pa->seq - 1, h.tree_size, path,
+                                   AUDIT_PROOF_MAX, &plen, why, whylen);
+    if (rc != AOS_OK)
         goto out;
     /* a proof the log's own head refutes is no proof: say what is wrong instead */
     uint8_t lh[AUDIT_HASH_LEN];
@@ -667,4 +714,26 @@ void ar_stats(srv_stats *st)
     srv_stat(st, "verifies", (int64_t)atomic_load(&n_verifies), NULL);
     srv_stat(st, "verified_records", (int64_t)atomic_load(&n_verified), NULL);
     srv_stat(st, "tails", (int64_t)atomic_load(&n_tails), NULL);
+}
+
+/* ---- for archive.c --------------------------------------------------------------------- */
+
+void ar_row_rec(const PGresult *r, int row, audit_rec *rec, uint8_t chain[AUDIT_HASH_LEN])
+{
+    row_rec(r, row, rec, chain, NULL);
+}
+
+void ar_row_sth(const PGresult *r, int row, audit_sth *h)
+{
+    row_sth(r, row, h);
+}
+
+void ar_fill_head(Aos__Audit__Head *m, audit_sth *h, uint8_t pk[AUDIT_PK_LEN])
+{
+    fill_head(m, h, pk);
+}
+
+aos_err ar_begin_read(PGconn *c, char *why, size_t whylen)
+{
+    return begin_read(c, why, whylen);
 }

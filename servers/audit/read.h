@@ -5,7 +5,12 @@
 
 #include "aos/envelope.h"
 #include "aos/err.h"
+#include <libpq-fe.h>
+
+#include "audit.pb-c.h"
 #include "log.h"
+#include "merkle.h"
+#include "record.h"
 #include "serve.h"
 
 /* audit.prove: ProveRequest -> Proof (NOT_FOUND: no such record, or no head covers it
@@ -16,5 +21,13 @@ aos_err ar_verify(srv *s, alog *l, const aos_env *req, srv_reply *rep);
 /* audit.tail: TailRequest -> TailReply (at most ~3 MiB of records). */
 aos_err ar_tail(srv *s, alog *l, const aos_env *req, srv_reply *rep);
 void ar_stats(srv_stats *st);
+
+/* read.c's row and snapshot helpers, for archive.c: a REC_COLS row as a record (pointers
+ * into r) and its stored chain hash; a heads row; a Head message over h and pk (borrowed);
+ * a read-only repeatable-read snapshot with index scans only. */
+void ar_row_rec(const PGresult *r, int row, audit_rec *rec, uint8_t chain[AUDIT_HASH_LEN]);
+void ar_row_sth(const PGresult *r, int row, audit_sth *h);
+void ar_fill_head(Aos__Audit__Head *m, audit_sth *h, uint8_t pk[AUDIT_PK_LEN]);
+aos_err ar_begin_read(PGconn *c, char *why, size_t whylen);
 
 #endif

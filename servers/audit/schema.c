@@ -100,6 +100,51 @@ static const srv_migration audit_migrations[] = {
         "  encode(chain_hash, 'hex') AS chain_hash"
         "  FROM audit.records;"
         "REVOKE ALL ON audit.events_v FROM PUBLIC;"},
+    /* Retention (aosctl audit archive). The one way rows leave audit.records: a SECURITY
+     * DEFINER function owned by the admin (the table's owner) that aos_audit may EXECUTE.
+     * Why this path: aosctl reaches the database only through aosd and aos-audit, and aosd
+     * never links libpq, so the admin's own connection is not at hand; granting aos_audit
+     * DELETE would let it cut anything, and disabling the trigger for the session would
+     * open it to every statement. The function instead deletes only the prefix that the
+     * latest "archive" record declares (its body, verify.h, says up to which seq), only
+     * when a signed head already covers that archive record, so the cut is sealed in the
+     * chain before it happens and verify reports it as a declared gap. The trigger is
+     * disabled inside the function's transaction for that one DELETE (ALTER TABLE takes
+     * the table's ACCESS EXCLUSIVE lock first, so no other session ever sees it disabled,
+     * and an error rolls the disable back with the rest). A compromised aos-audit can
+     * still only drop a prefix, and visibly. */
+    {3, "CREATE FUNCTION audit.drop_archived(archive_seq bigint) RETURNS bigint "
+        "  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+        "DECLARE b bytea; upto bigint; latest bigint; n bigint;"
+        "BEGIN"
+        "  LOCK TABLE audit.records IN ACCESS EXCLUSIVE MODE;"
+        "  SELECT max(seq) INTO latest FROM audit.records WHERE kind = 'archive';"
+        "  IF latest IS NULL OR latest <> archive_seq THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: seq % is not the latest archive record "
+        "(that is %)', archive_seq, latest USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  SELECT body INTO b FROM audit.records WHERE seq = archive_seq;"
+        "  IF length(b) < 42 OR get_byte(b, 0) NOT IN (1, 2) THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: record % is no archive declaration', "
+        "archive_seq USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  upto := ('x' || encode(substring(b FROM 2 FOR 8), 'hex'))::bit(64)::bigint;"
+        "  IF upto < 1 OR upto >= archive_seq THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: record % declares up to seq %', "
+        "archive_seq, upto USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  IF NOT EXISTS (SELECT 1 FROM audit.heads WHERE tree_size >= archive_seq) THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: no signed head covers archive record % "
+        "yet', archive_seq USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  ALTER TABLE audit.records DISABLE TRIGGER records_append_only;"
+        "  DELETE FROM audit.records WHERE seq <= upto;"
+        "  GET DIAGNOSTICS n = ROW_COUNT;"
+        "  ALTER TABLE audit.records ENABLE TRIGGER records_append_only;"
+        "  RETURN n;"
+        "END $$;"
+        "REVOKE ALL ON FUNCTION audit.drop_archived(bigint) FROM PUBLIC;"
+        "GRANT EXECUTE ON FUNCTION audit.drop_archived(bigint) TO aos_audit;"},
 };
 
 const srv_schema audit_schema = {

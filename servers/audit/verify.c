@@ -71,8 +71,8 @@ aos_err audit_archive_decode(const uint8_t *b, size_t len, audit_archive *a, cha
         WHY("an archive body of %zu bytes is cut short", len);
         return AOS_ERR_PROTO;
     }
-    if (b[0] != AUDIT_ARCHIVE_VERSION) {
-        WHY("archive body version %u (this build reads %u)", b[0], AUDIT_ARCHIVE_VERSION);
+    if (b[0] != AUDIT_ARCHIVE_VERSION && b[0] != AUDIT_ARCHIVE_VERSION2) {
+        WHY("archive body version %u (this build reads 1 and 2)", b[0]);
         return AOS_ERR_PROTO;
     }
     uint64_t to = 0;
@@ -83,14 +83,70 @@ aos_err audit_archive_decode(const uint8_t *b, size_t len, audit_archive *a, cha
         WHY("an archive to seq %llu with %zu subtree hashes", (unsigned long long)to, n);
         return AOS_ERR_PROTO;
     }
-    if (len != 1 + 8 + AUDIT_HASH_LEN + 1 + n * AUDIT_HASH_LEN) {
+    size_t base = 1 + 8 + AUDIT_HASH_LEN + 1 + n * AUDIT_HASH_LEN;
+    if (len != base + (b[0] == AUDIT_ARCHIVE_VERSION2 ? AUDIT_ARCHIVE_V2_TAIL : 0)) {
         WHY("an archive body of %zu bytes for %zu subtree hashes", len, n);
         return AOS_ERR_PROTO;
     }
+    memset(a, 0, sizeof *a);
+    a->version = b[0];
     a->archived_to = to;
     memcpy(a->chain, b + 9, AUDIT_HASH_LEN);
     a->n = n;
     memcpy(a->frontier, b + 1 + 8 + AUDIT_HASH_LEN + 1, n * AUDIT_HASH_LEN);
+    if (a->version == AUDIT_ARCHIVE_VERSION2) {
+        const uint8_t *p = b + base;
+        for (int i = 0; i < 8; i++)
+            a->archived_from = a->archived_from << 8 | *p++;
+        memcpy(a->digest, p, AUDIT_HASH_LEN);
+        p += AUDIT_HASH_LEN;
+        for (int i = 0; i < 8; i++)
+            a->head_time_ns = a->head_time_ns << 8 | *p++;
+        memcpy(a->head_sig, p, AUDIT_SIG_LEN);
+        if (a->archived_from < 1 || a->archived_from > to) {
+            WHY("an archive of seqs %llu..%llu", (unsigned long long)a->archived_from,
+                (unsigned long long)to);
+            return AOS_ERR_PROTO;
+        }
+    }
+    return AOS_OK;
+}
+
+aos_err audit_archive_encode_v2(const audit_archive *a, uint8_t *out, size_t cap, size_t *len,
+                                char *why, size_t whylen)
+{
+    if (!a || !out || !len) {
+        WHY("audit_archive_encode_v2: NULL argument");
+        return AOS_ERR_USAGE;
+    }
+    if (a->archived_to == 0 || a->n != (size_t)__builtin_popcountll(a->archived_to) ||
+        a->archived_from < 1 || a->archived_from > a->archived_to) {
+        WHY("an archive of seqs %llu..%llu with %zu subtree hashes",
+            (unsigned long long)a->archived_from, (unsigned long long)a->archived_to, a->n);
+        return AOS_ERR_USAGE;
+    }
+    size_t need = 1 + 8 + AUDIT_HASH_LEN + 1 + a->n * AUDIT_HASH_LEN + AUDIT_ARCHIVE_V2_TAIL;
+    if (need > cap) {
+        WHY("an archive body needs %zu bytes, buffer has %zu", need, cap);
+        return AOS_ERR_TOO_BIG;
+    }
+    uint8_t *p = out;
+    *p++ = AUDIT_ARCHIVE_VERSION2;
+    for (int i = 7; i >= 0; i--)
+        *p++ = (uint8_t)(a->archived_to >> (8 * i));
+    memcpy(p, a->chain, AUDIT_HASH_LEN);
+    p += AUDIT_HASH_LEN;
+    *p++ = (uint8_t)a->n;
+    memcpy(p, a->frontier, a->n * AUDIT_HASH_LEN);
+    p += a->n * AUDIT_HASH_LEN;
+    for (int i = 7; i >= 0; i--)
+        *p++ = (uint8_t)(a->archived_from >> (8 * i));
+    memcpy(p, a->digest, AUDIT_HASH_LEN);
+    p += AUDIT_HASH_LEN;
+    for (int i = 7; i >= 0; i--)
+        *p++ = (uint8_t)(a->head_time_ns >> (8 * i));
+    memcpy(p, a->head_sig, AUDIT_SIG_LEN);
+    *len = need;
     return AOS_OK;
 }
 
@@ -267,6 +323,20 @@ static void start(audit_verifier *v, uint64_t first_seq)
             v->base = v->arch.archived_to;
             memcpy(v->cp, v->arch.chain, AUDIT_HASH_LEN);
             v->declared = 1;
+        }
+        /* version 2 names the head at the cut: its root is the frontier's, so its
+         * signature vouches that the archived range is the one the log signed */
+        if (v->declared && v->arch.version == AUDIT_ARCHIVE_VERSION2) {
+            audit_sth h = {.tree_size = v->base, .time_ns = v->arch.head_time_ns};
+            audit_tree_root(v->tree, h.root);
+            memcpy(h.sig, v->arch.head_sig, AUDIT_SIG_LEN);
+            if (audit_sth_verify(&h, v->pk, why, sizeof why) != AOS_OK) {
+                settle(v, AUDIT_FIND_BAD_HEAD, v->base, v->base, v->base,
+                       "the head of size %llu that archive record %llu names is not signed "
+                       "by the log's key: %s",
+                       (unsigned long long)v->base, (unsigned long long)v->arch_seq, why);
+                return;
+            }
         }
     }
     v->pseq = v->base;
@@ -488,7 +558,16 @@ aos_err audit_verify_finish(audit_verifier *v, audit_finding *f)
                 settle(v, AUDIT_FIND_DELETED, 1, v->base, 0,
                        "records 1..%llu are gone, and no signed head covers the archive "
                        "record (seq %llu) that declares them", U(v->base), U(v->arch_seq));
-            else
+            else if (v->arch.version == AUDIT_ARCHIVE_VERSION2) {
+                char dg[2 * AUDIT_HASH_LEN + 1];
+                sodium_bin2hex(dg, sizeof dg, v->arch.digest, AUDIT_HASH_LEN);
+                settle(v, AUDIT_FIND_DECLARED_GAP, 1, v->base, 0,
+                       "records 1..%llu were archived (declared by record %llu; the last "
+                       "archive holds %llu..%llu with the head of size %llu, MANIFEST "
+                       "sha256 %s)",
+                       U(v->base), U(v->arch_seq), U(v->arch.archived_from), U(v->base),
+                       U(v->base), dg);
+            } else
                 settle(v, AUDIT_FIND_DECLARED_GAP, 1, v->base, 0,
                        "records 1..%llu were archived (declared by record %llu)", U(v->base),
                        U(v->arch_seq));

@@ -65,14 +65,35 @@ typedef struct audit_finding {
  * u8[32] chain hash of record archived_to || u8 n || n frontier hashes of the tree at
  * size archived_to (largest subtree first, n = popcount(archived_to)). */
 #define AUDIT_ARCHIVE_VERSION 1u
-#define AUDIT_ARCHIVE_MAX (1u + 8 + AUDIT_HASH_LEN + 1 + AUDIT_TREE_DEPTH * AUDIT_HASH_LEN)
+/* Version 2 (what aos-audit's audit.archive writes): the version-1 fields with version 2,
+ * then what the drop was: u64 archived_from (the first seq of this archive's range) ||
+ * u8[32] digest (SHA-256 of the archive's MANIFEST) || u64 head_time_ns || u8[64] the
+ * signature of the head of size archived_to (its root is the frontier's), so the record
+ * names the files and the head they hold, and the verifier checks that head's signature. */
+#define AUDIT_ARCHIVE_VERSION2 2u
+#define AUDIT_ARCHIVE_V2_TAIL (8u + AUDIT_HASH_LEN + 8u + AUDIT_SIG_LEN)
+#define AUDIT_ARCHIVE_MAX                                                               \
+    (1u + 8 + AUDIT_HASH_LEN + 1 + AUDIT_TREE_DEPTH * AUDIT_HASH_LEN + AUDIT_ARCHIVE_V2_TAIL)
 
 typedef struct audit_archive {
     uint64_t archived_to;
     uint8_t chain[AUDIT_HASH_LEN];
     size_t n;
     uint8_t frontier[AUDIT_TREE_DEPTH][AUDIT_HASH_LEN];
+    /* version 2 only (version is 1 or 2) */
+    unsigned version;
+    uint64_t archived_from;
+    uint8_t digest[AUDIT_HASH_LEN];
+    uint64_t head_time_ns;
+    uint8_t head_sig[AUDIT_SIG_LEN];
 } audit_archive;
+
+/* The version-2 body of a (a->n, a->frontier, a->chain, a->archived_to and the v2
+ * fields; a->version is ignored) into out[0..cap). AOS_ERR_USAGE when archived_to is 0,
+ * n is not popcount(archived_to), or archived_from is not in 1..archived_to;
+ * AOS_ERR_TOO_BIG for cap. */
+aos_err audit_archive_encode_v2(const audit_archive *a, uint8_t *out, size_t cap, size_t *len,
+                                char *why, size_t whylen);
 
 /* Body for an archive record declaring 1..archived_to dropped; at_to is a builder at size
  * archived_to. */

@@ -176,6 +176,15 @@ static const sbx_call sbx_llm[] = {
     SBX_END,
 };
 
+/* What aos-audit adds when it exports spans (audit.otlp.endpoint in aos.yaml): libcurl's
+ * connections to the collector. The exporter resolves the collector's host before the
+ * sandbox (otlp_new), so no resolver thread runs; curl still records each peer. */
+static const sbx_call sbx_otlp[] = {
+    {"getpeername", SBX_ALLOW, 0},     /* curl records each connection's peer address */
+    {"socketpair", SBX_NET, 0},        /* curl's wakeup pair for its multi handle */
+    SBX_END,
+};
+
 /* What aos-tool refuses. A seccomp filter is inherited by every child and can never be
  * lifted, so aos-tool's filter is also the outer bound on bubblewrap (which needs mount,
  * pivot_root, unshare and clone with namespace flags to build a tool's sandbox) and on
@@ -219,6 +228,10 @@ static const sbx_profile sbx_profiles[] = {
     {"memory", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0, 0},
     {"storage", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0, 0},
     {"audit", {sbx_base, sbx_db}, "an external PostgreSQL reached over TCP", 0, 0, 0, 0},
+    /* aos-audit with an OTLP endpoint: the collector over TCP is its own work, so the
+     * host's network even with the embedded database (and nothing more) */
+    {"audit-otlp", {sbx_base, sbx_db, sbx_otlp},
+     "the OTLP collector aos.yaml names (audit.otlp.endpoint), over HTTP(S)", 0, 1, 0, 0},
     /* bubblewrap binds parts of the host's tree into each tool's own root. Its filter,
      * a deny-list, cannot keep socket() to AF_UNIX: tools inherit it and make their own
      * sockets, in network namespaces of their own */

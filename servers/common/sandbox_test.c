@@ -692,7 +692,7 @@ static const char *const resolver[] = {"socketpair"};
 static void test_tables(void **state)
 {
     (void)state;
-    const sbx_call *lists[] = {sbx_base, sbx_db, sbx_sanitizer, sbx_api, sbx_llm};
+    const sbx_call *lists[] = {sbx_base, sbx_db, sbx_sanitizer, sbx_api, sbx_llm, sbx_otlp};
     for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++)
         for (const sbx_call *c = lists[l]; c->name; c++) {
 #ifdef __x86_64__
@@ -704,18 +704,21 @@ static void test_tables(void **state)
                 for (size_t m = 0; ok && m < sizeof listener / sizeof listener[0]; m++)
                     if (!strcmp(never[n], listener[m]))
                         ok = 2;
-                if (lists[l] == sbx_llm && !strcmp(never[n], resolver[0]))
+                if ((lists[l] == sbx_llm || lists[l] == sbx_otlp) &&
+                    !strcmp(never[n], resolver[0]))
                     ok = 2;
                 if (!strcmp(c->name, never[n]) && ok != 2)
                     fail_msg("%s must never be allowed", c->name);
             }
         }
     /* inet only where a reason is written down, and tool (which forks tools) none; with
-     * a local database only for a server whose own work is on the network (llm) */
+     * a local database only for a server whose own work is on the network (llm, and
+     * aos-audit when it exports spans) */
     for (size_t i = 0; i < sizeof sbx_profiles / sizeof sbx_profiles[0]; i++) {
         const sbx_profile *p = &sbx_profiles[i];
         assert_int_equal(sbx_inet(p, 1), p->host_net && p->inet);
-        assert_int_equal(p->host_net, !strcmp(p->server, "llm"));
+        assert_int_equal(p->host_net, !strcmp(p->server, "llm") ||
+                                          !strcmp(p->server, "audit-otlp"));
         if (p->inet)
             assert_true(strlen(p->inet) > 10);
     }

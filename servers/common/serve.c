@@ -1766,6 +1766,9 @@ int srv_main(const srv_def *def, int argc, char **argv)
         return 1;
     }
     sbx_report rep = {0};
+    const char *profile = def->sandbox_profile ? def->sandbox_profile(s) : NULL;
+    if (profile)
+        so.name = profile;
     if (sbx_enter(&so, &rep, why, sizeof why) != AOS_OK) {
         aos_error("sandbox: %s", why);
         return 1;

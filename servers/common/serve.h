@@ -72,6 +72,11 @@ typedef struct srv_def {
     void (*add_stats)(srv *s, srv_stats *st);
     void (*close)(srv *s);
     unsigned workers;                    /* 0: 4 */
+    /* The sandbox profile (servers/common/sandbox.c) to apply instead of name's, chosen from
+     * the server's configuration before the sandbox (srv_config works); NULL, or a NULL
+     * answer: name's. aos-audit takes "audit-otlp", with the network, only when its
+     * configuration sets an OTLP endpoint. */
+    const char *(*sandbox_profile)(srv *s);
 } srv_def;
 
 /* Run the server; returns the process exit code. argv: --link URL --name NAME

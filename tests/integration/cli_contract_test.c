@@ -359,6 +359,9 @@ static const struct sample {
     {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
     {"audit trace", {"--trace", "{trace}"}},
     {"audit trace", {"--agent", AGENT}},
+    /* retention: the records up to the head audit head signed go to a directory outside
+     * the data dir, and are dropped (verify ran above, on the whole log) */
+    {"audit archive", {"--before", "{archive_before}", "--out", "{archive}"}},
     {"tools", {NULL}},
     {"tools", {"--render=cli"}},
     {"tools", {"--render", "schema"}},
@@ -425,6 +428,7 @@ static const char *deploy_file(void)
 }
 
 static char backup_path[PATH_MAX], restored_path[PATH_MAX];
+static char archive_path[PATH_MAX], archive_before[32];
 
 /* A sample argument with its placeholder filled (or a stand-in when none was recorded). */
 static const char *fill(const char *a)
@@ -440,6 +444,16 @@ static const char *fill(const char *a)
         snprintf(a[1] == 'b' ? backup_path : restored_path, PATH_MAX, "/tmp/it-contract-%s-%d",
                  a[1] == 'b' ? "backup" : "restored", (int)getpid());
         return a[1] == 'b' ? backup_path : restored_path;
+    }
+    if (!strcmp(a, "{archive}")) {
+        snprintf(archive_path, sizeof archive_path, "/tmp/it-contract-archive-%d",
+                 (int)getpid());
+        return archive_path;
+    }
+    if (!strcmp(a, "{archive_before}")) {
+        snprintf(archive_before, sizeof archive_before, "%lld",
+                 head_size[0] ? strtoll(head_size, NULL, 10) + 1 : 3);
+        return archive_before;
     }
     if (!strcmp(a, "--file={deploy}")) {
         static char flag[PATH_MAX + 16];
@@ -684,6 +698,14 @@ static void every_command_prints_what_its_schema_says(void **st)
                 assert_true(json_integer_value(json_object_get(rec, "depth")) >= 0);
             }
         }
+        if (!strcmp(samples[i].cmd, "audit archive")) {
+            /* the cut is the head audit head signed: everything up to it, dropped */
+            assert_int_equal(json_integer_value(json_object_get(out, "to_seq")),
+                             strtoll(head_size, NULL, 10));
+            assert_int_equal(json_integer_value(json_object_get(out, "dropped")),
+                             json_integer_value(json_object_get(out, "records")));
+            assert_string_equal(json_string_value(json_object_get(out, "out")), archive_path);
+        }
         if (!strcmp(samples[i].cmd, "audit verify")) {
             /* a log nobody tampered with */
             assert_string_equal(json_string_value(json_object_get(out, "kind")), "ok");
@@ -748,6 +770,8 @@ static void every_command_prints_what_its_schema_says(void **st)
     }
     if (backup_path[0])
         h_remove_dir(backup_path);
+    if (archive_path[0])
+        h_remove_dir(archive_path);
     if (restored_path[0])
         h_remove_dir(restored_path);
 }
