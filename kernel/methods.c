@@ -225,6 +225,8 @@ static const kmethod table[] = {
     FWD("audit.prove", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.verify", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.tail", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.replay", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.contents", KM_READ, "audit", SMALL, KM_ADMIN),
     SERVER_COMMON("api"),
 };
 #define NTABLE (sizeof table / sizeof table[0])

@@ -25,6 +25,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_config,
     &ctl_group_llm,
     &ctl_group_audit,
+    &ctl_group_audit_replay,
     &ctl_group_tool,
     &ctl_group_sched,
     &ctl_group_mem,
