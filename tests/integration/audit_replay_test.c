@@ -26,6 +26,7 @@
 #define AGENT "replayer"
 #define RUN "run-replay-1"
 #define OUT_CAP (4u << 20)
+#define SECRET "replay-secret-value-4711"
 
 static h_aosd *H;
 static char DATA_DIR[64];
@@ -48,7 +49,11 @@ static int setup(void **st)
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("llm:\n"
+    setenv("AOS_TEST_REPLAY_SECRET", SECRET, 1);
+    fputs("tools:\n"
+          "  secrets:\n"
+          "    - {name: RS, env: AOS_TEST_REPLAY_SECRET, agents: [" AGENT "], tools: [sh]}\n"
+          "llm:\n"
           "  default_model: sim/s1\n"
           "  providers:\n"
           "    - name: sim\n"
@@ -139,7 +144,7 @@ static void chat(uint32_t step, const char *user, const char *tool_result)
     aos_reply_clear(&r);
 }
 
-static void run_tool(uint32_t step, const char *cmd)
+static void run_tool_in(const char *run, uint32_t step, const char *cmd)
 {
     char args[512];
     snprintf(args, sizeof args, "{\"command\":\"%s\"}", cmd);
@@ -151,13 +156,18 @@ static void run_tool(uint32_t step, const char *cmd)
     uint8_t *b = malloc(len);
     assert_non_null(b);
     aos__tool__run_request__pack(&q, b);
-    aos_call_opts o = {.agent_id = AGENT, .run_id = RUN, .step = step, .timeout_ms = 20000};
+    aos_call_opts o = {.agent_id = AGENT, .run_id = run, .step = step, .timeout_ms = 20000};
     aos_reply r;
     aos_err e = aos_call(h_conn(H), &o, "tool.run", b, len, &r);
     free(b);
     if (e != AOS_OK)
         fail_msg("tool.run: %s: %s", aos_err_name(e), r.error);
     aos_reply_clear(&r);
+}
+
+static void run_tool(uint32_t step, const char *cmd)
+{
+    run_tool_in(RUN, step, cmd);
 }
 
 /* aosctl audit replay AGENT RUN --json: its exit code, the document into *doc. */
@@ -450,10 +460,39 @@ static void emits_whose_contents_do_not_add_up_are_refused(void **st)
     PQfinish(pg);
 }
 
+/* A granted secret the agent put in its argv, and the tool printed, is redacted before it
+ * is hashed and stored: it is in no content and no record. */
+static void a_secret_is_in_no_content(void **st)
+{
+    (void)st;
+    run_tool_in("run-secret", 1, "echo " SECRET "; echo $RS");
+    PGconn *pg = su_admin_connect(H);
+    char sql[512], hex[65];
+    /* the detail is sent without waiting for it: wait (bounded) for its argv */
+    hex_of("echo " "************************" "; echo $RS", hex);
+    _Static_assert(sizeof SECRET - 1 == 24, "as many stars as the secret has bytes");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit.contents WHERE hash = '\\x%s'", hex);
+    long long n = 0;
+    for (int i = 0; i < 100 && (n = su_count(pg, sql)) == 0; i++)
+        usleep(100 * 1000);
+    assert_int_equal(n, 1);
+    hex_of("************************\n************************\n", hex);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit.contents WHERE hash = '\\x%s'", hex);
+    assert_int_equal(su_count(pg, sql), 1); /* the stdout head, redacted */
+    assert_int_equal(su_count(pg, "SELECT count(*) FROM audit.contents WHERE "
+                                  "position('" SECRET "'::bytea IN body) > 0"),
+                     0);
+    assert_int_equal(su_count(pg, "SELECT count(*) FROM audit.records WHERE "
+                                  "position('" SECRET "'::bytea IN body) > 0"),
+                     0);
+    PQfinish(pg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(emits_whose_contents_do_not_add_up_are_refused),
+        cmocka_unit_test(a_secret_is_in_no_content),
         cmocka_unit_test(a_run_replays_step_by_step_and_tampering_shows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
