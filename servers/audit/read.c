@@ -75,13 +75,7 @@ static const db_stmt st_replay = {
     "SELECT " REC_COLS " FROM audit.records WHERE agent = $1 AND run = $2 AND run <> '' "
     "AND (step, seq) > ($3, $4) ORDER BY agent, run, step, seq LIMIT $5",
     5};
-/* verify's contents pass: every row re-hashed, in pages by hash; bodies over
- * VERIFY_INLINE come one by one (st_content_body), as the records' walk does */
-static const db_stmt st_contents_page = {
-    "audit_contents_page",
-    "SELECT hash, size, CASE WHEN length(body) <= 4096 THEN body END, length(body) "
-    "FROM audit.contents WHERE hash > $1 ORDER BY hash LIMIT 4096",
-    1};
+/* verify's contents pass: bodies over VERIFY_INLINE come one by one, as in the walk */
 static const db_stmt st_content_body = {
     "audit_content_body", "SELECT body FROM audit.contents WHERE hash = $1", 1};
 /* the first record whose body names a content (by its hex) */
@@ -325,22 +319,28 @@ static aos_err content_ref(PGconn *c, const uint8_t *h, size_t hl, uint64_t *seq
 /* After a clean chain: every stored content re-hashed (its size too), and every content a
  * record lists looked up. The first damage, by the seq of the record that names it, turns
  * f into ALTERED there: the record vouches for a content the store no longer holds as it
- * was. One page of at most 4096 rows of at most VERIFY_INLINE bytes each, bigger bodies
- * one by one. */
+ * was. The rows come through a cursor in the table's own order (one sequential read, not
+ * one index probe per row), 4096 at a time with bodies up to VERIFY_INLINE bytes; bigger
+ * bodies are read one by one. */
 static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t whylen)
 {
     uint64_t bad_seq = 0;
     char bad_what[200] = "";
-    uint8_t after[AUDIT_CONTENT_HASH_LEN] = {0};
-    size_t after_len = 0; /* '' sorts before every hash */
+    aos_err rc = db_cmd(c, "SET LOCAL enable_seqscan = on; "
+                           "DECLARE audit_contents_walk NO SCROLL CURSOR FOR "
+                           "SELECT hash, size, CASE WHEN length(body) <= 4096 THEN body END "
+                           "FROM audit.contents",
+                        why, whylen);
+    if (rc != AOS_OK)
+        return rc;
     for (;;) {
-        db_params p;
-        dp_init(&p);
-        dp_bytes(&p, after, after_len);
-        PGresult *r = NULL;
-        aos_err rc = db_exec(c, &st_contents_page, &p, &r, why, whylen);
-        if (rc != AOS_OK)
+        PGresult *r = PQexecParams(c, "FETCH FORWARD 4096 FROM audit_contents_walk", 0, NULL,
+                                   NULL, NULL, NULL, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = db_error(c, r, why, whylen);
+            PQclear(r);
             return rc;
+        }
         int n = PQntuples(r);
         for (int i = 0; i < n; i++) {
             size_t hl, bl;
@@ -349,6 +349,7 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
             PGresult *big = NULL;
             const uint8_t *b;
             if (PQgetisnull(r, i, 2)) {
+                db_params p;
                 dp_init(&p);
                 dp_bytes(&p, h, hl);
                 if ((rc = db_exec(c, &st_content_body, &p, &big, why, whylen)) != AOS_OK) {
@@ -384,18 +385,15 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
                 }
             }
         }
-        if (n > 0) {
-            size_t hl;
-            const uint8_t *h = db_bytes(r, n - 1, 0, &hl);
-            after_len = hl <= sizeof after ? hl : sizeof after;
-            memcpy(after, h, after_len);
-        }
         PQclear(r);
         if (n < 4096)
             break;
     }
+    if ((rc = db_cmd(c, "CLOSE audit_contents_walk; SET LOCAL enable_seqscan = off", why,
+                     whylen)) != AOS_OK)
+        return rc;
     PGresult *r = NULL;
-    aos_err rc = db_exec(c, &st_content_missing, NULL, &r, why, whylen);
+    rc = db_exec(c, &st_content_missing, NULL, &r, why, whylen);
     if (rc != AOS_OK)
         return rc;
     if (PQntuples(r) == 1) {

@@ -279,7 +279,12 @@ int main(int argc, char **argv)
     if (many > 0)
         printf("contents_throughput_ratio: %.2f\n", withc / many);
 
-    /* verify: the whole log as it now stands */
+    /* verify: the whole log as it now stands, its contents re-hashed too */
+    r = PQexec(pg, "SELECT count(*), coalesce(sum(size), 0) FROM audit.contents");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        printf("verify_contents: %s\nverify_contents_bytes: %s\n", PQgetvalue(r, 0, 0),
+               PQgetvalue(r, 0, 1));
+    PQclear(r);
     PQfinish(pg);
     aos_reply rep;
     aos_call_opts vo = {.timeout_ms = 600000};

@@ -289,6 +289,15 @@ static void show_tool(const json_t *d, const rcontents *k)
               k);
 }
 
+static void show_mcp(const json_t *d, const rcontents *k)
+{
+    put_text("    did: MCP tool ", json_string_value(json_object_get(d, "tool")));
+    put_text("      of server ", json_string_value(json_object_get(d, "server")));
+    put_text("    ended: ", json_string_value(json_object_get(d, "error")));
+    printf("    came back:\n");
+    put_content(k, json_string_value(json_object_get(d, "result_blake2b")), "      ");
+}
+
 static void show_record(const Aos__Audit__Record *w, const json_t *d, const rcontents *k)
 {
     char kind[64], method[128];
@@ -307,6 +316,8 @@ static void show_record(const Aos__Audit__Record *w, const json_t *d, const rcon
         show_reply(d, k);
     else if (!strcmp(w->kind, "tool.run"))
         show_tool(d, k);
+    else if (!strcmp(w->kind, "tool.mcp"))
+        show_mcp(d, k);
 }
 
 /* ---- the JSON view ------------------------------------------------------------------------ */
