@@ -610,7 +610,8 @@ static uint8_t *pg_array(uint32_t oid, size_t n, size_t total,
         uint8_t tmp[8];
         el(l, i, &d, &dn, tmp);
         be32(p, (uint32_t)dn);
-        memcpy(p + 4, d, dn);
+        if (dn) /* an empty content's bytes may be NULL */
+            memcpy(p + 4, d, dn);
         p += 4 + dn;
     }
     *len = (size_t)(p - b);
