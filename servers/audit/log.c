@@ -530,12 +530,12 @@ static uint64_t h64(const uint8_t *h)
 }
 
 /* The batch's contents, each hash once (a system prompt sent with every call of a batch
- * goes to PostgreSQL once). 0, or -1 out of memory. */
+ * goes to PostgreSQL once), of the calls that appended events. 0, or -1 out of memory. */
 static int contents_gather(alog *l, item *batch)
 {
     size_t n = 0;
     for (item *it = batch; it; it = it->next)
-        if (it->kind == IT_EMIT)
+        if (it->kind == IT_EMIT && it->appended)
             n += it->req->n_contents;
     l->ccount = 0;
     if (!n)
@@ -561,7 +561,7 @@ static int contents_gather(alog *l, item *batch)
     memset(l->cset, 0, l->csetcap * sizeof *l->cset);
     size_t m = l->csetcap - 1;
     for (item *it = batch; it; it = it->next) {
-        if (it->kind != IT_EMIT)
+        if (it->kind != IT_EMIT || !it->appended)
             continue;
         for (size_t i = 0; i < it->req->n_contents; i++) {
             const Aos__Audit__Content *c = it->req->contents[i];
@@ -704,16 +704,10 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
         l->cleaves = nev;
     }
     l->nleaves = 0;
-    if (contents_gather(l, batch)) {
-        WHY("out of memory for the contents of a batch of %zu events", nev);
-        return AOS_ERR_NOMEM;
-    }
     aos_err rc = db_cmd(c, "BEGIN", why, whylen);
     if (rc != AOS_OK)
         return rc;
     PGresult *r = NULL;
-    if (l->ccount && (rc = contents_insert(l, c, why, whylen)) != AOS_OK)
-        goto fail;
     if (nkeys) {
         size_t alen;
         uint8_t *arr = keys_array(batch, nkeys, &alen);
@@ -846,6 +840,15 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
     pl->nevents = l->nleaves;
     pl->last_seq = seq;
     memcpy(pl->chain, chain, AUDIT_HASH_LEN);
+    /* the contents of the calls that appended something (a re-sent emit's are stored
+     * already), in the same transaction as the records that list them */
+    if (contents_gather(l, batch)) {
+        WHY("out of memory for the contents of a batch of %zu events", nev);
+        rc = AOS_ERR_NOMEM;
+        goto fail;
+    }
+    if (l->ccount && (rc = contents_insert(l, c, why, whylen)) != AOS_OK)
+        goto fail;
     if (l->nleaves && (rc = copy_in(l, c, why, whylen)) != AOS_OK)
         goto fail;
 

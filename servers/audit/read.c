@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aos/log.h"
 #include "audit.pb-c.h"
 #include "contents.h"
 #include "db.h"
@@ -83,17 +84,18 @@ static const db_stmt st_content_ref = {
     "audit_content_ref",
     "SELECT seq FROM audit.records WHERE position($1::bytea IN body) > 0 ORDER BY seq LIMIT 1",
     1};
-/* the first record listing a content that is not stored */
-static const db_stmt st_content_missing = {
-    "audit_content_missing",
-    "SELECT r.seq, h FROM audit.records r "
-    "CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof("
-    "  audit.body_json(r.body)->'contents') = 'array' THEN audit.body_json(r.body)->'contents'"
-    "  ELSE '[]'::jsonb END) h "
-    "WHERE position('\"contents\"'::bytea IN r.body) > 0 AND NOT EXISTS ("
-    "  SELECT 1 FROM audit.contents c WHERE c.hash = decode(h, 'hex')) "
-    "ORDER BY r.seq LIMIT 1",
-    0};
+/* the records that list contents (records_contents holds just those), a page at a time;
+ * their lists are read here, and the hashes looked up in one statement per page */
+static const db_stmt st_listing = {
+    "audit_listing",
+    "SELECT seq, body FROM audit.records WHERE position('\"contents\"'::bytea IN body) > 0 "
+    "AND seq > $1 ORDER BY seq LIMIT 1024",
+    1};
+static const db_stmt st_unstored = {
+    "audit_unstored",
+    "SELECT k.h FROM unnest($1::bytea[]) AS k(h) "
+    "WHERE NOT EXISTS (SELECT 1 FROM audit.contents c WHERE c.hash = k.h)",
+    1};
 /* audit.contents: sizes first, then the bodies that fit the reply */
 static const db_stmt st_content_sizes = {
     "audit_content_sizes",
@@ -316,6 +318,87 @@ static aos_err content_ref(PGconn *c, const uint8_t *h, size_t hl, uint64_t *seq
     return rc;
 }
 
+/* The first record (by seq) listing a content the store does not hold: *seq (0: none) and
+ * the content's hex. Pages of at most 1024 records of at most AUDIT_BODY_MAX each, their
+ * lists parsed here (audit_contents_listed, as on emit) and looked up together. */
+static aos_err contents_listed_check(PGconn *c, uint64_t *seq, char hex[65],
+                                     uint64_t *looked, char *why, size_t whylen)
+{
+    enum { PAGE = 1024, PER_PAGE_MAX = 8192 };
+    *seq = 0;
+    uint8_t(*hs)[AUDIT_CONTENT_HASH_LEN] = malloc(PER_PAGE_MAX * sizeof *hs);
+    uint64_t *owner = malloc(PER_PAGE_MAX * sizeof *owner);
+    uint8_t *arr = malloc(20 + (size_t)PER_PAGE_MAX * (4 + AUDIT_CONTENT_HASH_LEN));
+    aos_err rc = AOS_OK;
+    if (!hs || !owner || !arr) {
+        WHY("out of memory for the contents check");
+        rc = AOS_ERR_NOMEM;
+    }
+    uint64_t after = 0;
+    while (rc == AOS_OK && !*seq) {
+        db_params p;
+        dp_init(&p);
+        dp_i64(&p, (int64_t)after);
+        PGresult *r = NULL;
+        if ((rc = db_exec(c, &st_listing, &p, &r, why, whylen)) != AOS_OK)
+            break;
+        int n = PQntuples(r), cut = 0;
+        size_t m = 0;
+        for (int i = 0; i < n; i++) {
+            size_t bl;
+            const uint8_t *b = db_bytes(r, i, 1, &bl);
+            uint64_t sq = (uint64_t)db_i64(r, i, 0);
+            after = sq;
+            /* a page's hashes stay under PER_PAGE_MAX: a record past it starts the next */
+            if (m + AUDIT_CONTENTS_LIST_MAX > PER_PAGE_MAX) {
+                after = (uint64_t)db_i64(r, i - 1, 0);
+                cut = 1;
+                break;
+            }
+            int k = audit_contents_listed(b, bl, hs + m, AUDIT_CONTENTS_LIST_MAX);
+            for (int j = 0; j < k; j++)
+                owner[m + (size_t)j] = sq;
+            m += k > 0 ? (size_t)k : 0;
+        }
+        PQclear(r);
+        *looked += m;
+        if (m) {
+            uint8_t *w = arr;
+            uint32_t hdr[5] = {1, 0, 17, (uint32_t)m, 1};
+            for (int j = 0; j < 5; j++)
+                for (int k = 3; k >= 0; k--)
+                    *w++ = (uint8_t)(hdr[j] >> (8 * k));
+            for (size_t i = 0; i < m; i++) {
+                for (int k = 3; k >= 0; k--)
+                    *w++ = (uint8_t)(AUDIT_CONTENT_HASH_LEN >> (8 * k));
+                memcpy(w, hs[i], AUDIT_CONTENT_HASH_LEN);
+                w += AUDIT_CONTENT_HASH_LEN;
+            }
+            dp_init(&p);
+            dp_bytes(&p, arr, (size_t)(w - arr));
+            if ((rc = db_exec(c, &st_unstored, &p, &r, why, whylen)) != AOS_OK)
+                break;
+            /* the first owner, in seq order, of any hash found missing */
+            for (int i = 0; i < PQntuples(r); i++) {
+                size_t hl;
+                const uint8_t *h = db_bytes(r, i, 0, &hl);
+                for (size_t j = 0; hl == AUDIT_CONTENT_HASH_LEN && j < m; j++)
+                    if (!memcmp(hs[j], h, hl) && (!*seq || owner[j] < *seq)) {
+                        *seq = owner[j];
+                        aos_hex(h, hl, hex);
+                    }
+            }
+            PQclear(r);
+        }
+        if (n < PAGE && !cut)
+            break;
+    }
+    free(hs);
+    free(owner);
+    free(arr);
+    return rc;
+}
+
 /* After a clean chain: every stored content re-hashed (its size too), and every content a
  * record lists looked up. The first damage, by the seq of the record that names it, turns
  * f into ALTERED there: the record vouches for a content the store no longer holds as it
@@ -324,7 +407,7 @@ static aos_err content_ref(PGconn *c, const uint8_t *h, size_t hl, uint64_t *seq
  * bodies are read one by one. */
 static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t whylen)
 {
-    uint64_t bad_seq = 0;
+    uint64_t bad_seq = 0, rows = 0, t0 = aos_mono_ms();
     char bad_what[200] = "";
     aos_err rc = db_cmd(c, "SET LOCAL enable_seqscan = on; "
                            "DECLARE audit_contents_walk NO SCROLL CURSOR FOR "
@@ -367,6 +450,7 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
             int ok = hl == AUDIT_CONTENT_HASH_LEN && !memcmp(got, h, hl) && size >= 0 &&
                      (uint64_t)size == bl;
             PQclear(big);
+            rows++;
             if (!ok) {
                 uint64_t seq;
                 if ((rc = content_ref(c, h, hl, &seq, why, whylen)) != AOS_OK) {
@@ -392,23 +476,21 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
     if ((rc = db_cmd(c, "CLOSE audit_contents_walk; SET LOCAL enable_seqscan = off", why,
                      whylen)) != AOS_OK)
         return rc;
-    PGresult *r = NULL;
-    rc = db_exec(c, &st_content_missing, NULL, &r, why, whylen);
-    if (rc != AOS_OK)
+    uint64_t miss = 0, looked = 0, t1 = aos_mono_ms();
+    char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "";
+    if ((rc = contents_listed_check(c, &miss, mhex, &looked, why, whylen)) != AOS_OK)
         return rc;
-    if (PQntuples(r) == 1) {
-        uint64_t seq = (uint64_t)db_i64(r, 0, 0);
-        size_t hl;
-        const char *h = (const char *)db_bytes(r, 0, 1, &hl);
-        if (!bad_seq || seq < bad_seq) {
-            bad_seq = seq;
-            snprintf(bad_what, sizeof bad_what,
-                     "record %llu lists content %.*s... that is not in audit.contents "
-                     "(deleted from the store)",
-                     (unsigned long long)seq, (int)(hl < 16 ? hl : 16), h);
-        }
+    aos_info("audit.verify: %llu contents re-hashed in %llu ms, %llu listed ones looked up "
+             "in %llu ms",
+             (unsigned long long)rows, (unsigned long long)(t1 - t0), (unsigned long long)looked,
+             (unsigned long long)(aos_mono_ms() - t1));
+    if (miss && (!bad_seq || miss < bad_seq)) {
+        bad_seq = miss;
+        snprintf(bad_what, sizeof bad_what,
+                 "record %llu lists content %.16s... that is not in audit.contents (deleted "
+                 "from the store)",
+                 (unsigned long long)miss, mhex);
     }
-    PQclear(r);
     if (bad_seq) {
         f->kind = AUDIT_FIND_ALTERED;
         f->seq = f->seq_end = bad_seq;
