@@ -488,11 +488,69 @@ static void a_secret_is_in_no_content(void **st)
     PQfinish(pg);
 }
 
+/* A run longer than replay's page of 200 records, its steps emitted out of order: replay
+ * gives every record once, by step then seq, each step's records together. */
+static void a_long_run_is_paged_in_step_order(void **st)
+{
+    (void)st;
+    enum { EVENTS = 450, PER = 150 };
+    static Aos__Audit__Event ev[PER];
+    static Aos__Audit__Event *evp[PER];
+    char why[AOS_ERRMSG_MAX + 1];
+    for (int k = 0; k < EVENTS / PER; k++) {
+        for (int i = 0; i < PER; i++) {
+            aos__audit__event__init(&ev[i]);
+            ev[i].kind = txt("test.detail");
+            ev[i].agent = txt("pager");
+            ev[i].run = txt("run-long");
+            ev[i].step = (uint32_t)(30 - (k * PER + i) % 30); /* 30, 29, ..., 1, 30, ... */
+            ev[i].body = txt("{}");
+            evp[i] = &ev[i];
+        }
+        Aos__Audit__EmitRequest q = AOS__AUDIT__EMIT_REQUEST__INIT;
+        q.n_events = PER;
+        q.events = evp;
+        size_t len = aos__audit__emit_request__get_packed_size(&q);
+        uint8_t *b = malloc(len);
+        assert_non_null(b);
+        aos__audit__emit_request__pack(&q, b);
+        aos_reply r;
+        aos_err e = aos_call(h_conn(H), NULL, "audit.emit", b, len, &r);
+        snprintf(why, sizeof why, "%s", r.error);
+        aos_reply_clear(&r);
+        free(b);
+        if (e != AOS_OK)
+            fail_msg("audit.emit: %s: %s", aos_err_name(e), why);
+    }
+    char *out = malloc(OUT_CAP);
+    assert_non_null(out);
+    const char *argv[] = {"--json", "audit", "replay", "pager", "run-long", NULL};
+    assert_int_equal(h_aosctl(H, out, OUT_CAP, argv), 0);
+    json_t *doc = json_loads(out, 0, NULL);
+    free(out);
+    assert_non_null(doc);
+    assert_int_equal(json_integer_value(json_object_get(doc, "records")), EVENTS);
+    json_t *steps = json_object_get(doc, "steps");
+    assert_int_equal(json_array_size(steps), 30);
+    json_int_t total = 0;
+    for (size_t i = 0; i < json_array_size(steps); i++) {
+        json_t *s1 = json_array_get(steps, i), *recs = json_object_get(s1, "records");
+        assert_int_equal(json_integer_value(json_object_get(s1, "step")), (json_int_t)i + 1);
+        assert_int_equal(json_array_size(recs), EVENTS / 30);
+        for (size_t j = 1; j < json_array_size(recs); j++)
+            assert_true(seq_of(json_array_get(recs, j)) > seq_of(json_array_get(recs, j - 1)));
+        total += (json_int_t)json_array_size(recs);
+    }
+    assert_int_equal(total, EVENTS);
+    json_decref(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(emits_whose_contents_do_not_add_up_are_refused),
         cmocka_unit_test(a_secret_is_in_no_content),
+        cmocka_unit_test(a_long_run_is_paged_in_step_order),
         cmocka_unit_test(a_run_replays_step_by_step_and_tampering_shows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
