@@ -228,6 +228,8 @@ static const kmethod table[] = {
     /* retention: an admin exports a range, then aos-audit records the cut and drops it */
     FWD("audit.export", KM_READ, "audit", SMALL, KM_ADMIN),
     FWD("audit.archive", KM_CONTROL, "audit", SMALL, KM_ADMIN),
+    FWD("audit.replay", KM_READ, "audit", SMALL, KM_ADMIN),
+    FWD("audit.contents", KM_READ, "audit", SMALL, KM_ADMIN),
     SERVER_COMMON("api"),
 };
 #define NTABLE (sizeof table / sizeof table[0])

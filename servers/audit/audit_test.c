@@ -1,5 +1,6 @@
 /* Unit tests of aos-audit's tamper-evidence core: the record codec against hostile bytes,
- * RFC 6962 hashing against published vectors and a naive tree, proofs, heads, verify. */
+ * RFC 6962 hashing against published vectors and a naive tree, proofs, heads, verify, and
+ * the contents list a body names its stored contents by. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "contents.h"
 #include "merkle.h"
 #include "record.h"
 #include "verify.h"
@@ -1119,6 +1121,63 @@ static void verify_iterator(void **st)
     assert_string_equal(audit_find_name((audit_find)99), "?");
 }
 
+/* ---- contents -------------------------------------------------------------------------- */
+
+static void contents_address_and_list(void **st)
+{
+    (void)st;
+    /* the address is BLAKE2b-256, unkeyed: the "blake2b" digests the details carry */
+    uint8_t h[AUDIT_CONTENT_HASH_LEN], want[AUDIT_CONTENT_HASH_LEN];
+    audit_content_hash("abc", 3, h);
+    crypto_generichash(want, sizeof want, (const uint8_t *)"abc", 3, NULL, 0);
+    assert_memory_equal(h, want, sizeof h);
+    char hex[65], body[512];
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    uint8_t out[4][AUDIT_CONTENT_HASH_LEN];
+    /* listed twice, found twice, in order; fewer slots give the same count */
+    snprintf(body, sizeof body, "{\"a\":1,\"contents\":[\"%s\",\"%s\"]}", hex, hex);
+    assert_int_equal(audit_contents_listed((const uint8_t *)body, strlen(body), out, 4), 2);
+    assert_memory_equal(out[0], h, sizeof h);
+    assert_memory_equal(out[1], h, sizeof h);
+    assert_int_equal(audit_contents_listed((const uint8_t *)body, strlen(body), out, 1), 2);
+    assert_true(audit_contents_has((const uint8_t(*)[32])out, 1, h));
+    assert_false(audit_contents_has((const uint8_t(*)[32])out, 0, h));
+    /* no list, not JSON, not an object: none */
+    static const char *const none[] = {"", "{}", "{\"x\":\"contents\"}", "[\"contents\"]",
+                                       "not json \"contents\"", "{\"contents\":[]}"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
+        assert_int_equal(audit_contents_listed((const uint8_t *)none[i], strlen(none[i]), out,
+                                               4),
+                         0);
+    /* a list that is not one: upper case, short, not a string, not an array; a key given
+     * twice counts as its last (as PostgreSQL's jsonb reads it) */
+    char up[65];
+    memcpy(up, hex, sizeof up);
+    for (char *p = up; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
+    char bad[5][512];
+    snprintf(bad[0], 512, "{\"contents\":[\"%s\"]}", up);
+    snprintf(bad[1], 512, "{\"contents\":[\"%.62s\"]}", hex);
+    snprintf(bad[2], 512, "{\"contents\":[1]}");
+    snprintf(bad[3], 512, "{\"contents\":\"%s\"}", hex);
+    snprintf(bad[4], 512, "{\"contents\":[],\"contents\":[\"%s\"]}", hex);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(audit_contents_listed((const uint8_t *)bad[i], strlen(bad[i]), out, 4),
+                         -1);
+    assert_int_equal(audit_contents_listed((const uint8_t *)bad[4], strlen(bad[4]), out, 4), 1);
+    /* over the cap */
+    size_t cap = (AUDIT_CONTENTS_LIST_MAX + 1) * 67 + 32;
+    char *big = malloc(cap), *w = big;
+    assert_non_null(big);
+    w += sprintf(w, "{\"contents\":[");
+    for (size_t i = 0; i <= AUDIT_CONTENTS_LIST_MAX; i++)
+        w += sprintf(w, "%s\"%s\"", i ? "," : "", hex);
+    w += sprintf(w, "]}");
+    assert_int_equal(audit_contents_listed((const uint8_t *)big, (size_t)(w - big), out, 4), -1);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest codec[] = {
@@ -1135,6 +1194,7 @@ int main(void)
         cmocka_unit_test(verify_bad_heads), cmocka_unit_test(verify_archive),
         cmocka_unit_test(verify_archive_v2),
         cmocka_unit_test(verify_iterator),
+        cmocka_unit_test(contents_address_and_list),
     };
     if (sodium_init() < 0)
         return 1;

@@ -16,11 +16,16 @@
 
 #include "aos/envelope.h"
 #include "aos/log.h"
+#include "contents.h"
 #include "db.h"
 #include "monotime.h"
 #include "pg.h"
 
 #define WHY(...) ((why && whylen) ? (void)snprintf(why, whylen, __VA_ARGS__) : (void)0)
+
+_Static_assert(SRV_CONTENT_MAX == AUDIT_CONTENT_MAX && SRV_CONTENTS_MAX == AUDIT_CONTENTS_EMIT_MAX &&
+                   SRV_CONTENTS_BYTES == AUDIT_CONTENTS_EMIT_BYTES,
+               "the producers' caps are aos-audit's");
 
 /* A batch takes whole calls until it holds this many events or payload bytes: one
  * transaction stays a few MB, and the next batch gathers while it commits. */
@@ -95,9 +100,13 @@ struct alog {
     size_t cfresh;
     alog_commit_fn on_commit;     /* set under mu; the writer reads it there */
     void *on_commit_arg;
+    const Aos__Audit__Content **cs; /* the batch's distinct contents */
+    size_t ccount, ccap_n;
+    uint64_t *cset;                 /* open addressing over cs, by hash prefix */
+    size_t csetcap;
 
     atomic_ullong records, heads, commits, committed_events, dups, db_waits, queued,
-        failed;
+        failed, contents_sent;
 };
 
 static uint64_t now_ns(void)
@@ -239,6 +248,13 @@ static const db_stmt st_head_ins = {
     "INSERT INTO audit.heads (tree_size, time_ns, root, signature, frontier) "
     "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
     5};
+/* Contents go as three binary arrays in one statement; a hash stored already (by an
+ * earlier batch, or twice in this one) is skipped: a content is immutable once written. */
+static const db_stmt st_contents_ins = {
+    "audit_contents_ins",
+    "INSERT INTO audit.contents (hash, size, body) "
+    "SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) ON CONFLICT (hash) DO NOTHING",
+    3};
 static const char copy_sql[] =
     "COPY audit.records (seq, time_ns, kind, agent, run, step, trace_id, span_id, "
     "parent_span_id, method, status, latency_us, body, prev_hash, leaf_hash, chain_hash, "
@@ -522,6 +538,158 @@ static aos_err copy_in(alog *l, PGconn *c, char *why, size_t whylen)
     return rc;
 }
 
+static uint64_t h64(const uint8_t *h)
+{
+    uint64_t v;
+    memcpy(&v, h, sizeof v);
+    return v;
+}
+
+/* The batch's contents, each hash once (a system prompt sent with every call of a batch
+ * goes to PostgreSQL once), of the calls that appended events. 0, or -1 out of memory. */
+static int contents_gather(alog *l, item *batch)
+{
+    size_t n = 0;
+    for (item *it = batch; it; it = it->next)
+        if (it->kind == IT_EMIT && it->appended)
+            n += it->req->n_contents;
+    l->ccount = 0;
+    if (!n)
+        return 0;
+    if (n > l->ccap_n) {
+        void *p = realloc(l->cs, n * sizeof *l->cs);
+        if (!p)
+            return -1;
+        l->cs = p;
+        l->ccap_n = n;
+    }
+    size_t cap = 64;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    if (cap > l->csetcap) {
+        void *p = realloc(l->cset, cap * sizeof *l->cset);
+        if (!p)
+            return -1;
+        l->cset = p;
+        l->csetcap = cap;
+    }
+    /* slots hold index + 1; 0 is empty */
+    memset(l->cset, 0, l->csetcap * sizeof *l->cset);
+    size_t m = l->csetcap - 1;
+    for (item *it = batch; it; it = it->next) {
+        if (it->kind != IT_EMIT || !it->appended)
+            continue;
+        for (size_t i = 0; i < it->req->n_contents; i++) {
+            const Aos__Audit__Content *c = it->req->contents[i];
+            size_t j = (size_t)h64(c->hash.data) & m;
+            int dup = 0;
+            while (l->cset[j]) {
+                const Aos__Audit__Content *o = l->cs[l->cset[j] - 1];
+                if (!memcmp(o->hash.data, c->hash.data, AUDIT_CONTENT_HASH_LEN)) {
+                    dup = 1;
+                    break;
+                }
+                j = (j + 1) & m;
+            }
+            if (dup)
+                continue;
+            l->cs[l->ccount++] = c;
+            l->cset[j] = l->ccount;
+        }
+    }
+    return 0;
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--)
+        *p++ = (uint8_t)(v >> (8 * i));
+}
+
+/* A one-dimensional binary array of PostgreSQL element type oid: the elements' lengths and
+ * bytes given by el(i). Caller frees. */
+static uint8_t *pg_array(uint32_t oid, size_t n, size_t total,
+                         void (*el)(const alog *, size_t, const uint8_t **, size_t *,
+                                    uint8_t *),
+                         const alog *l, size_t *len)
+{
+    size_t cap = 20 + 4 * n + total;
+    uint8_t *b = malloc(cap), *p = b;
+    if (!b)
+        return NULL;
+    uint32_t hdr[5] = {1, 0, oid, (uint32_t)n, 1};
+    for (int j = 0; j < 5; j++, p += 4)
+        be32(p, hdr[j]);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *d;
+        size_t dn;
+        uint8_t tmp[8];
+        el(l, i, &d, &dn, tmp);
+        be32(p, (uint32_t)dn);
+        if (dn) /* an empty content's bytes may be NULL */
+            memcpy(p + 4, d, dn);
+        p += 4 + dn;
+    }
+    *len = (size_t)(p - b);
+    return b;
+}
+
+static void el_hash(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
+{
+    (void)tmp;
+    *d = l->cs[i]->hash.data;
+    *n = AUDIT_CONTENT_HASH_LEN;
+}
+
+static void el_size(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
+{
+    uint64_t v = l->cs[i]->body.len;
+    for (int k = 7; k >= 0; k--)
+        tmp[7 - k] = (uint8_t)(v >> (8 * k));
+    *d = tmp;
+    *n = 8;
+}
+
+static void el_body(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
+{
+    (void)tmp;
+    *d = l->cs[i]->body.data;
+    *n = l->cs[i]->body.len;
+}
+
+/* The batch's contents into audit.contents, inside the batch's transaction: they commit
+ * with the events that name them, or not at all. */
+static aos_err contents_insert(alog *l, PGconn *c, char *why, size_t whylen)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < l->ccount; i++)
+        bytes += l->cs[i]->body.len;
+    size_t hl, sl, bl;
+    uint8_t *ha = pg_array(17, l->ccount, l->ccount * AUDIT_CONTENT_HASH_LEN, el_hash, l, &hl);
+    uint8_t *sa = pg_array(20, l->ccount, l->ccount * 8, el_size, l, &sl);
+    uint8_t *ba = pg_array(17, l->ccount, bytes, el_body, l, &bl);
+    aos_err rc = AOS_OK;
+    if (!ha || !sa || !ba) {
+        WHY("out of memory for %zu contents", l->ccount);
+        rc = AOS_ERR_NOMEM;
+    } else {
+        db_params p;
+        dp_init(&p);
+        dp_bytes(&p, ha, hl);
+        dp_bytes(&p, sa, sl);
+        dp_bytes(&p, ba, bl);
+        PGresult *r = NULL;
+        rc = db_exec(c, &st_contents_ins, &p, &r, why, whylen);
+        PQclear(r);
+        if (rc == AOS_OK)
+            atomic_fetch_add(&l->contents_sent, l->ccount);
+    }
+    free(ha);
+    free(sa);
+    free(ba);
+    return rc;
+}
+
 /* Everything of the batch in one transaction: dedupe against the table and within the
  * batch, then seqs, hashes and the rows, a head when one is due, COMMIT. Fills pl and
  * each item's outcome; memory state is left alone (the caller applies pl on success). */
@@ -701,6 +869,15 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
     pl->nevents = l->nleaves;
     pl->last_seq = seq;
     memcpy(pl->chain, chain, AUDIT_HASH_LEN);
+    /* the contents of the calls that appended something (a re-sent emit's are stored
+     * already), in the same transaction as the records that list them */
+    if (contents_gather(l, batch)) {
+        WHY("out of memory for the contents of a batch of %zu events", nev);
+        rc = AOS_ERR_NOMEM;
+        goto fail;
+    }
+    if (l->ccount && (rc = contents_insert(l, c, why, whylen)) != AOS_OK)
+        goto fail;
     if (l->nleaves && (rc = copy_in(l, c, why, whylen)) != AOS_OK)
         goto fail;
 
@@ -1210,6 +1387,8 @@ void alog_stats(alog *l, srv_stats *st)
     srv_stat(st, "db_waits", (int64_t)atomic_load(&l->db_waits),
              "batches that found the database away or failed and were run again");
     srv_stat(st, "failed_calls", (int64_t)atomic_load(&l->failed), NULL);
+    srv_stat(st, "contents_written", (int64_t)atomic_load(&l->contents_sent),
+             "contents sent with their batch (one already stored is kept as it was)");
     srv_stat(st, "head_every_records", ALOG_HEAD_EVERY, "N");
     srv_stat(st, "head_every_ms", ALOG_HEAD_MS, "T");
 }
@@ -1302,6 +1481,8 @@ void alog_stop(alog *l)
     free(l->leaves);
     free(l->ks);
     free(l->fresh);
+    free(l->cs);
+    free(l->cset);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

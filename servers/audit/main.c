@@ -11,6 +11,7 @@
 #include "archive.h"
 #include "export.h"
 #include "audit.pb-c.h"
+#include "contents.h"
 #include "log.h"
 #include "read.h"
 #include "record.h"
@@ -27,6 +28,65 @@ static uint64_t now_ns(void)
 static int text_ok(ProtobufCBinaryData b, size_t max)
 {
     return b.len <= max && aos_utf8_valid(b.data, b.len);
+}
+
+/* Contents against contents.h's caps, each named by its own hash: a content stored under
+ * another's name would make the chain vouch for what was never sent. */
+static aos_err contents_ok(const Aos__Audit__EmitRequest *r, char *why, size_t whylen)
+{
+    if (r->n_contents > AUDIT_CONTENTS_EMIT_MAX) {
+        snprintf(why, whylen, "audit.emit: %zu contents (at most %u)", r->n_contents,
+                 AUDIT_CONTENTS_EMIT_MAX);
+        return AOS_ERR_USAGE;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < r->n_contents; i++) {
+        const Aos__Audit__Content *c = r->contents[i];
+        uint8_t h[AUDIT_CONTENT_HASH_LEN];
+        total += c->body.len;
+        const char *bad = NULL;
+        if (c->hash.len != AUDIT_CONTENT_HASH_LEN)
+            bad = "hash is not 32 bytes";
+        else if (c->body.len > AUDIT_CONTENT_MAX)
+            bad = "body is over 1 MiB";
+        else if (total > AUDIT_CONTENTS_EMIT_BYTES)
+            bad = "the contents are over 2 MiB in all";
+        else if (audit_content_hash(c->body.data, c->body.len, h),
+                 memcmp(h, c->hash.data, AUDIT_CONTENT_HASH_LEN))
+            bad = "hash is not the BLAKE2b-256 of body";
+        if (bad) {
+            snprintf(why, whylen, "audit.emit: contents[%zu]: %s", i, bad);
+            return AOS_ERR_USAGE;
+        }
+    }
+    /* what an event lists comes with it: a record never names a content not committed
+     * with it (or before it) */
+    for (size_t i = 0; i < r->n_events; i++) {
+        const ProtobufCBinaryData b = r->events[i]->body;
+        uint8_t(*l)[AUDIT_CONTENT_HASH_LEN] = NULL;
+        int n = audit_contents_listed(b.data, b.len, NULL, 0);
+        if (n > 0 && !(l = malloc((size_t)n * sizeof *l))) {
+            snprintf(why, whylen, "audit.emit: out of memory");
+            return AOS_ERR_NOMEM;
+        }
+        if (n > 0)
+            audit_contents_listed(b.data, b.len, l, (size_t)n);
+        const char *bad = n < 0 ? "its body's \"contents\" is not a list of 64-hex hashes"
+                                : NULL;
+        for (int k = 0; !bad && k < n; k++) {
+            int found = 0;
+            for (size_t j = 0; !found && j < r->n_contents; j++)
+                found = !memcmp(r->contents[j]->hash.data, l[k], AUDIT_CONTENT_HASH_LEN);
+            if (!found)
+                bad = "its body lists a content that is not in this emit";
+        }
+        free(l);
+        if (bad) {
+            snprintf(why, whylen, "audit.emit: events[%zu]: %s", i, bad);
+            return AOS_ERR_USAGE;
+        }
+    }
+    return AOS_OK;
 }
 
 /* Every field of every event against record.h's caps: what is queued always encodes, so
@@ -67,7 +127,7 @@ static aos_err emit_ok(const Aos__Audit__EmitRequest *r, char *why, size_t whyle
             return AOS_ERR_USAGE;
         }
     }
-    return AOS_OK;
+    return contents_ok(r, why, whylen);
 }
 
 static void m_emit(srv *s, srv_call *call)
@@ -135,6 +195,16 @@ static aos_err m_archive(srv *s, const aos_env *req, srv_reply *rep)
     return ax_archive(s, srv_state(s), req, rep);
 }
 
+static aos_err m_replay(srv *s, const aos_env *req, srv_reply *rep)
+{
+    return ar_replay(s, srv_state(s), req, rep);
+}
+
+static aos_err m_contents(srv *s, const aos_env *req, srv_reply *rep)
+{
+    return ar_contents(s, srv_state(s), req, rep);
+}
+
 static const srv_method methods[] = {
     {.op = "emit", .afn = m_emit},
     {.op = "head", .afn = m_head},
@@ -143,6 +213,8 @@ static const srv_method methods[] = {
     {.op = "tail", .fn = m_tail},
     {.op = "export", .fn = m_export},
     {.op = "archive", .fn = m_archive},
+    {.op = "replay", .fn = m_replay},
+    {.op = "contents", .fn = m_contents},
 };
 
 /* The OTLP exporter, when aos.yaml sets an endpoint; the writer alone pushes to it. */

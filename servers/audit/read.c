@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aos/log.h"
 #include "audit.pb-c.h"
+#include "contents.h"
 #include "db.h"
 #include "merkle.h"
 #include "record.h"
@@ -22,8 +24,10 @@
 #define TAIL_MAX 1000u
 #define TAIL_BYTES (3u << 20)      /* a reply stays well under AOS_MSG_MAX */
 #define REC_SCRATCH 320            /* 33 + 3 * 65 + 32 bytes, rounded up */
+#define CONTENTS_REQ_MAX 64u       /* hashes in one audit.contents */
+#define CONTENTS_BYTES (3u << 20)  /* bodies in one ContentsReply (one content may be 1 MiB) */
 
-static atomic_ullong n_proofs, n_verifies, n_verified, n_tails;
+static atomic_ullong n_proofs, n_verifies, n_verified, n_tails, n_replays;
 
 /* The record columns, in audit_rec order, then its stored hashes. */
 #define REC_COLS                                                                        \
@@ -67,6 +71,37 @@ static const db_stmt st_tail = {
     "SELECT " REC_COLS " FROM audit.records WHERE seq > $1 AND ($2 = '' OR agent = $2) "
     "AND ($3 = '' OR run = $3) AND ($4 = ''::bytea OR trace_id = $4) ORDER BY seq LIMIT $5",
     5};
+static const db_stmt st_replay = {
+    "audit_replay",
+    "SELECT " REC_COLS " FROM audit.records WHERE agent = $1 AND run = $2 AND run <> '' "
+    "AND (step, seq) > ($3, $4) ORDER BY agent, run, step, seq LIMIT $5",
+    5};
+/* verify's contents pass: bodies over VERIFY_INLINE come one by one, as in the walk */
+static const db_stmt st_content_body = {
+    "audit_content_body", "SELECT body FROM audit.contents WHERE hash = $1", 1};
+/* the first record whose body names a content (by its hex) */
+static const db_stmt st_content_ref = {
+    "audit_content_ref",
+    "SELECT seq FROM audit.records WHERE position($1::bytea IN body) > 0 ORDER BY seq LIMIT 1",
+    1};
+/* the records that list contents (records_contents holds just those), a page at a time;
+ * their lists are read here, and the hashes looked up in one statement per page */
+static const db_stmt st_listing = {
+    "audit_listing",
+    "SELECT seq, body FROM audit.records WHERE position('\"contents\"'::bytea IN body) > 0 "
+    "AND seq > $1 ORDER BY seq LIMIT 1024",
+    1};
+static const db_stmt st_unstored = {
+    "audit_unstored",
+    "SELECT k.h FROM unnest($1::bytea[]) AS k(h) "
+    "WHERE NOT EXISTS (SELECT 1 FROM audit.contents c WHERE c.hash = k.h)",
+    1};
+/* audit.contents: sizes first, then the bodies that fit the reply */
+static const db_stmt st_content_sizes = {
+    "audit_content_sizes",
+    "SELECT c.hash, length(c.body) FROM unnest($1::bytea[]) AS k(h) "
+    "CROSS JOIN LATERAL (SELECT hash, body FROM audit.contents WHERE hash = k.h) c",
+    1};
 static const db_stmt st_max = {
     "audit_max", "SELECT coalesce(max(seq), 0) FROM audit.records", 0};
 
@@ -264,6 +299,207 @@ static aos_err walk_next(void *arg, audit_rec *r, uint8_t chain[AUDIT_HASH_LEN],
     return AOS_OK;
 }
 
+/* The first record naming content h (by its hex in the body), 0 when none does. */
+static aos_err content_ref(PGconn *c, const uint8_t *h, size_t hl, uint64_t *seq, char *why,
+                           size_t whylen)
+{
+    char hex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "";
+    if (hl == AUDIT_CONTENT_HASH_LEN)
+        aos_hex(h, hl, hex);
+    db_params p;
+    dp_init(&p);
+    dp_bytes(&p, hex, strlen(hex));
+    PGresult *r = NULL;
+    *seq = 0;
+    aos_err rc = db_exec(c, &st_content_ref, &p, &r, why, whylen);
+    if (rc == AOS_OK && PQntuples(r) == 1)
+        *seq = (uint64_t)db_i64(r, 0, 0);
+    PQclear(r);
+    return rc;
+}
+
+/* The first record (by seq) listing a content the store does not hold: *seq (0: none) and
+ * the content's hex. Pages of at most 1024 records of at most AUDIT_BODY_MAX each, their
+ * lists parsed here (audit_contents_listed, as on emit) and looked up together. */
+static aos_err contents_listed_check(PGconn *c, uint64_t *seq, char hex[65],
+                                     uint64_t *looked, char *why, size_t whylen)
+{
+    enum { PAGE = 1024, PER_PAGE_MAX = 8192 };
+    *seq = 0;
+    uint8_t(*hs)[AUDIT_CONTENT_HASH_LEN] = malloc(PER_PAGE_MAX * sizeof *hs);
+    uint64_t *owner = malloc(PER_PAGE_MAX * sizeof *owner);
+    uint8_t *arr = malloc(20 + (size_t)PER_PAGE_MAX * (4 + AUDIT_CONTENT_HASH_LEN));
+    aos_err rc = AOS_OK;
+    if (!hs || !owner || !arr) {
+        WHY("out of memory for the contents check");
+        rc = AOS_ERR_NOMEM;
+    }
+    uint64_t after = 0;
+    while (rc == AOS_OK && !*seq) {
+        db_params p;
+        dp_init(&p);
+        dp_i64(&p, (int64_t)after);
+        PGresult *r = NULL;
+        if ((rc = db_exec(c, &st_listing, &p, &r, why, whylen)) != AOS_OK)
+            break;
+        int n = PQntuples(r), cut = 0;
+        size_t m = 0;
+        for (int i = 0; i < n; i++) {
+            size_t bl;
+            const uint8_t *b = db_bytes(r, i, 1, &bl);
+            uint64_t sq = (uint64_t)db_i64(r, i, 0);
+            after = sq;
+            /* a page's hashes stay under PER_PAGE_MAX: a record past it starts the next */
+            if (m + AUDIT_CONTENTS_LIST_MAX > PER_PAGE_MAX) {
+                after = (uint64_t)db_i64(r, i - 1, 0);
+                cut = 1;
+                break;
+            }
+            int k = audit_contents_listed(b, bl, hs + m, AUDIT_CONTENTS_LIST_MAX);
+            for (int j = 0; j < k; j++)
+                owner[m + (size_t)j] = sq;
+            m += k > 0 ? (size_t)k : 0;
+        }
+        PQclear(r);
+        *looked += m;
+        if (m) {
+            uint8_t *w = arr;
+            uint32_t hdr[5] = {1, 0, 17, (uint32_t)m, 1};
+            for (int j = 0; j < 5; j++)
+                for (int k = 3; k >= 0; k--)
+                    *w++ = (uint8_t)(hdr[j] >> (8 * k));
+            for (size_t i = 0; i < m; i++) {
+                for (int k = 3; k >= 0; k--)
+                    *w++ = (uint8_t)(AUDIT_CONTENT_HASH_LEN >> (8 * k));
+                memcpy(w, hs[i], AUDIT_CONTENT_HASH_LEN);
+                w += AUDIT_CONTENT_HASH_LEN;
+            }
+            dp_init(&p);
+            dp_bytes(&p, arr, (size_t)(w - arr));
+            if ((rc = db_exec(c, &st_unstored, &p, &r, why, whylen)) != AOS_OK)
+                break;
+            /* the first owner, in seq order, of any hash found missing */
+            for (int i = 0; i < PQntuples(r); i++) {
+                size_t hl;
+                const uint8_t *h = db_bytes(r, i, 0, &hl);
+                for (size_t j = 0; hl == AUDIT_CONTENT_HASH_LEN && j < m; j++)
+                    if (!memcmp(hs[j], h, hl) && (!*seq || owner[j] < *seq)) {
+                        *seq = owner[j];
+                        aos_hex(h, hl, hex);
+                    }
+            }
+            PQclear(r);
+        }
+        if (n < PAGE && !cut)
+            break;
+    }
+    free(hs);
+    free(owner);
+    free(arr);
+    return rc;
+}
+
+/* After a clean chain: every stored content re-hashed (its size too), and every content a
+ * record lists looked up. The first damage, by the seq of the record that names it, turns
+ * f into ALTERED there: the record vouches for a content the store no longer holds as it
+ * was. The rows come through a cursor in the table's own order (one sequential read, not
+ * one index probe per row), 4096 at a time with bodies up to VERIFY_INLINE bytes; bigger
+ * bodies are read one by one. */
+static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t whylen)
+{
+    uint64_t bad_seq = 0, rows = 0, t0 = aos_mono_ms();
+    char bad_what[200] = "";
+    aos_err rc = db_cmd(c, "SET LOCAL enable_seqscan = on; "
+                           "DECLARE audit_contents_walk NO SCROLL CURSOR FOR "
+                           "SELECT hash, size, CASE WHEN length(body) <= 4096 THEN body END "
+                           "FROM audit.contents",
+                        why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    for (;;) {
+        PGresult *r = PQexecParams(c, "FETCH FORWARD 4096 FROM audit_contents_walk", 0, NULL,
+                                   NULL, NULL, NULL, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = db_error(c, r, why, whylen);
+            PQclear(r);
+            return rc;
+        }
+        int n = PQntuples(r);
+        for (int i = 0; i < n; i++) {
+            size_t hl, bl;
+            const uint8_t *h = db_bytes(r, i, 0, &hl);
+            int64_t size = db_i64(r, i, 1);
+            PGresult *big = NULL;
+            const uint8_t *b;
+            if (PQgetisnull(r, i, 2)) {
+                db_params p;
+                dp_init(&p);
+                dp_bytes(&p, h, hl);
+                if ((rc = db_exec(c, &st_content_body, &p, &big, why, whylen)) != AOS_OK) {
+                    PQclear(r);
+                    return rc;
+                }
+                b = PQntuples(big) == 1 ? db_bytes(big, 0, 0, &bl) : NULL;
+                if (!b)
+                    bl = 0;
+            } else {
+                b = db_bytes(r, i, 2, &bl);
+            }
+            uint8_t got[AUDIT_CONTENT_HASH_LEN];
+            audit_content_hash(b, bl, got);
+            int ok = hl == AUDIT_CONTENT_HASH_LEN && !memcmp(got, h, hl) && size >= 0 &&
+                     (uint64_t)size == bl;
+            PQclear(big);
+            rows++;
+            if (!ok) {
+                uint64_t seq;
+                if ((rc = content_ref(c, h, hl, &seq, why, whylen)) != AOS_OK) {
+                    PQclear(r);
+                    return rc;
+                }
+                char hex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "?";
+                if (hl == AUDIT_CONTENT_HASH_LEN)
+                    aos_hex(h, hl, hex);
+                if (seq && (!bad_seq || seq < bad_seq)) {
+                    bad_seq = seq;
+                    snprintf(bad_what, sizeof bad_what,
+                             "content %.16s... named by record %llu does not hash to its name "
+                             "(its body or size was changed in audit.contents)",
+                             hex, (unsigned long long)seq);
+                }
+            }
+        }
+        PQclear(r);
+        if (n < 4096)
+            break;
+    }
+    if ((rc = db_cmd(c, "CLOSE audit_contents_walk; SET LOCAL enable_seqscan = off", why,
+                     whylen)) != AOS_OK)
+        return rc;
+    uint64_t miss = 0, looked = 0, t1 = aos_mono_ms();
+    char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "";
+    if ((rc = contents_listed_check(c, &miss, mhex, &looked, why, whylen)) != AOS_OK)
+        return rc;
+    aos_info("audit.verify: %llu contents re-hashed in %llu ms, %llu listed ones looked up "
+             "in %llu ms",
+             (unsigned long long)rows, (unsigned long long)(t1 - t0), (unsigned long long)looked,
+             (unsigned long long)(aos_mono_ms() - t1));
+    if (miss && (!bad_seq || miss < bad_seq)) {
+        bad_seq = miss;
+        snprintf(bad_what, sizeof bad_what,
+                 "record %llu lists content %.16s... that is not in audit.contents (deleted "
+                 "from the store)",
+                 (unsigned long long)miss, mhex);
+    }
+    if (bad_seq) {
+        f->kind = AUDIT_FIND_ALTERED;
+        f->seq = f->seq_end = bad_seq;
+        f->head_size = 0;
+        snprintf(f->what, sizeof f->what, "%s", bad_what);
+    }
+    return AOS_OK;
+}
+
 typedef struct verify_arg {
     alog *l;
     audit_finding f;
@@ -305,6 +541,9 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
                           whylen);
     va->fed = w.fed;
     walk_end(&w);
+    if (rc == AOS_OK &&
+        (va->f.kind == AUDIT_FIND_OK || va->f.kind == AUDIT_FIND_DECLARED_GAP))
+        rc = contents_check(c, &va->f, why, whylen);
     if (rc == AOS_OK)
         rc = db_cmd(c, "COMMIT", why, whylen);
 out:
@@ -576,15 +815,15 @@ aos_err ar_prove(srv *s, alog *l, const aos_env *req, srv_reply *rep)
 
 /* ---- audit.tail ---------------------------------------------------------------------------- */
 
+/* audit.tail and audit.replay: one query of REC_COLS rows, answered as a TailReply. */
 typedef struct tail_arg {
-    const Aos__Audit__TailRequest *tr;
-    uint32_t limit;
+    const db_stmt *st;
+    db_params p;
 } tail_arg;
 
 static aos_err tail_attempt(PGconn *c, void *arg, srv_reply *rep)
 {
     tail_arg *ta = arg;
-    const Aos__Audit__TailRequest *tr = ta->tr;
     char *why = rep->error;
     size_t whylen = sizeof rep->error;
     PGresult *r = NULL, *mr = NULL;
@@ -593,14 +832,7 @@ static aos_err tail_attempt(PGconn *c, void *arg, srv_reply *rep)
     aos_err rc = begin_read(c, why, whylen);
     if (rc != AOS_OK)
         return rc;
-    db_params p;
-    dp_init(&p);
-    dp_i64(&p, (int64_t)tr->after_seq);
-    dp_bytes(&p, tr->agent.data, tr->agent.len);
-    dp_bytes(&p, tr->run.data, tr->run.len);
-    dp_bytes(&p, tr->trace_id.data, tr->trace_id.len);
-    dp_i64(&p, ta->limit);
-    if ((rc = db_exec(c, &st_tail, &p, &r, why, whylen)) != AOS_OK)
+    if ((rc = db_exec(c, ta->st, &ta->p, &r, why, whylen)) != AOS_OK)
         goto out;
     if ((rc = db_exec(c, &st_max, NULL, &mr, why, whylen)) != AOS_OK)
         goto out;
@@ -699,7 +931,13 @@ aos_err ar_tail(srv *s, alog *l, const aos_env *req, srv_reply *rep)
     if (rc == AOS_OK && !pg)
         rc = srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.tail: no database connection");
     if (rc == AOS_OK) {
-        tail_arg ta = {.tr = tr, .limit = tr->limit ? tr->limit : TAIL_DEFAULT};
+        tail_arg ta = {.st = &st_tail};
+        dp_init(&ta.p);
+        dp_i64(&ta.p, (int64_t)tr->after_seq);
+        dp_bytes(&ta.p, tr->agent.data, tr->agent.len);
+        dp_bytes(&ta.p, tr->run.data, tr->run.len);
+        dp_bytes(&ta.p, tr->trace_id.data, tr->trace_id.len);
+        dp_i64(&ta.p, tr->limit ? tr->limit : TAIL_DEFAULT);
         rc = db_run(pg, req->deadline_ms, "audit.tail", rep, tail_attempt, &ta, NULL);
         if (rc == AOS_OK)
             atomic_fetch_add(&n_tails, 1);
@@ -708,8 +946,155 @@ aos_err ar_tail(srv *s, alog *l, const aos_env *req, srv_reply *rep)
     return rc;
 }
 
+/* ---- audit.replay ------------------------------------------------------------------------- */
+
+aos_err ar_replay(srv *s, alog *l, const aos_env *req, srv_reply *rep)
+{
+    (void)l;
+    Aos__Audit__ReplayRequest *q =
+        aos__audit__replay_request__unpack(NULL, req->payload_len, req->payload);
+    if (!q)
+        return srv_fail(rep, AOS_ERR_PROTO, "audit.replay: the payload is not a ReplayRequest");
+    aos_err rc = AOS_OK;
+    if (q->agent.len < 1 || q->agent.len > AUDIT_AGENT_MAX ||
+        !aos_utf8_valid(q->agent.data, q->agent.len) || q->run.len < 1 ||
+        q->run.len > AUDIT_RUN_MAX || !aos_utf8_valid(q->run.data, q->run.len))
+        rc = srv_fail(rep, AOS_ERR_USAGE,
+                      "audit.replay: agent and run are 1 to 64 bytes of UTF-8");
+    else if (q->after_seq > INT64_MAX)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.replay: after_seq out of range");
+    else if (q->limit > TAIL_MAX)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.replay: limit %u (at most %u)", q->limit,
+                      TAIL_MAX);
+    srv_pg *pg = srv_db(s);
+    if (rc == AOS_OK && !pg)
+        rc = srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.replay: no database connection");
+    if (rc == AOS_OK) {
+        tail_arg ta = {.st = &st_replay};
+        dp_init(&ta.p);
+        dp_bytes(&ta.p, q->agent.data, q->agent.len);
+        dp_bytes(&ta.p, q->run.data, q->run.len);
+        dp_i64(&ta.p, q->after_step);
+        dp_i64(&ta.p, (int64_t)q->after_seq);
+        dp_i64(&ta.p, q->limit ? q->limit : TAIL_DEFAULT);
+        rc = db_run(pg, req->deadline_ms, "audit.replay", rep, tail_attempt, &ta, NULL);
+        if (rc == AOS_OK)
+            atomic_fetch_add(&n_replays, 1);
+    }
+    aos__audit__replay_request__free_unpacked(q, NULL);
+    return rc;
+}
+
+/* ---- audit.contents ------------------------------------------------------------------------ */
+
+typedef struct contents_arg {
+    const uint8_t *arr;            /* the hashes as a binary bytea[] */
+    size_t arr_len;
+} contents_arg;
+
+static aos_err contents_attempt(PGconn *c, void *arg, srv_reply *rep)
+{
+    contents_arg *ca = arg;
+    char *why = rep->error;
+    size_t whylen = sizeof rep->error;
+    PGresult *sr = NULL;
+    PGresult *br[CONTENTS_REQ_MAX] = {0};
+    Aos__Audit__Content cs[CONTENTS_REQ_MAX], *cp[CONTENTS_REQ_MAX];
+    size_t n = 0;
+    int truncated = 0;
+    aos_err rc = begin_read(c, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    db_params p;
+    dp_init(&p);
+    dp_bytes(&p, ca->arr, ca->arr_len);
+    if ((rc = db_exec(c, &st_content_sizes, &p, &sr, why, whylen)) != AOS_OK)
+        goto out;
+    size_t bytes = 0;
+    for (int i = 0; i < PQntuples(sr) && n < CONTENTS_REQ_MAX; i++) {
+        size_t hl;
+        const uint8_t *h = db_bytes(sr, i, 0, &hl);
+        int64_t len = db_i64(sr, i, 1);
+        /* one at least, so a caller asking again always gets further */
+        if (n && bytes + (uint64_t)len + 64 > CONTENTS_BYTES) {
+            truncated = 1;
+            continue;
+        }
+        dp_init(&p);
+        dp_bytes(&p, h, hl);
+        if ((rc = db_exec(c, &st_content_body, &p, &br[n], why, whylen)) != AOS_OK)
+            goto out;
+        if (PQntuples(br[n]) != 1) {
+            PQclear(br[n]);
+            br[n] = NULL;
+            continue;
+        }
+        aos__audit__content__init(&cs[n]);
+        cs[n].hash = (ProtobufCBinaryData){hl, (uint8_t *)h};
+        cs[n].body.data = (uint8_t *)db_bytes(br[n], 0, 0, &cs[n].body.len);
+        bytes += cs[n].body.len + 64;
+        cp[n] = &cs[n];
+        n++;
+    }
+    if ((rc = db_cmd(c, "COMMIT", why, whylen)) != AOS_OK)
+        goto out;
+    Aos__Audit__ContentsReply out = AOS__AUDIT__CONTENTS_REPLY__INIT;
+    out.n_contents = n;
+    out.contents = cp;
+    out.truncated = truncated;
+    rc = srv_reply_pb(rep, &out.base);
+out:
+    if (rc != AOS_OK) {
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    for (size_t i = 0; i < CONTENTS_REQ_MAX; i++)
+        PQclear(br[i]);
+    PQclear(sr);
+    return rc;
+}
+
+aos_err ar_contents(srv *s, alog *l, const aos_env *req, srv_reply *rep)
+{
+    (void)l;
+    Aos__Audit__ContentsRequest *q =
+        aos__audit__contents_request__unpack(NULL, req->payload_len, req->payload);
+    if (!q)
+        return srv_fail(rep, AOS_ERR_PROTO,
+                        "audit.contents: the payload is not a ContentsRequest");
+    aos_err rc = AOS_OK;
+    if (q->n_hashes < 1 || q->n_hashes > CONTENTS_REQ_MAX)
+        rc = srv_fail(rep, AOS_ERR_USAGE, "audit.contents: %zu hashes (1 to %u)", q->n_hashes,
+                      CONTENTS_REQ_MAX);
+    for (size_t i = 0; rc == AOS_OK && i < q->n_hashes; i++)
+        if (q->hashes[i].len != AUDIT_CONTENT_HASH_LEN)
+            rc = srv_fail(rep, AOS_ERR_USAGE, "audit.contents: hashes[%zu] is not 32 bytes", i);
+    srv_pg *pg = srv_db(s);
+    if (rc == AOS_OK && !pg)
+        rc = srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.contents: no database connection");
+    uint8_t arr[20 + CONTENTS_REQ_MAX * (4 + AUDIT_CONTENT_HASH_LEN)];
+    if (rc == AOS_OK) {
+        uint8_t *w = arr;
+        uint32_t hdr[5] = {1, 0, 17, (uint32_t)q->n_hashes, 1};
+        for (int j = 0; j < 5; j++)
+            for (int k = 3; k >= 0; k--)
+                *w++ = (uint8_t)(hdr[j] >> (8 * k));
+        for (size_t i = 0; i < q->n_hashes; i++) {
+            for (int k = 3; k >= 0; k--)
+                *w++ = (uint8_t)(AUDIT_CONTENT_HASH_LEN >> (8 * k));
+            memcpy(w, q->hashes[i].data, AUDIT_CONTENT_HASH_LEN);
+            w += AUDIT_CONTENT_HASH_LEN;
+        }
+        contents_arg ca = {.arr = arr, .arr_len = (size_t)(w - arr)};
+        rc = db_run(pg, req->deadline_ms, "audit.contents", rep, contents_attempt, &ca, NULL);
+    }
+    aos__audit__contents_request__free_unpacked(q, NULL);
+    return rc;
+}
+
 void ar_stats(srv_stats *st)
 {
+    srv_stat(st, "replays", (int64_t)atomic_load(&n_replays), NULL);
     srv_stat(st, "proofs", (int64_t)atomic_load(&n_proofs), NULL);
     srv_stat(st, "verifies", (int64_t)atomic_load(&n_verifies), NULL);
     srv_stat(st, "verified_records", (int64_t)atomic_load(&n_verified), NULL);

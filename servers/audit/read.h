@@ -20,6 +20,11 @@ aos_err ar_prove(srv *s, alog *l, const aos_env *req, srv_reply *rep);
 aos_err ar_verify(srv *s, alog *l, const aos_env *req, srv_reply *rep);
 /* audit.tail: TailRequest -> TailReply (at most ~3 MiB of records). */
 aos_err ar_tail(srv *s, alog *l, const aos_env *req, srv_reply *rep);
+/* audit.replay: ReplayRequest -> TailReply, one run's records by step, then seq. */
+aos_err ar_replay(srv *s, alog *l, const aos_env *req, srv_reply *rep);
+/* audit.contents: ContentsRequest -> ContentsReply, the stored bodies as they are (at most
+ * ~3 MiB; truncated says some were left out). */
+aos_err ar_contents(srv *s, alog *l, const aos_env *req, srv_reply *rep);
 void ar_stats(srv_stats *st);
 
 /* read.c's row and snapshot helpers, for archive.c: a REC_COLS row as a record (pointers

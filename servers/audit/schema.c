@@ -145,6 +145,26 @@ static const srv_migration audit_migrations[] = {
         "END $$;"
         "REVOKE ALL ON FUNCTION audit.drop_archived(bigint) FROM PUBLIC;"
         "GRANT EXECUTE ON FUNCTION audit.drop_archived(bigint) TO aos_audit;"},
+    /* Migration 4: contents (servers/audit/contents.h). One row per content, its address
+     * BLAKE2b-256 of body; size is length(body), kept so a reader can say how big a
+     * content is without fetching it. Insert-only like the records (a content is written
+     * in the commit of the first events that name it, later ones find it there); verify
+     * re-hashes every row and looks up each content a record lists (records_contents holds
+     * the few records that list any). records_replay serves audit.replay's order: a run's records by
+     * step, then seq. */
+    {4, "CREATE TABLE audit.contents ("
+        "  hash bytea PRIMARY KEY CHECK (length(hash) = 32),"
+        "  size bigint NOT NULL CHECK (size >= 0),"
+        "  body bytea NOT NULL);"
+        "CREATE TRIGGER contents_append_only BEFORE UPDATE OR DELETE OR TRUNCATE"
+        "  ON audit.contents FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();"
+        "REVOKE ALL ON audit.contents FROM PUBLIC;"
+        "GRANT INSERT, SELECT ON audit.contents TO aos_audit;"
+        "CREATE INDEX records_replay ON audit.records (agent, run, step, seq) "
+        "  WHERE run <> '';"
+        /* the records that list contents, for verify's "is every listed one stored" */
+        "CREATE INDEX records_contents ON audit.records (seq) "
+        "  WHERE position('\"contents\"'::bytea IN body) > 0;"},
 };
 
 const srv_schema audit_schema = {

@@ -1,5 +1,6 @@
 /* A server's decision details for the audit log: one event sent with audit.emit under the
- * call's trace, run and step, keyed so that a re-sent emit is not appended twice. */
+ * call's trace, run and step, keyed so that a re-sent emit is not appended twice, with the
+ * contents it names by digest (stored once by aos-audit, in the same commit). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,70 @@ static void emitted(void *arg, const aos_reply *r)
     (void)r; /* a detail that did not make it is counted by aos-audit's gap, not here */
 }
 
+struct srv_contents {
+    Aos__Audit__Content *c[SRV_CONTENTS_MAX];
+    uint8_t hash[SRV_CONTENTS_MAX][32];
+    size_t n, bytes;
+};
+
+srv_contents *srv_contents_new(void)
+{
+    return calloc(1, sizeof(srv_contents));
+}
+
+int srv_contents_add(srv_contents *c, const void *p, size_t n, char hex[65])
+{
+    uint8_t h[32];
+    crypto_generichash(h, sizeof h, p, n, NULL, 0);
+    aos_hex(h, sizeof h, hex);
+    if (!c)
+        return 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (!memcmp(c->hash[i], h, sizeof h))
+            return 1;
+    if (n > SRV_CONTENT_MAX || c->n >= SRV_CONTENTS_MAX || c->bytes + n > SRV_CONTENTS_BYTES)
+        return 0;
+    Aos__Audit__Content *k = malloc(sizeof *k);
+    uint8_t *b = malloc(n ? n : 1);
+    if (!k || !b) {
+        free(k);
+        free(b);
+        return 0;
+    }
+    aos__audit__content__init(k);
+    if (n)
+        memcpy(b, p, n);
+    memcpy(c->hash[c->n], h, sizeof h);
+    k->hash = (ProtobufCBinaryData){sizeof h, c->hash[c->n]};
+    k->body = (ProtobufCBinaryData){n, b};
+    c->c[c->n++] = k;
+    c->bytes += n;
+    return 1;
+}
+
+size_t srv_contents_count(const srv_contents *c)
+{
+    return c ? c->n : 0;
+}
+
+void srv_contents_free(srv_contents *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->c[i]->body.data);
+        free(c->c[i]);
+    }
+    free(c);
+}
+
 void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const char *body)
+{
+    srv_emit_with(s, call, kind, status, body, NULL);
+}
+
+void srv_emit_with(srv *s, srv_call *call, const char *kind, aos_err status, const char *body,
+                   const srv_contents *c)
 {
     const aos_env *env = srv_call_env(call);
     Aos__Audit__Event ev = AOS__AUDIT__EVENT__INIT;
@@ -39,6 +103,10 @@ void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const ch
     Aos__Audit__Event *evs[1] = {&ev};
     rq.n_events = 1;
     rq.events = evs;
+    if (c && c->n) {
+        rq.n_contents = c->n;
+        rq.contents = (Aos__Audit__Content **)c->c;
+    }
     size_t n = aos__audit__emit_request__get_packed_size(&rq);
     uint8_t *buf = malloc(n ? n : 1);
     if (buf) {

@@ -284,6 +284,14 @@ static void test_audit_is_append_only(void **state)
     assert_string_equal(sqlstate(c, "UPDATE audit.heads SET time_ns = 0"), "42501");
     assert_string_equal(sqlstate(c, "TRUNCATE audit.heads"), "42501");
     assert_string_equal(sqlstate(c, "ALTER TABLE audit.records DISABLE TRIGGER ALL"), "42501");
+    /* the contents (migration 3): insert-only the same way */
+    assert_string_equal(sqlstate(c, "INSERT INTO audit.contents (hash, size, body) VALUES "
+                                    "(sha256('x'), 1, 'x')"), "");
+    assert_string_equal(sqlstate(c, "UPDATE audit.contents SET size = 2"), "42501");
+    assert_string_equal(sqlstate(c, "DELETE FROM audit.contents"), "42501");
+    assert_string_equal(sqlstate(c, "TRUNCATE audit.contents"), "42501");
+    assert_string_equal(sqlstate(c, "ALTER TABLE audit.contents DISABLE TRIGGER ALL"),
+                        "42501");
     PQfinish(c);
     PGconn *a = connect_as("aos_admin");
     assert_string_equal(one(a, "SELECT count(*) || method FROM audit.log GROUP BY method"),

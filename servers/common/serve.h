@@ -207,6 +207,25 @@ void srv_request_cancel(srv *s, const uint8_t id[AOS_ID_LEN]);
  * text, borrowed, its secrets already redacted), sent with audit.emit under call's trace,
  * run and step, without waiting: aosd's own record of the syscall is what gates it. */
 void srv_emit(srv *s, srv_call *call, const char *kind, aos_err status, const char *body);
+/* Contents for the audit log (servers/audit/contents.h): large bodies a detail names by
+ * digest, stored once in audit.contents in the same commit as the detail. A producer adds
+ * each body (copied) and gets its digest, and lists the digests of those kept in its body's
+ * top-level "contents" array; past the caps (one body over 1 MiB, over 256 bodies or 2 MiB
+ * in one emit) a body is not kept and the detail names it by digest only. */
+#define SRV_CONTENT_MAX (1u << 20)
+#define SRV_CONTENTS_MAX 256u
+#define SRV_CONTENTS_BYTES (2u << 20)
+typedef struct srv_contents srv_contents;
+/* A new empty set (NULL: out of memory, and then every add says "not kept"). */
+srv_contents *srv_contents_new(void);
+/* Add p[0..n): its digest into hex (65 bytes, as srv_blake2b_hex); 1 when it is kept (or
+ * was already), 0 when a cap or memory kept it out. c NULL: 0. */
+int srv_contents_add(srv_contents *c, const void *p, size_t n, char hex[65]);
+size_t srv_contents_count(const srv_contents *c);
+void srv_contents_free(srv_contents *c);
+/* srv_emit with the contents of c (borrowed; NULL: none). */
+void srv_emit_with(srv *s, srv_call *call, const char *kind, aos_err status, const char *body,
+                   const srv_contents *c);
 /* BLAKE2b-256 of p[0..n) as 64 hex digits into out (65 bytes): how details name contents
  * they do not carry (an output, a message, a result). */
 void srv_blake2b_hex(const void *p, size_t n, char out[65]);

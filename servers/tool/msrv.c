@@ -458,18 +458,23 @@ static void answer(job *j, aos_err status, const json_t *result, const char *why
     json_object_set_new(res, "timed_out", json_boolean(rep.timed_out));
     char *js = json_dumps(res, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(res);
-    /* the audit log's detail: which server and tool, how it ended, the result by hash */
+    /* the audit log's detail: which server and tool, how it ended, the result by hash,
+     * and the result itself as a content (up to the 1 MiB content cap: the result's own) */
     char hex[65];
-    srv_blake2b_hex(js ? js : "", js ? strlen(js) : 0, hex);
+    srv_contents *cs = srv_contents_new();
+    int kept = srv_contents_add(cs, js ? js : "", js ? strlen(js) : 0, hex);
     json_t *tr = json_pack("{s:s, s:s, s:s, s:b, s:s, s:I, s:s}", "tool", j->name, "server",
                            j->s->name, "remote", j->remote, "is_error", is_error, "error",
                            err ? aos_err_name(err) : "ok", "duration_us",
                            (json_int_t)rep.duration_us, "result_blake2b", hex);
+    if (tr && kept)
+        json_object_set_new(tr, "contents", json_pack("[s]", hex));
     char *tb = tr ? json_dumps(tr, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(tr);
     if (tb)
-        srv_emit(srv_call_srv(j->call), j->call, "tool.mcp", err, tb);
+        srv_emit_with(srv_call_srv(j->call), j->call, "tool.mcp", err, tb, cs);
     free(tb);
+    srv_contents_free(cs);
     if (js && strlen(js) > SV_RESULT_MAX) {
         free(js);
         free(text);

@@ -235,15 +235,51 @@ static json_t *digest(const void *p, size_t n)
 }
 
 /* The run for the audit log: what ran and how it ended, its output by hash and size (the
- * output itself may be large or private; its hash proves what the caller was given). */
+ * output itself may be large or private; its hash proves what the caller was given). The
+ * argv (with every granted secret redacted, as the output is) and the first
+ * TRAIL_HEAD_MAX bytes of each output go as contents, so a replay shows them. */
+#define TRAIL_HEAD_MAX (64u << 10)
+
+static json_t *kept_digest(srv_contents *cs, json_t *kept, const void *p, size_t n)
+{
+    char hex[65];
+    if (srv_contents_add(cs, p, n, hex)) {
+        int dup = 0;
+        for (size_t i = 0; !dup && i < json_array_size(kept); i++)
+            dup = !strcmp(hex, json_string_value(json_array_get(kept, i)));
+        if (!dup)
+            json_array_append_new(kept, json_string(hex));
+    }
+    return json_string(hex);
+}
+
+static json_t *head_of(srv_contents *cs, json_t *kept, const uint8_t *b, size_t n)
+{
+    size_t h = n < TRAIL_HEAD_MAX ? n : TRAIL_HEAD_MAX;
+    return json_pack("{s:o, s:I}", "blake2b", kept_digest(cs, kept, b ? b : (const uint8_t *)"", h),
+                     "len", (json_int_t)h);
+}
+
 static void trail(const run *rn, const Aos__Tool__RunReply *rep)
 {
     const run_job *j = rn->job;
     if (!j->call)
         return;
+    srv_contents *cs = srv_contents_new();
+    json_t *kept = json_array();
     json_t *argv = json_array();
-    for (size_t i = 0; j->argv && j->argv[i]; i++)
-        json_array_append_new(argv, digest((const uint8_t *)j->argv[i], strlen(j->argv[i])));
+    for (size_t i = 0; j->argv && j->argv[i]; i++) {
+        size_t n = strlen(j->argv[i]);
+        uint8_t *a = malloc(n ? n : 1);
+        if (!a) {
+            json_array_append_new(argv, json_string("?"));
+            continue;
+        }
+        memcpy(a, j->argv[i], n);
+        redact(j, a, 0, n);
+        json_array_append_new(argv, kept_digest(cs, kept, a, n));
+        free(a);
+    }
     json_t *o = json_pack("{s:s, s:o, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:o, "
                           "s:o, s:s}",
                           "tool", desc_name(j->d), "argv_blake2b", argv, "exit_status",
@@ -258,11 +294,21 @@ static void trail(const run *rn, const Aos__Tool__RunReply *rep)
                           "stdout_blake2b", digest(rep->stdout_data.data, rep->stdout_data.len),
                           "stderr_blake2b", digest(rep->stderr_data.data, rep->stderr_data.len),
                           "sandbox", j->plain ? "none (test_plain)" : "bubblewrap");
+    if (o) {
+        json_object_set_new(o, "stdout_head",
+                            head_of(cs, kept, rep->stdout_data.data, rep->stdout_data.len));
+        json_object_set_new(o, "stderr_head",
+                            head_of(cs, kept, rep->stderr_data.data, rep->stderr_data.len));
+        if (json_array_size(kept))
+            json_object_set(o, "contents", kept);
+    }
+    json_decref(kept);
     char *body = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     if (body)
-        srv_emit(srv_call_srv(j->call), j->call, "tool.run", (aos_err)rep->error, body);
+        srv_emit_with(srv_call_srv(j->call), j->call, "tool.run", (aos_err)rep->error, body, cs);
     free(body);
+    srv_contents_free(cs);
 }
 
 static void finish(runner *r, run *rn, int status, uint64_t peak_kb, aos_err pre,

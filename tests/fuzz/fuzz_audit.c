@@ -1,6 +1,6 @@
 /* libFuzzer target for aos-audit's untrusted inputs: the record decoder (a record that
- * decodes must encode back to the same bytes), the proof and head checkers, and the proof
- * files aosctl check-proof reads. */
+ * decodes must encode back to the same bytes), the proof and head checkers, the proof
+ * files aosctl check-proof reads, and a body's "contents" list (emit and replay read it). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 
+#include "aos/envelope.h"
+#include "contents.h"
 #include "merkle.h"
 #include "prooffile.h"
 #include "record.h"
@@ -157,6 +159,30 @@ static void fuzz_proof_file(const uint8_t *d, size_t n)
     json_decref(doc);
 }
 
+/* A body's "contents" list: a count within the cap, each hash written spelled in the body
+ * as 64 lowercase hex digits, the same answer with less room (only fewer written). */
+static void fuzz_contents(const uint8_t *d, size_t n)
+{
+    static uint8_t out[AUDIT_CONTENTS_LIST_MAX][AUDIT_CONTENT_HASH_LEN];
+    static uint8_t few[2][AUDIT_CONTENT_HASH_LEN];
+    int k = audit_contents_listed(d, n, out, AUDIT_CONTENTS_LIST_MAX);
+    if (k < -1 || k > (int)AUDIT_CONTENTS_LIST_MAX)
+        broken("contents: a count out of range");
+    if (audit_contents_listed(d, n, few, 2) != k || audit_contents_listed(d, n, NULL, 0) != k)
+        broken("contents: the count depends on the room given");
+    for (int i = 0; i < k; i++) {
+        char hex[2 * AUDIT_CONTENT_HASH_LEN + 1];
+        aos_hex(out[i], AUDIT_CONTENT_HASH_LEN, hex);
+        if (!memmem(d, n, hex, 2 * AUDIT_CONTENT_HASH_LEN))
+            broken("contents: a hash that the body does not spell");
+        if (i < 2 && memcmp(few[i], out[i], AUDIT_CONTENT_HASH_LEN))
+            broken("contents: the first hashes depend on the room given");
+        if (!audit_contents_has((const uint8_t(*)[AUDIT_CONTENT_HASH_LEN])out, (size_t)k,
+                                out[i]))
+            broken("contents: a listed hash is not found among them");
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -165,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     audit_sth h;
     audit_archive a;
-    switch (data[0] % 8) {
+    switch (data[0] % 9) {
     case 0: fuzz_record(d, n); break;
     case 1: fuzz_inclusion(d, n); break;
     case 2: fuzz_consistency(d, n); break;
@@ -176,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             audit_sth_verify(&h, h.root, NULL, 0);
         break;
     case 7: fuzz_proof_file(d, n); break;
+    case 8: fuzz_contents(d, n); break;
     default:
         /* a version-2 declaration (audit.archive's) encodes back to the same bytes */
         if (audit_archive_decode(d, n, &a, NULL, 0) == AOS_OK && a.version == 2) {

@@ -377,7 +377,10 @@ static void emit_verify_prove(void **st)
                                           "DELETE FROM audit.records WHERE seq = 1",
                                           "TRUNCATE audit.records",
                                           "UPDATE audit.heads SET time_ns = 0",
-                                          "DELETE FROM audit.heads", "TRUNCATE audit.heads"};
+                                          "DELETE FROM audit.heads", "TRUNCATE audit.heads",
+                                          "UPDATE audit.contents SET size = 0",
+                                          "DELETE FROM audit.contents",
+                                          "TRUNCATE audit.contents"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         PGresult *res = PQexec(pg, refused[i]);
         assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
@@ -387,13 +390,13 @@ static void emit_verify_prove(void **st)
     /* aos_audit's grants: INSERT and SELECT, nothing else */
     assert_int_equal(su_count(pg, "SELECT count(*) FROM information_schema.role_table_grants "
                                   "WHERE grantee = 'aos_audit' AND table_schema = 'audit' "
-                                  "AND table_name IN ('records', 'heads') AND privilege_type "
-                                  "NOT IN ('INSERT', 'SELECT')"),
+                                  "AND table_name IN ('records', 'heads', 'contents') AND "
+                                  "privilege_type NOT IN ('INSERT', 'SELECT')"),
                      0);
     assert_int_equal(su_count(pg, "SELECT count(*) FROM information_schema.role_table_grants "
                                   "WHERE grantee = 'aos_audit' AND table_schema = 'audit' "
-                                  "AND table_name IN ('records', 'heads')"),
-                     4);
+                                  "AND table_name IN ('records', 'heads', 'contents')"),
+                     6);
     PQfinish(pg);
 
     /* kill -9 and on: the next incarnation continues the chain and the tree */
@@ -760,6 +763,9 @@ static void the_audit_role_appends_and_reads_only(void **st)
         "UPDATE audit.heads SET time_ns = 0",
         "DELETE FROM audit.heads",
         "TRUNCATE audit.heads",
+        "UPDATE audit.contents SET size = 0",
+        "DELETE FROM audit.contents",
+        "TRUNCATE audit.contents",
         "DROP TABLE audit.records",
         "ALTER TABLE audit.records DISABLE TRIGGER ALL",
         "SET session_replication_role = replica",

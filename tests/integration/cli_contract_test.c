@@ -30,6 +30,8 @@ static json_t *DESC; /* aosctl --desc, read once */
 #define OUT_MAX (1u << 20)
 #define ARGV_MAX 48
 #define AGENT "contract-agent"
+#define CONTRACT_RUN "contract-run-1" /* {run}: a run audit replay shows */
+#define RUNNER "contract-runner"       /* its agent (not AGENT: kv ls counts its keys) */
 #define BOT "contract-bot" /* the agent of the deployment file {deploy} */
 #define CTL_POS_MAX 8
 
@@ -359,6 +361,7 @@ static const struct sample {
     {"audit tail", {"--agent", AGENT, "--after", "0", "-n", "3"}},
     {"audit trace", {"--trace", "{trace}"}},
     {"audit trace", {"--agent", AGENT}},
+    {"audit replay", {RUNNER, "{run}"}},
     /* retention: the records up to the head audit head signed go to a directory outside
      * the data dir, and are dropped (verify ran above, on the whole log) */
     {"audit archive", {"--before", "{archive_before}", "--out", "{archive}"}},
@@ -462,6 +465,21 @@ static const char *fill(const char *a)
     }
     if (!strcmp(a, "{trace}"))
         return trace_hex[0] ? trace_hex : "00000000000000000000000000000000";
+    if (!strcmp(a, "{run}")) {
+        /* a run of the agent's, one step of one write, for audit replay (once) */
+        static int made;
+        if (!made) {
+            aos_call_opts o = {.agent_id = RUNNER, .run_id = CONTRACT_RUN, .step = 1,
+                               .timeout_ms = 10000};
+            char why[AOS_ERRMSG_MAX + 1];
+            aos_err e = aos_kv_put(h_conn(H), &o, "replayed", "v", 1, NULL, NULL, why,
+                                   sizeof why);
+            if (e != AOS_OK)
+                fail_msg("kv put for {run}: %s: %s", aos_err_name(e), why);
+            made = 1;
+        }
+        return CONTRACT_RUN;
+    }
     if (!strcmp(a, "{key}"))
         return head_key[0] ? head_key : "0000000000000000000000000000000000000000000000000000"
                                         "000000000000";
@@ -705,6 +723,16 @@ static void every_command_prints_what_its_schema_says(void **st)
             assert_int_equal(json_integer_value(json_object_get(out, "dropped")),
                              json_integer_value(json_object_get(out, "records")));
             assert_string_equal(json_string_value(json_object_get(out, "out")), archive_path);
+        }
+        if (!strcmp(samples[i].cmd, "audit replay")) {
+            /* the one step of {run}: its write's records, every content checked */
+            assert_string_equal(json_string_value(json_object_get(out, "run")), CONTRACT_RUN);
+            assert_int_equal(json_integer_value(json_object_get(out, "problems")), 0);
+            json_t *st0 = json_array_get(json_object_get(out, "steps"), 0);
+            assert_int_equal(json_integer_value(json_object_get(st0, "step")), 1);
+            json_t *rec = json_array_get(json_object_get(st0, "records"), 0);
+            assert_string_equal(json_string_value(json_object_get(rec, "method")),
+                                "storage.kv.put");
         }
         if (!strcmp(samples[i].cmd, "audit verify")) {
             /* a log nobody tampered with */

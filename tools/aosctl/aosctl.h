@@ -84,6 +84,7 @@ extern const ctl_group ctl_group_config;   /* config check */
 extern const ctl_group ctl_group_llm;      /* llm providers|test|usage */
 extern const ctl_group ctl_group_audit;    /* audit verify|head|prove|check-proof|tail */
 extern const ctl_group ctl_group_audit_archive; /* audit archive */
+extern const ctl_group ctl_group_audit_replay; /* audit replay */
 extern const ctl_group ctl_group_tool;     /* tools [show], tool run */
 extern const ctl_group ctl_group_sched;    /* sched [set] */
 extern const ctl_group ctl_group_mem;      /* mem show|search|stats */

@@ -26,6 +26,7 @@ static const ctl_group *const groups[] = {
     &ctl_group_llm,
     &ctl_group_audit,
     &ctl_group_audit_archive,
+    &ctl_group_audit_replay,
     &ctl_group_tool,
     &ctl_group_sched,
     &ctl_group_mem,
