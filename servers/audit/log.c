@@ -690,6 +690,35 @@ static aos_err contents_insert(alog *l, PGconn *c, char *why, size_t whylen)
     return rc;
 }
 
+
+/* An event as the record it becomes at seq (its strings point into e; hashes zero). */
+static void rec_of(const Aos__Audit__Event *e, uint64_t seq, audit_rec *r)
+{
+    *r = (audit_rec){
+        .seq = seq,
+        .time_ns = e->time_ns,
+        .kind = (const char *)e->kind.data,
+        .kind_len = e->kind.len,
+        .agent = (const char *)e->agent.data,
+        .agent_len = e->agent.len,
+        .run = (const char *)e->run.data,
+        .run_len = e->run.len,
+        .step = e->step,
+        .method = (const char *)e->method.data,
+        .method_len = e->method.len,
+        .status = e->status,
+        .latency_us = e->latency_us,
+        .body = e->body.data,
+        .body_len = e->body.len,
+    };
+    if (e->trace_id.len == AUDIT_TRACE_LEN)
+        memcpy(r->trace_id, e->trace_id.data, AUDIT_TRACE_LEN);
+    if (e->span_id.len == AUDIT_SPAN_LEN)
+        memcpy(r->span_id, e->span_id.data, AUDIT_SPAN_LEN);
+    if (e->parent_span_id.len == AUDIT_SPAN_LEN)
+        memcpy(r->parent_span_id, e->parent_span_id.data, AUDIT_SPAN_LEN);
+}
+
 /* Everything of the batch in one transaction: dedupe against the table and within the
  * batch, then seqs, hashes and the rows, a head when one is due, COMMIT. Fills pl and
  * each item's outcome; memory state is left alone (the caller applies pl on success). */
@@ -792,29 +821,8 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
                 }
             }
             l->fresh[evi++] = 1;
-            audit_rec rec = {
-                .seq = ++seq,
-                .time_ns = e->time_ns,
-                .kind = (const char *)e->kind.data,
-                .kind_len = e->kind.len,
-                .agent = (const char *)e->agent.data,
-                .agent_len = e->agent.len,
-                .run = (const char *)e->run.data,
-                .run_len = e->run.len,
-                .step = e->step,
-                .method = (const char *)e->method.data,
-                .method_len = e->method.len,
-                .status = e->status,
-                .latency_us = e->latency_us,
-                .body = e->body.data,
-                .body_len = e->body.len,
-            };
-            if (e->trace_id.len == AUDIT_TRACE_LEN)
-                memcpy(rec.trace_id, e->trace_id.data, AUDIT_TRACE_LEN);
-            if (e->span_id.len == AUDIT_SPAN_LEN)
-                memcpy(rec.span_id, e->span_id.data, AUDIT_SPAN_LEN);
-            if (e->parent_span_id.len == AUDIT_SPAN_LEN)
-                memcpy(rec.parent_span_id, e->parent_span_id.data, AUDIT_SPAN_LEN);
+            audit_rec rec;
+            rec_of(e, ++seq, &rec);
             memcpy(rec.prev_hash, chain, AUDIT_HASH_LEN);
             size_t len;
             if ((rc = audit_rec_encode(&rec, l->enc, AUDIT_REC_MAX, &len, why, whylen)) !=
@@ -940,29 +948,8 @@ static void tell_commit(alog *l, Aos__Audit__EmitRequest *const *reqs, size_t nr
             const Aos__Audit__Event *e = reqs[k]->events[i];
             if (!l->fresh[evi++])
                 continue;
-            audit_rec r = {
-                .seq = seq++,
-                .time_ns = e->time_ns,
-                .kind = (const char *)e->kind.data,
-                .kind_len = e->kind.len,
-                .agent = (const char *)e->agent.data,
-                .agent_len = e->agent.len,
-                .run = (const char *)e->run.data,
-                .run_len = e->run.len,
-                .step = e->step,
-                .method = (const char *)e->method.data,
-                .method_len = e->method.len,
-                .status = e->status,
-                .latency_us = e->latency_us,
-                .body = e->body.data,
-                .body_len = e->body.len,
-            };
-            if (e->trace_id.len == AUDIT_TRACE_LEN)
-                memcpy(r.trace_id, e->trace_id.data, AUDIT_TRACE_LEN);
-            if (e->span_id.len == AUDIT_SPAN_LEN)
-                memcpy(r.span_id, e->span_id.data, AUDIT_SPAN_LEN);
-            if (e->parent_span_id.len == AUDIT_SPAN_LEN)
-                memcpy(r.parent_span_id, e->parent_span_id.data, AUDIT_SPAN_LEN);
+            audit_rec r;
+            rec_of(e, seq++, &r);
             fn(arg, &r);
         }
     }
