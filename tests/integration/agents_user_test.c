@@ -1,7 +1,10 @@
 /* aosd run by an ordinary user, its agents on that same uid: they run confined, a spoofed id
  * writes as itself, the control socket is out of their reach, and a process of that uid that
  * aosd did not spawn cannot use the agent socket. Run as root, the test becomes aos-itest. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -275,9 +278,82 @@ static void a_process_aosd_did_not_spawn_cannot_use_the_agent_socket(void **st)
     assert_true(h_log_count(H, msg) > before);
 }
 
+/* Root: the build tree may be where the test user cannot go (a clone under /root, 0700),
+ * so aosd, the servers and the agent programs are copied into a directory of their own
+ * that user can read, and AOS_BIN_DIR points there. 0 or -1 (SKIP says why). */
+static char BIN_[64];
+static int stage_binaries(void)
+{
+    if (geteuid() != 0)
+        return 0;
+    char src[PATH_MAX];
+    snprintf(src, sizeof src, "%s", h_bin("aosd"));
+    char *slash = strrchr(src, '/');
+    if (!slash)
+        return -1;
+    *slash = 0;
+    snprintf(BIN_, sizeof BIN_, "/tmp/it-agents-user-bin-XXXXXX");
+    if (!mkdtemp(BIN_) || chmod(BIN_, 0755) != 0) {
+        snprintf(SKIP, sizeof SKIP, "cannot make a directory for the binaries");
+        return -1;
+    }
+    DIR *d = opendir(src);
+    if (!d)
+        return -1;
+    int rc = 0;
+    for (struct dirent *e; (e = readdir(d)) && !rc;) {
+        if (strncmp(e->d_name, "aos", 3) != 0)
+            continue;
+        char from[PATH_MAX + 256], to[PATH_MAX];
+        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", BIN_, e->d_name);
+        int in = open(from, O_RDONLY | O_CLOEXEC);
+        int out = in >= 0 ? open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755) : -1;
+        char buf[1 << 16];
+        ssize_t n;
+        while (out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+            if (write(out, buf, (size_t)n) != n)
+                rc = -1;
+        if (in < 0 || out < 0 || fchmod(out, 0755) != 0)
+            rc = -1;
+        if (in >= 0)
+            close(in);
+        if (out >= 0)
+            close(out);
+    }
+    closedir(d);
+    /* the test user's, so that it removes them at the end */
+    uid_t u;
+    gid_t g;
+    if (!rc && h_user(USER, &u, &g) && chown(BIN_, u, g) != 0)
+        rc = -1;
+    if (rc) {
+        snprintf(SKIP, sizeof SKIP, "cannot copy the binaries to %s", BIN_);
+        return -1;
+    }
+    setenv("AOS_BIN_DIR", BIN_, 1);
+    return 0;
+}
+
+static void unstage_binaries(void)
+{
+    if (!BIN_[0])
+        return;
+    DIR *d = opendir(BIN_);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            char p[PATH_MAX];
+            snprintf(p, sizeof p, "%s/%s", BIN_, e->d_name);
+            unlink(p);
+        }
+    if (d)
+        closedir(d);
+    rmdir(BIN_);
+}
+
 int main(void)
 {
-    if (become_user() != 0)
+    if (stage_binaries() != 0 || become_user() != 0)
         printf("skipped: %s\n", SKIP);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(agents_run_on_aosds_uid_confined),
@@ -285,5 +361,7 @@ int main(void)
         cmocka_unit_test(the_control_socket_is_out_of_an_agents_reach),
         cmocka_unit_test(a_process_aosd_did_not_spawn_cannot_use_the_agent_socket),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    unstage_binaries();
+    return rc;
 }
