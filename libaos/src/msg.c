@@ -43,23 +43,36 @@ static ProtobufCBinaryData txt(const char *s)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
-static aos_err send_kind(aos_agent *a, const char *to, const void *body, size_t len,
-                         const aos_msg_send_opts *o, const char *kind, const uint8_t *corr,
-                         uint8_t id_out[AOS_MSG_ID_LEN], char *why, size_t whylen)
+/* What a send and a publish check alike: their arguments and the body's cap; then the
+ * message's id, the caller's (o->id) or a new random one, into id. */
+static aos_err prepare(aos_agent *a, const char *dest, const void *body, size_t len,
+                       const aos_msg_send_opts *o, const char *usage,
+                       uint8_t id[AOS_MSG_ID_LEN], char *why, size_t whylen)
 {
-    if (!a || !to || (len && !body)) {
-        aos_say(why, whylen, "aos_msg_send needs an agent, a receiver and a body");
+    if (!a || !dest || (len && !body)) {
+        aos_say(why, whylen, "%s", usage);
         return AOS_ERR_USAGE;
     }
     if (len > AOS_MSG_BODY_MAX) {
         aos_say(why, whylen, "a message is at most %u bytes, not %zu", AOS_MSG_BODY_MAX, len);
         return AOS_ERR_TOO_BIG;
     }
-    uint8_t id[AOS_MSG_ID_LEN];
     if (o && o->id)
-        memcpy(id, o->id, sizeof id);
+        memcpy(id, o->id, AOS_MSG_ID_LEN);
     else
         aos_id_random(id);
+    return AOS_OK;
+}
+
+static aos_err send_kind(aos_agent *a, const char *to, const void *body, size_t len,
+                         const aos_msg_send_opts *o, const char *kind, const uint8_t *corr,
+                         uint8_t id_out[AOS_MSG_ID_LEN], char *why, size_t whylen)
+{
+    uint8_t id[AOS_MSG_ID_LEN];
+    aos_err pe = prepare(a, to, body, len, o, "aos_msg_send needs an agent, a receiver and a "
+                         "body", id, why, whylen);
+    if (pe)
+        return pe;
     Aos__Msg__SendRequest rq = AOS__MSG__SEND_REQUEST__INIT;
     rq.to = txt(to);
     rq.body = bin(body, len);
@@ -91,19 +104,11 @@ aos_err aos_msg_publish(aos_agent *a, const char *topic, const void *body, size_
                         const aos_msg_send_opts *o, uint32_t *delivered, char *why,
                         size_t whylen)
 {
-    if (!a || !topic || (len && !body)) {
-        aos_say(why, whylen, "aos_msg_publish needs an agent, a topic and a body");
-        return AOS_ERR_USAGE;
-    }
-    if (len > AOS_MSG_BODY_MAX) {
-        aos_say(why, whylen, "a message is at most %u bytes, not %zu", AOS_MSG_BODY_MAX, len);
-        return AOS_ERR_TOO_BIG;
-    }
     uint8_t id[AOS_MSG_ID_LEN];
-    if (o && o->id)
-        memcpy(id, o->id, sizeof id);
-    else
-        aos_id_random(id);
+    aos_err pe = prepare(a, topic, body, len, o, "aos_msg_publish needs an agent, a topic and "
+                         "a body", id, why, whylen);
+    if (pe)
+        return pe;
     Aos__Msg__PublishRequest rq = AOS__MSG__PUBLISH_REQUEST__INIT;
     rq.topic = txt(topic);
     rq.body = bin(body, len);
