@@ -32,6 +32,12 @@ _Static_assert(SRV_CONTENT_MAX == AUDIT_CONTENT_MAX && SRV_CONTENTS_MAX == AUDIT
 #define BATCH_EVENTS 16384u
 #define BATCH_BYTES (32u << 20)
 #define COPY_CHUNK (1u << 20)
+#define COPY_COLS 17
+/* A batch up to this size goes as one autocommitted statement over arrays (one round trip
+ * and the commit's fsync); a bigger one as BEGIN, COPY, COMMIT, where COPY's speed on many
+ * rows is worth its extra round trips. */
+#define ONE_STMT_ROWS 64u
+#define ONE_STMT_BYTES (256u << 10)
 
 enum { IT_EMIT, IT_HEAD };
 
@@ -104,9 +110,10 @@ struct alog {
     size_t ccount, ccap_n;
     uint64_t *cset;                 /* open addressing over cs, by hash prefix */
     size_t csetcap;
+    db_array arr[COPY_COLS + 3];    /* a small batch's columns, then its contents' */
 
     atomic_ullong records, heads, commits, committed_events, dups, db_waits, queued,
-        failed, contents_sent;
+        failed, contents_sent, key_lookups;
 };
 
 static uint64_t now_ns(void)
@@ -259,7 +266,25 @@ static const char copy_sql[] =
     "COPY audit.records (seq, time_ns, kind, agent, run, step, trace_id, span_id, "
     "parent_span_id, method, status, latency_us, body, prev_hash, leaf_hash, chain_hash, "
     "key) FROM STDIN (FORMAT binary)";
-#define COPY_COLS 17
+/* A small batch whole: its contents, its rows and the head when one is due, in one
+ * statement, so in one transaction without BEGIN and COMMIT round trips. The columns come
+ * as arrays in the COPY's order; a data-modifying WITH runs whether or not it is read. */
+static const db_stmt st_append = {
+    "audit_append",
+    "WITH c AS (INSERT INTO audit.contents (hash, size, body) "
+    "  SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) ON CONFLICT (hash) DO NOTHING), "
+    "h AS (INSERT INTO audit.heads (tree_size, time_ns, root, signature, frontier) "
+    "  SELECT $4::bigint, $5::bigint, $6::bytea, $7::bytea, $8::bytea WHERE $4::bigint IS NOT NULL "
+    "  ON CONFLICT (tree_size) DO NOTHING) "
+    "INSERT INTO audit.records (seq, time_ns, kind, agent, run, step, trace_id, span_id, "
+    "parent_span_id, method, status, latency_us, body, prev_hash, leaf_hash, chain_hash, key) "
+    "SELECT * FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], "
+    "$14::bigint[], $15::bytea[], $16::bytea[], $17::bytea[], $18::text[], $19::integer[], "
+    "$20::bigint[], $21::bytea[], $22::bytea[], $23::bytea[], $24::bytea[], $25::text[])",
+    25};
+/* The element types of the COPY's columns, for st_append's arrays. */
+static const uint32_t col_oid[COPY_COLS] = {20, 20, 25, 25, 25, 20, 17, 17, 17,
+                                            25, 23, 20, 17, 17, 17, 17, 25};
 
 /* The state the chain and the tree are in, from the table: the last record and the tree
  * at the latest head, extended by the leaves stored after it. Refuses a log that does
@@ -470,35 +495,19 @@ static int kreset(alog *l, size_t nkeys)
     return 0;
 }
 
-/* Keys travel as a binary text[] (element OID 25): no quoting to get wrong. */
-static uint8_t *keys_array(item *batch, size_t nkeys, size_t *len)
+/* Keys travel as a binary text[] (element OID 25): no quoting to get wrong. NULL: out of
+ * memory; else the array in a (the builder's buffer). */
+static const uint8_t *keys_array(db_array *a, item *batch, size_t *len)
 {
-    size_t n = 20;
-    for (item *it = batch; it; it = it->next)
-        if (it->kind == IT_EMIT)
-            for (size_t i = 0; i < it->req->n_events; i++)
-                if (it->req->events[i]->key.len)
-                    n += 4 + it->req->events[i]->key.len;
-    uint8_t *b = malloc(n), *p = b;
-    if (!b)
-        return NULL;
-    uint32_t hdr[5] = {1, 0, 25, (uint32_t)nkeys, 1};
-    for (int j = 0; j < 5; j++)
-        for (int i = 3; i >= 0; i--)
-            *p++ = (uint8_t)(hdr[j] >> (8 * i));
+    dba_start(a, 25);
     for (item *it = batch; it; it = it->next)
         if (it->kind == IT_EMIT)
             for (size_t i = 0; i < it->req->n_events; i++) {
                 ProtobufCBinaryData k = it->req->events[i]->key;
-                if (!k.len)
-                    continue;
-                for (int s = 3; s >= 0; s--)
-                    *p++ = (uint8_t)(k.len >> (8 * s));
-                memcpy(p, k.data, k.len);
-                p += k.len;
+                if (k.len && dba_add(a, k.data, k.len))
+                    return NULL;
             }
-    *len = (size_t)(p - b);
-    return b;
+    return dba_done(a, len);
 }
 
 /* ---- one batch --------------------------------------------------------------------------- */
@@ -600,93 +609,51 @@ static int contents_gather(alog *l, item *batch)
     return 0;
 }
 
-static void be32(uint8_t *p, uint32_t v)
+/* The batch's distinct contents as three arrays (hash, size, body) into a[0..2]: 0, or -1
+ * out of memory. */
+static int contents_arrays(alog *l, db_array *a)
 {
-    for (int i = 3; i >= 0; i--)
-        *p++ = (uint8_t)(v >> (8 * i));
-}
-
-/* A one-dimensional binary array of PostgreSQL element type oid: the elements' lengths and
- * bytes given by el(i). Caller frees. */
-static uint8_t *pg_array(uint32_t oid, size_t n, size_t total,
-                         void (*el)(const alog *, size_t, const uint8_t **, size_t *,
-                                    uint8_t *),
-                         const alog *l, size_t *len)
-{
-    size_t cap = 20 + 4 * n + total;
-    uint8_t *b = malloc(cap), *p = b;
-    if (!b)
-        return NULL;
-    uint32_t hdr[5] = {1, 0, oid, (uint32_t)n, 1};
-    for (int j = 0; j < 5; j++, p += 4)
-        be32(p, hdr[j]);
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *d;
-        size_t dn;
-        uint8_t tmp[8];
-        el(l, i, &d, &dn, tmp);
-        be32(p, (uint32_t)dn);
-        if (dn) /* an empty content's bytes may be NULL */
-            memcpy(p + 4, d, dn);
-        p += 4 + dn;
+    dba_start(&a[0], 17);
+    dba_start(&a[1], 20);
+    dba_start(&a[2], 17);
+    for (size_t i = 0; i < l->ccount; i++) {
+        const Aos__Audit__Content *ct = l->cs[i];
+        if (dba_add(&a[0], ct->hash.data, AUDIT_CONTENT_HASH_LEN) ||
+            dba_i64(&a[1], (int64_t)ct->body.len) || dba_add(&a[2], ct->body.data, ct->body.len))
+            return -1;
     }
-    *len = (size_t)(p - b);
-    return b;
+    return 0;
 }
 
-static void el_hash(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
+/* Three finished arrays as the next three parameters of p; -1 if one is unusable. */
+static int dp_arrays(db_params *p, db_array *a, int n)
 {
-    (void)tmp;
-    *d = l->cs[i]->hash.data;
-    *n = AUDIT_CONTENT_HASH_LEN;
-}
-
-static void el_size(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
-{
-    uint64_t v = l->cs[i]->body.len;
-    for (int k = 7; k >= 0; k--)
-        tmp[7 - k] = (uint8_t)(v >> (8 * k));
-    *d = tmp;
-    *n = 8;
-}
-
-static void el_body(const alog *l, size_t i, const uint8_t **d, size_t *n, uint8_t *tmp)
-{
-    (void)tmp;
-    *d = l->cs[i]->body.data;
-    *n = l->cs[i]->body.len;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const uint8_t *b = dba_done(&a[i], &len);
+        if (!b)
+            return -1;
+        dp_bytes(p, b, len);
+    }
+    return 0;
 }
 
 /* The batch's contents into audit.contents, inside the batch's transaction: they commit
  * with the events that name them, or not at all. */
 static aos_err contents_insert(alog *l, PGconn *c, char *why, size_t whylen)
 {
-    size_t bytes = 0;
-    for (size_t i = 0; i < l->ccount; i++)
-        bytes += l->cs[i]->body.len;
-    size_t hl, sl, bl;
-    uint8_t *ha = pg_array(17, l->ccount, l->ccount * AUDIT_CONTENT_HASH_LEN, el_hash, l, &hl);
-    uint8_t *sa = pg_array(20, l->ccount, l->ccount * 8, el_size, l, &sl);
-    uint8_t *ba = pg_array(17, l->ccount, bytes, el_body, l, &bl);
-    aos_err rc = AOS_OK;
-    if (!ha || !sa || !ba) {
+    db_array *a = &l->arr[COPY_COLS];
+    db_params p;
+    dp_init(&p);
+    if (contents_arrays(l, a) || dp_arrays(&p, a, 3)) {
         WHY("out of memory for %zu contents", l->ccount);
-        rc = AOS_ERR_NOMEM;
-    } else {
-        db_params p;
-        dp_init(&p);
-        dp_bytes(&p, ha, hl);
-        dp_bytes(&p, sa, sl);
-        dp_bytes(&p, ba, bl);
-        PGresult *r = NULL;
-        rc = db_exec(c, &st_contents_ins, &p, &r, why, whylen);
-        PQclear(r);
-        if (rc == AOS_OK)
-            atomic_fetch_add(&l->contents_sent, l->ccount);
+        return AOS_ERR_NOMEM;
     }
-    free(ha);
-    free(sa);
-    free(ba);
+    PGresult *r = NULL;
+    aos_err rc = db_exec(c, &st_contents_ins, &p, &r, why, whylen);
+    PQclear(r);
+    if (rc == AOS_OK)
+        atomic_fetch_add(&l->contents_sent, l->ccount);
     return rc;
 }
 
@@ -719,11 +686,77 @@ static void rec_of(const Aos__Audit__Event *e, uint64_t seq, audit_rec *r)
         memcpy(r->parent_span_id, e->parent_span_id.data, AUDIT_SPAN_LEN);
 }
 
-/* Everything of the batch in one transaction: dedupe against the table and within the
- * batch, then seqs, hashes and the rows, a head when one is due, COMMIT. Fills pl and
- * each item's outcome; memory state is left alone (the caller applies pl on success). */
-static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, char *why,
-                         size_t whylen)
+/* The rows in cbuf (COPY's binary form, which run_batch writes) as one array per column in
+ * l->arr[0..COPY_COLS), the next COPY_COLS parameters of p. 0, or -1 out of memory. */
+static int rows_arrays(alog *l, db_params *p)
+{
+    for (int j = 0; j < COPY_COLS; j++)
+        dba_start(&l->arr[j], col_oid[j]);
+    size_t off = 19; /* past the COPY header */
+    for (;;) {
+        uint16_t ncols = (uint16_t)(l->cbuf[off] << 8 | l->cbuf[off + 1]);
+        off += 2;
+        if (ncols == 0xffff)
+            break;
+        for (int j = 0; j < COPY_COLS; j++) {
+            uint32_t n = (uint32_t)l->cbuf[off] << 24 | (uint32_t)l->cbuf[off + 1] << 16 |
+                         (uint32_t)l->cbuf[off + 2] << 8 | l->cbuf[off + 3];
+            off += 4;
+            if (n == UINT32_MAX) {
+                if (dba_null(&l->arr[j]))
+                    return -1;
+                continue;
+            }
+            if (dba_add(&l->arr[j], l->cbuf + off, n))
+                return -1;
+            off += n;
+        }
+    }
+    return dp_arrays(p, l->arr, COPY_COLS);
+}
+
+/* A small batch as st_append: one round trip, one commit. */
+static aos_err append_one(alog *l, PGconn *c, const plan *pl, const uint8_t *fr, size_t nf,
+                          char *why, size_t whylen)
+{
+    db_params p;
+    dp_init(&p);
+    db_array *ca = &l->arr[COPY_COLS];
+    if (contents_arrays(l, ca) || dp_arrays(&p, ca, 3)) {
+        WHY("out of memory for %zu contents", l->ccount);
+        return AOS_ERR_NOMEM;
+    }
+    if (pl->sign) {
+        dp_i64(&p, (int64_t)pl->sth.tree_size);
+        dp_i64(&p, (int64_t)pl->sth.time_ns);
+        dp_bytes(&p, pl->sth.root, AUDIT_HASH_LEN);
+        dp_bytes(&p, pl->sth.sig, AUDIT_SIG_LEN);
+        dp_bytes(&p, fr, nf * AUDIT_HASH_LEN);
+    } else {
+        for (int i = 0; i < 5; i++)
+            dp_null(&p);
+    }
+    if (rows_arrays(l, &p)) {
+        WHY("out of memory for a batch of %zu records", l->nleaves);
+        return AOS_ERR_NOMEM;
+    }
+    PGresult *r = NULL;
+    aos_err rc = db_exec(c, &st_append, &p, &r, why, whylen);
+    PQclear(r);
+    if (rc == AOS_OK && l->ccount)
+        atomic_fetch_add(&l->contents_sent, l->ccount);
+    return rc;
+}
+
+/* Everything of the batch in one transaction: dedupe within the batch (and, with lookup,
+ * against the table), then seqs, hashes and the rows, a head when one is due, committed
+ * as one statement (a small batch) or as BEGIN, COPY, COMMIT. Without lookup a key that
+ * is in the table already fails the batch with CONFLICT (the unique index on key): the
+ * writer then runs it again with lookup, so the common case, a key never seen, pays no
+ * query for it. Fills pl and each item's outcome; memory state is left alone (the caller
+ * applies pl on success). */
+static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, int lookup, plan *pl,
+                         char *why, size_t whylen)
 {
     memset(pl, 0, sizeof *pl);
     size_t nkeys = 0, nev = 0;
@@ -760,25 +793,22 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
     }
     size_t evi = 0;
     l->nleaves = 0;
-    aos_err rc = db_cmd(c, "BEGIN", why, whylen);
-    if (rc != AOS_OK)
-        return rc;
+    aos_err rc = AOS_OK;
     PGresult *r = NULL;
-    if (nkeys) {
+    if (nkeys && lookup) {
+        /* the writer alone appends, so the keys found now stay true until its commit */
         size_t alen;
-        uint8_t *arr = keys_array(batch, nkeys, &alen);
+        const uint8_t *arr = keys_array(&l->arr[0], batch, &alen);
         if (!arr) {
             WHY("out of memory for %zu keys", nkeys);
-            rc = AOS_ERR_NOMEM;
-            goto fail;
+            return AOS_ERR_NOMEM;
         }
         db_params p;
         dp_init(&p);
         dp_bytes(&p, arr, alen);
         rc = db_exec(c, &st_keys, &p, &r, why, whylen);
-        free(arr);
         if (rc != AOS_OK)
-            goto fail;
+            return rc;
         /* the found keys point into r, which lives until the batch is done */
         for (int i = 0; i < PQntuples(r); i++) {
             size_t n;
@@ -884,10 +914,6 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
         rc = AOS_ERR_NOMEM;
         goto fail;
     }
-    if (l->ccount && (rc = contents_insert(l, c, why, whylen)) != AOS_OK)
-        goto fail;
-    if (l->nleaves && (rc = copy_in(l, c, why, whylen)) != AOS_OK)
-        goto fail;
 
     /* the tree after the batch, on the scratch builder; a head if one is due */
     uint8_t fr[AUDIT_TREE_DEPTH][AUDIT_HASH_LEN];
@@ -910,6 +936,25 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
         if ((rc = audit_sth_sign(&pl->sth, l->key, why, whylen)) != AOS_OK)
             goto fail;
         nf = audit_tree_frontier(l->scratch, fr, AUDIT_TREE_DEPTH);
+    }
+    if (!l->nleaves && !pl->sign) /* duplicates only: nothing to write */
+        goto done;
+
+    size_t cbytes = 0;
+    for (size_t i = 0; i < l->ccount; i++)
+        cbytes += l->cs[i]->body.len;
+    if (l->nleaves <= ONE_STMT_ROWS && l->clen + cbytes <= ONE_STMT_BYTES) {
+        if ((rc = append_one(l, c, pl, &fr[0][0], nf, why, whylen)) != AOS_OK)
+            goto fail;
+        goto done;
+    }
+    if ((rc = db_cmd(c, "BEGIN", why, whylen)) != AOS_OK)
+        goto fail;
+    if (l->ccount && (rc = contents_insert(l, c, why, whylen)) != AOS_OK)
+        goto fail;
+    if (l->nleaves && (rc = copy_in(l, c, why, whylen)) != AOS_OK)
+        goto fail;
+    if (pl->sign) {
         db_params p;
         dp_init(&p);
         dp_i64(&p, (int64_t)pl->sth.tree_size);
@@ -922,14 +967,14 @@ static aos_err run_batch(alog *l, PGconn *c, item *batch, int sign, plan *pl, ch
             goto fail;
         PQclear(hr);
     }
-    rc = db_cmd(c, "COMMIT", why, whylen);
-    if (rc != AOS_OK)
+    if ((rc = db_cmd(c, "COMMIT", why, whylen)) != AOS_OK)
         goto fail;
+done:
     PQclear(r);
     return AOS_OK;
 fail:
     PQclear(r);
-    {
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
         char ignore[64];
         db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
     }
@@ -1204,7 +1249,12 @@ static void *writer_main(void *arg)
         }
         int timer = aos_mono_ms() >= l->head_mono_ms + ALOG_HEAD_MS;
         plan pl;
-        aos_err rc = run_batch(l, c, batch, timer, &pl, why, sizeof why);
+        aos_err rc = run_batch(l, c, batch, timer, 0, &pl, why, sizeof why);
+        if (rc == AOS_ERR_CONFLICT) { /* a key in the table already: a re-sent emit */
+            db_retry_take();
+            atomic_fetch_add(&l->key_lookups, 1);
+            rc = run_batch(l, c, batch, timer, 1, &pl, why, sizeof why);
+        }
         if (rc != AOS_OK) {
             db_retry v = db_retry_take();
             srv_pg_check(l->pg);
@@ -1376,6 +1426,8 @@ void alog_stats(alog *l, srv_stats *st)
     srv_stat(st, "failed_calls", (int64_t)atomic_load(&l->failed), NULL);
     srv_stat(st, "contents_written", (int64_t)atomic_load(&l->contents_sent),
              "contents sent with their batch (one already stored is kept as it was)");
+    srv_stat(st, "key_lookups", (int64_t)atomic_load(&l->key_lookups),
+             "batches run again with their keys looked up: one held a key in the log");
     srv_stat(st, "head_every_records", ALOG_HEAD_EVERY, "N");
     srv_stat(st, "head_every_ms", ALOG_HEAD_MS, "T");
 }
@@ -1470,6 +1522,8 @@ void alog_stop(alog *l)
     free(l->fresh);
     free(l->cs);
     free(l->cset);
+    for (size_t i = 0; i < sizeof l->arr / sizeof l->arr[0]; i++)
+        dba_free(&l->arr[i]);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

@@ -25,6 +25,105 @@ static int dp_slot(db_params *p)
     return p->n++;
 }
 
+static void be32_at(uint8_t *p, uint32_t v)
+{
+    v = htonl(v);
+    memcpy(p, &v, 4);
+}
+
+static int dba_grow(db_array *a, size_t more)
+{
+    if (!a->b) /* a failed grow left no buffer: refuse until the next start */
+        return -1;
+    if (a->len + more <= a->cap)
+        return 0;
+    size_t cap = a->cap * 2;
+    while (cap < a->len + more)
+        cap *= 2;
+    uint8_t *b = realloc(a->b, cap);
+    if (!b) {
+        free(a->b);
+        a->b = NULL;
+        a->cap = a->len = 0;
+        return -1;
+    }
+    a->b = b;
+    a->cap = cap;
+    return 0;
+}
+
+void dba_start(db_array *a, uint32_t elem_oid)
+{
+    if (!a->b) {
+        a->cap = 256;
+        a->b = malloc(a->cap);
+        if (!a->b)
+            a->cap = 0;
+    }
+    a->len = 0;
+    a->n = 0;
+    a->nulls = 0;
+    if (a->b) {
+        be32_at(a->b, 1);
+        be32_at(a->b + 4, 0);
+        be32_at(a->b + 8, elem_oid);
+        be32_at(a->b + 12, 0);
+        be32_at(a->b + 16, 1);
+        a->len = 20;
+    }
+}
+
+int dba_add(db_array *a, const void *v, size_t n)
+{
+    if (n > INT32_MAX || dba_grow(a, 4 + n))
+        return -1;
+    be32_at(a->b + a->len, (uint32_t)n);
+    if (n) /* an empty element's bytes may be NULL */
+        memcpy(a->b + a->len + 4, v, n);
+    a->len += 4 + n;
+    a->n++;
+    return 0;
+}
+
+int dba_i64(db_array *a, int64_t v)
+{
+    uint64_t be = htobe64((uint64_t)v);
+    return dba_add(a, &be, 8);
+}
+
+int dba_null(db_array *a)
+{
+    if (dba_grow(a, 4))
+        return -1;
+    be32_at(a->b + a->len, UINT32_MAX); /* -1 */
+    a->len += 4;
+    a->n++;
+    a->nulls = 1;
+    return 0;
+}
+
+const uint8_t *dba_done(db_array *a, size_t *len)
+{
+    if (!a->b)
+        return NULL;
+    be32_at(a->b + 4, (uint32_t)a->nulls);
+    be32_at(a->b + 12, a->n);
+    if (!a->n) { /* no dimension at all: array_recv's empty array */
+        be32_at(a->b, 0);
+        *len = 12;
+        return a->b;
+    }
+    be32_at(a->b, 1);
+    *len = a->len;
+    return a->b;
+}
+
+void dba_free(db_array *a)
+{
+    free(a->b);
+    memset(a, 0, sizeof *a);
+}
+
 void dp_text(db_params *p, const char *s)
 {
     int i = dp_slot(p);

@@ -19,7 +19,7 @@
 #include "pg.h"
 #include "serve.h"
 
-#define DB_MAX_PARAMS 12
+#define DB_MAX_PARAMS 28
 
 /* A prepared statement: prepared lazily on each connection that first runs it. */
 typedef struct db_stmt {
@@ -44,6 +44,27 @@ void dp_i64(db_params *p, int64_t v);                      /* $n must be bigint 
 void dp_i32(db_params *p, int32_t v);                      /* $n must be integer */
 void dp_bool(db_params *p, int v);                         /* $n must be boolean */
 void dp_null(db_params *p);
+
+/* A one-dimensional binary array parameter (array_recv's form: dimensions, has-NULL flag,
+ * element type, size and lower bound, then each element as its length, -1 for NULL, and
+ * its bytes), built element by element. The buffer is the builder's: it is kept across
+ * dba_start for reuse, and freed by dba_free. Element OIDs: 17 bytea, 20 bigint,
+ * 23 integer, 25 text (raw UTF-8). */
+typedef struct db_array {
+    uint8_t *b;
+    size_t len, cap;
+    uint32_t n;
+    int nulls;
+} db_array;
+
+void dba_start(db_array *a, uint32_t elem_oid);
+/* -1: out of memory (the array is then unusable until the next dba_start) */
+int dba_add(db_array *a, const void *v, size_t n);
+int dba_i64(db_array *a, int64_t v);
+int dba_null(db_array *a);
+/* The finished array (n and the NULL flag filled in), valid until the next change. */
+const uint8_t *dba_done(db_array *a, size_t *len);
+void dba_free(db_array *a);
 
 /* Make sure st is prepared on c (tracked per connection and thread). */
 aos_err db_prepare(PGconn *c, const db_stmt *st, char *why, size_t whylen);

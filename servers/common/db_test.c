@@ -305,10 +305,59 @@ static void test_run_replays_a_lost_commit(void **state)
     srv_pg_close(pg);
 }
 
+/* Arrays built by db_array read back as PostgreSQL sees them: values, NULLs, the empty
+ * array (no dimension), and a builder reused for another element type. */
+static void test_arrays_round_trip(void **state)
+{
+    (void)state;
+    NEED_PG();
+    PGconn *c = PQconnectdb(DSN);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    db_array a = {0}, t = {0};
+    dba_start(&a, 20);
+    assert_int_equal(dba_i64(&a, -5), 0);
+    assert_int_equal(dba_null(&a), 0);
+    assert_int_equal(dba_i64(&a, 1LL << 40), 0);
+    dba_start(&t, 25);
+    assert_int_equal(dba_add(&t, "h\xc3\xa9", 3), 0);
+    assert_int_equal(dba_add(&t, "", 0), 0);
+    for (int i = 0; i < 300; i++) /* past the first buffer */
+        assert_int_equal(dba_add(&t, "0123456789", 10), 0);
+    size_t al, tl;
+    const uint8_t *ab = dba_done(&a, &al), *tb = dba_done(&t, &tl);
+    assert_non_null(ab);
+    assert_non_null(tb);
+    const char *v[2] = {(const char *)ab, (const char *)tb};
+    int len[2] = {(int)al, (int)tl}, fmt[2] = {1, 1};
+    PGresult *r = PQexecParams(c,
+                               "SELECT array_to_string($1::bigint[], ',', 'null'), "
+                               "cardinality($2::text[]), ($2::text[])[1], ($2::text[])[2] = ''",
+                               2, NULL, v, len, fmt, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "-5,null,1099511627776");
+    assert_string_equal(PQgetvalue(r, 0, 1), "302");
+    assert_string_equal(PQgetvalue(r, 0, 2), "h\xc3\xa9");
+    assert_string_equal(PQgetvalue(r, 0, 3), "t");
+    PQclear(r);
+    dba_start(&a, 17); /* reused, now empty: an array with no dimension */
+    ab = dba_done(&a, &al);
+    assert_int_equal(al, 12);
+    v[0] = (const char *)ab;
+    len[0] = (int)al;
+    r = PQexecParams(c, "SELECT cardinality($1::bytea[])", 1, NULL, v, len, fmt, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "0");
+    PQclear(r);
+    dba_free(&a);
+    dba_free(&t);
+    PQfinish(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_table),
+        cmocka_unit_test(test_arrays_round_trip),
         cmocka_unit_test(test_run_verdicts),
         cmocka_unit_test(test_run_replays_a_lost_commit),
         cmocka_unit_test(test_run_waits_for_the_database),

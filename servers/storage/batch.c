@@ -261,13 +261,6 @@ static size_t param_len(const stg_job *j, int k)
     return j->p.fmt[k] ? (size_t)j->p.len[k] : strlen(j->p.v[k]);
 }
 
-static uint8_t *put32(uint8_t *w, uint32_t v)
-{
-    v = htonl(v);
-    memcpy(w, &v, 4);
-    return w + 4;
-}
-
 /* Several jobs as the group's one statement: parameter k becomes the array of every job's
  * parameter k, in PostgreSQL's binary array form (array_recv: dimensions, has-NULL flag,
  * element type, size and lower bound of the one dimension, then each element as its length,
@@ -280,46 +273,35 @@ static int run_group(stg_batcher *b, PGconn *db, item **its, int n)
     const stg_group *g = b->group;
     const stg_job *j0 = its[0]->job;
     int np = j0->p.n;
-    size_t need = 0;
-    for (int i = 0; i < n; i++) {
-        /* all of the group's kind, or they go one by one */
+    for (int i = 0; i < n; i++) /* all of the group's kind, or they go one by one */
         if (its[i]->job->stmt != j0->stmt || its[i]->job->p.n != np)
             return -1;
-        for (int k = 0; k < np; k++)
-            need += 4 + param_len(its[i]->job, k);
-    }
-    need += (size_t)np * 20;
-    uint8_t *buf = malloc(need ? need : 1), *w = buf;
-    if (!buf)
-        return -1;
+    db_array arr[DB_MAX_PARAMS] = {{0}};
     db_params p;
     dp_init(&p);
-    for (int k = 0; k < np; k++) {
-        uint8_t *start = w;
-        int nulls = 0;
-        for (int i = 0; i < n; i++)
-            nulls |= its[i]->job->p.v[k] == NULL;
-        w = put32(w, 1);
-        w = put32(w, (uint32_t)nulls);
-        w = put32(w, g->elem[k]);
-        w = put32(w, (uint32_t)n);
-        w = put32(w, 1);
-        for (int i = 0; i < n; i++) {
+    int bad = 0;
+    for (int k = 0; k < np && !bad; k++) {
+        dba_start(&arr[k], g->elem[k]);
+        for (int i = 0; i < n && !bad; i++) {
             const stg_job *j = its[i]->job;
-            if (!j->p.v[k]) {
-                w = put32(w, UINT32_MAX);   /* -1: NULL */
-                continue;
-            }
-            size_t len = param_len(j, k);
-            w = put32(w, (uint32_t)len);
-            memcpy(w, j->p.v[k], len);
-            w += len;
+            bad = j->p.v[k] ? dba_add(&arr[k], j->p.v[k], param_len(j, k)) : dba_null(&arr[k]);
         }
-        dp_bytes(&p, start, (size_t)(w - start));
+        size_t len;
+        const uint8_t *ab = bad ? NULL : dba_done(&arr[k], &len);
+        if (!ab)
+            bad = 1;
+        else
+            dp_bytes(&p, ab, len);
+    }
+    if (bad) {
+        for (int k = 0; k < np; k++)
+            dba_free(&arr[k]);
+        return -1;
     }
     PGresult *r;
     aos_err e = db_exec(db, g->stmt, &p, &r, why, sizeof why);
-    free(buf);
+    for (int k = 0; k < np; k++)
+        dba_free(&arr[k]);
     if (e) {
         db_retry v = db_retry_take();
         if (v == DB_FINAL)

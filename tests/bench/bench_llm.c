@@ -611,6 +611,9 @@ static long bench_lat(const phase *ph, int port, aos_conn **conns)
     plain_run(ph, port, &g_rp);
     aos_run(ph, conns, &g_ra);
     double pp50 = pct_us(g_rp.ttft, g_rp.nttft, 50), pp99 = pct_us(g_rp.ttft, g_rp.nttft, 99);
+    if (getenv("BENCH_SAMPLES"))
+        for (size_t i = 0; i < g_ra.nttft; i++)
+            fprintf(stderr, "aos_ttft_us[%zu]: %.1f\n", i, (double)g_ra.ttft[i] / 1000.0);
     double ap50 = pct_us(g_ra.ttft, g_ra.nttft, 50), ap99 = pct_us(g_ra.ttft, g_ra.nttft, 99);
     printf("lat_rate_per_s: %u\n", ph->rate);
     printf("lat_plain_samples: %zu\n", g_rp.nttft);
@@ -670,6 +673,8 @@ static int write_conf(const char *dir, int port)
 }
 
 /* bench_llm [SECS [LOAD_CONC [CAP_CONC [PHASES [LOAD_CHUNKS]]]]]: 10 500 64 load,lat,cap 20.
+ * BENCH_SAMPLES=1 prints the lat phase's aos samples on stderr in the order they were sent,
+ * to tell a slow path from an occasional stall.
  * LOAD_CHUNKS 2 keeps a stream waiting 2 s on one pull: it shows aosd's cap on waiting
  * contexts without the CPU that 20 parts cost. */
 int main(int argc, char **argv)
