@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <curl/curl.h>
 
 #include "harness.h"
@@ -74,8 +76,8 @@ typedef struct phase {
     unsigned rate, count, skip;  /* open loop (rate > 0): per s, how many, first not kept */
 } phase;
 
-enum { P_EP, P_LLM, P_AOSD, P_PG, P_SELF, P_N };
-static const char *const P_NAMES[P_N] = {"ep", "llm", "aosd", "pg", "bench"};
+enum { P_EP, P_LLM, P_AOSD, P_PG, P_SELF, P_AUDIT, P_N };
+static const char *const P_NAMES[P_N] = {"ep", "llm", "aosd", "pg", "bench", "audit"};
 static pid_t g_pids[P_N];
 
 typedef struct cpu_snap {
@@ -146,6 +148,57 @@ static unsigned long long pg_ticks(pid_t pm)
             t += proc_ticks((pid_t)c);
     fclose(f);
     return t;
+}
+
+/* A process's CPU time (ns) and times it was put on a CPU (each wake-up is one), summed over
+ * its threads from /proc/PID/task/T/schedstat: finer than clock ticks, and a count of the
+ * hand-offs between threads and processes that a call pays for, whatever the load. */
+static void sched_add(pid_t pid, unsigned long long *ns, unsigned long long *runs)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char sp[320];
+        snprintf(sp, sizeof sp, "/proc/%d/task/%s/schedstat", (int)pid, de->d_name);
+        FILE *f = fopen(sp, "re");
+        if (!f)
+            continue;
+        unsigned long long a = 0, b = 0, c = 0;
+        if (fscanf(f, "%llu %llu %llu", &a, &b, &c) == 3) {
+            *ns += a;
+            *runs += c;
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
+/* The postmaster's backends too (their pids come and go). */
+static void sched_take(int i, unsigned long long *ns, unsigned long long *runs)
+{
+    *ns = *runs = 0;
+    pid_t pid = g_pids[i];
+    if (!pid)
+        return;
+    sched_add(pid, ns, runs);
+    if (i != P_PG)
+        return;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    int c;
+    while (fscanf(f, "%d", &c) == 1)
+        if (proc_ppid((pid_t)c) == pid)
+            sched_add((pid_t)c, ns, runs);
+    fclose(f);
 }
 
 static void cpu_take(cpu_snap *s)
@@ -609,7 +662,21 @@ static long bench_load(const phase *ph, int port, aos_conn **conns)
 static long bench_lat(const phase *ph, int port, aos_conn **conns)
 {
     plain_run(ph, port, &g_rp);
+    static const int who[] = {P_AOSD, P_LLM, P_AUDIT, P_PG};
+    enum { NW = sizeof who / sizeof who[0] };
+    unsigned long long ns0[NW], r0[NW], ns1[NW], r1[NW], in0[NW], ir0[NW];
+    /* what the processes do with no call at all (timers, polls), over 2 s, is taken off */
+    uint64_t i0 = now_ns();
+    for (int i = 0; i < NW; i++)
+        sched_take(who[i], &in0[i], &ir0[i]);
+    usleep(2000 * 1000);
+    for (int i = 0; i < NW; i++)
+        sched_take(who[i], &ns0[i], &r0[i]);
+    uint64_t t0 = now_ns();
     aos_run(ph, conns, &g_ra);
+    for (int i = 0; i < NW; i++)
+        sched_take(who[i], &ns1[i], &r1[i]);
+    double scale = (double)(now_ns() - t0) / (double)(t0 - i0);
     double pp50 = pct_us(g_rp.ttft, g_rp.nttft, 50), pp99 = pct_us(g_rp.ttft, g_rp.nttft, 99);
     if (getenv("BENCH_SAMPLES"))
         for (size_t i = 0; i < g_ra.nttft; i++)
@@ -624,6 +691,16 @@ static long bench_lat(const phase *ph, int port, aos_conn **conns)
     printf("lat_aos_ttft_us_p99: %.1f\n", ap99);
     printf("llm_ttft_added_us_p50: %.1f\n", ap50 - pp50);
     printf("llm_ttft_added_us_p99: %.1f\n", ap99 - pp99);
+    /* per call of the aos leg (the whole call, not only to its first token): CPU time and
+     * wake-ups of each process on the path; the bench's own are not counted */
+    double calls = (double)ph->count;
+    for (int i = 0; i < NW; i++) {
+        double cpu = (double)(ns1[i] - ns0[i]) - scale * (double)(ns0[i] - in0[i]);
+        double wk = (double)(r1[i] - r0[i]) - scale * (double)(r0[i] - ir0[i]);
+        printf("lat_aos_per_call_%s: cpu_us %.0f wakeups %.1f (idle: %.0f wakeups/s)\n",
+               P_NAMES[who[i]], cpu / 1e3 / calls, wk / calls,
+               (double)(r0[i] - ir0[i]) * 1e9 / (double)(t0 - i0));
+    }
     return (long)(g_rp.failed + g_ra.failed);
 }
 
@@ -717,6 +794,7 @@ int main(int argc, char **argv)
     g_pids[P_LLM] = h_child(h, "llm", NULL);
     g_pids[P_AOSD] = h_aosd_pid(h);
     g_pids[P_PG] = h_child(h, "postgres", NULL);
+    g_pids[P_AUDIT] = h_child(h, "audit", NULL);
     g_pids[P_SELF] = getpid();
     char curl_[256];
     aos_control_url(h_data_dir(h), curl_, sizeof curl_);
