@@ -91,9 +91,15 @@ static ProtobufCBinaryData bin(const void *p, size_t n)
     return b;
 }
 
-/* Queue one packed event; NULL on no memory or a full queue (then a waiter is answered). */
+static void send_batch(batch *b, uint64_t deadline);
+
+/* Queue one packed event; NULL on no memory or a full queue (then a waiter is answered).
+ * A waited event alone in the queue, with a commit slot free, is sent from the caller's
+ * thread at once: waking the flusher for it would add a thread hop to every effectful
+ * syscall's path. Events that come meanwhile gather for the flusher, as before. */
 static void enqueue(kev *e)
 {
+    batch *direct = e->done ? calloc(1, sizeof *direct) : NULL;
     pthread_mutex_lock(&K.mu);
     if (K.stopping || K.queued >= KAUD_QUEUE_MAX) {
         int stopping = K.stopping;
@@ -103,12 +109,27 @@ static void enqueue(kev *e)
             K.st.lost++;
         }
         pthread_mutex_unlock(&K.mu);
+        free(direct);
         if (e->done)
             e->done(e->arg, AOS_ERR_UNAVAILABLE, stopping ? "aosd is stopping"
                     : "the audit queue is full: aos-audit is not keeping up");
         free(e);
         return;
     }
+    if (direct && !K.head && K.inflight < KAUD_INFLIGHT && !K.lost_since_gap) {
+        e->next = NULL;
+        direct->head = e;
+        direct->n = 1;
+        K.st.events++;
+        K.inflight++;
+        uint64_t deadline = mono_ms() + KAUD_FORGET_MS;
+        if (e->deadline < deadline)
+            deadline = e->deadline;
+        pthread_mutex_unlock(&K.mu);
+        send_batch(direct, deadline);
+        return;
+    }
+    free(direct);
     if (!K.head)
         K.oldest = mono_ms();
     e->next = NULL;
