@@ -221,28 +221,6 @@ static int put_latencies(h_aosd *h, uint64_t *lat)
     return 0;
 }
 
-static uint64_t fsync_p50(const char *dir)
-{
-    char path[AOS_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/bench-fsync", dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return 0;
-    static char block[4096];
-    uint64_t lat[200];
-    for (int i = 0; i < 200; i++) {
-        uint64_t t0 = us_now();
-        if (pwrite(fd, block, sizeof block, (off_t)i * 4096) != (ssize_t)sizeof block ||
-            fdatasync(fd) != 0)
-            break;
-        lat[i] = us_now() - t0;
-    }
-    close(fd);
-    unlink(path);
-    qsort(lat, 200, sizeof lat[0], cmp_u64);
-    return lat[100];
-}
-
 int main(int argc, char **argv)
 {
     int producers = 64;
@@ -321,7 +299,10 @@ int main(int argc, char **argv)
      * with audit_fail_open, both measured now */
     static uint64_t closed[LAT_N], open_[LAT_N];
     int ok = put_latencies(H, closed) == 0;
-    printf("fsync_us_p50: %llu\n", (unsigned long long)fsync_p50(h_data_dir(H)));
+    uint64_t f50 = 0, f99 = 0, fmax = 0;
+    h_fsync_lat(h_data_dir(H), 200, 0, &f50, &f99, &fmax);
+    printf("fsync_us_p50: %llu\nfsync_us_p99: %llu\nfsync_us_max: %llu\n",
+           (unsigned long long)f50, (unsigned long long)f99, (unsigned long long)fmax);
     h_stop(H);
     char dir[] = "/tmp/aos-bench-audit-XXXXXX";
     if (ok && mkdtemp(dir)) {

@@ -79,6 +79,7 @@ typedef struct phase {
 enum { P_EP, P_LLM, P_AOSD, P_PG, P_SELF, P_AUDIT, P_N };
 static const char *const P_NAMES[P_N] = {"ep", "llm", "aosd", "pg", "bench", "audit"};
 static pid_t g_pids[P_N];
+static h_aosd *g_h;
 
 typedef struct cpu_snap {
     uint64_t t_ns;
@@ -691,6 +692,12 @@ static long bench_lat(const phase *ph, int port, aos_conn **conns)
     printf("lat_aos_ttft_us_p99: %.1f\n", ap99);
     printf("llm_ttft_added_us_p50: %.1f\n", ap50 - pp50);
     printf("llm_ttft_added_us_p99: %.1f\n", ap99 - pp99);
+    /* the BEGIN record is durable before the call goes out: the disk's own fdatasync, at the
+     * same pace, is the floor of that wait and the source of its tail */
+    uint64_t f50 = 0, f99 = 0, fmax = 0;
+    h_fsync_lat(h_data_dir(g_h), 100, 100000u / (ph->rate ? ph->rate : 10), &f50, &f99, &fmax);
+    printf("lat_fsync_us_p50: %llu\nlat_fsync_us_p99: %llu\nlat_fsync_us_max: %llu\n",
+           (unsigned long long)f50, (unsigned long long)f99, (unsigned long long)fmax);
     /* per call of the aos leg (the whole call, not only to its first token): CPU time and
      * wake-ups of each process on the path; the bench's own are not counted */
     double calls = (double)ph->count;
@@ -785,6 +792,7 @@ int main(int argc, char **argv)
         return 1;
     }
     h_aosd *h = h_start_on(dir, NULL, 90000, why, sizeof why);
+    g_h = h;
     if (!h) {
         fprintf(stderr, "bench_llm: aosd: %s (the dir %s is kept)\n", why, dir);
         ep_stop(&ep);

@@ -1123,3 +1123,51 @@ int h_log_count(const h_aosd *h, const char *needle)
     fclose(f);
     return n;
 }
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int h_fsync_lat(const char *dir, unsigned n, unsigned gap_us, uint64_t *p50, uint64_t *p99,
+                uint64_t *max)
+{
+    if (!n || n > 100000)
+        return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/h-fsync-probe", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    uint64_t *lat = fd >= 0 ? calloc(n, sizeof *lat) : NULL;
+    if (!lat) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    static const char block[4096];
+    unsigned got = 0;
+    for (; got < n; got++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        if (pwrite(fd, block, sizeof block, (off_t)(got % 256) * 4096) != (ssize_t)sizeof block ||
+            fdatasync(fd) != 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        int64_t ns = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+        lat[got] = (uint64_t)(ns / 1000);
+        if (gap_us)
+            usleep(gap_us);
+    }
+    close(fd);
+    unlink(path);
+    if (got)
+        qsort(lat, got, sizeof *lat, cmp_u64);
+    if (p50)
+        *p50 = got ? lat[got / 2] : 0;
+    if (p99)
+        *p99 = got ? lat[got * 99 / 100] : 0;
+    if (max)
+        *max = got ? lat[got - 1] : 0;
+    free(lat);
+    return got == n ? 0 : -1;
+}

@@ -118,3 +118,8 @@ int h_nng_close(nng_socket s, unsigned ms);
 int h_fd_count(pid_t pid);
 /* Lines of aosd's log that contain needle, -1 when the log cannot be read. */
 int h_log_count(const h_aosd *h, const char *needle);
+/* The latency of the disk under dir: n writes of 4 KiB each followed by fdatasync, gap_us
+ * apart, in us; p50, p99 and the worst (any may be NULL). A durable commit cannot be
+ * faster than this, nor its tail shorter. -1 when dir cannot be written. */
+int h_fsync_lat(const char *dir, unsigned n, unsigned gap_us, uint64_t *p50, uint64_t *p99,
+                uint64_t *max);
