@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "aos/log.h"
 #include "audit.pb-c.h"
@@ -185,15 +186,23 @@ static aos_err begin_read(PGconn *c, char *why, size_t whylen)
 typedef struct copyrd {
     PGconn *c;
     char *msg;     /* the current row's message (PQfreemem) */
+    uint64_t wait_ns; /* time spent waiting for PostgreSQL's rows (the log says it) */
     int active;    /* a COPY is running: its rows must be read before anything else */
     int header;    /* its header was read */
 } copyrd;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 static aos_err copy_start(copyrd *k, PGconn *c, const char *sql, char *why, size_t whylen)
 {
     k->c = c;
     k->msg = NULL;
-    k->header = 0;
+    k->header = 0; /* wait_ns adds up over a walk's chunks */
     PGresult *r = PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
         aos_err rc = db_error(c, r, why, whylen);
@@ -237,7 +246,12 @@ static aos_err copy_row(copyrd *k, int want, const uint8_t **f, int32_t *fl, cha
     }
     if (!k->active)
         return AOS_ERR_NOT_FOUND;
-    int n = PQgetCopyData(k->c, &k->msg, 0);
+    int n = PQgetCopyData(k->c, &k->msg, 1); /* what has come, without a wait */
+    if (n == 0) {
+        uint64_t t0 = mono_ns();
+        n = PQgetCopyData(k->c, &k->msg, 0);
+        k->wait_ns += mono_ns() - t0;
+    }
     if (n == -1) {
         aos_err rc = copy_finish(k, why, whylen);
         return rc == AOS_OK ? AOS_ERR_NOT_FOUND : rc;
@@ -372,9 +386,21 @@ static void fields_rec(const uint8_t **f, const int32_t *l, audit_rec *rec,
  * most VERIFY_SET_MAX names (32 bytes each: 64 MiB); a store with more sets over and the
  * listed ones are looked up in the database after the walk (contents_listed_check). */
 #define VERIFY_SET_MAX (2u << 20)
+
+/* AOS_AUDIT_VERIFY_SET_MAX / AOS_AUDIT_VERIFY_BAD_MAX lower a cap (never raise it): a test
+ * sets them to 0 so the same findings are checked on the database fallbacks. */
+static size_t cap_knob(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    return *end || n > dflt ? dflt : (size_t)n;
+}
 typedef struct cset {
     uint8_t (*h)[AUDIT_CONTENT_HASH_LEN];
-    size_t n, cap;
+    size_t n, cap, max;
     int over;
 } cset;
 
@@ -561,6 +587,7 @@ static aos_err contents_listed_check(PGconn *c, uint64_t *seq, char hex[65],
 
 typedef struct cpass {
     uint64_t bad_seq, rows, ms;
+    int by_cursor; /* the COPY found too many damaged to keep: the cursor pass ran */
     char bad_what[200];
 } cpass;
 
@@ -607,7 +634,9 @@ static void cset_add(cset *set, const uint8_t *h, size_t hl)
         return; /* a name of another width is never listed (64 hex digits): no need */
     if (set->n == set->cap) {
         size_t cap = set->cap ? 2 * set->cap : 4096;
-        void *nh = cap <= VERIFY_SET_MAX ? realloc(set->h, cap * sizeof *set->h) : NULL;
+        if (cap > set->max && set->cap < set->max)
+            cap = set->max; /* the last step up to the cap */
+        void *nh = cap <= set->max ? realloc(set->h, cap * sizeof *set->h) : NULL;
         if (!nh) { /* over the cap, or out of memory: the database looks them up */
             free(set->h);
             set->h = NULL;
@@ -732,7 +761,8 @@ typedef struct bad_name {
 static aos_err contents_rehash(PGconn *c, cset *set, cpass *cp, char *why, size_t whylen)
 {
     uint64_t rows = 0, t0 = aos_mono_ms();
-    bad_name *bad = malloc(BAD_MAX * sizeof *bad);
+    size_t bad_max = cap_knob("AOS_AUDIT_VERIFY_BAD_MAX", BAD_MAX);
+    bad_name *bad = malloc((bad_max ? bad_max : 1) * sizeof *bad);
     size_t nbad = 0;
     int bad_over = 0;
     if (!bad) {
@@ -762,7 +792,7 @@ static aos_err contents_rehash(PGconn *c, cset *set, cpass *cp, char *why, size_
         rows++;
         if (ok) {
             cset_add(set, h, hl);
-        } else if (nbad < BAD_MAX) {
+        } else if (nbad < bad_max) {
             bad[nbad].hl = hl;
             memcpy(bad[nbad].h, h, hl < AUDIT_CONTENT_HASH_LEN ? hl : AUDIT_CONTENT_HASH_LEN);
             nbad++;
@@ -778,8 +808,8 @@ static aos_err contents_rehash(PGconn *c, cset *set, cpass *cp, char *why, size_
     if (rc == AOS_OK && bad_over) { /* too many to keep: the cursor names them as it goes */
         free(bad);
         free(set->h);
-        *set = (cset){0};
-        *cp = (cpass){0};
+        *set = (cset){.max = set->max};
+        *cp = (cpass){.by_cursor = 1};
         return contents_rehash_cursor(c, set, cp, why, whylen);
     }
     uint64_t bad_seq = 0;
@@ -814,15 +844,17 @@ static aos_err contents_verdict(PGconn *c, const cset *set, const walk *w, cpass
         (rc = contents_listed_check(c, &miss, mhex, &looked, why, whylen)) != AOS_OK)
         return rc;
     if (in_db)
-        aos_info("audit.verify: %llu contents re-hashed in %llu ms, %llu listed ones looked up "
-                 "in the database in %llu ms (over %u names)",
+        aos_info("audit.verify: %llu contents re-hashed in %llu ms%s, %llu listed ones looked "
+                 "up in the database in %llu ms (over %zu names)",
                  (unsigned long long)cp->rows, (unsigned long long)cp->ms,
+                 cp->by_cursor ? " by the cursor" : "",
                  (unsigned long long)looked, (unsigned long long)(aos_mono_ms() - t1),
-                 VERIFY_SET_MAX);
+                 set->max);
     else
-        aos_info("audit.verify: %llu contents re-hashed in %llu ms, %llu listed ones looked up "
-                 "in memory during the walk",
+        aos_info("audit.verify: %llu contents re-hashed in %llu ms%s, %llu listed ones looked "
+                 "up in memory during the walk",
                  (unsigned long long)cp->rows, (unsigned long long)cp->ms,
+                 cp->by_cursor ? " by the cursor" : "",
                  (unsigned long long)looked);
     if (miss && (!bad_seq || miss < bad_seq)) {
         bad_seq = miss;
@@ -853,7 +885,7 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
     size_t whylen = sizeof rep->error;
     audit_sth *heads = NULL;
     PGresult *hr = NULL, *ar = NULL;
-    cset set = {0};
+    cset set = {.max = cap_knob("AOS_AUDIT_VERIFY_SET_MAX", VERIFY_SET_MAX)};
     cpass cp = {0};
     walk w = {.c = c, .set = &set, .listed = malloc(AUDIT_CONTENTS_LIST_MAX * sizeof *w.listed)};
     aos_err rc = begin_read(c, why, whylen);
@@ -882,9 +914,14 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
     /* the contents first, so the walk looks up each listed one in their set as it goes */
     if ((rc = contents_rehash(c, &set, &cp, why, whylen)) != AOS_OK)
         goto out;
+    uint64_t t0 = mono_ns();
     rc = audit_verify_run(pk, heads, nh, have_arch ? &arch : NULL, walk_next, &w, &va->f, why,
                           whylen);
     va->fed = w.fed;
+    aos_info("audit.verify: %llu records walked in %llu ms, %llu ms of it waiting for "
+             "PostgreSQL's rows",
+             (unsigned long long)w.fed, (unsigned long long)((mono_ns() - t0) / 1000000u),
+             (unsigned long long)(w.k.wait_ns / 1000000u));
     walk_end(&w);
     if (rc == AOS_OK &&
         (va->f.kind == AUDIT_FIND_OK || va->f.kind == AUDIT_FIND_DECLARED_GAP))

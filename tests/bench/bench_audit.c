@@ -308,14 +308,19 @@ int main(int argc, char **argv)
     aos_reply_clear(&rep);
     /* aos-audit's own split of that time (its log line) */
     FILE *lf = fopen(h_log_path(H), "r");
-    char line[1024], last[1024] = "";
-    while (lf && fgets(line, sizeof line, lf))
+    char line[1024], last[1024] = "", walked[1024] = "";
+    while (lf && fgets(line, sizeof line, lf)) {
         if (strstr(line, "contents re-hashed in"))
             snprintf(last, sizeof last, "%s", strstr(line, "audit.verify: "));
+        if (strstr(line, "records walked in"))
+            snprintf(walked, sizeof walked, "%s", strstr(line, "audit.verify: "));
+    }
     if (lf)
         fclose(lf);
     if (last[0])
         printf("verify_contents_split: %s", last + strlen("audit.verify: "));
+    if (walked[0])
+        printf("verify_walk_split: %s", walked + strlen("audit.verify: "));
 
     /* what the awaited record adds to one write: this aosd (fail-closed) against one
      * with audit_fail_open, both measured now */
