@@ -433,7 +433,8 @@ static void walk_listed(walk *w, uint64_t seq, const uint8_t *body, size_t bl)
     int k = audit_contents_listed(body, bl, w->listed, AUDIT_CONTENTS_LIST_MAX);
     for (int j = 0; j < k && (size_t)j < AUDIT_CONTENTS_LIST_MAX; j++) {
         w->looked++;
-        if (!w->set->n || !bsearch(w->listed[j], w->set->h, w->set->n, sizeof *w->set->h, hcmp)) {
+        if (!w->set->n ||
+            !bsearch(w->listed[j], w->set->h, w->set->n, sizeof *w->set->h, hcmp)) {
             w->miss = seq;
             aos_hex(w->listed[j], AUDIT_CONTENT_HASH_LEN, w->mhex);
             return;
@@ -889,8 +890,10 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
     cpass cp = {0};
     walk w = {.c = c, .set = &set, .listed = malloc(AUDIT_CONTENTS_LIST_MAX * sizeof *w.listed)};
     aos_err rc = begin_read(c, why, whylen);
-    if (rc != AOS_OK)
+    if (rc != AOS_OK) {
+        free(w.listed);
         return rc;
+    }
     if ((rc = db_exec(c, &st_heads, NULL, &hr, why, whylen)) != AOS_OK)
         goto out;
     size_t nh = (size_t)PQntuples(hr);
