@@ -11,6 +11,7 @@
 #include "aos/log.h"
 #include "audit.pb-c.h"
 #include "contents.h"
+#include "copybin.h"
 #include "db.h"
 #include "merkle.h"
 #include "record.h"
@@ -181,7 +182,6 @@ static aos_err begin_read(PGconn *c, char *why, size_t whylen)
  * stopped on its connection. The rows are untrusted bytes like any wire input: every
  * length is checked against what the message holds. */
 #define VERIFY_CHUNK 65536u
-#define COPY_FIELDS_MAX 16
 
 typedef struct copyrd {
     PGconn *c;
@@ -239,7 +239,6 @@ static uint32_t be32(const uint8_t *p)
 static aos_err copy_row(copyrd *k, int want, const uint8_t **f, int32_t *fl, char *why,
                         size_t whylen)
 {
-    static const uint8_t sig[11] = "PGCOPY\n\377\r\n";
     if (k->msg) {
         PQfreemem(k->msg);
         k->msg = NULL;
@@ -261,46 +260,17 @@ static aos_err copy_row(copyrd *k, int want, const uint8_t **f, int32_t *fl, cha
         copy_finish(k, NULL, 0);
         return rc == AOS_OK ? AOS_ERR_INTERNAL : rc;
     }
-    const uint8_t *p = (const uint8_t *)k->msg, *end = p + n;
-    if (!k->header) { /* the signature, flags and extension come before the first row */
-        if (end - p < 19 || memcmp(p, sig, sizeof sig) != 0)
-            goto bad;
-        uint32_t ext = be32(p + 15);
-        p += 19;
-        if (ext > (size_t)(end - p))
-            goto bad;
-        p += ext;
-        k->header = 1;
-    }
-    if (end - p < 2)
-        goto bad;
-    int16_t cnt = (int16_t)((uint16_t)p[0] << 8 | p[1]);
-    p += 2;
-    if (cnt == -1 && p == end) { /* the trailer: the end follows */
+    aos_err rc = copybin_row((const uint8_t *)k->msg, (size_t)n, &k->header, want, f, fl);
+    if (rc == AOS_ERR_NOT_FOUND) { /* the trailer: the end follows */
         PQfreemem(k->msg);
         k->msg = NULL;
         if (PQgetCopyData(k->c, &k->msg, 0) != -1)
             goto bad;
-        aos_err rc = copy_finish(k, why, whylen);
+        rc = copy_finish(k, why, whylen);
         return rc == AOS_OK ? AOS_ERR_NOT_FOUND : rc;
     }
-    if (cnt != want)
-        goto bad;
-    for (int i = 0; i < want; i++) {
-        if (end - p < 4)
-            goto bad;
-        int32_t l = (int32_t)be32(p);
-        p += 4;
-        if (l < -1 || (l > 0 && (size_t)l > (size_t)(end - p)))
-            goto bad;
-        f[i] = p;
-        fl[i] = l;
-        if (l > 0)
-            p += l;
-    }
-    if (p != end)
-        goto bad;
-    return AOS_OK;
+    if (rc == AOS_OK)
+        return AOS_OK;
 bad:
     WHY("a COPY row from PostgreSQL does not parse as %d binary fields", want);
     return AOS_ERR_PROTO;
