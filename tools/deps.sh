@@ -8,6 +8,7 @@ PKGS=(
     clang libclang-rt-14-dev            # clang's ASan/UBSan and libFuzzer runtimes
     libnng-dev libprotobuf-c-dev protobuf-c-compiler
     libpq-dev libcurl4-openssl-dev libseccomp-dev libjansson-dev libsodium-dev libyaml-dev
+    libssl-dev                          # libcrypto's SHA-256 (SHA-NI) for the audit hashes
     libcmocka-dev
     libsystemd-dev                      # sd_notify: aosd as a systemd Type=notify service
     libmicrohttpd-dev                   # the front door (aos-api) serves HTTP with libmicrohttpd

@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "contents.h"
+#include "copybin.h"
 #include "merkle.h"
 #include "record.h"
 #include "verify.h"
@@ -1178,6 +1179,60 @@ static void contents_address_and_list(void **st)
     free(big);
 }
 
+/* PostgreSQL's binary COPY messages: the header before the first row, a row of fields (one
+ * NULL), the trailer, and each way a message can lie about its lengths. */
+static void copybin_rows(void **st)
+{
+    (void)st;
+    static const uint8_t first[] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+                                    0, 0, 0, 0,   /* flags */
+                                    0, 0, 0, 2,   /* a 2-byte extension */
+                                    9, 9,
+                                    0, 2,         /* 2 fields */
+                                    0, 0, 0, 3, 'a', 'b', 'c',
+                                    0xff, 0xff, 0xff, 0xff}; /* NULL */
+    const uint8_t *f[2];
+    int32_t fl[2];
+    int header = 0;
+    assert_int_equal(copybin_row(first, sizeof first, &header, 2, f, fl), AOS_OK);
+    assert_int_equal(header, 1);
+    assert_int_equal(fl[0], 3);
+    assert_memory_equal(f[0], "abc", 3);
+    assert_int_equal(fl[1], -1);
+    /* the next rows have no header; a message with one again is not a row */
+    static const uint8_t r1[] = {0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 'x'};
+    assert_int_equal(copybin_row(r1, sizeof r1, &header, 2, f, fl), AOS_OK);
+    assert_int_equal(fl[0], 0);
+    assert_int_equal(fl[1], 1);
+    assert_int_equal(f[1][0], 'x');
+    assert_int_equal(copybin_row(first, sizeof first, &header, 2, f, fl), AOS_ERR_PROTO);
+    static const uint8_t trailer[] = {0xff, 0xff};
+    assert_int_equal(copybin_row(trailer, sizeof trailer, &header, 2, f, fl), AOS_ERR_NOT_FOUND);
+    /* another field count, a length past the end, bytes left over, a cut count */
+    assert_int_equal(copybin_row(r1, sizeof r1, &header, 3, f, fl), AOS_ERR_PROTO);
+    assert_int_equal(copybin_row(r1, sizeof r1 - 1, &header, 2, f, fl), AOS_ERR_PROTO);
+    static const uint8_t extra[] = {0, 1, 0, 0, 0, 1, 'x', 'y'};
+    assert_int_equal(copybin_row(extra, sizeof extra, &header, 1, f, fl), AOS_ERR_PROTO);
+    assert_int_equal(copybin_row(r1, 1, &header, 2, f, fl), AOS_ERR_PROTO);
+    static const uint8_t neg[] = {0, 1, 0xff, 0xff, 0xff, 0xfe};
+    assert_int_equal(copybin_row(neg, sizeof neg, &header, 1, f, fl), AOS_ERR_PROTO);
+    /* a first message: a wrong signature, an extension past the end */
+    uint8_t bad[sizeof first];
+    memcpy(bad, first, sizeof bad);
+    bad[0] = 'Q';
+    header = 0;
+    assert_int_equal(copybin_row(bad, sizeof bad, &header, 2, f, fl), AOS_ERR_PROTO);
+    memcpy(bad, first, sizeof bad);
+    bad[18] = 200;
+    header = 0;
+    assert_int_equal(copybin_row(bad, sizeof bad, &header, 2, f, fl), AOS_ERR_PROTO);
+    /* an empty table: the header and the trailer in one message */
+    static const uint8_t empty[] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', 0xff, '\r', '\n', 0,
+                                    0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    header = 0;
+    assert_int_equal(copybin_row(empty, sizeof empty, &header, 2, f, fl), AOS_ERR_NOT_FOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest codec[] = {
@@ -1195,6 +1250,7 @@ int main(void)
         cmocka_unit_test(verify_archive_v2),
         cmocka_unit_test(verify_iterator),
         cmocka_unit_test(contents_address_and_list),
+        cmocka_unit_test(copybin_rows),
     };
     if (sodium_init() < 0)
         return 1;

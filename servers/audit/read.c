@@ -1,15 +1,17 @@
 /* aos-audit's reads: proofs built from the stored leaf hashes, the verifier fed from the
- * table in binary pages inside one snapshot, and the filtered tail. Nothing here writes. */
+ * table by binary COPY inside one snapshot, and the filtered tail. Nothing here writes. */
 #include "read.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "aos/log.h"
 #include "audit.pb-c.h"
 #include "contents.h"
+#include "copybin.h"
 #include "db.h"
 #include "merkle.h"
 #include "record.h"
@@ -17,8 +19,7 @@
 
 #define WHY(...) ((why && whylen) ? (void)snprintf(why, whylen, __VA_ARGS__) : (void)0)
 
-#define VERIFY_PAGE 16384          /* rows per page of the walk (st_page's LIMIT) */
-#define VERIFY_INLINE 4096         /* bodies up to this come in the page (st_page's CASE) */
+#define VERIFY_INLINE 4096         /* contents up to this come in the cursor's rows */
 #define LEAF_PAGE 65536u           /* leaf hashes per read while proving */
 #define TAIL_DEFAULT 100u
 #define TAIL_MAX 1000u
@@ -34,17 +35,6 @@ static atomic_ullong n_proofs, n_verifies, n_verified, n_tails, n_replays;
     "seq, time_ns, kind, agent, run, step, trace_id, span_id, parent_span_id, method, "  \
     "status, latency_us, body, prev_hash, chain_hash, leaf_hash"
 
-/* A page of the walk. Bodies over VERIFY_INLINE bytes come as NULL and are read one by
- * one (st_body): a page is at most VERIFY_PAGE * VERIFY_INLINE bytes of bodies, whatever
- * the log holds, and the common small bodies cost one round trip per page. */
-static const db_stmt st_page = {
-    "audit_verify_page",
-    "SELECT seq, time_ns, kind, agent, run, step, trace_id, span_id, parent_span_id, method, "
-    "status, latency_us, CASE WHEN length(body) <= 4096 THEN body END, prev_hash, chain_hash "
-    "FROM audit.records WHERE seq > $1 ORDER BY seq LIMIT 16384",
-    1};
-static const db_stmt st_body = {
-    "audit_verify_body", "SELECT body FROM audit.records WHERE seq = $1", 1};
 static const db_stmt st_heads = {
     "audit_heads", "SELECT tree_size, time_ns, root, signature FROM audit.heads "
                    "ORDER BY tree_size",
@@ -76,7 +66,7 @@ static const db_stmt st_replay = {
     "SELECT " REC_COLS " FROM audit.records WHERE agent = $1 AND run = $2 AND run <> '' "
     "AND (step, seq) > ($3, $4) ORDER BY agent, run, step, seq LIMIT $5",
     5};
-/* verify's contents pass: bodies over VERIFY_INLINE come one by one, as in the walk */
+/* verify's contents pass: bodies over VERIFY_INLINE come one by one */
 static const db_stmt st_content_body = {
     "audit_content_body", "SELECT body FROM audit.contents WHERE hash = $1", 1};
 /* the first record whose body names a content (by its hex) */
@@ -184,117 +174,284 @@ static aos_err begin_read(PGconn *c, char *why, size_t whylen)
 
 /* ---- audit.verify ------------------------------------------------------------------------ */
 
-/* The walk keeps one page in flight: the next page's query is sent before the rows of
- * this one are checked, so PostgreSQL reads while the verifier hashes (on another core).
- * A page with a big body (fetched on its own) is not overlapped: libpq runs one query at
- * a time on a connection. */
-typedef struct walk {
-    PGconn *c;
-    PGresult *page;
-    PGresult *big;                 /* the current record's body, when over VERIFY_INLINE */
-    int row;
-    int inflight;                  /* the next page's query was sent */
-    uint64_t after;
-    int done;
-    uint64_t fed;
-} walk;
+/* The walk reads the records with COPY ... TO STDOUT (FORMAT binary): PostgreSQL streams
+ * the rows while the verifier hashes them (on the other core), one CopyData message per
+ * row, so at most one row is held (libpq's buffer: the largest row, a body being at most
+ * AUDIT_BODY_MAX) and no result set is built. Chunks of VERIFY_CHUNK rows by seq: a walk
+ * that stops early (a finding) drains at most the rest of one chunk, as a COPY cannot be
+ * stopped on its connection. The rows are untrusted bytes like any wire input: every
+ * length is checked against what the message holds. */
+#define VERIFY_CHUNK 65536u
 
-static aos_err page_send(walk *w, char *why, size_t whylen)
+typedef struct copyrd {
+    PGconn *c;
+    char *msg;     /* the current row's message (PQfreemem) */
+    uint64_t wait_ns; /* time spent waiting for PostgreSQL's rows (the log says it) */
+    int active;    /* a COPY is running: its rows must be read before anything else */
+    int header;    /* its header was read */
+} copyrd;
+
+static uint64_t mono_ns(void)
 {
-    aos_err rc = db_prepare(w->c, &st_page, why, whylen);
-    if (rc != AOS_OK)
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static aos_err copy_start(copyrd *k, PGconn *c, const char *sql, char *why, size_t whylen)
+{
+    k->c = c;
+    k->msg = NULL;
+    k->header = 0; /* wait_ns adds up over a walk's chunks */
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        aos_err rc = db_error(c, r, why, whylen);
+        PQclear(r);
         return rc;
-    db_params p;
-    dp_init(&p);
-    dp_i64(&p, (int64_t)w->after);
-    if (!PQsendQueryPrepared(w->c, st_page.name, p.n, p.v, p.len, p.fmt, 1))
-        return db_error(w->c, NULL, why, whylen);
-    w->inflight = 1;
+    }
+    PQclear(r);
+    k->active = 1;
     return AOS_OK;
 }
 
-static aos_err page_recv(walk *w, char *why, size_t whylen)
+/* The COPY's end: its command status (an error there, say a snapshot problem, is the
+ * walk's error). */
+static aos_err copy_finish(copyrd *k, char *why, size_t whylen)
 {
-    PGresult *r, *got = NULL;
     aos_err rc = AOS_OK;
-    while ((r = PQgetResult(w->c))) {
-        if (rc == AOS_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-            rc = db_error(w->c, r, why, whylen);
-        if (rc == AOS_OK && !got) {
-            got = r;
-            continue;
-        }
+    PGresult *r;
+    while ((r = PQgetResult(k->c))) {
+        if (rc == AOS_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = db_error(k->c, r, why, whylen);
         PQclear(r);
     }
-    w->inflight = 0;
-    if (rc == AOS_OK && !got)
-        rc = db_error(w->c, NULL, why, whylen);
-    if (rc != AOS_OK) {
-        PQclear(got);
-        return rc;
-    }
-    w->page = got;
-    return AOS_OK;
+    k->active = 0;
+    return rc;
 }
 
-/* Drop a page still in flight (the walk stopped early). */
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The next row: want fields into f/fl (fl -1: NULL), pointing into the row's message (valid
+ * until the next call). AOS_ERR_NOT_FOUND after the last row (the COPY is then finished). */
+static aos_err copy_row(copyrd *k, int want, const uint8_t **f, int32_t *fl, char *why,
+                        size_t whylen)
+{
+    if (k->msg) {
+        PQfreemem(k->msg);
+        k->msg = NULL;
+    }
+    if (!k->active)
+        return AOS_ERR_NOT_FOUND;
+    int n = PQgetCopyData(k->c, &k->msg, 1); /* what has come, without a wait */
+    if (n == 0) {
+        uint64_t t0 = mono_ns();
+        n = PQgetCopyData(k->c, &k->msg, 0);
+        k->wait_ns += mono_ns() - t0;
+    }
+    if (n == -1) {
+        aos_err rc = copy_finish(k, why, whylen);
+        return rc == AOS_OK ? AOS_ERR_NOT_FOUND : rc;
+    }
+    if (n < 0) {
+        aos_err rc = db_error(k->c, NULL, why, whylen);
+        copy_finish(k, NULL, 0);
+        return rc == AOS_OK ? AOS_ERR_INTERNAL : rc;
+    }
+    aos_err rc = copybin_row((const uint8_t *)k->msg, (size_t)n, &k->header, want, f, fl);
+    if (rc == AOS_ERR_NOT_FOUND) { /* the trailer: the end follows */
+        PQfreemem(k->msg);
+        k->msg = NULL;
+        if (PQgetCopyData(k->c, &k->msg, 0) != -1)
+            goto bad;
+        rc = copy_finish(k, why, whylen);
+        return rc == AOS_OK ? AOS_ERR_NOT_FOUND : rc;
+    }
+    if (rc == AOS_OK)
+        return AOS_OK;
+bad:
+    WHY("a COPY row from PostgreSQL does not parse as %d binary fields", want);
+    return AOS_ERR_PROTO;
+}
+
+/* A COPY that must stop: its remaining rows read and dropped. */
+static void copy_drain(copyrd *k)
+{
+    if (k->msg) {
+        PQfreemem(k->msg);
+        k->msg = NULL;
+    }
+    if (!k->active)
+        return;
+    char *m;
+    int n;
+    while ((n = PQgetCopyData(k->c, &m, 0)) >= 0)
+        PQfreemem(m);
+    copy_finish(k, NULL, 0);
+}
+
+/* A field as db_i64 / db_i32 / db_bytes read it: another width is 0, NULL is empty. */
+static int64_t f_i64(const uint8_t *f, int32_t l)
+{
+    if (l != 8)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | f[i];
+    return (int64_t)v;
+}
+
+static int32_t f_i32(const uint8_t *f, int32_t l)
+{
+    return l == 4 ? (int32_t)be32(f) : 0;
+}
+
+static const uint8_t *f_bytes(const uint8_t *f, int32_t l, size_t *len)
+{
+    *len = l > 0 ? (size_t)l : 0;
+    return l > 0 ? f : (const uint8_t *)"";
+}
+
+static int f_fixed(const uint8_t *f, int32_t l, uint8_t *out, size_t want)
+{
+    if (l < 0 || (size_t)l != want) {
+        memset(out, 0, want);
+        return 0;
+    }
+    memcpy(out, f, want);
+    return 1;
+}
+
+/* The walk's columns: REC_COLS without leaf_hash, in audit_rec order */
+#define WALK_COLS 15
+/* A walk row as a record (pointers into the row), as row_rec reads a REC_COLS row. */
+static void fields_rec(const uint8_t **f, const int32_t *l, audit_rec *rec,
+                       uint8_t chain[AUDIT_HASH_LEN])
+{
+    memset(rec, 0, sizeof *rec);
+    rec->seq = (uint64_t)f_i64(f[0], l[0]);
+    rec->time_ns = (uint64_t)f_i64(f[1], l[1]);
+    rec->kind = (const char *)f_bytes(f[2], l[2], &rec->kind_len);
+    rec->agent = (const char *)f_bytes(f[3], l[3], &rec->agent_len);
+    rec->run = (const char *)f_bytes(f[4], l[4], &rec->run_len);
+    int64_t step = f_i64(f[5], l[5]);
+    rec->step = (uint32_t)step;
+    int ok = step >= 0 && step <= (int64_t)UINT32_MAX;
+    ok &= f_fixed(f[6], l[6], rec->trace_id, AUDIT_TRACE_LEN);
+    ok &= f_fixed(f[7], l[7], rec->span_id, AUDIT_SPAN_LEN);
+    ok &= f_fixed(f[8], l[8], rec->parent_span_id, AUDIT_SPAN_LEN);
+    rec->method = (const char *)f_bytes(f[9], l[9], &rec->method_len);
+    rec->status = f_i32(f[10], l[10]);
+    rec->latency_us = (uint64_t)f_i64(f[11], l[11]);
+    rec->body = f_bytes(f[12], l[12], &rec->body_len);
+    ok &= f_fixed(f[13], l[13], rec->prev_hash, AUDIT_HASH_LEN);
+    ok &= f_fixed(f[14], l[14], chain, AUDIT_HASH_LEN);
+    if (!ok)
+        rec->kind_len = 0; /* never encodes: the record reads as altered */
+}
+
+/* The stored contents' names, sorted, so the walk looks up each listed one in memory. At
+ * most VERIFY_SET_MAX names (32 bytes each: 64 MiB); a store with more sets over and the
+ * listed ones are looked up in the database after the walk (contents_listed_check). */
+#define VERIFY_SET_MAX (2u << 20)
+
+/* AOS_AUDIT_VERIFY_SET_MAX / AOS_AUDIT_VERIFY_BAD_MAX lower a cap (never raise it): a test
+ * sets them to 0 so the same findings are checked on the database fallbacks. */
+static size_t cap_knob(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    return *end || n > dflt ? dflt : (size_t)n;
+}
+typedef struct cset {
+    uint8_t (*h)[AUDIT_CONTENT_HASH_LEN];
+    size_t n, cap, max;
+    int over;
+} cset;
+
+typedef struct walk {
+    PGconn *c;
+    copyrd k;                      /* the chunk being read */
+    uint64_t after;                /* the last seq read */
+    uint64_t in_chunk;             /* rows read of this chunk */
+    int done;
+    uint64_t fed;
+    const cset *set;               /* NULL or over: no look-ups in the walk */
+    uint64_t miss;                 /* the first record listing a content not stored (0) */
+    char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1];
+    uint64_t looked;               /* listed contents looked up */
+    uint8_t (*listed)[AUDIT_CONTENT_HASH_LEN]; /* AUDIT_CONTENTS_LIST_MAX, the walk's */
+} walk;
+
+static int hcmp(const void *a, const void *b)
+{
+    return memcmp(a, b, AUDIT_CONTENT_HASH_LEN);
+}
+
+/* The walk's look-up of what record seq lists (body[0..bl)), as contents_listed_check does
+ * it in the database: the same parse, and the first record in seq order that lists a
+ * content the store does not hold. */
+static void walk_listed(walk *w, uint64_t seq, const uint8_t *body, size_t bl)
+{
+    if (!w->set || w->set->over || w->miss || !w->listed)
+        return;
+    int k = audit_contents_listed(body, bl, w->listed, AUDIT_CONTENTS_LIST_MAX);
+    for (int j = 0; j < k && (size_t)j < AUDIT_CONTENTS_LIST_MAX; j++) {
+        w->looked++;
+        if (!w->set->n ||
+            !bsearch(w->listed[j], w->set->h, w->set->n, sizeof *w->set->h, hcmp)) {
+            w->miss = seq;
+            aos_hex(w->listed[j], AUDIT_CONTENT_HASH_LEN, w->mhex);
+            return;
+        }
+    }
+}
+
+/* A walk that stopped early: the rest of its chunk read and dropped. */
 static void walk_end(walk *w)
 {
-    if (w->inflight) {
-        char ignore[64];
-        page_recv(w, ignore, sizeof ignore);
-    }
-    PQclear(w->page);
-    PQclear(w->big);
-    w->page = w->big = NULL;
+    copy_drain(&w->k);
 }
 
 static aos_err walk_next(void *arg, audit_rec *r, uint8_t chain[AUDIT_HASH_LEN], char *why,
                          size_t whylen)
 {
     walk *w = arg;
-    PQclear(w->big);
-    w->big = NULL;
-    if (w->page && w->row >= PQntuples(w->page)) {
-        PQclear(w->page);
-        w->page = NULL;
-    }
-    if (!w->page) {
+    const uint8_t *f[WALK_COLS];
+    int32_t fl[WALK_COLS];
+    for (;;) {
         if (w->done)
             return AOS_ERR_NOT_FOUND;
-        aos_err rc = w->inflight ? AOS_OK : page_send(w, why, whylen);
-        if (rc == AOS_OK)
-            rc = page_recv(w, why, whylen);
-        if (rc != AOS_OK)
-            return rc;
-        w->row = 0;
-        int n = PQntuples(w->page);
-        if (n < VERIFY_PAGE)
-            w->done = 1; /* a short page is the last */
-        if (n == 0)
-            return AOS_ERR_NOT_FOUND;
-        w->after = (uint64_t)db_i64(w->page, n - 1, 0);
-        int big = 0;
-        for (int i = 0; i < n && !big; i++)
-            big = PQgetisnull(w->page, i, 12);
-        if (!w->done && !big && (rc = page_send(w, why, whylen)) != AOS_OK)
-            return rc;
-    }
-    row_rec(w->page, w->row, r, chain, NULL);
-    if (PQgetisnull(w->page, w->row, 12)) {
-        db_params p;
-        dp_init(&p);
-        dp_i64(&p, (int64_t)r->seq);
-        aos_err rc = db_exec(w->c, &st_body, &p, &w->big, why, whylen);
-        if (rc != AOS_OK)
-            return rc;
-        if (PQntuples(w->big) != 1) {
-            WHY("record %llu went away during the walk", (unsigned long long)r->seq);
-            return AOS_ERR_INTERNAL;
+        if (!w->k.active) {
+            char sql[512];
+            snprintf(sql, sizeof sql,
+                     "COPY (SELECT seq, time_ns, kind, agent, run, step, trace_id, span_id, "
+                     "parent_span_id, method, status, latency_us, body, prev_hash, chain_hash "
+                     "FROM audit.records WHERE seq > %llu ORDER BY seq LIMIT %u) "
+                     "TO STDOUT (FORMAT binary)",
+                     (unsigned long long)w->after, VERIFY_CHUNK);
+            aos_err rc = copy_start(&w->k, w->c, sql, why, whylen);
+            if (rc != AOS_OK)
+                return rc;
+            w->in_chunk = 0;
         }
-        r->body = db_bytes(w->big, 0, 0, &r->body_len);
+        aos_err rc = copy_row(&w->k, WALK_COLS, f, fl, why, whylen);
+        if (rc == AOS_OK)
+            break;
+        if (rc != AOS_ERR_NOT_FOUND)
+            return rc;
+        if (w->in_chunk < VERIFY_CHUNK) /* a short chunk is the last */
+            w->done = 1;
     }
-    w->row++;
+    fields_rec(f, fl, r, chain);
+    w->after = r->seq;
+    w->in_chunk++;
+    walk_listed(w, r->seq, r->body, r->body_len);
     w->fed++;
     return AOS_OK;
 }
@@ -399,16 +556,103 @@ static aos_err contents_listed_check(PGconn *c, uint64_t *seq, char hex[65],
     return rc;
 }
 
-/* After a clean chain: every stored content re-hashed (its size too), and every content a
- * record lists looked up. The first damage, by the seq of the record that names it, turns
- * f into ALTERED there: the record vouches for a content the store no longer holds as it
- * was. The rows come through a cursor in the table's own order (one sequential read, not
- * one index probe per row), 4096 at a time with bodies up to VERIFY_INLINE bytes; bigger
- * bodies are read one by one. */
-static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t whylen)
+typedef struct cpass {
+    uint64_t bad_seq, rows, ms;
+    int by_cursor; /* the COPY found too many damaged to keep: the cursor pass ran */
+    char bad_what[200];
+} cpass;
+
+/* A heapsort of the names, in place: not qsort, whose merge sort asks the kernel for the
+ * machine's memory (sysinfo), which aos-audit's seccomp list refuses. */
+static void hswap(uint8_t *a, uint8_t *b)
+{
+    uint8_t t[AUDIT_CONTENT_HASH_LEN];
+    memcpy(t, a, sizeof t);
+    memcpy(a, b, sizeof t);
+    memcpy(b, t, sizeof t);
+}
+
+static void sift(uint8_t (*h)[AUDIT_CONTENT_HASH_LEN], size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && hcmp(h[c + 1], h[c]) > 0)
+            c++;
+        if (hcmp(h[i], h[c]) >= 0)
+            return;
+        hswap(h[i], h[c]);
+        i = c;
+    }
+}
+
+static void cset_sort(cset *set)
+{
+    size_t n = set->n;
+    for (size_t i = n / 2; i-- > 0;)
+        sift(set->h, i, n);
+    for (size_t e = n; e > 1; e--) {
+        hswap(set->h[0], set->h[e - 1]);
+        sift(set->h, 0, e - 1);
+    }
+}
+
+/* Add h to the set (sorted at the end of contents_rehash); past VERIFY_SET_MAX the set is over. */
+static void cset_add(cset *set, const uint8_t *h, size_t hl)
+{
+    if (set->over || hl != AUDIT_CONTENT_HASH_LEN)
+        return; /* a name of another width is never listed (64 hex digits): no need */
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? 2 * set->cap : 4096;
+        if (cap > set->max && set->cap < set->max)
+            cap = set->max; /* the last step up to the cap */
+        void *nh = cap <= set->max ? realloc(set->h, cap * sizeof *set->h) : NULL;
+        if (!nh) { /* over the cap, or out of memory: the database looks them up */
+            free(set->h);
+            set->h = NULL;
+            set->n = set->cap = 0;
+            set->over = 1;
+            return;
+        }
+        set->h = nh;
+        set->cap = cap;
+    }
+    memcpy(set->h[set->n++], h, AUDIT_CONTENT_HASH_LEN);
+}
+
+/* A stored content h that does not hash to its name: the first record naming it (by its
+ * hex) is the damage's seq, kept in *bad_seq / bad_what when before the one there. */
+static aos_err bad_content(PGconn *c, const uint8_t *h, size_t hl, uint64_t *bad_seq,
+                           char *bad_what, size_t cap, char *why, size_t whylen)
+{
+    uint64_t seq;
+    aos_err rc = content_ref(c, h, hl, &seq, why, whylen);
+    if (rc != AOS_OK)
+        return rc;
+    char hex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "?";
+    if (hl == AUDIT_CONTENT_HASH_LEN)
+        aos_hex(h, hl, hex);
+    if (seq && (!*bad_seq || seq < *bad_seq)) {
+        *bad_seq = seq;
+        snprintf(bad_what, cap,
+                 "content %.16s... named by record %llu does not hash to its name "
+                 "(its body or size was changed in audit.contents)",
+                 hex, (unsigned long long)seq);
+    }
+    return AOS_OK;
+}
+
+/* Every stored content re-hashed (its size too), its name put in set: cp gets the first
+ * damage by the seq of the record that names it (the verdict waits for the chain: see
+ * contents_verdict). The rows come through a cursor in the table's own order (one
+ * sequential read, not one index probe per row), 4096 at a time with bodies up to
+ * VERIFY_INLINE bytes; bigger bodies are read one by one. */
+static aos_err contents_rehash_cursor(PGconn *c, cset *set, cpass *cp, char *why,
+                                      size_t whylen)
 {
     uint64_t bad_seq = 0, rows = 0, t0 = aos_mono_ms();
-    char bad_what[200] = "";
+    char *bad_what = cp->bad_what;
     aos_err rc = db_cmd(c, "SET LOCAL enable_seqscan = on; "
                            "DECLARE audit_contents_walk NO SCROLL CURSOR FOR "
                            "SELECT hash, size, CASE WHEN length(body) <= 4096 THEN body END "
@@ -451,22 +695,12 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
                      (uint64_t)size == bl;
             PQclear(big);
             rows++;
-            if (!ok) {
-                uint64_t seq;
-                if ((rc = content_ref(c, h, hl, &seq, why, whylen)) != AOS_OK) {
-                    PQclear(r);
-                    return rc;
-                }
-                char hex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "?";
-                if (hl == AUDIT_CONTENT_HASH_LEN)
-                    aos_hex(h, hl, hex);
-                if (seq && (!bad_seq || seq < bad_seq)) {
-                    bad_seq = seq;
-                    snprintf(bad_what, sizeof bad_what,
-                             "content %.16s... named by record %llu does not hash to its name "
-                             "(its body or size was changed in audit.contents)",
-                             hex, (unsigned long long)seq);
-                }
+            if (ok)
+                cset_add(set, h, hl);
+            if (!ok && (rc = bad_content(c, h, hl, &bad_seq, bad_what, sizeof cp->bad_what,
+                                         why, whylen)) != AOS_OK) {
+                PQclear(r);
+                return rc;
             }
         }
         PQclear(r);
@@ -476,17 +710,126 @@ static aos_err contents_check(PGconn *c, audit_finding *f, char *why, size_t why
     if ((rc = db_cmd(c, "CLOSE audit_contents_walk; SET LOCAL enable_seqscan = off", why,
                      whylen)) != AOS_OK)
         return rc;
-    uint64_t miss = 0, looked = 0, t1 = aos_mono_ms();
-    char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "";
-    if ((rc = contents_listed_check(c, &miss, mhex, &looked, why, whylen)) != AOS_OK)
+    if (!set->over)
+        cset_sort(set);
+    cp->bad_seq = bad_seq;
+    cp->rows = rows;
+    cp->ms = aos_mono_ms() - t0;
+    return AOS_OK;
+}
+
+/* The same pass as one binary COPY of the table (a sequential read streamed while this
+ * thread hashes, bodies whole: at most one content, AUDIT_CONTENT_MAX, is held). The
+ * damaged ones are named after the COPY (the connection is busy during it): up to
+ * BAD_MAX of them are kept; more, and the pass is done again by the cursor, which names
+ * each as it goes. */
+#define BAD_MAX 1024u
+typedef struct bad_name {
+    uint8_t h[AUDIT_CONTENT_HASH_LEN];
+    size_t hl;
+} bad_name;
+
+static aos_err contents_rehash(PGconn *c, cset *set, cpass *cp, char *why, size_t whylen)
+{
+    uint64_t rows = 0, t0 = aos_mono_ms();
+    size_t bad_max = cap_knob("AOS_AUDIT_VERIFY_BAD_MAX", BAD_MAX);
+    bad_name *bad = malloc((bad_max ? bad_max : 1) * sizeof *bad);
+    size_t nbad = 0;
+    int bad_over = 0;
+    if (!bad) {
+        WHY("out of memory for the contents check");
+        return AOS_ERR_NOMEM;
+    }
+    copyrd k = {0};
+    aos_err rc = db_cmd(c, "SET LOCAL enable_seqscan = on", why, whylen);
+    if (rc == AOS_OK)
+        rc = copy_start(&k, c,
+                        "COPY (SELECT hash, size, body FROM audit.contents) TO STDOUT "
+                        "(FORMAT binary)",
+                        why, whylen);
+    while (rc == AOS_OK) {
+        const uint8_t *f[3];
+        int32_t fl[3];
+        if ((rc = copy_row(&k, 3, f, fl, why, whylen)) != AOS_OK)
+            break;
+        size_t hl, bl;
+        const uint8_t *h = f_bytes(f[0], fl[0], &hl);
+        int64_t size = f_i64(f[1], fl[1]);
+        const uint8_t *b = f_bytes(f[2], fl[2], &bl);
+        uint8_t got[AUDIT_CONTENT_HASH_LEN];
+        audit_content_hash(b, bl, got);
+        int ok = hl == AUDIT_CONTENT_HASH_LEN && !memcmp(got, h, hl) && size >= 0 &&
+                 (uint64_t)size == bl;
+        rows++;
+        if (ok) {
+            cset_add(set, h, hl);
+        } else if (nbad < bad_max) {
+            bad[nbad].hl = hl;
+            memcpy(bad[nbad].h, h, hl < AUDIT_CONTENT_HASH_LEN ? hl : AUDIT_CONTENT_HASH_LEN);
+            nbad++;
+        } else {
+            bad_over = 1;
+        }
+    }
+    if (rc == AOS_ERR_NOT_FOUND)
+        rc = AOS_OK;
+    copy_drain(&k);
+    if (rc == AOS_OK)
+        rc = db_cmd(c, "SET LOCAL enable_seqscan = off", why, whylen);
+    if (rc == AOS_OK && bad_over) { /* too many to keep: the cursor names them as it goes */
+        free(bad);
+        free(set->h);
+        *set = (cset){.max = set->max};
+        *cp = (cpass){.by_cursor = 1};
+        return contents_rehash_cursor(c, set, cp, why, whylen);
+    }
+    uint64_t bad_seq = 0;
+    for (size_t i = 0; rc == AOS_OK && i < nbad; i++)
+        rc = bad_content(c, bad[i].h, bad[i].hl, &bad_seq, cp->bad_what, sizeof cp->bad_what,
+                         why, whylen);
+    free(bad);
+    if (rc != AOS_OK)
         return rc;
-    aos_info("audit.verify: %llu contents re-hashed in %llu ms, %llu listed ones looked up "
-             "in %llu ms",
-             (unsigned long long)rows, (unsigned long long)(t1 - t0), (unsigned long long)looked,
-             (unsigned long long)(aos_mono_ms() - t1));
+    if (!set->over)
+        cset_sort(set);
+    cp->bad_seq = bad_seq;
+    cp->rows = rows;
+    cp->ms = aos_mono_ms() - t0;
+    return AOS_OK;
+}
+
+/* After a clean chain: the first damage to contents, by the seq of the record that names
+ * it, turns f into ALTERED there (the record vouches for a content the store no longer
+ * holds as it was): a stored one that does not hash to its name (cp), or a listed one not
+ * stored (the walk's look-ups in w, or the database's when the set was over). */
+static aos_err contents_verdict(PGconn *c, const cset *set, const walk *w, cpass *cp,
+                                audit_finding *f, char *why, size_t whylen)
+{
+    uint64_t bad_seq = cp->bad_seq, miss = w->miss, looked = w->looked, t1 = aos_mono_ms();
+    int in_db = set->over || !w->listed;
+    char *bad_what = cp->bad_what;
+    char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1];
+    snprintf(mhex, sizeof mhex, "%s", w->mhex);
+    aos_err rc;
+    if (in_db &&
+        (rc = contents_listed_check(c, &miss, mhex, &looked, why, whylen)) != AOS_OK)
+        return rc;
+    if (in_db)
+        aos_info("audit.verify: %llu contents re-hashed in %llu ms%s, %llu listed ones looked "
+                 "up in the database in %llu ms (over %zu names)",
+                 (unsigned long long)cp->rows, (unsigned long long)cp->ms,
+                 cp->by_cursor ? " by the cursor" : "",
+                 (unsigned long long)looked, (unsigned long long)(aos_mono_ms() - t1),
+                 set->max);
+    else
+        aos_info("audit.verify: %llu contents re-hashed in %llu ms%s, %llu listed ones looked "
+                 "up in memory during the walk",
+                 (unsigned long long)cp->rows, (unsigned long long)cp->ms,
+                 cp->by_cursor ? " by the cursor" : "",
+                 (unsigned long long)looked);
     if (miss && (!bad_seq || miss < bad_seq)) {
         bad_seq = miss;
-        snprintf(bad_what, sizeof bad_what,
+        snprintf(bad_what, sizeof cp->bad_what,
                  "record %llu lists content %.16s... that is not in audit.contents (deleted "
                  "from the store)",
                  (unsigned long long)miss, mhex);
@@ -513,10 +856,14 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
     size_t whylen = sizeof rep->error;
     audit_sth *heads = NULL;
     PGresult *hr = NULL, *ar = NULL;
-    walk w = {.c = c};
+    cset set = {.max = cap_knob("AOS_AUDIT_VERIFY_SET_MAX", VERIFY_SET_MAX)};
+    cpass cp = {0};
+    walk w = {.c = c, .set = &set, .listed = malloc(AUDIT_CONTENTS_LIST_MAX * sizeof *w.listed)};
     aos_err rc = begin_read(c, why, whylen);
-    if (rc != AOS_OK)
+    if (rc != AOS_OK) {
+        free(w.listed);
         return rc;
+    }
     if ((rc = db_exec(c, &st_heads, NULL, &hr, why, whylen)) != AOS_OK)
         goto out;
     size_t nh = (size_t)PQntuples(hr);
@@ -537,13 +884,21 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
         row_rec(ar, 0, &arch, achain, NULL);
     uint8_t pk[AUDIT_PK_LEN];
     alog_public_key(va->l, pk);
+    /* the contents first, so the walk looks up each listed one in their set as it goes */
+    if ((rc = contents_rehash(c, &set, &cp, why, whylen)) != AOS_OK)
+        goto out;
+    uint64_t t0 = mono_ns();
     rc = audit_verify_run(pk, heads, nh, have_arch ? &arch : NULL, walk_next, &w, &va->f, why,
                           whylen);
     va->fed = w.fed;
+    aos_info("audit.verify: %llu records walked in %llu ms, %llu ms of it waiting for "
+             "PostgreSQL's rows",
+             (unsigned long long)w.fed, (unsigned long long)((mono_ns() - t0) / 1000000u),
+             (unsigned long long)(w.k.wait_ns / 1000000u));
     walk_end(&w);
     if (rc == AOS_OK &&
         (va->f.kind == AUDIT_FIND_OK || va->f.kind == AUDIT_FIND_DECLARED_GAP))
-        rc = contents_check(c, &va->f, why, whylen);
+        rc = contents_verdict(c, &set, &w, &cp, &va->f, why, whylen);
     if (rc == AOS_OK)
         rc = db_cmd(c, "COMMIT", why, whylen);
 out:
@@ -555,6 +910,8 @@ out:
     PQclear(hr);
     PQclear(ar);
     free(heads);
+    free(set.h);
+    free(w.listed);
     return rc;
 }
 

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <sodium.h>
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_*: see merkle.c */
+#include <openssl/sha.h>
 
 #include "aos/envelope.h"
 
@@ -276,10 +277,10 @@ void audit_chain_hash(const uint8_t prev[AUDIT_HASH_LEN], const uint8_t *enc, si
                       uint8_t out[AUDIT_HASH_LEN])
 {
     static const uint8_t tag = 0x02;
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, &tag, 1);
-    crypto_hash_sha256_update(&st, prev, AUDIT_HASH_LEN);
-    crypto_hash_sha256_update(&st, enc, len);
-    crypto_hash_sha256_final(&st, out);
+    SHA256_CTX st; /* OpenSSL's, as in merkle.c (SHA extensions) */
+    SHA256_Init(&st);
+    SHA256_Update(&st, &tag, 1);
+    SHA256_Update(&st, prev, AUDIT_HASH_LEN);
+    SHA256_Update(&st, enc, len);
+    SHA256_Final(out, &st);
 }

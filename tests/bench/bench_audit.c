@@ -285,15 +285,25 @@ int main(int argc, char **argv)
     }
     aos_reply_clear(&rep);
     /* aos-audit's own split of that time (its log line) */
-    FILE *lf = fopen(h_log_path(H), "r");
-    char line[1024], last[1024] = "";
-    while (lf && fgets(line, sizeof line, lf))
-        if (strstr(line, "contents re-hashed in"))
-            snprintf(last, sizeof last, "%s", strstr(line, "audit.verify: "));
-    if (lf)
-        fclose(lf);
+    char line[1024], last[1024] = "", walked[1024] = "";
+    /* aosd copies a server's log lines into its own a moment later: wait (2 s at most) */
+    for (int i = 0; i < 20 && !(last[0] && walked[0]); i++) {
+        if (i)
+            usleep(100 * 1000);
+        FILE *lf = fopen(h_log_path(H), "r");
+        while (lf && fgets(line, sizeof line, lf)) {
+            if (strstr(line, "contents re-hashed in"))
+                snprintf(last, sizeof last, "%s", strstr(line, "audit.verify: "));
+            if (strstr(line, "records walked in"))
+                snprintf(walked, sizeof walked, "%s", strstr(line, "audit.verify: "));
+        }
+        if (lf)
+            fclose(lf);
+    }
     if (last[0])
         printf("verify_contents_split: %s", last + strlen("audit.verify: "));
+    if (walked[0])
+        printf("verify_walk_split: %s", walked + strlen("audit.verify: "));
 
     /* what the awaited record adds to one write: this aosd (fail-closed) against one
      * with audit_fail_open, both measured now */

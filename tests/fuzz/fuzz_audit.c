@@ -1,6 +1,7 @@
 /* libFuzzer target for aos-audit's untrusted inputs: the record decoder (a record that
  * decodes must encode back to the same bytes), the proof and head checkers, the proof
- * files aosctl check-proof reads, and a body's "contents" list (emit and replay read it). */
+ * files aosctl check-proof reads, a body's "contents" list (emit and replay read it), and a
+ * message of the binary COPY stream audit.verify reads its tables by. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "aos/envelope.h"
 #include "contents.h"
+#include "copybin.h"
 #include "merkle.h"
 #include "prooffile.h"
 #include "record.h"
@@ -183,6 +185,23 @@ static void fuzz_contents(const uint8_t *d, size_t n)
     }
 }
 
+/* d[0] picks the field count, d[1] whether the header was read; the rest is the message.
+ * A row that parses has every field inside the message. */
+static void fuzz_copybin(const uint8_t *d, size_t n)
+{
+    if (n < 2)
+        return;
+    int want = d[0] % (COPYBIN_FIELDS_MAX + 1), header = d[1] & 1;
+    const uint8_t *m = d + 2, *f[COPYBIN_FIELDS_MAX];
+    int32_t fl[COPYBIN_FIELDS_MAX];
+    size_t len = n - 2;
+    if (copybin_row(m, len, &header, want, f, fl) != AOS_OK)
+        return;
+    for (int i = 0; i < want; i++)
+        if (fl[i] < -1 || (fl[i] > 0 && (f[i] < m || f[i] + fl[i] > m + len)))
+            __builtin_trap();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -191,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     audit_sth h;
     audit_archive a;
-    switch (data[0] % 9) {
+    switch (data[0] % 10) {
     case 0: fuzz_record(d, n); break;
     case 1: fuzz_inclusion(d, n); break;
     case 2: fuzz_consistency(d, n); break;
@@ -203,6 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 7: fuzz_proof_file(d, n); break;
     case 8: fuzz_contents(d, n); break;
+    case 9: fuzz_copybin(d, n); break;
     default:
         /* a version-2 declaration (audit.archive's) encodes back to the same bytes */
         if (audit_archive_decode(d, n, &a, NULL, 0) == AOS_OK && a.version == 2) {
