@@ -92,12 +92,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-static void start(CURLM *m, req *q, unsigned idx)
+/* t0: when the request was due (open loop: its scheduled time, so a client that falls
+ * behind shows in the figures instead of hiding in them); 0: now. */
+static void start(CURLM *m, req *q, unsigned idx, uint64_t t0)
 {
     q->idx = idx;
     q->d = (h_deltas){0};
     q->busy = 1;
-    q->t0 = now_ns();
+    q->t0 = t0 ? t0 : now_ns();
     curl_multi_add_handle(m, q->h);
 }
 
@@ -143,11 +145,12 @@ static void run(const side *sd, const phase *ph, result *res)
         if (!ph->rate)
             for (; next < nh && t0 + (uint64_t)next * ph->ramp_ms * 1000000u / nh <= now;
                  next++, active++)
-                start(m, &q[next], next);
+                start(m, &q[next], next, 0);
         else
             for (unsigned i = 0; i < nh && next < ph->count && t0 + next * period <= now; i++)
                 if (!q[i].busy) {
-                    start(m, &q[i], next++);
+                    start(m, &q[i], next, t0 + next * period);
+                    next++;
                     active++;
                 }
         int running;
@@ -180,7 +183,7 @@ static void run(const side *sd, const phase *ph, result *res)
                 res->done++;
             }
             if (!ph->rate && t < w1) {
-                start(m, r, 0);
+                start(m, r, 0, 0);
                 active++;
             }
         }
@@ -276,6 +279,53 @@ static void front_rtt(const side *sd, unsigned n, double *p50, double *p99)
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
     free(v);
+}
+
+/* aos-api's own account of where a call's time goes (servers/api/main.c's stages: sums and
+ * counts in `aosctl server stats api`), read before and after a phase to show its means. */
+#define N_STAGES 5
+static const char *const stage_names[N_STAGES] = {"stage_in", "stage_first", "stage_rest",
+                                                  "stage_relay", "stage_out"};
+typedef struct stages {
+    double sum[N_STAGES], n[N_STAGES];
+} stages;
+
+static void read_stages(h_aosd *h, stages *st)
+{
+    static char out[65536];
+    const char *argv[] = {"--json", "server", "stats", "api", NULL};
+    memset(st, 0, sizeof *st);
+    int rc = h_aosctl(h, out, sizeof out, argv);
+    json_t *j = rc == 0 ? json_loads(out, 0, NULL) : NULL;
+    if (!j)
+        fprintf(stderr, "bench_front: aosctl server stats api (exit %d): %.300s\n", rc, out);
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(j, "stats"), i, it) {
+        const char *name = json_string_value(json_object_get(it, "name"));
+        double v = (double)json_integer_value(json_object_get(it, "value"));
+        for (int k = 0; name && k < N_STAGES; k++) {
+            size_t l = strlen(stage_names[k]);
+            if (strncmp(name, stage_names[k], l))
+                continue;
+            if (!strcmp(name + l, "_sum_us"))
+                st->sum[k] = v;
+            else if (!strcmp(name + l, "_n"))
+                st->n[k] = v;
+        }
+    }
+    json_decref(j);
+}
+
+/* "in 120 first 2900 rest 800 relay 40 out 60": the mean us of each stage between a and b */
+static void print_stages(const char *label, const stages *a, const stages *b)
+{
+    printf("%s:", label);
+    for (int k = 0; k < N_STAGES; k++) {
+        double n = b->n[k] - a->n[k];
+        printf(" %s %.0f", stage_names[k] + 6, n > 0 ? (b->sum[k] - a->sum[k]) / n : 0.0);
+    }
+    printf("\n");
 }
 
 /* bench_front [SECS [CONC [RATE [fail-open]]]]: 10 200 200. fail-open: audit_fail_open: true,
@@ -376,11 +426,15 @@ int main(int argc, char **argv)
     printf("front_throughput_ratio: %.1f\n", r1 > 0 ? 100.0 * r2 / r1 : 0.0);
     errors += (long)(rd.failed + rf.failed);
 
-    /* latency: an open loop at RATE/s, replies that start at once */
+    /* latency: an open loop at RATE/s, replies that start at once; both sides get the same
+     * body (but for the model's name: "m1" is "ep/m1" behind aos) at the same schedule */
     phase lat = {.directive = "[[chunks=10 first_ms=0]]", .rate = rate,
                  .count = secs * rate + 50, .skip = 50};
+    stages s0, s1;
     run(&direct, &lat, &rd);
+    read_stages(h, &s0);
     run(&front, &lat, &rf);
+    read_stages(h, &s1);
     double d50 = pct_us(rd.lat, rd.nlat, 50), d99 = pct_us(rd.lat, rd.nlat, 99);
     double f50 = pct_us(rf.lat, rf.nlat, 50), f99 = pct_us(rf.lat, rf.nlat, 99);
     printf("open_rate: %u\n", rate);
@@ -389,18 +443,33 @@ int main(int argc, char **argv)
     printf("front_added_us_p50: %.0f\n", f50 - d50);
     printf("front_added_us_p99: %.0f\n", f99 - d99);
     printf("front_success_pct: %.2f\n", success_pct(&rf));
+    /* in, relay and out are aos-api's own; first and rest are the wait on aosd (and the
+     * scheduler, aos-llm, the endpoint and the audit log behind it) */
+    print_stages("front_stage_mean_us", &s0, &s1);
     errors += (long)(rd.failed + rf.failed);
 
-    /* the highest open-loop rate held with 100 % success and p99 added <= 5 ms */
+    /* the highest open-loop rate held with 100 % success and p99 added <= 5 ms: rates
+     * searched upwards, each step's figures printed, up to the first step that fails */
+    static const unsigned steps[] = {50, 100, 200, 500, 1000};
     unsigned best = 0;
-    for (unsigned q = 200; q <= 1000; q += 200) {
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        unsigned q = steps[i];
         phase p = {.directive = "[[chunks=10 first_ms=0]]", .rate = q, .count = 3 * q + 20,
                    .skip = 20};
         run(&direct, &p, &rd);
+        read_stages(h, &s0);
         run(&front, &p, &rf);
-        double add = pct_us(rf.lat, rf.nlat, 99) - pct_us(rd.lat, rd.nlat, 99);
-        printf("at_%u_qps: success %.2f %%, p99 added %.0f us\n", q, success_pct(&rf), add);
-        if (rf.failed || add > 5000)
+        read_stages(h, &s1);
+        double dp50 = pct_us(rd.lat, rd.nlat, 50), dp99 = pct_us(rd.lat, rd.nlat, 99);
+        double fp50 = pct_us(rf.lat, rf.nlat, 50), fp99 = pct_us(rf.lat, rf.nlat, 99);
+        double add = fp99 - dp99;
+        printf("at_%u_qps: success %.2f %% (direct %.2f %%), direct p50 %.0f p99 %.0f us, "
+               "front p50 %.0f p99 %.0f us, added p50 %.0f p99 %.0f us\n",
+               q, success_pct(&rf), success_pct(&rd), dp50, dp99, fp50, fp99, fp50 - dp50, add);
+        char label[32];
+        snprintf(label, sizeof label, "at_%u_qps_stage_mean_us", q);
+        print_stages(label, &s0, &s1);
+        if (rf.failed || rd.failed || add > 5000)
             break;
         best = q;
     }
