@@ -78,6 +78,8 @@ typedef struct result {
 
 typedef struct req {
     CURL *h;
+    result *res;                 /* its side's */
+    const side *sd;
     unsigned idx;
     uint64_t t0;
     h_deltas d;                  /* the text deltas counted so far */
@@ -103,31 +105,45 @@ static void start(CURLM *m, req *q, unsigned idx, uint64_t t0)
     curl_multi_add_handle(m, q->h);
 }
 
-static void run(const side *sd, const phase *ph, result *res)
+/* One phase on nsides sides (1 or 2). Two sides in an open loop run in the same loop at
+ * the same schedule: each due time starts one request on each, so both see the same
+ * machine (the other workers' builds on these 2 cores, the client's own lateness) and
+ * their percentiles compare; one after the other, a burst of load on the machine during
+ * one leg made "added p99" come out negative. */
+static void run_sides(const side *const *sds, unsigned nsides, const phase *ph,
+                      result *const *ress)
 {
-    memset(res, 0, sizeof *res);
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
-             "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-             sd->model, ph->directive);
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    hd = curl_slist_append(hd, "Expect:");
-    if (sd->auth[0])
-        hd = curl_slist_append(hd, sd->auth);
-    unsigned nh = ph->rate ? OPEN_HANDLES : ph->conc;
+    char body[2][512];
+    struct curl_slist *hd[2] = {NULL, NULL};
+    int bad = 0;
+    for (unsigned k = 0; k < nsides; k++) {
+        memset(ress[k], 0, sizeof *ress[k]);
+        snprintf(body[k], sizeof body[k],
+                 "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
+                 "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                 sds[k]->model, ph->directive);
+        hd[k] = curl_slist_append(NULL, "Content-Type: application/json");
+        hd[k] = curl_slist_append(hd[k], "Expect:");
+        if (sds[k]->auth[0])
+            hd[k] = curl_slist_append(hd[k], sds[k]->auth);
+        bad |= !hd[k];
+    }
+    unsigned per = ph->rate ? OPEN_HANDLES : ph->conc, nh = per * nsides;
     req *q = calloc(nh, sizeof *q);
     CURLM *m = curl_multi_init();
-    if (!q || !m || !hd) {
-        res->failed++;
+    if (!q || !m || bad) {
+        ress[0]->failed++;
         goto out;
     }
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)nh + 16);
     for (unsigned i = 0; i < nh; i++) {
+        unsigned k = i / per;
+        q[i].res = ress[k];
+        q[i].sd = sds[k];
         CURL *h = q[i].h = curl_easy_init();
-        curl_easy_setopt(h, CURLOPT_URL, sd->url);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_URL, sds[k]->url);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body[k]);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd[k]);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &q[i]);
         curl_easy_setopt(h, CURLOPT_PRIVATE, &q[i]);
@@ -147,12 +163,25 @@ static void run(const side *sd, const phase *ph, result *res)
                  next++, active++)
                 start(m, &q[next], next, 0);
         else
-            for (unsigned i = 0; i < nh && next < ph->count && t0 + next * period <= now; i++)
-                if (!q[i].busy) {
-                    start(m, &q[i], next, t0 + next * period);
-                    next++;
+            while (next < ph->count && t0 + next * period <= now) {
+                /* one request per side, all due at once; none while a side has no free
+                 * handle (then they start late, and the lateness counts) */
+                req *pick[2] = {NULL, NULL};
+                int all = 1;
+                for (unsigned k = 0; k < nsides; k++) {
+                    for (unsigned i = k * per; i < (k + 1) * per && !pick[k]; i++)
+                        if (!q[i].busy)
+                            pick[k] = &q[i];
+                    all &= pick[k] != NULL;
+                }
+                if (!all)
+                    break;
+                for (unsigned k = 0; k < nsides; k++) {
+                    start(m, pick[k], next, t0 + next * period);
                     active++;
                 }
+                next++;
+            }
         int running;
         curl_multi_perform(m, &running);
         CURLMsg *msg;
@@ -170,10 +199,11 @@ static void run(const side *sd, const phase *ph, result *res)
             uint64_t t = now_ns();
             r->busy = 0;
             active--;
+            result *res = r->res;
             if (cc != CURLE_OK || code != 200 || r->d.n != CHUNKS) {
                 res->failed++;
                 if (errs++ < ERR_PRINTS)
-                    fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", sd->name,
+                    fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", r->sd->name,
                             curl_easy_strerror(cc), code, r->d.n, CHUNKS);
             } else if (ph->rate) {
                 if (r->idx >= ph->skip && res->nlat < OPEN_MAX)
@@ -199,7 +229,9 @@ static void run(const side *sd, const phase *ph, result *res)
         }
         curl_multi_poll(m, NULL, 0, wait, NULL);
     }
-    res->secs = ph->rate ? (double)(now_ns() - t0) / 1e9 : (double)ph->measure_ms / 1000.0;
+    for (unsigned k = 0; k < nsides; k++)
+        ress[k]->secs = ph->rate ? (double)(now_ns() - t0) / 1e9
+                                 : (double)ph->measure_ms / 1000.0;
 out:
     if (q)
         for (unsigned i = 0; i < nh; i++)
@@ -211,7 +243,21 @@ out:
     if (m)
         curl_multi_cleanup(m);
     free(q);
-    curl_slist_free_all(hd);
+    for (unsigned k = 0; k < nsides; k++)
+        curl_slist_free_all(hd[k]);
+}
+
+static void run(const side *sd, const phase *ph, result *res)
+{
+    run_sides(&sd, 1, ph, &res);
+}
+
+/* direct and front at once, at the same schedule (see run_sides) */
+static void run_both(const side *d, const side *f, const phase *ph, result *rd, result *rf)
+{
+    const side *sds[2] = {d, f};
+    result *ress[2] = {rd, rf};
+    run_sides(sds, 2, ph, ress);
 }
 
 /* ---- set-up -------------------------------------------------------------------------------- */
@@ -433,9 +479,8 @@ int main(int argc, char **argv)
     phase lat = {.directive = "[[chunks=10 first_ms=0]]", .rate = rate,
                  .count = secs * rate + 50, .skip = 50};
     stages s0, s1;
-    run(&direct, &lat, &rd);
     read_stages(h, &s0);
-    run(&front, &lat, &rf);
+    run_both(&direct, &front, &lat, &rd, &rf);
     read_stages(h, &s1);
     double d50 = pct_us(rd.lat, rd.nlat, 50), d99 = pct_us(rd.lat, rd.nlat, 99);
     double f50 = pct_us(rf.lat, rf.nlat, 50), f99 = pct_us(rf.lat, rf.nlat, 99);
@@ -463,9 +508,8 @@ int main(int argc, char **argv)
         unsigned q = steps[i];
         phase p = {.directive = "[[chunks=10 first_ms=0]]", .rate = q, .count = 3 * q + 20,
                    .skip = 20};
-        run(&direct, &p, &rd);
         read_stages(h, &s0);
-        run(&front, &p, &rf);
+        run_both(&direct, &front, &p, &rd, &rf);
         read_stages(h, &s1);
         double dp50 = pct_us(rd.lat, rd.nlat, 50), dp99 = pct_us(rd.lat, rd.nlat, 99);
         double fp50 = pct_us(rf.lat, rf.nlat, 50), fp99 = pct_us(rf.lat, rf.nlat, 99);
