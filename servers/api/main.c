@@ -713,7 +713,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     uint64_t now = mono_us();
     pthread_mutex_lock(&h->mu);
     h->mhd_gone = 1;
-    if (h->dispatched && h->finished && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    if (h->dispatched && h->finished && h->t_sent && /* t_sent: a call, not /metrics */
+        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         stage_add(ST_IN, h->t_in, h->t_sent);
         stage_add(ST_FIRST, h->t_sent, h->t_first);
         stage_add(ST_REST, h->t_first, h->t_done);
