@@ -41,6 +41,32 @@
 #define API_CALL_MS 600000u           /* an LLM call's deadline (aosd's ceiling) */
 #define API_RETRY_AFTER_S 1u          /* Retry-After when aosd gave no hint */
 
+/* Where a call's time goes, stage by stage (sums and counts in us, read by `aosctl stats
+ * api` and bench_front, which diffs them over a phase): what aos-api itself adds (in, relay,
+ * out) against the wait on aosd and what is behind it (first, rest). */
+enum { ST_IN, ST_FIRST, ST_REST, ST_RELAY, ST_OUT, ST_N };
+static const char *const stage_name[ST_N] = {
+    "stage_in",     /* first header callback -> the request is in aosd's outbox: the body,
+                     * the key's hash, JSON decode, protobuf encode */
+    "stage_first",  /* in the outbox -> the first part (or the reply): aosd, scheduler,
+                     * aos-llm, the provider */
+    "stage_rest",   /* the first part -> the final reply (the rest of the stream, audit) */
+    "stage_relay",  /* per part: it came on a receive thread -> MHD's thread took its bytes
+                     * (the resume's wake-up) */
+    "stage_out",    /* the final reply came -> the response's last bytes went to MHD */
+};
+
+typedef struct stage {
+    atomic_ullong sum_us, n, max_us;
+} stage;
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 typedef enum { R_NONE, R_CHAT, R_MESSAGES, R_EMBED, R_MODELS, R_METRICS, R_NOTFOUND,
                R_METHOD } route_t;
 
@@ -58,9 +84,23 @@ typedef struct api {
     int has_token;              /* /metrics wants Bearer <token> whose hash is token_hash */
     uint8_t token_hash[AOS_KEY_HASH_LEN];
     atomic_ullong metrics_refused;
+    stage stages[ST_N];
 } api;
 
 static api A = {.lfd = -1};
+
+static void stage_add(int st, uint64_t from_us, uint64_t to_us)
+{
+    if (!from_us || to_us < from_us)
+        return;
+    unsigned long long d = to_us - from_us;
+    stage *g = &A.stages[st];
+    atomic_fetch_add(&g->sum_us, d);
+    atomic_fetch_add(&g->n, 1);
+    unsigned long long m = atomic_load(&g->max_us);
+    while (d > m && !atomic_compare_exchange_weak(&g->max_us, &m, d))
+        ;
+}
 
 /* One HTTP request, from its headers to its last byte. Referenced by MHD (until its
  * completed callback) and by the call in flight to aosd (until its done): freed at 0. */
@@ -98,6 +138,9 @@ typedef struct hreq {
     int out_broken;
     char id[64], model[FRONT_NAME_MAX + 1];
     uint8_t call_id[AOS_ID_LEN]; /* the request to aosd, to cancel when the client goes */
+    /* mono_us of the stages' edges (0: not reached); t_resumed: the oldest part's bytes
+     * not yet taken by MHD's thread, under mu */
+    uint64_t t_in, t_sent, t_first, t_done, t_resumed;
 } hreq;
 
 static void hreq_unref(hreq *h)
@@ -203,7 +246,12 @@ static void feed_locked(hreq *h, const uint8_t *data, size_t len)
 static void on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len)
 {
     hreq *h = arg;
+    uint64_t now = mono_us();
     pthread_mutex_lock(&h->mu);
+    if (!h->t_first)
+        h->t_first = now;
+    if (!h->t_resumed)
+        h->t_resumed = now;
     if (seq == h->next_seq) {
         feed_locked(h, data, len);
         while (h->pend && h->pend->seq == h->next_seq) {
@@ -238,8 +286,12 @@ static void on_part(void *arg, uint32_t seq, const uint8_t *data, size_t len)
 static void on_done(void *arg, const aos_reply *r)
 {
     hreq *h = arg;
+    uint64_t now = mono_us();
     pthread_mutex_lock(&h->mu);
     h->finished = 1;
+    h->t_done = now;
+    if (!h->t_first)
+        h->t_first = now;
     h->status = r->status;
     h->retry_after_ms = r->retry_after_ms;
     snprintf(h->err, sizeof h->err, "%s", r->error);
@@ -314,6 +366,7 @@ static enum MHD_Result dispatch(hreq *h)
         h->suspended = 1;
         pthread_mutex_unlock(&h->mu);
         MHD_suspend_connection(c);
+        h->t_sent = mono_us(); /* before the call: its answer may come at once */
         aos_err mrc = srv_request_front(A.s, hash, "kernel.agent.self", NULL, 0, 10000, NULL,
                                         on_done, h, NULL);
         if (mrc != AOS_OK) {
@@ -371,6 +424,7 @@ static enum MHD_Result dispatch(hreq *h)
     pthread_mutex_unlock(&h->mu);
     MHD_suspend_connection(c); /* before the call: its answer may resume at once */
     atomic_fetch_add(&A.calls, 1);
+    h->t_sent = mono_us();
     rc = srv_request_front(A.s, hash, method, buf, len, API_CALL_MS,
                            h->stream ? on_part : NULL, on_done, h, h->call_id);
     free(buf);
@@ -426,6 +480,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     pthread_mutex_lock(&h->mu);
     ssize_t n;
     if (h->out_len > h->out_off) {
+        if (h->t_resumed) {
+            stage_add(ST_RELAY, h->t_resumed, mono_us());
+            h->t_resumed = 0;
+        }
         size_t k = h->out_len - h->out_off;
         if (k > max)
             k = max;
@@ -572,6 +630,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         h->refs = 1;
         h->conn = c;
         h->route = route_of(method, url, &h->flav);
+        h->t_in = mono_us();
         *con_cls = h;
         if (atomic_load(&A.conns) > A.max_conns) {
             h->over_cap = 1;
@@ -647,13 +706,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     (void)cls;
     (void)c;
-    (void)toe;
     hreq *h = *con_cls;
     if (!h)
         return;
     *con_cls = NULL;
+    uint64_t now = mono_us();
     pthread_mutex_lock(&h->mu);
     h->mhd_gone = 1;
+    if (h->dispatched && h->finished && h->t_sent && /* t_sent: a call, not /metrics */
+        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        stage_add(ST_IN, h->t_in, h->t_sent);
+        stage_add(ST_FIRST, h->t_sent, h->t_first);
+        stage_add(ST_REST, h->t_first, h->t_done);
+        stage_add(ST_OUT, h->t_done, now);
+    }
     /* the client went away before the answer was whole: aosd stops the LLM call */
     int cancel = h->dispatched && !h->finished && h->route != R_MODELS &&
                  h->route != R_METRICS;
@@ -845,6 +911,15 @@ static void api_stats(srv *s, srv_stats *st)
     srv_stat(st, "cancelled", (int64_t)atomic_load(&A.cancelled), NULL);
     srv_stat(st, "tls", A.tls_cert != NULL, NULL);
     srv_stat(st, "metrics_refused", (int64_t)atomic_load(&A.metrics_refused), NULL);
+    for (int i = 0; i < ST_N; i++) {
+        char k[48];
+        snprintf(k, sizeof k, "%s_sum_us", stage_name[i]);
+        srv_stat(st, k, (int64_t)atomic_load(&A.stages[i].sum_us), NULL);
+        snprintf(k, sizeof k, "%s_n", stage_name[i]);
+        srv_stat(st, k, (int64_t)atomic_load(&A.stages[i].n), NULL);
+        snprintf(k, sizeof k, "%s_max_us", stage_name[i]);
+        srv_stat(st, k, (int64_t)atomic_load(&A.stages[i].max_us), NULL);
+    }
 }
 
 int main(int argc, char **argv)

@@ -80,6 +80,10 @@ static const sbx_call sbx_base[] = {
     {"mremap", SBX_ALLOW, 0},          /* realloc of a block malloc mmapped (over 128 KiB) */
     {"mprotect", SBX_ALLOW, 0},        /* malloc arenas grow, thread stack guards */
     {"brk", SBX_ALLOW, 0},             /* malloc's main heap */
+    {"sched_getaffinity", SBX_ALLOW, 0}, /* malloc: a thread's first allocation once 8
+                                          * arenas exist sizes the arena cap by the CPU
+                                          * mask (glibc's __get_nprocs_sched); aos-api was
+                                          * killed at a late worker's first stats reply */
     {"openat", SBX_EACCES, 0},         /* malloc reads /proc/sys/vm/overcommit_memory */
     {"newfstatat", SBX_EACCES, 0},     /* stdio sizes a stream's buffer on first use */
     {"prctl", SBX_ARG0, PR_SET_NAME},  /* nng threads started before it name themselves */
@@ -100,7 +104,7 @@ static const sbx_call sbx_base[] = {
  * exit-time check needs ptrace and stays impossible: servers must not run it. */
 static const sbx_call sbx_sanitizer[] = {
     {"sigaltstack", SBX_ALLOW, 0},     /* ASan gives each new thread an alternate stack */
-    {"sched_getaffinity", SBX_ALLOW, 0}, /* ASan, at each thread start */
+    /* sched_getaffinity is in the base: ASan calls it at each thread start too */
     {"open", SBX_ALLOW, 0},            /* /proc/self/maps, cmdline, environ for a report */
     {"openat", SBX_ALLOW, 0},          /* libbacktrace opens the binary and libraries */
     {"newfstatat", SBX_ALLOW, 0},      /* libbacktrace sizes the files it maps */

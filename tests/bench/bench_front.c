@@ -78,6 +78,8 @@ typedef struct result {
 
 typedef struct req {
     CURL *h;
+    result *res;                 /* its side's */
+    const side *sd;
     unsigned idx;
     uint64_t t0;
     h_deltas d;                  /* the text deltas counted so far */
@@ -92,40 +94,53 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-static void start(CURLM *m, req *q, unsigned idx)
+/* t0: when the request was due (open loop: its scheduled time, so a client that falls
+ * behind shows in the figures instead of hiding in them); 0: now. */
+static void start(CURLM *m, req *q, unsigned idx, uint64_t t0)
 {
     q->idx = idx;
     q->d = (h_deltas){0};
     q->busy = 1;
-    q->t0 = now_ns();
+    q->t0 = t0 ? t0 : now_ns();
     curl_multi_add_handle(m, q->h);
 }
 
-static void run(const side *sd, const phase *ph, result *res)
+/* One phase on nsides sides (1 or 2; two: in one loop at one schedule, each due time
+ * starting a request on each side). */
+static void run_sides(const side *const *sds, unsigned nsides, const phase *ph,
+                      result *const *ress)
 {
-    memset(res, 0, sizeof *res);
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
-             "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-             sd->model, ph->directive);
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    hd = curl_slist_append(hd, "Expect:");
-    if (sd->auth[0])
-        hd = curl_slist_append(hd, sd->auth);
-    unsigned nh = ph->rate ? OPEN_HANDLES : ph->conc;
+    char body[2][512];
+    struct curl_slist *hd[2] = {NULL, NULL};
+    int bad = 0;
+    for (unsigned k = 0; k < nsides; k++) {
+        memset(ress[k], 0, sizeof *ress[k]);
+        snprintf(body[k], sizeof body[k],
+                 "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
+                 "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                 sds[k]->model, ph->directive);
+        hd[k] = curl_slist_append(NULL, "Content-Type: application/json");
+        hd[k] = curl_slist_append(hd[k], "Expect:");
+        if (sds[k]->auth[0])
+            hd[k] = curl_slist_append(hd[k], sds[k]->auth);
+        bad |= !hd[k];
+    }
+    unsigned per = ph->rate ? OPEN_HANDLES : ph->conc, nh = per * nsides;
     req *q = calloc(nh, sizeof *q);
     CURLM *m = curl_multi_init();
-    if (!q || !m || !hd) {
-        res->failed++;
+    if (!q || !m || bad) {
+        ress[0]->failed++;
         goto out;
     }
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)nh + 16);
     for (unsigned i = 0; i < nh; i++) {
+        unsigned k = i / per;
+        q[i].res = ress[k];
+        q[i].sd = sds[k];
         CURL *h = q[i].h = curl_easy_init();
-        curl_easy_setopt(h, CURLOPT_URL, sd->url);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_URL, sds[k]->url);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body[k]);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd[k]);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &q[i]);
         curl_easy_setopt(h, CURLOPT_PRIVATE, &q[i]);
@@ -143,13 +158,27 @@ static void run(const side *sd, const phase *ph, result *res)
         if (!ph->rate)
             for (; next < nh && t0 + (uint64_t)next * ph->ramp_ms * 1000000u / nh <= now;
                  next++, active++)
-                start(m, &q[next], next);
+                start(m, &q[next], next, 0);
         else
-            for (unsigned i = 0; i < nh && next < ph->count && t0 + next * period <= now; i++)
-                if (!q[i].busy) {
-                    start(m, &q[i], next++);
+            while (next < ph->count && t0 + next * period <= now) {
+                /* one request per side, all due at once; none while a side has no free
+                 * handle (then they start late, and the lateness counts) */
+                req *pick[2] = {NULL, NULL};
+                int all = 1;
+                for (unsigned k = 0; k < nsides; k++) {
+                    for (unsigned i = k * per; i < (k + 1) * per && !pick[k]; i++)
+                        if (!q[i].busy)
+                            pick[k] = &q[i];
+                    all &= pick[k] != NULL;
+                }
+                if (!all)
+                    break;
+                for (unsigned k = 0; k < nsides; k++) {
+                    start(m, pick[k], next, t0 + next * period);
                     active++;
                 }
+                next++;
+            }
         int running;
         curl_multi_perform(m, &running);
         CURLMsg *msg;
@@ -167,10 +196,11 @@ static void run(const side *sd, const phase *ph, result *res)
             uint64_t t = now_ns();
             r->busy = 0;
             active--;
+            result *res = r->res;
             if (cc != CURLE_OK || code != 200 || r->d.n != CHUNKS) {
                 res->failed++;
                 if (errs++ < ERR_PRINTS)
-                    fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", sd->name,
+                    fprintf(stderr, "%s: %s, HTTP %ld, %u of %u deltas\n", r->sd->name,
                             curl_easy_strerror(cc), code, r->d.n, CHUNKS);
             } else if (ph->rate) {
                 if (r->idx >= ph->skip && res->nlat < OPEN_MAX)
@@ -180,7 +210,7 @@ static void run(const side *sd, const phase *ph, result *res)
                 res->done++;
             }
             if (!ph->rate && t < w1) {
-                start(m, r, 0);
+                start(m, r, 0, 0);
                 active++;
             }
         }
@@ -196,7 +226,9 @@ static void run(const side *sd, const phase *ph, result *res)
         }
         curl_multi_poll(m, NULL, 0, wait, NULL);
     }
-    res->secs = ph->rate ? (double)(now_ns() - t0) / 1e9 : (double)ph->measure_ms / 1000.0;
+    for (unsigned k = 0; k < nsides; k++)
+        ress[k]->secs = ph->rate ? (double)(now_ns() - t0) / 1e9
+                                 : (double)ph->measure_ms / 1000.0;
 out:
     if (q)
         for (unsigned i = 0; i < nh; i++)
@@ -208,7 +240,43 @@ out:
     if (m)
         curl_multi_cleanup(m);
     free(q);
-    curl_slist_free_all(hd);
+    for (unsigned k = 0; k < nsides; k++)
+        curl_slist_free_all(hd[k]);
+}
+
+static void run(const side *sd, const phase *ph, result *res)
+{
+    run_sides(&sd, 1, ph, &res);
+}
+
+/* An open-loop phase on direct and front in alternating blocks of about 1 s (ABAB...), the
+ * figures of each side's blocks pooled. One whole leg after the other, a burst of load
+ * from the other workers on these 2 cores during one leg skewed the comparison (added p99
+ * came out negative once); both legs at once load each other instead (direct p50 went
+ * from 365 to 1055 us, which hides aos's cost). Alternating blocks share the drift of the
+ * machine without either leg carrying the other's load. */
+static void run_abab(const side *d, const side *f, const phase *ph, result *rd, result *rf)
+{
+    static result tmp;
+    unsigned rounds = ph->rate ? ph->count / ph->rate : 1;
+    if (!rounds)
+        rounds = 1;
+    memset(rd, 0, sizeof *rd);
+    memset(rf, 0, sizeof *rf);
+    for (unsigned r = 0; r < rounds; r++) {
+        phase sub = *ph;
+        sub.count = ph->count / rounds;
+        sub.skip = ph->skip / rounds;
+        for (int k = 0; k < 2; k++) {
+            result *acc = k ? rf : rd;
+            run(k ? f : d, &sub, &tmp);
+            acc->done += tmp.done;
+            acc->failed += tmp.failed;
+            acc->secs += tmp.secs;
+            for (size_t i = 0; i < tmp.nlat && acc->nlat < OPEN_MAX; i++)
+                acc->lat[acc->nlat++] = tmp.lat[i];
+        }
+    }
 }
 
 /* ---- set-up -------------------------------------------------------------------------------- */
@@ -276,6 +344,55 @@ static void front_rtt(const side *sd, unsigned n, double *p50, double *p99)
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
     free(v);
+}
+
+/* aos-api's own account of where a call's time goes (servers/api/main.c's stages: sums and
+ * counts in `aosctl server stats api`), read before and after a phase to show its means. */
+#define N_STAGES 5
+static const char *const stage_names[N_STAGES] = {"stage_in", "stage_first", "stage_rest",
+                                                  "stage_relay", "stage_out"};
+typedef struct stages {
+    double sum[N_STAGES], n[N_STAGES], max[N_STAGES]; /* max: since aos-api started */
+} stages;
+
+static void read_stages(h_aosd *h, stages *st)
+{
+    static char out[65536];
+    const char *argv[] = {"--json", "server", "stats", "api", NULL};
+    memset(st, 0, sizeof *st);
+    int rc = h_aosctl(h, out, sizeof out, argv);
+    json_t *j = rc == 0 ? json_loads(out, 0, NULL) : NULL;
+    if (!j)
+        fprintf(stderr, "bench_front: aosctl server stats api (exit %d): %.300s\n", rc, out);
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(j, "stats"), i, it) {
+        const char *name = json_string_value(json_object_get(it, "name"));
+        double v = (double)json_integer_value(json_object_get(it, "value"));
+        for (int k = 0; name && k < N_STAGES; k++) {
+            size_t l = strlen(stage_names[k]);
+            if (strncmp(name, stage_names[k], l))
+                continue;
+            if (!strcmp(name + l, "_sum_us"))
+                st->sum[k] = v;
+            else if (!strcmp(name + l, "_n"))
+                st->n[k] = v;
+            else if (!strcmp(name + l, "_max_us"))
+                st->max[k] = v;
+        }
+    }
+    json_decref(j);
+}
+
+/* "in 120 first 2900 rest 800 relay 40 out 60": the mean us of each stage between a and b */
+static void print_stages(const char *label, const stages *a, const stages *b)
+{
+    printf("%s:", label);
+    for (int k = 0; k < N_STAGES; k++) {
+        double n = b->n[k] - a->n[k];
+        printf(" %s %.0f", stage_names[k] + 6, n > 0 ? (b->sum[k] - a->sum[k]) / n : 0.0);
+    }
+    printf("\n");
 }
 
 /* bench_front [SECS [CONC [RATE [fail-open]]]]: 10 200 200. fail-open: audit_fail_open: true,
@@ -376,11 +493,14 @@ int main(int argc, char **argv)
     printf("front_throughput_ratio: %.1f\n", r1 > 0 ? 100.0 * r2 / r1 : 0.0);
     errors += (long)(rd.failed + rf.failed);
 
-    /* latency: an open loop at RATE/s, replies that start at once */
+    /* latency: an open loop at RATE/s, replies that start at once; both sides get the same
+     * body (but for the model's name: "m1" is "ep/m1" behind aos) at the same schedule */
     phase lat = {.directive = "[[chunks=10 first_ms=0]]", .rate = rate,
                  .count = secs * rate + 50, .skip = 50};
-    run(&direct, &lat, &rd);
-    run(&front, &lat, &rf);
+    stages s0, s1;
+    read_stages(h, &s0);
+    run_abab(&direct, &front, &lat, &rd, &rf);
+    read_stages(h, &s1);
     double d50 = pct_us(rd.lat, rd.nlat, 50), d99 = pct_us(rd.lat, rd.nlat, 99);
     double f50 = pct_us(rf.lat, rf.nlat, 50), f99 = pct_us(rf.lat, rf.nlat, 99);
     printf("open_rate: %u\n", rate);
@@ -389,18 +509,37 @@ int main(int argc, char **argv)
     printf("front_added_us_p50: %.0f\n", f50 - d50);
     printf("front_added_us_p99: %.0f\n", f99 - d99);
     printf("front_success_pct: %.2f\n", success_pct(&rf));
+    /* in, relay and out are aos-api's own; first and rest are the wait on aosd (and the
+     * scheduler, aos-llm, the endpoint and the audit log behind it) */
+    print_stages("front_stage_mean_us", &s0, &s1);
+    printf("front_stage_max_us (since aos-api started, the 1 s replies of the throughput "
+           "phase included):");
+    for (int g = 0; g < N_STAGES; g++)
+        printf(" %s %.0f", stage_names[g] + 6, s1.max[g]);
+    printf("\n");
     errors += (long)(rd.failed + rf.failed);
 
-    /* the highest open-loop rate held with 100 % success and p99 added <= 5 ms */
+    /* the highest open-loop rate held with 100 % success and p99 added <= 5 ms: rates
+     * searched upwards, each step's figures printed, up to the first step that fails */
+    static const unsigned steps[] = {50, 100, 200, 500, 1000};
     unsigned best = 0;
-    for (unsigned q = 200; q <= 1000; q += 200) {
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        unsigned q = steps[i];
         phase p = {.directive = "[[chunks=10 first_ms=0]]", .rate = q, .count = 3 * q + 20,
                    .skip = 20};
-        run(&direct, &p, &rd);
-        run(&front, &p, &rf);
-        double add = pct_us(rf.lat, rf.nlat, 99) - pct_us(rd.lat, rd.nlat, 99);
-        printf("at_%u_qps: success %.2f %%, p99 added %.0f us\n", q, success_pct(&rf), add);
-        if (rf.failed || add > 5000)
+        read_stages(h, &s0);
+        run_abab(&direct, &front, &p, &rd, &rf);
+        read_stages(h, &s1);
+        double dp50 = pct_us(rd.lat, rd.nlat, 50), dp99 = pct_us(rd.lat, rd.nlat, 99);
+        double fp50 = pct_us(rf.lat, rf.nlat, 50), fp99 = pct_us(rf.lat, rf.nlat, 99);
+        double add = fp99 - dp99;
+        printf("at_%u_qps: success %.2f %% (direct %.2f %%), direct p50 %.0f p99 %.0f us, "
+               "front p50 %.0f p99 %.0f us, added p50 %.0f p99 %.0f us\n",
+               q, success_pct(&rf), success_pct(&rd), dp50, dp99, fp50, fp99, fp50 - dp50, add);
+        char label[32];
+        snprintf(label, sizeof label, "at_%u_qps_stage_mean_us", q);
+        print_stages(label, &s0, &s1);
+        if (rf.failed || rd.failed || add > 5000)
             break;
         best = q;
     }

@@ -350,11 +350,32 @@ static json_t *sse_events(const char *body, int *done, int anthropic)
     return arr;
 }
 
+/* aos-api's stage figures (aosctl server stats api): name -> value, -1 when absent */
+static int64_t api_stat(json_t *stats, const char *name)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(stats, "stats"), i, e)
+        if (!strcmp(json_string_value(json_object_get(e, "name")), name))
+            return (int64_t)json_integer_value(json_object_get(e, "value"));
+    return -1;
+}
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void chat_stream(void **st)
 {
     (void)st;
     char *want = plain_text(KEY_A1, CHAT("sim/sim-1", "stream me please"));
     resp r;
+    static const char *const stats_argv[] = {"--json", "server", "stats", "api", NULL};
+    json_t *s0 = ctl_json(stats_argv);
+    uint64_t t0 = wall_us();
     http("POST", "/v1/chat/completions", bearer(KEY_A1),
          "{\"model\":\"sim/sim-1\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
          "\"messages\":[{\"role\":\"user\",\"content\":\"stream me please\"}]}",
@@ -389,6 +410,26 @@ static void chat_stream(void **st)
     assert_string_equal(text, want);
     assert_string_equal(finish, "stop");
     assert_true(usage > 0);
+    /* the call shows in aos-api's stages: one more of each whole-call stage, a relay per
+     * part at most, and the stages of one call add up to less than the client's wait */
+    uint64_t waited = wall_us() - t0;
+    json_t *s1 = ctl_json(stats_argv);
+    static const char *const whole[] = {"stage_in", "stage_first", "stage_rest", "stage_out"};
+    int64_t sum = 0;
+    for (size_t k = 0; k < 4; k++) {
+        char n[48], u[48];
+        snprintf(n, sizeof n, "%s_n", whole[k]);
+        snprintf(u, sizeof u, "%s_sum_us", whole[k]);
+        assert_true(api_stat(s0, n) >= 0);
+        assert_int_equal(api_stat(s1, n) - api_stat(s0, n), 1);
+        sum += api_stat(s1, u) - api_stat(s0, u);
+    }
+    assert_true(sum > 0);
+    assert_true(sum <= (int64_t)waited);
+    int64_t relays = api_stat(s1, "stage_relay_n") - api_stat(s0, "stage_relay_n");
+    assert_true(relays >= 1 && relays <= (int64_t)json_array_size(ev)); /* each took bytes */
+    json_decref(s0);
+    json_decref(s1);
     json_decref(ev);
     free(want);
     resp_free(&r);
