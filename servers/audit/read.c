@@ -562,40 +562,10 @@ typedef struct cpass {
     char bad_what[200];
 } cpass;
 
-/* A heapsort of the names, in place: not qsort, whose merge sort asks the kernel for the
- * machine's memory (sysinfo), which aos-audit's seccomp list refuses. */
-static void hswap(uint8_t *a, uint8_t *b)
-{
-    uint8_t t[AUDIT_CONTENT_HASH_LEN];
-    memcpy(t, a, sizeof t);
-    memcpy(a, b, sizeof t);
-    memcpy(b, t, sizeof t);
-}
-
-static void sift(uint8_t (*h)[AUDIT_CONTENT_HASH_LEN], size_t i, size_t n)
-{
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            return;
-        if (c + 1 < n && hcmp(h[c + 1], h[c]) > 0)
-            c++;
-        if (hcmp(h[i], h[c]) >= 0)
-            return;
-        hswap(h[i], h[c]);
-        i = c;
-    }
-}
-
 static void cset_sort(cset *set)
 {
-    size_t n = set->n;
-    for (size_t i = n / 2; i-- > 0;)
-        sift(set->h, i, n);
-    for (size_t e = n; e > 1; e--) {
-        hswap(set->h[0], set->h[e - 1]);
-        sift(set->h, 0, e - 1);
-    }
+    if (set->n > 1)
+        qsort(set->h, set->n, sizeof *set->h, hcmp);
 }
 
 /* Add h to the set (sorted at the end of contents_rehash); past VERIFY_SET_MAX the set is over. */

@@ -84,6 +84,9 @@ static const sbx_call sbx_base[] = {
                                           * arenas exist sizes the arena cap by the CPU
                                           * mask (glibc's __get_nprocs_sched); aos-api was
                                           * killed at a late worker's first stats reply */
+    {"sysinfo", SBX_ALLOW, 0},         /* qsort sizes its merge buffer by the machine's
+                                        * memory (sysconf(_SC_PHYS_PAGES)) past 1 KiB: a
+                                        * sort of many items killed aos-audit's verify */
     {"openat", SBX_EACCES, 0},         /* malloc reads /proc/sys/vm/overcommit_memory */
     {"newfstatat", SBX_EACCES, 0},     /* stdio sizes a stream's buffer on first use */
     {"prctl", SBX_ARG0, PR_SET_NAME},  /* nng threads started before it name themselves */

@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "sort.h"
 #include <string.h>
 
 typedef struct cal {
@@ -89,7 +88,7 @@ static void put(cal *c, double q)
         c->n++;
     double tmp[MEM_EST_WINDOW];
     memcpy(tmp, c->ring, c->n * sizeof tmp[0]);
-    mem_sort(tmp, c->n, sizeof tmp[0], dcmp);
+    qsort(tmp, c->n, sizeof tmp[0], dcmp);
     c->median = c->n % 2 ? tmp[c->n / 2] : (tmp[c->n / 2 - 1] + tmp[c->n / 2]) / 2;
 }
 

@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 
-#include "sort.h"
 
 static int is_hot(const mem_cand *c, uint64_t now)
 {
@@ -56,13 +55,13 @@ size_t mem_policy_pick(const mem_cand *c, size_t n, uint64_t now, uint64_t need,
             for (size_t i = 0; i + 1 < n; i++)
                 if (c[i].evictable && c[i].gain && is_hot(&c[i], now))
                     h[nh++] = (byuse){i, c[i].last_use};
-            mem_sort(h, nh, sizeof *h, cmp_use);
+            qsort(h, nh, sizeof *h, cmp_use);
             for (size_t j = 0; j < nh && got < need; j++) {
                 out[k++] = h[j].i;
                 got += c[h[j].i].gain;
             }
             free(h);
-            mem_sort(out, k, sizeof *out, cmp_idx);
+            qsort(out, k, sizeof *out, cmp_idx);
         }
     }
     *freed = got;

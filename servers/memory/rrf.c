@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 
-#include "sort.h"
 
 static int by_id(const void *x, const void *y)
 {
@@ -36,7 +35,7 @@ size_t mem_rrf(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, unsig
         out[n++] = (mem_fused){a[i], 0, (uint32_t)(i + 1), 0};
     for (size_t i = 0; i < nb; i++)
         out[n++] = (mem_fused){b[i], 0, 0, (uint32_t)(i + 1)};
-    mem_sort(out, n, sizeof *out, by_id);
+    qsort(out, n, sizeof *out, by_id);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (m && out[m - 1].id == out[i].id) {
@@ -52,6 +51,6 @@ size_t mem_rrf(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, unsig
     for (size_t i = 0; i < m; i++)
         out[i].score = (out[i].pos_a ? 1.0 / (k + out[i].pos_a) : 0) +
                        (out[i].pos_b ? 1.0 / (k + out[i].pos_b) : 0);
-    mem_sort(out, m, sizeof *out, by_score);
+    qsort(out, m, sizeof *out, by_score);
     return m;
 }

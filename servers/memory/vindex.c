@@ -5,7 +5,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "sort.h"
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -223,7 +222,7 @@ size_t mem_vx_search(const mem_vindex *x, const float *q, uint32_t coll, size_t 
             sift_down(out, n, 0);
         }
     }
-    mem_sort(out, n, sizeof *out, by_score);
+    qsort(out, n, sizeof *out, by_score);
 out:
     free(q8);
     free(q16);
