@@ -231,6 +231,12 @@ typedef struct allowed_arg {
     int enter;      /* both steps, not only sbx_apply */
 } allowed_arg;
 
+static int int_cmp(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void child_allowed(const void *arg)
 {
     const allowed_arg *aa = arg;
@@ -281,6 +287,14 @@ static void child_allowed(const void *arg)
     }
     if (getpid() <= 0)
         _exit(112);
+    /* qsort past 1 KiB asks sysinfo for the machine's memory (a sort in verify died so) */
+    static int v[4096];
+    for (int i = 0; i < 4096; i++)
+        v[i] = (i * 2654435761u) % 4096;
+    qsort(v, 4096, sizeof v[0], int_cmp);
+    for (int i = 1; i < 4096; i++)
+        if (v[i - 1] > v[i])
+            _exit(113);
     _exit(0);
 }
 
