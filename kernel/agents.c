@@ -72,6 +72,8 @@ typedef struct agent {
     int kill_req, suspend_req, frozen, restart_after, removed, reset_track;
     char stop_why[128];
     uint64_t steps, wakes, skipped, refused;
+    char run[AGST_RUN_MAX];      /* the run its last kernel.agent.step named ("" none) */
+    uint64_t run_steps;          /* that run's steps: budgets.steps counts these */
     uint64_t next_wake;          /* monotonic ms, 0: none */
     int64_t next_wake_wall;      /* the same in wall-clock ms */
     kreply *waiter;              /* its kernel.agent.wait, while idle */
@@ -97,7 +99,8 @@ typedef struct pslot {
 static struct {
     pthread_mutex_t mu;
     const kcfg *cfg;
-    int wsdir, logdir;           /* DATA/agents, DATA/agent-logs */
+    int wsdir, logdir;           /* DATA/workspaces (aos-tool's too), DATA/agent-logs */
+    uid_t wsuid;                 /* the workspaces' owner: aos-tool's uid (ours if not root) */
     int run;                     /* DATA/run */
     int bindir;                  /* DATA/agent-bin: programs the agents' uid can read */
     char sockdir[AOS_PATH_MAX + 32];
@@ -285,7 +288,10 @@ static void spawn_agent(agent *a, uint64_t now)
         snprintf(prog, sizeof prog, "%s", p);
     else
         snprintf(prog, sizeof prog, "%s/%s", A.cfg->bin_dir, p);
-    if ((wsfd = fs_dir(A.wsdir, a->name, 0700, A.uid, A.gid, why, sizeof why)) < 0)
+    /* one workspace, the agent's and its tool runs': aos-tool's, of the agents' group
+     * (which aos-tool has as a supplementary one), setgid so what either makes keeps the
+     * group; each side's umask is 007, so each can read and write what the other made */
+    if ((wsfd = fs_dir(A.wsdir, a->name, 02770, A.wsuid, A.gid, why, sizeof why)) < 0)
         goto fail;
     close(wsfd);
     wsfd = -1;
@@ -387,7 +393,7 @@ static void spawn_agent(agent *a, uint64_t now)
 
     spawn_req r = {.argv = argv, .envp = envp, .uid = A.uid, .gid = A.gid, .out_fd = logfd,
                    .fds = {fds[0], fds[1], -1, -1}, .cwd = "/", .deathsig = SIGKILL,
-                   .no_new_privs = 1};
+                   .no_new_privs = 1, .umask_set = 1, .umask = 007};
     /* per-process caps; memory and process counts are its cgroup's (below) */
     r.rlim_res[r.nrlim] = RLIMIT_CORE;
     r.rlim_val[r.nrlim++] = (struct rlimit){0, 0};
@@ -726,8 +732,9 @@ static char *state_json(const agent *a)
 {
     agst r = {.state = a->st == AS_DONE ? AGST_DONE : a->st == AS_FAILED ? AGST_FAILED
                                                                          : AGST_LIVE,
-              .restarts = a->restarts, .at_ms = wall_ms()};
+              .restarts = a->restarts, .at_ms = wall_ms(), .run_steps = a->run_steps};
     snprintf(r.reason, sizeof r.reason, "%s", a->reason);
+    snprintf(r.run, sizeof r.run, "%s", a->run);
     snprintf(r.stopped, sizeof r.stopped, "%s", r.state == AGST_LIVE ? "" : a->stop_why);
     return agst_encode(&r);
 }
@@ -743,6 +750,12 @@ static void state_restore(agent *a, const uint8_t *val, size_t len, uint64_t now
         return;
     }
     a->restarts = r.restarts;
+    /* the run it was in goes on counting its steps where it was (an aosd restart is not a
+     * new run); a step of aosd's never recorded is at most the one in flight */
+    if (!a->run[0] && !a->run_steps) {
+        snprintf(a->run, sizeof a->run, "%s", r.run);
+        a->run_steps = r.run_steps;
+    }
     if (r.state != AGST_LIVE && !a->pid && a->st == AS_PENDING) {
         a->st = r.state == AGST_DONE ? AS_DONE : AS_FAILED;
         snprintf(a->reason, sizeof a->reason, "%s", r.reason);
@@ -1855,29 +1868,52 @@ void agents_m_step(const aos_env *req, const char *caller, kreply *k)
                     0);
         return;
     }
+    char run[AGST_RUN_MAX] = "";
+    if (!agst_run_ok((const char *)sr->run.data, sr->run.len)) {
+        aos__agent__step_request__free_unpacked(sr, NULL);
+        kreply_send(k, AOS_ERR_PROTO, "kernel.agent.step: its run is not a run id (at most "
+                    "64 of A-Z a-z 0-9 . _ : -)", NULL, 0);
+        return;
+    }
+    if (sr->run.len) /* an empty bytes field's data is NULL */
+        memcpy(run, sr->run.data, sr->run.len);
+    run[sr->run.len] = 0;
     aos__agent__step_request__free_unpacked(sr, NULL);
     const char *action = "continue";
     int freeze_after = 0;
+    char why[AGST_RUN_MAX + 200] = "";
     pthread_mutex_lock(&A.mu);
     agent *a = find(caller, NULL);
     if (!a) {
         action = "stop";
     } else {
-        a->steps++;
-        if (a->m->budget_steps && a->steps > a->m->budget_steps && !a->stop_req) {
-            a->stop_req = 1;
-            a->stop_at = aos_mono_ms();
-            snprintf(a->stop_why, sizeof a->stop_why, "its steps budget (%" PRIu64 ") is "
-                     "used up", a->m->budget_steps);
-            a->st = AS_STOPPING;
+        /* budgets.steps is per run: another run starts at 0; the same one (resumed after a
+         * restart) goes on from its count, which the state record keeps across aosd's */
+        if (strcmp(run, a->run)) {
+            snprintf(a->run, sizeof a->run, "%s", run);
+            a->run_steps = 0;
         }
-        if (a->stop_req)
+        if (a->m->budget_steps && a->run_steps >= a->m->budget_steps) {
+            refuse(a, why, sizeof why, "agent %s: run %s has taken its %" PRIu64 " steps "
+                   "(budgets.steps); a new run starts at 0", a->name, run[0] ? run : "(none)",
+                   a->m->budget_steps);
+        } else {
+            a->steps++;
+            a->run_steps++;
+            a->st_dirty = 1;
+        }
+        if (!why[0] && a->stop_req)
             action = "stop";
-        else if (a->suspend_req) {
+        else if (!why[0] && a->suspend_req) {
             action = "suspend";
             a->suspend_req = 0;
             freeze_after = 1;
         }
+    }
+    if (why[0]) {
+        pthread_mutex_unlock(&A.mu);
+        kreply_send(k, AOS_ERR_REFUSED, why, NULL, 0);
+        return;
     }
     Aos__Agent__StepReply r = AOS__AGENT__STEP_REPLY__INIT;
     uint8_t buf[32];
@@ -2508,6 +2544,94 @@ int agents_stopped(void)
 
 /* ---- start ------------------------------------------------------------------------------------- */
 
+/* Before one workspace, an agent's own was DATA/agents/<name>, not its tool runs'
+ * (DATA/workspaces/<name>). Each such one is moved to DATA/workspaces when there is none
+ * there yet (then shared: owner aos-tool, group and mode as spawn_agent gives them, every
+ * file in it readable and writable by the group as by its owner); where both exist the old
+ * one stays where it is, said in the log, for the operator to merge. DATA/agents goes when
+ * it is empty. Agents are not running yet: nothing writes in these trees meanwhile. */
+static void migrate_workspaces(int data)
+{
+    int old = openat(data, "agents", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (old < 0)
+        return;
+    int dfd = dup(old);
+    DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!dir) {
+        if (dfd >= 0)
+            close(dfd);
+        close(old);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        struct stat st;
+        char why[300];
+        if (de->d_name[0] == '.' || fstatat(old, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode))
+            continue;
+        if (fstatat(A.wsdir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            aos_warn("agent %s: DATA/agents/%s (its workspace before aos shared it with its "
+                     "tool runs) is kept as it is: DATA/workspaces/%s exists, merge them by "
+                     "hand", de->d_name, de->d_name, de->d_name);
+            continue;
+        }
+        if (renameat(old, de->d_name, A.wsdir, de->d_name) != 0) {
+            aos_warn("agent %s: moving DATA/agents/%s to DATA/workspaces: %s", de->d_name,
+                     de->d_name, strerror(errno));
+            continue;
+        }
+        int w = openat(A.wsdir, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (w < 0 || fchown(w, A.wsuid, A.gid) != 0 || fchmod(w, 02770) != 0)
+            snprintf(why, sizeof why, "%s", strerror(errno));
+        else if (fs_share_tree(w, A.gid, why, sizeof why) == AOS_OK)
+            why[0] = 0;
+        if (why[0])
+            aos_warn("agent %s: sharing its moved workspace: %s", de->d_name, why);
+        else
+            aos_info("agent %s: its workspace DATA/agents/%s is now DATA/workspaces/%s, "
+                     "shared with its tool runs", de->d_name, de->d_name, de->d_name);
+        if (w >= 0)
+            close(w);
+    }
+    closedir(dir);
+    close(old);
+    unlinkat(data, "agents", AT_REMOVEDIR); /* only when empty: what stays is said above */
+}
+
+/* A workspace aos-tool made before it was shared (its group, files of umask 022) is
+ * shared once: the agents' group, 02770, the group's permissions as the owners'. */
+static void share_workspaces(void)
+{
+    int dfd = dup(A.wsdir);
+    DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!dir) {
+        if (dfd >= 0)
+            close(dfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        struct stat st;
+        char why[300];
+        if (de->d_name[0] == '.')
+            continue;
+        int w = openat(A.wsdir, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (w < 0)
+            continue;
+        if (fstat(w, &st) == 0 && st.st_uid == A.wsuid && st.st_gid != A.gid) {
+            if (fchown(w, A.wsuid, A.gid) != 0 || fchmod(w, 02770) != 0)
+                snprintf(why, sizeof why, "%s", strerror(errno));
+            else if (fs_share_tree(w, A.gid, why, sizeof why) == AOS_OK)
+                why[0] = 0;
+            if (why[0])
+                aos_warn("agent %s: sharing its workspace with it: %s", de->d_name, why);
+        }
+        close(w);
+    }
+    closedir(dir);
+}
+
 aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, char *why,
                     size_t whylen)
 {
@@ -2525,11 +2649,18 @@ aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, c
         A.uid = pw->pw_uid;
         A.gid = pw->pw_gid;
     }
-    /* workspaces: DATA/agents/<name>, each its agent's uid's; the logs are aosd's */
-    if ((A.wsdir = fs_dir(d->dir, "agents", 0755, geteuid(), getegid(), why, whylen)) < 0 ||
+    /* workspaces: DATA/workspaces/<name>, shared with the tool runs (aos-tool keeps the
+     * directory: the same owner, group and mode as supervise gives it, 0710 with the
+     * agents' group, which bubblewrap passes through to bind an agent's own); the logs
+     * are aosd's */
+    gid_t wsgid;
+    A.wsuid = sup_ws_uid(&wsgid);
+    if ((A.wsdir = fs_dir(d->dir, "workspaces", 0710, A.wsuid, wsgid, why, whylen)) < 0 ||
         (A.logdir = fs_dir(d->dir, "agent-logs", 0700, geteuid(), getegid(), why, whylen)) <
             0)
         return AOS_ERR_IO;
+    migrate_workspaces(d->dir);
+    share_workspaces();
     if ((A.bindir = fs_dir(d->dir, "agent-bin", 0755, geteuid(), getegid(), why, whylen)) < 0)
         return AOS_ERR_IO;
     int sd = fs_dir(d->run, "agent", 0755, geteuid(), getegid(), why, whylen);

@@ -24,7 +24,8 @@ void kreply_send(kreply *k, aos_err status, const char *why, const uint8_t *payl
 /* The monotonic deadline of the request k answers. */
 uint64_t kreply_deadline(const kreply *k);
 
-/* Once, after sup_init and before the router opens: DATA/agents (the workspaces) and
+/* Once, after sup_init and before the router opens: DATA/workspaces (shared with aos-tool;
+ * an older DATA/agents/NAME is moved there) and
  * DATA/run/agent/ (the agents' socket, the only thing of DATA an agent sees), the
  * agents' account, the seccomp program. url gets the agent socket's nng address. */
 aos_err agents_init(const kcfg *c, const datadir *d, char *url, size_t urlcap, char *why,

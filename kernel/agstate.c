@@ -40,9 +40,31 @@ char *agst_encode(const agst *s)
     bad |= json_object_set_new(o, "stopped", utf8_string(s->stopped));
     bad |= json_object_set_new(o, "restarts", json_integer((json_int_t)s->restarts));
     bad |= json_object_set_new(o, "at_ms", json_integer((json_int_t)s->at_ms));
+    if (s->run[0] || s->run_steps) { /* a record of before the field reads as 0 steps */
+        bad |= json_object_set_new(o, "run", utf8_string(s->run));
+        bad |= json_object_set_new(o, "run_steps", json_integer((json_int_t)s->run_steps));
+    }
     char *txt = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return txt;
+}
+
+/* A run id as libaos makes them: at most AGST_RUN_MAX - 1 of [A-Za-z0-9._:-] ("" none). */
+int agst_run_ok(const char *s, size_t n)
+{
+    if (n >= AGST_RUN_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == ':' ||
+              s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static int run_ok(const char *s)
+{
+    return agst_run_ok(s, strlen(s));
 }
 
 /* A string field of at most AGST_REASON_MAX - 1 bytes, no NUL in it. */
@@ -77,6 +99,7 @@ aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t
     }
     const char *st = json_string_value(json_object_get(o, "state"));
     json_t *r = json_object_get(o, "restarts"), *at = json_object_get(o, "at_ms");
+    json_t *rs = json_object_get(o, "run_steps");
     int found = 0;
     for (int i = 0; st && i <= AGST_FAILED; i++)
         if (!strcmp(st, names[i])) {
@@ -94,7 +117,13 @@ aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t
         field = "restarts";
     else if (!json_is_integer(at) || json_integer_value(at) < 0)
         field = "at_ms";
+    else if (json_object_get(o, "run") && (get_str(o, "run", out->run) || !run_ok(out->run)))
+        field = "run";
+    else if (json_object_get(o, "run_steps") &&
+             (!json_is_integer(rs) || json_integer_value(rs) < 0))
+        field = "run_steps";
     if (!field) {
+        out->run_steps = rs ? (uint64_t)json_integer_value(rs) : 0;
         out->restarts = (unsigned)json_integer_value(r);
         out->at_ms = (int64_t)json_integer_value(at);
     }

@@ -1,5 +1,5 @@
 /* An agent's state record: what a restarted aosd must know of it (done or failed, why, its
- * restarts), one small JSON value per agent in aosd's storage namespace. Pure: no I/O. */
+ * restarts, the steps of its current run), one small JSON value per agent in aosd's storage namespace. Pure: no I/O. */
 #ifndef AOS_AGSTATE_H
 #define AOS_AGSTATE_H
 
@@ -11,6 +11,7 @@
 #define AGST_REASON_MAX 256u     /* bytes of reason and of stopped, with the NUL */
 #define AGST_RECORD_MAX 4096u    /* bytes of a record: a longer value is not one of ours */
 #define AGST_RESTARTS_MAX 1000000000u
+#define AGST_RUN_MAX 65u         /* bytes of run, with the NUL: libaos AOS_RUN_ID_MAX + 1 */
 
 typedef enum { AGST_LIVE, AGST_DONE, AGST_FAILED } agst_state;
 
@@ -20,6 +21,8 @@ typedef struct agst {
     char stopped[AGST_REASON_MAX]; /* who stopped it ("stopped by the admin"), "" if none */
     unsigned restarts;
     int64_t at_ms;               /* wall clock when written */
+    char run[AGST_RUN_MAX];      /* the run its last step belonged to ("" none); optional */
+    uint64_t run_steps;          /* its steps in that run (budgets.steps counts them) */
 } agst;
 
 /* The record's JSON (keys sorted, compact). A reason that is not UTF-8 (a message cut inside
@@ -29,5 +32,8 @@ char *agst_encode(const agst *s);
 /* A stored value back, checked whole (it is read from storage, so untrusted): AOS_OK with
  * *out filled, else AOS_ERR_USAGE with why naming the field; *out is then zeroed. */
 aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t whylen);
+
+/* 1 when s (n bytes, not NUL-terminated) is a run id a record may hold, else 0. */
+int agst_run_ok(const char *s, size_t n);
 
 #endif

@@ -33,6 +33,42 @@ static void a_record_comes_back(void **st)
     free(j);
 }
 
+/* The current run's step count: written when there is one, read back; a record of before
+ * the field (none) reads as no run and 0 steps; a run that is no run id is refused. */
+static void the_run_and_its_steps_come_back(void **st)
+{
+    (void)st;
+    agst a = {.state = AGST_LIVE, .run_steps = 12};
+    strcpy(a.run, "r-0123456789abcdef0123456789abcdef");
+    char *j = agst_encode(&a);
+    assert_non_null(j);
+    assert_non_null(strstr(j, "\"run\":\"r-0123456789abcdef0123456789abcdef\",\"run_steps\":12"));
+    agst b;
+    char why[256];
+    assert_int_equal(agst_decode((const uint8_t *)j, strlen(j), &b, why, sizeof why), AOS_OK);
+    assert_string_equal(b.run, a.run);
+    assert_int_equal(b.run_steps, 12);
+    free(j);
+    const char *old = "{\"state\":\"live\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":0,"
+                      "\"at_ms\":0}";
+    strcpy(b.run, "x");
+    assert_int_equal(agst_decode((const uint8_t *)old, strlen(old), &b, why, sizeof why), AOS_OK);
+    assert_string_equal(b.run, "");
+    assert_int_equal(b.run_steps, 0);
+    const char *bad[] = {"{\"state\":\"live\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":0,"
+                         "\"at_ms\":0,\"run\":\"../x\",\"run_steps\":1}",
+                         "{\"state\":\"live\",\"reason\":\"\",\"stopped\":\"\",\"restarts\":0,"
+                         "\"at_ms\":0,\"run\":\"r-1\",\"run_steps\":-1}"};
+    const char *field[] = {"run", "run_steps"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(agst_decode((const uint8_t *)bad[i], strlen(bad[i]), &b, why, sizeof why),
+                         AOS_ERR_USAGE);
+        assert_non_null(strstr(why, field[i]));
+    }
+    assert_int_equal(agst_run_ok("r-ab", 4), 1);
+    assert_int_equal(agst_run_ok("r/ab", 4), 0);
+}
+
 static void a_cut_reason_is_still_utf8(void **st)
 {
     (void)st;
@@ -93,6 +129,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_record_comes_back),
         cmocka_unit_test(a_cut_reason_is_still_utf8),
+        cmocka_unit_test(the_run_and_its_steps_come_back),
         cmocka_unit_test(damaged_records_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

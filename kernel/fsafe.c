@@ -240,3 +240,79 @@ aos_err fs_reown_tree(int dirfd, uid_t from_uid, uid_t to_uid, gid_t to_gid, cha
     }
     return reown(dirfd, st.st_dev, from_uid, to_uid, to_gid, 0, why, whylen);
 }
+
+/* An fd's mode through its /proc link: an O_PATH fd has no fchmod, and the link is the
+ * entry itself (no path is resolved again, so nothing can be swapped in). */
+static int chmod_fd(int fd, mode_t mode)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+    return chmod(p, mode);
+}
+
+static aos_err share(int dirfd, dev_t dev, gid_t gid, int depth, char *why, size_t whylen)
+{
+    if (depth > 64) {
+        snprintf(why, whylen, "tree nested too deep");
+        return AOS_ERR_IO;
+    }
+    int dfd = dup(dirfd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        snprintf(why, whylen, "read dir: %s", strerror(errno));
+        return AOS_ERR_IO;
+    }
+    aos_err e = AOS_OK;
+    struct dirent *de;
+    while (!e && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        int fd = openat(dirfd, de->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            snprintf(why, whylen, "%s: %s", de->d_name, strerror(errno));
+            e = AOS_ERR_IO;
+        } else if (st.st_dev != dev || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ||
+                   (S_ISREG(st.st_mode) && st.st_nlink > 1)) {
+            /* another file system's, a symlink, a device or a FIFO, a hard link to who
+             * knows whose file: left as it is */
+        } else {
+            /* the group may do what the owner may, and a directory's new files keep it */
+            mode_t m = (st.st_mode & 07777) | ((st.st_mode & 0700) >> 3) |
+                       (S_ISDIR(st.st_mode) ? S_ISGID : 0);
+            if (fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
+                chmod_fd(fd, m) != 0) {
+                snprintf(why, whylen, "%s: %s", de->d_name, strerror(errno));
+                e = AOS_ERR_IO;
+            } else if (S_ISDIR(st.st_mode)) {
+                int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                                        O_CLOEXEC);
+                struct stat s2;
+                if (sub < 0 || fstat(sub, &s2) != 0 || s2.st_ino != st.st_ino) {
+                    snprintf(why, whylen, "%s changed while it was shared", de->d_name);
+                    e = AOS_ERR_REFUSED;
+                } else {
+                    e = share(sub, dev, gid, depth + 1, why, whylen);
+                }
+                if (sub >= 0)
+                    close(sub);
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    closedir(d);
+    return e;
+}
+
+aos_err fs_share_tree(int dirfd, gid_t gid, char *why, size_t whylen)
+{
+    struct stat st;
+    if (fstat(dirfd, &st) != 0) {
+        snprintf(why, whylen, "stat: %s", strerror(errno));
+        return AOS_ERR_IO;
+    }
+    return share(dirfd, st.st_dev, gid, 0, why, whylen);
+}

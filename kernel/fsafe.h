@@ -40,4 +40,11 @@ aos_err fs_remove(int dirfd, const char *name, char *why, size_t whylen);
 aos_err fs_reown_tree(int dirfd, uid_t from_uid, uid_t to_uid, gid_t to_gid, char *why,
                       size_t whylen);
 
+/* Share the tree under dirfd (not dirfd itself) with group gid: every directory and
+ * regular file in it (not following symlinks, not leaving the file system, not a file with
+ * more than one link) gets group gid and the owner's permissions for the group too, each
+ * directory the setgid bit. The owners stay. For a workspace moved in from an older
+ * layout. */
+aos_err fs_share_tree(int dirfd, gid_t gid, char *why, size_t whylen);
+
 #endif

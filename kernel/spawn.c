@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string.h>
@@ -82,6 +83,8 @@ pid_t spawn_child(const spawn_req *r)
     close_range(3 + (unsigned)n, ~0u, 0);
     if (chdir(r->cwd ? r->cwd : "/") != 0)
         _exit(126);
+    if (r->umask_set)
+        umask(r->umask);
     if (r->uid != 0 && geteuid() == 0 &&
         (setgroups(0, NULL) != 0 || setresgid(r->gid, r->gid, r->gid) != 0 ||
          setresuid(r->uid, r->uid, r->uid) != 0))

@@ -15,6 +15,8 @@ typedef struct spawn_req {
                                  * it holds API keys) */
     uid_t uid;                  /* switch to uid:gid (no supplementary groups) when root; */
     gid_t gid;                  /* uid 0 means stay root (servers drop by themselves) */
+    int umask_set;              /* the child's umask is umask, not aosd's 077 */
+    mode_t umask;
     int out_fd;                 /* stdout and stderr (-1: inherit) */
     int fds[SPAWN_FDS_MAX];     /* fds[i] becomes fd 3+i in the child; -1 ends the list */
     const char *cwd;            /* NULL: "/" */

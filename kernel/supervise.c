@@ -369,6 +369,8 @@ static void role_dsn(const child *k, char *out, size_t cap)
     pgem_role_dsn(cfg, k->role, out, cap);
 }
 
+static gid_t ws_gid; /* DATA/workspaces' group: the agents' (sup_users) */
+
 static void start_failed(child *k, uint64_t now, const char *what)
 {
     snprintf(k->reason, sizeof k->reason, "%s: %s", what, strerror(errno));
@@ -420,6 +422,10 @@ static void start_child(child *k, uint64_t now)
         if (geteuid() == 0) { /* the server drops to its own user once it is set up */
             argv[n++] = "--user";
             argv[n++] = (char *)k->user;
+            if (k->workspaces) { /* the agents' group: the workspaces are shared with them */
+                argv[n++] = "--group-of";
+                argv[n++] = AOS_AGENT_USER;
+            }
         }
         if (k->role) {
             role_dsn(k, dsn, sizeof dsn);
@@ -481,7 +487,10 @@ static void start_child(child *k, uint64_t now)
             if (!dirs[d][0])
                 continue;
             char why[256];
-            int fd = fs_dir(dd->dir, dirs[d][0], 0700, k->uid, k->gid, why, sizeof why);
+            /* DATA/workspaces: the agents' group may pass through (bubblewrap reaches an
+             * agent's own workspace by its path), not list it; each one is 02770 */
+            int fd = fs_dir(dd->dir, dirs[d][0], d ? 0710 : 0700, k->uid, d ? ws_gid : k->gid,
+                            why, sizeof why);
             if (fd < 0) {
                 aos_error("%s: DATA/%s: %s", k->name, dirs[d][0], why);
                 for (int i = 0; i < SPAWN_FDS_MAX && r.fds[i] >= 0; i++)
@@ -664,6 +673,16 @@ static void on_ready(void *arg, int idx, pid_t pid, const uint8_t *payload, size
 /* Each child's own account. Not root: there is no other to switch to, all run as us. */
 static aos_err resolve_users(char *why, size_t whylen)
 {
+    ws_gid = getegid();
+    if (geteuid() == 0) { /* the agents' group, which DATA/workspaces is shared with */
+        struct passwd *pw = getpwnam(AOS_AGENT_USER);
+        if (!pw || pw->pw_uid == 0 || pw->pw_gid == 0) {
+            snprintf(why, whylen, "aosd as root runs agents as the user " AOS_AGENT_USER
+                     ", which %s (tools/deps.sh creates it)", pw ? "is root" : "does not exist");
+            return AOS_ERR_NOT_FOUND;
+        }
+        ws_gid = pw->pw_gid;
+    }
     for (size_t i = 0; i < NKIDS; i++) {
         child *k = &kids[i];
         if (geteuid() != 0) {
@@ -736,6 +755,15 @@ aos_err sup_init(const kcfg *c, const datadir *d, char *why, size_t whylen)
 aos_err sup_users(char *why, size_t whylen)
 {
     return resolve_users(why, whylen);
+}
+
+uid_t sup_ws_uid(gid_t *gid)
+{
+    *gid = ws_gid;
+    for (size_t i = 0; i < NKIDS; i++)
+        if (kids[i].workspaces)
+            return kids[i].uid;
+    return geteuid();
 }
 
 uid_t sup_pg_uid(gid_t *gid)

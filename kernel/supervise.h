@@ -88,6 +88,11 @@ sup_action sup_decide(sup_track *t, const sup_policy *p, const sup_exit *x, uint
  * the fix when one is missing). First, before the data dir is made. The children are
  * postgres and the servers of aos/servers.h, in that order. */
 aos_err sup_users(char *why, size_t whylen);
+/* The account of the server that keeps DATA/workspaces, aos-tool (after sup_users); *gid
+ * the directory's group, the agents' (aos-agent's when root). */
+uid_t sup_ws_uid(gid_t *gid);
+/* The agents' account when aosd is root; aos-tool keeps its group as a supplementary one. */
+#define AOS_AGENT_USER "aos-agent"
 /* PostgreSQL's account (after sup_users). */
 uid_t sup_pg_uid(gid_t *gid);
 /* d: the data dir, opened by dd_open; both live until sup_fini. */

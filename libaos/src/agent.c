@@ -2,6 +2,7 @@
  * the kernel says we are, step boundaries and idle waits, every reply checked as wire input. */
 #include "aos/agent.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ struct aos_agent {
     char *manifest;         /* NUL-terminated JSON text, "" for none */
     uint64_t incarnation;
     uint64_t steps;
+    char run[AOS_RUN_ID_MAX + 1]; /* the run its steps belong to (aos_agent_set_run), "" */
 };
 
 /* A bytes field from aosd that must be text: UTF-8 (empty is fine). */
@@ -153,6 +155,14 @@ uint64_t aos_agent_steps(const aos_agent *a)
     return a ? a->steps : 0;
 }
 
+aos_err aos_agent_set_run(aos_agent *a, const char *run_id)
+{
+    if (!a || !run_id || strlen(run_id) > AOS_RUN_ID_MAX)
+        return AOS_ERR_USAGE;
+    snprintf(a->run, sizeof a->run, "%s", run_id);
+    return AOS_OK;
+}
+
 aos_err aos_agent_step(aos_agent *a, aos_agent_action *action, char *why, size_t whylen)
 {
     if (!a || !action) {
@@ -162,6 +172,7 @@ aos_err aos_agent_step(aos_agent *a, aos_agent_action *action, char *why, size_t
     *action = AOS_AGENT_CONTINUE;
     Aos__Agent__StepRequest q = AOS__AGENT__STEP_REQUEST__INIT;
     q.step = a->steps + 1;
+    q.run = (ProtobufCBinaryData){strlen(a->run), (uint8_t *)a->run};
     Aos__Agent__StepReply *r = NULL;
     aos_err e = call(a, "kernel.agent.step", &q.base, 0, &aos__agent__step_reply__descriptor,
                      (void **)&r, why, whylen);

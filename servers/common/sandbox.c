@@ -335,23 +335,27 @@ aos_err sbx_lookup_user(const char *user, uid_t *uid, gid_t *gid, char *why, siz
 }
 
 /* setgroups/setresgid/setresuid reach every thread (glibc broadcasts them), so nng's
- * threads started before the sandbox lose root too. */
-static aos_err sbx_drop(const char *user, char *why, size_t whylen)
+ * threads started before the sandbox lose root too. group_of (NULL: none): a user whose
+ * primary group stays our one supplementary group (aos-tool keeps aos-agent's, the group of
+ * the workspaces it shares with the agents). */
+static aos_err sbx_drop(const char *user, const char *group_of, char *why, size_t whylen)
 {
-    uid_t uid;
-    gid_t gid;
+    uid_t uid, guid;
+    gid_t gid, g2 = 0;
     aos_err e = sbx_lookup_user(user, &uid, &gid, why, whylen);
-    if (e)
+    if (e || (group_of && (e = sbx_lookup_user(group_of, &guid, &g2, why, whylen))))
         return e;
-    if (setgroups(0, NULL) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid)) {
+    if (setgroups(group_of ? 1 : 0, group_of ? &g2 : NULL) || setresgid(gid, gid, gid) ||
+        setresuid(uid, uid, uid)) {
         snprintf(why, whylen, "dropping privileges to %s (uid %u gid %u): %s", user,
                  (unsigned)uid, (unsigned)gid, strerror(errno));
         return AOS_ERR_INTERNAL;
     }
     uid_t r, ef, s;
-    gid_t gr, ge, gs;
+    gid_t gr, ge, gs, gl[2] = {0, 0};
     if (getresuid(&r, &ef, &s) || getresgid(&gr, &ge, &gs) || r != uid || ef != uid ||
-        s != uid || gr != gid || ge != gid || gs != gid || getgroups(0, NULL) != 0) {
+        s != uid || gr != gid || ge != gid || gs != gid ||
+        getgroups(2, gl) != (group_of ? 1 : 0) || (group_of && gl[0] != g2)) {
         snprintf(why, whylen, "privileges of %s not fully dropped", user);
         return AOS_ERR_INTERNAL;
     }
@@ -620,7 +624,7 @@ aos_err sbx_apply(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
     /* Not root: there is nothing to drop, aosd runs us as its own unprivileged user (in
      * a user namespace of our own, where that uid is not root either). */
     int dropped = o->user && geteuid() == 0;
-    if (dropped && (e = sbx_drop(o->user, why, whylen)))
+    if (dropped && (e = sbx_drop(o->user, o->group_of, why, whylen)))
         return e;
     /* After the drop, which clears the death signal; then make sure the parent did not
      * die before it was set, or we would never get it. */
@@ -1237,5 +1241,5 @@ aos_err sbx_enter(const sbx_opts *o, sbx_report *rep, char *why, size_t whylen)
 
 aos_err sbx_drop_to(const char *user, char *why, size_t whylen)
 {
-    return sbx_drop(user, why, whylen);
+    return sbx_drop(user, NULL, why, whylen);
 }

@@ -14,6 +14,8 @@
 typedef struct sbx_opts {
     const char *name;          /* "memory", "storage", "tool", "llm", "audit", "api" */
     const char *user;          /* the server's own account to drop to when root; NULL: stay */
+    const char *group_of;      /* a user whose primary group it keeps as its one
+                                * supplementary group (aos-tool: aos-agent's); NULL none */
     pid_t parent;              /* aosd's pid: checked again after the drop */
     int pg_local;              /* its database is on a Unix socket (the embedded cluster):
                                 * AF_UNIX only and a network namespace of its own,

@@ -1593,8 +1593,8 @@ static void dsn_places(const char *dsn, sbx_opts *so, int *nkeep)
 
 static int usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--dsn-fd N] [--config-fd N] "
-                    "[--pg-local] [--keep PATH]... [--dir PATH] [--test-hooks]\n"
+    fprintf(stderr, "usage: %s --link URL --name NAME [--user USER] [--group-of USER] [--dsn-fd N] "
+                    "[--config-fd N] [--pg-local] [--keep PATH]... [--dir PATH] [--test-hooks]\n"
                     "       %s --migrate --name NAME --dsn-fd N [--user USER]\n"
                     "(servers are started by aosd, not by hand)\n", prog, prog);
     return 2;
@@ -1672,6 +1672,8 @@ int srv_main(const srv_def *def, int argc, char **argv)
             name = argv[++i];
         else if (!strcmp(argv[i], "--user") && i + 1 < argc)
             so.user = argv[++i];
+        else if (!strcmp(argv[i], "--group-of") && i + 1 < argc)
+            so.group_of = argv[++i];
         else if (!strcmp(argv[i], "--dsn-fd") && i + 1 < argc)
             dsn_fd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--why-fd") && i + 1 < argc)

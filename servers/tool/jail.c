@@ -1024,7 +1024,9 @@ static __attribute__((noinline)) pid_t spawn_vfork(const child_args *ca)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    umask(022); /* files a tool makes in its workspace: the usual modes, not ours */
+    /* files a tool makes in its workspace: its agent's to read and write too (the
+     * workspace is of the agents' group, setgid: aosd's spawn_agent), nobody else's */
+    umask(007);
     for (int h = 0; h < 2; h++)
         if (ca->cg[h] >= 0 && write(ca->cg[h], "0", 1) != 1)
             _exit(126);

@@ -396,6 +396,8 @@ static aos_err workspace(tstate *t, srv *s, const char *agent, char **path, char
         snprintf(why, whylen, "aos-tool has no workspaces directory (aosd gave none)");
         return AOS_ERR_UNAVAILABLE;
     }
+    /* an agent's own is made by aosd before it starts (aos-tool's, the agents' group,
+     * 02770: shared with the agent); one for a run of no running agent is ours alone */
     if (mkdirat(t->wsfd, agent, 0700) && errno != EEXIST) {
         snprintf(why, whylen, "making the workspace of %s: %s", agent, strerror(errno));
         return AOS_ERR_IO;

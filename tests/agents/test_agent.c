@@ -1,6 +1,6 @@
 /* aos-test-agent: an agent program for the tests and benchmarks, one behaviour per mode
- * (idle, steps, crash, ignore-stop, spoof, dial, llm, tool, call, mail, escape); one stdout
- * line per event. */
+ * (idle, steps, runsteps, crash, ignore-stop, spoof, dial, llm, tool, share, peek, call,
+ * mail, escape); one stdout line per event. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,12 +26,18 @@ static const char usage[] =
     "  idle                  wait for wakes; exit 0 at \"stop\"\n"
     "  steps N [MS]          N steps, MS ms apart (100); exit 0 at the end or at STOP\n"
     "  crash                 abort() 50 ms after it opened\n"
+    "  runsteps RUNS N [C]   N steps of each run of RUNS (r-a,r-b), the next after a\n"
+    "                        REFUSED one; the first process aborts after C; exit 4 if\n"
+    "                        one was REFUSED\n"
     "  ignore-stop           ignore SIGTERM and sleep; never steps\n"
     "  spoof OTHER           storage.kv.put spoof=x naming OTHER as the agent; exit 0\n"
     "  dial URL              aos_connect + kernel.ping: exit 3 if it got through, else 0\n"
     "  llm MODEL [TEXT [N]]  llm.chat of one user message (\"hello\"), N times (1) or\n"
     "                        until one fails\n"
     "  tool NAME ARGSJSON [net]  tool.run (net: asks for a network)\n"
+    "  share                 one workspace with its tool runs: write, a tool reads and\n"
+    "                        writes, read (exit 0: all worked, 3: one did not)\n"
+    "  peek OTHER            look for OTHER's share files (own workspace, .., a tool run)\n"
     "  hog MB                touch MB MiB of memory (its cgroup's memory.max ends it)\n"
     "  threads N             start N threads (its cgroup's pids.max stops them: exit 3)\n"
     "  assemble BUDGET       memory.assemble with this call's own budget (tokens)\n"
@@ -174,6 +180,49 @@ static int m_steps(long n, long ms)
     printf("done: %ld steps\n", n);
     aos_agent_close(a);
     return 0;
+}
+
+/* n steps of each run of runs ("r-a,r-b": aos_agent_set_run), the next run after a
+ * REFUSED step (the kernel's budgets.steps); the first process aborts after crash steps of
+ * its first run (0: never). Exit 4 when a step was REFUSED, 0 when none was. */
+static int m_runsteps(const char *runs, long n, long crash)
+{
+    aos_agent *a = open_or_die();
+    char why[AOS_ERRMSG_MAX + 1], run[AOS_RUN_ID_MAX + 1];
+    int first = aos_agent_incarnation(a) == 1, refused = 0;
+    for (const char *p = runs; *p;) {
+        size_t l = strcspn(p, ",");
+        snprintf(run, sizeof run, "%.*s", (int)(l > AOS_RUN_ID_MAX ? AOS_RUN_ID_MAX : l), p);
+        p += l + (p[l] == ',');
+        if (aos_agent_set_run(a, run) != AOS_OK) {
+            printf("runsteps: bad run id\n");
+            aos_agent_close(a);
+            return 1;
+        }
+        for (long i = 1; i <= n; i++) {
+            aos_agent_action act;
+            aos_err e = aos_agent_step(a, &act, why, sizeof why);
+            if (e == AOS_ERR_REFUSED) {
+                printf("run %s step %ld: REFUSED: %s\n", run, i, why);
+                refused = 1;
+                break;
+            }
+            if (e != AOS_OK) {
+                printf("run %s step %ld: %s: %s\n", run, i, aos_err_name(e), why);
+                aos_agent_close(a);
+                return 1;
+            }
+            printf("run %s step %ld: continue\n", run, i);
+            if (first && crash && i == crash) {
+                printf("runsteps: abort after step %ld\n", i);
+                abort();
+            }
+        }
+        first = 0;
+    }
+    printf("runsteps: done\n");
+    aos_agent_close(a);
+    return refused ? 4 : 0;
 }
 
 static _Noreturn void m_crash(void)
@@ -343,6 +392,108 @@ static int m_tool(const char *tool, const char *args, int net)
     aos_reply_clear(&r);
     aos_agent_close(a);
     return rc;
+}
+
+/* One sh tool run of cmd; its stdout (cap bytes, NUL-terminated) into out. 0: it ran
+ * and exited 0. */
+static int sh_run(aos_agent *a, const char *cmd, char *out, size_t cap)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "{\"command\":\"%s\"}", cmd);
+    Aos__Tool__RunRequest q = AOS__TOOL__RUN_REQUEST__INIT;
+    q.tool = txt("sh");
+    q.args = txt(args);
+    aos_reply r;
+    aos_err e = call(a, "tool.run", &q.base, &r);
+    int rc = 1;
+    out[0] = 0;
+    Aos__Tool__RunReply *rr = e == AOS_OK ? aos__tool__run_reply__unpack(NULL, r.payload_len,
+                                                                        r.payload)
+                                          : NULL;
+    if (rr) {
+        snprintf(out, cap, "%.*s", (int)rr->stdout_data.len, (const char *)rr->stdout_data.data);
+        rc = rr->exit_status != 0;
+        aos__tool__run_reply__free_unpacked(rr, NULL);
+    } else {
+        printf("tool.run: %s: %s\n", aos_err_name(e), e ? r.error : "not a RunReply");
+    }
+    aos_reply_clear(&r);
+    return rc;
+}
+
+/* The first line of file (cap bytes) into out; -1 when it does not open. */
+static int first_line(const char *file, char *out, size_t cap)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return -1;
+    if (!fgets(out, (int)cap, f))
+        out[0] = 0;
+    out[strcspn(out, "\n")] = 0;
+    fclose(f);
+    return 0;
+}
+
+/* One workspace: the agent writes a file, its tool run reads it, adds to it and writes
+ * another, the agent reads that and adds to it. Exit 0 when every step worked, else 3. */
+static int m_share(void)
+{
+    aos_agent *a = open_or_die();
+    char out[4096], line[256];
+    int bad = 0;
+    FILE *f = fopen("from-agent.txt", "w");
+    bad |= !f || fputs("agent wrote this\n", f) < 0;
+    if (f)
+        bad |= fclose(f) != 0;
+    printf("share: the agent wrote from-agent.txt: %s\n", bad ? "failed" : "ok");
+    int trc = sh_run(a, "cat from-agent.txt && echo tool wrote this > from-tool.txt && "
+                        "echo tool added this >> from-agent.txt", out, sizeof out);
+    out[strcspn(out, "\n")] = 0;
+    printf("share: the tool run read: %s (%s)\n", out, trc ? "failed" : "ok");
+    bad |= trc || strcmp(out, "agent wrote this");
+    if (first_line("from-tool.txt", line, sizeof line) != 0) {
+        printf("share: the agent cannot read from-tool.txt: %s\n", strerror(errno));
+        bad = 1;
+    } else {
+        printf("share: the agent read from-tool.txt: %s\n", line);
+        bad |= strcmp(line, "tool wrote this") != 0;
+    }
+    f = fopen("from-tool.txt", "a");
+    int wbad = !f || fputs("agent added this\n", f) < 0;
+    if (f)
+        wbad |= fclose(f) != 0;
+    printf("share: the agent added to from-tool.txt: %s\n", wbad ? strerror(errno) : "ok");
+    bad |= wbad;
+    printf("share: %s\n", bad ? "FAILED" : "all ok");
+    aos_agent_close(a);
+    return bad ? 3 : 0;
+}
+
+/* Another agent looks for what the sharer made: in its own workspace, its parent and by a
+ * tool run; prints what it found (nothing, when confined). */
+static int m_peek(const char *other)
+{
+    aos_agent *a = open_or_die();
+    char out[4096], path[512], line[256];
+    for (int i = 0; i < 3; i++) {
+        if (i == 0)
+            snprintf(path, sizeof path, "from-agent.txt");
+        else if (i == 1)
+            snprintf(path, sizeof path, "../%s/from-agent.txt", other);
+        else
+            snprintf(path, sizeof path, "/workspace/../%s/from-tool.txt", other);
+        printf("peek: %s: %s\n", path, first_line(path, line, sizeof line) ? "not there" : line);
+    }
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls -A; cat from-agent.txt ../%s/from-agent.txt "
+             "../%s/from-tool.txt 2>/dev/null; true", other, other);
+    int rc = sh_run(a, cmd, out, sizeof out);
+    for (char *p = out; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    printf("peek: the tool run saw: [%s] (%s)\n", out, rc ? "failed" : "ok");
+    aos_agent_close(a);
+    return rc ? 1 : 0;
 }
 
 static int m_assemble(long budget)
@@ -579,6 +730,11 @@ int main(int argc, char **argv)
     const char *m = argc > 1 ? argv[1] : "";
     if (!strcmp(m, "idle") && argc == 2)
         return m_idle();
+    if (!strcmp(m, "runsteps") && (argc == 4 || argc == 5)) {
+        long n = count(argv[3], 1000000), c = argc == 5 ? count(argv[4], 1000000) : 0;
+        if (n >= 0 && c >= 0)
+            return m_runsteps(argv[2], n, c);
+    }
     if (!strcmp(m, "steps") && (argc == 3 || argc == 4)) {
         long n = count(argv[2], 1000000000L), ms = argc == 4 ? count(argv[3], 3600000L) : 100;
         if (n >= 0 && ms >= 0)
@@ -601,6 +757,10 @@ int main(int argc, char **argv)
         if (n >= 0)
             return m_llm(argv[2], argc >= 4 ? argv[3] : "hello", n);
     }
+    if (!strcmp(m, "share") && argc == 2)
+        return m_share();
+    if (!strcmp(m, "peek") && argc == 3)
+        return m_peek(argv[2]);
     if (!strcmp(m, "tool") && argc == 4)
         return m_tool(argv[2], argv[3], 0);
     if (!strcmp(m, "tool") && argc == 5 && !strcmp(argv[4], "net"))

@@ -1,6 +1,8 @@
 /* Agents as processes under a real aosd: deployments applied, validated and pruned; each
  * lifecycle transition; identity from the kernel; rights refused; kill -9 of aosd; 200 agents. */
+#include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -594,6 +596,136 @@ static void an_agent_cannot_leave_its_sandbox(void **st)
     assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
 }
 
+static void wait_record(const char *agent, const char *needle);
+
+/* The agent's log as aosd keeps it (every process's lines, appended). */
+static void agent_log(const char *name, char *log, size_t cap)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/agent-logs/%s", DATA_DIR, name);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(log, 1, cap - 1, f);
+    fclose(f);
+    log[n] = 0;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+/* budgets.steps counts the steps of one run: the 4th step of a run is REFUSED at 3, a second
+ * run gets 3 again, and a run resumed after a crash goes on from its count (2 before the
+ * crash: 1 more after it, not 3); the count is in the agent's state record for aosd's
+ * restart. */
+static void the_step_budget_counts_the_steps_of_one_run(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("perrun", "[runsteps, \"r-aa,r-bb\", \"5\"]",
+                                             "    budgets: {steps: 3}\n"
+                                             "    restart: {policy: never}\n")
+                                       AGENT("crashy", "[runsteps, r-cc, \"5\", \"2\"]",
+                                             "    budgets: {steps: 3}\n"
+                                             "    restart: {policy: on-failure, intensity: "
+                                             "2/60, backoff_min_ms: 50, backoff_max_ms: 200}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    static char log[1 << 16];
+    assert_int_equal(wait_state("perrun", "done|failed", 20000, &a), 0);
+    agent_log("perrun", log, sizeof log);
+    if (!strstr(a.reason, "exit 4"))
+        fail_msg("perrun: %s; its log:\n%s", a.reason, log);
+    static const char *const want[] = {
+        "run r-aa step 3: continue",
+        ("run r-aa step 4: REFUSED: agent perrun: run r-aa has taken its 3 steps "
+         "(budgets.steps)"),
+        "run r-bb step 3: continue",
+        "run r-bb step 4: REFUSED", "runsteps: done"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(log, want[i]))
+            fail_msg("no \"%s\" in perrun's log:\n%s", want[i], log);
+    assert_int_equal(count_of(log, ": continue"), 6);
+    assert_true(a.refused >= 2);
+    assert_int_equal(a.steps, 6);
+
+    assert_int_equal(wait_state("crashy", "failed", 30000, &a), 0);
+    agent_log("crashy", log, sizeof log);
+    if (!strstr(log, "runsteps: abort after step 2") || !strstr(log, "run r-cc step 2: REFUSED") ||
+        count_of(log, "run r-cc step 1: continue") != 2 || count_of(log, ": continue") != 3)
+        fail_msg("crashy (%s): its log:\n%s", a.reason, log);
+    wait_record("crashy", "\"run\":\"r-cc\",\"run_steps\":3");
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+}
+
+static void file_is(const char *rel, const char *want)
+{
+    char path[256], got[512];
+    snprintf(path, sizeof path, "%s/%s", DATA_DIR, rel);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: %s", path, strerror(errno));
+    size_t n = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    got[n] = 0;
+    if (strcmp(got, want))
+        fail_msg("%s holds '%s', not '%s'", path, got, want);
+}
+
+/* One workspace: what the agent writes its tool run reads, what the tool run writes the
+ * agent reads, and each can add to the other's file; another agent (and its tool runs)
+ * sees neither. DATA/workspaces/NAME is aos-tool's, of the agents' group, 02770. */
+static void an_agent_and_its_tool_runs_share_one_workspace(void **st)
+{
+    (void)st;
+    assert_int_equal(apply("agents:\n" AGENT("sharer", "[share]", "    tools: [sh]\n"
+                                             "    restart: {policy: never}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    ainfo a;
+    static char log[1 << 16];
+    assert_int_equal(wait_state("sharer", "done|failed", 30000, &a), 0);
+    agent_log("sharer", log, sizeof log);
+    if (!strstr(a.reason, "exit 0") || !strstr(log, "share: all ok"))
+        fail_msg("sharer: %s; its log:\n%s", a.reason, log);
+    file_is("workspaces/sharer/from-agent.txt", "agent wrote this\ntool added this\n");
+    file_is("workspaces/sharer/from-tool.txt", "tool wrote this\nagent added this\n");
+    char p[256];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/workspaces/sharer", DATA_DIR);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 02770);
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("aos-tool"); /* static: read before the next */
+        assert_non_null(pw);
+        assert_int_equal(sb.st_uid, pw->pw_uid);
+        assert_non_null(pw = getpwnam("aos-agent"));
+        assert_int_equal(sb.st_gid, pw->pw_gid);
+    }
+    snprintf(p, sizeof p, "%s/agents", DATA_DIR); /* the old place is not made any more */
+    assert_int_not_equal(access(p, F_OK), 0);
+
+    assert_int_equal(apply("agents:\n" AGENT("peeker", "[peek, sharer]", "    tools: [sh]\n"
+                                             "    restart: {policy: never}\n"),
+                           0, 0, NULL, NULL, 0),
+                     AOS_OK);
+    assert_int_equal(wait_state("peeker", "done|failed", 30000, &a), 0);
+    agent_log("peeker", log, sizeof log);
+    static const char *const want[] = {
+        "peek: from-agent.txt: not there", "peek: ../sharer/from-agent.txt: not there",
+        "peek: /workspace/../sharer/from-tool.txt: not there",
+        "peek: the tool run saw: [] (ok)"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(log, want[i]))
+            fail_msg("no \"%s\" in peeker's log (%s):\n%s", want[i], a.reason, log);
+    assert_null(strstr(log, "wrote this"));
+    assert_int_equal(apply("agents: []\n", 1, 0, NULL, NULL, 0), AOS_OK);
+}
+
 static void ungranted_tools_and_models_are_refused(void **st)
 {
     (void)st;
@@ -758,6 +890,47 @@ static void wait_record(const char *agent, const char *needle)
         fail_msg("state record of %s: '%s', wanted %s", agent, rec, needle);
 }
 
+/* A data dir of before one workspace: DATA/agents/NAME moves to DATA/workspaces/NAME at
+ * aosd's start, its files shared with the agents' group; where both exist the old one
+ * stays. */
+static void old_agent_workspaces_move_to_the_shared_one(void **st)
+{
+    (void)st;
+    char dir[256], why[512], p[512];
+    h_kill9_keep(H, dir, sizeof dir);
+    const char *mk[] = {"agents", "agents/mig", "agents/mig/sub", "agents/both", "workspaces",
+                        "workspaces/both"};
+    for (size_t i = 0; i < sizeof mk / sizeof mk[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, mk[i]);
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            fail_msg("mkdir %s: %s", p, strerror(errno));
+    }
+    snprintf(p, sizeof p, "%s/agents/mig/sub/notes.txt", dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("old notes\n", f);
+    fclose(f);
+    assert_int_equal(chmod(p, 0600), 0);
+    H = h_start_on(dir, NULL, 120000, why, sizeof why);
+    if (!H)
+        fail_msg("aosd again: %s", why);
+    file_is("workspaces/mig/sub/notes.txt", "old notes\n");
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/workspaces/mig/sub/notes.txt", DATA_DIR);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0660); /* the group may what the owner may */
+    snprintf(p, sizeof p, "%s/workspaces/mig/sub", DATA_DIR);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 02770);
+    snprintf(p, sizeof p, "%s/workspaces/mig", DATA_DIR);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 02770);
+    snprintf(p, sizeof p, "%s/agents/mig", DATA_DIR);
+    assert_int_not_equal(access(p, F_OK), 0);
+    snprintf(p, sizeof p, "%s/agents/both", DATA_DIR); /* both: the old one is left */
+    assert_int_equal(access(p, F_OK), 0);
+}
+
 /* A finished restart-never agent is not run again by a restarted aosd: done and failed stay,
  * with their reasons, shown so by ps; one with a wake still wakes; a live one starts again. */
 static void finished_agents_stay_finished_after_aosd_kill9(void **st)
@@ -899,10 +1072,13 @@ int main(void)
         cmocka_unit_test(an_agent_cannot_leave_its_sandbox),
         cmocka_unit_test(ungranted_tools_and_models_are_refused),
         cmocka_unit_test(network_and_budget_refusals_are_audited),
+        cmocka_unit_test(the_step_budget_counts_the_steps_of_one_run),
+        cmocka_unit_test(an_agent_and_its_tool_runs_share_one_workspace),
         cmocka_unit_test(an_agent_is_held_to_its_cgroup),
         cmocka_unit_test(the_context_budget_reaches_aos_memory),
         cmocka_unit_test(agents_come_back_after_aosd_kill9),
         cmocka_unit_test(finished_agents_stay_finished_after_aosd_kill9),
+        cmocka_unit_test(old_agent_workspaces_move_to_the_shared_one),
         cmocka_unit_test(a_deployment_over_the_record_cap_is_refused),
         cmocka_unit_test(two_hundred_agents_alive_at_once),
     };

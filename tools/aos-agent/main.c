@@ -917,8 +917,16 @@ static int run_loop(agent *g)
             goto out;
         }
         g->turn = turn;
-        aos_agent_action act_now;
-        aos_err e = aos_agent_step(g->a, &act_now, why, sizeof why);
+        /* a turn replayed from the log runs nothing: not a step boundary, and the kernel's
+         * budgets.steps (per run) counted it when it ran */
+        aos_agent_action act_now = AOS_AGENT_CONTINUE;
+        aos_err e = aos_run_replaying(g->run) ? AOS_OK
+                                              : aos_agent_step(g->a, &act_now, why, sizeof why);
+        if (e == AOS_ERR_REFUSED) { /* the kernel's budget: the run ends with its reason */
+            say("kernel.agent.step: %s", why);
+            rc = finish(g, AOS_RUN_FAILED, why);
+            goto out;
+        }
         if (e) {
             say("kernel.agent.step: %s: %s", aos_err_name(e), why);
             goto out;
@@ -1100,6 +1108,10 @@ int main(int argc, char **argv)
         say("run %s finished before (%s): nothing to do", aos_run_id(g.run),
             aos_run_state_name(aos_run_state_of(g.run)));
         rc = 0;
+        goto out;
+    }
+    if ((e = aos_agent_set_run(g.a, aos_run_id(g.run)))) { /* budgets.steps counts per run */
+        say("aos-agent %s: aos_agent_set_run: %s", g.cf.name, aos_err_name(e));
         goto out;
     }
     say("run %s %s (model %s, %zu tools, %llu steps at most)", aos_run_id(g.run),

@@ -43,6 +43,13 @@ uint64_t aos_agent_steps(const aos_agent *a);
  * (call again to report it). why (may be NULL) gets the reason of a failure. */
 typedef enum { AOS_AGENT_CONTINUE, AOS_AGENT_STOP } aos_agent_action;
 aos_err aos_agent_step(aos_agent *a, aos_agent_action *action, char *why, size_t whylen);
+/* The run (aos_run_id of libaos aos/step.h) the next steps belong to: the kernel counts the
+ * manifest's budgets.steps per run, so a new run starts at 0 and the same run resumed after a
+ * restart (the agent's or aosd's) goes on from its count; past it aos_agent_step is
+ * AOS_ERR_REFUSED with the kernel's reason. A step replayed from the log is not a step
+ * boundary (nothing runs): an agent does not report it. "" for none (all such steps share
+ * one count). AOS_ERR_USAGE for a NULL or an id past AOS_RUN_ID_MAX. */
+aos_err aos_agent_set_run(aos_agent *a, const char *run_id);
 
 /* Idle until the next wake: kernel.agent.wait with a long deadline, issued again when the
  * deadline passes without a wake. *why_woken (cap bytes) gets the kernel's reason: "timer"
