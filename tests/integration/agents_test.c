@@ -291,6 +291,27 @@ static void unknown_tools_are_refused_at_apply(void **st)
     assert_int_equal(n_applied(), before);
 }
 
+/* The state letter of pid in /proc (T: stopped), after waiting up to 1 s for a stop to
+ * land; '?' when it cannot be read. */
+static char stopped_state(pid_t pid)
+{
+    char path[64], buf[512], st = '?';
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 100; i++) {
+        FILE *f = fopen(path, "re");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        st = p && p[1] == ' ' ? p[2] : '?';
+        if (st == 'T' || st == 't')
+            break;
+        usleep(10000);
+    }
+    return st;
+}
+
 /* Without aos-tool's answer nothing is applied unchecked: UNAVAILABLE once the request's
  * deadline is near. aos-tool is frozen (SIGSTOP) for less than its heartbeat timeout. */
 static void an_apply_without_the_catalogue_is_unavailable(void **st)
@@ -303,10 +324,17 @@ static void an_apply_without_the_catalogue_is_unavailable(void **st)
     const char *y = "agents:\n  - name: t3\n    program: aos-test-agent\n    args: [idle]\n"
                     "    tools: [cat]\n";
     assert_int_equal(kill(tool, SIGSTOP), 0);
+    char pst = stopped_state(tool);
     int rc = apply_in(y, 0, 0, NULL, err, sizeof err, 1500);
+    char now[32];
+    pid_t tool_now = h_child(H, "tool", now);
     kill(tool, SIGCONT);
+    /* once (a soak under load) this apply came back OK: the pid and states say whether
+     * aos-tool was really stopped, or another one answered */
     if (rc != AOS_ERR_UNAVAILABLE || !strstr(err, "aos-tool"))
-        fail_msg("%s: %s", aos_err_name(rc), err);
+        fail_msg("%s: %s (aos-tool pid %d was '%s', /proc state '%c' after SIGSTOP; now pid %d "
+                 "'%s')",
+                 aos_err_name(rc), err, (int)tool, state, pst, (int)tool_now, now);
     assert_int_equal(n_applied(), before);
     /* a file that names no tool needs no catalogue */
     assert_int_equal(kill(tool, SIGSTOP), 0);
