@@ -169,8 +169,16 @@ aos_err fs_remove(int dirfd, const char *name, char *why, size_t whylen)
     return rm_tree(dirfd, name, 0, why, whylen);
 }
 
-static aos_err reown(int dirfd, dev_t dev, uid_t from, uid_t to, gid_t gid, int depth,
-                     char *why, size_t whylen)
+/* What a tree walk does with one entry (fd: O_PATH to the entry itself, st its stat): an
+ * error ends the walk; *descend asks to go into it when it is a directory. */
+typedef aos_err (*walk_fn)(int fd, const char *name, const struct stat *st, dev_t dev,
+                           void *arg, int *descend, char *why, size_t whylen);
+
+/* fn over every entry below dirfd, depth first, never following a symlink: each entry is
+ * opened once (O_PATH), and a directory is entered only if it is still the one fn saw
+ * (verb says what was being done to it when it was not). */
+static aos_err walk(int dirfd, dev_t dev, int depth, walk_fn fn, void *arg, const char *verb,
+                    char *why, size_t whylen)
 {
     if (depth > 64) {
         snprintf(why, whylen, "tree nested too deep");
@@ -184,6 +192,7 @@ static aos_err reown(int dirfd, dev_t dev, uid_t from, uid_t to, gid_t gid, int 
         snprintf(why, whylen, "read dir: %s", strerror(errno));
         return AOS_ERR_IO;
     }
+    rewinddir(d); /* the dup shares dirfd's offset: an earlier walk of it left it at the end */
     aos_err e = AOS_OK;
     struct dirent *de;
     while (!e && (de = readdir(d))) {
@@ -192,29 +201,21 @@ static aos_err reown(int dirfd, dev_t dev, uid_t from, uid_t to, gid_t gid, int 
         /* O_PATH: an fd to the entry itself, symlinks included, opened once */
         int fd = openat(dirfd, de->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
+        int descend = 0;
         if (fd < 0 || fstat(fd, &st) != 0) {
             snprintf(why, whylen, "%s: %s", de->d_name, strerror(errno));
             e = AOS_ERR_IO;
-        } else if (st.st_dev != dev) {
-            snprintf(why, whylen, "%s is on another file system", de->d_name);
-            e = AOS_ERR_REFUSED;
-        } else if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
-            snprintf(why, whylen, "%s has %lu hard links: it may be someone else's file",
-                     de->d_name, (unsigned long)st.st_nlink);
-            e = AOS_ERR_REFUSED;
-        } else if (st.st_uid == from &&
-                   fchownat(fd, "", to, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-            snprintf(why, whylen, "chown %s: %s", de->d_name, strerror(errno));
-            e = AOS_ERR_IO;
-        } else if (S_ISDIR(st.st_mode)) {
-            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                                    O_CLOEXEC);
+        } else {
+            e = fn(fd, de->d_name, &st, dev, arg, &descend, why, whylen);
+        }
+        if (!e && descend && S_ISDIR(st.st_mode)) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             struct stat s2;
             if (sub < 0 || fstat(sub, &s2) != 0 || s2.st_ino != st.st_ino) {
-                snprintf(why, whylen, "%s changed while it was re-owned", de->d_name);
+                snprintf(why, whylen, "%s changed while it was %s", de->d_name, verb);
                 e = AOS_ERR_REFUSED;
             } else {
-                e = reown(sub, dev, from, to, gid, depth + 1, why, whylen);
+                e = walk(sub, dev, depth + 1, fn, arg, verb, why, whylen);
             }
             if (sub >= 0)
                 close(sub);
@@ -224,6 +225,33 @@ static aos_err reown(int dirfd, dev_t dev, uid_t from, uid_t to, gid_t gid, int 
     }
     closedir(d);
     return e;
+}
+
+typedef struct reown_arg {
+    uid_t from, to;
+    gid_t gid;
+} reown_arg;
+
+static aos_err reown_one(int fd, const char *name, const struct stat *st, dev_t dev,
+                         void *arg, int *descend, char *why, size_t whylen)
+{
+    const reown_arg *a = arg;
+    if (st->st_dev != dev) {
+        snprintf(why, whylen, "%s is on another file system", name);
+        return AOS_ERR_REFUSED;
+    }
+    if (S_ISREG(st->st_mode) && st->st_nlink > 1) {
+        snprintf(why, whylen, "%s has %lu hard links: it may be someone else's file", name,
+                 (unsigned long)st->st_nlink);
+        return AOS_ERR_REFUSED;
+    }
+    if (st->st_uid == a->from &&
+        fchownat(fd, "", a->to, a->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+        snprintf(why, whylen, "chown %s: %s", name, strerror(errno));
+        return AOS_ERR_IO;
+    }
+    *descend = 1;
+    return AOS_OK;
 }
 
 aos_err fs_reown_tree(int dirfd, uid_t from_uid, uid_t to_uid, gid_t to_gid, char *why,
@@ -238,7 +266,8 @@ aos_err fs_reown_tree(int dirfd, uid_t from_uid, uid_t to_uid, gid_t to_gid, cha
         snprintf(why, whylen, "chown: %s", strerror(errno));
         return AOS_ERR_IO;
     }
-    return reown(dirfd, st.st_dev, from_uid, to_uid, to_gid, 0, why, whylen);
+    reown_arg a = {from_uid, to_uid, to_gid};
+    return walk(dirfd, st.st_dev, 0, reown_one, &a, "re-owned", why, whylen);
 }
 
 /* An fd's mode through its /proc link: an O_PATH fd has no fchmod, and the link is the
@@ -250,61 +279,24 @@ static int chmod_fd(int fd, mode_t mode)
     return chmod(p, mode);
 }
 
-static aos_err share(int dirfd, dev_t dev, gid_t gid, int depth, char *why, size_t whylen)
+static aos_err share_one(int fd, const char *name, const struct stat *st, dev_t dev,
+                         void *arg, int *descend, char *why, size_t whylen)
 {
-    if (depth > 64) {
-        snprintf(why, whylen, "tree nested too deep");
+    gid_t gid = *(const gid_t *)arg;
+    if (st->st_dev != dev || !(S_ISREG(st->st_mode) || S_ISDIR(st->st_mode)) ||
+        (S_ISREG(st->st_mode) && st->st_nlink > 1))
+        return AOS_OK; /* another file system's, a symlink, a device or a FIFO, a hard link
+                        * to who knows whose file: left as it is */
+    /* the group may do what the owner may, and a directory's new files keep it */
+    mode_t m = (st->st_mode & 07777) | ((st->st_mode & 0700) >> 3) |
+               (S_ISDIR(st->st_mode) ? S_ISGID : 0);
+    if (fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
+        chmod_fd(fd, m) != 0) {
+        snprintf(why, whylen, "%s: %s", name, strerror(errno));
         return AOS_ERR_IO;
     }
-    int dfd = dup(dirfd);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d) {
-        if (dfd >= 0)
-            close(dfd);
-        snprintf(why, whylen, "read dir: %s", strerror(errno));
-        return AOS_ERR_IO;
-    }
-    aos_err e = AOS_OK;
-    struct dirent *de;
-    while (!e && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        int fd = openat(dirfd, de->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            snprintf(why, whylen, "%s: %s", de->d_name, strerror(errno));
-            e = AOS_ERR_IO;
-        } else if (st.st_dev != dev || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ||
-                   (S_ISREG(st.st_mode) && st.st_nlink > 1)) {
-            /* another file system's, a symlink, a device or a FIFO, a hard link to who
-             * knows whose file: left as it is */
-        } else {
-            /* the group may do what the owner may, and a directory's new files keep it */
-            mode_t m = (st.st_mode & 07777) | ((st.st_mode & 0700) >> 3) |
-                       (S_ISDIR(st.st_mode) ? S_ISGID : 0);
-            if (fchownat(fd, "", (uid_t)-1, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
-                chmod_fd(fd, m) != 0) {
-                snprintf(why, whylen, "%s: %s", de->d_name, strerror(errno));
-                e = AOS_ERR_IO;
-            } else if (S_ISDIR(st.st_mode)) {
-                int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                                        O_CLOEXEC);
-                struct stat s2;
-                if (sub < 0 || fstat(sub, &s2) != 0 || s2.st_ino != st.st_ino) {
-                    snprintf(why, whylen, "%s changed while it was shared", de->d_name);
-                    e = AOS_ERR_REFUSED;
-                } else {
-                    e = share(sub, dev, gid, depth + 1, why, whylen);
-                }
-                if (sub >= 0)
-                    close(sub);
-            }
-        }
-        if (fd >= 0)
-            close(fd);
-    }
-    closedir(d);
-    return e;
+    *descend = 1;
+    return AOS_OK;
 }
 
 aos_err fs_share_tree(int dirfd, gid_t gid, char *why, size_t whylen)
@@ -314,5 +306,5 @@ aos_err fs_share_tree(int dirfd, gid_t gid, char *why, size_t whylen)
         snprintf(why, whylen, "stat: %s", strerror(errno));
         return AOS_ERR_IO;
     }
-    return share(dirfd, st.st_dev, gid, 0, why, whylen);
+    return walk(dirfd, st.st_dev, 0, share_one, &gid, "shared", why, whylen);
 }
