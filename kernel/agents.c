@@ -649,6 +649,109 @@ int agents_applied(const char *name)
     return ok;
 }
 
+/* ---- retention's questions (retain.c) ----------------------------------------------------- */
+
+/* Any entry of that name, applied or removed with its process not reaped yet, is in use. */
+static int in_table(const char *name)
+{
+    for (agent *a = A.byname[name_hash(name)]; a; a = a->hnext)
+        if (!strcmp(a->name, name))
+            return 1;
+    return 0;
+}
+
+int agents_in_use(const char *name)
+{
+    pthread_mutex_lock(&A.mu);
+    int r = !A.loaded || in_table(name);
+    pthread_mutex_unlock(&A.mu);
+    return r;
+}
+
+aos_err agents_ws_names(char ***out, size_t *n, char *why, size_t whylen)
+{
+    *out = NULL;
+    *n = 0;
+    int dfd = dup(A.wsdir);
+    DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!dir) {
+        snprintf(why, whylen, "DATA/workspaces: %s", strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return AOS_ERR_IO;
+    }
+    rewinddir(dir); /* the dup shares its offset with A.wsdir's earlier walks */
+    size_t cap = 0;
+    aos_err e = AOS_OK;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        /* agent names only: the hidden ones are workspaces being removed */
+        if (de->d_name[0] == '.' || !aos_agent_id_valid(de->d_name, strlen(de->d_name)))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **nv = cap <= AG_MAX * 4u ? realloc(*out, cap * sizeof *nv) : NULL;
+            if (!nv) {
+                e = AOS_ERR_NOMEM;
+                snprintf(why, whylen, "DATA/workspaces: more names than memory or %u",
+                         AG_MAX * 4u);
+                break;
+            }
+            *out = nv;
+        }
+        if (!((*out)[*n] = strdup(de->d_name))) {
+            e = AOS_ERR_NOMEM;
+            snprintf(why, whylen, "out of memory");
+            break;
+        }
+        (*n)++;
+    }
+    closedir(dir);
+    return e;
+}
+
+aos_err agents_ws_remove(const char *name, char *why, size_t whylen)
+{
+    char hidden[16 + 2 * AOS_ID_LEN];
+    uint8_t rnd[AOS_ID_LEN];
+    aos_id_random(rnd);
+    int k = snprintf(hidden, sizeof hidden, ".removing-");
+    aos_hex(rnd, sizeof rnd, hidden + k);
+    if (!aos_agent_id_valid(name, strlen(name))) {
+        snprintf(why, whylen, "%s is no agent name", name);
+        return AOS_ERR_USAGE;
+    }
+    /* renamed away under the lock an apply takes: an agent of that name applied after this
+     * starts in a new, empty workspace, never in one half removed */
+    pthread_mutex_lock(&A.mu);
+    if (!A.loaded || in_table(name)) {
+        pthread_mutex_unlock(&A.mu);
+        snprintf(why, whylen, "agent %s is %s", name,
+                 A.loaded ? "applied (or still stopping)" : "not known yet: the deployment is "
+                                                            "not read back");
+        return AOS_ERR_CONFLICT;
+    }
+    int r = renameat(A.wsdir, name, A.wsdir, hidden);
+    int err = errno;
+    pthread_mutex_unlock(&A.mu);
+    if (r != 0) {
+        if (err == ENOENT)
+            return AOS_OK;
+        snprintf(why, whylen, "DATA/workspaces/%s: %s", name, strerror(err));
+        return AOS_ERR_IO;
+    }
+    return fs_remove(A.wsdir, hidden, why, whylen);
+}
+
+int agents_ws_mtime(const char *name, uint64_t *ms)
+{
+    struct stat st;
+    if (fstatat(A.wsdir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+        return -1;
+    *ms = (uint64_t)st.st_mtim.tv_sec * 1000u + (uint64_t)st.st_mtim.tv_nsec / 1000000u;
+    return 0;
+}
+
 /* ---- the deployment record ---------------------------------------------------------------- */
 
 /* {"agents":[manifest...], "collections":[...], "topics":[...]}: the whole applied set in

@@ -76,6 +76,20 @@ void agents_refused(const char *agent);
 
 /* 1 when an agent of that name is applied (not removed). */
 int agents_applied(const char *name);
+/* ---- retention's questions (retain.c) -------------------------------------------------- */
+
+/* 1 when an agent of that name is in the table (applied, or removed and not reaped yet),
+ * and also while the deployment is not read back (nothing is known to be unused then). */
+int agents_in_use(const char *name);
+/* The names under DATA/workspaces that are agent names: *out (n of them, each and the
+ * array malloc'd, the caller frees both; NULL when none). */
+aos_err agents_ws_names(char ***out, size_t *n, char *why, size_t whylen);
+/* Remove DATA/workspaces/NAME with everything in it, unless agents_in_use(name): then
+ * CONFLICT. A missing one is AOS_OK. */
+aos_err agents_ws_remove(const char *name, char *why, size_t whylen);
+/* Its workspace's last change (the directory's mtime, wall ms): 0, or -1 with none. */
+int agents_ws_mtime(const char *name, uint64_t *ms);
+
 /* ---- mail: msg.c's questions and the wake it triggers ---------------------------------- */
 
 /* May agent from ("" : the operator, who may mail anyone) send mail to agent to? AOS_OK;

@@ -36,4 +36,20 @@ aos_err agst_decode(const uint8_t *buf, size_t len, agst *out, char *why, size_t
 /* 1 when s (n bytes, not NUL-terminated) is a run id a record may hold, else 0. */
 int agst_run_ok(const char *s, size_t n);
 
+/* A durable run's record, as libaos (aos/step.h) writes it under AOS_RUN_KEY_PREFIX in the
+ * agent's own namespace. The agent may write there too, so it is read as untrusted. */
+#define AGST_RUNREC_REASON_MAX 401u /* bytes of reason, with the NUL: AOS_RUN_REASON_MAX + 1 */
+typedef struct agst_runrec {
+    char run[AGST_RUN_MAX];      /* "r-" and hex digits */
+    int state;                   /* an aos_run_state */
+    uint64_t started_ms, ended_ms, steps;
+    char reason[AGST_RUNREC_REASON_MAX]; /* UTF-8 (JSON's), cut at AOS_RUN_REASON_MAX bytes */
+} agst_runrec;
+/* AOS_OK with *out filled, else AOS_ERR_USAGE with why naming the field (*out zeroed). */
+aos_err agst_runrec_decode(const uint8_t *buf, size_t len, agst_runrec *out, char *why,
+                           size_t whylen);
+/* May retention remove this run now (wall ms)? Only a finished one that ended at least
+ * keep_s ago; never one still running, whatever its age. */
+int agst_runrec_expired(const agst_runrec *r, uint64_t now_ms, uint64_t keep_s);
+
 #endif

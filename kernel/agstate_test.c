@@ -122,6 +122,71 @@ static void damaged_records_are_refused(void **st)
     char why[256];
     assert_int_equal(agst_decode((const uint8_t *)big, (size_t)n, &b, why, sizeof why),
                      AOS_ERR_USAGE);
+    /* a run id past its own (shorter) cap: refused, not copied over what follows it
+     * (fuzz_agstate found it writing past run[]) */
+    n = snprintf(big, sizeof big, "{\"state\":\"done\",\"reason\":\"\",\"stopped\":\"\","
+                 "\"restarts\":0,\"at_ms\":0,\"run\":\"r-%0100d\"}", 0);
+    assert_int_equal(agst_decode((const uint8_t *)big, (size_t)n, &b, why, sizeof why),
+                     AOS_ERR_USAGE);
+    assert_non_null(strstr(why, "run"));
+}
+
+/* Run records (libaos writes them, the agent may too): read back checked, and only a
+ * finished one past the retention is expired. */
+static void run_records_are_read_as_untrusted(void **st)
+{
+    (void)st;
+    char why[256];
+    agst_runrec r;
+    const char *ok = "{\"run\":\"r-0a1b\",\"state\":\"done\",\"started_ms\":1000,"
+                     "\"ended_ms\":5000,\"steps\":7,\"reason\":\"exit 0\"}";
+    assert_int_equal(agst_runrec_decode((const uint8_t *)ok, strlen(ok), &r, why, sizeof why),
+                     AOS_OK);
+    assert_string_equal(r.run, "r-0a1b");
+    assert_int_equal(r.state, 1);
+    assert_int_equal(r.started_ms, 1000);
+    assert_int_equal(r.ended_ms, 5000);
+    assert_int_equal(r.steps, 7);
+    assert_string_equal(r.reason, "exit 0");
+    /* expired only when finished and ended at least keep_s ago */
+    assert_false(agst_runrec_expired(&r, 5000 + 9999, 10));
+    assert_true(agst_runrec_expired(&r, 5000 + 10000, 10));
+    assert_false(agst_runrec_expired(&r, 4000, 0)); /* ended "in the future": a skewed clock */
+    assert_true(agst_runrec_expired(&r, 5000, 0));
+    const char *running = "{\"run\":\"r-00\",\"state\":\"running\",\"started_ms\":1,"
+                          "\"ended_ms\":2,\"steps\":0}";
+    assert_int_equal(agst_runrec_decode((const uint8_t *)running, strlen(running), &r, why,
+                                        sizeof why),
+                     AOS_OK);
+    assert_false(agst_runrec_expired(&r, UINT64_MAX, 0)); /* running: never, whatever its age */
+    assert_false(agst_runrec_expired(&r, 10, UINT64_MAX));
+    /* a reason past the cap is cut to a whole character */
+    char big[2048];
+    int n = snprintf(big, sizeof big,
+                     "{\"run\":\"r-01\",\"state\":\"failed\",\"started_ms\":1,"
+                     "\"ended_ms\":2,\"steps\":0,\"reason\":\"");
+    for (int i = 0; i < 300; i++)
+        n += snprintf(big + n, sizeof big - (size_t)n, "\u00e9");
+    n += snprintf(big + n, sizeof big - (size_t)n, "\"}");
+    assert_int_equal(agst_runrec_decode((const uint8_t *)big, (size_t)n, &r, why, sizeof why),
+                     AOS_OK);
+    assert_int_equal(strlen(r.reason), 400);
+    static const char *const bad[] = {
+        "[]", "{", "{\"run\":\"x-01\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":2,\"steps\":0}",
+        "{\"run\":\"r-0G\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":2,\"steps\":0}",
+        "{\"run\":\"r-01\",\"state\":\"gone\",\"started_ms\":1,\"ended_ms\":2,\"steps\":0}",
+        "{\"run\":\"r-01\",\"state\":\"done\",\"started_ms\":-1,\"ended_ms\":2,\"steps\":0}",
+        "{\"run\":\"r-01\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":\"2\",\"steps\":0}",
+        "{\"run\":\"r-01\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":2}",
+        "{\"run\":\"r-01\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":2,\"steps\":0,\"reason\":3}",
+        "{\"run\":\"r-01\",\"run\":\"r-02\",\"state\":\"done\",\"started_ms\":1,\"ended_ms\":2,\"steps\":0}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(agst_runrec_decode((const uint8_t *)bad[i], strlen(bad[i]), &r, why,
+                                            sizeof why),
+                         AOS_ERR_USAGE);
+        assert_string_equal(r.run, "");
+    }
 }
 
 int main(void)
@@ -131,6 +196,7 @@ int main(void)
         cmocka_unit_test(a_cut_reason_is_still_utf8),
         cmocka_unit_test(the_run_and_its_steps_come_back),
         cmocka_unit_test(damaged_records_are_refused),
+        cmocka_unit_test(run_records_are_read_as_untrusted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

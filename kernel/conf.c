@@ -1391,12 +1391,13 @@ static aos_err audit_section(ctx *x, const yaml_node_t *n, Aos__Audit__Config *c
 
 enum { K_PG_DSN, K_PG_BIN_DIR, K_BIN_DIR, K_INTENSITY, K_STABLE, K_HB, K_HB_TIMEOUT, K_STOP,
        K_WORKERS, K_LOG, K_AUDIT_FAIL_OPEN, K_LOG_MAX, K_LOG_KEEP, K_DISK_MIN, K_RUN_RETENTION,
-       K_AGENT_MEM, K_AGENT_PIDS, K_LLM, K_TOOLS, K_API, K_AUDIT, K_N };
+       K_RUN_PRUNE, K_AGENT_MEM, K_AGENT_PIDS, K_LLM, K_TOOLS, K_API, K_AUDIT, K_N };
 static const char *const top_names[] = {"pg_dsn", "pg_bin_dir", "bin_dir",
                                         "restart_intensity", "stable_ms", "heartbeat_ms",
                                         "heartbeat_timeout_ms", "stop_timeout_ms", "workers",
                                         "log", "audit_fail_open", "log_max_mb", "log_keep",
                                         "disk_min_free_mb", "run_retention_s",
+                                        "run_prune_interval_s",
                                         "agent_memory_mb", "agent_pids_max", "llm", "tools",
                                         "api", "audit", NULL};
 _Static_assert(sizeof top_names / sizeof top_names[0] == K_N + 1, "a name per key");
@@ -1558,6 +1559,12 @@ static aos_err kernel_keys(ctx *x, const yaml_node_t **v, conf_kernel *k)
                            &k->run_retention_s)))
             return rc;
         k->has_run_retention_s = 1;
+    }
+    if (v[K_RUN_PRUNE]) {
+        if ((rc = get_uint(x, v[K_RUN_PRUNE], "run_prune_interval_s", 0,
+                           CONF_PRUNE_INTERVAL_MAX_S, &k->run_prune_interval_s)))
+            return rc;
+        k->has_run_prune_interval_s = 1;
     }
     if (v[K_AUDIT_FAIL_OPEN]) {
         if ((rc = get_bool(x, v[K_AUDIT_FAIL_OPEN], "audit_fail_open", &k->audit_fail_open)))

@@ -23,6 +23,8 @@
 #define CONF_FILE_NAME "aos.yaml"
 #define CONF_RETENTION_DEFAULT_S (7u * 86400u) /* run_retention_s: a week */
 #define CONF_RETENTION_MAX_S (3650ull * 86400u)
+#define CONF_PRUNE_INTERVAL_DEFAULT_S 3600u /* run_prune_interval_s: hourly */
+#define CONF_PRUNE_INTERVAL_MAX_S 86400u
 
 /* The top-level keys of the old JSON file, which keep their names in aos.yaml. */
 #define CONF_JSON_KEYS "restart_intensity, heartbeat_ms, heartbeat_timeout_ms, pg_dsn"
@@ -36,7 +38,8 @@ typedef struct conf_kernel {
     int has_pg_dsn, has_bin_dir, has_pg_bin_dir, has_restart_intensity, has_stable_ms,
         has_heartbeat_ms, has_heartbeat_timeout_ms, has_stop_timeout_ms, has_workers, has_log,
         has_audit_fail_open, has_log_max_mb, has_log_keep, has_disk_min_free_mb,
-        has_run_retention_s, has_agent_memory_mb, has_agent_pids_max;
+        has_run_retention_s, has_run_prune_interval_s, has_agent_memory_mb,
+        has_agent_pids_max;
     char pg_dsn[CONF_DSN_MAX];
     char bin_dir[CONF_PATH_MAX];
     char pg_bin_dir[CONF_PATH_MAX];
@@ -50,6 +53,7 @@ typedef struct conf_kernel {
     unsigned log_keep;        /* log_keep: old files kept of each */
     unsigned disk_min_free_mb; /* disk_min_free_mb: below it, effectful syscalls are refused */
     uint64_t run_retention_s; /* finished agent runs older than this may be pruned */
+    uint64_t run_prune_interval_s; /* aosd prunes them this often (0: only when asked) */
     unsigned agent_memory_mb; /* agent_memory_mb: each agent's cgroup memory.max */
     unsigned agent_pids_max;  /* agent_pids_max: its pids.max (threads count) */
     int has_api;              /* api: the front door's section */

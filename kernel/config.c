@@ -149,6 +149,10 @@ static int load_file(kcfg *c, const char *file)
         c->log_keep = k->log_keep;
     if (k->has_disk_min_free_mb)
         c->disk_min_free_mb = k->disk_min_free_mb;
+    if (k->has_run_retention_s)
+        c->run_retention_s = k->run_retention_s;
+    if (k->has_run_prune_interval_s)
+        c->run_prune_interval_s = k->run_prune_interval_s;
     if (k->has_agent_memory_mb)
         c->agent_memory_mb = k->agent_memory_mb;
     if (k->has_agent_pids_max)
@@ -198,6 +202,8 @@ int kcfg_load(kcfg *c, int argc, char **argv)
     c->log_max_mb = LOGS_MAX_MB_DEFAULT;
     c->log_keep = LOGS_KEEP_DEFAULT;
     c->disk_min_free_mb = DISKGUARD_MIN_FREE_MB_DEFAULT;
+    c->run_retention_s = CONF_RETENTION_DEFAULT_S;
+    c->run_prune_interval_s = CONF_PRUNE_INTERVAL_DEFAULT_S;
     c->agent_memory_mb = 1024; /* a program that thinks through syscalls needs little */
     c->agent_pids_max = 512;   /* its threads: nng's and its own */
     snprintf(c->pg_bin_dir, sizeof c->pg_bin_dir, "/usr/lib/postgresql/15/bin");

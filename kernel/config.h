@@ -26,6 +26,8 @@ typedef struct kcfg {
     unsigned workers;            /* passed to servers (0: their default) */
     unsigned log_max_mb, log_keep; /* aos.yaml's log rotation (see logs.h) */
     unsigned disk_min_free_mb;   /* aos.yaml's disk guard (see diskguard.h) */
+    uint64_t run_retention_s;    /* aos.yaml's retention of finished runs (see retain.h) */
+    uint64_t run_prune_interval_s;
     unsigned agent_memory_mb;    /* each agent's cgroup: memory.max in MiB ... */
     unsigned agent_pids_max;     /* ... and pids.max */
     int audit_fail_open;         /* effectful syscalls go on without their audit record

@@ -26,6 +26,7 @@
 #include "llmq.h"
 #include "logs.h"
 #include "notify.h"
+#include "retain.h"
 
 #define STOP_AGENTS_MS 30000u /* aosctl shutdown's default, and a signal's: then killed */
 #include "route.h"
@@ -145,6 +146,11 @@ int main(int argc, char **argv)
     }
     agents_load(); /* waits on storage's link until storage is ready */
     keys_load();
+    if (retain_start(cfg.run_retention_s, cfg.run_prune_interval_s, why, sizeof why) != AOS_OK) {
+        aos_error("%s", why);
+        sup_fini();
+        return 1;
+    }
     aos_info("aosd %s on %s (%s PostgreSQL; %s)", AOS_VERSION, cfg.data_dir,
              cfg.pg_dsn[0] ? "external" : "embedded",
              geteuid() == 0 ? "each child as its own user"
@@ -174,6 +180,7 @@ int main(int argc, char **argv)
             stopping = 1;
             agents_until = now + (asked_ms ? asked_ms : STOP_AGENTS_MS);
             agents_shutdown();
+            retain_stop(0);
         }
         if (stopping == 1) {
             unsigned left = agents_running();
@@ -218,9 +225,11 @@ int main(int argc, char **argv)
                 stopping = 1;
                 agents_until = aos_mono_ms() + STOP_AGENTS_MS;
                 agents_shutdown();
+                retain_stop(0);
             }
         }
     }
+    retain_stop(2000);
     kaud_close(); /* what still waits for a record is refused before the router goes */
     llmq_close(); /* the admin's settings and the usage so far, written a last time */
     route_close(r);

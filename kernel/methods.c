@@ -9,6 +9,7 @@
 
 #include "agents.h"
 #include "keys.h"
+#include "retain.h"
 #include "aos.pb-c.h"
 #include "llmq.h"
 #include "aos/msg.h"
@@ -150,6 +151,8 @@ static const kmethod table[] = {
     ASYNC("kernel.agent.list", agents_m_list, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.ctl", agents_m_ctl, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.logs", agents_m_logs, SMALL, KM_ADMIN),
+    /* retention: expired finished runs and gone agents' workspaces, now */
+    ASYNC("kernel.agent.prune", retain_m_prune, SMALL, KM_ADMIN),
     /* the front door's API keys: each one is an agent's identity for aos-api's clients */
     ASYNC("kernel.agent.key.create", keys_m_create, SMALL, KM_ADMIN),
     ASYNC("kernel.agent.key.list", keys_m_list, SMALL, KM_ADMIN),

@@ -1,6 +1,6 @@
-/* libFuzzer target for the agents' state records (kernel/agstate.c): any stored value must
- * decode or be refused without a crash, and one that decodes must come back the same through
- * agst_encode. */
+/* libFuzzer target for the agents' state and run records (kernel/agstate.c): any stored value
+ * must decode or be refused without a crash; a state record that decodes comes back the same
+ * through agst_encode, a run record has a valid id, state and reason. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -8,13 +8,22 @@
 #include <string.h>
 
 #include "agstate.h"
+#include "aos/envelope.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     agst a, b;
+    agst_runrec rr;
     char why[256];
+    if (agst_runrec_decode(data, size, &rr, why, sizeof why) == AOS_OK &&
+        (strncmp(rr.run, "r-", 2) || rr.state < 0 || rr.state > 3 ||
+         strlen(rr.reason) >= AGST_RUNREC_REASON_MAX ||
+         !aos_utf8_valid(rr.reason, strlen(rr.reason)))) {
+        fprintf(stderr, "fuzz_agstate: a run record decoded out of its bounds\n");
+        abort();
+    }
     if (agst_decode(data, size, &a, why, sizeof why) != AOS_OK)
         return 0;
     char *j = agst_encode(&a);

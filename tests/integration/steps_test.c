@@ -44,6 +44,9 @@ static int setup(void **st)
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
     write_file(path, "restart_intensity: 100/60\n"
                      "run_retention_s: 0\n"
+                     /* only aosctl's --prune, at the case that checks it (retain_test
+                      * covers aosd's own passes) */
+                     "run_prune_interval_s: 0\n"
                      "llm:\n"
                      "  default_model: sim/s1\n"
                      "  providers:\n"
@@ -357,15 +360,20 @@ static void aosctl_lists_and_prunes_runs(void **st)
     d = json_loads(out, 0, &je);
     assert_int_equal(json_array_size(json_object_get(d, "runs")), 1);
     json_decref(d);
-    /* the interrupted run is finished but current: kept */
-    const char *pr2[] = {"--json", "agent", "runs", "interrupted", "--prune", NULL};
-    assert_int_equal(h_aosctl(H, out, sizeof out, pr2), 0);
-    assert_non_null(strstr(out, "\"pruned\":0"));
     /* for people: a table */
     const char *human[] = {"agent", "runs", "interrupted", NULL};
     assert_int_equal(h_aosctl(H, out, sizeof out, human), 0);
     assert_non_null(strstr(out, "interrupted"));
     assert_non_null(strstr(out, "(current)"));
+    /* stepper's current run stays (it is unfinished); "interrupted" is no applied agent
+     * and all of it is finished and expired: it goes whole, its current run, the pointer
+     * to it and the workspace its tool run made */
+    const char *pr2[] = {"--json", "agent", "runs", "interrupted", "--prune", NULL};
+    assert_int_equal(h_aosctl(H, out, sizeof out, pr2), 0);
+    assert_non_null(strstr(out, "\"pruned\":1"));
+    assert_non_null(strstr(out, "\"workspace_removed\":true"));
+    assert_int_equal(h_aosctl(H, out, sizeof out, human), 0);
+    assert_non_null(strstr(out, "interrupted has no runs"));
 }
 
 int main(void)

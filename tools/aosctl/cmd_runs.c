@@ -11,6 +11,8 @@
 #include "aos/envelope.h"
 #include "aos/step.h"
 #include "aos/storage.h"
+#include "agent.pb-c.h"
+#include "agstate.h"
 #include "conf.h"
 
 #define RUNS_MAX 10000u        /* records read; more is said, not shown */
@@ -23,45 +25,23 @@ typedef struct run_row {
     int current, pruned;
 } run_row;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int id_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 3 || n > AOS_RUN_ID_MAX || strncmp(s, "r-", 2))
-        return 0;
-    return strspn(s + 2, "0123456789abcdef") == n - 2;
-}
-
-/* One record (JSON that libaos wrote, but read as untrusted input) into row; -1 if it is
- * not one. */
+/* One record (JSON that libaos wrote, but read as untrusted input: the agent may write its
+ * own namespace) into row; -1 if it is not one. */
 static int parse_row(const uint8_t *v, size_t n, run_row *row)
 {
-    json_error_t je;
-    json_t *o = json_loadb((const char *)v, n, JSON_REJECT_DUPLICATES, &je);
-    const char *run = NULL, *state = NULL, *reason = "";
-    json_int_t st = 0, en = 0, steps = 0;
-    int bad = !o || json_unpack(o, "{s:s, s:s, s:I, s:I, s:I, s?s}", "run", &run, "state",
-                                &state, "started_ms", &st, "ended_ms", &en, "steps", &steps,
-                                "reason", &reason) ||
-              !id_ok(run) || aos_run_state_parse(state) < 0 || st < 0 || en < 0 || steps < 0;
-    if (!bad) {
-        memset(row, 0, sizeof *row);
-        snprintf(row->run, sizeof row->run, "%s", run);
-        snprintf(row->state, sizeof row->state, "%s", state);
-        ctl_clean(row->reason, sizeof row->reason, (const uint8_t *)reason, strlen(reason), 0,
-                  NULL);
-        row->started_ms = (uint64_t)st;
-        row->ended_ms = (uint64_t)en;
-        row->steps = (uint64_t)steps;
-    }
-    json_decref(o);
-    return bad ? -1 : 0;
+    agst_runrec rr;
+    char why[256];
+    if (agst_runrec_decode(v, n, &rr, why, sizeof why))
+        return -1;
+    memset(row, 0, sizeof *row);
+    snprintf(row->run, sizeof row->run, "%s", rr.run);
+    snprintf(row->state, sizeof row->state, "%s", aos_run_state_name((aos_run_state)rr.state));
+    ctl_clean(row->reason, sizeof row->reason, (const uint8_t *)rr.reason, strlen(rr.reason), 0,
+              NULL);
+    row->started_ms = rr.started_ms;
+    row->ended_ms = rr.ended_ms;
+    row->steps = rr.steps;
+    return 0;
 }
 
 static int by_start(const void *a, const void *b)
@@ -157,8 +137,30 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
         free(rows);
         return ctl_fail(c, e, "storage.kv.get: %s", why);
     }
-    uint64_t keep_s = retention_s(c), now = now_ms();
+    uint64_t keep_s = retention_s(c);
     size_t pruned = 0;
+    Aos__Agent__PruneReply *pr = NULL;
+    if (prune) {
+        /* aosd decides and removes (as it does every run_prune_interval_s): one rule */
+        Aos__Agent__PruneRequest q = AOS__AGENT__PRUNE_REQUEST__INIT;
+        q.agent = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
+        aos_reply r;
+        if (ctl_call(c, NULL, "kernel.agent.prune", &q.base, &r) != AOS_OK) {
+            free(cur);
+            free(rows);
+            return ctl_fail_reply(c, &r);
+        }
+        pr = aos__agent__prune_reply__unpack(NULL, r.payload_len, r.payload);
+        aos_reply_clear(&r);
+        if (!pr) {
+            free(cur);
+            free(rows);
+            return ctl_fail(c, AOS_ERR_PROTO, "kernel.agent.prune: aosd sent a malformed "
+                            "PruneReply");
+        }
+        keep_s = pr->retention_s;
+        pruned = pr->runs_total;
+    }
     for (size_t i = 0; i < n; i++) {
         run_row *r = &rows[i];
         r->current = cur && curn == strlen(r->run) && !memcmp(cur, r->run, curn);
@@ -170,24 +172,27 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
                 r->steps = sp->last_step;
             aos_step_page_free(sp);
         }
-        /* never one in use: the current run stays (a restart of the agent reads it), and
-         * a run not finished is not pruned whatever its age */
-        if (prune && !r->current && strcmp(r->state, "running") && r->ended_ms &&
-            r->ended_ms + keep_s * 1000u <= now) {
-            char key[AOS_KEY_MAX + 1];
-            snprintf(key, sizeof key, AOS_RUN_KEY_PREFIX "%s", r->run);
-            if ((e = aos_step_drop(c->conn, &o, r->run, NULL, why, sizeof why)) ||
-                ((e = aos_kv_delete(c->conn, &o, key, NULL, why, sizeof why)) &&
-                 e != AOS_ERR_NOT_FOUND)) {
-                free(cur);
-                free(rows);
-                return ctl_fail(c, e, "pruning run %s: %s", r->run, why);
-            }
-            r->pruned = 1;
-            pruned++;
-        }
+        for (size_t k = 0; pr && k < pr->n_runs; k++)
+            if (pr->runs[k].len == strlen(r->run) &&
+                !memcmp(pr->runs[k].data, r->run, pr->runs[k].len))
+                r->pruned = 1;
     }
     free(cur);
+    int ws_removed = 0;
+    json_t *errs = json_array();
+    for (size_t k = 0; pr && k < pr->n_workspaces; k++)
+        ws_removed |= pr->workspaces[k].len == strlen(name) &&
+                      !memcmp(pr->workspaces[k].data, name, pr->workspaces[k].len);
+    for (size_t k = 0; pr && k < pr->n_errors; k++) {
+        char line[AOS_ERRMSG_MAX + 80];
+        ctl_clean(line, sizeof line, pr->errors[k].data, pr->errors[k].len, 0, NULL);
+        json_array_append_new(errs, json_string(line));
+        if (!c->json)
+            fprintf(stderr, "aosctl: retention: %s\n", line);
+        rc = 1;
+    }
+    if (pr)
+        aos__agent__prune_reply__free_unpacked(pr, NULL);
     if (n)
         qsort(rows, n, sizeof *rows, by_start);
     if (c->json) {
@@ -201,10 +206,12 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
                              (json_int_t)rows[i].ended_ms, "reason", rows[i].reason, "pruned",
                              rows[i].pruned));
         free(rows);
-        return ctl_print_json(c, json_pack("{s:s, s:o, s:I, s:I, s:I, s:b}", "agent", name,
-                                           "runs", a, "pruned", (json_int_t)pruned,
-                                           "retention_s", (json_int_t)keep_s, "unreadable",
-                                           (json_int_t)unreadable, "truncated", more));
+        int jr = ctl_print_json(
+            c, json_pack("{s:s, s:o, s:I, s:I, s:I, s:b, s:b, s:o}", "agent", name, "runs", a,
+                         "pruned", (json_int_t)pruned, "retention_s", (json_int_t)keep_s,
+                         "unreadable", (json_int_t)unreadable, "truncated", more,
+                         "workspace_removed", ws_removed, "errors", errs));
+        return jr ? jr : rc;
     }
     if (!n)
         printf("%s has no runs\n", name);
@@ -220,8 +227,10 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
                rows[i].pruned ? "(pruned) " : "", rows[i].reason);
     }
     if (prune)
-        printf("%zu finished run%s older than %" PRIu64 " s pruned (run_retention_s)\n", pruned,
-               pruned == 1 ? "" : "s", keep_s);
+        printf("%zu finished run%s older than %" PRIu64 " s pruned (run_retention_s)%s\n",
+               pruned, pruned == 1 ? "" : "s", keep_s,
+               ws_removed ? "; its workspace removed (no longer applied)" : "");
+    json_decref(errs);
     if (unreadable)
         fprintf(stderr, "aosctl: %zu run records could not be read\n", unreadable);
     if (more)
@@ -236,7 +245,7 @@ static int cmd_runs(ctl_ctx *c, const ctl_vals *v)
 
 static const char runs_out[] = SCHEMA
     "\"type\":\"object\",\"required\":[\"agent\",\"runs\",\"pruned\",\"retention_s\","
-    "\"unreadable\",\"truncated\"],\"properties\":{\"agent\":" STR ",\"runs\":{\"type\":"
+    "\"unreadable\",\"truncated\",\"workspace_removed\",\"errors\"],\"properties\":{\"agent\":" STR ",\"runs\":{\"type\":"
     "\"array\",\"description\":\"oldest first\",\"items\":{\"type\":\"object\",\"required\":["
     "\"run\",\"state\",\"current\",\"steps\",\"started_ms\",\"ended_ms\",\"reason\","
     "\"pruned\"],\"properties\":{\"run\":" STR ",\"state\":{\"type\":\"string\",\"enum\":["
@@ -248,14 +257,19 @@ static const char runs_out[] = SCHEMA
     "\"type\":\"boolean\",\"description\":\"removed now by --prune\"}}}},\"pruned\":" INT0
     ",\"retention_s\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"aos.yaml's "
     "run_retention_s\"},\"unreadable\":{\"type\":\"integer\",\"minimum\":0,\"description\":"
-    "\"records that are not runs\"},\"truncated\":{\"type\":\"boolean\"}}}";
+    "\"records that are not runs\"},\"truncated\":{\"type\":\"boolean\"},"
+    "\"workspace_removed\":{\"type\":\"boolean\",\"description\":\"by --prune: the agent is "
+    "no longer applied and nothing of it is in use\"},\"errors\":{\"type\":\"array\","
+    "\"items\":" STR ",\"description\":\"what --prune could not do\"}}}";
 
 static const ctl_arg runs_args[] = {
     {.name = "NAME", .required = 1, .pattern = "^[A-Za-z0-9_.:-]{1,64}$",
      .check = ctl_check_agent, .summary = "the agent (aosctl ps lists them)"},
     {.name = "--prune", .type = CTL_BOOL,
-     .summary = "remove finished runs (their steps and records) that ended longer than "
-                "aos.yaml's run_retention_s ago (a week by default); the current run never"},
+     .summary = "have aosd remove now what it removes every run_prune_interval_s: finished "
+                "runs (their steps and records) that ended longer than aos.yaml's "
+                "run_retention_s ago (a week by default), never the current run; and, of an "
+                "agent no longer applied with nothing unfinished, its workspace"},
 };
 
 static const ctl_cmd runs_cmds[] = {
