@@ -530,7 +530,7 @@ void retain_m_prune(const aos_env *req, const char *caller, kreply *k)
         free(j);
         kreply_send(k, AOS_ERR_UNAVAILABLE,
                     busy ? "retention: prunes already queued; retry in a moment"
-                         : "aosd is stopping",
+                         : "retention is not running: aosd is starting or stopping",
                     NULL, 0);
         return;
     }
