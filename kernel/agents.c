@@ -733,6 +733,8 @@ aos_err agents_ws_remove(const char *name, char *why, size_t whylen)
     }
     int r = renameat(A.wsdir, name, A.wsdir, hidden);
     int err = errno;
+    if (r == 0 || err == ENOENT) /* its log goes with it (one file, aosd's own) */
+        unlinkat(A.logdir, name, 0);
     pthread_mutex_unlock(&A.mu);
     if (r != 0) {
         if (err == ENOENT)

@@ -84,8 +84,8 @@ int agents_in_use(const char *name);
 /* The names under DATA/workspaces that are agent names: *out (n of them, each and the
  * array malloc'd, the caller frees both; NULL when none). */
 aos_err agents_ws_names(char ***out, size_t *n, char *why, size_t whylen);
-/* Remove DATA/workspaces/NAME with everything in it, unless agents_in_use(name): then
- * CONFLICT. A missing one is AOS_OK. */
+/* Remove DATA/workspaces/NAME with everything in it, and its log DATA/agent-logs/NAME,
+ * unless agents_in_use(name): then CONFLICT. A missing one is AOS_OK. */
 aos_err agents_ws_remove(const char *name, char *why, size_t whylen);
 /* Its workspace's last change (the directory's mtime, wall ms): 0, or -1 with none. */
 int agents_ws_mtime(const char *name, uint64_t *ms);

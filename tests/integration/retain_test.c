@@ -169,6 +169,12 @@ static void aosd_prunes_what_is_not_in_use(void **st)
     while ((has_ws("leaver") || has_run("keeper", k1)) && aos_mono_ms() < until)
         usleep(200 * 1000);
     assert_false(has_ws("leaver"));
+    char logp[256];
+    struct stat sb;
+    snprintf(logp, sizeof logp, "%s/agent-logs/leaver", DATA_DIR);
+    assert_int_not_equal(stat(logp, &sb), 0); /* its log went with it */
+    snprintf(logp, sizeof logp, "%s/agent-logs/keeper", DATA_DIR);
+    assert_int_equal(stat(logp, &sb), 0);
     assert_false(has_run("leaver", l1));
     assert_false(has_key("leaver", AOS_RUN_KEY_CURRENT));
     /* keeper's first run expired; its current one stays while it is applied, its
