@@ -34,14 +34,6 @@ static int PORT;
 
 /* ---- files, aosctl ------------------------------------------------------------------- */
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static json_t *ctl_json(const char *const *argv)
 {
     static char out[1 << 20];
@@ -239,7 +231,7 @@ static int setup(void **st)
     assert_non_null(mkdtemp(DATA_DIR));
     char path[256], yaml[2048];
     snprintf(path, sizeof path, "%s/script.yaml", DATA_DIR);
-    write_file(path, SCRIPT);
+    h_write_file(path, SCRIPT);
     snprintf(yaml, sizeof yaml,
              "restart_intensity: 100/60\n"
              "api: {max_connections: %d, max_body_bytes: 1048576, idle_timeout_s: %d}\n"
@@ -260,13 +252,13 @@ static int setup(void **st)
              "      models: [{name: s1}]\n",
              CAP_CONNS, IDLE_S, path);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, yaml);
+    h_write_file(path, yaml);
     char why[1024];
     H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
     if (!H)
         fail_msg("aosd on %s: %s", DATA_DIR, why);
     snprintf(path, sizeof path, "%s/deploy.yaml", DATA_DIR);
-    write_file(path, "agents:\n"
+    h_write_file(path, "agents:\n"
                      "  - name: a1\n    program: aos-test-agent\n    args: [idle]\n"
                      "    model: sim/sim-1\n"
                      "  - name: a2\n    program: aos-test-agent\n    args: [idle]\n"

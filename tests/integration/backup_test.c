@@ -29,14 +29,6 @@
 #define TURNS 20     /* the agent's LLM steps: 19 with a tool, then the answer */
 #define WAGENT "bk-writer"
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static double now_s(void)
 {
     struct timespec t;
@@ -198,7 +190,7 @@ static void online_backup_and_restore(void **st)
              "      models: [{name: p1}]\n",
              script);
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
-    write_file(path, yaml);
+    h_write_file(path, yaml);
     h_aosd *h = h_start_on(dir, NULL, 120000, why, sizeof why);
     if (!h)
         fail_msg("aosd on %s: %s", dir, why);
@@ -288,7 +280,7 @@ static void online_backup_and_restore(void **st)
     /* a data dir that is not empty is refused */
     assert_int_equal(mkdir(nd, 0755), 0);
     snprintf(path, sizeof path, "%s/x", nd);
-    write_file(path, "x");
+    h_write_file(path, "x");
     rc = aosctl(nd, out, sizeof out, "restore", bk, "--json");
     assert_int_equal(rc, 5);
     unlink(path);
@@ -459,11 +451,11 @@ static void external_postgres_backs_up_the_files_and_says_so(void **st)
     snprintf(dir, sizeof dir, "/tmp/it-backup-ext-XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
-    write_file(path, "pg_dsn: \"host=db.invalid dbname=aos user=aos_admin\"\n");
+    h_write_file(path, "pg_dsn: \"host=db.invalid dbname=aos user=aos_admin\"\n");
     snprintf(path, sizeof path, "%s/workspaces", dir);
     assert_int_equal(mkdir(path, 0700), 0);
     snprintf(path, sizeof path, "%s/workspaces/notes.txt", dir);
-    write_file(path, "kept outside the database\n");
+    h_write_file(path, "kept outside the database\n");
     snprintf(bk, sizeof bk, "/tmp/it-backup-extbk-XXXXXX");
     assert_non_null(mkdtemp(bk));
     int rc = aosctl(dir, out, sizeof out, "backup", bk, "--json");

@@ -661,6 +661,16 @@ int h_wait_state(h_aosd *h, const char *name, const char *state, uint32_t timeou
 
 /* ---- aosctl ------------------------------------------------------------------------- */
 
+void h_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        fail_msg("%s: %s", path, strerror(errno));
+    int bad = fputs(text, f) < 0;
+    if (fclose(f) != 0 || bad)
+        fail_msg("%s: writing failed: %s", path, strerror(errno));
+}
+
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv)
 {
     const char *args[H_ARGS_MAX + 4];

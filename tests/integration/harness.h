@@ -42,6 +42,9 @@ int h_wait_state(h_aosd *h, const char *name, const char *state, uint32_t timeou
 /* Print the end of aosd's log (and PostgreSQL's) to stderr: for a test's failure path. */
 void h_dump_log(const h_aosd *h);
 
+/* text into path (created or truncated); fails the test when it cannot. */
+void h_write_file(const char *path, const char *text);
+
 /* Run build/bin/aosctl --data-dir DIR ARGS... (argv NULL-terminated); stdout goes into out
  * (cap bytes, NUL-terminated, may be NULL). Returns aosctl's exit code. */
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv);

@@ -53,14 +53,6 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **st)
 {
     (void)st;
@@ -86,7 +78,7 @@ static int setup(void **st)
              list);
     char path[128];
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, yaml);
+    h_write_file(path, yaml);
     char why[1024];
     H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
     if (!H)

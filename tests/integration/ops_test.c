@@ -28,14 +28,6 @@
 
 #define AGENT "ops-agent"
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -88,7 +80,7 @@ static void a_full_disk_refuses_writes_serves_reads_and_heals(void **st)
     }
     char path[128], why[1024];
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
-    write_file(path, "disk_min_free_mb: 64\n");
+    h_write_file(path, "disk_min_free_mb: 64\n");
     h_aosd *h = h_start_on(dir, NULL, 120000, why, sizeof why);
     if (!h) {
         umount2(dir, MNT_DETACH);
@@ -165,7 +157,7 @@ static void the_log_rotates_by_size_and_aosctl_logs_reads_it(void **st)
     assert_non_null(mkdtemp(dir));
     char path[128], why[1024], out[65536];
     snprintf(path, sizeof path, "%s/aos.yaml", dir);
-    write_file(path, "log_max_mb: 1\nlog_keep: 2\n");
+    h_write_file(path, "log_max_mb: 1\nlog_keep: 2\n");
     const char *args[] = {"--log", NULL};
     h_aosd *h = h_start_on(dir, args, 120000, why, sizeof why);
     if (!h)
@@ -282,7 +274,7 @@ static void under_systemd_ready_watchdog_and_shutdown_at_step_boundaries(void **
     assert_true(dog >= 2);
 
     snprintf(path, sizeof path, "%s.deploy.yaml", dir);
-    write_file(path, "agents:\n"
+    h_write_file(path, "agents:\n"
                      "  - {name: s1, program: aos-test-agent, args: [steps, \"100000\", \"30\"], "
                      "model: sim/sim-1}\n"
                      "  - {name: s2, program: aos-test-agent, args: [steps, \"100000\", \"30\"], "

@@ -25,14 +25,6 @@ static char DATA_DIR[64];
 
 #define KEEP_S 2 /* run_retention_s here; aosd looks every second */
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **st)
 {
     (void)st;
@@ -41,7 +33,7 @@ static int setup(void **st)
     chmod(DATA_DIR, 0755);
     char path[128];
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, "run_retention_s: 2\n"
+    h_write_file(path, "run_retention_s: 2\n"
                      "run_prune_interval_s: 1\n"
                      "llm:\n"
                      "  default_model: sim/s1\n"
@@ -160,7 +152,7 @@ static void aosd_prunes_what_is_not_in_use(void **st)
     put_raw("odd", AOS_RUN_KEY_PREFIX "r-00ff", "{not a run record");
     char path[256];
     snprintf(path, sizeof path, "%s/workspaces/leaver/report.md", DATA_DIR);
-    write_file(path, "the leaver's work\n");
+    h_write_file(path, "the leaver's work\n");
     assert_true(has_ws("keeper") && has_ws("leaver") && has_ws("halfway") && has_ws("odd"));
     apply("agents:\n" AGENT("keeper"));
 

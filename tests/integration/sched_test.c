@@ -26,14 +26,6 @@ static char DATA_DIR[64];
 #define LATENCY_MS 200
 #define CONC 3
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* provider "sim": 3 at once, 300 requests/min, answers after 200 ms; "slow": one at a
  * time, 2 s; "cheap": a daily spend cap of $0.001. */
 static int setup(void **st)
@@ -63,7 +55,7 @@ static int setup(void **st)
              "      models: [{name: c1, price: {input: 1, output: 1}}]\n",
              LATENCY_MS, CONC);
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, yaml);
+    h_write_file(path, yaml);
     char why[1024];
     H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
     if (!H)

@@ -27,14 +27,6 @@
 static h_aosd *H;
 static char DATA_DIR[64];
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **st)
 {
     (void)st;
@@ -42,7 +34,7 @@ static int setup(void **st)
     assert_non_null(mkdtemp(DATA_DIR));
     char path[128];
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, "restart_intensity: 100/60\n"
+    h_write_file(path, "restart_intensity: 100/60\n"
                      "run_retention_s: 0\n"
                      /* only aosctl's --prune, at the case that checks it (retain_test
                       * covers aosd's own passes) */

@@ -352,14 +352,6 @@ static void server_everything_from_npm(void **st)
 
 /* ---- set-up ----------------------------------------------------------------------------- */
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* tools/mcp-servers.sh into the build tree; EVERYTHING stays "" with the reason when npm
  * cannot reach its registry (the case then says it skipped). */
 static void find_everything(void)
@@ -429,7 +421,7 @@ static int setup(void **st)
     setenv("AOS_TEST_TOOL_SECRET", SECRET, 1);
     char path[128];
     snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    write_file(path, yaml);
+    h_write_file(path, yaml);
     setenv("AOS_TEST_MCP_CANARY", "canary-value-not-for-tools", 1);
     char why[1024];
     H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);

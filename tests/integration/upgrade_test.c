@@ -21,14 +21,6 @@
 
 #define FIXTURE "/tests/integration/fixtures/prev_schema.sql"
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void sql(PGconn *pg, const char *q)
 {
     PGresult *r = PQexec(pg, q);
@@ -168,7 +160,7 @@ static void a_newer_data_dir_format_is_refused(void **st)
     char dir[256], why[1024], path[300];
     h_stop_keep(h, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/etc/format", dir);
-    write_file(path, "7\n");
+    h_write_file(path, "7\n");
     h = h_start_on(dir, NULL, 30000, why, sizeof why);
     assert_null(h);
     assert_non_null(strstr(why, "exited during start"));
