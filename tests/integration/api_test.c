@@ -251,12 +251,7 @@ static int setup(void **st)
              "      sim: {tokens_per_s: 4}\n"
              "      models: [{name: s1}]\n",
              CAP_CONNS, IDLE_S, path);
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, yaml);
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
+    H = h_start_yaml(DATA_DIR, yaml);
     snprintf(path, sizeof path, "%s/deploy.yaml", DATA_DIR);
     h_write_file(path, "agents:\n"
                      "  - name: a1\n    program: aos-test-agent\n    args: [idle]\n"

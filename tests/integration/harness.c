@@ -671,6 +671,17 @@ void h_write_file(const char *path, const char *text)
         fail_msg("%s: writing failed: %s", path, strerror(errno));
 }
 
+h_aosd *h_start_yaml(const char *dir, const char *yaml)
+{
+    char path[4200], why[1024];
+    snprintf(path, sizeof path, "%s/aos.yaml", dir);
+    h_write_file(path, yaml);
+    h_aosd *h = h_start_on(dir, NULL, 120000, why, sizeof why);
+    if (!h)
+        fail_msg("aosd on %s: %s", dir, why);
+    return h;
+}
+
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv)
 {
     const char *args[H_ARGS_MAX + 4];

@@ -44,6 +44,9 @@ void h_dump_log(const h_aosd *h);
 
 /* text into path (created or truncated); fails the test when it cannot. */
 void h_write_file(const char *path, const char *text);
+/* yaml as dir's aos.yaml, then h_start_on(dir) with 120 s to get ready; fails the test
+ * (naming dir and why) when aosd does not come up. Caller owns the result: h_stop. */
+h_aosd *h_start_yaml(const char *dir, const char *yaml);
 
 /* Run build/bin/aosctl --data-dir DIR ARGS... (argv NULL-terminated); stdout goes into out
  * (cap bytes, NUL-terminated, may be NULL). Returns aosctl's exit code. */

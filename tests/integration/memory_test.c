@@ -76,13 +76,7 @@ static int setup(void **st)
              "      sim: {synonyms: [%s]}\n"
              "      models: [{name: sim-1}, {name: sim-embed, embedding: true}]\n",
              list);
-    char path[128];
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, yaml);
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
+    H = h_start_yaml(DATA_DIR, yaml);
     return 0;
 }
 

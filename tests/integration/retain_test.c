@@ -31,18 +31,12 @@ static int setup(void **st)
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-retain-XXXXXX");
     assert_non_null(mkdtemp(DATA_DIR));
     chmod(DATA_DIR, 0755);
-    char path[128];
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, "run_retention_s: 2\n"
+    H = h_start_yaml(DATA_DIR, "run_retention_s: 2\n"
                      "run_prune_interval_s: 1\n"
                      "llm:\n"
                      "  default_model: sim/s1\n"
                      "  providers:\n"
                      "    - {name: sim, kind: sim, models: [{name: s1}]}\n");
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
     return 0;
 }
 

@@ -33,7 +33,7 @@ static int setup(void **st)
     (void)st;
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-sched-XXXXXX");
     assert_non_null(mkdtemp(DATA_DIR));
-    char path[128], yaml[2048];
+    char yaml[2048];
     snprintf(yaml, sizeof yaml,
              "restart_intensity: 100/60\n"
              "llm:\n"
@@ -54,12 +54,7 @@ static int setup(void **st)
              "      limits: {daily_spend_usd: 0.001}\n"
              "      models: [{name: c1, price: {input: 1, output: 1}}]\n",
              LATENCY_MS, CONC);
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, yaml);
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
+    H = h_start_yaml(DATA_DIR, yaml);
     return 0;
 }
 

@@ -32,9 +32,7 @@ static int setup(void **st)
     (void)st;
     snprintf(DATA_DIR, sizeof DATA_DIR, "/tmp/it-steps-XXXXXX");
     assert_non_null(mkdtemp(DATA_DIR));
-    char path[128];
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, "restart_intensity: 100/60\n"
+    H = h_start_yaml(DATA_DIR, "restart_intensity: 100/60\n"
                      "run_retention_s: 0\n"
                      /* only aosctl's --prune, at the case that checks it (retain_test
                       * covers aosd's own passes) */
@@ -45,10 +43,6 @@ static int setup(void **st)
                      "    - name: sim\n"
                      "      kind: sim\n"
                      "      models: [{name: s1, price: {input: 1, output: 2}}]\n");
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
     return 0;
 }
 

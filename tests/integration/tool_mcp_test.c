@@ -419,14 +419,8 @@ static int setup(void **st)
              "    - {name: GH_TOKEN, env: AOS_TEST_TOOL_SECRET, agents: [alice], tools: [sh]}\n",
              fake, bindir, ev);
     setenv("AOS_TEST_TOOL_SECRET", SECRET, 1);
-    char path[128];
-    snprintf(path, sizeof path, "%s/aos.yaml", DATA_DIR);
-    h_write_file(path, yaml);
+    H = h_start_yaml(DATA_DIR, yaml);
     setenv("AOS_TEST_MCP_CANARY", "canary-value-not-for-tools", 1);
-    char why[1024];
-    H = h_start_on(DATA_DIR, NULL, 120000, why, sizeof why);
-    if (!H)
-        fail_msg("aosd on %s: %s", DATA_DIR, why);
     return 0;
 }
 
