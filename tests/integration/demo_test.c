@@ -84,23 +84,8 @@ static int apply_file(const char *file)
     size_t len;
     char *yaml = slurp(file, &len);
     assert_non_null(yaml);
-    Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
-    r.yaml = (ProtobufCBinaryData){len, (uint8_t *)yaml};
-    r.file = (ProtobufCBinaryData){11, (uint8_t *)"deploy.yaml"};
-    r.prune = 1;
-    size_t n = aos__agent__apply_request__get_packed_size(&r);
-    uint8_t *buf = malloc(n);
-    assert_non_null(buf);
-    aos__agent__apply_request__pack(&r, buf);
-    aos_reply rep;
-    aos_call_opts o = {.timeout_ms = 30000};
-    aos_call(h_conn(H), &o, "kernel.agent.apply", buf, n, &rep);
-    free(buf);
+    int st = h_apply(H, yaml, len, "deploy.yaml", 1);
     free(yaml);
-    int st = rep.status;
-    if (st)
-        print_message("apply: %s\n", rep.error);
-    aos_reply_clear(&rep);
     return st;
 }
 

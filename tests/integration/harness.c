@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "agent.pb-c.h"
 #include "aos.pb-c.h"
 
 extern char **environ;
@@ -680,6 +681,27 @@ h_aosd *h_start_yaml(const char *dir, const char *yaml)
     if (!h)
         fail_msg("aosd on %s: %s", dir, why);
     return h;
+}
+
+int h_apply(h_aosd *h, const char *yaml, size_t len, const char *file, int prune)
+{
+    Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
+    r.yaml = (ProtobufCBinaryData){len, (uint8_t *)yaml};
+    r.file = (ProtobufCBinaryData){strlen(file), (uint8_t *)file};
+    r.prune = prune;
+    size_t n = aos__agent__apply_request__get_packed_size(&r);
+    uint8_t *buf = malloc(n ? n : 1);
+    assert_non_null(buf);
+    aos__agent__apply_request__pack(&r, buf);
+    aos_reply rep;
+    aos_call_opts o = {.timeout_ms = 30000};
+    aos_call(h_conn(h), &o, "kernel.agent.apply", buf, n, &rep);
+    free(buf);
+    int st = rep.status;
+    if (st)
+        print_message("apply: %s\n", rep.error);
+    aos_reply_clear(&rep);
+    return st;
 }
 
 int h_aosctl(h_aosd *h, char *out, size_t cap, const char *const *argv)

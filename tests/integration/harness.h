@@ -47,6 +47,9 @@ void h_write_file(const char *path, const char *text);
 /* yaml as dir's aos.yaml, then h_start_on(dir) with 120 s to get ready; fails the test
  * (naming dir and why) when aosd does not come up. Caller owns the result: h_stop. */
 h_aosd *h_start_yaml(const char *dir, const char *yaml);
+/* kernel.agent.apply of a deployment's yaml (named file in errors), with prune, within 30 s:
+ * the reply's status; a failure's message is printed. */
+int h_apply(h_aosd *h, const char *yaml, size_t len, const char *file, int prune);
 
 /* Run build/bin/aosctl --data-dir DIR ARGS... (argv NULL-terminated); stdout goes into out
  * (cap bytes, NUL-terminated, may be NULL). Returns aosctl's exit code. */

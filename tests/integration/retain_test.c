@@ -49,21 +49,7 @@ static int teardown(void **st)
 
 static void apply(const char *yaml)
 {
-    Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
-    r.yaml = (ProtobufCBinaryData){strlen(yaml), (uint8_t *)yaml};
-    r.file = (ProtobufCBinaryData){8, (uint8_t *)"dep.yaml"};
-    r.prune = 1;
-    size_t len = aos__agent__apply_request__get_packed_size(&r);
-    uint8_t *buf = malloc(len);
-    assert_non_null(buf);
-    aos__agent__apply_request__pack(&r, buf);
-    aos_reply rep;
-    aos_call_opts o = {.timeout_ms = 30000};
-    aos_call(h_conn(H), &o, "kernel.agent.apply", buf, len, &rep);
-    free(buf);
-    if (rep.status)
-        fail_msg("apply: %s: %s", aos_err_name((aos_err)rep.status), rep.error);
-    aos_reply_clear(&rep);
+    assert_int_equal(h_apply(H, yaml, strlen(yaml), "dep.yaml", 1), AOS_OK);
 }
 
 #define AGENT(name) "  - {name: " name ", program: aos-test-agent, args: [idle]}\n"
