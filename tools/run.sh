@@ -150,7 +150,7 @@ demo() {
         sleep 0.5
     done
     echo
-    echo "The demo ran in $((SECONDS - t0)) s (runs: $states):"
+    echo "The demo ran in $((SECONDS - t0)) s (runs: ${states% }):"
     "${aosctl[@]}" ps | awk 'NR == 1 || $1 == "gatherer" || $1 == "writer" || $1 == "reviewer"'
     for a in "${demo_agents[@]}"; do
         "${aosctl[@]}" agent runs "$a" | awk -v a="$a" '/\(current\)/ {$1 = a ": run " $1; print}'
