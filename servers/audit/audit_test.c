@@ -12,6 +12,8 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "aos/envelope.h"
+#include "archdir.h"
 #include "contents.h"
 #include "copybin.h"
 #include "merkle.h"
@@ -1233,6 +1235,88 @@ static void copybin_rows(void **st)
     assert_int_equal(copybin_row(empty, sizeof empty, &header, 2, f, fl), AOS_ERR_NOT_FOUND);
 }
 
+/* ---- the archive directory's MANIFEST lines and head.json ---- */
+
+static void archive_manifest_and_head(void **st)
+{
+    (void)st;
+    char line[256], why[256], sha_hex[65], c_hex[65];
+    uint8_t sha[32], h[32], want[32];
+    audit_am_kind kind;
+    memset(want, 0xab, sizeof want);
+    aos_hex(want, 32, sha_hex);
+    uint8_t ch[32];
+    audit_content_hash("x", 1, ch);
+    aos_hex(ch, 32, c_hex);
+    snprintf(line, sizeof line, "%s  records", sha_hex);
+    assert_int_equal(audit_manifest_line(line, strlen(line), &kind, sha, h, why, sizeof why), 0);
+    assert_int_equal(kind, AUDIT_AM_RECORDS);
+    assert_memory_equal(sha, want, 32);
+    snprintf(line, sizeof line, "%s *head.json", sha_hex); /* sha256sum's binary mark */
+    assert_int_equal(audit_manifest_line(line, strlen(line), &kind, sha, h, why, sizeof why), 0);
+    assert_int_equal(kind, AUDIT_AM_HEAD);
+    snprintf(line, sizeof line, "%s  contents/%s", sha_hex, c_hex);
+    assert_int_equal(audit_manifest_line(line, strlen(line), &kind, sha, h, why, sizeof why), 0);
+    assert_int_equal(kind, AUDIT_AM_CONTENT);
+    assert_memory_equal(h, ch, 32);
+    char name[AUDIT_ARCHDIR_NAME_MAX];
+    audit_archdir_content_name(ch, name);
+    assert_string_equal(name, line + 66);
+    /* refused: another file, a short content name, paths that escape, one space, no name */
+    const char *bad[] = {"  other", "  contents/0123", "  ../records", " records",
+                         "  contents/../head.json", "  "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(line, sizeof line, "%s%s", sha_hex, bad[i]);
+        assert_int_equal(audit_manifest_line(line, strlen(line), &kind, sha, h, why, sizeof why),
+                         -1);
+    }
+    char up[65];
+    for (int i = 0; i < 64; i++)
+        up[i] = (char)(c_hex[i] >= 'a' ? c_hex[i] - 32 : c_hex[i]);
+    up[64] = 0;
+    snprintf(line, sizeof line, "%s  contents/%s", sha_hex, up);
+    assert_int_equal(audit_manifest_line(line, strlen(line), &kind, sha, h, why, sizeof why), -1);
+    assert_int_equal(audit_manifest_line(sha_hex, 40, &kind, sha, h, why, sizeof why), -1);
+
+    /* head.json: a range ending at its head, the frontier of FROM-1 */
+    char doc[1024], r64[65], s128[129], fr[65];
+    memset(r64, '1', 64);
+    r64[64] = 0;
+    memset(s128, '2', 128);
+    s128[128] = 0;
+    memset(fr, '5', 64);
+    fr[64] = 0;
+    audit_archhead ah;
+#define HEAD_DOC(v, from, to, size, f)                                                        \
+    snprintf(doc, sizeof doc, "{\"version\":%d,\"from_seq\":%d,\"to_seq\":%d,\"head\":{"  \
+             "\"tree_size\":%d,\"time_ns\":5,\"root\":\"%s\",\"signature\":\"%s\","         \
+             "\"public_key\":\"%s\"},\"base_chain\":\"%s\",\"base_frontier\":[%s]}", v, from,  \
+             to, size, r64, s128, r64, r64, f)
+    char frs[80];
+    snprintf(frs, sizeof frs, "\"%s\"", fr);
+    HEAD_DOC(2, 2, 3, 3, frs);
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), 0);
+    assert_int_equal(ah.version, 2);
+    assert_int_equal(ah.from, 2);
+    assert_int_equal(ah.to, 3);
+    assert_int_equal(ah.nbase, 1);
+    HEAD_DOC(1, 1, 3, 3, "");
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), 0);
+    assert_int_equal(ah.version, 1);
+    /* refused: a frontier of the wrong size, to not at the head, from past to, a version
+     * from the future */
+    HEAD_DOC(2, 1, 3, 3, frs);
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), -1);
+    HEAD_DOC(2, 2, 3, 4, frs);
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), -1);
+    HEAD_DOC(2, 4, 3, 3, frs);
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), -1);
+    HEAD_DOC(3, 2, 3, 3, frs);
+    assert_int_equal(audit_archhead_parse(doc, strlen(doc), &ah, why, sizeof why), -1);
+#undef HEAD_DOC
+    assert_int_equal(audit_archhead_parse("[]", 2, &ah, why, sizeof why), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest codec[] = {
@@ -1251,6 +1335,7 @@ int main(void)
         cmocka_unit_test(verify_iterator),
         cmocka_unit_test(contents_address_and_list),
         cmocka_unit_test(copybin_rows),
+        cmocka_unit_test(archive_manifest_and_head),
     };
     if (sodium_init() < 0)
         return 1;

@@ -165,6 +165,61 @@ static const srv_migration audit_migrations[] = {
         /* the records that list contents, for verify's "is every listed one stored" */
         "CREATE INDEX records_contents ON audit.records (seq) "
         "  WHERE position('\"contents\"'::bytea IN body) > 0;"},
+    /* Migration 5: the drop takes the archived range's contents with it (the archive
+     * carries them: servers/audit/archdir.h). audit.drop_archived is replaced, its checks
+     * as in 3, and after them it deletes each content that the dropped records list and no
+     * record kept lists (a content shared with a record after the cut stays), counted by
+     * the same reading of a body's "contents" as contents.c's (the last key of a body,
+     * an array of 64 lowercase hex digits). A content no record lists at all is left as
+     * it is: no archive carries it. The owner, grants and SECURITY DEFINER of 3 stay
+     * (CREATE OR REPLACE keeps them).
+     * Locks: contents first, then records, the order the writer takes them in (its
+     * contents insert comes before its records in one transaction), so the two never wait
+     * on each other in a cycle. ACCESS EXCLUSIVE on contents matters beyond the disabled
+     * trigger: a writer's INSERT ... ON CONFLICT DO NOTHING of a content already stored
+     * neither writes nor locks that row, so without the lock a batch could find a content
+     * present, the drop delete it, and the batch's record then name a content that is gone. */
+    {5, "CREATE OR REPLACE FUNCTION audit.drop_archived(archive_seq bigint) RETURNS bigint "
+        "  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+        "DECLARE b bytea; upto bigint; latest bigint; n bigint;"
+        "BEGIN"
+        "  LOCK TABLE audit.contents IN ACCESS EXCLUSIVE MODE;"
+        "  LOCK TABLE audit.records IN ACCESS EXCLUSIVE MODE;"
+        "  SELECT max(seq) INTO latest FROM audit.records WHERE kind = 'archive';"
+        "  IF latest IS NULL OR latest <> archive_seq THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: seq % is not the latest archive record "
+        "(that is %)', archive_seq, latest USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  SELECT body INTO b FROM audit.records WHERE seq = archive_seq;"
+        "  IF length(b) < 42 OR get_byte(b, 0) NOT IN (1, 2) THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: record % is no archive declaration', "
+        "archive_seq USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  upto := ('x' || encode(substring(b FROM 2 FOR 8), 'hex'))::bit(64)::bigint;"
+        "  IF upto < 1 OR upto >= archive_seq THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: record % declares up to seq %', "
+        "archive_seq, upto USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  IF NOT EXISTS (SELECT 1 FROM audit.heads WHERE tree_size >= archive_seq) THEN"
+        "    RAISE EXCEPTION 'audit.drop_archived: no signed head covers archive record % "
+        "yet', archive_seq USING ERRCODE = 'insufficient_privilege';"
+        "  END IF;"
+        "  ALTER TABLE audit.contents DISABLE TRIGGER contents_append_only;"
+        "  DELETE FROM audit.contents c USING ("
+        "    SELECT decode(h.v, 'hex') AS hash FROM audit.records r,"
+        "      LATERAL (SELECT audit.body_json(r.body) -> 'contents' AS l) j,"
+        "      LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(j.l) = 'array'"
+        "        THEN j.l ELSE '[]'::jsonb END) AS h(v)"
+        "    WHERE position('\"contents\"'::bytea IN r.body) > 0 AND h.v ~ '^[0-9a-f]{64}$'"
+        "    GROUP BY 1 HAVING bool_and(r.seq <= upto)) gone"
+        "  WHERE c.hash = gone.hash;"
+        "  ALTER TABLE audit.contents ENABLE TRIGGER contents_append_only;"
+        "  ALTER TABLE audit.records DISABLE TRIGGER records_append_only;"
+        "  DELETE FROM audit.records WHERE seq <= upto;"
+        "  GET DIAGNOSTICS n = ROW_COUNT;"
+        "  ALTER TABLE audit.records ENABLE TRIGGER records_append_only;"
+        "  RETURN n;"
+        "END $$;"},
 };
 
 const srv_schema audit_schema = {

@@ -1,7 +1,8 @@
 /* libFuzzer target for aos-audit's untrusted inputs: the record decoder (a record that
  * decodes must encode back to the same bytes), the proof and head checkers, the proof
- * files aosctl check-proof reads, a body's "contents" list (emit and replay read it), and a
- * message of the binary COPY stream audit.verify reads its tables by. */
+ * files aosctl check-proof reads, a body's "contents" list (emit and replay read it), a
+ * message of the binary COPY stream audit.verify reads its tables by, and the MANIFEST
+ * lines and head.json of an archive directory (aosctl check-archive reads them). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <jansson.h>
 
 #include "aos/envelope.h"
+#include "archdir.h"
 #include "contents.h"
 #include "copybin.h"
 #include "merkle.h"
@@ -202,6 +204,37 @@ static void fuzz_copybin(const uint8_t *d, size_t n)
             __builtin_trap();
 }
 
+/* A MANIFEST line: one that parses names a file of the layout, and a content's name
+ * spelled back is the line's own. */
+static void fuzz_manifest_line(const uint8_t *d, size_t n)
+{
+    audit_am_kind kind;
+    uint8_t sha[AUDIT_HASH_LEN], h[AUDIT_CONTENT_HASH_LEN];
+    if (audit_manifest_line((const char *)d, n, &kind, sha, h, NULL, 0) != 0)
+        return;
+    if (kind == AUDIT_AM_CONTENT) {
+        char name[AUDIT_ARCHDIR_NAME_MAX];
+        audit_archdir_content_name(h, name);
+        if (n != 66 + AUDIT_ARCHDIR_NAME_MAX - 1 || memcmp(d + 66, name, n - 66))
+            broken("a content line's name does not spell back");
+    } else if (kind != AUDIT_AM_RECORDS && kind != AUDIT_AM_HEAD) {
+        broken("a manifest line of no kind");
+    }
+}
+
+/* head.json: one that parses is a range ending at its head, with its frontier's size. */
+static void fuzz_archhead(const uint8_t *d, size_t n)
+{
+    audit_archhead ah;
+    char why[256];
+    if (audit_archhead_parse((const char *)d, n, &ah, why, sizeof why) != 0)
+        return;
+    if (ah.from < 1 || ah.from > ah.to || ah.to != ah.head.tree_size ||
+        ah.nbase != (size_t)__builtin_popcountll(ah.from - 1) || ah.version < 1 ||
+        ah.version > AUDIT_ARCHDIR_VERSION)
+        broken("a head.json that parsed is not a range at its head");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -210,7 +243,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     audit_sth h;
     audit_archive a;
-    switch (data[0] % 10) {
+    switch (data[0] % 12) {
     case 0: fuzz_record(d, n); break;
     case 1: fuzz_inclusion(d, n); break;
     case 2: fuzz_consistency(d, n); break;
@@ -223,6 +256,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 7: fuzz_proof_file(d, n); break;
     case 8: fuzz_contents(d, n); break;
     case 9: fuzz_copybin(d, n); break;
+    case 10: fuzz_manifest_line(d, n); break;
+    case 11: fuzz_archhead(d, n); break;
     default:
         /* a version-2 declaration (audit.archive's) encodes back to the same bytes */
         if (audit_archive_decode(d, n, &a, NULL, 0) == AOS_OK && a.version == 2) {

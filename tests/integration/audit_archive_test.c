@@ -1,6 +1,7 @@
-/* aosctl audit archive through a real aosd: the old records go to files that prove them,
- * the cut is recorded and sealed, verify reports the declared gap, later records still
- * prove; an undeclared deletion, a forged declaration and a drop without one are caught. */
+/* aosctl audit archive through a real aosd: the old records and the contents they list go
+ * to files that prove them, the cut is recorded and sealed, verify reports the declared
+ * gap, later records still prove; an undeclared deletion, a forged declaration and a drop
+ * without one are caught, and so is an archived content changed or lost on the disk. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -16,8 +17,10 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "aos/envelope.h"
 #include "aos/readall.h"
 #include "audit.pb-c.h"
+#include "contents.h"
 #include "harness.h"
 #include "merkle.h"
 #include "record.h"
@@ -132,8 +135,10 @@ static uint8_t *slurp(const char *path, size_t *n)
     return (uint8_t *)b;
 }
 
-/* The archive in dir against what archive --json said: MANIFEST's own digest, each file's
- * sum, and records from..to in order, each decoding, chained from the first. */
+/* The archive in dir against what archive --json said: MANIFEST's own digest, the sum of
+ * every file it names (records and head.json among them, each line "<sha256>  NAME"), the
+ * count of contents/ lines, and records from..to in order, each decoding, chained from the
+ * first. */
 static void check_archive_files(const char *dir, const json_t *d)
 {
     char p[4200], hex[65];
@@ -144,37 +149,61 @@ static void check_archive_files(const char *dir, const json_t *d)
     uint8_t *m = slurp(p, &n);
     sha256_hex(m, n, hex);
     assert_string_equal(hex, json_string_value(json_object_get(d, "manifest_sha256")));
-    const char *names[] = {"records", "head.json"};
-    for (size_t i = 0; i < 2; i++) {
+    size_t lines = 0, ncontents = 0;
+    int have_rec = 0, have_head = 0;
+    for (size_t off = 0; off < n;) {
+        const uint8_t *nl = memchr(m + off, '\n', n - off);
+        assert_non_null(nl);
+        size_t len = (size_t)(nl - (m + off));
+        assert_true(len > 66 && m[off + 64] == ' ' && m[off + 65] == ' ');
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(len - 66), (const char *)m + off + 66);
         size_t fn;
-        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        snprintf(p, sizeof p, "%s/%s", dir, name);
         uint8_t *f = slurp(p, &fn);
         sha256_hex(f, fn, hex);
-        char line[128];
-        snprintf(line, sizeof line, "%s  %s\n", hex, names[i]);
-        assert_non_null(memmem(m, n, line, strlen(line)));
-        if (i == 0) {
-            size_t off = 0;
+        if (memcmp(hex, m + off, 64))
+            fail_msg("MANIFEST's sum of %s is not the file's", name);
+        if (!strncmp(name, "contents/", 9)) {
+            /* named by its BLAKE2b-256, its bytes as stored */
+            uint8_t h[AUDIT_CONTENT_HASH_LEN];
+            char hh[65];
+            audit_content_hash(f, fn, h);
+            aos_hex(h, sizeof h, hh);
+            assert_string_equal(hh, name + 9);
+            ncontents++;
+        }
+        have_rec |= !strcmp(name, "records");
+        have_head |= !strcmp(name, "head.json");
+        if (!strcmp(name, "records")) {
+            size_t o = 0;
             uint64_t want = from;
             uint8_t chain[32];
-            while (off + 4 <= fn) {
-                size_t len = (size_t)f[off] << 24 | (size_t)f[off + 1] << 16 |
-                             (size_t)f[off + 2] << 8 | f[off + 3];
-                assert_true(off + 4 + len <= fn);
+            while (o + 4 <= fn) {
+                size_t rl = (size_t)f[o] << 24 | (size_t)f[o + 1] << 16 |
+                            (size_t)f[o + 2] << 8 | f[o + 3];
+                assert_true(o + 4 + rl <= fn);
                 audit_rec r;
-                assert_int_equal(audit_rec_decode(f + off + 4, len, &r, NULL, 0), AOS_OK);
+                assert_int_equal(audit_rec_decode(f + o + 4, rl, &r, NULL, 0), AOS_OK);
                 assert_int_equal(r.seq, want);
                 if (want > from)
                     assert_memory_equal(r.prev_hash, chain, 32);
-                audit_chain_hash(r.prev_hash, f + off + 4, len, chain);
-                off += 4 + len;
+                audit_chain_hash(r.prev_hash, f + o + 4, rl, chain);
+                o += 4 + rl;
                 want++;
             }
-            assert_int_equal(off, fn);
+            assert_int_equal(o, fn);
             assert_int_equal(want, to + 1);
         }
         free(f);
+        off += len + 1;
+        lines++;
     }
+    assert_true(have_rec && have_head);
+    assert_int_equal(lines, 2 + ncontents);
+    json_t *nc = json_object_get(d, "contents");
+    assert_true(json_is_integer(nc));
+    assert_int_equal(json_integer_value(nc), (json_int_t)ncontents);
     free(m);
 }
 
@@ -291,6 +320,193 @@ static void archive_declares_a_gap(void **st)
     h_stop(h);
 }
 
+/* ---- the contents go with their records ----------------------------------------------- */
+
+static void hex_of(const char *s, char hex[65])
+{
+    uint8_t h[AUDIT_CONTENT_HASH_LEN];
+    audit_content_hash(s, strlen(s), h);
+    aos_hex(h, sizeof h, hex);
+}
+
+/* One event whose body lists texts[0..n) in "contents", sent with them. */
+static void emit_listing(h_aosd *h, const char *const *texts, size_t n)
+{
+    char body[1024];
+    size_t bl = (size_t)snprintf(body, sizeof body, "{\"contents\":[");
+    Aos__Audit__Content c[4], *cs[4];
+    uint8_t hs[4][AUDIT_CONTENT_HASH_LEN];
+    assert_true(n <= 4);
+    for (size_t i = 0; i < n; i++) {
+        char hex[65];
+        hex_of(texts[i], hex);
+        bl += (size_t)snprintf(body + bl, sizeof body - bl, "%s\"%s\"", i ? "," : "", hex);
+        audit_content_hash(texts[i], strlen(texts[i]), hs[i]);
+        aos__audit__content__init(&c[i]);
+        c[i].hash = (ProtobufCBinaryData){AUDIT_CONTENT_HASH_LEN, hs[i]};
+        c[i].body = (ProtobufCBinaryData){strlen(texts[i]), (uint8_t *)texts[i]};
+        cs[i] = &c[i];
+    }
+    snprintf(body + bl, sizeof body - bl, "],\"n\":%zu}", n);
+    Aos__Audit__Event ev = AOS__AUDIT__EVENT__INIT, *evp[1] = {&ev};
+    ev.kind = (ProtobufCBinaryData){11, (uint8_t *)"test.detail"};
+    ev.agent = (ProtobufCBinaryData){7, (uint8_t *)"agent-x"};
+    ev.body = (ProtobufCBinaryData){strlen(body), (uint8_t *)body};
+    Aos__Audit__EmitRequest r = AOS__AUDIT__EMIT_REQUEST__INIT;
+    r.n_events = 1;
+    r.events = evp;
+    r.n_contents = n;
+    r.contents = cs;
+    size_t len = aos__audit__emit_request__get_packed_size(&r);
+    uint8_t *b = malloc(len);
+    assert_non_null(b);
+    aos__audit__emit_request__pack(&r, b);
+    aos_call_opts o = {.timeout_ms = 20000};
+    aos_reply rep;
+    aos_err e = aos_call(h_conn(h), &o, "audit.emit", b, len, &rep);
+    if (e != AOS_OK)
+        fail_msg("audit.emit with contents: %s: %s", aos_err_name(e), rep.error);
+    aos_reply_clear(&rep);
+    free(b);
+}
+
+static long long stored(PGconn *pg, const char *text)
+{
+    char hex[65], sql[256];
+    hex_of(text, hex);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit.contents WHERE hash = '\\x%s'", hex);
+    return su_count(pg, sql);
+}
+
+/* check-archive DIR --json: its exit code and document (into *d). */
+static int check_archive(h_aosd *h, const char *dir, json_t **d)
+{
+    const char *a[] = {"audit", "check-archive", dir, NULL};
+    return ctl_json(h, d, a);
+}
+
+static void put_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+        fail_msg("%s: %s", path, strerror(errno));
+}
+
+#define C_ONLY_A "what the LLM saw first, archived only"
+#define C_ONLY_B "a tool's output, listed twice in the archived range"
+#define C_SHARED "a system prompt, listed before the cut and after it"
+#define C_KEPT "a reply listed only after the cut"
+
+static void archive_carries_contents(void **st)
+{
+    (void)st;
+    h_aosd *h = h_start(NULL);
+    emit_ok(h, 20);
+    const char *l1[] = {C_ONLY_A, C_SHARED}, *l2[] = {C_ONLY_B}, *l3[] = {C_ONLY_B, C_ONLY_A};
+    emit_listing(h, l1, 2);
+    emit_listing(h, l2, 1);
+    emit_listing(h, l3, 2);
+    uint64_t s1 = sign_head(h);
+    const char *l4[] = {C_SHARED}, *l5[] = {C_KEPT};
+    emit_listing(h, l4, 1);
+    emit_listing(h, l5, 1);
+    sign_head(h);
+    expect_verify(h, "ok", 0, 0);
+    PGconn *pg = su_admin_connect(h);
+    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    char hs[65], hb[65], sql[256];
+    hex_of(C_SHARED, hs);
+    hex_of(C_ONLY_B, hb);
+    snprintf(sql, sizeof sql, "SELECT min(seq) FROM audit.records WHERE position('%s'::bytea "
+             "IN body) > 0", hs);
+    long long seq_shared = su_count(pg, sql);
+    snprintf(sql, sizeof sql, "SELECT min(seq) FROM audit.records WHERE position('%s'::bytea "
+             "IN body) > 0", hb);
+    long long seq_b = su_count(pg, sql);
+    assert_true(seq_shared >= 1 && seq_b > seq_shared && (uint64_t)seq_b <= s1);
+
+    /* 1. the archive holds every listed content once, each in the MANIFEST */
+    char dir[4096], before[32];
+    snprintf(dir, sizeof dir, "%s/arch-c", h_data_dir(h));
+    snprintf(before, sizeof before, "%llu", (unsigned long long)s1 + 1);
+    json_t *d;
+    assert_int_equal(archive(h, before, dir, &d), 0);
+    assert_int_equal(json_integer_value(json_object_get(d, "to_seq")), (json_int_t)s1);
+    assert_int_equal(json_integer_value(json_object_get(d, "contents")), 3);
+    check_archive_files(dir, d);
+    char manifest[65];
+    snprintf(manifest, sizeof manifest, "%s",
+             json_string_value(json_object_get(d, "manifest_sha256")));
+    json_decref(d);
+    json_t *k;
+    assert_int_equal(check_archive(h, dir, &k), 0);
+    assert_true(json_is_true(json_object_get(k, "valid")));
+    assert_int_equal(json_integer_value(json_object_get(k, "records")), (json_int_t)s1);
+    assert_int_equal(json_integer_value(json_object_get(k, "contents")), 3);
+    assert_int_equal(json_integer_value(json_object_get(k, "version")), 2);
+    assert_string_equal(json_string_value(json_object_get(k, "manifest_sha256")), manifest);
+    json_decref(k);
+
+    /* 2. the drop took the contents only archived records listed; the shared one and the
+     * kept one stay, and the kept records' contents still verify beside the declared gap */
+    assert_int_equal(stored(pg, C_ONLY_A), 0);
+    assert_int_equal(stored(pg, C_ONLY_B), 0);
+    assert_int_equal(stored(pg, C_SHARED), 1);
+    assert_int_equal(stored(pg, C_KEPT), 1);
+    expect_verify(h, "declared_gap", 1, s1);
+
+    /* 3. an archived content altered on the disk: named by file, hash and record */
+    char cpath[4200];
+    snprintf(cpath, sizeof cpath, "%s/contents/%s", dir, hs);
+    put_text(cpath, C_SHARED " (edited)");
+    assert_int_equal(check_archive(h, dir, &k), 1);
+    assert_false(json_is_true(json_object_get(k, "valid")));
+    assert_string_equal(json_string_value(json_object_get(k, "failed")), "content");
+    char want[80];
+    snprintf(want, sizeof want, "contents/%s", hs);
+    assert_string_equal(json_string_value(json_object_get(k, "file")), want);
+    assert_string_equal(json_string_value(json_object_get(k, "hash")), hs);
+    assert_int_equal(json_integer_value(json_object_get(k, "seq")), seq_shared);
+    assert_non_null(strstr(json_string_value(json_object_get(k, "why")), "altered"));
+    json_decref(k);
+    static char out[8192];
+    const char *human[] = {"audit", "check-archive", dir, NULL};
+    assert_int_equal(h_aosctl(h, out, sizeof out, human), 1);
+    assert_non_null(strstr(out, want));
+    put_text(cpath, C_SHARED); /* put back: whole again */
+    assert_int_equal(check_archive(h, dir, &k), 0);
+    json_decref(k);
+
+    /* 4. one missing: named too */
+    snprintf(cpath, sizeof cpath, "%s/contents/%s", dir, hb);
+    assert_int_equal(unlink(cpath), 0);
+    assert_int_equal(check_archive(h, dir, &k), 1);
+    snprintf(want, sizeof want, "contents/%s", hb);
+    assert_string_equal(json_string_value(json_object_get(k, "failed")), "content");
+    assert_string_equal(json_string_value(json_object_get(k, "file")), want);
+    assert_string_equal(json_string_value(json_object_get(k, "hash")), hb);
+    assert_int_equal(json_integer_value(json_object_get(k, "seq")), seq_b);
+    assert_non_null(strstr(json_string_value(json_object_get(k, "why")), "missing"));
+    json_decref(k);
+    /* and a MANIFEST line dropped with it: the record still lists it */
+    snprintf(cpath, sizeof cpath, "%s/MANIFEST", dir);
+    size_t mn;
+    char *mt = (char *)slurp(cpath, &mn);
+    char *line = strstr(mt, want);
+    assert_non_null(line);
+    line -= 66;
+    char *end = strchr(line, '\n');
+    memmove(line, end + 1, strlen(end + 1) + 1);
+    put_text(cpath, mt);
+    free(mt);
+    assert_int_equal(check_archive(h, dir, &k), 1);
+    assert_string_equal(json_string_value(json_object_get(k, "file")), want);
+    assert_non_null(strstr(json_string_value(json_object_get(k, "why")), "does not name"));
+    json_decref(k);
+    PQfinish(pg);
+    h_stop(h);
+}
+
 /* ---- what is refused ----------------------------------------------------------------------- */
 
 static void forged_or_undeclared_cuts_are_refused(void **st)
@@ -385,6 +601,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(archive_declares_a_gap),
+        cmocka_unit_test(archive_carries_contents),
         cmocka_unit_test(forged_or_undeclared_cuts_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -365,6 +365,9 @@ static const struct sample {
     /* retention: the records up to the head audit head signed go to a directory outside
      * the data dir, and are dropped (verify ran above, on the whole log) */
     {"audit archive", {"--before", "{archive_before}", "--out", "{archive}"}},
+    /* that archive, offline: its files alone, then with the head's key pinned */
+    {"audit check-archive", {"{archive}"}},
+    {"audit check-archive", {"--key", "{key}", "{archive}"}},
     {"tools", {NULL}},
     {"tools", {"--render=cli"}},
     {"tools", {"--render", "schema"}},
@@ -723,6 +726,12 @@ static void every_command_prints_what_its_schema_says(void **st)
             assert_int_equal(json_integer_value(json_object_get(out, "dropped")),
                              json_integer_value(json_object_get(out, "records")));
             assert_string_equal(json_string_value(json_object_get(out, "out")), archive_path);
+        }
+        if (!strcmp(samples[i].cmd, "audit check-archive")) {
+            assert_true(json_is_true(json_object_get(out, "valid")));
+            assert_int_equal(json_integer_value(json_object_get(out, "to_seq")),
+                             strtoll(head_size, NULL, 10));
+            assert_int_equal(json_integer_value(json_object_get(out, "version")), 2);
         }
         if (!strcmp(samples[i].cmd, "audit replay")) {
             /* the one step of {run}: its write's records, every content checked */

@@ -1,17 +1,16 @@
 /* aosctl audit archive: retention of the audit log. The old records are exported with the
- * signed head that covers them, checked, then aos-audit records the cut and drops the range.
+ * signed head that covers them and the contents they list, checked, then aos-audit records
+ * the cut and drops the range. aosctl audit check-archive checks such a directory offline.
  *
- * The archive directory (--out DIR, default DATA/audit-archive/FROM-TO) holds three files:
- *   records     every record of seqs FROM..TO, each as u32 big-endian length then its
- *               canonical encoding (servers/audit/record.h), in seq order
- *   head.json   {"version":1, "from_seq", "to_seq", "head":{tree_size (= TO), time_ns,
- *               root, signature, public_key}, "base_chain": chain hash of FROM-1 (zeros
- *               when FROM is 1), "base_frontier": [the tree's frontier at FROM-1, hex]}
- *   MANIFEST    "<sha256 hex>  records" and "<sha256 hex>  head.json" lines (sha256sum -c
- *               reads it); the archive record in the log keeps the SHA-256 of this file.
- * Before anything is dropped aosctl checks what it wrote: the chain from base_chain through
- * every record, and the tree from base_frontier through every leaf to the head's root, whose
- * signature must verify. So the files alone prove the range (and the head) to anyone. */
+ * The archive directory (--out DIR, default DATA/audit-archive/FROM-TO) is laid out as
+ * servers/audit/archdir.h says: records, head.json, contents/<BLAKE2b hex> (every content
+ * the range's records list, once each) and a MANIFEST of SHA-256 sums over all of them,
+ * whose own SHA-256 the archive record in the log keeps. Before anything is dropped
+ * aosctl reads what it wrote back from the disk and checks it the way check-archive does
+ * (audit_archdir_check): the chain from base_chain through every record, the tree from
+ * base_frontier to the head's root, whose signature must verify, and every listed content
+ * against its name and its sum. So the files alone prove the range, the head and what the
+ * records referred to, to anyone. */
 #include "aosctl.h"
 
 #include <errno.h>
@@ -26,12 +25,15 @@
 
 #include <sodium.h>
 
+#include "archdir.h"
 #include "audit.pb-c.h"
+#include "contents.h"
 #include "merkle.h"
 #include "prooffile.h"
 #include "record.h"
 
 #define ARCH_PAGE 1000u  /* audit.export's page */
+#define FETCH_MAX 64u    /* hashes per audit.contents (its cap) */
 #define PATH_CAP 4096
 
 /* "2026-12-03T14:02:00Z", with optional fraction and a Z or +hh:mm / -hh:mm offset, into
@@ -106,11 +108,15 @@ static int check_dir(const char *val, char *why, size_t whylen)
 typedef struct arch {
     ctl_ctx *c;
     char dir[PATH_CAP];
-    int dfd, rfd;
-    crypto_hash_sha256_state rsum;
+    int dfd, rfd, cfd, mfd;
+    crypto_hash_sha256_state rsum, msum;
     uint64_t from, to, next;
     uint8_t chain[AUDIT_HASH_LEN];
-    audit_tree *tree;
+    /* the contents the records list: appended as they come, sorted and made unique when
+     * the array fills (and at the end), so it holds at most about twice the distinct ones */
+    uint8_t (*lh)[AUDIT_CONTENT_HASH_LEN];
+    size_t nl, capl;
+    uint8_t listed[AUDIT_CONTENTS_LIST_MAX][AUDIT_CONTENT_HASH_LEN];
     audit_sth head;
     uint8_t pk[AUDIT_PK_LEN];
     uint8_t base_chain[AUDIT_HASH_LEN];
@@ -135,7 +141,54 @@ static int write_all(int fd, const void *b, size_t n)
     return 0;
 }
 
-/* One record off the wire: decoded (untrusted), in its place, linked, into the file. */
+static int cmp_hash(const void *x, const void *y)
+{
+    return memcmp(x, y, AUDIT_CONTENT_HASH_LEN);
+}
+
+/* a->lh sorted and each hash once. */
+static void lh_unique(arch *a)
+{
+    if (a->nl < 2)
+        return;
+    qsort(a->lh, a->nl, sizeof *a->lh, cmp_hash);
+    size_t w = 1;
+    for (size_t i = 1; i < a->nl; i++)
+        if (memcmp(a->lh[i], a->lh[w - 1], AUDIT_CONTENT_HASH_LEN))
+            memcpy(a->lh[w++], a->lh[i], AUDIT_CONTENT_HASH_LEN);
+    a->nl = w;
+}
+
+/* One listed content into the set: -1 with a->why past the cap or without memory. */
+static int lh_add(arch *a, const uint8_t h[AUDIT_CONTENT_HASH_LEN])
+{
+    if (a->nl == a->capl) {
+        lh_unique(a);
+        if (a->nl > AUDIT_ARCHDIR_CONTENTS_MAX) {
+            snprintf(a->why, sizeof a->why, "seqs %" PRIu64 "..%" PRIu64 " list more than %u "
+                     "distinct contents, an archive's most: archive a shorter range (an "
+                     "earlier --before)", a->from, a->to, AUDIT_ARCHDIR_CONTENTS_MAX);
+            return -1;
+        }
+        /* at most 2 * AUDIT_ARCHDIR_CONTENTS_MAX hashes (64 MiB): past the cap's worth the
+         * unique ones always leave room */
+        if (a->nl >= a->capl / 2 && a->capl < 2 * (size_t)AUDIT_ARCHDIR_CONTENTS_MAX) {
+            size_t nc = a->capl ? 2 * a->capl : 4096;
+            void *p = realloc(a->lh, nc * sizeof *a->lh);
+            if (!p) {
+                snprintf(a->why, sizeof a->why, "out of memory for %zu content hashes", nc);
+                return -1;
+            }
+            a->lh = p;
+            a->capl = nc;
+        }
+    }
+    memcpy(a->lh[a->nl++], h, AUDIT_CONTENT_HASH_LEN);
+    return 0;
+}
+
+/* One record off the wire: decoded (untrusted), in its place, linked, its listed contents
+ * noted, into the file. */
 static int take_record(arch *a, const ProtobufCBinaryData *enc, const ProtobufCBinaryData *ch)
 {
     audit_rec r;
@@ -145,7 +198,7 @@ static int take_record(arch *a, const ProtobufCBinaryData *enc, const ProtobufCB
                  "%s", a->next, why);
         return -1;
     }
-    uint8_t cc[AUDIT_HASH_LEN], leaf[AUDIT_HASH_LEN];
+    uint8_t cc[AUDIT_HASH_LEN];
     audit_chain_hash(r.prev_hash, enc->data, enc->len, cc);
     if (r.seq != a->next || memcmp(r.prev_hash, a->chain, AUDIT_HASH_LEN) ||
         ch->len != AUDIT_HASH_LEN || memcmp(cc, ch->data, AUDIT_HASH_LEN)) {
@@ -154,11 +207,11 @@ static int take_record(arch *a, const ProtobufCBinaryData *enc, const ProtobufCB
                  a->next, r.seq);
         return -1;
     }
-    audit_leaf_hash(enc->data, enc->len, leaf);
-    if (audit_tree_append(a->tree, leaf, why, sizeof why) != AOS_OK) {
-        snprintf(a->why, sizeof a->why, "%s", why);
-        return -1;
-    }
+    /* the same reading of a body as the check's (and aos-audit's on emit) */
+    int nl = audit_contents_listed(r.body, r.body_len, a->listed, AUDIT_CONTENTS_LIST_MAX);
+    for (int i = 0; i < nl; i++)
+        if (lh_add(a, a->listed[i]))
+            return -1;
     uint8_t len[4] = {(uint8_t)(enc->len >> 24), (uint8_t)(enc->len >> 16),
                       (uint8_t)(enc->len >> 8), (uint8_t)enc->len};
     if (write_all(a->rfd, len, 4) || write_all(a->rfd, enc->data, enc->len)) {
@@ -209,12 +262,129 @@ static aos_err export_all(arch *a)
     return AOS_OK;
 }
 
-static int hex_file_sum(const uint8_t *b, size_t n, char out[2 * AUDIT_HASH_LEN + 1])
+/* A MANIFEST line into the file and its running sum. */
+static int manifest_put(arch *a, const uint8_t sha[AUDIT_HASH_LEN], const char *name)
 {
-    uint8_t h[AUDIT_HASH_LEN];
-    crypto_hash_sha256(h, b, n);
-    sodium_bin2hex(out, 2 * AUDIT_HASH_LEN + 1, h, AUDIT_HASH_LEN);
+    char line[AUDIT_ARCHDIR_LINE_MAX];
+    char hex[2 * AUDIT_HASH_LEN + 1];
+    aos_hex(sha, AUDIT_HASH_LEN, hex);
+    int n = snprintf(line, sizeof line, "%s  %s\n", hex, name);
+    crypto_hash_sha256_update(&a->msum, (const uint8_t *)line, (size_t)n);
+    if (write_all(a->mfd, line, (size_t)n)) {
+        snprintf(a->why, sizeof a->why, "cannot write %.400s/MANIFEST: %s", a->dir,
+                 strerror(errno));
+        return -1;
+    }
     return 0;
+}
+
+/* Every listed content (a->lh, sorted and unique) from audit.contents into contents/<hex>,
+ * re-hashed here: one the store lacks or altered is refused, nothing is archived. Each
+ * batch's MANIFEST lines follow in hash order. */
+static aos_err fetch_contents(arch *a)
+{
+    for (size_t at = 0; at < a->nl;) {
+        size_t m = a->nl - at < FETCH_MAX ? a->nl - at : FETCH_MAX, left = m;
+        uint8_t sha[FETCH_MAX][AUDIT_HASH_LEN];
+        int done[FETCH_MAX] = {0};
+        while (left) {
+            ProtobufCBinaryData hs[FETCH_MAX];
+            size_t idx[FETCH_MAX], k = 0;
+            for (size_t i = 0; i < m; i++)
+                if (!done[i]) {
+                    hs[k] = (ProtobufCBinaryData){AUDIT_CONTENT_HASH_LEN, a->lh[at + i]};
+                    idx[k++] = i;
+                }
+            Aos__Audit__ContentsRequest q = AOS__AUDIT__CONTENTS_REQUEST__INIT;
+            q.n_hashes = k;
+            q.hashes = hs;
+            aos_reply r;
+            aos_err e = ctl_call(a->c, NULL, "audit.contents", &q.base, &r);
+            if (e != AOS_OK) {
+                snprintf(a->why, sizeof a->why, "audit.contents: %.900s", r.error);
+                aos_reply_clear(&r);
+                return e;
+            }
+            Aos__Audit__ContentsReply *cr =
+                aos__audit__contents_reply__unpack(NULL, r.payload_len, r.payload);
+            aos_reply_clear(&r);
+            if (!cr) {
+                snprintf(a->why, sizeof a->why, "audit.contents: aos-audit sent a malformed "
+                         "ContentsReply");
+                return AOS_ERR_PROTO;
+            }
+            size_t got = 0;
+            aos_err bad = AOS_OK;
+            for (size_t j = 0; bad == AOS_OK && j < cr->n_contents; j++) {
+                const Aos__Audit__Content *ct = cr->contents[j];
+                size_t i = SIZE_MAX;
+                for (size_t t = 0; t < k && i == SIZE_MAX; t++)
+                    if (ct->hash.len == AUDIT_CONTENT_HASH_LEN && !done[idx[t]] &&
+                        !memcmp(ct->hash.data, a->lh[at + idx[t]], AUDIT_CONTENT_HASH_LEN))
+                        i = idx[t];
+                if (i == SIZE_MAX || ct->body.len > AUDIT_CONTENT_MAX) {
+                    snprintf(a->why, sizeof a->why, "audit.contents: aos-audit sent a content "
+                             "that was not asked for, twice, or over 1 MiB");
+                    bad = AOS_ERR_PROTO;
+                    break;
+                }
+                char name[AUDIT_ARCHDIR_NAME_MAX];
+                audit_archdir_content_name(a->lh[at + i], name);
+                uint8_t h[AUDIT_CONTENT_HASH_LEN];
+                audit_content_hash(ct->body.data, ct->body.len, h);
+                if (memcmp(h, a->lh[at + i], sizeof h)) {
+                    snprintf(a->why, sizeof a->why, "content %s, listed by a record of seqs %"
+                             PRIu64 "..%" PRIu64 ", is altered in audit.contents (run aosctl "
+                             "audit verify): nothing is archived", name + 9, a->from, a->to);
+                    bad = AOS_ERR_CONFLICT;
+                    break;
+                }
+                int fd = openat(a->cfd, name + 9,
+                                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd < 0 || write_all(fd, ct->body.data, ct->body.len)) {
+                    snprintf(a->why, sizeof a->why, "cannot write %.400s/%s: %s", a->dir, name,
+                             strerror(errno));
+                    if (fd >= 0)
+                        close(fd);
+                    bad = AOS_ERR_IO;
+                    break;
+                }
+                close(fd); /* synced with the rest by one syncfs */
+                crypto_hash_sha256(sha[i], ct->body.data, ct->body.len);
+                done[i] = 1;
+                left--;
+                got++;
+            }
+            int truncated = cr->truncated;
+            aos__audit__contents_reply__free_unpacked(cr, NULL);
+            if (bad != AOS_OK)
+                return bad;
+            if (!truncated && left) {
+                size_t i = 0;
+                while (done[i])
+                    i++;
+                char name[AUDIT_ARCHDIR_NAME_MAX];
+                audit_archdir_content_name(a->lh[at + i], name);
+                snprintf(a->why, sizeof a->why, "content %s, listed by a record of seqs %" PRIu64
+                         "..%" PRIu64 ", is not in audit.contents (run aosctl audit verify): "
+                         "nothing is archived", name + 9, a->from, a->to);
+                return AOS_ERR_CONFLICT;
+            }
+            if (truncated && !got) {
+                snprintf(a->why, sizeof a->why, "audit.contents: a truncated reply with no "
+                         "content");
+                return AOS_ERR_PROTO;
+            }
+        }
+        for (size_t i = 0; i < m; i++) {
+            char name[AUDIT_ARCHDIR_NAME_MAX];
+            audit_archdir_content_name(a->lh[at + i], name);
+            if (manifest_put(a, sha[i], name))
+                return AOS_ERR_IO;
+        }
+        at += m;
+    }
+    return AOS_OK;
 }
 
 /* name in the archive dir, whole: written, fsync'd. */
@@ -242,7 +412,7 @@ static json_t *head_doc(const arch *a)
         }
     if (!fr)
         return NULL;
-    return json_pack("{s:i,s:I,s:I,s:o,s:o,s:o}", "version", 1, "from_seq",
+    return json_pack("{s:i,s:I,s:I,s:o,s:o,s:o}", "version", AUDIT_ARCHDIR_VERSION, "from_seq",
                      (json_int_t)a->from, "to_seq", (json_int_t)a->to, "head",
                      audit_head_json(&a->head, a->pk), "base_chain",
                      audit_jhex(a->base_chain, AUDIT_HASH_LEN), "base_frontier", fr);
@@ -305,7 +475,7 @@ static int cmd_archive(ctl_ctx *c, const ctl_vals *v)
     if (!a)
         return ctl_fail(c, AOS_ERR_NOMEM, "out of memory");
     a->c = c;
-    a->dfd = a->rfd = -1;
+    a->dfd = a->rfd = a->cfd = a->mfd = -1;
     int rc = 0;
     aos_err e;
     aos_reply r;
@@ -356,13 +526,8 @@ static int cmd_archive(ctl_ctx *c, const ctl_vals *v)
                       strerror(errno));
         goto out;
     }
-    /* 3. the records, checked as they come: chain and tree from the base */
-    if (audit_tree_new(&a->tree, why, sizeof why) != AOS_OK ||
-        audit_tree_restore(a->tree, a->from - 1, (const uint8_t(*)[AUDIT_HASH_LEN])a->base_fr,
-                           a->nbase, why, sizeof why) != AOS_OK) {
-        rc = ctl_fail(c, AOS_ERR_PROTO, "audit.archive: the base of the range: %s", why);
-        goto out;
-    }
+    /* 3. the records, checked as they come against the chain aos-audit stored, their
+     * listed contents noted */
     crypto_hash_sha256_init(&a->rsum);
     memcpy(a->chain, a->base_chain, AUDIT_HASH_LEN);
     a->next = a->from;
@@ -370,19 +535,14 @@ static int cmd_archive(ctl_ctx *c, const ctl_vals *v)
         rc = ctl_fail(c, e, "%s", a->why);
         goto out;
     }
-    uint8_t root[AUDIT_HASH_LEN];
-    audit_tree_root(a->tree, root);
-    if (audit_tree_size(a->tree) != a->to || memcmp(root, a->head.root, AUDIT_HASH_LEN)) {
-        rc = ctl_fail(c, AOS_ERR_CONFLICT, "audit.archive: the exported records do not give "
-                      "the root of the signed head of size %" PRIu64 " (run aosctl audit "
-                      "verify): nothing is dropped", a->to);
+    lh_unique(a);
+    if (a->nl > AUDIT_ARCHDIR_CONTENTS_MAX) {
+        rc = ctl_fail(c, AOS_ERR_TOO_BIG, "seqs %" PRIu64 "..%" PRIu64 " list %zu distinct "
+                      "contents, more than an archive's %u: archive a shorter range (an earlier "
+                      "--before)", a->from, a->to, a->nl, AUDIT_ARCHDIR_CONTENTS_MAX);
         goto out;
     }
-    if (fsync(a->rfd) != 0) {
-        rc = ctl_fail(c, AOS_ERR_IO, "cannot write %.400s/records: %s", a->dir, strerror(errno));
-        goto out;
-    }
-    /* 4. head.json and MANIFEST, then the directory itself */
+    /* 4. head.json, then the contents with the MANIFEST that names every file */
     json_t *hd = head_doc(a);
     char *htext = hd ? json_dumps(hd, JSON_INDENT(2)) : NULL;
     json_decref(hd);
@@ -390,24 +550,68 @@ static int cmd_archive(ctl_ctx *c, const ctl_vals *v)
         rc = ctl_fail(c, AOS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    uint8_t rs[AUDIT_HASH_LEN];
-    crypto_hash_sha256_final(&a->rsum, rs);
-    char rhex[2 * AUDIT_HASH_LEN + 1], hhex[2 * AUDIT_HASH_LEN + 1], mhex[2 * AUDIT_HASH_LEN + 1];
-    sodium_bin2hex(rhex, sizeof rhex, rs, AUDIT_HASH_LEN);
-    hex_file_sum((const uint8_t *)htext, strlen(htext), hhex);
-    char manifest[512];
-    int mlen = snprintf(manifest, sizeof manifest, "%s  records\n%s  head.json\n", rhex, hhex);
-    uint8_t digest[AUDIT_HASH_LEN];
-    crypto_hash_sha256(digest, (const uint8_t *)manifest, (size_t)mlen);
-    sodium_bin2hex(mhex, sizeof mhex, digest, AUDIT_HASH_LEN);
-    int wbad = put_file(a, "head.json", htext, strlen(htext)) ||
-               put_file(a, "MANIFEST", manifest, (size_t)mlen) || fsync(a->dfd) != 0;
+    int wbad = put_file(a, "head.json", htext, strlen(htext));
+    uint8_t hs[AUDIT_HASH_LEN], rs[AUDIT_HASH_LEN];
+    crypto_hash_sha256(hs, (const uint8_t *)htext, strlen(htext));
     free(htext);
     if (wbad) {
-        rc = ctl_fail(c, AOS_ERR_IO, "%s", a->why[0] ? a->why : "cannot sync the archive");
+        rc = ctl_fail(c, AOS_ERR_IO, "%s", a->why);
         goto out;
     }
-    /* 5. the cut recorded and sealed, then the range dropped (by aos-audit) */
+    crypto_hash_sha256_final(&a->rsum, rs);
+    crypto_hash_sha256_init(&a->msum);
+    if (mkdirat(a->dfd, "contents", 0700) != 0 ||
+        (a->cfd = openat(a->dfd, "contents", O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                                 O_CLOEXEC)) < 0 ||
+        (a->mfd = openat(a->dfd, "MANIFEST", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                                 O_CLOEXEC, 0600)) < 0) {
+        rc = ctl_fail(c, AOS_ERR_IO, "cannot make %s/contents and MANIFEST: %s", a->dir,
+                      strerror(errno));
+        goto out;
+    }
+    if (manifest_put(a, rs, "records") || manifest_put(a, hs, "head.json")) {
+        rc = ctl_fail(c, AOS_ERR_IO, "%s", a->why);
+        goto out;
+    }
+    if ((e = fetch_contents(a)) != AOS_OK) {
+        rc = ctl_fail(c, e, "%s", a->why);
+        goto out;
+    }
+    /* every file of the archive on the disk before the cut is asked for */
+    if (syncfs(a->dfd) != 0 || fsync(a->rfd) != 0 || fsync(a->mfd) != 0 ||
+        fsync(a->cfd) != 0 || fsync(a->dfd) != 0) {
+        rc = ctl_fail(c, AOS_ERR_IO, "cannot sync the archive in %s: %s", a->dir,
+                      strerror(errno));
+        goto out;
+    }
+    uint8_t digest[AUDIT_HASH_LEN];
+    char mhex[2 * AUDIT_HASH_LEN + 1];
+    crypto_hash_sha256_final(&a->msum, digest);
+    aos_hex(digest, AUDIT_HASH_LEN, mhex);
+    /* 5. what is on the disk, read back and checked as check-archive does: only an
+     * archive that proves itself lets the range go */
+    audit_archcheck *ck = malloc(sizeof *ck);
+    if (!ck) {
+        rc = ctl_fail(c, AOS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    e = audit_archdir_check(a->dfd, a->pk, ck, a->why, sizeof a->why);
+    int same = e == AOS_OK && !memcmp(ck->manifest_sha, digest, AUDIT_HASH_LEN) &&
+               ck->records == a->to - a->from + 1 && ck->contents == a->nl;
+    const char *failed = ck->failed;
+    free(ck);
+    if (e != AOS_OK) {
+        rc = ctl_fail(c, e, "the archive written to %s does not check out (%s): %s; nothing "
+                      "is dropped", a->dir, failed ? failed : aos_err_name(e), a->why);
+        goto out;
+    }
+    if (!same) {
+        rc = ctl_fail(c, AOS_ERR_CONFLICT, "the archive written to %s reads back other than "
+                      "it was written (another writer in the directory?): nothing is dropped",
+                      a->dir);
+        goto out;
+    }
+    /* 6. the cut recorded and sealed, then the range dropped (by aos-audit) */
     Aos__Audit__ArchiveRequest cq = AOS__AUDIT__ARCHIVE_REQUEST__INIT;
     cq.commit = 1;
     cq.to_seq = a->to;
@@ -432,18 +636,20 @@ static int cmd_archive(ctl_ctx *c, const ctl_vals *v)
     aos__audit__archive_reply__free_unpacked(x, NULL);
     if (c->json) {
         rc = ctl_print_json(
-            c, json_pack("{s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "from_seq",
+            c, json_pack("{s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:o}", "from_seq",
                          (json_int_t)a->from, "to_seq", (json_int_t)a->to, "records",
-                         (json_int_t)(a->to - a->from + 1), "out", a->dir, "manifest_sha256",
+                         (json_int_t)(a->to - a->from + 1), "contents", (json_int_t)a->nl,
+                         "out", a->dir, "manifest_sha256",
                          mhex, "bytes", (json_int_t)a->bytes, "archive_seq", (json_int_t)aseq,
                          "dropped", (json_int_t)dropped, "sealed_by", (json_int_t)sealed,
                          "head", audit_head_json(&a->head, a->pk)));
     } else {
         printf("archived seqs %" PRIu64 "..%" PRIu64 " (%" PRIu64 " records, %" PRIu64
-               " bytes) to %s with the signed head of size %" PRIu64 "\n"
+               " bytes, %zu contents) to %s with the signed head of size %" PRIu64 "\n"
                "MANIFEST sha256 %s\nthe cut is archive record %" PRIu64 " (sealed by the head "
-               "of size %" PRIu64 "); %" PRIu64 " records dropped from the log\n",
-               a->from, a->to, a->to - a->from + 1, a->bytes, a->dir, a->to, mhex, aseq,
+               "of size %" PRIu64 "); %" PRIu64 " records dropped from the log, and the "
+               "contents only they listed\n",
+               a->from, a->to, a->to - a->from + 1, a->bytes, a->nl, a->dir, a->to, mhex, aseq,
                sealed, dropped);
     }
 out:
@@ -451,7 +657,11 @@ out:
         close(a->rfd);
     if (a->dfd >= 0)
         close(a->dfd);
-    audit_tree_free(a->tree);
+    if (a->cfd >= 0)
+        close(a->cfd);
+    if (a->mfd >= 0)
+        close(a->mfd);
+    free(a->lh);
     free(a);
     return rc;
 }
@@ -465,9 +675,11 @@ static const char archive_out[] =
     "\"to_seq\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"the cut: a signed "
     "head's tree size\"},"
     "\"records\":{\"type\":\"integer\",\"minimum\":1},"
+    "\"contents\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"distinct "
+    "contents the records list, in contents/\"},"
     "\"bytes\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"the records file\"},"
     "\"out\":{\"type\":\"string\",\"description\":\"the archive directory (records, "
-    "head.json, MANIFEST)\"},"
+    "head.json, contents/, MANIFEST)\"},"
     "\"manifest_sha256\":{\"type\":\"string\",\"pattern\":\"^[0-9a-f]{64}$\","
     "\"description\":\"kept in the archive record\"},"
     "\"archive_seq\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"the record "
@@ -477,6 +689,115 @@ static const char archive_out[] =
     "\"sealed_by\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"the tree size "
     "of the head that covers the archive record\"},"
     "\"head\":{\"type\":\"object\",\"description\":\"the signed head of the cut\"}}}";
+
+/* ---- audit check-archive -------------------------------------------------------------- */
+
+static int check_key(const char *val, char *why, size_t whylen)
+{
+    uint8_t k[AUDIT_PK_LEN];
+    if (aos_unhex(val, strlen(val), k, sizeof k) == 0)
+        return 0;
+    snprintf(why, whylen, "--key wants the log's public key: %u hex digits (audit head "
+             "prints it), not \"%.100s\"", 2 * AUDIT_PK_LEN, val);
+    return -1;
+}
+
+static int cmd_check_archive(ctl_ctx *c, const ctl_vals *v)
+{
+    const char *dir = ctl_str(v, "DIR"), *key = ctl_str(v, "--key");
+    uint8_t pin[AUDIT_PK_LEN];
+    if (key && aos_unhex(key, strlen(key), pin, sizeof pin) != 0) /* checked by the table */
+        return ctl_fail(c, AOS_ERR_INTERNAL, "--key passed its check but is not hex");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return ctl_fail(c, errno == ENOENT ? AOS_ERR_NOT_FOUND
+                           : errno == EACCES || errno == EPERM ? AOS_ERR_REFUSED
+                           : AOS_ERR_USAGE, "cannot open the archive directory %s: %s", dir,
+                        strerror(errno));
+    audit_archcheck *k = malloc(sizeof *k);
+    if (!k) {
+        close(dfd);
+        return ctl_fail(c, AOS_ERR_NOMEM, "out of memory");
+    }
+    char why[1024] = "";
+    aos_err e = audit_archdir_check(dfd, key ? pin : NULL, k, why, sizeof why);
+    close(dfd);
+    if (e != AOS_OK && e != AOS_ERR_CONFLICT) {
+        free(k);
+        return ctl_fail(c, e, "%s: %s", dir, why);
+    }
+    int rc = e == AOS_OK ? 0 : 1;
+    char mhex[2 * AUDIT_HASH_LEN + 1] = "", hhex[2 * AUDIT_CONTENT_HASH_LEN + 1] = "";
+    if (k->have_manifest_sha)
+        aos_hex(k->manifest_sha, AUDIT_HASH_LEN, mhex);
+    if (k->has_hash)
+        aos_hex(k->hash, AUDIT_CONTENT_HASH_LEN, hhex);
+    if (c->json) {
+        json_t *head = k->have_head ? audit_head_json(&k->h.head, k->h.pk) : json_null();
+        int prc = ctl_print_json(c, json_pack(
+            "{s:b,s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:o,s:b}", "valid", rc == 0,
+            "failed", k->failed ? k->failed : "", "why", rc ? why : "", "file", k->file,
+            "seq", (json_int_t)k->seq, "hash", hhex, "version", (json_int_t)k->h.version,
+            "from_seq", (json_int_t)k->h.from, "to_seq", (json_int_t)k->h.to, "records",
+            (json_int_t)k->records, "contents", (json_int_t)k->contents, "bytes",
+            (json_int_t)k->bytes, "manifest_sha256", mhex, "head", head, "key_pinned",
+            key != NULL));
+        rc = prc ? prc : rc;
+    } else if (rc) {
+        printf("INVALID (%s): %s\n", k->failed, why);
+    } else {
+        char pk[2 * AUDIT_PK_LEN + 1];
+        aos_hex(k->h.pk, AUDIT_PK_LEN, pk);
+        printf("archive %s holds: seqs %" PRIu64 "..%" PRIu64 " (%" PRIu64 " records), %" PRIu64
+               " contents%s, under the signed head of size %" PRIu64 " by key %s%s\n"
+               "MANIFEST sha256 %s (the archive record in the log names it)\n",
+               dir, k->h.from, k->h.to, k->records, k->contents,
+               k->h.version < 2 ? " (a version-1 archive: its contents were not carried)" : "",
+               k->h.head.tree_size, pk, key ? " (pinned)" : "", mhex);
+    }
+    free(k);
+    return rc;
+}
+
+static const char check_archive_out[] =
+    "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
+    "\"type\":\"object\",\"description\":\"whether the archive directory proves itself: "
+    "exit 0 when it does, 1 when a check fails\","
+    "\"required\":[\"valid\",\"failed\",\"why\",\"file\",\"seq\",\"hash\",\"records\","
+    "\"contents\",\"manifest_sha256\",\"head\",\"key_pinned\"],\"properties\":{"
+    "\"valid\":{\"type\":\"boolean\"},"
+    "\"failed\":{\"enum\":[\"\",\"manifest\",\"head\",\"key\",\"signature\",\"records\","
+    "\"chain\",\"tree\",\"content\"],\"description\":\"the first check that failed\"},"
+    "\"why\":{\"type\":\"string\"},"
+    "\"file\":{\"type\":\"string\",\"description\":\"the file at fault (MANIFEST, "
+    "head.json, records, contents/HEX), empty for none\"},"
+    "\"seq\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"the record "
+    "concerned (for a content: the first that lists it), 0 for none\"},"
+    "\"hash\":{\"type\":\"string\",\"pattern\":\"^([0-9a-f]{64})?$\",\"description\":"
+    "\"the content concerned (BLAKE2b-256), empty for none\"},"
+    "\"version\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"head.json's (1: "
+    "no contents carried)\"},"
+    "\"from_seq\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"to_seq\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"records\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"records that "
+    "checked out\"},"
+    "\"contents\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"contents that "
+    "checked out\"},"
+    "\"bytes\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"the records file "
+    "read\"},"
+    "\"manifest_sha256\":{\"type\":\"string\",\"pattern\":\"^([0-9a-f]{64})?$\","
+    "\"description\":\"compare with the digest audit verify names for the declared gap\"},"
+    "\"head\":{\"type\":[\"object\",\"null\"],\"description\":\"the signed head in "
+    "head.json\"},"
+    "\"key_pinned\":{\"type\":\"boolean\"}}}";
+
+static const ctl_arg check_archive_args[] = {
+    {.name = "DIR", .required = 1, .check = check_dir,
+     .summary = "an archive directory that audit archive wrote"},
+    {.name = "--key", .value = "HEX", .pattern = "^[0-9a-fA-F]{64}$", .check = check_key,
+     .summary = "the log's public key, kept elsewhere: the head must be signed by it "
+                "(default: trust the key in head.json)"},
+};
 
 static const ctl_arg archive_args[] = {
     {.name = "--before", .value = "T", .check = check_before,
@@ -488,9 +809,13 @@ static const ctl_arg archive_args[] = {
 
 static const ctl_cmd archive_cmds[] = {
     {"audit archive", "export the records before T with the signed head that covers them "
-     "(records, head.json, MANIFEST), check them, then record the cut and drop them from "
-     "the log: audit verify then reports a declared gap", CTL_ARGS(archive_args), archive_out,
-     cmd_archive},
+     "and the contents they list (records, head.json, contents/, MANIFEST), check them, "
+     "then record the cut and drop them from the log: audit verify then reports a declared "
+     "gap", CTL_ARGS(archive_args), archive_out, cmd_archive},
+    {"audit check-archive", "check an archive directory offline, from its files alone: "
+     "MANIFEST, the signed head, the chain and tree of its records, every content they list; "
+     "exit 1 names the first failure and its file", CTL_ARGS(check_archive_args),
+     check_archive_out, cmd_check_archive},
 };
 
 const ctl_group ctl_group_audit_archive = {archive_cmds,
