@@ -52,6 +52,8 @@
 #define AG_SOCK_DIR "/run/aos"       /* where the agent socket is inside the sandbox */
 #define AG_STORAGE_MS 20000u
 #define AG_BWRAP_ARGV 96
+#define AG_FREEZE_WAIT_MS 100u       /* a freeze waits this long (mu held) for its SIGSTOP to
+                                      * land; past it, the admin's next look sees it land */
 
 
 typedef enum { AS_PENDING, AS_RUNNING, AS_SUSPENDED, AS_STOPPING, AS_DONE, AS_FAILED,
@@ -69,7 +71,15 @@ typedef struct agent {
     pid_t prog;                  /* the program's pid as its first pipe showed it */
     uint64_t started, started_wall_ms, next_start, stop_at, incarnation;
     int stop_req;                /* 1 request sent, 2 SIGTERM, 3 SIGKILL */
-    int kill_req, suspend_req, frozen, restart_after, removed, reset_track;
+    int kill_req, suspend_req, restart_after, removed, reset_track;
+    int frozen;                  /* 0 thawed; 1 SIGSTOP sent, not yet landed in every thread
+                                  * of its sandbox; 2 landed: it is suspended */
+    kreply *held;                /* the step call it is suspended at: answered at resume or
+                                  * stop, so it cannot pass the boundary however late the
+                                  * SIGSTOP lands */
+    uint8_t last_step_id[AOS_ID_LEN]; /* its last kernel.agent.step, counted once: a call
+                                  * that timed out while frozen comes again with this id */
+    int last_step_set, last_step_refused;
     char stop_why[128];
     uint64_t steps, wakes, skipped, refused;
     char run[AGST_RUN_MAX];      /* the run its last kernel.agent.step named ("" none) */
@@ -436,7 +446,8 @@ static void spawn_agent(agent *a, uint64_t now)
     a->started = now;
     a->started_wall_ms = aos_now_ms();
     a->incarnation++;
-    a->stop_req = a->kill_req = a->frozen = 0; /* a suspend asked for before it started stays */
+    a->stop_req = a->kill_req = a->frozen = a->last_step_set = 0; /* a suspend asked for
+                                                                    * before it started stays */
     a->stop_why[0] = 0;
     a->st = AS_RUNNING;
     snprintf(a->reason, sizeof a->reason, "started (pid %d)", (int)pid);
@@ -553,6 +564,7 @@ void agents_storage(const char *method, const char *who, const uint8_t *request_
 
 static int has(char *const *v, size_t n, const char *s, size_t len);
 static ProtobufCBinaryData bin(const char *s);
+static void freeze_check(struct agent *a);
 static aos_err refuse(agent *a, char *why, size_t whylen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -1673,6 +1685,7 @@ void agents_m_list(const aos_env *req, const char *caller, kreply *k)
         agent *a = A.tab[i];
         if (!a || a->removed || (want[0] && strcmp(want, a->name)))
             continue;
+        freeze_check(a); /* a suspend whose SIGSTOP had not landed: has it now? */
         Aos__Agent__Info *o = &inf[n];
         aos__agent__info__init(o);
         const char *w = waiting_on(a);
@@ -1725,11 +1738,12 @@ void agents_m_list(const aos_env *req, const char *caller, kreply *k)
     free(states);
 }
 
-/* Every process of the sandbox (bubblewrap and what runs under it): /proc walked once. */
-static void signal_tree(pid_t root, int sig)
+/* Every process of the sandbox (bubblewrap and what runs under it), /proc walked once, is
+ * sent sig; *tree (may be NULL) gets the pids, valid until the next call. mu held. */
+static size_t signal_walk(pid_t root, int sig, const pid_t **tree_out)
 {
     enum { MAXP = 4096 };
-    static pid_t pids[MAXP], ppids[MAXP];
+    static pid_t pids[MAXP], ppids[MAXP], tree[MAXP];
     size_t n = 0;
     DIR *d = opendir("/proc");
     struct dirent *de;
@@ -1746,8 +1760,7 @@ static void signal_tree(pid_t root, int sig)
     }
     if (d)
         closedir(d);
-    /* descendants, breadth first, in the array itself: mark by moving to the front */
-    pid_t tree[MAXP];
+    /* descendants, breadth first */
     size_t nt = 0;
     tree[nt++] = root;
     for (size_t h = 0; h < nt; h++)
@@ -1756,19 +1769,97 @@ static void signal_tree(pid_t root, int sig)
                 tree[nt++] = pids[i];
     for (size_t i = 0; i < nt; i++)
         kill(tree[i], sig);
+    if (tree_out)
+        *tree_out = tree;
+    return nt;
 }
 
-static void freeze(agent *a, int on)
+static void signal_tree(pid_t root, int sig)
 {
-    if (!a->pid || a->frozen == on)
+    signal_walk(root, sig, NULL);
+}
+
+/* SIGSTOP to the sandbox again, and whether it has landed in every thread of it. The walk
+ * is made anew each time: a process forked before its parent stopped is stopped too. */
+static int stop_landed(agent *a)
+{
+    const pid_t *tree;
+    size_t n = signal_walk(a->pid, SIGSTOP, &tree);
+    for (size_t i = 0; i < n; i++)
+        if (!pv_stopped(tree[i]))
+            return 0;
+    return 1;
+}
+
+static void step_answer(kreply *k, const char *action)
+{
+    Aos__Agent__StepReply r = AOS__AGENT__STEP_REPLY__INIT;
+    uint8_t buf[32];
+    r.action = bin(action);
+    kreply_send(k, AOS_OK, NULL, buf, aos__agent__step_reply__pack(&r, buf));
+}
+
+/* The held step call answered: action, or CANCELLED when action is NULL. mu held. */
+static void release_held(agent *a, const char *action)
+{
+    kreply *k = a->held;
+    a->held = NULL;
+    if (k && action)
+        step_answer(k, action);
+    else if (k)
+        kreply_send(k, AOS_ERR_CANCELLED, "the agent's process ended", NULL, 0);
+}
+
+/* Frozen once its SIGSTOP is seen to have landed, and said so only then: a stop lands when
+ * each thread is next scheduled, on a loaded machine long after kill() returned, and until
+ * then the agent runs. Waits AG_FREEZE_WAIT_MS at most; if it is not there yet, the state
+ * stays and the reason says so (agents_m_list looks again). mu held. */
+static void freeze(agent *a)
+{
+    if (!a->pid || a->frozen)
         return;
-    signal_tree(a->pid, on ? SIGSTOP : SIGCONT);
-    a->frozen = on;
-    a->st = on ? AS_SUSPENDED : AS_RUNNING;
-    snprintf(a->reason, sizeof a->reason, on ? "suspended by the admin (frozen at a step "
-                                               "boundary)" : "resumed");
-    if (!on)
-        mail_wake(a); /* mail that came while it was frozen */
+    a->frozen = 1;
+    uint64_t end = aos_mono_ms() + AG_FREEZE_WAIT_MS;
+    int landed;
+    while (!(landed = stop_landed(a)) && aos_mono_ms() < end)
+        usleep(1000);
+    if (!landed) {
+        snprintf(a->reason, sizeof a->reason, "suspending: a process of its sandbox has not "
+                 "taken its SIGSTOP yet");
+        return;
+    }
+    a->frozen = 2;
+    a->st = AS_SUSPENDED;
+    snprintf(a->reason, sizeof a->reason, "suspended by the admin (frozen at a step "
+             "boundary)");
+}
+
+/* A freeze that had not landed: looked at again (agents_m_list). mu held. */
+static void freeze_check(agent *a)
+{
+    if (a->pid && a->frozen == 1 && stop_landed(a)) {
+        a->frozen = 2;
+        a->st = AS_SUSPENDED;
+        snprintf(a->reason, sizeof a->reason, "suspended by the admin (frozen at a step "
+                 "boundary)");
+    }
+}
+
+/* SIGCONT to the sandbox, then the held step call answered with action: it goes on from
+ * the boundary it was held at. mu held. */
+static void thaw(agent *a, const char *action, const char *why)
+{
+    if (!a->frozen && !a->held)
+        return;
+    if (a->pid && a->frozen)
+        signal_tree(a->pid, SIGCONT);
+    if (a->pid) {
+        a->st = AS_RUNNING;
+        snprintf(a->reason, sizeof a->reason, "%s", why);
+    }
+    a->frozen = 0;
+    release_held(a, action);
+    mail_wake(a); /* mail that came while it was frozen */
 }
 
 static void stop_now(agent *a, const char *why)
@@ -1780,12 +1871,14 @@ static void stop_now(agent *a, const char *why)
         a->stop_at = aos_mono_ms();
         snprintf(a->stop_why, sizeof a->stop_why, "%s", why);
     }
-    if (a->frozen)
-        freeze(a, 0); /* a frozen process cannot hear the request */
+    /* a frozen process cannot hear the request; one held at its step hears it as the
+     * answer */
+    thaw(a, "stop", "resumed to stop");
     a->st = AS_STOPPING;
     if (a->waiter) {
         Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
         uint8_t buf[48];
+        w.woken = 1; /* a stop is a wake: the agent's wait returns with it */
         w.why = bin("stop");
         w.mail_in = a->mail_in;
         size_t len = aos__agent__wait_reply__pack(&w, buf);
@@ -1827,14 +1920,15 @@ void agents_m_ctl(const aos_env *req, const char *caller, kreply *k)
         } else if (!a->pid) {
             a->suspend_req = 1; /* about to start: frozen at its first boundary */
         } else if (a->waiter) {
-            freeze(a, 1); /* idle between steps: a boundary already */
+            freeze(a); /* idle between steps: a boundary already */
+        } else if (a->frozen) {
+            freeze_check(a);
         } else {
             a->suspend_req = 1; /* at its next step boundary */
         }
     } else if (!strcmp(act, "resume")) {
         a->suspend_req = 0;
-        if (a->frozen)
-            freeze(a, 0);
+        thaw(a, "suspend", "resumed");
     } else if (!strcmp(act, "stop")) {
         if (a->pid)
             stop_now(a, "stopped by the admin");
@@ -1985,12 +2079,20 @@ void agents_m_step(const aos_env *req, const char *caller, kreply *k)
     run[sr->run.len] = 0;
     aos__agent__step_request__free_unpacked(sr, NULL);
     const char *action = "continue";
-    int freeze_after = 0;
     char why[AGST_RUN_MAX + 200] = "";
     pthread_mutex_lock(&A.mu);
     agent *a = find(caller, NULL);
+    /* the same call again (its reply came after its deadline: the agent was frozen in it)
+     * is not another step: it is answered as things are now, and counted once */
+    int again = a && req->has_request_id && a->last_step_set &&
+                !memcmp(a->last_step_id, req->request_id, AOS_ID_LEN);
     if (!a) {
         action = "stop";
+    } else if (again) {
+        if (a->last_step_refused)
+            snprintf(why, sizeof why, "agent %s: run %s has taken its %" PRIu64 " steps "
+                     "(budgets.steps); a new run starts at 0", a->name, a->run[0] ? a->run
+                     : "(none)", a->m->budget_steps);
     } else {
         /* budgets.steps is per run: another run starts at 0; the same one (resumed after a
          * restart) goes on from its count, which the state record keeps across aosd's */
@@ -2007,27 +2109,33 @@ void agents_m_step(const aos_env *req, const char *caller, kreply *k)
             a->run_steps++;
             a->st_dirty = 1;
         }
-        if (!why[0] && a->stop_req)
-            action = "stop";
-        else if (!why[0] && a->suspend_req) {
-            action = "suspend";
-            a->suspend_req = 0;
-            freeze_after = 1;
-        }
+        a->last_step_set = req->has_request_id;
+        memcpy(a->last_step_id, req->request_id, AOS_ID_LEN);
+        a->last_step_refused = why[0] != 0;
     }
     if (why[0]) {
         pthread_mutex_unlock(&A.mu);
         kreply_send(k, AOS_ERR_REFUSED, why, NULL, 0);
         return;
     }
-    Aos__Agent__StepReply r = AOS__AGENT__STEP_REPLY__INIT;
-    uint8_t buf[32];
-    r.action = bin(action);
-    kreply_send(k, AOS_OK, NULL, buf, aos__agent__step_reply__pack(&r, buf));
-    /* the reply is on its way: the process stops where it reads it, at the boundary */
-    if (freeze_after)
-        freeze(a, 1);
+    if (a && !a->stop_req && a->suspend_req && a->pid) {
+        /* suspended at this boundary: the call is held, and answered "suspend" at resume
+         * ("stop" at a stop); the sandbox is frozen meanwhile. The agent is parked in this
+         * call, so it cannot pass the boundary, however late its SIGSTOP lands */
+        a->suspend_req = 0;
+        kreply *old = a->held;
+        a->held = k;
+        freeze(a);
+        pthread_mutex_unlock(&A.mu);
+        if (old)
+            kreply_send(old, AOS_ERR_CONFLICT, "a newer kernel.agent.step replaced this one",
+                        NULL, 0);
+        return;
+    }
+    if (a && a->stop_req)
+        action = "stop";
     pthread_mutex_unlock(&A.mu);
+    step_answer(k, action);
 }
 
 void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
@@ -2049,7 +2157,7 @@ void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
          * no wait was there to wake), so it looks again at once */
         const char *why = !a || a->stop_req ? "stop" : "message";
         Aos__Agent__WaitReply w = AOS__AGENT__WAIT_REPLY__INIT;
-        w.woken = !strcmp(why, "message");
+        w.woken = 1; /* mail, or a stop: either ends the wait */
         w.why = bin(why);
         w.mail_in = a ? a->mail_in : 0;
         pthread_mutex_unlock(&A.mu);
@@ -2063,7 +2171,7 @@ void agents_m_wait(const aos_env *req, const char *caller, kreply *k)
     a->waiter_seen = seen;
     if (a->suspend_req) { /* idle is a boundary */
         a->suspend_req = 0;
-        freeze(a, 1);
+        freeze(a);
     }
     pthread_mutex_unlock(&A.mu);
     if (old)
@@ -2531,6 +2639,7 @@ int agents_reaped(pid_t pid, int st)
     a->pid = 0;
     a->prog = 0;
     a->frozen = 0;
+    release_held(a, NULL);
     a->gen = ++A.gens[i]; /* its pipes are no one's now */
     memset(a->calls, 0, sizeof a->calls);
     if (a->waiter) {

@@ -2,6 +2,7 @@
  * kernel reports them, so a server that lies in its READY report is still seen. */
 #include "procview.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,4 +92,36 @@ pid_t pv_ppid(pid_t pid, char *state)
     if (state)
         *state = st;
     return (pid_t)pp;
+}
+
+int pv_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 1; /* gone: nothing of it runs */
+    int all = 1;
+    struct dirent *de;
+    while (all && (de = readdir(d))) {
+        char *end;
+        long tid = strtol(de->d_name, &end, 10);
+        if (*end || tid <= 0)
+            continue;
+        char p2[96], buf[512];
+        snprintf(p2, sizeof p2, "/proc/%d/task/%ld/stat", (int)pid, tid);
+        int fd = open(p2, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* that thread ended meanwhile */
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        char *rp = strrchr(buf, ')');
+        char st = rp && rp[1] == ' ' ? rp[2] : '?';
+        all = st == 'T' || st == 't' || st == 'Z' || st == 'X';
+    }
+    closedir(d);
+    return all;
 }

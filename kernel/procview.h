@@ -24,4 +24,11 @@ void pv_read(pid_t pid, pv_info *out);
  * parentheses: the fields after its last ')' are read). 0 when pid is gone or unreadable. */
 pid_t pv_ppid(pid_t pid, char *state);
 
+/* 1 when no thread of pid can run: each one in /proc/<pid>/task is stopped ('T', 't'), a
+ * zombie, or the process is gone; 0 while one has still to take its stop. A SIGSTOP
+ * stops a process only once each of its threads is next scheduled: kill() returns long
+ * before that on a loaded machine, and a thread that was not picked to take the signal
+ * runs on until the one that was has started the group stop. */
+int pv_stopped(pid_t pid);
+
 #endif

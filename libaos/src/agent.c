@@ -36,10 +36,11 @@ static int text_is(ProtobufCBinaryData b, const char *s)
 }
 
 /* One call whose reply is unpacked as rd; *out is the caller's
- * (protobuf_c_message_free_unpacked). */
-static aos_err call(aos_agent *a, const char *method, const ProtobufCMessage *rq,
-                    uint32_t timeout_ms, const ProtobufCMessageDescriptor *rd, void **out,
-                    char *why, size_t whylen)
+ * (protobuf_c_message_free_unpacked). id (may be NULL: a fresh one) is its request id. */
+static aos_err call_id(aos_agent *a, const char *method, const ProtobufCMessage *rq,
+                       uint32_t timeout_ms, const uint8_t *id,
+                       const ProtobufCMessageDescriptor *rd, void **out, char *why,
+                       size_t whylen)
 {
     uint8_t buf[64];
     size_t n = rq ? protobuf_c_message_get_packed_size(rq) : 0;
@@ -49,7 +50,7 @@ static aos_err call(aos_agent *a, const char *method, const ProtobufCMessage *rq
     }
     if (rq)
         protobuf_c_message_pack(rq, buf);
-    aos_call_opts o = {.timeout_ms = timeout_ms};
+    aos_call_opts o = {.timeout_ms = timeout_ms, .request_id = id};
     aos_reply r;
     aos_err e = aos_call(a->conn, &o, method, n ? buf : NULL, n, &r);
     if (e != AOS_OK) {
@@ -64,6 +65,13 @@ static aos_err call(aos_agent *a, const char *method, const ProtobufCMessage *rq
         return AOS_ERR_PROTO;
     }
     return AOS_OK;
+}
+
+static aos_err call(aos_agent *a, const char *method, const ProtobufCMessage *rq,
+                    uint32_t timeout_ms, const ProtobufCMessageDescriptor *rd, void **out,
+                    char *why, size_t whylen)
+{
+    return call_id(a, method, rq, timeout_ms, NULL, rd, out, why, whylen);
 }
 
 aos_err aos_agent_open(aos_agent **out, char *why, size_t whylen)
@@ -174,12 +182,20 @@ aos_err aos_agent_step(aos_agent *a, aos_agent_action *action, char *why, size_t
     q.step = a->steps + 1;
     q.run = (ProtobufCBinaryData){strlen(a->run), (uint8_t *)a->run};
     Aos__Agent__StepReply *r = NULL;
-    aos_err e = call(a, "kernel.agent.step", &q.base, 0, &aos__agent__step_reply__descriptor,
-                     (void **)&r, why, whylen);
+    /* a suspend holds this call and freezes us in it: when we are thawed, our deadline may
+     * have passed before the answer was read. The same request id again is the same step
+     * to the kernel, answered at once (and not counted twice) */
+    uint8_t id[AOS_ID_LEN];
+    aos_id_random(id);
+    aos_err e;
+    while ((e = call_id(a, "kernel.agent.step", &q.base, 0, id,
+                        &aos__agent__step_reply__descriptor, (void **)&r, why, whylen)) ==
+           AOS_ERR_TIMEOUT) {
+    }
     if (e != AOS_OK)
         return e;
-    /* "suspend": the kernel freezes us once this reply is out; by the time we run this
-     * line again we have been resumed, and go on */
+    /* "suspend": the kernel held this call while we were suspended at this boundary; we
+     * have been resumed, and go on */
     if (text_is(r->action, "continue") || text_is(r->action, "suspend")) {
         *action = AOS_AGENT_CONTINUE;
     } else if (text_is(r->action, "stop")) {
@@ -211,7 +227,9 @@ aos_err aos_agent_wait(aos_agent *a, char *why_woken, size_t cap, char *err, siz
             continue; /* the deadline came first, aosd's or ours: no wake yet */
         if (e != AOS_OK)
             return e;
-        if (!r->woken) {
+        /* not woken: the wait's deadline, look again. A stop ends the wait however it is
+         * flagged: looping on it would spin against aosd until its SIGTERM */
+        if (!r->woken && !text_is(r->why, "stop")) {
             aos__agent__wait_reply__free_unpacked(r, NULL);
             continue;
         }

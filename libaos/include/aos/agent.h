@@ -38,9 +38,11 @@ uint64_t aos_agent_steps(const aos_agent *a);
 
 /* A step boundary: tells aosd (kernel.agent.step with the step count, this one included)
  * and sets *action to what to do now: AOS_AGENT_CONTINUE, or AOS_AGENT_STOP (finish up
- * and exit 0). A suspend is handled inside: the kernel freezes the process after its
- * reply, so the call returns CONTINUE once resumed. A failed call does not count the step
- * (call again to report it). why (may be NULL) gets the reason of a failure. */
+ * and exit 0). A suspend is handled inside: the kernel holds the call and freezes the
+ * process in it, so it returns CONTINUE once resumed (STOP if stopped meanwhile), however
+ * long that took: a call whose deadline passed while frozen is asked again with the same
+ * request id, which the kernel counts once. A failed call does not count the step (call
+ * again to report it). why (may be NULL) gets the reason of a failure. */
 typedef enum { AOS_AGENT_CONTINUE, AOS_AGENT_STOP } aos_agent_action;
 aos_err aos_agent_step(aos_agent *a, aos_agent_action *action, char *why, size_t whylen);
 /* The run (aos_run_id of libaos aos/step.h) the next steps belong to: the kernel counts the
