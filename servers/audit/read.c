@@ -2,6 +2,7 @@
  * table by binary COPY inside one snapshot, and the filtered tail. Nothing here writes. */
 #include "read.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "copybin.h"
 #include "db.h"
 #include "merkle.h"
+#include "pg.h"
 #include "record.h"
 #include "verify.h"
 
@@ -352,13 +354,15 @@ static void fields_rec(const uint8_t **f, const int32_t *l, audit_rec *rec,
         rec->kind_len = 0; /* never encodes: the record reads as altered */
 }
 
-/* The stored contents' names, sorted, so the walk looks up each listed one in memory. At
- * most VERIFY_SET_MAX names (32 bytes each: 64 MiB); a store with more sets over and the
- * listed ones are looked up in the database after the walk (contents_listed_check). */
+/* The stored contents' names, sorted, so each one a record lists is looked up in memory
+ * after the walk. At most VERIFY_SET_MAX names (32 bytes each: 64 MiB), and as many listed
+ * ones gathered by the walk (40 bytes each); past either the listed ones are looked up in
+ * the database after the walk (contents_listed_check). */
 #define VERIFY_SET_MAX (2u << 20)
 
-/* AOS_AUDIT_VERIFY_SET_MAX / AOS_AUDIT_VERIFY_BAD_MAX lower a cap (never raise it): a test
- * sets them to 0 so the same findings are checked on the database fallbacks. */
+/* AOS_AUDIT_VERIFY_SET_MAX / AOS_AUDIT_VERIFY_BAD_MAX / AOS_AUDIT_VERIFY_CONNS lower a cap
+ * (never raise it): a test sets them to 0 (1 connection) so the same findings are checked
+ * on the database fallbacks and on one connection. */
 static size_t cap_knob(const char *name, size_t dflt)
 {
     const char *v = getenv(name);
@@ -368,11 +372,36 @@ static size_t cap_knob(const char *name, size_t dflt)
     unsigned long long n = strtoull(v, &end, 10);
     return *end || n > dflt ? dflt : (size_t)n;
 }
+/* One step up of a full array p of *cap elements: doubled (from 4096), at most max. The
+ * new array, or NULL past max or out of memory: then p is freed and *cap 0, and the caller
+ * falls back to the database. */
+static void *grow(void *p, size_t *cap, size_t max, size_t elem)
+{
+    size_t n = *cap ? 2 * *cap : 4096;
+    if (n > max && *cap < max)
+        n = max; /* the last step up to the cap */
+    void *q = n <= max && n > *cap ? realloc(p, n * elem) : NULL;
+    if (!q) {
+        free(p);
+        *cap = 0;
+        return NULL;
+    }
+    *cap = n;
+    return q;
+}
+
 typedef struct cset {
     uint8_t (*h)[AUDIT_CONTENT_HASH_LEN];
     size_t n, cap, max;
     int over;
 } cset;
+
+/* A content a record lists, gathered by the walk in seq order and looked up in the set
+ * once the contents pass (run beside the walk) has built it. */
+typedef struct listed_name {
+    uint8_t h[AUDIT_CONTENT_HASH_LEN];
+    uint64_t seq;
+} listed_name;
 
 typedef struct walk {
     PGconn *c;
@@ -381,11 +410,13 @@ typedef struct walk {
     uint64_t in_chunk;             /* rows read of this chunk */
     int done;
     uint64_t fed;
-    const cset *set;               /* NULL or over: no look-ups in the walk */
     uint64_t miss;                 /* the first record listing a content not stored (0) */
     char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1];
     uint64_t looked;               /* listed contents looked up */
     uint8_t (*listed)[AUDIT_CONTENT_HASH_LEN]; /* AUDIT_CONTENTS_LIST_MAX, the walk's */
+    listed_name *names;            /* what the records listed, in seq order */
+    size_t n, cap, max;            /* at most max names (the set's cap) */
+    int over;                      /* past max or out of memory: the database looks them up */
 } walk;
 
 static int hcmp(const void *a, const void *b)
@@ -393,21 +424,34 @@ static int hcmp(const void *a, const void *b)
     return memcmp(a, b, AUDIT_CONTENT_HASH_LEN);
 }
 
-/* The walk's look-up of what record seq lists (body[0..bl)), as contents_listed_check does
- * it in the database: the same parse, and the first record in seq order that lists a
- * content the store does not hold. */
+/* What record seq lists (body[0..bl)), parsed as contents_listed_check does it in the
+ * database, kept for the look-up after the walk (contents_lookup). */
 static void walk_listed(walk *w, uint64_t seq, const uint8_t *body, size_t bl)
 {
-    if (!w->set || w->set->over || w->miss || !w->listed)
+    if (w->over || !w->listed)
         return;
     int k = audit_contents_listed(body, bl, w->listed, AUDIT_CONTENTS_LIST_MAX);
     for (int j = 0; j < k && (size_t)j < AUDIT_CONTENTS_LIST_MAX; j++) {
-        w->looked++;
-        if (!w->set->n ||
-            !bsearch(w->listed[j], w->set->h, w->set->n, sizeof *w->set->h, hcmp)) {
-            w->miss = seq;
-            aos_hex(w->listed[j], AUDIT_CONTENT_HASH_LEN, w->mhex);
+        if (w->n == w->cap &&
+            !(w->names = grow(w->names, &w->cap, w->max, sizeof *w->names))) {
+            w->n = 0; /* over the cap, or out of memory: the database looks them up */
+            w->over = 1;
             return;
+        }
+        memcpy(w->names[w->n].h, w->listed[j], AUDIT_CONTENT_HASH_LEN);
+        w->names[w->n++].seq = seq;
+    }
+}
+
+/* The first record, in seq order, listing a content the set (every stored one that hashes
+ * to its name) lacks: w->miss and w->mhex. */
+static void contents_lookup(walk *w, const uint8_t (*set)[AUDIT_CONTENT_HASH_LEN], size_t n)
+{
+    for (size_t i = 0; i < w->n && !w->miss; i++) {
+        w->looked++;
+        if (!n || !bsearch(w->names[i].h, set, n, sizeof *set, hcmp)) {
+            w->miss = w->names[i].seq;
+            aos_hex(w->names[i].h, AUDIT_CONTENT_HASH_LEN, w->mhex);
         }
     }
 }
@@ -573,20 +617,11 @@ static void cset_add(cset *set, const uint8_t *h, size_t hl)
 {
     if (set->over || hl != AUDIT_CONTENT_HASH_LEN)
         return; /* a name of another width is never listed (64 hex digits): no need */
-    if (set->n == set->cap) {
-        size_t cap = set->cap ? 2 * set->cap : 4096;
-        if (cap > set->max && set->cap < set->max)
-            cap = set->max; /* the last step up to the cap */
-        void *nh = cap <= set->max ? realloc(set->h, cap * sizeof *set->h) : NULL;
-        if (!nh) { /* over the cap, or out of memory: the database looks them up */
-            free(set->h);
-            set->h = NULL;
-            set->n = set->cap = 0;
-            set->over = 1;
-            return;
-        }
-        set->h = nh;
-        set->cap = cap;
+    if (set->n == set->cap &&
+        !(set->h = grow(set->h, &set->cap, set->max, sizeof *set->h))) {
+        set->n = 0; /* over the cap, or out of memory: the database looks them up */
+        set->over = 1;
+        return;
     }
     memcpy(set->h[set->n++], h, AUDIT_CONTENT_HASH_LEN);
 }
@@ -772,11 +807,13 @@ static aos_err contents_rehash(PGconn *c, cset *set, cpass *cp, char *why, size_
  * it, turns f into ALTERED there (the record vouches for a content the store no longer
  * holds as it was): a stored one that does not hash to its name (cp), or a listed one not
  * stored (the walk's look-ups in w, or the database's when the set was over). */
-static aos_err contents_verdict(PGconn *c, const cset *set, const walk *w, cpass *cp,
+static aos_err contents_verdict(PGconn *c, const cset *set, walk *w, cpass *cp,
                                 audit_finding *f, char *why, size_t whylen)
 {
+    int in_db = set->over || w->over || !w->listed;
+    if (!in_db)
+        contents_lookup(w, (const uint8_t(*)[AUDIT_CONTENT_HASH_LEN])set->h, set->n);
     uint64_t bad_seq = cp->bad_seq, miss = w->miss, looked = w->looked, t1 = aos_mono_ms();
-    int in_db = set->over || !w->listed;
     char *bad_what = cp->bad_what;
     char mhex[2 * AUDIT_CONTENT_HASH_LEN + 1];
     snprintf(mhex, sizeof mhex, "%s", w->mhex);
@@ -793,7 +830,7 @@ static aos_err contents_verdict(PGconn *c, const cset *set, const walk *w, cpass
                  set->max);
     else
         aos_info("audit.verify: %llu contents re-hashed in %llu ms%s, %llu listed ones looked "
-                 "up in memory during the walk",
+                 "up in memory after the walk",
                  (unsigned long long)cp->rows, (unsigned long long)cp->ms,
                  cp->by_cursor ? " by the cursor" : "",
                  (unsigned long long)looked);
@@ -815,9 +852,64 @@ static aos_err contents_verdict(PGconn *c, const cset *set, const walk *w, cpass
 
 typedef struct verify_arg {
     alog *l;
+    const char *dsn; /* the server's role, for the contents pass's own connection */
     audit_finding f;
     uint64_t fed;
 } verify_arg;
+
+/* The contents pass on a connection of its own, in the walk's snapshot (exported by the
+ * walk's transaction, imported here), so re-hashing the store and walking the chain share
+ * the two cores instead of taking turns. rc is set when it ran; ran = 0 means it could not
+ * start (no second connection) and the walk's thread runs it after the walk instead. */
+typedef struct cjob {
+    const char *dsn;
+    char snap[64];
+    cset set;
+    cpass cp;
+    int ran;
+    aos_err rc;
+    char why[512];
+} cjob;
+
+static void *cjob_main(void *arg)
+{
+    cjob *j = arg;
+    srv_pg *p = NULL;
+    if (srv_pg_open(j->dsn, &p, j->why, sizeof j->why) != AOS_OK)
+        return NULL;
+    PGconn *c = srv_pg_conn(p, j->why, sizeof j->why);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", j->snap);
+    if (c && db_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", j->why,
+                    sizeof j->why) == AOS_OK) {
+        if (db_cmd(c, sql, j->why, sizeof j->why) == AOS_OK) {
+            j->ran = 1;
+            j->rc = contents_rehash(c, &j->set, &j->cp, j->why, sizeof j->why);
+        }
+        char ignore[64];
+        db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
+    }
+    srv_pg_close(p);
+    return NULL;
+}
+
+/* This transaction's snapshot, for the contents pass to import (0: none to share). */
+static int export_snapshot(PGconn *c, char *out, size_t cap)
+{
+    PGresult *r = PQexec(c, "SELECT pg_export_snapshot()");
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+             strlen(PQgetvalue(r, 0, 0)) < cap;
+    if (ok) {
+        /* its id goes into SQL text: only the form PostgreSQL gives it (hex and dashes) */
+        const char *v = PQgetvalue(r, 0, 0);
+        for (size_t i = 0; v[i] && ok; i++)
+            ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'A' && v[i] <= 'F') || v[i] == '-';
+        if (ok)
+            snprintf(out, cap, "%s", v);
+    }
+    PQclear(r);
+    return ok;
+}
 
 static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
 {
@@ -826,12 +918,24 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
     size_t whylen = sizeof rep->error;
     audit_sth *heads = NULL;
     PGresult *hr = NULL, *ar = NULL;
-    cset set = {.max = cap_knob("AOS_AUDIT_VERIFY_SET_MAX", VERIFY_SET_MAX)};
-    cpass cp = {0};
-    walk w = {.c = c, .set = &set, .listed = malloc(AUDIT_CONTENTS_LIST_MAX * sizeof *w.listed)};
+    size_t set_max = cap_knob("AOS_AUDIT_VERIFY_SET_MAX", VERIFY_SET_MAX);
+    cjob *job = calloc(1, sizeof *job);
+    pthread_t th;
+    int started = 0;
+    walk w = {.c = c,
+              .max = set_max,
+              .listed = malloc(AUDIT_CONTENTS_LIST_MAX * sizeof *w.listed)};
+    if (!job) {
+        free(w.listed);
+        WHY("out of memory for the contents check");
+        return AOS_ERR_NOMEM;
+    }
+    job->dsn = va->dsn;
+    job->set.max = set_max;
     aos_err rc = begin_read(c, why, whylen);
     if (rc != AOS_OK) {
         free(w.listed);
+        free(job);
         return rc;
     }
     if ((rc = db_exec(c, &st_heads, NULL, &hr, why, whylen)) != AOS_OK)
@@ -854,9 +958,10 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
         row_rec(ar, 0, &arch, achain, NULL);
     uint8_t pk[AUDIT_PK_LEN];
     alog_public_key(va->l, pk);
-    /* the contents first, so the walk looks up each listed one in their set as it goes */
-    if ((rc = contents_rehash(c, &set, &cp, why, whylen)) != AOS_OK)
-        goto out;
+    /* the contents beside the walk; the walk gathers what records list, looked up after */
+    if (job->dsn && cap_knob("AOS_AUDIT_VERIFY_CONNS", 2) > 1 &&
+        export_snapshot(c, job->snap, sizeof job->snap))
+        started = pthread_create(&th, NULL, cjob_main, job) == 0;
     uint64_t t0 = mono_ns();
     rc = audit_verify_run(pk, heads, nh, have_arch ? &arch : NULL, walk_next, &w, &va->f, why,
                           whylen);
@@ -866,12 +971,27 @@ static aos_err verify_attempt(PGconn *c, void *arg, srv_reply *rep)
              (unsigned long long)w.fed, (unsigned long long)((mono_ns() - t0) / 1000000u),
              (unsigned long long)(w.k.wait_ns / 1000000u));
     walk_end(&w);
-    if (rc == AOS_OK &&
-        (va->f.kind == AUDIT_FIND_OK || va->f.kind == AUDIT_FIND_DECLARED_GAP))
-        rc = contents_verdict(c, &set, &w, &cp, &va->f, why, whylen);
+    if (started) {
+        pthread_join(th, NULL);
+        started = 0;
+    }
+    int settled = rc == AOS_OK &&
+                  (va->f.kind == AUDIT_FIND_OK || va->f.kind == AUDIT_FIND_DECLARED_GAP);
+    if (settled && !job->ran) { /* no second connection: the contents pass here, after */
+        aos_info("audit.verify: contents checked on the walk's connection, after it%s%s",
+                 job->why[0] ? ": " : "", job->why);
+        rc = contents_rehash(c, &job->set, &job->cp, why, whylen);
+    } else if (settled && job->rc != AOS_OK) {
+        rc = job->rc;
+        WHY("%s", job->why);
+    }
+    if (settled && rc == AOS_OK)
+        rc = contents_verdict(c, &job->set, &w, &job->cp, &va->f, why, whylen);
     if (rc == AOS_OK)
         rc = db_cmd(c, "COMMIT", why, whylen);
 out:
+    if (started)
+        pthread_join(th, NULL);
     if (rc != AOS_OK) {
         char ignore[64];
         db_cmd(c, "ROLLBACK", ignore, sizeof ignore);
@@ -880,7 +1000,9 @@ out:
     PQclear(hr);
     PQclear(ar);
     free(heads);
-    free(set.h);
+    free(job->set.h);
+    free(job);
+    free(w.names);
     free(w.listed);
     return rc;
 }
@@ -895,7 +1017,7 @@ aos_err ar_verify(srv *s, alog *l, const aos_env *req, srv_reply *rep)
     srv_pg *pg = srv_db(s);
     if (!pg || !l)
         return srv_fail(rep, AOS_ERR_UNAVAILABLE, "audit.verify: no database connection");
-    verify_arg va = {.l = l};
+    verify_arg va = {.l = l, .dsn = srv_pg_dsn(s)};
     aos_err rc = db_run(pg, req->deadline_ms, "audit.verify", rep, verify_attempt, &va, NULL);
     if (rc != AOS_OK)
         return rc;
