@@ -13,28 +13,13 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "prooffile.h"
+
 #include "aos/envelope.h"
 
 #define WHY(...) ((why && whylen) ? (void)snprintf(why, whylen, __VA_ARGS__) : (void)0)
 
 /* ---- head.json --------------------------------------------------------------------------- */
-
-static int get_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min)
-        return -1;
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-static int get_hex(const json_t *o, const char *key, uint8_t *out, size_t n)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_string(v) ? aos_unhex(json_string_value(v), json_string_length(v), out, n)
-                             : -1;
-}
 
 int audit_archhead_parse(const char *text, size_t len, audit_archhead *h, char *why,
                          size_t whylen)
@@ -48,21 +33,21 @@ int audit_archhead_parse(const char *text, size_t len, audit_archhead *h, char *
         goto out;
     }
     uint64_t v;
-    if (get_u64(d, "version", 1, &v) || v > AUDIT_ARCHDIR_VERSION) {
+    if (audit_jget_u64(d, "version", 1, &v) || v > AUDIT_ARCHDIR_VERSION) {
         WHY("head.json's \"version\" is missing or not 1 or %u", AUDIT_ARCHDIR_VERSION);
         goto out;
     }
     h->version = (unsigned)v;
     json_t *hd = json_object_get(d, "head"), *fr = json_object_get(d, "base_frontier");
-    const char *bad = get_u64(d, "from_seq", 1, &h->from)                        ? "from_seq"
-                    : get_u64(d, "to_seq", 1, &h->to)                            ? "to_seq"
-                    : get_hex(d, "base_chain", h->base_chain, AUDIT_HASH_LEN)    ? "base_chain"
+    const char *bad = audit_jget_u64(d, "from_seq", 1, &h->from)                        ? "from_seq"
+                    : audit_jget_u64(d, "to_seq", 1, &h->to)                            ? "to_seq"
+                    : audit_jget_hex(d, "base_chain", h->base_chain, AUDIT_HASH_LEN)    ? "base_chain"
                     : !json_is_object(hd)                                        ? "head"
-                    : get_u64(hd, "tree_size", 1, &h->head.tree_size)            ? "head.tree_size"
-                    : get_u64(hd, "time_ns", 0, &h->head.time_ns)                ? "head.time_ns"
-                    : get_hex(hd, "root", h->head.root, AUDIT_HASH_LEN)          ? "head.root"
-                    : get_hex(hd, "signature", h->head.sig, AUDIT_SIG_LEN)       ? "head.signature"
-                    : get_hex(hd, "public_key", h->pk, AUDIT_PK_LEN)             ? "head.public_key"
+                    : audit_jget_u64(hd, "tree_size", 1, &h->head.tree_size)            ? "head.tree_size"
+                    : audit_jget_u64(hd, "time_ns", 0, &h->head.time_ns)                ? "head.time_ns"
+                    : audit_jget_hex(hd, "root", h->head.root, AUDIT_HASH_LEN)          ? "head.root"
+                    : audit_jget_hex(hd, "signature", h->head.sig, AUDIT_SIG_LEN)       ? "head.signature"
+                    : audit_jget_hex(hd, "public_key", h->pk, AUDIT_PK_LEN)             ? "head.public_key"
                     : !json_is_array(fr)                                         ? "base_frontier"
                     : NULL;
     if (bad) {

@@ -91,7 +91,7 @@ json_t *audit_proof_json(const audit_proof *p)
 }
 
 /* A JSON integer in [min, INT64_MAX] under key of o. */
-static int get_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out)
+int audit_jget_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out)
 {
     json_t *v = json_object_get(o, key);
     if (!json_is_integer(v) || json_integer_value(v) < 0 ||
@@ -102,7 +102,7 @@ static int get_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out
 }
 
 /* Exactly n bytes of hex under key of o. */
-static int get_hex(const json_t *o, const char *key, uint8_t *out, size_t n)
+int audit_jget_hex(const json_t *o, const char *key, uint8_t *out, size_t n)
 {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? aos_unhex(json_string_value(v), json_string_length(v), out, n) : -1;
@@ -128,7 +128,7 @@ int audit_proof_from_json(const json_t *d, audit_proof *p, char *why, size_t why
             snprintf(why, whylen, "\"version\" is missing or not an integer");
         return -1;
     }
-    if (get_u64(d, "seq", 1, &p->seq) != 0) {
+    if (audit_jget_u64(d, "seq", 1, &p->seq) != 0) {
         snprintf(why, whylen, "\"seq\" is not an integer of at least 1");
         return -1;
     }
@@ -167,11 +167,11 @@ int audit_proof_from_json(const json_t *d, audit_proof *p, char *why, size_t why
         snprintf(why, whylen, "\"head\" is not an object");
         return -1;
     }
-    const char *bad = get_u64(head, "tree_size", 1, &p->head.tree_size) ? "tree_size"
-                    : get_u64(head, "time_ns", 0, &p->head.time_ns)    ? "time_ns"
-                    : get_hex(head, "root", p->head.root, AUDIT_HASH_LEN) ? "root"
-                    : get_hex(head, "signature", p->head.sig, AUDIT_SIG_LEN) ? "signature"
-                    : get_hex(head, "public_key", p->pk, AUDIT_PK_LEN)  ? "public_key"
+    const char *bad = audit_jget_u64(head, "tree_size", 1, &p->head.tree_size) ? "tree_size"
+                    : audit_jget_u64(head, "time_ns", 0, &p->head.time_ns)    ? "time_ns"
+                    : audit_jget_hex(head, "root", p->head.root, AUDIT_HASH_LEN) ? "root"
+                    : audit_jget_hex(head, "signature", p->head.sig, AUDIT_SIG_LEN) ? "signature"
+                    : audit_jget_hex(head, "public_key", p->pk, AUDIT_PK_LEN)  ? "public_key"
                     : NULL;
     if (bad) {
         snprintf(why, whylen, "\"head\".\"%s\" is missing or not %s", bad,

@@ -37,6 +37,10 @@ const char *audit_proof_check(const audit_proof *p, const uint8_t *pin, char *wh
 json_t *audit_proof_json(const audit_proof *p);
 /* Hex of b as a JSON string; NULL without memory (json_pack then fails the document). */
 json_t *audit_jhex(const uint8_t *b, size_t n);
+/* A JSON integer in [min, INT64_MAX] under key of o into *out: 0, else -1. */
+int audit_jget_u64(const json_t *o, const char *key, uint64_t min, uint64_t *out);
+/* Exactly n bytes of hex under key of o into out: 0, else -1. */
+int audit_jget_hex(const json_t *o, const char *key, uint8_t *out, size_t n);
 /* A signed head and its key as JSON (tree_size, time_ns, root, signature, public_key). */
 json_t *audit_head_json(const audit_sth *h, const uint8_t pk[AUDIT_PK_LEN]);
 

@@ -165,22 +165,7 @@ static int teardown(void **st)
 
 static int apply(const char *yaml)
 {
-    Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
-    r.yaml = (ProtobufCBinaryData){strlen(yaml), (uint8_t *)yaml};
-    r.file = (ProtobufCBinaryData){8, (uint8_t *)"dep.yaml"};
-    size_t len = aos__agent__apply_request__get_packed_size(&r);
-    uint8_t *buf = malloc(len);
-    assert_non_null(buf);
-    aos__agent__apply_request__pack(&r, buf);
-    aos_reply rep;
-    aos_call_opts o = {.timeout_ms = 30000};
-    aos_call(h_conn(H), &o, "kernel.agent.apply", buf, len, &rep);
-    free(buf);
-    int st = rep.status;
-    if (st)
-        print_message("apply: %s\n", rep.error);
-    aos_reply_clear(&rep);
-    return st;
+    return h_apply(H, yaml, strlen(yaml), "dep.yaml", 0);
 }
 
 static PGconn *pg_open(void)

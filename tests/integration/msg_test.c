@@ -60,20 +60,8 @@ static int teardown(void **st)
 
 static void apply(const char *yaml)
 {
-    Aos__Agent__ApplyRequest r = AOS__AGENT__APPLY_REQUEST__INIT;
-    r.yaml = (ProtobufCBinaryData){strlen(yaml), (uint8_t *)yaml};
-    r.file = (ProtobufCBinaryData){8, (uint8_t *)"msg.yaml"};
-    r.prune = 1;
-    size_t len = aos__agent__apply_request__get_packed_size(&r);
-    uint8_t *buf = malloc(len);
-    aos__agent__apply_request__pack(&r, buf);
-    aos_reply rep;
-    aos_call_opts o = {.timeout_ms = 30000};
-    aos_err e = aos_call(h_conn(H), &o, "kernel.agent.apply", buf, len, &rep);
-    free(buf);
-    if (e != AOS_OK)
-        fail_msg("apply: %s: %s\n%s", aos_err_name(e), rep.error, yaml);
-    aos_reply_clear(&rep);
+    if (h_apply(H, yaml, strlen(yaml), "msg.yaml", 1) != 0)
+        fail_msg("apply refused:\n%s", yaml);
 }
 
 typedef struct ainfo {

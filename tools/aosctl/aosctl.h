@@ -123,6 +123,9 @@ void ctl_args_help(FILE *f, const ctl_arg *a, size_t n, int flags);
 /* Print the error (people: "aosctl: message" on stderr; --json: {"error":{"code":N,
  * "name":"NOT_FOUND","exit_code":3,"message":"..."}} on stdout) and return the exit code. */
 int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The error of a local file a command could not open (errno e): ENOENT NOT_FOUND, EACCES
+ * and EPERM REFUSED, the rest USAGE (a path that is not what the command wants). */
+int ctl_errno_err(int e);
 /* Bytes from a server, made safe for a terminal into dst (cap bytes, NUL-terminated):
  * control characters (C0, DEL, C1) and bytes that are not UTF-8 become '?', and the cut
  * falls on a character boundary. At most max characters (0: no limit); *cut (may be NULL)

@@ -710,10 +710,8 @@ static int cmd_check_archive(ctl_ctx *c, const ctl_vals *v)
         return ctl_fail(c, AOS_ERR_INTERNAL, "--key passed its check but is not hex");
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
-        return ctl_fail(c, errno == ENOENT ? AOS_ERR_NOT_FOUND
-                           : errno == EACCES || errno == EPERM ? AOS_ERR_REFUSED
-                           : AOS_ERR_USAGE, "cannot open the archive directory %s: %s", dir,
-                        strerror(errno));
+        return ctl_fail(c, ctl_errno_err(errno), "cannot open the archive directory %s: %s",
+                        dir, strerror(errno));
     audit_archcheck *k = malloc(sizeof *k);
     if (!k) {
         close(dfd);

@@ -399,9 +399,7 @@ static int cmd_check_proof(ctl_ctx *c, const ctl_vals *v)
         return ctl_fail(c, AOS_ERR_INTERNAL, "--key passed its check but is not hex");
     int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return ctl_fail(c, errno == ENOENT ? AOS_ERR_NOT_FOUND
-                           : errno == EACCES || errno == EPERM ? AOS_ERR_REFUSED
-                           : AOS_ERR_USAGE, "cannot open %s: %s", file, strerror(errno));
+        return ctl_fail(c, ctl_errno_err(errno), "cannot open %s: %s", file, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;

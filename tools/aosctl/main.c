@@ -152,6 +152,13 @@ int ctl_fail(ctl_ctx *c, int err, const char *fmt, ...)
     return aos_err_exit_code(err);
 }
 
+int ctl_errno_err(int e)
+{
+    return e == ENOENT ? AOS_ERR_NOT_FOUND
+         : e == EACCES || e == EPERM ? AOS_ERR_REFUSED
+                                     : AOS_ERR_USAGE;
+}
+
 /* Bytes from a server go to a terminal: see aosctl.h. */
 void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, int *cut)
 {
