@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the reference MCP servers (server-everything, server-filesystem) with npm into DIR
 # for aos-tool's real-server test. Exit 0: installed (prints the two entry scripts); 77: npm
-# cannot reach its registry (or apt cannot, when node must be installed); 1: other failures.
+# cannot reach its registry (or apt has no mirror for node, npm and the CA certificates); 1:
+# other failures.
 set -uo pipefail
 
 # Pinned, so a new release cannot change the tools the test calls. Override with
@@ -34,23 +35,9 @@ installed_version() {
     [ -r "$pj" ] && node -p 'require(process.argv[1]).version' "$pj" 2>/dev/null
 }
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    command -v apt-get >/dev/null || die "node and npm are missing and there is no apt-get"
-    [ "$(id -u)" = 0 ] || die "node and npm are missing; install them (apt-get install nodejs npm) or run as root"
-    log=$(mktemp /tmp/aos-mcp-apt.XXXXXX)
-    if ! env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1; then
-        tail -5 "$log" >&2
-        rm -f "$log"
-        skip "apt-get update failed: no package mirror to install nodejs and npm from"
-    fi
-    if ! env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            nodejs npm >>"$log" 2>&1; then
-        tail -20 "$log" >&2
-        rm -f "$log"
-        die "apt-get install nodejs npm failed (see above)"
-    fi
-    rm -f "$log"
-fi
+# shellcheck source=tools/node-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/node-env.sh"
+node_env
 
 # Idempotent: the pinned versions already there need no registry at all.
 want_e=${EVERYTHING##*@} want_f=${FILESYSTEM##*@}
@@ -65,7 +52,7 @@ if [ -n "$e" ] && [ -f "$e" ] && [ -n "$f" ] && [ -f "$f" ] &&
 fi
 
 mkdir -p "$DIR" || die "cannot create $DIR"
-timeout 60 npm ping >/dev/null 2>&1 || skip "npm cannot reach its registry (npm ping failed)"
+npm_reachable
 log=$(mktemp /tmp/aos-mcp-npm.XXXXXX)
 if ! timeout 540 npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error \
         "$EVERYTHING" "$FILESYSTEM" >"$log" 2>&1; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the official `openai` npm client into DIR for the front door's test (api_test).
 # Exit 0: installed (prints the package's directory); 77: npm cannot reach its registry (or
-# node and npm are missing and apt cannot install them); 1: other failures.
+# apt has no mirror to install node, npm and the CA certificates from); 1: other failures.
 set -uo pipefail
 
 # Pinned, so a new release cannot change what the test drives; 4.x runs on Debian 12's
@@ -16,19 +16,9 @@ mkdir -p "$1" || die "cannot create $1"
 DIR=$(cd "$1" && pwd) || die "cannot enter $1"
 PKG=$DIR/node_modules/openai
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    command -v apt-get >/dev/null || skip "node and npm are missing and there is no apt-get"
-    [ "$(id -u)" = 0 ] || skip "node and npm are missing; install them (apt-get install nodejs npm)"
-    log=$(mktemp /tmp/aos-openai-apt.XXXXXX)
-    if ! env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 ||
-       ! env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            nodejs npm >>"$log" 2>&1; then
-        tail -5 "$log" >&2
-        rm -f "$log"
-        skip "apt-get could not install nodejs and npm"
-    fi
-    rm -f "$log"
-fi
+# shellcheck source=tools/node-env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/node-env.sh"
+node_env
 
 # Idempotent: the pinned version already there needs no registry at all.
 want=${OPENAI##*@}
@@ -39,7 +29,7 @@ if [ -n "$have" ] && { [ "$want" = latest ] || [ "$have" = "$want" ]; }; then
     exit 0
 fi
 
-timeout 60 npm ping >/dev/null 2>&1 || skip "npm cannot reach its registry (npm ping failed)"
+npm_reachable
 log=$(mktemp /tmp/aos-openai-npm.XXXXXX)
 if ! timeout 300 npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error \
         "$OPENAI" >"$log" 2>&1; then
