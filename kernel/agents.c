@@ -1254,6 +1254,10 @@ static void list_diff(plan *p, int kind, char *const *old, size_t nold, char *co
 }
 
 /* The applied set is in PostgreSQL: now the table follows it. */
+/* The stop request to a running agent, heard even when it is idle (its wait ends) or frozen
+ * (thawed first): below, with the admin's stop. mu held. */
+static void stop_now(agent *a, const char *why);
+
 static void commit(plan *p, uint64_t version)
 {
     uint64_t now = aos_mono_ms();
@@ -1297,20 +1301,12 @@ static void commit(plan *p, uint64_t version)
             plan_wake(a, now);
             if (restart && a->pid) {
                 a->restart_after = 1;
-                if (!a->stop_req) {
-                    a->stop_req = 1;
-                    a->stop_at = now;
-                    snprintf(a->stop_why, sizeof a->stop_why, "its manifest changed");
-                }
+                stop_now(a, "its manifest changed");
             }
         } else if (c->action == CH_DELETE && a) {
             dep_agent_free(m);
             a->removed = 1;
-            if (a->pid && !a->stop_req) {
-                a->stop_req = 1;
-                a->stop_at = now;
-                snprintf(a->stop_why, sizeof a->stop_why, "removed from the deployment");
-            }
+            stop_now(a, "removed from the deployment");
         } else {
             dep_agent_free(m);
         }
