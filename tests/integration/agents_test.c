@@ -449,13 +449,15 @@ static void apply_update_prune_and_dry_run(void **st)
     assert_int_equal(wait_state("d1", "waiting|running", 20000, &a), 0);
     assert_int_equal(apply("agents: []\n", 1, 0, &r, NULL, 0), AOS_OK);
     aos__agent__apply_reply__free_unpacked(r, NULL);
-    /* the prune's stop ends d1's wait: it exits 0 on the request, not by the SIGTERM that
-     * follows an unheard one */
+    /* the prune's stop ends d1's wait: it exits on the request, not by the SIGTERM that
+     * follows an unheard one (its exit code is not asked: a sanitizer build's leak check
+     * may fail inside the sandbox and change it) */
     for (int i = 0; i < 200 && !h_log_count(H, "agent d1 removed ("); i++)
         usleep(100 * 1000);
-    if (!h_log_count(H, "agent d1 removed (exit 0)"))
-        fail_msg("d1 was not removed by its own exit 0 after the prune (%d lines say "
-                 "removed)", h_log_count(H, "agent d1 removed ("));
+    if (h_log_count(H, "agent d1 removed (exit ") != 1)
+        fail_msg("d1 did not exit by itself after the prune (%d lines say removed, %d by "
+                 "a signal)", h_log_count(H, "agent d1 removed ("),
+                 h_log_count(H, "agent d1 removed (signal"));
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
