@@ -167,16 +167,7 @@ static int ctl_state(const char *name, const char *action, char *state)
 
 static int ctl(const char *name, const char *action)
 {
-    Aos__Agent__CtlRequest r = AOS__AGENT__CTL_REQUEST__INIT;
-    r.name = (ProtobufCBinaryData){strlen(name), (uint8_t *)name};
-    r.action = (ProtobufCBinaryData){strlen(action), (uint8_t *)action};
-    uint8_t buf[256];
-    size_t len = aos__agent__ctl_request__pack(&r, buf);
-    aos_reply rep;
-    aos_call(h_conn(H), NULL, "kernel.agent.ctl", buf, len, &rep);
-    int st = rep.status;
-    aos_reply_clear(&rep);
-    return st;
+    return ctl_state(name, action, NULL);
 }
 
 /* The agent's Info fields we test, copied out. */

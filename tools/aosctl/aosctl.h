@@ -137,6 +137,8 @@ void ctl_clean(char *dst, size_t cap, const uint8_t *src, size_t n, size_t max, 
 void ctl_put_text(FILE *f, const uint8_t *d, size_t len);
 /* Fails with the reply's status and message, and releases the reply. */
 int ctl_fail_reply(ctl_ctx *c, aos_reply *r);
+/* A --key argument: the audit log's public key in hex (a ctl_check_fn). */
+int ctl_check_audit_key(const char *val, char *why, size_t whylen);
 /* An agent argument: the charset aosd enforces, checked before any call (a ctl_check_fn). */
 int ctl_check_agent(const char *val, char *why, size_t whylen);
 /* Print doc as the one JSON document (takes the reference) and return 0. */

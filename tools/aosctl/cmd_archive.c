@@ -692,16 +692,6 @@ static const char archive_out[] =
 
 /* ---- audit check-archive -------------------------------------------------------------- */
 
-static int check_key(const char *val, char *why, size_t whylen)
-{
-    uint8_t k[AUDIT_PK_LEN];
-    if (aos_unhex(val, strlen(val), k, sizeof k) == 0)
-        return 0;
-    snprintf(why, whylen, "--key wants the log's public key: %u hex digits (audit head "
-             "prints it), not \"%.100s\"", 2 * AUDIT_PK_LEN, val);
-    return -1;
-}
-
 static int cmd_check_archive(ctl_ctx *c, const ctl_vals *v)
 {
     const char *dir = ctl_str(v, "DIR"), *key = ctl_str(v, "--key");
@@ -792,7 +782,8 @@ static const char check_archive_out[] =
 static const ctl_arg check_archive_args[] = {
     {.name = "DIR", .required = 1, .check = check_dir,
      .summary = "an archive directory that audit archive wrote"},
-    {.name = "--key", .value = "HEX", .pattern = "^[0-9a-fA-F]{64}$", .check = check_key,
+    {.name = "--key", .value = "HEX", .pattern = "^[0-9a-fA-F]{64}$",
+     .check = ctl_check_audit_key,
      .summary = "the log's public key, kept elsewhere: the head must be signed by it "
                 "(default: trust the key in head.json)"},
 };

@@ -81,7 +81,8 @@ static int fits(uint64_t v)
 
 /* ---- argument checks ------------------------------------------------------------------ */
 
-static int check_key(const char *val, char *why, size_t whylen)
+/* --key: the log's public key (aosctl.h). */
+int ctl_check_audit_key(const char *val, char *why, size_t whylen)
 {
     uint8_t k[AUDIT_PK_LEN];
     if (aos_unhex(val, strlen(val), k, sizeof k) == 0)
@@ -1062,7 +1063,8 @@ static const ctl_arg prove_args[] = {
 static const ctl_arg check_args[] = {
     {.name = "FILE", .required = 1, .check = check_path,
      .summary = "a proof file from audit prove"},
-    {.name = "--key", .value = "HEX", .pattern = "^[0-9a-fA-F]{64}$", .check = check_key,
+    {.name = "--key", .value = "HEX", .pattern = "^[0-9a-fA-F]{64}$",
+     .check = ctl_check_audit_key,
      .summary = "the log's public key, kept elsewhere: the head must be signed by it "
                 "(default: trust the key in the file)"},
 };
